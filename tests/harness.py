@@ -1,0 +1,140 @@
+"""In-memory harness for unit tests: a server core on SQLite in memory,
+client streams over string transports, an injected clock.  No reactor, no
+sockets, no threads."""
+
+import base64
+import importlib
+
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.words.xish import domish
+
+from xmppd import config as configuration
+from xmppd.core.api import Server
+from xmppd.core.c2s import ClientStream
+from xmppd.core.scram import derive_all
+from xmppd.core.xmlstream import StreamParser
+from xmppd.storage.deferred import AsyncStore, immediate_runner
+from xmppd.storage.sql import SQLStore
+from xmppd.tap import MODULES
+
+HEADER = ("<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+          "xmlns:stream='http://etherx.jabber.org/streams' to='{to}' version='1.0'>")
+
+
+def make_config(tmp_path, hosts=("example.com",), extra=""):
+    text = extra + "\n" + "\n".join(f'[hosts."{h}"]' for h in hosts)
+    return configuration.parse(text, str(tmp_path / "xmppd.toml"))
+
+
+class FakeCertificates:
+    """Stands in for the certificate store: TLS is not run in memory."""
+
+    def context_factory(self, domain):
+        return f"tls-context-for-{domain}"
+
+
+class TLSStringTransport(StringTransport):
+    """A string transport that records STARTTLS instead of doing it."""
+
+    tls = None
+
+    def startTLS(self, context):
+        self.tls = context
+
+
+def make_server(tmp_path, hosts=("example.com",), modules=MODULES, extra=""):
+    store = SQLStore("sqlite://")
+    store.migrate()
+    server = Server(make_config(tmp_path, hosts, extra), AsyncStore(store, immediate_runner),
+                    FakeCertificates(), Clock())
+    server.sql = store
+    for name in modules:
+        server.load(importlib.import_module(f"xmppd.modules.{name}"))
+    return server
+
+
+def add_user(server, jid, password="secret"):
+    local, domain = jid.split("@")
+    server.sql.create_account(local, domain, derive_all(password))
+
+
+class Client:
+    """One client connection to ``server``, with what the server sent parsed
+    back into elements."""
+
+    def __init__(self, server, domain="example.com", direct_tls=False):
+        self.server = server
+        self.domain = domain
+        self.transport = TLSStringTransport()
+        self.stream = ClientStream(server, direct_tls=direct_tls)
+        self.stream.makeConnection(self.transport)
+        self.received = []
+        self.header = None
+        self.ended = False
+        self._reset()
+
+    def _reset(self):
+        self._parser = StreamParser(self._on_header, self.received.append,
+                                    self._on_end, 10**7)
+
+    def _on_header(self, header):
+        self.header = header
+
+    def _on_end(self):
+        self.ended = True
+
+    def send(self, data):
+        if isinstance(data, domish.Element):
+            data = data.toXml()
+        self.stream.dataReceived(data.encode() if isinstance(data, str) else data)
+        self._read()
+
+    def _read(self):
+        self._parser.feed(self.transport.value())
+        self.transport.clear()
+
+    def open(self, to=None):
+        """Send a stream header (a restart starts a new server stream)."""
+        self._reset()
+        self.send(HEADER.format(to=to or self.domain))
+        return self.received.pop()  # the features
+
+    def take(self):
+        """Everything the server sent since the last take."""
+        self._read()
+        received, self.received[:] = list(self.received), []
+        return received
+
+    def starttls(self):
+        self.open()
+        self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        assert self.take()[0].name == "proceed"
+
+    def auth_plain(self, user, password="secret"):
+        token = base64.b64encode(f"\0{user.split('@')[0]}\0{password}".encode()).decode()
+        self.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
+        return self.take()[0]
+
+    def login(self, user, resource="res", password="secret"):
+        """STARTTLS, SASL PLAIN, bind; returns the bound full JID."""
+        self.starttls()
+        self.open()
+        assert self.auth_plain(user, password).name == "success"
+        self.open()
+        self.send(f"<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                  f"<resource>{resource}</resource></bind></iq>")
+        result = self.take()[0]
+        assert result["type"] == "result", result.toXml()
+        return str(next(result.elements()).jid)
+
+    @property
+    def closed(self):
+        return self.transport.disconnecting
+
+
+def error_condition(element):
+    """The defined condition of a stanza or stream error element."""
+    error = element if element.name == "error" else next(
+        c for c in element.elements() if c.name == "error")
+    return next(c.name for c in error.elements() if c.name != "text")

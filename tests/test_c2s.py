@@ -1,0 +1,257 @@
+"""Client stream negotiation (RFC 6120 §4-§7) over in-memory transports."""
+
+import base64
+
+import pytest
+
+from tests.harness import Client, add_user, error_condition, make_server
+
+NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+
+
+@pytest.fixture
+def server(tmp_path):
+    server = make_server(tmp_path)
+    add_user(server, "alice@example.com")
+    add_user(server, "bob@example.com")
+    return server
+
+
+def stream_error(client):
+    errors = [e for e in client.take() if e.name == "error"]
+    assert errors, "no stream error"
+    assert client.closed
+    return error_condition(errors[-1])
+
+
+def test_header_and_starttls_required(server):
+    client = Client(server)
+    features = client.open()
+    assert client.header["from"] == "example.com"
+    assert client.header["version"] == "1.0"
+    assert client.header.getAttribute("id")
+    [starttls] = list(features.elements())
+    assert starttls.name == "starttls"
+    assert next(starttls.elements()).name == "required"
+
+
+def test_unknown_host(server):
+    client = Client(server)
+    client.send("<stream:stream xmlns='jabber:client' "
+                "xmlns:stream='http://etherx.jabber.org/streams' to='other.org' version='1.0'>")
+    assert stream_error(client) == "host-unknown"
+
+
+def test_wrong_namespace_and_version(server):
+    client = Client(server)
+    client.send("<stream:stream xmlns='jabber:server' "
+                "xmlns:stream='http://etherx.jabber.org/streams' to='example.com' version='1.0'>")
+    assert stream_error(client) == "invalid-namespace"
+    client = Client(server)
+    client.send("<stream:stream xmlns='jabber:client' "
+                "xmlns:stream='http://etherx.jabber.org/streams' to='example.com'>")
+    assert stream_error(client) == "unsupported-version"
+
+
+@pytest.mark.parametrize("stanza", [
+    "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHNlY3JldA==</auth>",
+    "<message to='bob@example.com'><body>hi</body></message>",
+    "<iq type='get' id='1'><query xmlns='jabber:iq:roster'/></iq>",
+])
+def test_nothing_before_tls(server, stanza):
+    client = Client(server)
+    client.open()
+    client.send(stanza)
+    assert stream_error(client) == "policy-violation"
+    assert client.transport.tls is None
+
+
+def test_starttls_uses_the_domain_context_and_restarts(server):
+    client = Client(server)
+    client.starttls()
+    assert client.transport.tls == "tls-context-for-example.com"
+    features = client.open()
+    mechanisms = [str(m) for m in features.elements(NS_SASL, "mechanisms").__next__().elements()]
+    assert mechanisms == ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]
+
+
+def test_bytes_after_starttls_are_ignored(server):
+    client = Client(server)
+    client.open()
+    client.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"
+                "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHNlY3JldA==</auth>")
+    assert [e.name for e in client.take()] == ["proceed"]
+    assert not client.closed
+
+
+def test_direct_tls_offers_sasl_at_once(server):
+    client = Client(server, direct_tls=True)
+    features = client.open()
+    assert [e.name for e in features.elements()] == ["mechanisms"]
+
+
+def test_plain_login_bind(server):
+    client = Client(server)
+    assert client.login("alice@example.com", "laptop") == "alice@example.com/laptop"
+    assert server.sessions.count() == 1
+
+
+def test_scram_sha256_login(server):
+    client = Client(server)
+    client.starttls()
+    client.open()
+    nonce = "rOprNGfwEbeRWgbNEkqO"
+    first = f"n,,n=alice,r={nonce}"
+    client.send(f"<auth xmlns='{NS_SASL}' mechanism='SCRAM-SHA-256'>"
+                f"{base64.b64encode(first.encode()).decode()}</auth>")
+    challenge = client.take()[0]
+    assert challenge.name == "challenge"
+    server_first = base64.b64decode(str(challenge)).decode()
+    attrs = dict(part.split("=", 1) for part in server_first.split(","))
+    assert attrs["r"].startswith(nonce) and int(attrs["i"]) >= 4096
+    from xmppd.core import scram
+    salted = scram.salted_password("SHA-256", b"secret", base64.b64decode(attrs["s"]), int(attrs["i"]))
+    without_proof = f"c=biws,r={attrs['r']}"
+    auth_message = f"n=alice,r={nonce},{server_first},{without_proof}".encode()
+    key = scram.client_key("SHA-256", salted)
+    signature = scram.client_signature("SHA-256", scram.stored_key("SHA-256", key), auth_message)
+    proof = bytes(a ^ b for a, b in zip(key, signature))
+    final = f"{without_proof},p={base64.b64encode(proof).decode()}"
+    client.send(f"<response xmlns='{NS_SASL}'>{base64.b64encode(final.encode()).decode()}</response>")
+    success = client.take()[0]
+    assert success.name == "success"
+    expected = scram.server_signature("SHA-256", scram.server_key("SHA-256", salted), auth_message)
+    assert base64.b64decode(str(success)).decode() == "v=" + base64.b64encode(expected).decode()
+
+
+def test_three_failures_close_the_stream(server):
+    client = Client(server)
+    client.starttls()
+    client.open()
+    for _ in range(2):
+        failure = client.auth_plain("alice@example.com", "wrong")
+        assert failure.name == "failure" and error_condition_sasl(failure) == "not-authorized"
+        assert not client.closed
+    client.auth_plain("alice@example.com", "wrong")
+    assert client.closed
+
+
+def error_condition_sasl(failure):
+    return next(c.name for c in failure.elements() if c.name != "text")
+
+
+def test_bad_base64_and_unknown_mechanism(server):
+    client = Client(server)
+    client.starttls()
+    client.open()
+    client.send(f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>!!!</auth>")
+    assert error_condition_sasl(client.take()[0]) == "incorrect-encoding"
+    client.send(f"<auth xmlns='{NS_SASL}' mechanism='X-UNKNOWN'/>")
+    assert error_condition_sasl(client.take()[0]) == "invalid-mechanism"
+
+
+def test_stanzas_before_auth_are_not_authorized(server):
+    client = Client(server)
+    client.starttls()
+    client.open()
+    client.send("<message to='bob@example.com'><body>hi</body></message>")
+    assert stream_error(client) == "not-authorized"
+
+
+def test_stanzas_before_bind_are_not_authorized(server):
+    client = Client(server)
+    client.starttls()
+    client.open()
+    client.auth_plain("alice@example.com")
+    features = client.open()
+    assert {e.name for e in features.elements()} >= {"bind", "session"}
+    client.send("<message to='bob@example.com'><body>hi</body></message>")
+    assert stream_error(client) == "not-authorized"
+
+
+def test_auth_timeout(server):
+    client = Client(server)
+    client.open()
+    server.clock.advance(server.config.c2s.auth_timeout + 1)
+    assert stream_error(client) == "connection-timeout"
+
+
+def test_auth_timeout_cancelled_by_login(server):
+    client = Client(server)
+    client.login("alice@example.com")
+    server.clock.advance(server.config.c2s.auth_timeout + 1)
+    assert not client.closed
+
+
+def test_generated_resource_and_conflict(server):
+    first = Client(server)
+    jid = first.login("alice@example.com", resource="")
+    assert jid.startswith("alice@example.com/") and len(jid) > len("alice@example.com/")
+    a = Client(server)
+    a.login("alice@example.com", "phone")
+    b = Client(server)
+    b.login("alice@example.com", "phone")
+    assert error_condition(a.take()[-1]) == "conflict"
+    assert a.closed and not b.closed
+    assert server.sessions.count() == 2
+
+
+def test_max_resources(tmp_path):
+    server = make_server(tmp_path, extra="[c2s]\nmax_resources = 1\n")
+    add_user(server, "alice@example.com")
+    Client(server).login("alice@example.com", "one")
+    client = Client(server)
+    client.starttls()
+    client.open()
+    client.auth_plain("alice@example.com")
+    client.open()
+    client.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                "<resource>two</resource></bind></iq>")
+    assert error_condition(client.take()[0]) == "resource-constraint"
+
+
+def test_session_iq_is_a_no_op(server):
+    client = Client(server)
+    client.login("alice@example.com")
+    client.send("<iq type='set' id='s'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>")
+    [result] = client.take()
+    assert result["type"] == "result" and result["id"] == "s"
+
+
+def test_disconnect_unbinds(server):
+    client = Client(server)
+    client.login("alice@example.com")
+    client.stream.connectionLost(None)
+    assert server.sessions.count() == 0
+
+
+def test_closing_the_stream(server):
+    client = Client(server)
+    client.login("alice@example.com")
+    client.send("</stream:stream>")
+    assert client.ended and client.closed
+
+
+@pytest.mark.parametrize("payload,condition", [
+    ("<!DOCTYPE x [<!ENTITY a 'b'>]>", "restricted-xml"),
+    ("<?evil x?>", "restricted-xml"),
+    ("<!-- comment -->", "restricted-xml"),
+    ("<message><body>&lol;</body></message>", "not-well-formed"),
+    ("<message></iq>", "not-well-formed"),
+    ("<message><body>" + "x" * 300000 + "</body></message>", "policy-violation"),
+])
+def test_bad_xml_after_login(server, payload, condition):
+    client = Client(server)
+    client.login("alice@example.com")
+    other = Client(server)
+    other.login("bob@example.com")
+    client.send(payload)
+    assert stream_error(client) == condition
+    other.send("<iq type='get' id='p' to='example.com'><ping xmlns='urn:xmpp:ping'/></iq>")
+    assert other.take()[0]["type"] == "result"
+
+
+def test_doctype_before_the_header(server):
+    client = Client(server)
+    client.send("<?xml version='1.0'?><!DOCTYPE lol [<!ENTITY lol 'lol'>]>")
+    assert stream_error(client) == "restricted-xml"

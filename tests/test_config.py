@@ -1,0 +1,304 @@
+"""Tests for xmppd.config."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from xmppd.config import (
+    C2SConfig,
+    Config,
+    ConfigError,
+    HostConfig,
+    StorageConfig,
+    TLSConfig,
+    load,
+    parse,
+)
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "xmppd.example.toml"
+HOST = '[hosts."example.com"]\n'
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "xmppd.toml"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def error(tmp_path: Path, text: str) -> str:
+    """Load *text* from a file, expecting a one-line error naming that file."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ")
+    assert "\n" not in message
+    return message[len(path) + 2:]
+
+
+def test_defaults(tmp_path):
+    path = write(tmp_path, HOST)
+    assert load(path) == Config(
+        path=path,
+        log_level="info",
+        storage=StorageConfig(url=f"sqlite:///{tmp_path}/xmppd.sqlite"),
+        tls=TLSConfig(certificates=f"{tmp_path}/certs", min_version="1.2"),
+        c2s=C2SConfig(
+            listen=("tcp:5222",),
+            direct_tls=(),
+            max_stanza_size=262144,
+            max_resources=10,
+            auth_timeout=30.0,
+        ),
+        hosts={"example.com": HostConfig(name="example.com")},
+    )
+
+
+def test_every_key(tmp_path):
+    config = load(write(tmp_path, """
+        log_level = "debug"
+        [storage]
+        url = "postgresql+psycopg://xmppd:secret@db/xmppd"
+        [tls]
+        certificates = "/etc/xmppd/certs"
+        min_version = "1.3"
+        [c2s]
+        listen = ["tcp:5222:interface=127.0.0.1", "tcp6:5222"]
+        direct_tls = ["tcp:5223"]
+        max_stanza_size = 10000
+        max_resources = 1
+        auth_timeout = 5
+        [hosts."example.com"]
+        [hosts."example.org"]
+    """))
+    assert config.log_level == "debug"
+    assert config.storage == StorageConfig(url="postgresql+psycopg://xmppd:secret@db/xmppd")
+    assert config.tls == TLSConfig(certificates="/etc/xmppd/certs", min_version="1.3")
+    assert config.c2s == C2SConfig(
+        listen=("tcp:5222:interface=127.0.0.1", "tcp6:5222"),
+        direct_tls=("tcp:5223",),
+        max_stanza_size=10000,
+        max_resources=1,
+        auth_timeout=5.0,
+    )
+    assert type(config.c2s.auth_timeout) is float
+    assert list(config.hosts) == ["example.com", "example.org"]
+
+
+def test_example_file_parses():
+    config = load(str(EXAMPLE))
+    assert config.path == str(EXAMPLE)
+    assert config.hosts == {"example.com": HostConfig(name="example.com")}
+    assert config.c2s.direct_tls == ("tcp:5223",)
+
+
+def test_config_is_frozen(tmp_path):
+    config = load(write(tmp_path, HOST))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.log_level = "debug"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.c2s.max_resources = 1
+
+
+def test_config_error_is_value_error():
+    assert issubclass(ConfigError, ValueError)
+
+
+# Relative paths
+
+
+def test_path_is_made_absolute(tmp_path, monkeypatch):
+    write(tmp_path, HOST)
+    monkeypatch.chdir(tmp_path)
+    assert load("xmppd.toml").path == str(tmp_path / "xmppd.toml")
+
+
+def test_parse_resolves_against_given_path():
+    config = parse(HOST + '[tls]\ncertificates = "tls/certs"\n', "/etc/xmppd/xmppd.toml")
+    assert config.path == "/etc/xmppd/xmppd.toml"
+    assert config.tls.certificates == "/etc/xmppd/tls/certs"
+    assert config.storage.url == "sqlite:////etc/xmppd/xmppd.sqlite"
+
+
+def test_absolute_certificates_kept():
+    config = parse(HOST + '[tls]\ncertificates = "/srv/certs"\n', "/etc/xmppd/xmppd.toml")
+    assert config.tls.certificates == "/srv/certs"
+
+
+@pytest.mark.parametrize("url, resolved", [
+    ("sqlite:///data/x.db", "sqlite:////etc/xmppd/data/x.db"),
+    ("sqlite:///../x.db", "sqlite:////etc/xmppd/../x.db"),
+    ("sqlite+pysqlite:///x.db", "sqlite+pysqlite:////etc/xmppd/x.db"),
+    ("sqlite:///x.db?timeout=10", "sqlite:////etc/xmppd/x.db?timeout=10"),
+    ("sqlite:////var/lib/xmppd/x.db", "sqlite:////var/lib/xmppd/x.db"),
+    ("sqlite://", "sqlite://"),
+    ("sqlite:///:memory:", "sqlite:///:memory:"),
+    ("postgresql+psycopg://u:p@host/db", "postgresql+psycopg://u:p@host/db"),
+])
+def test_sqlite_url_resolution(url, resolved):
+    config = parse(HOST + f'[storage]\nurl = "{url}"\n', "/etc/xmppd/xmppd.toml")
+    assert config.storage.url == resolved
+
+
+# Hosts
+
+
+@pytest.mark.parametrize("name, normalised", [
+    ("example.com", "example.com"),
+    ("Example.COM.", "example.com"),
+    ("localhost", "localhost"),
+    ("a-b.x1.example", "a-b.x1.example"),
+    ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+    ("Bücher.example", "bücher.example"),
+])
+def test_host_names_normalised(tmp_path, name, normalised):
+    config = load(write(tmp_path, f'[hosts."{name}"]\n'))
+    assert config.hosts == {normalised: HostConfig(name=normalised)}
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("exa mple.com", 'label "exa mple" must be letters, digits and inner hyphens'),
+    ("under_score.com", 'label "under_score" must be'),
+    ("-lead.com", 'label "-lead" must be'),
+    ("trail-.com", 'label "trail-" must be'),
+    ("a..b", "empty label"),
+    (".", "empty label"),
+    ("", "empty label"),
+    ("x" * 64 + ".com", "is too long"),
+    (".".join(["a" * 63] * 4), "longer than 253 characters"),
+    ("bü☃.example", 'label "bü☃" must be'),
+])
+def test_invalid_host_names(tmp_path, name, problem):
+    message = error(tmp_path, f'[hosts."{name}"]\n')
+    assert message.startswith(f'hosts."{name}": not a valid domain name: ')
+    assert problem in message
+
+
+def test_duplicate_host(tmp_path):
+    message = error(tmp_path, '[hosts."example.com"]\n[hosts."EXAMPLE.com."]\n')
+    assert message == 'hosts."EXAMPLE.com.": same domain as hosts."example.com"'
+
+
+def test_no_hosts(tmp_path):
+    assert error(tmp_path, "") == "hosts: at least one hosted domain is required"
+    assert error(tmp_path, "[hosts]\n") == "hosts: at least one hosted domain is required"
+
+
+def test_unquoted_dotted_host(tmp_path):
+    message = error(tmp_path, "[hosts.example.com]\n")
+    assert message.startswith("hosts.example.com: unknown key (quote domain names")
+
+
+# Errors
+
+
+@pytest.mark.parametrize("text, message", [
+    ("bogus = 1\n" + HOST, "bogus: unknown key"),
+    ('"odd key" = 1\n' + HOST, '"odd key": unknown key'),
+    ("[c2s]\nmax_stanza = 10000\n" + HOST, "c2s.max_stanza: unknown key"),
+    ("[storage]\npath = 'x'\n" + HOST, "storage.path: unknown key"),
+    ("[tls.extra]\n" + HOST, "tls.extra: unknown key"),
+    (HOST + "foo = 1\n", 'hosts."example.com".foo: unknown key'),
+])
+def test_unknown_keys(tmp_path, text, message):
+    assert error(tmp_path, text) == message
+
+
+def test_documented_message(tmp_path):
+    path = write(tmp_path, HOST + '[c2s]\nmax_stanza_size = "big"\n')
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert str(info.value) == (
+        f'{path}: c2s.max_stanza_size: expected an integer >= 10000, got "big"'
+    )
+
+
+@pytest.mark.parametrize("text, message", [
+    ('log_level = "verbose"',
+     'log_level: expected one of "debug", "info", "warn", "error", got "verbose"'),
+    ("log_level = 1", 'log_level: expected one of "debug", "info", "warn", "error", got 1'),
+    ('storage = "x"', 'storage: expected a table, got "x"'),
+    ("[storage]\nurl = 5",
+     'storage.url: expected a database URL such as "sqlite:///xmppd.sqlite", got 5'),
+    ('[storage]\nurl = "xmppd.sqlite"',
+     'storage.url: expected a database URL such as "sqlite:///xmppd.sqlite",'
+     ' got "xmppd.sqlite"'),
+    ('[tls]\ncertificates = ""', 'tls.certificates: expected a non-empty string, got ""'),
+    ("[tls]\ncertificates = []", "tls.certificates: expected a non-empty string, got an array"),
+    ("[tls]\nmin_version = 1.2", 'tls.min_version: expected one of "1.2", "1.3", got 1.2'),
+    ('[tls]\nmin_version = "1.1"', 'tls.min_version: expected one of "1.2", "1.3", got "1.1"'),
+    ('[c2s]\nlisten = "tcp:5222"',
+     'c2s.listen: expected an array of strings, got "tcp:5222"'),
+    ('[c2s]\nlisten = ["tcp:5222", ""]', 'c2s.listen[1]: expected a non-empty string, got ""'),
+    ("[c2s]\ndirect_tls = [5223]", "c2s.direct_tls[0]: expected a non-empty string, got 5223"),
+    ("[c2s]\ndirect_tls = [{}]", "c2s.direct_tls[0]: expected a non-empty string, got a table"),
+    ("[c2s]\nmax_stanza_size = 9999",
+     "c2s.max_stanza_size: expected an integer >= 10000, got 9999"),
+    ("[c2s]\nmax_stanza_size = 20000.0",
+     "c2s.max_stanza_size: expected an integer >= 10000, got 20000.0"),
+    ("[c2s]\nmax_resources = 0", "c2s.max_resources: expected an integer >= 1, got 0"),
+    ("[c2s]\nmax_resources = true", "c2s.max_resources: expected an integer >= 1, got true"),
+    ("[c2s]\nauth_timeout = 0", "c2s.auth_timeout: expected a number > 0, got 0"),
+    ("[c2s]\nauth_timeout = -1.5", "c2s.auth_timeout: expected a number > 0, got -1.5"),
+    ("[c2s]\nauth_timeout = inf", "c2s.auth_timeout: expected a number > 0, got inf"),
+    ("[c2s]\nauth_timeout = nan", "c2s.auth_timeout: expected a number > 0, got nan"),
+    ('[c2s]\nauth_timeout = "30"', 'c2s.auth_timeout: expected a number > 0, got "30"'),
+    ("[c2s]\nauth_timeout = false", "c2s.auth_timeout: expected a number > 0, got false"),
+    ("[c2s]\nauth_timeout = 1979-05-27",
+     "c2s.auth_timeout: expected a number > 0, got a date/time"),
+])
+def test_invalid_values(tmp_path, text, message):
+    assert error(tmp_path, text + "\n" + HOST) == message
+
+
+@pytest.mark.parametrize("text, message", [
+    ('hosts = ["example.com"]', "hosts: expected a table, got an array"),
+    ('hosts."example.com" = 1', 'hosts."example.com": expected a table, got 1'),
+])
+def test_invalid_hosts_table(tmp_path, text, message):
+    assert error(tmp_path, text) == message
+
+
+def test_control_characters_escaped(tmp_path):
+    message = error(tmp_path, 'log_level = "in\\nfo\\u2028"\n' + HOST)
+    assert message.endswith('got "in\\nfo\\u2028"')
+
+
+def test_long_values_shortened(tmp_path):
+    message = error(tmp_path, f'log_level = "{"x" * 100}"\n' + HOST)
+    assert message.endswith('got "' + "x" * 57 + '..."')
+
+
+def test_missing_file(tmp_path):
+    path = str(tmp_path / "missing.toml")
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert str(info.value) == f"{path}: cannot read: No such file or directory"
+
+
+def test_directory(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load(str(tmp_path))
+    assert str(info.value).startswith(f"{tmp_path}: cannot read: ")
+
+
+def test_not_utf8(tmp_path):
+    path = tmp_path / "xmppd.toml"
+    path.write_bytes(b'log_level = "\xff"\n')
+    with pytest.raises(ConfigError) as info:
+        load(str(path))
+    assert str(info.value).startswith(f"{path}: cannot read: ")
+    assert "utf-8" in str(info.value)
+
+
+def test_syntax_error(tmp_path):
+    message = error(tmp_path, HOST + "[c2s]\nlisten = \n")
+    assert message.startswith("invalid TOML: ")
+    assert "(at line 3, column 10)" in message
+
+
+def test_parse_names_given_path():
+    with pytest.raises(ConfigError) as info:
+        parse("log_level = 1\n" + HOST, "relative/xmppd.toml")
+    assert str(info.value).startswith("relative/xmppd.toml: log_level: ")

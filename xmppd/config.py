@@ -1,0 +1,309 @@
+"""Server configuration: a TOML file read into frozen, validated dataclasses.
+
+Every problem is reported as a :class:`ConfigError` whose message is one line
+naming the file, the offending key and what is wrong with it.  Unknown keys are
+refused.  Relative paths are resolved against the directory holding the file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tomllib
+import unicodedata
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
+
+LOG_LEVELS = ("debug", "info", "warn", "error")
+TLS_VERSIONS = ("1.2", "1.3")
+
+_T = TypeVar("_T")
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, unreadable or invalid."""
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """``[storage]``: where accounts and server state are kept."""
+
+    url: str
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """``[tls]``: certificates and protocol versions."""
+
+    certificates: str
+    min_version: str
+
+
+@dataclass(frozen=True)
+class C2SConfig:
+    """``[c2s]``: client-to-server listeners and limits."""
+
+    listen: tuple[str, ...]
+    direct_tls: tuple[str, ...]
+    max_stanza_size: int
+    max_resources: int
+    auth_timeout: float
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """``[hosts."DOMAIN"]``: one hosted domain."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration file."""
+
+    path: str
+    log_level: str
+    storage: StorageConfig
+    tls: TLSConfig
+    c2s: C2SConfig
+    hosts: dict[str, HostConfig]
+
+
+def load(path: str) -> Config:
+    """Read and validate the configuration file at *path*."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    return parse(text, path)
+
+
+def parse(text: str, path: str) -> Config:
+    """Validate TOML *text*; *path* names it in errors and anchors relative paths."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    try:
+        return _config(data, os.path.abspath(path))
+    except _Invalid as exc:
+        raise ConfigError(f"{path}: {exc.key}: {exc.problem}") from None
+
+
+# Sections.  Each takes its keys from a _Table, with defaults, then refuses
+# whatever is left over.
+
+
+def _config(data: dict[str, Any], path: str) -> Config:
+    base = os.path.dirname(path)
+    root = _Table(data, "")
+    return root.done(Config(
+        path=path,
+        log_level=root.take("log_level", _choice(LOG_LEVELS), "info"),
+        storage=_storage(root.table("storage"), base),
+        tls=_tls(root.table("tls"), base),
+        c2s=_c2s(root.table("c2s")),
+        hosts=_hosts(root.table("hosts")),
+    ))
+
+
+def _storage(table: _Table, base: str) -> StorageConfig:
+    url = table.take("url", _database_url, "sqlite:///xmppd.sqlite")
+    return table.done(StorageConfig(url=_resolve_sqlite(url, base)))
+
+
+def _tls(table: _Table, base: str) -> TLSConfig:
+    return table.done(TLSConfig(
+        certificates=os.path.join(base, table.take("certificates", _string, "certs")),
+        min_version=table.take("min_version", _choice(TLS_VERSIONS), "1.2"),
+    ))
+
+
+def _c2s(table: _Table) -> C2SConfig:
+    return table.done(C2SConfig(
+        listen=table.take("listen", _strings, ["tcp:5222"]),
+        direct_tls=table.take("direct_tls", _strings, []),
+        max_stanza_size=table.take("max_stanza_size", _integer(10000), 262144),
+        max_resources=table.take("max_resources", _integer(1), 10),
+        auth_timeout=table.take("auth_timeout", _positive_number, 30.0),
+    ))
+
+
+def _hosts(table: _Table) -> dict[str, HostConfig]:
+    hosts: dict[str, HostConfig] = {}
+    keys: dict[str, str] = {}
+    for name in table.names():
+        key = table.child(name)
+        host = _host(name, table.table(name))
+        if host.name in hosts:
+            raise _Invalid(key, f"same domain as {keys[host.name]}")
+        hosts[host.name], keys[host.name] = host, key
+    if not hosts:
+        raise _Invalid("hosts", "at least one hosted domain is required")
+    return hosts
+
+
+def _host(name: str, table: _Table) -> HostConfig:
+    # [hosts.example.com] without quotes nests a table "com" in host "example".
+    return table.done(
+        HostConfig(name=_domain(name, table.key)),
+        table_hint=' (quote domain names: [hosts."example.com"])',
+    )
+
+
+# Validation machinery.
+
+
+class _Invalid(Exception):
+    """A problem with one key; parse() adds the file name."""
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(key, problem)
+        self.key = key
+        self.problem = problem
+
+
+class _Table:
+    """A TOML table under validation: keys are taken one by one, leftovers refused."""
+
+    def __init__(self, value: Any, key: str):
+        if not isinstance(value, dict):
+            raise _expected(key, "a table", value)
+        self.key = key
+        self._items = dict(value)
+
+    def child(self, name: str) -> str:
+        """The dotted key of *name* within this table."""
+        part = name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else _quote(name)
+        return f"{self.key}.{part}" if self.key else part
+
+    def names(self) -> list[str]:
+        return list(self._items)
+
+    def take(self, name: str, check: Callable[[Any, str], _T], default: Any) -> _T:
+        """Remove *name* (or use *default*) and return it as converted by *check*."""
+        return check(self._items.pop(name, default), self.child(name))
+
+    def table(self, name: str) -> _Table:
+        """Remove the sub-table *name* (empty if absent)."""
+        return _Table(self._items.pop(name, {}), self.child(name))
+
+    def done(self, result: _T, table_hint: str = "") -> _T:
+        """Return *result* if every key was taken; *table_hint* explains stray tables."""
+        for name, value in self._items.items():
+            hint = table_hint if isinstance(value, dict) else ""
+            raise _Invalid(self.child(name), "unknown key" + hint)
+        return result
+
+
+def _quote(text: str) -> str:
+    """*text* as a one-line, double-quoted string."""
+    return '"' + "".join(
+        c if c.isprintable() and c not in '"\\' else json.dumps(c)[1:-1]
+        for c in text
+    ) + '"'
+
+
+def _show(value: Any) -> str:
+    """A short description of a TOML value for error messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return _quote(value if len(value) <= 60 else value[:57] + "...")
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return "a date/time"
+
+
+def _expected(key: str, what: str, value: Any) -> _Invalid:
+    return _Invalid(key, f"expected {what}, got {_show(value)}")
+
+
+def _string(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise _expected(key, "a non-empty string", value)
+    return value
+
+
+def _strings(value: Any, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise _expected(key, "an array of strings", value)
+    return tuple(_string(item, f"{key}[{i}]") for i, item in enumerate(value))
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any, str], str]:
+    def check(value: Any, key: str) -> str:
+        if not isinstance(value, str) or value not in options:
+            raise _expected(key, "one of " + ", ".join(map(_quote, options)), value)
+        return value
+    return check
+
+
+def _integer(minimum: int) -> Callable[[Any, str], int]:
+    def check(value: Any, key: str) -> int:
+        if type(value) is not int or value < minimum:
+            raise _expected(key, f"an integer >= {minimum}", value)
+        return value
+    return check
+
+
+def _positive_number(value: Any, key: str) -> float:
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not 0 < value < math.inf):
+        raise _expected(key, "a number > 0", value)
+    return float(value)
+
+
+def _database_url(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not re.match(r"[A-Za-z][\w+.-]*://", value):
+        raise _expected(key, 'a database URL such as "sqlite:///xmppd.sqlite"', value)
+    return value
+
+
+def _resolve_sqlite(url: str, base: str) -> str:
+    """Anchor the file of a ``sqlite:///relative`` URL at *base*."""
+    match = re.fullmatch(r"(sqlite(?:\+\w+)?:///)([^?]*)(.*)", url, re.DOTALL)
+    if not match:
+        return url
+    scheme, file, query = match.groups()
+    if file in ("", ":memory:") or os.path.isabs(file):
+        return url
+    return scheme + os.path.join(base, file) + query
+
+
+_LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
+_IDN_CATEGORIES = {"Ll", "Lm", "Lo", "Lt", "Lu", "Mc", "Me", "Mn", "Nd"}
+
+
+def _domain(name: str, key: str) -> str:
+    """*name* lowercased, NFC-normalised and without a trailing dot, if it is a DNS name."""
+    domain = unicodedata.normalize("NFC", name.lower()).removesuffix(".")
+    ascii_labels = []
+    for label in domain.split("."):
+        if not label:
+            raise _Invalid(key, "not a valid domain name: empty label")
+        if label.isascii():
+            ascii_label = label if _LDH_LABEL.fullmatch(label) else None
+        elif (label[0] != "-" and label[-1] != "-" and all(
+                c == "-" or unicodedata.category(c) in _IDN_CATEGORIES for c in label)):
+            ascii_label = "xn--" + label.encode("punycode").decode("ascii")
+        else:
+            ascii_label = None
+        if ascii_label is None:
+            raise _Invalid(key, f"not a valid domain name: label {_quote(label)} must be"
+                                " letters, digits and inner hyphens")
+        if len(ascii_label) > 63:
+            raise _Invalid(key, f"not a valid domain name: label {_quote(label)} is too long")
+        ascii_labels.append(ascii_label)
+    if len(".".join(ascii_labels)) > 253:
+        raise _Invalid(key, "not a valid domain name: longer than 253 characters")
+    return domain

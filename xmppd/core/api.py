@@ -1,0 +1,152 @@
+"""The server context and the API feature modules use.
+
+A feature module is a Python module with ``setup(api)``; ``tap.py`` chooses
+which ones to load.  Through :class:`ModuleAPI` a module hooks events, answers
+iqs (with central error mapping), adds stream features and disco features,
+routes stanzas, and reaches storage, the clock and the config.  The core
+never imports a feature module, and modules never import each other: what one
+offers another goes through :meth:`ModuleAPI.provide` / :meth:`ModuleAPI.service`.
+"""
+
+import itertools
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from xmppd.core.events import Hooks, iq_event
+from xmppd.core.router import Router
+from xmppd.core.sessions import SessionDirectory
+from xmppd.core.stanzas import StanzaError, error_reply, iq_result
+
+log = Logger()
+
+# Stream feature stages: offered after TLS next to SASL, and after SASL.
+ENCRYPTED = "encrypted"
+AUTHENTICATED = "authenticated"
+
+
+class Server:
+    """Everything one running xmppd shares: config, hosts, hooks, sessions,
+    router, storage, TLS certificates and the clock."""
+
+    def __init__(self, config, storage, certificates, clock):
+        self.config = config
+        self.hosts = config.hosts
+        self.storage = storage
+        self.certificates = certificates
+        self.clock = clock
+        self.hooks = Hooks()
+        self.sessions = SessionDirectory()
+        self.router = Router(self.hosts, self.hooks, self.sessions)
+        self.stream_features = {ENCRYPTED: [], AUTHENTICATED: []}
+        self.disco_features = set()
+        self.services = {}
+        self.modules = []
+        self._ids = itertools.count(1)
+
+    def load(self, module):
+        """Set up one feature module (anything with ``setup(api)``)."""
+        module.setup(ModuleAPI(self, module.__name__.rpartition(".")[2]))
+        self.modules.append(module)
+
+    def next_id(self):
+        return f"xmppd-{next(self._ids)}"
+
+
+class ModuleAPI:
+    """What a feature module may use of the server."""
+
+    def __init__(self, server, name):
+        self._server = server
+        self.name = name
+        self.log = Logger(namespace=f"xmppd.modules.{name}")
+
+    @property
+    def config(self):
+        return self._server.config
+
+    @property
+    def hosts(self):
+        return self._server.hosts
+
+    @property
+    def storage(self):
+        return self._server.storage
+
+    @property
+    def clock(self):
+        return self._server.clock
+
+    @property
+    def sessions(self):
+        return self._server.sessions
+
+    def hook(self, event, handler, priority=0):
+        """Call ``handler(argument)`` on ``event``; a true return claims it."""
+        self._server.hooks.add(event, handler, priority)
+
+    def fire(self, event, argument):
+        return self._server.hooks.fire(event, argument)
+
+    def handle_iq(self, type_, targets, namespace, handler, priority=0):
+        """Answer iq requests of ``type_`` with payload ``namespace`` sent to
+        ``targets`` (one or a tuple of HOST/BARE/FULL).
+
+        ``handler(stanza)`` returns the result payload element, or None for
+        an empty result, or a Deferred of either; it raises (or fails with)
+        :class:`StanzaError` to answer with that error.  Any other failure is
+        logged and answered with ``internal-server-error``.
+        """
+        def claim(stanza):
+            d = defer.maybeDeferred(handler, stanza)
+            d.addCallbacks(
+                lambda payload: self._server.router.reply(
+                    stanza, iq_result(stanza.element, payload)),
+                lambda failure: self._iq_failed(stanza, failure))
+            return True
+
+        for target in (targets if isinstance(targets, tuple) else (targets,)):
+            self.hook(iq_event(type_, target, namespace), claim, priority)
+
+    def _iq_failed(self, stanza, failure):
+        if failure.check(StanzaError):
+            error = failure.value
+        else:
+            self.log.failure("iq handler failed on {stanza!r}", failure, stanza=stanza)
+            error = StanzaError("internal-server-error")
+        self._server.router.reply(stanza, error_reply(stanza.element, error))
+
+    def stream_feature(self, builder, stage=AUTHENTICATED):
+        """Offer ``builder(stream)`` (an element, or None to skip) in the
+        stream features of ``stage``."""
+        self._server.stream_features[stage].append(builder)
+
+    def disco_feature(self, namespace):
+        """Advertise ``namespace`` in the server's disco#info (XEP-0030)."""
+        self._server.disco_features.add(namespace)
+
+    def route(self, element):
+        """Route a stanza the server generates (``to``/``from`` set)."""
+        self._server.router.route(element)
+
+    def dispatch(self, stanza):
+        """Route an already parsed :class:`~xmppd.core.stanzas.Stanza`."""
+        self._server.router.dispatch(stanza)
+
+    def reply(self, stanza, element):
+        self._server.router.reply(stanza, element)
+
+    def bounce(self, stanza, condition, text=None):
+        self._server.router.bounce(stanza, condition, text)
+
+    def next_id(self):
+        return self._server.next_id()
+
+    def provide(self, name, service):
+        """Publish ``service`` for other modules under ``name``."""
+        if name in self._server.services:
+            raise ValueError(f"service {name!r} is already provided")
+        self._server.services[name] = service
+
+    def service(self, name, default=None):
+        return self._server.services.get(name, default)

@@ -1,0 +1,384 @@
+"""Client-to-server streams: TLS, SASL, then stanzas (RFC 6120 §4-§7, §10).
+
+One :class:`ClientStream` per TCP connection, through these states:
+
+1. ``plain``: the only feature offered is ``<starttls><required/></starttls>``
+   (§5.3.1); anything but ``<starttls/>`` closes the stream with
+   ``policy-violation`` (§5.4.2.1).  There is no plaintext mode.
+   Direct TLS listeners (XEP-0368) start in the next state.
+2. ``encrypted``: SASL (§6.4) with the mechanisms of
+   :class:`~xmppd.core.sasl.SaslServer`; three failures close the stream with
+   ``policy-violation``; anything else is ``not-authorized`` (§6.4.1).
+   An unauthenticated stream is closed after ``c2s.auth_timeout``.
+3. ``authenticated``: after the restart, only resource binding (§7) is
+   processed; anything else is ``not-authorized`` (§7.1).
+4. ``bound``: every stanza gets its ``from`` stamped with the session's full
+   JID (§8.1.2.1: a client cannot spoof it), is validated, and goes to the
+   router.
+
+Each restart builds a new parser, and bytes that follow ``<starttls/>`` or a
+SASL success in the same read are discarded (§5.4.3.3, §6.4.6).
+"""
+
+import base64
+import binascii
+import secrets
+
+from twisted.internet import defer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.words.xish import domish
+
+from xmppd.core.api import AUTHENTICATED, ENCRYPTED
+from xmppd.core.sasl import SaslFailure, SaslServer, Success
+from xmppd.core.sessions import Session
+from xmppd.core.stanzas import Stanza, StanzaError, error_reply
+from xmppd.core.xmlstream import (
+    NS_CLIENT, NS_STREAMS, NS_XML, StreamError, StreamParser, serialize,
+    stream_error_element, stream_header)
+from xmppd.jid import JID, InvalidJID, normalize_localpart
+
+log = Logger()
+
+NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
+NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
+
+MAX_AUTH_FAILURES = 3
+STANZA_KINDS = ("message", "presence", "iq")
+IQ_TYPES = ("get", "set", "result", "error")
+
+
+class ClientStream(Protocol):
+    """One client connection."""
+
+    def __init__(self, server, direct_tls=False):
+        self.server = server
+        self.encrypted = direct_tls
+        self.state = "encrypted" if direct_tls else "plain"
+        self.domain = None
+        self.user = None  # bare JID once authenticated
+        self.session = None
+        self.stream_id = None
+        self.lang = "en"
+        self.peer = None
+        self._parser = None
+        self._header_sent = False
+        self._closed = False
+        self._sasl = None
+        self._mechanism = None
+        self._auth_failures = 0
+        self._busy = None  # Deferred of a pending negotiation step
+        self._backlog = []
+        self._auth_timer = None
+
+    # Connection lifecycle
+
+    def connectionMade(self):
+        self.peer = self.transport.getPeer()
+        log.info("c2s connection from {peer}", peer=self.peer)
+        self._new_parser()
+        timeout = self.server.config.c2s.auth_timeout
+        self._auth_timer = self.server.clock.callLater(
+            timeout, self.stream_error, "connection-timeout",
+            "not authenticated in time")
+
+    def dataReceived(self, data):
+        if self._closed:
+            return
+        try:
+            self._parser.feed(data)
+        except StreamError as e:
+            self.stream_error(e.condition, e.text)
+
+    def connectionLost(self, reason):
+        self._closed = True
+        self._cancel_auth_timer()
+        if self.session is not None:
+            session, self.session = self.session, None
+            if self.server.sessions.remove(session):
+                self.server.hooks.fire("session/unbound", session)
+        log.info("c2s connection from {peer} closed ({user})",
+                 peer=self.peer, user=self.user)
+
+    def _cancel_auth_timer(self):
+        if self._auth_timer is not None and self._auth_timer.active():
+            self._auth_timer.cancel()
+        self._auth_timer = None
+
+    def _new_parser(self):
+        self._parser = StreamParser(self._stream_started, self._element_received,
+                                    self._stream_ended,
+                                    self.server.config.c2s.max_stanza_size)
+
+    def _restart(self, state):
+        """Expect a new stream header (RFC 6120 §4.3.3)."""
+        self._parser.stop()
+        self.state = state
+        self._header_sent = False
+        self._new_parser()
+
+    # Output
+
+    def send_element(self, element):
+        if not self._closed:
+            self.transport.write(serialize(element))
+
+    send = send_element
+
+    def stream_error(self, condition, text=None):
+        """Send a stream error and close (RFC 6120 §4.9.1.1)."""
+        if self._closed:
+            return
+        log.info("c2s stream error to {peer}: {condition} {text}",
+                 peer=self.peer, condition=condition, text=text or "")
+        self._send_header()
+        self.transport.write(serialize(stream_error_element(condition, text)))
+        self.close()
+
+    def close(self):
+        if self._closed:
+            return
+        if self._header_sent:
+            self.transport.write(b"</stream:stream>")
+        self._closed = True
+        self._parser.stop()
+        self.transport.loseConnection()
+
+    def _send_header(self):
+        if not self._header_sent:
+            self._header_sent = True
+            self.stream_id = secrets.token_urlsafe(12)
+            self.transport.write(stream_header(
+                NS_CLIENT, self.stream_id, from_=self.domain, lang=self.lang))
+
+    # Stream header and features
+
+    def _stream_started(self, header):
+        self.lang = header.getAttribute((NS_XML, "lang")) or self.lang
+        if header.uri != NS_STREAMS or header.name != "stream":
+            raise StreamError("invalid-namespace")
+        if header.defaultUri != NS_CLIENT:
+            raise StreamError("invalid-namespace", "expected jabber:client")
+        domain = self._requested_domain(header.getAttribute("to"))
+        if self.domain is not None and domain != self.domain:
+            raise StreamError("host-unknown", "the domain changed on restart")
+        self.domain = domain
+        if self.domain is None:
+            raise StreamError("host-unknown")
+        if not header.getAttribute("version", "").startswith("1."):
+            raise StreamError("unsupported-version")
+        self._send_header()
+        self.send_element(self._features())
+
+    def _requested_domain(self, to):
+        if to is None:
+            return next(iter(self.server.hosts)) if len(self.server.hosts) == 1 else None
+        try:
+            jid = JID.parse(to)
+        except InvalidJID:
+            return None
+        return jid.domain if jid.domain in self.server.hosts and jid.local is None else None
+
+    def _features(self):
+        features = domish.Element((NS_STREAMS, "features"))
+        if self.state == "plain":
+            features.addElement((NS_TLS, "starttls")).addElement("required")
+            return features
+        if self.state == "encrypted":
+            self._sasl = SaslServer(self.domain, self._credentials, normalize_localpart)
+            mechanisms = features.addElement((NS_SASL, "mechanisms"))
+            for name in self._sasl.mechanisms:
+                mechanisms.addElement("mechanism", content=name)
+        for builder in self.server.stream_features[
+                ENCRYPTED if self.state == "encrypted" else AUTHENTICATED]:
+            feature = builder(self)
+            if feature is not None:
+                features.addChild(feature)
+        return features
+
+    def _stream_ended(self):
+        self.close()
+
+    # Elements
+
+    def _element_received(self, element):
+        if self._busy is not None:
+            self._backlog.append(element)
+            return
+        handler = getattr(self, f"_on_{self.state}")
+        result = handler(element)
+        if isinstance(result, defer.Deferred):
+            self._busy = result
+            result.addErrback(self._negotiation_failed)
+            result.addBoth(self._resume)
+
+    def _resume(self, _):
+        self._busy = None
+        backlog, self._backlog = self._backlog, []
+        for i, element in enumerate(backlog):
+            if self._closed:
+                return
+            self._element_received(element)
+            if self._busy is not None:
+                self._backlog.extend(backlog[i + 1:])
+                return
+
+    def _negotiation_failed(self, failure):
+        log.failure("c2s negotiation step failed", failure)
+        self.stream_error("internal-server-error")
+
+    def _on_plain(self, element):
+        if element.uri == NS_TLS and element.name == "starttls":
+            context = self.server.certificates.context_factory(self.domain)
+            if context is None:
+                self.send_element(domish.Element((NS_TLS, "failure")))
+                self.close()
+                return
+            self.send_element(domish.Element((NS_TLS, "proceed")))
+            self._restart("encrypted")
+            self.transport.startTLS(context)
+            self.encrypted = True
+            return
+        raise StreamError("policy-violation", "STARTTLS is required")
+
+    def _on_encrypted(self, element):
+        if element.uri != NS_SASL:
+            raise StreamError("not-authorized")
+        if element.name == "auth":
+            if self._mechanism is not None:
+                return self._sasl_failure("malformed-request", "authentication in progress")
+            try:
+                self._mechanism = self._sasl.start(element.getAttribute("mechanism", ""))
+            except SaslFailure as e:
+                return self._sasl_failure(e.condition, e.text)
+            text = str(element).strip()
+            return self._sasl_step(None if text == "" else text)
+        if element.name == "response" and self._mechanism is not None:
+            return self._sasl_step(str(element).strip())
+        if element.name == "abort":
+            return self._sasl_failure("aborted")
+        return self._sasl_failure("malformed-request")
+
+    def _credentials(self, username):
+        return self.server.storage.get_credentials(username, self.domain)
+
+    def _sasl_step(self, text):
+        if text is None:
+            data = None
+        elif text == "=":
+            data = b""
+        else:
+            try:
+                data = base64.b64decode(text, validate=True)
+            except (binascii.Error, ValueError):
+                return self._sasl_failure("incorrect-encoding")
+        d = self._mechanism.step(data)
+        d.addCallbacks(self._sasl_stepped, self._sasl_failed)
+        return d
+
+    def _sasl_stepped(self, step):
+        if isinstance(step, Success):
+            self._authenticated(step)
+            return
+        self._sasl_element("challenge", step.data)
+
+    def _sasl_failed(self, failure):
+        failure.trap(SaslFailure)
+        self._sasl_failure(failure.value.condition, failure.value.text)
+
+    def _sasl_element(self, name, data):
+        element = domish.Element((NS_SASL, name))
+        if data:
+            element.addContent(base64.b64encode(data).decode("ascii"))
+        elif data is not None:
+            element.addContent("=")
+        self.send_element(element)
+
+    def _sasl_failure(self, condition, text=None):
+        self._mechanism = None
+        failure = domish.Element((NS_SASL, "failure"))
+        failure.addElement(condition)
+        if text:
+            failure.addElement("text", content=text)
+        self.send_element(failure)
+        if condition == "aborted":
+            return
+        self._auth_failures += 1
+        log.info("c2s authentication failure from {peer}: {condition}",
+                 peer=self.peer, condition=condition)
+        if self._auth_failures >= MAX_AUTH_FAILURES:
+            self.stream_error("policy-violation", "too many failed authentication attempts")
+
+    def _authenticated(self, success):
+        self._mechanism = None
+        self.user = JID(success.username, self.domain, None)
+        self._cancel_auth_timer()
+        log.info("c2s {peer} authenticated as {user}", peer=self.peer, user=self.user)
+        self._sasl_element("success", success.additional_data)
+        self._restart("authenticated")
+
+    def _on_authenticated(self, element):
+        payload = next(element.elements(), None)
+        if not (element.name == "iq" and element.uri == NS_CLIENT
+                and element.getAttribute("type") == "set"
+                and payload is not None and payload.uri == NS_BIND):
+            raise StreamError("not-authorized", "bind a resource first")
+        self._post(Stanza(element, self.user, JID(None, self.domain, None), self))
+
+    def bind(self, resource):
+        """Bind ``resource`` (already valid and chosen) for this stream and
+        return the new session; a session bound to the same full JID is
+        closed with ``conflict`` (RFC 6120 §7.7.2.2)."""
+        self.session = Session(self.user.with_resource(resource), self)
+        self.state = "bound"
+        old = self.server.sessions.add(self.session)
+        if old is not None:
+            old.carrier.session = None
+            self.server.hooks.fire("session/unbound", old)
+            old.close("conflict", "replaced by a new session")
+        self.server.hooks.fire("session/bound", self.session)
+        return self.session
+
+    def _on_bound(self, element):
+        if element.uri != NS_CLIENT or element.name not in STANZA_KINDS:
+            raise StreamError("unsupported-stanza-type")
+        element["from"] = self.session.jid.full
+        try:
+            stanza = self._validate(element)
+        except StanzaError as e:
+            if element.getAttribute("type") != "error":
+                self.session.send(error_reply(element, e))
+            return
+        self._post(stanza)
+
+    def _validate(self, element):
+        """Parse the addresses and check the iq rules of RFC 6120 §8.2.3."""
+        to = element.getAttribute("to")
+        try:
+            recipient = self.user if to is None else JID.parse(to)
+        except InvalidJID as e:
+            raise StanzaError("jid-malformed", str(e))
+        if element.name == "iq":
+            type_ = element.getAttribute("type")
+            if type_ not in IQ_TYPES or not element.getAttribute("id"):
+                raise StanzaError("bad-request", "an iq needs an id and a valid type")
+            if type_ in ("get", "set") and len(list(element.elements())) != 1:
+                raise StanzaError("bad-request", "an iq request has exactly one payload")
+        return Stanza(element, self.session.jid, recipient, self.session)
+
+    def _post(self, stanza):
+        self.server.router.dispatch(stanza)
+
+
+class ClientStreamFactory(Factory):
+    """Builds :class:`ClientStream` for a STARTTLS or direct-TLS listener."""
+
+    def __init__(self, server, direct_tls=False):
+        self.server = server
+        self.direct_tls = direct_tls
+
+    def buildProtocol(self, addr):
+        stream = ClientStream(self.server, self.direct_tls)
+        stream.factory = self
+        return stream

@@ -1,0 +1,118 @@
+"""Stanzas as the router sees them, and stanza errors (RFC 6120 §8).
+
+A :class:`Stanza` wraps the parsed ``domish.Element`` with its parsed
+addresses and the session it came from.  :class:`StanzaError` carries an
+RFC 6120 §8.3.3 condition; :func:`error_reply` and :func:`iq_result` build
+the answers (§8.3.1, §8.2.3).
+"""
+
+from twisted.words.xish import domish
+
+from xmppd.core.xmlstream import NS_CLIENT
+
+NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+
+# RFC 6120 §8.3.3: the error type that goes with each defined condition.
+ERROR_TYPES = {
+    "bad-request": "modify",
+    "conflict": "cancel",
+    "feature-not-implemented": "cancel",
+    "forbidden": "auth",
+    "gone": "cancel",
+    "internal-server-error": "cancel",
+    "item-not-found": "cancel",
+    "jid-malformed": "modify",
+    "not-acceptable": "modify",
+    "not-allowed": "cancel",
+    "not-authorized": "auth",
+    "policy-violation": "modify",
+    "recipient-unavailable": "wait",
+    "redirect": "modify",
+    "registration-required": "auth",
+    "remote-server-not-found": "cancel",
+    "remote-server-timeout": "wait",
+    "resource-constraint": "wait",
+    "service-unavailable": "cancel",
+    "subscription-required": "auth",
+    "undefined-condition": "cancel",
+    "unexpected-request": "wait",
+}
+
+
+class StanzaError(Exception):
+    """Raise from a handler to answer the stanza with this error."""
+
+    def __init__(self, condition, text=None, type_=None):
+        if condition not in ERROR_TYPES:
+            raise ValueError(f"unknown stanza error condition {condition!r}")
+        super().__init__(condition if text is None else f"{condition}: {text}")
+        self.condition = condition
+        self.text = text
+        self.type = type_ or ERROR_TYPES[condition]
+
+
+class Stanza:
+    """One routed stanza: element, parsed addresses, and where it came from.
+
+    ``origin`` is the local :class:`~xmppd.core.sessions.Session` that sent
+    it, or None for stanzas the server itself generated or received from a
+    peer server.
+    """
+
+    __slots__ = ("element", "kind", "type", "sender", "recipient", "origin")
+
+    def __init__(self, element, sender, recipient, origin=None):
+        self.element = element
+        self.kind = element.name
+        self.type = element.getAttribute("type")
+        self.sender = sender
+        self.recipient = recipient
+        self.origin = origin
+
+    @property
+    def payload(self):
+        """The first child element (an iq's query), or None."""
+        for child in self.element.elements():
+            return child
+        return None
+
+    def __repr__(self):
+        return f"<Stanza {self.kind} type={self.type} {self.sender} -> {self.recipient}>"
+
+
+def make_stanza(kind, to=None, from_=None, type_=None, id_=None):
+    element = domish.Element((NS_CLIENT, kind))
+    for name, value in (("to", to), ("from", from_), ("type", type_), ("id", id_)):
+        if value is not None:
+            element[name] = str(value)
+    return element
+
+
+def iq_result(request, payload=None):
+    """The ``result`` answering iq ``request`` (an element), with an optional
+    payload element."""
+    result = make_stanza("iq", to=request.getAttribute("from"),
+                         from_=request.getAttribute("to"), type_="result",
+                         id_=request.getAttribute("id"))
+    if payload is not None:
+        result.addChild(payload)
+    return result
+
+
+def error_reply(element, condition, text=None, type_=None):
+    """The error answering ``element`` (RFC 6120 §8.3.1): addresses swapped,
+    the original payload kept, an ``<error/>`` child added."""
+    if not isinstance(condition, StanzaError):
+        condition = StanzaError(condition, text, type_)
+    reply = make_stanza(element.name, to=element.getAttribute("from"),
+                        from_=element.getAttribute("to"), type_="error",
+                        id_=element.getAttribute("id"))
+    for child in element.elements():
+        if child.name != "error":
+            reply.addChild(child)
+    error = reply.addElement("error")
+    error["type"] = condition.type
+    error.addElement((NS_STANZAS, condition.condition))
+    if condition.text:
+        error.addElement((NS_STANZAS, "text"), content=condition.text)
+    return reply

@@ -1,0 +1,158 @@
+"""TLS for client and server streams: one certificate per hosted domain.
+
+RFC 6120 §5 (STARTTLS, TLS 1.2 or later per RFC 7590), XEP-0368 (direct
+TLS, ALPN ``xmpp-client``/``xmpp-server``, SNI).  Certificates are read
+from ``tls.certificates``: ``DOMAIN.crt`` (PEM, leaf first, chain after) and
+``DOMAIN.key``.  A domain without its own file uses any loaded certificate
+whose subjectAltName dNSName covers it, wildcards included (RFC 6125 §6.4.3).
+
+Each certificate gets one OpenSSL context; a connection picks the context by
+the stream's ``to`` domain (STARTTLS) or by SNI (direct TLS).
+"""
+
+import datetime
+import os
+
+from cryptography import x509
+from OpenSSL import SSL, crypto
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from zope.interface import implementer
+
+MIN_VERSIONS = {"1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
+# Forward-secret AEAD suites only for TLS 1.2; TLS 1.3 suites are all good.
+CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20"
+ALPN = (b"xmpp-client", b"xmpp-server")
+
+
+class CertificateError(Exception):
+    """A certificate or key could not be loaded or does not match."""
+
+
+class Certificate:
+    """One loaded certificate file with its key and the names it covers."""
+
+    def __init__(self, cert_path, key_path):
+        self.cert_path = cert_path
+        self.key_path = key_path
+        try:
+            with open(cert_path, "rb") as f:
+                self.x509 = x509.load_pem_x509_certificate(f.read())
+        except (OSError, ValueError) as e:
+            raise CertificateError(f"{cert_path}: {e}") from None
+        self.names = dns_names(self.x509)
+
+    def covers(self, domain):
+        return any(name_matches(name, domain) for name in self.names)
+
+    @property
+    def not_after(self):
+        return self.x509.not_valid_after_utc
+
+    def expired(self, now=None):
+        now = now or datetime.datetime.now(datetime.timezone.utc)
+        return now > self.not_after
+
+    def context(self, min_version):
+        """An OpenSSL server context for this certificate."""
+        ctx = SSL.Context(SSL.TLS_METHOD)
+        ctx.set_min_proto_version(MIN_VERSIONS[min_version])
+        ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE
+                        | SSL.OP_NO_TICKET)
+        ctx.set_cipher_list(CIPHERS)
+        ctx.set_alpn_select_callback(_select_alpn)
+        try:
+            ctx.use_certificate_chain_file(self.cert_path)
+            ctx.use_privatekey_file(self.key_path)
+            ctx.check_privatekey()
+        except (SSL.Error, crypto.Error) as e:
+            raise CertificateError(f"{self.cert_path} / {self.key_path}: {_ssl_reason(e)}") from None
+        return ctx
+
+
+def dns_names(cert):
+    """The dNSName entries of the subjectAltName, else the common name."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        return [n.lower() for n in san.value.get_values_for_type(x509.DNSName)]
+    except x509.ExtensionNotFound:
+        return [a.value.lower() for a in cert.subject.get_attributes_for_oid(
+            x509.NameOID.COMMON_NAME)]
+
+
+def name_matches(name, domain):
+    """RFC 6125 §6.4: exact match, or ``*.`` covering exactly one label."""
+    if name.startswith("*."):
+        head, _, rest = domain.partition(".")
+        return bool(head) and rest == name[2:]
+    return name == domain
+
+
+def _select_alpn(connection, offered):
+    for protocol in ALPN:
+        if protocol in offered:
+            return protocol
+    return SSL.NO_OVERLAPPING_PROTOCOLS
+
+
+def _ssl_reason(error):
+    details = error.args[0] if error.args else None
+    if isinstance(details, list) and details and isinstance(details[0], tuple):
+        return details[0][-1]
+    return str(error)
+
+
+class CertificateStore:
+    """The certificates of ``directory`` and an OpenSSL context per host."""
+
+    def __init__(self, directory, hosts, min_version="1.2"):
+        self.directory = directory
+        self.certificates = {}  # host -> Certificate
+        self._contexts = {}  # host -> SSL.Context
+        loaded = []
+        for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else ():
+            if name.endswith(".crt"):
+                key = os.path.join(directory, name[:-4] + ".key")
+                if os.path.exists(key):
+                    loaded.append(Certificate(os.path.join(directory, name), key))
+        for host in hosts:
+            own = [c for c in loaded if os.path.basename(c.cert_path) == host + ".crt"]
+            match = own or [c for c in loaded if c.covers(host)]
+            if match:
+                self.certificates[host] = match[0]
+                self._contexts[host] = match[0].context(min_version)
+                self._contexts[host].set_tlsext_servername_callback(self._switch)
+
+    def missing(self, hosts):
+        return [h for h in hosts if h not in self.certificates]
+
+    def context(self, domain):
+        """The context for ``domain``, or None when none covers it."""
+        return self._contexts.get(domain)
+
+    def context_factory(self, domain):
+        """A Twisted TLS connection creator for ``domain`` that still honours
+        SNI, or None."""
+        if domain not in self._contexts:
+            return None
+        return ServerTLS(self, domain)
+
+    def _switch(self, connection):
+        """SNI (RFC 6066 §3): use the named hosted domain's context."""
+        name = connection.get_servername()
+        if name:
+            ctx = self.context(name.decode("ascii", "replace").lower().rstrip("."))
+            if ctx is not None:
+                connection.set_context(ctx)
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ServerTLS:
+    """Creates server-side TLS connections: the default domain's context,
+    switched by SNI to another hosted domain's when the client names one."""
+
+    def __init__(self, store, default_domain):
+        self._store = store
+        self._default = default_domain
+
+    def serverConnectionForTLS(self, protocol):
+        return SSL.Connection(self._store.context(self._default), None)

@@ -1,0 +1,194 @@
+"""XMPP addresses (JIDs) per RFC 7622.
+
+A JID is ``[ localpart "@" ] domainpart [ "/" resourcepart ]`` (RFC 7622
+§3.1).  Each part is prepared and enforced separately:
+
+* localpart: PRECIS UsernameCaseMapped profile (§3.3; the profile is now
+  defined by RFC 8265, which obsoletes RFC 7613), minus the characters
+  ``" & ' / : < > @`` that §3.3.1 forbids;
+* domainpart: an IP literal or IPv4 address, or a fully qualified domain
+  name made of IDNA2008 labels (RFC 5890/5891), mapped as in RFC 5895 and
+  kept in Unicode form, with one trailing dot stripped (§3.2);
+* resourcepart: PRECIS OpaqueString profile (§3.4).
+
+Each part is 1 to 1023 octets long after preparation (§3.2-§3.4).
+
+This module exists because twisted.words.protocols.jabber.jid implements the
+stringprep profiles of the obsolete RFC 3920 (Nodeprep, Nameprep,
+Resourceprep), not PRECIS.  IDNA2008 checks use the ``idna`` package, a
+dependency of twisted[tls].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import ipaddress
+import re
+import unicodedata
+from dataclasses import dataclass
+
+import idna
+from precis_i18n import get_profile
+
+MAX_PART_OCTETS = 1023
+
+_LOCALPART = get_profile("UsernameCaseMapped")
+_RESOURCEPART = get_profile("OpaqueString")
+_LOCALPART_FORBIDDEN = frozenset("\"&'/:<>@")
+_IPV4_SHAPE = re.compile(r"[0-9]+(?:\.[0-9]+){3}")
+# Label separators other than "." (RFC 5895 §2, step 4).
+_DOTS = str.maketrans("\u3002\uff0e\uff61", "...")
+
+
+class InvalidJID(ValueError):
+    """A JID, or one of its parts, violates RFC 7622."""
+
+
+def _precis(profile, part: str, text: str) -> str:
+    """Enforce a PRECIS profile, reporting failures as InvalidJID."""
+    try:
+        prepared = profile.enforce(text)
+    except UnicodeEncodeError as exc:
+        kind = exc.reason.removeprefix("DISALLOWED/")
+        if kind == "empty":
+            raise InvalidJID(f"{part} must not be empty") from None
+        if exc.end - exc.start == 1:
+            char = ord(exc.object[exc.start])
+            kind = f"character U+{char:04X} not allowed ({kind})"
+        raise InvalidJID(f"invalid {part} {text!r}: {kind}") from None
+    return _check_length(part, prepared)
+
+
+def _check_length(part: str, prepared: str) -> str:
+    if len(prepared.encode("utf-8")) > MAX_PART_OCTETS:
+        raise InvalidJID(f"{part} is longer than {MAX_PART_OCTETS} octets")
+    return prepared
+
+
+def normalize_localpart(text: str) -> str:
+    """Prepare and enforce a localpart (RFC 7622 §3.3)."""
+    prepared = _precis(_LOCALPART, "localpart", text)
+    forbidden = sorted(_LOCALPART_FORBIDDEN.intersection(prepared))
+    if forbidden:
+        raise InvalidJID(
+            f"invalid localpart {text!r}: character {forbidden[0]!r} not allowed"
+        )
+    return prepared
+
+
+def normalize_resourcepart(text: str) -> str:
+    """Prepare and enforce a resourcepart (RFC 7622 §3.4)."""
+    return _precis(_RESOURCEPART, "resourcepart", text)
+
+
+def _width_map(text: str) -> str:
+    """Map fullwidth and halfwidth characters to their normal forms."""
+    return "".join(
+        unicodedata.normalize("NFKC", c)
+        if unicodedata.decomposition(c).startswith(("<wide>", "<narrow>"))
+        else c
+        for c in text
+    )
+
+
+def normalize_domain(text: str) -> str:
+    """Prepare and enforce a domainpart (RFC 7622 §3.2).
+
+    IP addresses come back in canonical text form, domain names as lowercase
+    NFC U-labels (A-labels are decoded).
+    """
+    domain = text.removesuffix(".")
+    if not domain:
+        raise InvalidJID("domainpart must not be empty")
+    if domain.startswith("[") and domain.endswith("]"):
+        try:
+            address = ipaddress.IPv6Address(domain[1:-1])
+        except ValueError as exc:
+            raise InvalidJID(f"invalid domainpart {text!r}: {exc}") from None
+        if address.scope_id is not None:
+            raise InvalidJID(f"invalid domainpart {text!r}: zone index not allowed")
+        return f"[{address.compressed}]"
+    if _IPV4_SHAPE.fullmatch(domain):
+        try:
+            return str(ipaddress.IPv4Address(domain))
+        except ValueError as exc:
+            raise InvalidJID(f"invalid domainpart {text!r}: {exc}") from None
+    domain = domain.lower()
+    if not domain.isascii():
+        domain = unicodedata.normalize("NFC", _width_map(domain)).translate(_DOTS)
+    labels = []
+    for label in domain.split("."):
+        if not label:
+            raise InvalidJID(f"invalid domainpart {text!r}: empty label")
+        try:
+            labels.append(idna.decode(idna.encode(label)))
+        except (idna.IDNAError, UnicodeError) as exc:
+            raise InvalidJID(f"invalid domainpart {text!r}: {exc}") from None
+    return _check_length("domainpart", ".".join(labels))
+
+
+@dataclass(frozen=True, slots=True)
+class JID:
+    """An XMPP address whose parts are already normalised.
+
+    Build instances with parse() or make(); the constructor trusts its
+    arguments.  Equality and hashing compare the normalised parts.
+    """
+
+    local: str | None
+    domain: str
+    resource: str | None
+
+    @classmethod
+    @functools.lru_cache(maxsize=16384)
+    def parse(cls, text: str) -> JID:
+        """Parse and normalise a JID's text form (RFC 7622 §3.1)."""
+        rest, slash, resource = text.partition("/")
+        local, at, domain = rest.partition("@")
+        if not at:
+            local, domain = None, rest
+        return cls.make(local, domain, resource if slash else None)
+
+    @classmethod
+    def make(
+        cls, local: str | None, domain: str, resource: str | None = None
+    ) -> JID:
+        """Build a JID from its parts, normalising each one given."""
+        return cls(
+            None if local is None else normalize_localpart(local),
+            normalize_domain(domain),
+            None if resource is None else normalize_resourcepart(resource),
+        )
+
+    @property
+    def bare(self) -> JID:
+        """This JID without its resourcepart."""
+        if self.resource is None:
+            return self
+        return dataclasses.replace(self, resource=None)
+
+    @property
+    def is_bare(self) -> bool:
+        return self.resource is None
+
+    @property
+    def bare_str(self) -> str:
+        """Text form without the resourcepart."""
+        if self.local is None:
+            return self.domain
+        return f"{self.local}@{self.domain}"
+
+    @property
+    def full(self) -> str:
+        """Text form, including the resourcepart if there is one."""
+        if self.resource is None:
+            return self.bare_str
+        return f"{self.bare_str}/{self.resource}"
+
+    def with_resource(self, resource: str) -> JID:
+        """This JID with the given resourcepart, normalised."""
+        return dataclasses.replace(self, resource=normalize_resourcepart(resource))
+
+    def __str__(self) -> str:
+        return self.full

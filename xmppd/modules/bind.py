@@ -1,0 +1,55 @@
+"""Resource binding (RFC 6120 §7).
+
+Offers ``<bind/>`` after SASL and binds the requested resource, or a
+server-generated one when the client asks for none or for an invalid one
+(§7.6.2.1, §7.7.2.1).  Binding a resource that is already bound replaces the
+old session, which is closed with ``conflict`` (§7.7.2.2).  More than
+``c2s.max_resources`` resources for one account is ``resource-constraint``
+(§7.6.2.1).
+"""
+
+import secrets
+
+from twisted.words.xish import domish
+
+from xmppd.core.events import HOST
+from xmppd.core.stanzas import StanzaError
+from xmppd.jid import InvalidJID, normalize_resourcepart
+
+NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
+
+
+def setup(api):
+    max_resources = api.config.c2s.max_resources
+
+    def offer(stream):
+        if stream.session is None:
+            return domish.Element((NS_BIND, "bind"))
+        return None
+
+    def bind(stanza):
+        stream = stanza.origin
+        if getattr(stream, "bind", None) is None or stream.session is not None:
+            raise StanzaError("not-allowed", "a resource is already bound")
+        resource = _requested(stanza.payload)
+        user = stream.user
+        if (api.sessions.count(user) >= max_resources
+                and api.sessions.get(user.with_resource(resource)) is None):
+            raise StanzaError("resource-constraint", "too many resources bound")
+        session = stream.bind(resource)
+        result = domish.Element((NS_BIND, "bind"))
+        result.addElement("jid", content=session.jid.full)
+        return result
+
+    api.stream_feature(offer)
+    api.handle_iq("set", HOST, NS_BIND, bind)
+
+
+def _requested(payload):
+    """The client's resource if valid, else a fresh random one."""
+    for child in payload.elements(NS_BIND, "resource"):
+        try:
+            return normalize_resourcepart(str(child).strip())
+        except InvalidJID:
+            break
+    return secrets.token_hex(8)

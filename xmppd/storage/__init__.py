@@ -1,0 +1,56 @@
+"""Storage for xmppd: accounts with SCRAM keys and RFC 6121 rosters.
+
+The package is called, it never calls back: it imports neither
+``xmppd.core`` nor ``xmppd.modules``.  Users are identified by the pair
+``(username, domain)``, both already normalised by the caller (RFC 7622).
+
+``xmppd.storage.sql.SQLStore`` is the SQLAlchemy implementation with blocking
+methods (used directly by ``xmppctl``); ``xmppd.storage.deferred.AsyncStore``
+runs the same methods in a thread pool for the server.
+"""
+
+from dataclasses import dataclass, field
+
+
+class StorageError(Exception):
+    """A storage operation failed (database unreachable, constraint...)."""
+
+
+class UserExists(StorageError):
+    """The account already exists."""
+
+
+class UserNotFound(StorageError):
+    """No such account."""
+
+
+class SchemaOutdated(StorageError):
+    """The database schema is missing or older than this xmppd's."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScramKeys:
+    """SCRAM verifier for one hash function (RFC 5802 §3): never a password."""
+
+    salt: bytes
+    iterations: int
+    stored_key: bytes
+    server_key: bytes
+
+
+SUBSCRIPTIONS = ("none", "to", "from", "both")
+
+
+@dataclass(frozen=True, slots=True)
+class RosterItem:
+    """One roster item (RFC 6121 §2.1.2) plus the server-side subscription
+    state of RFC 6121 §3 (outbound request pending, inbound request pending,
+    pre-approval)."""
+
+    jid: str
+    name: str | None = None
+    subscription: str = "none"
+    ask: bool = False  # outbound subscription request pending ("ask='subscribe'")
+    pending_in: bool = False  # inbound subscription request awaiting the user
+    approved: bool = False  # subscription pre-approved (RFC 6121 §3.4)
+    groups: tuple[str, ...] = field(default_factory=tuple)

@@ -1,0 +1,104 @@
+"""SQLAlchemy models of the xmppd database.
+
+The schema is created and upgraded by the Alembic migrations in
+``xmppd.storage.migrations``: any change here needs a new migration (the
+storage tests check that the migrated schema matches these models).
+"""
+
+from datetime import datetime
+
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    LargeBinary,
+    MetaData,
+    String,
+    UniqueConstraint,
+    column,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from . import SUBSCRIPTIONS
+
+PART_LENGTH = 1023  # octets in a localpart or domainpart (RFC 7622 §3.2, §3.3)
+BARE_JID_LENGTH = 2 * PART_LENGTH + 1
+NAME_LENGTH = 1023  # roster item and group names
+HASH_NAMES = ("SHA-1", "SHA-256")  # SCRAM hash functions, as named by IANA
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+    __table_args__ = (UniqueConstraint("domain", "username"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(PART_LENGTH))
+    domain: Mapped[str] = mapped_column(String(PART_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    roster_version: Mapped[int] = mapped_column(default=0)
+
+    credentials: Mapped[list["ScramCredential"]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class ScramCredential(Base):
+    __tablename__ = "scram_credentials"
+    __table_args__ = (CheckConstraint(column("hash_name").in_(HASH_NAMES), name="hash_name"),)
+
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    hash_name: Mapped[str] = mapped_column(String(16), primary_key=True)
+    salt: Mapped[bytes] = mapped_column(LargeBinary)
+    iterations: Mapped[int]
+    stored_key: Mapped[bytes] = mapped_column(LargeBinary)
+    server_key: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class RosterEntry(Base):
+    """A row of ``roster_items`` (named so as not to clash with
+    ``xmppd.storage.RosterItem``, the value the store returns)."""
+
+    __tablename__ = "roster_items"
+    __table_args__ = (
+        UniqueConstraint("account_id", "jid"),
+        CheckConstraint(column("subscription").in_(SUBSCRIPTIONS), name="subscription"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    jid: Mapped[str] = mapped_column(String(BARE_JID_LENGTH))
+    name: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    subscription: Mapped[str] = mapped_column(String(4))
+    ask: Mapped[bool]
+    pending_in: Mapped[bool]
+    approved: Mapped[bool]
+
+    groups: Mapped[list["RosterGroup"]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class RosterGroup(Base):
+    __tablename__ = "roster_groups"
+
+    item_id: Mapped[int] = mapped_column(
+        ForeignKey("roster_items.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)

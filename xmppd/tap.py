@@ -1,0 +1,133 @@
+"""``twistd xmppd``: options and the service tree.
+
+This is the one place that wires xmppd together: config, storage (checked to
+be reachable and at the current schema), TLS certificates (one for every
+hosted domain), the server core with its feature modules, and the listeners.
+Anything wrong at start-up ends the process with one line saying what and
+where, and a non-zero exit status.
+"""
+
+import importlib
+import sys
+
+from twisted.application import service
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.endpoints import serverFromString
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python import threadpool, usage
+
+from xmppd import config as configuration
+from xmppd.core.api import Server
+from xmppd.core.c2s import ClientStreamFactory
+from xmppd.core.tls import CertificateError, CertificateStore, ServerTLS
+from xmppd.logs import LevelFilter, observer_factory
+from xmppd.storage import SchemaOutdated, StorageError
+from xmppd.storage.deferred import AsyncStore, thread_pool_runner
+from xmppd.storage.sql import SQLStore
+
+# Feature modules, loaded in this order (see docs/features.md).
+MODULES = ("bind", "legacy_session", "roster", "ping")
+
+
+class StartupError(Exception):
+    """The server cannot start; the message says why."""
+
+
+class Options(usage.Options):
+    synopsis = "--config FILE"
+    optParameters = [["config", "c", None, "the TOML configuration file (required)"]]
+
+    def postOptions(self):
+        if not self["config"]:
+            raise usage.UsageError("--config FILE is required")
+        try:
+            self.config = configuration.load(self["config"])
+        except configuration.ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+        self.log_filter = LevelFilter(self.config.log_level)
+        parent = getattr(self, "parent", None)
+        if parent is not None and not parent.get("logger"):
+            parent["logger"] = observer_factory(self.log_filter, parent.get("logfile"))
+
+
+class ThreadPoolService(service.Service):
+    """Runs the storage thread pool while the server runs."""
+
+    def __init__(self, pool):
+        self.pool = pool
+
+    def startService(self):
+        super().startService()
+        self.pool.start()
+
+    def stopService(self):
+        super().stopService()
+        self.pool.stop()
+
+
+def makeService(options, reactor=None):
+    """The xmppd service tree for parsed :class:`Options`."""
+    try:
+        return build(options.config, reactor)
+    except StartupError as e:
+        sys.exit(f"xmppd: {e}")
+
+
+def build(config, reactor=None):
+    if reactor is None:
+        from twisted.internet import reactor
+    top = service.MultiService()
+    store = open_storage(config)
+    certificates = load_certificates(config)
+    pool = threadpool.ThreadPool(1, 8, "xmppd-storage")
+    ThreadPoolService(pool).setServiceParent(top)
+    storage = AsyncStore(store, thread_pool_runner(reactor, pool))
+    server = Server(config, storage, certificates, reactor)
+    for name in MODULES:
+        server.load(importlib.import_module(f"xmppd.modules.{name}"))
+    default_host = next(iter(config.hosts))
+    for key, descriptions, direct in (("c2s.listen", config.c2s.listen, False),
+                                      ("c2s.direct_tls", config.c2s.direct_tls, True)):
+        for description in descriptions:
+            factory = ClientStreamFactory(server, direct_tls=direct)
+            if direct:
+                factory = TLSMemoryBIOFactory(ServerTLS(certificates, default_host), False, factory)
+            listener(config, key, description, factory, reactor).setServiceParent(top)
+    top.server = server
+    return top
+
+
+def open_storage(config):
+    try:
+        store = SQLStore(config.storage.url)
+        store.check_schema()
+    except SchemaOutdated as e:
+        raise StartupError(f"{config.path}: storage.url: {e}") from None
+    except StorageError as e:
+        raise StartupError(f"{config.path}: storage.url: cannot use the database: {e}") from None
+    return store
+
+
+def load_certificates(config):
+    directory = config.tls.certificates
+    try:
+        store = CertificateStore(directory, config.hosts, config.tls.min_version)
+    except CertificateError as e:
+        raise StartupError(f"{config.path}: tls.certificates: {e}") from None
+    missing = store.missing(config.hosts)
+    if missing:
+        raise StartupError(
+            f"{config.path}: tls.certificates: no certificate for {', '.join(missing)} "
+            f"in {directory} (expected DOMAIN.crt and DOMAIN.key; "
+            f"'xmppctl cert DOMAIN' makes a self-signed one)")
+    return store
+
+
+def listener(config, key, description, factory, reactor):
+    try:
+        endpoint = serverFromString(reactor, description)
+    except (ValueError, TypeError, KeyError) as e:
+        raise StartupError(f"{config.path}: {key}: bad endpoint {description!r}: {e}") from None
+    listening = StreamServerEndpointService(endpoint, factory)
+    listening._raiseSynchronously = True
+    return listening
