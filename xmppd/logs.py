@@ -1,7 +1,9 @@
 """Log output for the server: twisted.logger events filtered by level.
 
-Human-readable lines to standard output by default (what journald and
-``twistd -n`` want), or to the file given with ``twistd --logfile``.
+Human-readable lines on standard output, which is what journald and
+``twistd -n`` want.  ``twistd --logfile`` or ``--logger`` still take over
+when given.  The level comes from the config's ``log_level`` and can be
+changed while the server runs.
 """
 
 import sys
@@ -12,22 +14,14 @@ from twisted.logger import (
 LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info,
           "warn": LogLevel.warn, "error": LogLevel.error}
 
-
-class LevelFilter:
-    """A log level that can be changed while the server runs."""
-
-    def __init__(self, level):
-        self.predicate = LogLevelFilterPredicate(LEVELS[level])
-
-    def set(self, level):
-        self.predicate.setLogLevelForNamespace(None, LEVELS[level])
+level_filter = LogLevelFilterPredicate(LogLevel.info)
 
 
-def observer_factory(level_filter, logfile=None):
-    """A twistd ``logger`` factory writing to ``logfile`` or stdout."""
+def set_level(level):
+    """Log events of ``level`` ("debug", "info", "warn", "error") and above."""
+    level_filter.setLogLevelForNamespace(None, LEVELS[level])
 
-    def make():
-        out = sys.stdout if logfile in (None, "", "-") else open(logfile, "a", encoding="utf-8")
-        return FilteringLogObserver(textFileLogObserver(out), [level_filter.predicate])
 
-    return make
+def observer():
+    """The log observer twistd is given (``--logger xmppd.logs.observer``)."""
+    return FilteringLogObserver(textFileLogObserver(sys.stdout), [level_filter])

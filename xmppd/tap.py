@@ -20,7 +20,7 @@ from xmppd import config as configuration
 from xmppd.core.api import Server
 from xmppd.core.c2s import ClientStreamFactory
 from xmppd.core.tls import CertificateError, CertificateStore, ServerTLS
-from xmppd.logs import LevelFilter, observer_factory
+from xmppd import logs
 from xmppd.storage import SchemaOutdated, StorageError
 from xmppd.storage.deferred import AsyncStore, thread_pool_runner
 from xmppd.storage.sql import SQLStore
@@ -40,14 +40,9 @@ class Options(usage.Options):
     def postOptions(self):
         if not self["config"]:
             raise usage.UsageError("--config FILE is required")
-        try:
-            self.config = configuration.load(self["config"])
-        except configuration.ConfigError as e:
-            raise usage.UsageError(str(e)) from None
-        self.log_filter = LevelFilter(self.config.log_level)
         parent = getattr(self, "parent", None)
-        if parent is not None and not parent.get("logger"):
-            parent["logger"] = observer_factory(self.log_filter, parent.get("logfile"))
+        if parent is not None and not parent.get("logger") and not parent.get("logfile"):
+            parent["logger"] = "xmppd.logs.observer"
 
 
 class ThreadPoolService(service.Service):
@@ -68,8 +63,10 @@ class ThreadPoolService(service.Service):
 def makeService(options, reactor=None):
     """The xmppd service tree for parsed :class:`Options`."""
     try:
-        return build(options.config, reactor)
-    except StartupError as e:
+        config = configuration.load(options["config"])
+        logs.set_level(config.log_level)
+        return build(config, reactor)
+    except (configuration.ConfigError, StartupError) as e:
         sys.exit(f"xmppd: {e}")
 
 
