@@ -252,6 +252,56 @@ def test_invalid_values(tmp_path, text, message):
     assert error(tmp_path, text + "\n" + HOST) == message
 
 
+def test_module_sections(tmp_path):
+    config = load(write(tmp_path, """
+        [roster]
+        max_items = 50
+        [offline]
+        max_messages = 0
+        [ping]
+        idle_timeout = 0
+        timeout = 5
+        [version]
+        hidden = true
+        show_os = true
+        [vcard]
+        max_size = 2048
+        [private]
+        max_size = 4096
+        [hosts."example.com"]
+        cross_domain_messages = true
+        disabled_modules = ["vcard", "version"]
+    """))
+    assert (config.roster.max_items, config.offline.max_messages) == (50, 0)
+    assert (config.ping.idle_timeout, config.ping.timeout) == (0.0, 5.0)
+    assert config.version.hidden and config.version.show_os
+    assert (config.vcard.max_size, config.private.max_size) == (2048, 4096)
+    host = config.hosts["example.com"]
+    assert host.cross_domain_messages and host.disabled_modules == ("vcard", "version")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[roster]\nmax_items = 0", "roster.max_items: expected an integer >= 1, got 0"),
+    ("[ping]\nidle_timeout = -1", "ping.idle_timeout: expected a number >= 0, got -1"),
+    ("[version]\nhidden = 1", "version.hidden: expected true or false, got 1"),
+    ("[vcard]\nmax_size = 10", "vcard.max_size: expected an integer >= 1024, got 10"),
+    ("[private]\nsize = 10", "private.size: unknown key"),
+])
+def test_invalid_module_values(tmp_path, text, message):
+    assert error(tmp_path, text + "\n" + HOST) == message
+
+
+@pytest.mark.parametrize("text, message", [
+    ("cross_domain_messages = 1",
+     'hosts."example.com".cross_domain_messages: expected true or false, got 1'),
+    ('disabled_modules = ["roster"]',
+     'hosts."example.com".disabled_modules[0]: expected one of "disco", "ping", "version",'
+     ' "time", "last", "vcard", "private", "blocking", "carbons", "offline", got "roster"'),
+])
+def test_invalid_host_keys(tmp_path, text, message):
+    assert error(tmp_path, HOST + text) == message
+
+
 @pytest.mark.parametrize("text, message", [
     ('hosts = ["example.com"]', "hosts: expected a table, got an array"),
     ('hosts."example.com" = 1', 'hosts."example.com": expected a table, got 1'),

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
+# Feature modules a host may switch off with disabled_modules.
+OPTIONAL_MODULES = ("disco", "ping", "version", "time", "last", "vcard",
+                    "private", "blocking", "carbons", "offline")
 TLS_VERSIONS = ("1.2", "1.3")
 
 _T = TypeVar("_T")
@@ -57,6 +60,45 @@ class HostConfig:
     """``[hosts."DOMAIN"]``: one hosted domain."""
 
     name: str
+    cross_domain_messages: bool = False
+    disabled_modules: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RosterConfig:
+    """``[roster]``: RFC 6121 rosters."""
+
+    max_items: int = 1000
+
+
+@dataclass(frozen=True)
+class OfflineConfig:
+    """``[offline]``: messages stored for offline users (XEP-0160)."""
+
+    max_messages: int = 1000
+
+
+@dataclass(frozen=True)
+class PingConfig:
+    """``[ping]``: pinging idle clients (XEP-0199 §4.3)."""
+
+    idle_timeout: float = 300.0
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class VersionConfig:
+    """``[version]``: software version (XEP-0092)."""
+
+    hidden: bool = False
+    show_os: bool = False
+
+
+@dataclass(frozen=True)
+class SizesConfig:
+    """Size limits of stored per-user XML, in bytes."""
+
+    max_size: int = 65536
 
 
 @dataclass(frozen=True)
@@ -69,6 +111,12 @@ class Config:
     tls: TLSConfig
     c2s: C2SConfig
     hosts: dict[str, HostConfig]
+    roster: RosterConfig = RosterConfig()
+    offline: OfflineConfig = OfflineConfig()
+    ping: PingConfig = PingConfig()
+    version: VersionConfig = VersionConfig()
+    vcard: SizesConfig = SizesConfig()
+    private: SizesConfig = SizesConfig()
 
 
 def load(path: str) -> Config:
@@ -109,7 +157,22 @@ def _config(data: dict[str, Any], path: str) -> Config:
         tls=_tls(root.table("tls"), base),
         c2s=_c2s(root.table("c2s")),
         hosts=_hosts(root.table("hosts")),
+        roster=_section(root.table("roster"), RosterConfig, max_items=_integer(1)),
+        offline=_section(root.table("offline"), OfflineConfig, max_messages=_integer(0)),
+        ping=_section(root.table("ping"), PingConfig, idle_timeout=_non_negative_number,
+                      timeout=_positive_number),
+        version=_section(root.table("version"), VersionConfig, hidden=_boolean,
+                         show_os=_boolean),
+        vcard=_section(root.table("vcard"), SizesConfig, max_size=_integer(1024)),
+        private=_section(root.table("private"), SizesConfig, max_size=_integer(1024)),
     ))
+
+
+def _section(table: _Table, kind: type[_T], **checks: Callable[[Any, str], Any]) -> _T:
+    """A section whose keys are the fields of *kind*, with its defaults."""
+    defaults = kind()
+    return table.done(kind(**{name: table.take(name, check, getattr(defaults, name))
+                              for name, check in checks.items()}))
 
 
 def _storage(table: _Table, base: str) -> StorageConfig:
@@ -151,7 +214,13 @@ def _hosts(table: _Table) -> dict[str, HostConfig]:
 def _host(name: str, table: _Table) -> HostConfig:
     # [hosts.example.com] without quotes nests a table "com" in host "example".
     return table.done(
-        HostConfig(name=_domain(name, table.key)),
+        HostConfig(
+            name=_domain(name, table.key),
+            cross_domain_messages=table.take("cross_domain_messages", _boolean, False),
+            disabled_modules=tuple(
+                _choice(OPTIONAL_MODULES)(module, f"{table.child('disabled_modules')}[{i}]")
+                for i, module in enumerate(table.take("disabled_modules", _strings, []))),
+        ),
         table_hint=' (quote domain names: [hosts."example.com"])',
     )
 
@@ -254,6 +323,19 @@ def _integer(minimum: int) -> Callable[[Any, str], int]:
             raise _expected(key, f"an integer >= {minimum}", value)
         return value
     return check
+
+
+def _boolean(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise _expected(key, "true or false", value)
+    return value
+
+
+def _non_negative_number(value: Any, key: str) -> float:
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not 0 <= value < math.inf):
+        raise _expected(key, "a number >= 0", value)
+    return float(value)
 
 
 def _positive_number(value: Any, key: str) -> float:

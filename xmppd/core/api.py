@@ -39,7 +39,7 @@ class Server:
         self.sessions = SessionDirectory()
         self.router = Router(self.hosts, self.hooks, self.sessions)
         self.stream_features = {ENCRYPTED: [], AUTHENTICATED: []}
-        self.disco_features = set()
+        self.disco_features = {}  # module name -> set of namespaces
         self.services = {}
         self.modules = []
         self._ids = itertools.count(1)
@@ -51,6 +51,17 @@ class Server:
 
     def next_id(self):
         return f"xmppd-{next(self._ids)}"
+
+    def enabled(self, module, domain):
+        """Whether feature ``module`` serves hosted ``domain``
+        (``disabled_modules`` of the host)."""
+        host = self.hosts.get(domain)
+        return host is not None and module not in host.disabled_modules
+
+    def features_for(self, domain):
+        """The disco features of the modules enabled for ``domain``."""
+        return sorted({ns for module, namespaces in self.disco_features.items()
+                       if self.enabled(module, domain) for ns in namespaces})
 
 
 class ModuleAPI:
@@ -81,6 +92,10 @@ class ModuleAPI:
     def sessions(self):
         return self._server.sessions
 
+    def enabled(self, domain):
+        """Whether this module serves hosted ``domain``."""
+        return self._server.enabled(self.name, domain)
+
     def hook(self, event, handler, priority=0):
         """Call ``handler(argument)`` on ``event``; a true return claims it."""
         self._server.hooks.add(event, handler, priority)
@@ -90,7 +105,8 @@ class ModuleAPI:
 
     def handle_iq(self, type_, targets, namespace, handler, priority=0):
         """Answer iq requests of ``type_`` with payload ``namespace`` sent to
-        ``targets`` (one or a tuple of HOST/BARE/FULL).
+        ``targets`` (one or a tuple of HOST/BARE/FULL), on the hosts where
+        this module is enabled.
 
         ``handler(stanza)`` returns the result payload element, or None for
         an empty result, or a Deferred of either; it raises (or fails with)
@@ -98,6 +114,8 @@ class ModuleAPI:
         logged and answered with ``internal-server-error``.
         """
         def claim(stanza):
+            if not self.enabled(stanza.recipient.domain):
+                return False
             d = defer.maybeDeferred(handler, stanza)
             d.addCallbacks(
                 lambda payload: self._server.router.reply(
@@ -122,8 +140,9 @@ class ModuleAPI:
         self._server.stream_features[stage].append(builder)
 
     def disco_feature(self, namespace):
-        """Advertise ``namespace`` in the server's disco#info (XEP-0030)."""
-        self._server.disco_features.add(namespace)
+        """Advertise ``namespace`` in disco#info (XEP-0030) of the hosts
+        where this module is enabled."""
+        self._server.disco_features.setdefault(self.name, set()).add(namespace)
 
     def route(self, element):
         """Route a stanza the server generates (``to``/``from`` set)."""

@@ -25,6 +25,11 @@ IQ_RESPONSES = ("result", "error")
 
 SESSION_BOUND = "session/bound"  # a resource was bound; argument: the Session
 SESSION_UNBOUND = "session/unbound"  # a session ended; argument: the Session
+# A session became available / unavailable (RFC 6121 §4.2, §4.5); argument:
+# the Session.  Fired by the presence module after it updated the session.
+SESSION_AVAILABLE = "session/available"
+SESSION_UNAVAILABLE = "session/unavailable"
+PRE_ROUTE = "route/pre"  # every stanza, before its own event; claim to stop it
 ROUTE_REMOTE = "route/remote"  # a stanza for a domain not hosted here
 
 log = Logger()

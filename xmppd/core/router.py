@@ -3,8 +3,9 @@
 RFC 6120 §10 (server rules for processing XML stanzas) and RFC 6121 §8.5
 (delivery to local accounts).  A stanza reaches :meth:`Router.dispatch`
 validated and with its ``from`` stamped by the stream it came on.  The router
-posts it as a named event (see :mod:`xmppd.core.events`); feature modules
-claim what they handle.  What nobody claims gets the RFC's default:
+posts it as ``route/pre`` (policies that apply to every stanza: blocking,
+closed domains), then as its named event (see :mod:`xmppd.core.events`);
+feature modules claim what they handle.  What nobody claims gets the RFC's default:
 
 - to a domain not hosted here: the ``route/remote`` event (federation), else
   ``remote-server-not-found`` (§10.4.3);
@@ -20,7 +21,7 @@ claim what they handle.  What nobody claims gets the RFC's default:
 
 from twisted.logger import Logger
 
-from xmppd.core.events import BARE, FULL, HOST, ROUTE_REMOTE
+from xmppd.core.events import BARE, FULL, HOST, PRE_ROUTE, ROUTE_REMOTE
 from xmppd.core.stanzas import Stanza, error_reply
 from xmppd.jid import JID, InvalidJID
 
@@ -36,7 +37,14 @@ class Router:
         self.sessions = sessions
 
     def dispatch(self, stanza):
-        """Post ``stanza`` as its event; deliver it by default if unclaimed."""
+        """Post ``stanza`` (first as ``route/pre``, then as its own event);
+        deliver it by default if unclaimed."""
+        if not self.hooks.fire(PRE_ROUTE, stanza):
+            self.post(stanza)
+
+    def post(self, stanza):
+        """Post ``stanza`` as its own event, skipping ``route/pre`` (for a
+        stanza that already passed it)."""
         recipient = stanza.recipient
         if recipient.domain not in self.hosts:
             if not self.hooks.fire(ROUTE_REMOTE, stanza):
@@ -90,7 +98,7 @@ class Router:
             if session is not None:
                 session.send(stanza.element)
             elif kind == "message" and type_ in (*_ANSWERABLE_MESSAGES, "headline"):
-                self.dispatch(Stanza(stanza.element, stanza.sender,
+                self.post(Stanza(stanza.element, stanza.sender,
                                      stanza.recipient.bare, stanza.origin))
             elif kind == "iq" or (kind == "message" and type_ == "groupchat"):
                 self.bounce(stanza, "service-unavailable")
