@@ -181,3 +181,28 @@ def test_error_reply_keeps_payload():
     assert (reply["to"], reply["from"], reply["type"]) == ("a@x/r", "x", "error")
     assert reply.firstChildElement().uri == "urn:q"
     assert reply.error["type"] == "cancel"
+
+
+def test_resume_after_asynchronous_pre_route_check(server, alice, bob):
+    from twisted.internet import defer as _defer
+
+    from xmppd.core.api import ModuleAPI
+    from xmppd.core.events import PRE_ROUTE
+    api = ModuleAPI(server, "test")
+    pending, seen = [], []
+
+    def slow_check(stanza):
+        if stanza.kind != "message":
+            return False
+        d = _defer.Deferred()
+        d.addCallback(lambda _: api.resume(stanza, slow_check))
+        pending.append(d)
+        return True
+
+    api.hook(PRE_ROUTE, slow_check, priority=10)
+    api.hook(PRE_ROUTE, lambda stanza: seen.append(stanza.kind))
+    alice.send("<message to='bob@example.com/b1' type='chat'><body>later</body></message>")
+    assert bob.take() == [] and seen == []
+    pending[0].callback(None)
+    assert [str(m.body) for m in bob.take()] == ["later"]
+    assert seen == ["message"]

@@ -152,6 +152,15 @@ class ModuleAPI:
         """Route an already parsed :class:`~xmppd.core.stanzas.Stanza`."""
         self._server.router.dispatch(stanza)
 
+    def resume(self, stanza, handler):
+        """Continue routing ``stanza``, which ``handler`` claimed on
+        ``route/pre`` to check it asynchronously, with the handlers after it."""
+        self._server.router.dispatch(stanza, after=handler)
+
+    def post(self, stanza):
+        """Route ``stanza`` by its own event only, skipping ``route/pre``."""
+        self._server.router.post(stanza)
+
     def reply(self, stanza, element):
         self._server.router.reply(stanza, element)
 

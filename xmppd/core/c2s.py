@@ -86,6 +86,8 @@ class ClientStream(Protocol):
     def dataReceived(self, data):
         if self._closed:
             return
+        if self.session is not None:
+            self.session.last_active = self.server.clock.seconds()
         try:
             self._parser.feed(data)
         except StreamError as e:
@@ -330,7 +332,8 @@ class ClientStream(Protocol):
         """Bind ``resource`` (already valid and chosen) for this stream and
         return the new session; a session bound to the same full JID is
         closed with ``conflict`` (RFC 6120 §7.7.2.2)."""
-        self.session = Session(self.user.with_resource(resource), self)
+        self.session = Session(self.user.with_resource(resource), self,
+                               self.server.clock.seconds())
         self.state = "bound"
         old = self.server.sessions.add(self.session)
         if old is not None:

@@ -30,6 +30,9 @@ SESSION_UNBOUND = "session/unbound"  # a session ended; argument: the Session
 SESSION_AVAILABLE = "session/available"
 SESSION_UNAVAILABLE = "session/unavailable"
 PRE_ROUTE = "route/pre"  # every stanza, before its own event; claim to stop it
+# A message for a local account with no resource to take it (RFC 6121
+# §8.5.2.2); argument: the Stanza.  Claimed by offline storage, if enabled.
+MESSAGE_OFFLINE = "message/offline"
 ROUTE_REMOTE = "route/remote"  # a stanza for a domain not hosted here
 
 log = Logger()
@@ -78,11 +81,18 @@ class Hooks:
     def remove(self, name, handler):
         self._handlers[name] = [h for h in self._handlers.get(name, ()) if h[2] != handler]
 
-    def fire(self, name, argument):
+    def fire(self, name, argument, after=None):
         """Run the handlers of ``name`` until one returns a true value; say
         whether one did.  A handler that raises is logged and counts as having
-        claimed the event, so the sender never gets a second, wrong answer."""
-        for _, _, handler in self._handlers.get(name, ()):
+        claimed the event, so the sender never gets a second, wrong answer.
+
+        With ``after``, start with the handler that follows it: a handler that
+        claimed an event to finish an asynchronous check resumes it so."""
+        handlers = self._handlers.get(name, ())
+        if after is not None:
+            position = next(i for i, h in enumerate(handlers) if h[2] == after)
+            handlers = handlers[position + 1:]
+        for _, _, handler in handlers:
             try:
                 if handler(argument):
                     return True

@@ -36,10 +36,11 @@ class Router:
         self.hooks = hooks
         self.sessions = sessions
 
-    def dispatch(self, stanza):
+    def dispatch(self, stanza, after=None):
         """Post ``stanza`` (first as ``route/pre``, then as its own event);
-        deliver it by default if unclaimed."""
-        if not self.hooks.fire(PRE_ROUTE, stanza):
+        deliver it by default if unclaimed.  ``after``: resume ``route/pre``
+        after that handler."""
+        if not self.hooks.fire(PRE_ROUTE, stanza, after):
             self.post(stanza)
 
     def post(self, stanza):

@@ -16,16 +16,18 @@ class Session:
 
     ``available`` and ``priority`` are the presence state (RFC 6121 §4),
     ``roster_requested`` says whether the client asked for its roster and so
-    receives roster pushes (RFC 6121 §2.1.6).  ``state`` holds per-session
-    data of feature modules, keyed by module name.
+    receives roster pushes (RFC 6121 §2.1.6).  ``last_active`` is when the
+    client last sent anything (seconds of the server clock).  ``state`` holds
+    per-session data of feature modules, keyed by module name.
     """
 
     __slots__ = ("jid", "carrier", "available", "priority", "presence",
-                 "roster_requested", "state", "__weakref__")
+                 "roster_requested", "last_active", "state", "__weakref__")
 
-    def __init__(self, jid, carrier):
+    def __init__(self, jid, carrier, now=0.0):
         self.jid = jid
         self.carrier = carrier
+        self.last_active = now
         self.available = False
         self.priority = 0
         self.presence = None
@@ -55,6 +57,10 @@ class SessionDirectory:
     def resources(self, bare_jid):
         """The sessions bound for ``bare_jid`` (a list, possibly empty)."""
         return list(self._by_bare.get(bare_jid, {}).values())
+
+    def all(self):
+        """Every bound session (a list: safe to close sessions while looping)."""
+        return [s for resources in self._by_bare.values() for s in resources.values()]
 
     def count(self, bare_jid=None):
         if bare_jid is not None:

@@ -1,0 +1,427 @@
+"""``xmppctl``: the xmppd administration command.
+
+It works on the configuration file and the database directly, never through
+the running server, so it can set a server up before its first start and
+manage accounts while it runs.  See docs/xmppctl.md.
+
+Every expected failure ends with one line on stderr, ``xmppctl: MESSAGE``,
+and a non-zero exit status.
+"""
+
+import argparse
+import datetime
+import getpass
+import json
+import os
+import shlex
+import sys
+from contextlib import contextmanager
+
+from sqlalchemy import make_url
+
+from xmppd import config as configuration
+from xmppd.certs import make_self_signed
+from xmppd.core.scram import derive_all, prepare_password
+from xmppd.core.tls import CertificateError, CertificateStore
+from xmppd.jid import JID, InvalidJID, normalize_domain
+from xmppd.storage import SchemaOutdated, StorageError, UserExists, UserNotFound
+from xmppd.storage.sql import SQLStore
+
+DEFAULT_CONFIG = "/etc/xmppd/xmppd.toml"
+EXPIRY_WARNING = datetime.timedelta(days=30)
+
+CONFIG_TEMPLATE = """\
+# xmppd configuration.  See docs/configuration.md for every key.
+log_level = "info"
+
+[storage]
+# Relative to this file.
+url = "sqlite:///xmppd.sqlite"
+
+[tls]
+# DOMAIN.crt and DOMAIN.key for every hosted domain; relative to this file.
+certificates = "certs"
+
+[c2s]
+listen = [{listen}]
+direct_tls = [{direct_tls}]
+
+[hosts.{domain}]
+"""
+
+
+class Failure(Exception):
+    """An expected failure: its message is printed as ``xmppctl: MESSAGE``."""
+
+
+def main(argv=None):
+    """Run xmppctl with *argv* (default: the command line); return the exit status."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:
+        return stop.code
+    try:
+        args.run(args)
+    except Failure as e:
+        return _fail(e)
+    except OSError as e:
+        return _fail(f"{e.filename}: {e.strerror}" if e.filename else str(e))
+    except KeyboardInterrupt:
+        return _fail("interrupted", status=130)
+    return 0
+
+
+def _fail(message, status=1):
+    print(f"xmppctl: {message}", file=sys.stderr)
+    return status
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports usage errors on one line."""
+
+    def error(self, message):
+        self.exit(2, f"xmppctl: {message} (see '{self.prog} --help')\n")
+
+
+def _parser():
+    parser = _Parser(prog="xmppctl", description="Administer an xmppd server.")
+    parser.add_argument(
+        "-c", "--config", metavar="FILE",
+        default=os.environ.get("XMPPD_CONFIG", DEFAULT_CONFIG),
+        help=f"configuration file (default: $XMPPD_CONFIG, else {DEFAULT_CONFIG})")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    def command(name, run, summary):
+        sub = commands.add_parser(name, help=summary, description=summary)
+        sub.set_defaults(run=run)
+        return sub
+
+    init = command("init", cmd_init, "create a configuration, certificate and database")
+    init.add_argument("dir", metavar="DIR")
+    init.add_argument("--domain", required=True, help="the hosted domain")
+    init.add_argument("--c2s-port", type=_port, default=5222, metavar="PORT")
+    init.add_argument("--direct-tls-port", type=_port, default=5223, metavar="PORT")
+    init.add_argument("--force", action="store_true", help="replace existing files")
+
+    for name, run, summary in (("adduser", cmd_adduser, "create an account"),
+                               ("passwd", cmd_passwd, "change an account's password")):
+        sub = command(name, run, summary)
+        sub.add_argument("jid", metavar="JID", help="bare JID, user@domain")
+        sub.add_argument("--password", metavar="PW",
+                         help="the password (default: prompt, or one line of stdin)")
+
+    command("deluser", cmd_deluser, "delete an account").add_argument(
+        "jid", metavar="JID", help="bare JID, user@domain")
+    command("users", cmd_users, "list accounts").add_argument(
+        "domain", metavar="DOMAIN", nargs="?", help="only this domain's accounts")
+    command("migrate", cmd_migrate, "create or upgrade the database schema")
+
+    cert = command("cert", cmd_cert, "make a self-signed certificate")
+    cert.add_argument("domain", metavar="DOMAIN")
+    cert.add_argument("--out", metavar="DIR",
+                      help="output directory (default: tls.certificates of the "
+                           "configuration if it exists, else the current directory)")
+    cert.add_argument("--ec", action="store_true", help="P-256 key instead of RSA 2048")
+    cert.add_argument("--force", action="store_true", help="replace existing files")
+
+    command("check", cmd_check, "validate the configuration, certificates and database")
+    return parser
+
+
+def _port(text):
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}")
+    return port
+
+
+# Shared steps
+
+
+def _load_config(path):
+    try:
+        return configuration.load(path)
+    except configuration.ConfigError as e:
+        raise Failure(e) from None
+
+
+def _account_jid(config, text):
+    """The bare JID *text* of an account on a hosted domain."""
+    try:
+        jid = JID.parse(text)
+    except InvalidJID as e:
+        raise Failure(f"invalid JID {text!r}: {e}") from None
+    if jid.local is None:
+        raise Failure(f"{text!r} is not an account JID: expected user@domain")
+    if jid.resource is not None:
+        raise Failure(f"{text!r} is a full JID: give the bare JID {jid.bare_str}")
+    if jid.domain not in config.hosts:
+        raise Failure(f"{jid.domain} is not a hosted domain in {config.path} "
+                      f"(hosted: {', '.join(config.hosts)})")
+    return jid
+
+
+def _domain(text):
+    try:
+        return normalize_domain(text)
+    except InvalidJID as e:
+        raise Failure(f"invalid domain {text!r}: {e}") from None
+
+
+def _read_password(given):
+    """*given*, else a password typed twice at a terminal, else one line of stdin."""
+    if given is not None:
+        password = given
+    elif sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Password (again): ") != password:
+            raise Failure("the passwords do not match")
+    else:
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    if not password:
+        raise Failure("empty password refused")
+    try:
+        prepare_password(password)
+    except UnicodeEncodeError as e:
+        reason = e.reason.removeprefix("DISALLOWED/")
+        raise Failure(f"password refused: it has characters that are not allowed ({reason})")
+    return password
+
+
+def _database_problem(config, error):
+    return f"{config.path}: storage.url: cannot use the database: {error}"
+
+
+def _missing_database(config):
+    """Failure unless the SQLite database file (if any) exists."""
+    url = make_url(config.storage.url)
+    database = url.database
+    if (url.get_backend_name() == "sqlite" and database not in (None, "", ":memory:")
+            and not os.path.exists(database)):
+        return Failure(f"{config.path}: storage.url: the database {database} does not "
+                       "exist: run 'xmppctl migrate'")
+    return None
+
+
+def _connect(config, must_exist):
+    try:
+        store = SQLStore(config.storage.url)
+    except StorageError as e:
+        raise Failure(_database_problem(config, e)) from None
+    missing = _missing_database(config) if must_exist else None
+    if missing:
+        store.close()
+        raise missing
+    return store
+
+
+@contextmanager
+def _store(config, current=True):
+    """The configured database, checked to be at the current schema unless
+    *current* is false.  Database failures become Failure."""
+    store = _connect(config, must_exist=current)
+    try:
+        if current:
+            store.check_schema()
+        yield store
+    except SchemaOutdated as e:
+        raise Failure(f"{config.path}: storage.url: {e}") from None
+    except StorageError as e:
+        raise Failure(_database_problem(config, e)) from None
+    finally:
+        store.close()
+
+
+# Commands
+
+
+def cmd_init(args):
+    path = os.path.join(args.dir, "xmppd.toml")
+    if os.path.exists(path) and not args.force:
+        raise Failure(f"{path} already exists (use --force to replace it)")
+    domain = _domain(args.domain)
+    text = CONFIG_TEMPLATE.format(
+        listen=_toml_string(f"tcp:{args.c2s_port}"),
+        direct_tls=_toml_string(f"tcp:{args.direct_tls_port}"),
+        domain=_toml_string(domain),
+    )
+    try:
+        config = configuration.parse(text, path)
+    except configuration.ConfigError as e:
+        raise Failure(e) from None
+    os.makedirs(args.dir, exist_ok=True)
+    cert_path, key_path = _make_cert(domain, config.tls.certificates, "rsa", args.force)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    with _store(config, current=False) as store:
+        _, revision = store.migrate()
+    config_arg = shlex.quote(path)
+    print(f"created {path}")
+    print(f"created {cert_path} and {key_path} (self-signed)")
+    print(f"created {make_url(config.storage.url).database} (schema revision {revision})")
+    print()
+    print("Start the server:")
+    print(f"    twistd -n xmppd --config {config_arg}")
+    print("Add a user:")
+    print(f"    xmppctl -c {config_arg} adduser {shlex.quote('alice@' + domain)}")
+
+
+def _toml_string(text):
+    return json.dumps(text, ensure_ascii=False)
+
+
+def cmd_adduser(args):
+    config = _load_config(args.config)
+    jid = _account_jid(config, args.jid)
+    with _store(config) as store:
+        if store.account_exists(jid.local, jid.domain):
+            raise Failure(f"user {jid.bare_str} already exists")
+        keys = derive_all(_read_password(args.password))
+        try:
+            store.create_account(jid.local, jid.domain, keys)
+        except UserExists:
+            raise Failure(f"user {jid.bare_str} already exists") from None
+    print(f"added {jid.bare_str}")
+
+
+def cmd_passwd(args):
+    config = _load_config(args.config)
+    jid = _account_jid(config, args.jid)
+    with _store(config) as store:
+        if not store.account_exists(jid.local, jid.domain):
+            raise Failure(f"user {jid.bare_str} does not exist")
+        keys = derive_all(_read_password(args.password))
+        try:
+            store.set_credentials(jid.local, jid.domain, keys)
+        except UserNotFound:
+            raise Failure(f"user {jid.bare_str} does not exist") from None
+    print(f"changed the password of {jid.bare_str}")
+
+
+def cmd_deluser(args):
+    config = _load_config(args.config)
+    jid = _account_jid(config, args.jid)
+    with _store(config) as store:
+        try:
+            store.delete_account(jid.local, jid.domain)
+        except UserNotFound:
+            raise Failure(f"user {jid.bare_str} does not exist") from None
+    print(f"deleted {jid.bare_str}")
+
+
+def cmd_users(args):
+    config = _load_config(args.config)
+    domain = None if args.domain is None else _domain(args.domain)
+    with _store(config) as store:
+        accounts = store.list_accounts(domain)
+    for jid in sorted(f"{username}@{domain}" for username, domain in accounts):
+        print(jid)
+
+
+def cmd_migrate(args):
+    config = _load_config(args.config)
+    with _store(config, current=False) as store:
+        before, after = store.migrate()
+    if before == after:
+        print(f"schema already current (revision {after})")
+    else:
+        print(f"schema migrated from {before or '(empty)'} to {after}")
+
+
+def cmd_cert(args):
+    domain = _domain(args.domain)
+    out = args.out
+    if out is None:
+        out = _load_config(args.config).tls.certificates if os.path.exists(args.config) else "."
+    cert_path, key_path = _make_cert(domain, out, "ec" if args.ec else "rsa", args.force)
+    print(f"certificate: {cert_path}")
+    print(f"key:         {key_path}")
+
+
+def _make_cert(domain, directory, key_type, force):
+    try:
+        return make_self_signed(domain, directory, key_type, force=force)
+    except FileExistsError as e:
+        raise Failure(f"{e.filename} already exists (use --force to replace it)") from None
+    except ValueError as e:
+        raise Failure(f"cannot make a certificate for {domain!r}: {e}") from None
+
+
+def cmd_check(args):
+    errors = 0
+    for level, message in _findings(args.config):
+        print(f"{level}: {message}")
+        errors += level == "error"
+    if errors:
+        raise Failure(f"check found {errors} error{'s' if errors > 1 else ''}")
+
+
+def _findings(path):
+    """(level, message) pairs, level being "ok", "warning" or "error"."""
+    try:
+        config = configuration.load(path)
+    except configuration.ConfigError as e:
+        yield "error", str(e)
+        return
+    yield "ok", f"{config.path}: configuration valid"
+    for host in config.hosts:
+        yield from _certificate_findings(config, host)
+    yield from _storage_findings(config)
+
+
+def _certificate_findings(config, host):
+    directory = config.tls.certificates
+    try:
+        store = CertificateStore(directory, [host], config.tls.min_version)
+    except CertificateError as e:
+        yield "error", f"{host}: {e}"
+        return
+    cert = store.certificates.get(host)
+    if cert is None:
+        yield "error", (f"{host}: no certificate in {directory} (expected {host}.crt and "
+                        f"{host}.key; 'xmppctl cert {host}' makes a self-signed one)")
+        return
+    yield "ok", f"{host}: certificate {cert.cert_path} matches its key {cert.key_path}"
+    yield _expiry_finding(host, cert)
+    if cert.covers(host):
+        yield "ok", f"{host}: certificate covers {host}"
+    else:
+        yield "error", (f"{host}: certificate {cert.cert_path} does not cover {host} "
+                        f"(it names {', '.join(cert.names) or 'nothing'})")
+
+
+def _expiry_finding(host, cert):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    until = cert.not_after.strftime("%Y-%m-%d %H:%M UTC")
+    if cert.expired(now):
+        return "error", f"{host}: certificate {cert.cert_path} expired on {until}"
+    if cert.not_after - now < EXPIRY_WARNING:
+        return "warning", f"{host}: certificate {cert.cert_path} expires soon, on {until}"
+    return "ok", f"{host}: certificate valid until {until}"
+
+
+def _storage_findings(config):
+    try:
+        store = _connect(config, must_exist=True)
+    except Failure as e:
+        yield "error", str(e)
+        return
+    try:
+        store.ping()
+        yield "ok", "storage: database reachable"
+        store.check_schema()
+        yield "ok", "storage: schema current"
+    except SchemaOutdated as e:
+        yield "error", f"{config.path}: storage.url: {e}"
+    except StorageError as e:
+        yield "error", _database_problem(config, e)
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
