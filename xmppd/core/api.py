@@ -144,6 +144,10 @@ class ModuleAPI:
         where this module is enabled."""
         self._server.disco_features.setdefault(self.name, set()).add(namespace)
 
+    def features(self, domain):
+        """The disco features of every module enabled for ``domain``, sorted."""
+        return self._server.features_for(domain)
+
     def route(self, element):
         """Route a stanza the server generates (``to``/``from`` set)."""
         self._server.router.route(element)
