@@ -377,6 +377,8 @@ class ClientStream(Protocol):
 class ClientStreamFactory(Factory):
     """Builds :class:`ClientStream` for a STARTTLS or direct-TLS listener."""
 
+    noisy = False
+
     def __init__(self, server, direct_tls=False):
         self.server = server
         self.direct_tls = direct_tls
