@@ -352,3 +352,38 @@ def test_parse_names_given_path():
     with pytest.raises(ConfigError) as info:
         parse("log_level = 1\n" + HOST, "relative/xmppd.toml")
     assert str(info.value).startswith("relative/xmppd.toml: log_level: ")
+
+
+def test_s2s_section(tmp_path):
+    config = load(write(tmp_path, """
+        [s2s]
+        listen = ["tcp:5269"]
+        allow = ["Partner.Example.org", "*.example.net"]
+        deny = ["bad.example.net"]
+        ca_file = "peers.pem"
+        require_valid_certificates = true
+        [s2s.routes]
+        "partner.example.org" = "tcp:host=127.0.0.2:port=5269"
+    """ + HOST))
+    s2s = config.s2s
+    assert s2s.listen == ("tcp:5269",)
+    assert s2s.allow == ("partner.example.org", "*.example.net")
+    assert s2s.deny == ("bad.example.net",)
+    assert s2s.ca_file == str(tmp_path / "peers.pem")
+    assert s2s.require_encryption and s2s.require_valid_certificates
+    assert s2s.routes == (("partner.example.org", "tcp:host=127.0.0.2:port=5269"),)
+
+
+def test_federation_off_by_default(tmp_path):
+    s2s = load(write(tmp_path, HOST)).s2s
+    assert (s2s.listen, s2s.allow, s2s.dialback_secret) == ((), (), None)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[s2s]\nallow = ["*."]', "s2s.allow[0]: not a valid domain name: empty label"),
+    ('[s2s]\nallow = "x.org"', 's2s.allow: expected an array of strings, got "x.org"'),
+    ('[s2s.routes]\n"x.org" = 5', 's2s.routes."x.org": expected a non-empty string, got 5'),
+    ("[s2s]\nmax_queue = 0", "s2s.max_queue: expected an integer >= 1, got 0"),
+])
+def test_invalid_s2s(tmp_path, text, message):
+    assert error(tmp_path, text + "\n" + HOST) == message

@@ -56,6 +56,25 @@ class C2SConfig:
 
 
 @dataclass(frozen=True)
+class S2SConfig:
+    """``[s2s]``: federation with the peer domains the operator lists."""
+
+    listen: tuple[str, ...] = ()
+    direct_tls: tuple[str, ...] = ()
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    require_encryption: bool = True
+    require_valid_certificates: bool = False
+    ca_file: str | None = None
+    dialback_secret: str | None = None
+    connect_timeout: float = 10.0
+    idle_timeout: float = 600.0
+    max_queue: int = 100
+    max_stanza_size: int = 262144
+    routes: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class HostConfig:
     """``[hosts."DOMAIN"]``: one hosted domain."""
 
@@ -111,6 +130,7 @@ class Config:
     tls: TLSConfig
     c2s: C2SConfig
     hosts: dict[str, HostConfig]
+    s2s: S2SConfig = S2SConfig()
     roster: RosterConfig = RosterConfig()
     offline: OfflineConfig = OfflineConfig()
     ping: PingConfig = PingConfig()
@@ -157,6 +177,7 @@ def _config(data: dict[str, Any], path: str) -> Config:
         tls=_tls(root.table("tls"), base),
         c2s=_c2s(root.table("c2s")),
         hosts=_hosts(root.table("hosts")),
+        s2s=_s2s(root.table("s2s"), base),
         roster=_section(root.table("roster"), RosterConfig, max_items=_integer(1)),
         offline=_section(root.table("offline"), OfflineConfig, max_messages=_integer(0)),
         ping=_section(root.table("ping"), PingConfig, idle_timeout=_non_negative_number,
@@ -195,6 +216,38 @@ def _c2s(table: _Table) -> C2SConfig:
         max_resources=table.take("max_resources", _integer(1), 10),
         auth_timeout=table.take("auth_timeout", _positive_number, 30.0),
     ))
+
+
+def _s2s(table: _Table, base: str) -> S2SConfig:
+    ca_file = table.take("ca_file", _optional_string, None)
+    routes = table.table("routes")
+    pinned = tuple((_domain(name, routes.child(name)), routes.take(name, _string, None))
+                   for name in routes.names())
+    routes.done(None)
+    return table.done(S2SConfig(
+        listen=table.take("listen", _strings, []),
+        direct_tls=table.take("direct_tls", _strings, []),
+        allow=tuple(_domain_pattern(p, f"{table.child('allow')}[{i}]")
+                    for i, p in enumerate(table.take("allow", _strings, []))),
+        deny=tuple(_domain_pattern(p, f"{table.child('deny')}[{i}]")
+                   for i, p in enumerate(table.take("deny", _strings, []))),
+        require_encryption=table.take("require_encryption", _boolean, True),
+        require_valid_certificates=table.take("require_valid_certificates", _boolean, False),
+        ca_file=ca_file and os.path.join(base, ca_file),
+        dialback_secret=table.take("dialback_secret", _optional_string, None),
+        connect_timeout=table.take("connect_timeout", _positive_number, 10.0),
+        idle_timeout=table.take("idle_timeout", _positive_number, 600.0),
+        max_queue=table.take("max_queue", _integer(1), 100),
+        max_stanza_size=table.take("max_stanza_size", _integer(10000), 262144),
+        routes=pinned,
+    ))
+
+
+def _domain_pattern(pattern: str, key: str) -> str:
+    """A domain, or ``*.domain`` for every subdomain of it."""
+    if pattern.startswith("*."):
+        return "*." + _domain(pattern[2:], key)
+    return _domain(pattern, key)
 
 
 def _hosts(table: _Table) -> dict[str, HostConfig]:
@@ -323,6 +376,10 @@ def _integer(minimum: int) -> Callable[[Any, str], int]:
             raise _expected(key, f"an integer >= {minimum}", value)
         return value
     return check
+
+
+def _optional_string(value: Any, key: str) -> str | None:
+    return None if value is None else _string(value, key)
 
 
 def _boolean(value: Any, key: str) -> bool:
