@@ -14,12 +14,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, func, make_url, select, text
 from twisted.python.failure import Failure
 
 from xmppd.storage import (
+    RosterFull,
     RosterItem,
     SchemaOutdated,
     ScramKeys,
@@ -28,8 +30,15 @@ from xmppd.storage import (
     UserNotFound,
 )
 from xmppd.storage.deferred import AsyncStore, immediate_runner
-from xmppd.storage.models import Base, RosterEntry, RosterGroup, ScramCredential
-from xmppd.storage.sql import SQLStore
+from xmppd.storage.models import (
+    Base,
+    OfflineMessage,
+    RosterEntry,
+    RosterGroup,
+    ScramCredential,
+    UserValue,
+)
+from xmppd.storage.sql import SQLStore, alembic_config
 
 POSTGRES_URL = os.environ.get("XMPPD_TEST_POSTGRES_URL")
 
@@ -190,17 +199,43 @@ class TestStore:
             store.set_credentials("alice", "example.org", {"MD5": KEYS["SHA-1"]})
         assert store.get_credentials("alice", "example.org") == new_keys
 
+    def test_upgrade_from_0001_keeps_data(self, backend, empty_store):
+        engine = create_engine(backend.url)
+        try:
+            with engine.begin() as connection:
+                command.upgrade(alembic_config(connection), "0001")
+        finally:
+            engine.dispose()
+        empty_store.create_account("alice", "example.org", KEYS)
+        empty_store.set_roster_item("alice", "example.org", RosterItem("bob@example.net"))
+
+        assert empty_store.migrate() == ("0001", "0002")
+        empty_store.check_schema()
+        assert empty_store.get_credentials("alice", "example.org") == KEYS
+        assert empty_store.get_roster("alice", "example.org") == (
+            1,
+            [RosterItem("bob@example.net")],
+        )
+        empty_store.set_value("alice", "example.org", "vcard", "", "<vCard/>")
+        assert empty_store.store_offline("alice", "example.org", "<message/>", 10)
+        assert empty_store.get_value("alice", "example.org", "vcard", "") == "<vCard/>"
+        assert empty_store.take_offline("alice", "example.org") == ["<message/>"]
+
     def test_delete_account_cascades(self, backend, store):
         store.create_account("alice", "example.org", KEYS)
         item = RosterItem("bob@example.net", groups=("A",))
         store.set_roster_item("alice", "example.org", item)
+        store.set_value("alice", "example.org", "vcard", "", "<vCard/>")
+        store.store_offline("alice", "example.org", "<message/>", 10)
         store.delete_account("alice", "example.org")
-        for model in (ScramCredential, RosterEntry, RosterGroup):
+        for model in (ScramCredential, RosterEntry, RosterGroup, UserValue, OfflineMessage):
             assert row_count(backend, model) == 0
 
         store.create_account("alice", "example.org", {"SHA-256": KEYS["SHA-256"]})
         assert store.get_roster("alice", "example.org") == (0, [])
         assert store.get_credentials("alice", "example.org") == {"SHA-256": KEYS["SHA-256"]}
+        assert store.get_values("alice", "example.org", "vcard") == {}
+        assert store.count_offline("alice", "example.org") == 0
 
     def test_list_accounts(self, store):
         for user in [("zoe", "a.example"), ("bob", "b.example"), ("amy", "a.example")]:
@@ -259,6 +294,102 @@ class TestStore:
         with pytest.raises(ValueError):
             store.set_roster_item("alice", "example.org", item)
 
+    def test_roster_full(self, store):
+        store.create_account("alice", "example.org", KEYS)
+        store.set_roster_item("alice", "example.org", RosterItem("a@example.net"), max_items=2)
+        store.set_roster_item("alice", "example.org", RosterItem("b@example.net"), max_items=2)
+        with pytest.raises(RosterFull):
+            store.set_roster_item("alice", "example.org", RosterItem("c@example.net"), 2)
+        assert store.get_roster_item("alice", "example.org", "c@example.net") is None
+
+        renamed = RosterItem("b@example.net", "Bob")
+        assert store.set_roster_item("alice", "example.org", renamed, max_items=2) == 3
+        assert store.get_roster("alice", "example.org") == (
+            3,
+            [RosterItem("a@example.net"), renamed],
+        )
+        assert store.set_roster_item("alice", "example.org", RosterItem("c@example.net")) == 4
+
+    def test_values(self, store):
+        store.create_account("alice", "example.org", KEYS)
+        assert store.get_value("alice", "example.org", "private", "urn:a") is None
+        assert store.get_values("alice", "example.org", "private") == {}
+
+        store.set_value("alice", "example.org", "private", "urn:a", "<a xmlns='urn:a'/>")
+        store.set_value("alice", "example.org", "private", "urn:b", "<b ☃/>")
+        store.set_value("alice", "example.org", "private", "urn:a", "<a xmlns='urn:a'>2</a>")
+        assert store.get_value("alice", "example.org", "private", "urn:a") == (
+            "<a xmlns='urn:a'>2</a>"
+        )
+        assert store.get_values("alice", "example.org", "private") == {
+            "urn:a": "<a xmlns='urn:a'>2</a>",
+            "urn:b": "<b ☃/>",
+        }
+
+        store.set_value("alice", "example.org", "private", "urn:a", None)
+        store.set_value("alice", "example.org", "private", "urn:missing", None)
+        assert store.get_value("alice", "example.org", "private", "urn:a") is None
+        assert store.get_values("alice", "example.org", "private") == {"urn:b": "<b ☃/>"}
+
+        store.delete_values("alice", "example.org", "private")
+        assert store.get_values("alice", "example.org", "private") == {}
+
+    def test_values_are_per_store_and_account(self, store):
+        store.create_account("alice", "example.org", KEYS)
+        store.create_account("alice", "example.net", KEYS)
+        store.set_value("alice", "example.org", "blocking", "eve@example.com", "")
+        store.set_value("alice", "example.org", "last", "eve@example.com", "status")
+        store.set_value("alice", "example.net", "blocking", "mallory@example.com", "")
+
+        assert store.get_values("alice", "example.org", "blocking") == {"eve@example.com": ""}
+        assert store.get_value("alice", "example.org", "last", "eve@example.com") == "status"
+        assert store.get_value("alice", "example.net", "blocking", "eve@example.com") is None
+
+        store.delete_values("alice", "example.org", "blocking")
+        assert store.get_values("alice", "example.org", "blocking") == {}
+        assert store.get_values("alice", "example.org", "last") == {"eve@example.com": "status"}
+        assert store.get_values("alice", "example.net", "blocking") == {
+            "mallory@example.com": ""
+        }
+
+    def test_values_of_missing_account(self, store):
+        assert store.get_value("alice", "example.org", "vcard", "") is None
+        assert store.get_values("alice", "example.org", "vcard") == {}
+        store.delete_values("alice", "example.org", "vcard")
+        with pytest.raises(UserNotFound):
+            store.set_value("alice", "example.org", "vcard", "", "<vCard/>")
+        with pytest.raises(UserNotFound):
+            store.set_value("alice", "example.org", "vcard", "", None)
+
+    def test_offline_messages(self, store):
+        store.create_account("alice", "example.org", KEYS)
+        store.create_account("bob", "example.org", KEYS)
+        assert store.take_offline("alice", "example.org") == []
+
+        stanzas = [f"<message id='{n}'>☃</message>" for n in range(3)]
+        assert [store.store_offline("alice", "example.org", s, 3) for s in stanzas] == [
+            True,
+            True,
+            True,
+        ]
+        assert not store.store_offline("alice", "example.org", "<message id='x'/>", 3)
+        assert store.store_offline("bob", "example.org", "<message id='b'/>", 3)
+        assert store.count_offline("alice", "example.org") == 3
+
+        assert store.take_offline("alice", "example.org") == stanzas
+        assert store.count_offline("alice", "example.org") == 0
+        assert store.take_offline("alice", "example.org") == []
+        assert store.take_offline("bob", "example.org") == ["<message id='b'/>"]
+
+        assert store.store_offline("alice", "example.org", "<message id='y'/>", 3)
+        assert store.take_offline("alice", "example.org") == ["<message id='y'/>"]
+
+    def test_offline_messages_of_missing_account(self, store):
+        with pytest.raises(UserNotFound):
+            store.store_offline("alice", "example.org", "<message/>", 10)
+        assert store.count_offline("alice", "example.org") == 0
+        assert store.take_offline("alice", "example.org") == []
+
     def test_concurrent_roster_writes_get_distinct_versions(self, store):
         store.create_account("alice", "example.org", KEYS)
         jids = [f"contact{n}@example.net" for n in range(40)]
@@ -280,6 +411,13 @@ class TestStore:
         assert result_of(store.get_credentials("alice", "example.org")) == KEYS
         assert result_of(store.set_roster_item("alice", "example.org", RosterItem("b@c"))) == 1
         assert result_of(store.get_roster("alice", "example.org")) == (1, [RosterItem("b@c")])
+        with pytest.raises(RosterFull):
+            result_of(store.set_roster_item("alice", "example.org", RosterItem("d@c"), 1))
+        result_of(store.set_value("alice", "example.org", "vcard", "", "<vCard/>"))
+        assert result_of(store.get_values("alice", "example.org", "vcard")) == {"": "<vCard/>"}
+        assert result_of(store.store_offline("alice", "example.org", "<message/>", 1))
+        assert result_of(store.count_offline("alice", "example.org")) == 1
+        assert result_of(store.take_offline("alice", "example.org")) == ["<message/>"]
         with pytest.raises(UserExists):
             result_of(store.create_account("alice", "example.org", KEYS))
         with pytest.raises(AttributeError):

@@ -1,4 +1,5 @@
-"""Storage for xmppd: accounts with SCRAM keys and RFC 6121 rosters.
+"""Storage for xmppd: accounts with SCRAM keys, RFC 6121 rosters, offline
+messages and small per-user key/value stores.
 
 The package is called, it never calls back: it imports neither
 ``xmppd.core`` nor ``xmppd.modules``.  Users are identified by the pair
@@ -22,6 +23,10 @@ class UserExists(StorageError):
 
 class UserNotFound(StorageError):
     """No such account."""
+
+
+class RosterFull(StorageError):
+    """Adding the item would make the roster exceed its maximum size."""
 
 
 class SchemaOutdated(StorageError):

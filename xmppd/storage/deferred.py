@@ -31,6 +31,13 @@ METHODS = frozenset(
         "get_roster_item",
         "set_roster_item",
         "remove_roster_item",
+        "get_value",
+        "set_value",
+        "get_values",
+        "delete_values",
+        "store_offline",
+        "take_offline",
+        "count_offline",
     }
 )
 

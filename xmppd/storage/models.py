@@ -11,9 +11,11 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    Index,
     LargeBinary,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
     column,
     func,
@@ -26,6 +28,8 @@ PART_LENGTH = 1023  # octets in a localpart or domainpart (RFC 7622 §3.2, §3.3
 BARE_JID_LENGTH = 2 * PART_LENGTH + 1
 NAME_LENGTH = 1023  # roster item and group names
 HASH_NAMES = ("SHA-1", "SHA-256")  # SCRAM hash functions, as named by IANA
+STORE_NAME_LENGTH = 64
+VALUE_KEY_LENGTH = BARE_JID_LENGTH  # keys are namespaces or bare JIDs
 
 
 class Base(DeclarativeBase):
@@ -102,3 +106,32 @@ class RosterGroup(Base):
         ForeignKey("roster_items.id", ondelete="CASCADE"), primary_key=True
     )
     name: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+
+
+class UserValue(Base):
+    """One value of a small per-user key/value store (vCard, private XML,
+    block list...), the stores named by the callers."""
+
+    __tablename__ = "user_values"
+
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    store: Mapped[str] = mapped_column(String(STORE_NAME_LENGTH), primary_key=True)
+    key: Mapped[str] = mapped_column(String(VALUE_KEY_LENGTH), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class OfflineMessage(Base):
+    """A message stanza (serialised XML) kept for an offline user; ``id``
+    orders them oldest first."""
+
+    __tablename__ = "offline_messages"
+    __table_args__ = (Index("ix_offline_messages_account_id_id", "account_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    stanza: Mapped[str] = mapped_column(Text)
+    stored_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )

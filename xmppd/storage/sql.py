@@ -10,8 +10,9 @@ SQLite databases run in WAL mode with ``synchronous=FULL`` and foreign keys
 enforced; SQLAlchemy, not the ``sqlite3`` module, begins their transactions,
 so that reads and schema changes are transactional too.
 
-Database failures surface as ``StorageError``; its subclasses ``UserExists``
-and ``UserNotFound`` report the state of the data, not a failure.
+Database failures surface as ``StorageError``; its subclasses ``UserExists``,
+``UserNotFound`` and ``RosterFull`` report the state of the data, not a
+failure.
 """
 
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
     make_url,
     select,
     text,
@@ -39,6 +41,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from . import (
     SUBSCRIPTIONS,
+    RosterFull,
     RosterItem,
     SchemaOutdated,
     ScramKeys,
@@ -46,7 +49,15 @@ from . import (
     UserExists,
     UserNotFound,
 )
-from .models import HASH_NAMES, Account, RosterEntry, RosterGroup, ScramCredential
+from .models import (
+    HASH_NAMES,
+    Account,
+    OfflineMessage,
+    RosterEntry,
+    RosterGroup,
+    ScramCredential,
+    UserValue,
+)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -128,9 +139,15 @@ def _account(session: Session, username: str, domain: str, *, lock: bool = False
     return account
 
 
+def _account_id(username: str, domain: str):
+    """A scalar subquery: the id of the account, NULL if none."""
+    return select(Account.id).where(_named(username, domain)).scalar_subquery()
+
+
 class SQLStore:
-    """Accounts and rosters in the database at ``url`` (an SQLAlchemy URL,
-    e.g. ``sqlite:////var/lib/xmppd/xmppd.sqlite`` or
+    """Accounts, rosters, per-user values and offline messages in the
+    database at ``url`` (an SQLAlchemy URL, e.g.
+    ``sqlite:////var/lib/xmppd/xmppd.sqlite`` or
     ``postgresql+psycopg://xmppd@/xmppd``).  The parent directory of an SQLite
     database file is created if missing.  Thread-safe."""
 
@@ -228,7 +245,8 @@ class SQLStore:
             }
 
     def delete_account(self, username: str, domain: str) -> None:
-        """Delete an account with its keys and roster."""
+        """Delete an account with its keys, roster, values and offline
+        messages."""
         with self._session(self._writes) as session:
             result = session.execute(delete(Account).where(_named(username, domain)))
             if result.rowcount == 0:
@@ -274,9 +292,12 @@ class SQLStore:
             )
             return None if entry is None else _roster_item(entry)
 
-    def set_roster_item(self, username: str, domain: str, item: RosterItem) -> int:
+    def set_roster_item(
+        self, username: str, domain: str, item: RosterItem, max_items: int | None = None
+    ) -> int:
         """Add or replace (groups included) the item for ``item.jid``;
-        returns the new roster version."""
+        returns the new roster version.  RosterFull if adding a new item
+        would make the roster exceed ``max_items`` items."""
         if item.subscription not in SUBSCRIPTIONS:
             raise ValueError(f"invalid subscription state {item.subscription!r}")
         with self._session(self._writes) as session:
@@ -287,6 +308,12 @@ class SQLStore:
                 )
             )
             if entry is None:
+                if max_items is not None:
+                    count = session.scalar(
+                        select(func.count()).where(RosterEntry.account_id == account.id)
+                    )
+                    if count >= max_items:
+                        raise RosterFull(f"the roster of {username}@{domain} is full")
                 entry = RosterEntry(account_id=account.id, jid=item.jid)
                 session.add(entry)
             entry.name = item.name
@@ -312,3 +339,94 @@ class SQLStore:
                 return None
             account.roster_version += 1
             return account.roster_version
+
+    # Per-user key/value stores, each named by its caller ("vcard", "private"...)
+
+    def get_value(self, username: str, domain: str, store: str, key: str) -> str | None:
+        """The value of ``key`` in ``store``; None if absent (or no such
+        account)."""
+        with self._session(self._reads) as session:
+            return session.scalar(
+                select(UserValue.value).where(
+                    UserValue.account_id == _account_id(username, domain),
+                    UserValue.store == store,
+                    UserValue.key == key,
+                )
+            )
+
+    def set_value(
+        self, username: str, domain: str, store: str, key: str, value: str | None
+    ) -> None:
+        """Set the value of ``key`` in ``store``, or delete it if ``value``
+        is None."""
+        with self._session(self._writes) as session:
+            account = _account(session, username, domain, lock=True)
+            row = session.get(UserValue, (account.id, store, key))
+            if value is None:
+                if row is not None:
+                    session.delete(row)
+            elif row is None:
+                session.add(UserValue(account_id=account.id, store=store, key=key, value=value))
+            else:
+                row.value = value
+
+    def get_values(self, username: str, domain: str, store: str) -> dict[str, str]:
+        """All the values of ``store`` by key; empty if no such account."""
+        with self._session(self._reads) as session:
+            rows = session.execute(
+                select(UserValue.key, UserValue.value).where(
+                    UserValue.account_id == _account_id(username, domain),
+                    UserValue.store == store,
+                )
+            )
+            return dict(rows.all())
+
+    def delete_values(self, username: str, domain: str, store: str) -> None:
+        """Delete all the values of ``store`` (nothing if no such account)."""
+        with self._session(self._writes) as session:
+            session.execute(
+                delete(UserValue).where(
+                    UserValue.account_id == _account_id(username, domain),
+                    UserValue.store == store,
+                )
+            )
+
+    # Offline messages (RFC 6121 §8.5.2.2.1, XEP-0160)
+
+    def store_offline(self, username: str, domain: str, stanza: str, limit: int) -> bool:
+        """Keep the serialised ``stanza`` for the user; False (nothing
+        stored) if the user already has ``limit`` messages or more."""
+        with self._session(self._writes) as session:
+            account = _account(session, username, domain, lock=True)
+            count = session.scalar(
+                select(func.count()).where(OfflineMessage.account_id == account.id)
+            )
+            if count >= limit:
+                return False
+            session.add(OfflineMessage(account_id=account.id, stanza=stanza))
+            return True
+
+    def take_offline(self, username: str, domain: str) -> list[str]:
+        """Remove and return the user's messages, oldest first; empty if no
+        such account."""
+        with self._session(self._writes) as session:
+            account_id = _account_id(username, domain)
+            rows = session.execute(
+                select(OfflineMessage.id, OfflineMessage.stanza)
+                .where(OfflineMessage.account_id == account_id)
+                .order_by(OfflineMessage.id)
+                .with_for_update()
+            ).all()
+            session.execute(
+                delete(OfflineMessage).where(OfflineMessage.id.in_([row.id for row in rows]))
+            )
+            return [row.stanza for row in rows]
+
+    def count_offline(self, username: str, domain: str) -> int:
+        """How many messages are kept for the user (0 if no such account)."""
+        with self._session(self._reads) as session:
+            return session.scalar(
+                select(func.count()).where(
+                    OfflineMessage.account_id == _account_id(username, domain)
+                )
+            )
