@@ -24,6 +24,7 @@ from xmppd import logs
 from xmppd.storage import SchemaOutdated, StorageError
 from xmppd.storage.deferred import AsyncStore, thread_pool_runner
 from xmppd.storage.sql import SQLStore
+from xmppd.systemd import ReadinessService
 
 # Feature modules, loaded in this order (see docs/features.md).
 MODULES = ("bind", "legacy_session", "roster", "ping")
@@ -90,6 +91,8 @@ def build(config, reactor=None):
             if direct:
                 factory = TLSMemoryBIOFactory(ServerTLS(certificates, default_host), False, factory)
             listener(config, key, description, factory, reactor).setServiceParent(top)
+    # Last, so it starts after every listener and stops first.
+    ReadinessService().setServiceParent(top)
     top.server = server
     return top
 
