@@ -128,11 +128,15 @@ def test_three_failures_close_the_stream(server):
     client = Client(server)
     client.starttls()
     client.open()
-    for _ in range(2):
-        failure = client.auth_plain("alice@example.com", "wrong")
-        assert failure.name == "failure" and error_condition_sasl(failure) == "not-authorized"
-        assert not client.closed
-    client.auth_plain("alice@example.com", "wrong")
+    failure = client.auth_plain("alice@example.com", "wrong")
+    assert failure.name == "failure" and error_condition_sasl(failure) == "not-authorized"
+    client.send(f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>AGFsaWNlAHdyb25n</auth>")
+    assert client.take() == []  # the second failure from this address is delayed
+    server.clock.advance(server.config.limits.auth_failure_delay)
+    assert error_condition_sasl(client.take()[0]) == "not-authorized"
+    assert not client.closed
+    client.send(f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>AGFsaWNlAHdyb25n</auth>")
+    server.clock.advance(2 * server.config.limits.auth_failure_delay)
     assert client.closed
 
 
@@ -147,7 +151,55 @@ def test_bad_base64_and_unknown_mechanism(server):
     client.send(f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>!!!</auth>")
     assert error_condition_sasl(client.take()[0]) == "incorrect-encoding"
     client.send(f"<auth xmlns='{NS_SASL}' mechanism='X-UNKNOWN'/>")
+    server.clock.advance(server.config.limits.auth_failure_delay)
     assert error_condition_sasl(client.take()[0]) == "invalid-mechanism"
+
+
+def test_failures_from_one_address_lead_to_a_ban(tmp_path):
+    server = make_server(tmp_path, extra="[limits]\nauth_ban_after = 2\nauth_ban_time = 60\n"
+                                         "auth_failure_delay = 0\n")
+    add_user(server, "alice@example.com")
+    for _ in range(2):
+        client = Client(server)
+        client.starttls()
+        client.open()
+        client.auth_plain("alice@example.com", "wrong")
+    assert client.closed
+    banned = Client(server)
+    assert banned.closed and error_condition(banned.take()[-1]) == "policy-violation"
+    server.clock.advance(61)
+    assert Client(server).login("alice@example.com") == "alice@example.com/res"
+
+
+def test_connection_limits(tmp_path):
+    server = make_server(tmp_path, extra="[limits]\nmax_connections_per_ip = 2\n")
+    first, second = Client(server), Client(server)
+    third = Client(server)
+    assert third.closed and error_condition(third.take()[-1]) == "policy-violation"
+    assert not first.closed and not second.closed
+    first.stream.connectionLost(None)
+    assert not Client(server).closed
+
+
+def test_total_connection_limit(tmp_path):
+    server = make_server(tmp_path, extra="[limits]\nmax_connections = 1\n")
+    Client(server)
+    refused = Client(server)
+    assert error_condition(refused.take()[-1]) == "resource-constraint"
+
+
+def test_read_rate_pauses_and_resumes(tmp_path):
+    server = make_server(tmp_path, extra="[limits]\nc2s_read_rate = 1024\n"
+                                         "c2s_read_burst = 10000\n")
+    add_user(server, "alice@example.com")
+    client = Client(server)
+    client.login("alice@example.com")
+    assert client.transport.producerState == "producing"
+    client.send("<iq type='get' id='p' to='example.com'><ping xmlns='urn:xmpp:ping'/></iq>" + " " * 12000)
+    assert client.transport.producerState == "paused"
+    assert client.take()[0]["type"] == "result"  # what was read is still processed
+    server.clock.advance(3)
+    assert client.transport.producerState == "producing"
 
 
 def test_stanzas_before_auth_are_not_authorized(server):

@@ -56,6 +56,19 @@ class C2SConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """``[limits]``: connection, rate and authentication-failure limits."""
+
+    max_connections: int = 10000
+    max_connections_per_ip: int = 100
+    c2s_read_rate: int = 65536
+    c2s_read_burst: int = 262144
+    auth_failure_delay: float = 2.0
+    auth_ban_after: int = 10
+    auth_ban_time: float = 300.0
+
+
+@dataclass(frozen=True)
 class S2SConfig:
     """``[s2s]``: federation with the peer domains the operator lists."""
 
@@ -131,6 +144,7 @@ class Config:
     c2s: C2SConfig
     hosts: dict[str, HostConfig]
     s2s: S2SConfig = S2SConfig()
+    limits: LimitsConfig = LimitsConfig()
     roster: RosterConfig = RosterConfig()
     offline: OfflineConfig = OfflineConfig()
     ping: PingConfig = PingConfig()
@@ -178,6 +192,11 @@ def _config(data: dict[str, Any], path: str) -> Config:
         c2s=_c2s(root.table("c2s")),
         hosts=_hosts(root.table("hosts")),
         s2s=_s2s(root.table("s2s"), base),
+        limits=_section(root.table("limits"), LimitsConfig,
+                        max_connections=_integer(1), max_connections_per_ip=_integer(1),
+                        c2s_read_rate=_integer(1024), c2s_read_burst=_integer(10000),
+                        auth_failure_delay=_non_negative_number, auth_ban_after=_integer(1),
+                        auth_ban_time=_non_negative_number),
         roster=_section(root.table("roster"), RosterConfig, max_items=_integer(1)),
         offline=_section(root.table("offline"), OfflineConfig, max_messages=_integer(0)),
         ping=_section(root.table("ping"), PingConfig, idle_timeout=_non_negative_number,

@@ -190,6 +190,12 @@ listen = ["tcp:{c2s_port}:interface=127.0.0.1"]
 direct_tls = ["tcp:{direct_tls_port}:interface=127.0.0.1"]
 auth_timeout = 20.0
 
+[limits]
+# Every test connects from 127.0.0.1: keep failed logins of one test from
+# slowing down or banning the next.
+auth_failure_delay = 0.1
+auth_ban_after = 1000
+
 [hosts."{domain}"]
 """
 

@@ -14,6 +14,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from xmppd.core.events import Hooks, iq_event
+from xmppd.core.limits import AuthThrottle, ConnectionCounter
 from xmppd.core.router import Router
 from xmppd.core.sessions import SessionDirectory
 from xmppd.core.stanzas import StanzaError, error_reply, iq_result
@@ -37,6 +38,8 @@ class Server:
         self.clock = clock
         self.hooks = Hooks()
         self.sessions = SessionDirectory()
+        self.connections = ConnectionCounter()
+        self.auth_throttle = AuthThrottle(clock)
         self.router = Router(self.hosts, self.hooks, self.sessions)
         self.stream_features = {ENCRYPTED: [], AUTHENTICATED: []}
         self.disco_features = {}  # module name -> set of namespaces

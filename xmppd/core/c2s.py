@@ -24,12 +24,13 @@ import base64
 import binascii
 import secrets
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.words.xish import domish
 
 from xmppd.core.api import AUTHENTICATED, ENCRYPTED
+from xmppd.core.limits import ReadThrottle, address_of
 from xmppd.core.sasl import SaslFailure, SaslServer, Success
 from xmppd.core.sessions import Session
 from xmppd.core.stanzas import Stanza, StanzaError, error_reply
@@ -71,13 +72,27 @@ class ClientStream(Protocol):
         self._busy = None  # Deferred of a pending negotiation step
         self._backlog = []
         self._auth_timer = None
+        self._throttle = None
+        self._counted = None  # the address counted in server.connections
 
     # Connection lifecycle
 
     def connectionMade(self):
         self.peer = self.transport.getPeer()
+        address = address_of(self.peer)
         log.info("c2s connection from {peer}", peer=self.peer)
         self._new_parser()
+        limits = self.server.config.limits
+        refusal = self.server.connections.admit(address, limits)
+        if refusal is None and self.server.auth_throttle.banned(address):
+            self.server.connections.release(address)
+            refusal = "policy-violation"
+        if refusal is not None:
+            self.stream_error(refusal, "too many connections or failed authentications")
+            return
+        self._counted = address
+        self._throttle = ReadThrottle(self.transport, self.server.clock,
+                                      limits.c2s_read_rate, limits.c2s_read_burst)
         timeout = self.server.config.c2s.auth_timeout
         self._auth_timer = self.server.clock.callLater(
             timeout, self.stream_error, "connection-timeout",
@@ -86,6 +101,7 @@ class ClientStream(Protocol):
     def dataReceived(self, data):
         if self._closed:
             return
+        self._throttle.consumed(len(data))
         if self.session is not None:
             self.session.last_active = self.server.clock.seconds()
         try:
@@ -96,6 +112,11 @@ class ClientStream(Protocol):
     def connectionLost(self, reason):
         self._closed = True
         self._cancel_auth_timer()
+        if self._throttle is not None:
+            self._throttle.stop()
+        if self._counted is not None:
+            self.server.connections.release(self._counted)
+            self._counted = None
         if self.session is not None:
             session, self.session = self.session, None
             if self.server.sessions.remove(session):
@@ -248,6 +269,8 @@ class ClientStream(Protocol):
         if element.uri != NS_SASL:
             raise StreamError("not-authorized")
         if element.name == "auth":
+            if self.server.auth_throttle.banned(self._counted):
+                raise StreamError("policy-violation", "too many failed authentications")
             if self._mechanism is not None:
                 return self._sasl_failure("malformed-request", "authentication in progress")
             try:
@@ -287,7 +310,7 @@ class ClientStream(Protocol):
 
     def _sasl_failed(self, failure):
         failure.trap(SaslFailure)
-        self._sasl_failure(failure.value.condition, failure.value.text)
+        return self._sasl_failure(failure.value.condition, failure.value.text)
 
     def _sasl_element(self, name, data):
         element = domish.Element((NS_SASL, name))
@@ -298,18 +321,28 @@ class ClientStream(Protocol):
         self.send_element(element)
 
     def _sasl_failure(self, condition, text=None):
+        """Answer with a SASL failure: at once for an abort, else after the
+        delay the address has earned (the stream waits meanwhile)."""
         self._mechanism = None
         failure = domish.Element((NS_SASL, "failure"))
         failure.addElement(condition)
         if text:
             failure.addElement("text", content=text)
-        self.send_element(failure)
         if condition == "aborted":
-            return
+            self.send_element(failure)
+            return None
         self._auth_failures += 1
         log.info("c2s authentication failure from {peer}: {condition}",
                  peer=self.peer, condition=condition)
-        if self._auth_failures >= MAX_AUTH_FAILURES:
+        delay = self.server.auth_throttle.failed(self._counted, self.server.config.limits)
+        if not delay:
+            self._failed(failure)
+            return None
+        return task.deferLater(self.server.clock, delay, self._failed, failure)
+
+    def _failed(self, failure):
+        self.send_element(failure)
+        if self._auth_failures >= MAX_AUTH_FAILURES or self.server.auth_throttle.banned(self._counted):
             self.stream_error("policy-violation", "too many failed authentication attempts")
 
     def _authenticated(self, success):

@@ -1,0 +1,116 @@
+"""Abuse limits for client connections (RFC 6120 §13.12).
+
+- :class:`ConnectionCounter`: connections open in all and per IP address.
+- :class:`ReadThrottle`: a token bucket per connection; when a client sends
+  faster than its rate, reading pauses until the bucket refills (nothing is
+  dropped, the client is simply slowed down, like Prosody's mod_limits).
+- :class:`AuthThrottle`: failed authentications per IP address; the answer
+  to each failure after the first is delayed (doubling, at most 60 s) and
+  after ``auth_ban_after`` failures the address is refused for
+  ``auth_ban_time`` seconds.
+
+All take the server's clock, so tests drive them with ``task.Clock``.
+"""
+
+MAX_AUTH_DELAY = 60.0
+MAX_TRACKED_ADDRESSES = 100000
+
+
+def address_of(peer):
+    """The IP address of a transport's peer ("local" for UNIX sockets)."""
+    return getattr(peer, "host", None) or "local"
+
+
+class ConnectionCounter:
+    def __init__(self):
+        self.total = 0
+        self._by_address = {}
+
+    def admit(self, address, limits):
+        """Count a new connection from ``address``, or return the stream
+        error condition refusing it."""
+        if self.total >= limits.max_connections:
+            return "resource-constraint"
+        if self._by_address.get(address, 0) >= limits.max_connections_per_ip:
+            return "policy-violation"
+        self.total += 1
+        self._by_address[address] = self._by_address.get(address, 0) + 1
+        return None
+
+    def release(self, address):
+        self.total -= 1
+        left = self._by_address[address] - 1
+        if left:
+            self._by_address[address] = left
+        else:
+            del self._by_address[address]
+
+    def count(self, address):
+        return self._by_address.get(address, 0)
+
+
+class ReadThrottle:
+    """Pause ``transport`` while its reads exceed ``rate`` bytes/s."""
+
+    def __init__(self, transport, clock, rate, burst):
+        self._transport = transport
+        self._clock = clock
+        self._rate = rate
+        self._burst = burst
+        self._tokens = float(burst)
+        self._last = clock.seconds()
+        self._resume = None
+
+    def consumed(self, size):
+        now = self._clock.seconds()
+        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate) - size
+        self._last = now
+        if self._tokens < 0 and self._resume is None:
+            self._transport.pauseProducing()
+            self._resume = self._clock.callLater(-self._tokens / self._rate, self._refilled)
+
+    @property
+    def paused(self):
+        return self._resume is not None
+
+    def _refilled(self):
+        self._resume = None
+        self._transport.resumeProducing()
+
+    def stop(self):
+        if self._resume is not None and self._resume.active():
+            self._resume.cancel()
+        self._resume = None
+
+
+class AuthThrottle:
+    def __init__(self, clock):
+        self._clock = clock
+        self._failures = {}  # address -> (count, time of the last failure)
+        self._banned = {}  # address -> time the ban ends
+
+    def banned(self, address):
+        until = self._banned.get(address)
+        if until is None:
+            return False
+        if self._clock.seconds() < until:
+            return True
+        del self._banned[address]
+        return False
+
+    def failed(self, address, limits):
+        """Record a failure; return how many seconds to delay its answer."""
+        now = self._clock.seconds()
+        count, last = self._failures.get(address, (0, now))
+        if now - last > max(limits.auth_ban_time, MAX_AUTH_DELAY):
+            count = 0  # quiet for long enough: start again
+        count += 1
+        if len(self._failures) >= MAX_TRACKED_ADDRESSES:
+            self._failures.clear()
+        self._failures[address] = (count, now)
+        if count >= limits.auth_ban_after:
+            self._banned[address] = now + limits.auth_ban_time
+            del self._failures[address]
+        if count < 2 or not limits.auth_failure_delay:
+            return 0.0
+        return min(limits.auth_failure_delay * 2 ** (count - 2), MAX_AUTH_DELAY)
