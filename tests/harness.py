@@ -33,6 +33,9 @@ class FakeCertificates:
     def context_factory(self, domain):
         return f"tls-context-for-{domain}"
 
+    def replace(self, other):
+        pass
+
 
 class TLSStringTransport(StringTransport):
     """A string transport that records STARTTLS instead of doing it."""

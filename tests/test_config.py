@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from xmppd.config import (
+    AdminConfig,
     C2SConfig,
     Config,
     ConfigError,
@@ -52,6 +53,7 @@ def test_defaults(tmp_path):
             auth_timeout=30.0,
         ),
         hosts={"example.com": HostConfig(name="example.com")},
+        admin=AdminConfig(socket=f"{tmp_path}/xmppd.sock"),
     )
 
 

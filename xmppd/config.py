@@ -56,6 +56,13 @@ class C2SConfig:
 
 
 @dataclass(frozen=True)
+class AdminConfig:
+    """``[admin]``: the control socket used by ``xmppctl status`` / ``reload``."""
+
+    socket: str | None = None
+
+
+@dataclass(frozen=True)
 class LimitsConfig:
     """``[limits]``: connection, rate and authentication-failure limits."""
 
@@ -112,7 +119,7 @@ class OfflineConfig:
 
 @dataclass(frozen=True)
 class PingConfig:
-    """``[ping]``: pinging idle clients (XEP-0199 §4.3)."""
+    """``[ping]``: pinging idle clients (XEP-0199 §4.1)."""
 
     idle_timeout: float = 300.0
     timeout: float = 60.0
@@ -145,6 +152,7 @@ class Config:
     hosts: dict[str, HostConfig]
     s2s: S2SConfig = S2SConfig()
     limits: LimitsConfig = LimitsConfig()
+    admin: AdminConfig = AdminConfig()
     roster: RosterConfig = RosterConfig()
     offline: OfflineConfig = OfflineConfig()
     ping: PingConfig = PingConfig()
@@ -197,6 +205,7 @@ def _config(data: dict[str, Any], path: str) -> Config:
                         c2s_read_rate=_integer(1024), c2s_read_burst=_integer(10000),
                         auth_failure_delay=_non_negative_number, auth_ban_after=_integer(1),
                         auth_ban_time=_non_negative_number),
+        admin=_admin(root.table("admin"), base),
         roster=_section(root.table("roster"), RosterConfig, max_items=_integer(1)),
         offline=_section(root.table("offline"), OfflineConfig, max_messages=_integer(0)),
         ping=_section(root.table("ping"), PingConfig, idle_timeout=_non_negative_number,
@@ -260,6 +269,11 @@ def _s2s(table: _Table, base: str) -> S2SConfig:
         max_stanza_size=table.take("max_stanza_size", _integer(10000), 262144),
         routes=pinned,
     ))
+
+
+def _admin(table: _Table, base: str) -> AdminConfig:
+    value = table.take("socket", lambda v, k: v if v == "" else _string(v, k), "xmppd.sock")
+    return table.done(AdminConfig(socket=os.path.join(base, value) if value else None))
 
 
 def _domain_pattern(pattern: str, key: str) -> str:

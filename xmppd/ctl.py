@@ -1,8 +1,10 @@
 """``xmppctl``: the xmppd administration command.
 
-It works on the configuration file and the database directly, never through
-the running server, so it can set a server up before its first start and
-manage accounts while it runs.  See docs/xmppctl.md.
+Account and setup commands work on the configuration file and the database
+directly, never through the running server, so they can set a server up
+before its first start and manage accounts while it runs.  ``status`` and
+``reload`` talk to the running server through its admin socket.  See
+docs/xmppctl.md.
 
 Every expected failure ends with one line on stderr, ``xmppctl: MESSAGE``,
 and a non-zero exit status.
@@ -21,6 +23,7 @@ from sqlalchemy import make_url
 
 from xmppd import config as configuration
 from xmppd.certs import make_self_signed
+from xmppd.control import ask
 from xmppd.core.scram import derive_all, prepare_password
 from xmppd.core.tls import CertificateError, CertificateStore
 from xmppd.jid import JID, InvalidJID, normalize_domain
@@ -45,6 +48,10 @@ certificates = "certs"
 [c2s]
 listen = [{listen}]
 direct_tls = [{direct_tls}]
+
+[admin]
+# For "xmppctl status" and "xmppctl reload"; relative to this file.
+socket = "xmppd.sock"
 
 [hosts.{domain}]
 """
@@ -126,6 +133,8 @@ def _parser():
     cert.add_argument("--force", action="store_true", help="replace existing files")
 
     command("check", cmd_check, "validate the configuration, certificates and database")
+    command("status", cmd_status, "show whether the server runs, its uptime and sessions")
+    command("reload", cmd_reload, "make the running server re-read its configuration")
     return parser
 
 
@@ -349,6 +358,35 @@ def _make_cert(domain, directory, key_type, force):
         raise Failure(f"{e.filename} already exists (use --force to replace it)") from None
     except ValueError as e:
         raise Failure(f"cannot make a certificate for {domain!r}: {e}") from None
+
+
+def _ask_server(args, command):
+    config = _load_config(args.config)
+    if config.admin.socket is None:
+        raise Failure(f"{config.path}: admin.socket is off; the running server cannot be reached")
+    try:
+        return ask(config.admin.socket, command)
+    except (OSError, ValueError) as e:
+        raise Failure(f"xmppd is not running (no answer on {config.admin.socket}: "
+                      f"{getattr(e, 'strerror', None) or e})") from None
+
+
+def cmd_status(args):
+    status = _ask_server(args, "status")["status"]
+    print("running")
+    print(f"uptime: {status['uptime']:.0f} s")
+    print(f"hosts: {', '.join(status['hosts'])}")
+    print(f"connections: {status['connections']}")
+    print(f"sessions: {status['sessions']}")
+    print(f"s2s peers: {', '.join(status['s2s_peers']) or 'none'}")
+
+
+def cmd_reload(args):
+    answer = _ask_server(args, "reload")
+    for line in answer["messages"]:
+        print(line)
+    if not answer["ok"]:
+        raise Failure("the running configuration was kept")
 
 
 def cmd_check(args):

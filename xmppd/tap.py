@@ -17,6 +17,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import threadpool, usage
 
 from xmppd import config as configuration
+from xmppd.control import AdminSocketService, Controller
 from xmppd.core.api import Server
 from xmppd.core.c2s import ClientStreamFactory
 from xmppd.core.tls import CertificateError, CertificateStore, ServerTLS
@@ -27,7 +28,7 @@ from xmppd.storage.sql import SQLStore
 from xmppd.systemd import ReadinessService
 
 # Feature modules, loaded in this order (see docs/features.md).
-MODULES = ("bind", "legacy_session", "roster", "ping")
+MODULES = ("bind", "legacy_session", "roster", "ping", "disco", "caps", "version", "time", "last")
 
 
 class StartupError(Exception):
@@ -83,6 +84,10 @@ def build(config, reactor=None):
     server = Server(config, storage, certificates, reactor)
     for name in MODULES:
         server.load(importlib.import_module(f"xmppd.modules.{name}"))
+    # Stopped after the listeners: streams get system-shutdown, then the
+    # thread pool finishes pending storage writes.
+    controller = Controller(server, reactor)
+    controller.setServiceParent(top)
     default_host = next(iter(config.hosts))
     for key, descriptions, direct in (("c2s.listen", config.c2s.listen, False),
                                       ("c2s.direct_tls", config.c2s.direct_tls, True)):
@@ -91,6 +96,8 @@ def build(config, reactor=None):
             if direct:
                 factory = TLSMemoryBIOFactory(ServerTLS(certificates, default_host), False, factory)
             listener(config, key, description, factory, reactor).setServiceParent(top)
+    if config.admin.socket:
+        AdminSocketService(config.admin.socket, controller, reactor).setServiceParent(top)
     # Last, so it starts after every listener and stops first.
     ReadinessService().setServiceParent(top)
     top.server = server
@@ -126,8 +133,9 @@ def load_certificates(config):
 def listener(config, key, description, factory, reactor):
     try:
         endpoint = serverFromString(reactor, description)
-    except (ValueError, TypeError, KeyError) as e:
-        raise StartupError(f"{config.path}: {key}: bad endpoint {description!r}: {e}") from None
+    except (ValueError, TypeError, KeyError, IndexError) as e:
+        reason = "no such socket was passed by systemd" if isinstance(e, IndexError) else e
+        raise StartupError(f"{config.path}: {key}: bad endpoint {description!r}: {reason}") from None
     listening = StreamServerEndpointService(endpoint, factory)
     listening._raiseSynchronously = True
     return listening

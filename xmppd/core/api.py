@@ -13,7 +13,7 @@ import itertools
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from xmppd.core.events import Hooks, iq_event
+from xmppd.core.events import CONFIG_RELOADED, Hooks, iq_event
 from xmppd.core.limits import AuthThrottle, ConnectionCounter
 from xmppd.core.router import Router
 from xmppd.core.sessions import SessionDirectory
@@ -39,6 +39,7 @@ class Server:
         self.hooks = Hooks()
         self.sessions = SessionDirectory()
         self.connections = ConnectionCounter()
+        self.streams = set()  # open client and server streams
         self.auth_throttle = AuthThrottle(clock)
         self.router = Router(self.hosts, self.hooks, self.sessions)
         self.stream_features = {ENCRYPTED: [], AUTHENTICATED: []}
@@ -46,6 +47,14 @@ class Server:
         self.services = {}
         self.modules = []
         self._ids = itertools.count(1)
+
+    def reconfigure(self, config, certificates):
+        """Apply a reloaded config (see :mod:`xmppd.control`)."""
+        self.config = config
+        self.hosts.clear()
+        self.hosts.update(config.hosts)
+        self.certificates.replace(certificates)
+        self.hooks.fire(CONFIG_RELOADED, config)
 
     def load(self, module):
         """Set up one feature module (anything with ``setup(api)``)."""

@@ -79,6 +79,7 @@ class ClientStream(Protocol):
 
     def connectionMade(self):
         self.peer = self.transport.getPeer()
+        self.server.streams.add(self)
         address = address_of(self.peer)
         log.info("c2s connection from {peer}", peer=self.peer)
         self._new_parser()
@@ -111,6 +112,7 @@ class ClientStream(Protocol):
 
     def connectionLost(self, reason):
         self._closed = True
+        self.server.streams.discard(self)
         self._cancel_auth_timer()
         if self._throttle is not None:
             self._throttle.stop()

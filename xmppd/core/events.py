@@ -29,6 +29,7 @@ SESSION_UNBOUND = "session/unbound"  # a session ended; argument: the Session
 # the Session.  Fired by the presence module after it updated the session.
 SESSION_AVAILABLE = "session/available"
 SESSION_UNAVAILABLE = "session/unavailable"
+CONFIG_RELOADED = "config/reloaded"  # argument: the new Config; modules re-read settings
 PRE_ROUTE = "route/pre"  # every stanza, before its own event; claim to stop it
 # A message for a local account with no resource to take it (RFC 6121
 # §8.5.2.2); argument: the Stanza.  Claimed by offline storage, if enabled.

@@ -122,6 +122,13 @@ class CertificateStore:
                 self._contexts[host] = match[0].context(min_version)
                 self._contexts[host].set_tlsext_servername_callback(self._switch)
 
+    def replace(self, other):
+        """Take over the certificates of ``other`` (a reload): connections
+        already set up keep theirs, new handshakes use the new ones."""
+        self.directory = other.directory
+        self.certificates = other.certificates
+        self._contexts = other._contexts
+
     def missing(self, hosts):
         return [h for h in hosts if h not in self.certificates]
 

@@ -1,10 +1,98 @@
-"""XMPP Ping (XEP-0199 §4.2): the server answers pings addressed to it."""
+"""XMPP Ping (XEP-0199).
 
-from xmppd.core.events import HOST
+- Client-to-server pings (§4.2): the server answers pings addressed to it.
+- Server-to-client pings (§4.1): a session that has sent nothing for
+  ``ping.idle_timeout`` seconds (0: never) is pinged; its answer, a result
+  or an error iq (a client without ping support answers
+  ``service-unavailable``, which proves it alive just the same), must come
+  within ``ping.timeout`` seconds or the session is closed with the stream
+  error ``connection-timeout`` (RFC 6120 §4.9.3.4).  One ping at most is
+  outstanding per session.  Each session has one timer on the server clock:
+  the next idleness check, or the deadline of its ping.
+"""
+
+from xmppd.core.events import (BARE, CONFIG_RELOADED, HOST, SESSION_BOUND, SESSION_UNBOUND,
+                               iq_event)
+from xmppd.core.stanzas import make_stanza
 
 NS_PING = "urn:xmpp:ping"
+
+
+class _Watch:
+    """Ping state of one session: its timer and the id of the ping awaiting
+    an answer, if any."""
+
+    __slots__ = ("timer", "pending")
+
+    def __init__(self):
+        self.timer = None
+        self.pending = None
+
+
+class IdlePinger:
+    """Pings idle sessions and closes those that do not answer, with the
+    ``[ping]`` settings in force (a reloaded config restarts every watch)."""
+
+    def __init__(self, api):
+        self._api = api
+
+    def watch(self, session):
+        if self._api.config.ping.idle_timeout and self._api.enabled(session.jid.domain):
+            session.state["ping"] = _Watch()
+            self._check_later(session, self._api.config.ping.idle_timeout)
+
+    def forget(self, session):
+        watch = session.state.pop("ping", None)
+        if watch is not None and watch.timer.active():
+            watch.timer.cancel()
+
+    def rewatch(self, _config):
+        for session in self._api.sessions.all():
+            self.forget(session)
+            self.watch(session)
+
+    def answered(self, stanza):
+        """Claim the answer to an outstanding ping from the pinged session."""
+        session = stanza.origin
+        watch = session.state.get("ping") if session is not None else None
+        if watch is None or watch.pending is None:
+            return False
+        if stanza.element.getAttribute("id") != watch.pending:
+            return False
+        watch.timer.cancel()
+        watch.pending = None
+        self._check_later(session, self._api.config.ping.idle_timeout)
+        return True
+
+    def _check_later(self, session, delay):
+        session.state["ping"].timer = self._api.clock.callLater(delay, self._check, session)
+
+    def _check(self, session):
+        settings = self._api.config.ping
+        idle = self._api.clock.seconds() - session.last_active
+        if idle < settings.idle_timeout:
+            self._check_later(session, settings.idle_timeout - idle)
+            return
+        watch = session.state["ping"]
+        watch.pending = self._api.next_id()
+        ping = make_stanza("iq", to=session.jid.full, from_=session.jid.domain,
+                           type_="get", id_=watch.pending)
+        ping.addElement((NS_PING, "ping"))
+        session.send(ping)
+        watch.timer = self._api.clock.callLater(settings.timeout, self._expire, session)
+
+    def _expire(self, session):
+        self.forget(session)
+        session.close("connection-timeout", "no answer to a ping")
 
 
 def setup(api):
     api.disco_feature(NS_PING)
     api.handle_iq("get", HOST, NS_PING, lambda stanza: None)
+    pinger = IdlePinger(api)
+    api.hook(SESSION_BOUND, pinger.watch)
+    api.hook(SESSION_UNBOUND, pinger.forget)
+    api.hook(CONFIG_RELOADED, pinger.rewatch)
+    for type_ in ("result", "error"):
+        for target in (HOST, BARE):
+            api.hook(iq_event(type_, target), pinger.answered)

@@ -1,0 +1,112 @@
+"""Operations on the real server: systemd notifications, reload, status,
+graceful shutdown and socket activation."""
+
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tests.integration.conftest import BIN, REPO, prepare
+
+NOTIFY_TIMEOUT = 15.0
+
+
+@pytest.fixture
+def deployment(tmp_path):
+    deployment = prepare(tmp_path)
+    yield deployment
+    deployment.process.check_clean_exit()
+
+
+@pytest.fixture
+def notifications(tmp_path):
+    """A datagram socket standing in for systemd's ``$NOTIFY_SOCKET``."""
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(NOTIFY_TIMEOUT)
+    yield path, sock
+    sock.close()
+
+
+def next_states(notifications):
+    return notifications[1].recv(4096).decode().split("\n")
+
+
+def xmppctl(config_path, *args):
+    return subprocess.run([sys.executable, str(BIN / "xmppctl"), "-c", str(config_path), *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
+def test_ready_reload_status_and_graceful_stop(deployment, notifications, run):
+    process = deployment.process
+    config_path = process.config_path
+    process.start(env={"NOTIFY_SOCKET": notifications[0]})
+    assert "READY=1" in next_states(notifications)
+
+    async def body(clients):
+        alice = await clients.login("alice", "laptop")
+        status = xmppctl(config_path, "status")
+        assert status.returncode == 0, status.stderr
+        assert "running" in status.stdout and "sessions: 1" in status.stdout
+
+        good = config_path.read_text()
+        config_path.write_text(good.replace('log_level = "info"', 'log_level = "loud"'))
+        refused = xmppctl(config_path, "reload")
+        assert refused.returncode == 1 and "log_level" in refused.stderr
+        process.process.send_signal(signal.SIGHUP)
+        assert next_states(notifications)[0] == "RELOADING=1"
+        assert next_states(notifications)[0] == "READY=1"
+        assert "reload refused" in process.log_tail()
+
+        config_path.write_text(good.replace('log_level = "info"', 'log_level = "debug"'))
+        reloaded = xmppctl(config_path, "reload")
+        assert reloaded.returncode == 0 and "ok: reloaded" in reloaded.stdout
+        assert next_states(notifications)[0] == "RELOADING=1"
+        assert next_states(notifications)[0] == "READY=1"
+
+        # The session survived both reloads.
+        bob = await clients.login("bob")
+        bob.send_message(alice.jid, "still here")
+        assert str((await alice.next_message())["body"]) == "still here"
+
+        process.process.send_signal(signal.SIGTERM)
+        await alice.wait_disconnected()
+        assert "system-shutdown" in alice.stream_errors
+        assert process.process.wait(15) == 0
+        assert "STOPPING=1" in next_states(notifications)
+
+    run(deployment, body)
+
+
+def test_status_when_not_running(deployment):
+    result = xmppctl(deployment.process.config_path, "status")
+    assert result.returncode == 1
+    assert result.stderr.startswith("xmppctl: xmppd is not running")
+
+
+@pytest.mark.skipif(shutil.which("systemd-socket-activate") is None,
+                    reason="systemd-socket-activate is not installed (Debian package systemd)")
+def test_socket_activation(tmp_path, run):
+    deployment = prepare(tmp_path)
+    config_path = deployment.process.config_path
+    text = config_path.read_text()
+    config_path.write_text(
+        text.replace(f'listen = ["tcp:{deployment.c2s_port}:interface=127.0.0.1"]',
+                     'listen = ["systemd:domain=INET:index=0"]'))
+    # systemd names every socket it passes (LISTEN_FDNAMES), which Twisted
+    # requires; systemd-socket-activate does so only when asked.
+    deployment.process.start(command=[
+        shutil.which("systemd-socket-activate"), "-l", f"127.0.0.1:{deployment.c2s_port}",
+        "--fdname=c2s"])
+    try:
+        async def body(clients):
+            alice = await clients.login("alice")
+            assert alice.jid.startswith("alice@")
+
+        run(deployment, body)
+    finally:
+        deployment.process.check_clean_exit()

@@ -1,0 +1,195 @@
+"""Running-server control: reload, graceful shutdown, the admin socket.
+
+- SIGHUP (and ``xmppctl reload``) re-reads the config file and applies what
+  can change without dropping connections: the log level, certificates (new
+  TLS handshakes use them), hosts and their settings, federation allow/deny
+  lists, limits and module settings.  Listeners and the storage URL need a
+  restart; a change to them is logged as such.  An invalid new config is
+  refused with the reason logged and the running one kept.  systemd is told
+  ``RELOADING=1`` ... ``READY=1`` around it.
+- SIGTERM / SIGINT stop the server gracefully: listeners close, every
+  stream gets a ``system-shutdown`` stream error (RFC 6120 §4.9.3.19),
+  pending storage writes finish, and the process exits with status 0.
+- The admin socket (``[admin] socket``, a UNIX socket with mode 0600, so
+  only the server's user and root reach it) answers one JSON command per
+  line: ``{"command": "status"}`` and ``{"command": "reload"}``.
+"""
+
+import json
+import os
+import signal
+import socket
+
+from twisted.application import service
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.basic import LineOnlyReceiver
+
+from xmppd import config as configuration
+from xmppd import logs, systemd
+from xmppd.core.tls import CertificateError, CertificateStore
+
+log = Logger()
+
+# Settings read only at start.
+RESTART_ONLY = ("storage.url", "c2s.listen", "c2s.direct_tls", "s2s.listen",
+                "s2s.direct_tls", "admin.socket")
+
+
+def _setting(config, dotted):
+    value = config
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+class Controller(service.Service):
+    """Signal handlers, reload and status for one running server."""
+
+    def __init__(self, server, reactor):
+        self.server = server
+        self.reactor = reactor
+        self.started = reactor.seconds()
+
+    def startService(self):
+        super().startService()
+        self.reactor.callWhenRunning(self._install_signal_handlers)
+
+    def stopService(self):
+        """Close every client and server stream with ``system-shutdown``."""
+        for stream in list(self.server.streams):
+            stream.stream_error("system-shutdown", "the server is shutting down")
+        return super().stopService()
+
+    def _install_signal_handlers(self):
+        # After the reactor's own: ours stop it without the re-raised signal,
+        # so a graceful shutdown exits with status 0.
+        signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, lambda *_: self.reactor.callFromThread(self._stop))
+
+    def _stop(self):
+        if self.reactor.running:
+            log.info("stopping on request")
+            self.reactor.stop()
+
+    def reload(self):
+        """Re-read and apply the config; return what happened, as lines."""
+        systemd.notify(*systemd.reloading())
+        try:
+            return self._reload()
+        finally:
+            systemd.notify("READY=1", "STATUS=serving")
+
+    def _reload(self):
+        path = self.server.config.path
+        try:
+            new = configuration.load(path)
+            certificates = CertificateStore(new.tls.certificates, new.hosts,
+                                            new.tls.min_version)
+            missing = certificates.missing(new.hosts)
+            if missing:
+                raise CertificateError(f"no certificate for {', '.join(missing)}")
+        except (configuration.ConfigError, CertificateError) as e:
+            log.error("reload refused, keeping the running configuration: {e}", e=e)
+            return [f"error: {e}"]
+        notes = [f"warning: {key} changed; it takes effect after a restart"
+                 for key in RESTART_ONLY
+                 if _setting(new, key) != _setting(self.server.config, key)]
+        for note in notes:
+            log.warn("{note}", note=note)
+        logs.set_level(new.log_level)
+        self.server.reconfigure(new, certificates)
+        log.info("configuration reloaded from {path}", path=path)
+        return notes + [f"ok: reloaded {path}"]
+
+    def status(self):
+        server = self.server
+        s2s = server.services.get("s2s")
+        return {
+            "uptime": round(self.reactor.seconds() - self.started, 1),
+            "connections": server.connections.total,
+            "sessions": server.sessions.count(),
+            "hosts": sorted(server.hosts),
+            "s2s_peers": sorted(s2s.peers()) if s2s is not None else [],
+        }
+
+
+class AdminProtocol(LineOnlyReceiver):
+    delimiter = b"\n"
+
+    def lineReceived(self, line):
+        try:
+            command = json.loads(line).get("command")
+        except (ValueError, AttributeError):
+            command = None
+        controller = self.factory.controller
+        if command == "status":
+            answer = {"ok": True, "status": controller.status()}
+        elif command == "reload":
+            lines = controller.reload()
+            answer = {"ok": not lines[-1].startswith("error"), "messages": lines}
+        else:
+            answer = {"ok": False, "error": "unknown command"}
+        self.sendLine(json.dumps(answer).encode())
+
+
+class AdminFactory(Factory):
+    protocol = AdminProtocol
+    noisy = False
+
+    def __init__(self, controller):
+        self.controller = controller
+
+
+class AdminSocketService(service.Service):
+    """Listens on the admin UNIX socket, readable by its owner only."""
+
+    def __init__(self, path, controller, reactor):
+        self.path = path
+        self.factory = AdminFactory(controller)
+        self.reactor = reactor
+        self._port = None
+
+    def startService(self):
+        super().startService()
+        if os.path.exists(self.path):
+            if _answers(self.path):
+                raise RuntimeError(f"{self.path}: another xmppd is using this admin socket")
+            os.unlink(self.path)  # left over by a server that did not stop cleanly
+        old = os.umask(0o177)
+        try:
+            self._port = self.reactor.listenUNIX(self.path, self.factory, mode=0o600)
+        finally:
+            os.umask(old)
+
+    def stopService(self):
+        super().stopService()
+        if self._port is not None:
+            return self._port.stopListening()
+
+
+def _answers(path):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(path)
+        except OSError:
+            return False
+    return True
+
+
+def ask(path, command, timeout=10.0):
+    """Send ``command`` to the admin socket at ``path``; return the answer
+    (a dict).  Blocking: for xmppctl."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(json.dumps({"command": command}).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return json.loads(data)
+

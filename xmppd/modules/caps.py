@@ -1,0 +1,77 @@
+"""Entity Capabilities of the server (XEP-0115).
+
+The server offers its capabilities as a stream feature after authentication
+(§6.3): ``<c hash='sha-1' node=NODE ver=VER/>``, where VER is the
+verification string (§5.1) of the server's disco#info for the stream's
+domain, so a client knows the server's features without asking.  A
+disco#info request to the server for the node ``NODE#VER`` gets the same
+answer as one without a node (§6.2); the ``caps`` feature is advertised
+(§7).  Builds on the ``disco`` service, so it is loaded after ``disco``; on
+hosts where service discovery is disabled nothing is offered.
+"""
+
+import base64
+import hashlib
+
+from twisted.words.xish import domish
+
+from xmppd.core.xmlstream import NS_XML
+
+NS_CAPS = "http://jabber.org/protocol/caps"
+NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
+NS_DATA = "jabber:x:data"
+NODE = "https://xmppd.example/caps"
+IDENTITY_ATTRIBUTES = ("category", "type", (NS_XML, "lang"), "name")
+
+
+def verification_string(query):
+    """The SHA-1 verification string of a disco#info ``<query/>`` (§5.1):
+    identities, features and extended information forms (XEP-0128), each
+    sorted, joined with '<', hashed and base64-encoded.  Python's string
+    order is code point order, which is the UTF-8 "i;octet" order asked for."""
+    identities = sorted(
+        tuple(identity.getAttribute(name, "") for name in IDENTITY_ATTRIBUTES)
+        for identity in query.elements(NS_DISCO_INFO, "identity"))
+    parts = ["/".join(identity) for identity in identities]
+    parts += sorted(feature["var"] for feature in query.elements(NS_DISCO_INFO, "feature"))
+    for form_type, fields in sorted(_forms(query)):
+        parts.append(form_type)
+        for var, values in sorted(fields):
+            parts.append(var)
+            parts += sorted(values)
+    digest = hashlib.sha1("".join(part + "<" for part in parts).encode("utf-8")).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def _forms(query):
+    """``(FORM_TYPE, [(var, [values])])`` of each extended information form
+    with a FORM_TYPE (forms without one are ignored, as in §5.4)."""
+    for form in query.elements(NS_DATA, "x"):
+        fields = {field.getAttribute("var", ""): [str(v) for v in field.elements(NS_DATA, "value")]
+                  for field in form.elements(NS_DATA, "field")}
+        form_type = fields.pop("FORM_TYPE", None)
+        if form_type:
+            yield form_type[0], list(fields.items())
+
+
+def setup(api):
+    disco = api.service("disco")
+    if disco is None:
+        return  # service discovery is not loaded (it must be loaded first)
+    api.disco_feature(NS_CAPS)
+
+    def offer(stream):
+        if not disco.serves(stream.domain):
+            return None
+        caps = domish.Element((NS_CAPS, "c"))
+        caps["hash"] = "sha-1"
+        caps["node"] = NODE
+        caps["ver"] = verification_string(disco.info(stream.domain))
+        return caps
+
+    def node_info(domain, node):
+        info = disco.info(domain, node)
+        return info if node == f"{NODE}#{verification_string(info)}" else None
+
+    api.stream_feature(offer)
+    disco.add_node(node_info)
