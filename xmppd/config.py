@@ -56,6 +56,13 @@ class C2SConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """``[metrics]``: the OpenMetrics HTTP endpoint (off by default)."""
+
+    listen: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class AdminConfig:
     """``[admin]``: the control socket used by ``xmppctl status`` / ``reload``."""
 
@@ -153,6 +160,7 @@ class Config:
     s2s: S2SConfig = S2SConfig()
     limits: LimitsConfig = LimitsConfig()
     admin: AdminConfig = AdminConfig()
+    metrics: MetricsConfig = MetricsConfig()
     roster: RosterConfig = RosterConfig()
     offline: OfflineConfig = OfflineConfig()
     ping: PingConfig = PingConfig()
@@ -206,6 +214,7 @@ def _config(data: dict[str, Any], path: str) -> Config:
                         auth_failure_delay=_non_negative_number, auth_ban_after=_integer(1),
                         auth_ban_time=_non_negative_number),
         admin=_admin(root.table("admin"), base),
+        metrics=_section(root.table("metrics"), MetricsConfig, listen=_strings),
         roster=_section(root.table("roster"), RosterConfig, max_items=_integer(1)),
         offline=_section(root.table("offline"), OfflineConfig, max_messages=_integer(0)),
         ping=_section(root.table("ping"), PingConfig, idle_timeout=_non_negative_number,
@@ -390,7 +399,7 @@ def _string(value: Any, key: str) -> str:
 
 
 def _strings(value: Any, key: str) -> tuple[str, ...]:
-    if not isinstance(value, list):
+    if not isinstance(value, (list, tuple)):  # a tuple: a dataclass default
         raise _expected(key, "an array of strings", value)
     return tuple(_string(item, f"{key}[{i}]") for i, item in enumerate(value))
 

@@ -10,11 +10,14 @@ where, and a non-zero exit status.
 import importlib
 import sys
 
+from prometheus_client.twisted import MetricsResource
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.endpoints import serverFromString
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import threadpool, usage
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 from xmppd import config as configuration
 from xmppd.control import AdminSocketService, Controller
@@ -28,7 +31,8 @@ from xmppd.storage.sql import SQLStore
 from xmppd.systemd import ReadinessService
 
 # Feature modules, loaded in this order (see docs/features.md).
-MODULES = ("bind", "legacy_session", "roster", "ping", "disco", "caps", "version", "time", "last")
+MODULES = ("bind", "legacy_session", "roster", "ping", "disco", "caps", "version", "time", "last",
+           "vcard", "private")
 
 
 class StartupError(Exception):
@@ -80,8 +84,9 @@ def build(config, reactor=None):
     certificates = load_certificates(config)
     pool = threadpool.ThreadPool(1, 8, "xmppd-storage")
     ThreadPoolService(pool).setServiceParent(top)
-    storage = AsyncStore(store, thread_pool_runner(reactor, pool))
-    server = Server(config, storage, certificates, reactor)
+    server = Server(config, None, certificates, reactor)
+    server.storage = AsyncStore(store, server.metrics.timed_runner(
+        thread_pool_runner(reactor, pool)))
     for name in MODULES:
         server.load(importlib.import_module(f"xmppd.modules.{name}"))
     # Stopped after the listeners: streams get system-shutdown, then the
@@ -96,12 +101,24 @@ def build(config, reactor=None):
             if direct:
                 factory = TLSMemoryBIOFactory(ServerTLS(certificates, default_host), False, factory)
             listener(config, key, description, factory, reactor).setServiceParent(top)
+    for description in config.metrics.listen:
+        listener(config, "metrics.listen", description, metrics_site(server.metrics),
+                 reactor).setServiceParent(top)
     if config.admin.socket:
         AdminSocketService(config.admin.socket, controller, reactor).setServiceParent(top)
     # Last, so it starts after every listener and stops first.
     ReadinessService().setServiceParent(top)
     top.server = server
     return top
+
+
+def metrics_site(metrics):
+    """An HTTP site serving ``/metrics`` in the OpenMetrics text format."""
+    root = Resource()
+    root.putChild(b"metrics", MetricsResource(registry=metrics.registry))
+    site = Site(root)
+    site.noisy = False
+    return site
 
 
 def open_storage(config):

@@ -110,3 +110,24 @@ def test_socket_activation(tmp_path, run):
         run(deployment, body)
     finally:
         deployment.process.check_clean_exit()
+
+
+def test_metrics_endpoint(tmp_path, run):
+    import urllib.request
+
+    from tests.integration.conftest import free_ports
+    [port] = free_ports(1)
+    deployment = prepare(tmp_path, f'[metrics]\nlisten = ["tcp:{port}:interface=127.0.0.1"]\n')
+    deployment.process.start()
+    try:
+        async def body(clients):
+            await clients.login("alice")
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+                text = reply.read().decode()
+            assert "xmppd_sessions 1.0" in text
+            assert 'xmppd_connections{kind="c2s"} 1.0' in text
+            assert "xmppd_logins_total 1.0" in text
+
+        run(deployment, body)
+    finally:
+        deployment.process.check_clean_exit()

@@ -15,6 +15,7 @@ from twisted.logger import Logger
 
 from xmppd.core.events import CONFIG_RELOADED, Hooks, iq_event
 from xmppd.core.limits import AuthThrottle, ConnectionCounter
+from xmppd.core.metrics import Metrics
 from xmppd.core.router import Router
 from xmppd.core.sessions import SessionDirectory
 from xmppd.core.stanzas import StanzaError, error_reply, iq_result
@@ -40,6 +41,7 @@ class Server:
         self.sessions = SessionDirectory()
         self.connections = ConnectionCounter()
         self.streams = set()  # open client and server streams
+        self.metrics = Metrics(self)
         self.auth_throttle = AuthThrottle(clock)
         self.router = Router(self.hosts, self.hooks, self.sessions)
         self.stream_features = {ENCRYPTED: [], AUTHENTICATED: []}

@@ -17,7 +17,10 @@ One :class:`ClientStream` per TCP connection, through these states:
    router.
 
 Each restart builds a new parser, and bytes that follow ``<starttls/>`` or a
-SASL success in the same read are discarded (§5.4.3.3, §6.4.6).
+SASL success in the same read are discarded (§5.4.3.3, §6.4.6), as are the
+elements that arrived while the SASL step was pending.  While a step is
+pending, at most :data:`MAX_BACKLOG` elements wait; more is
+``policy-violation`` (§13.12).
 """
 
 import base64
@@ -46,6 +49,7 @@ NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
 
 MAX_AUTH_FAILURES = 3
+MAX_BACKLOG = 10  # elements received while a negotiation step is pending
 STANZA_KINDS = ("message", "presence", "iq")
 IQ_TYPES = ("get", "set", "result", "error")
 
@@ -139,6 +143,7 @@ class ClientStream(Protocol):
     def _restart(self, state):
         """Expect a new stream header (RFC 6120 §4.3.3)."""
         self._parser.stop()
+        self._backlog = []
         self.state = state
         self._header_sent = False
         self._new_parser()
@@ -150,6 +155,11 @@ class ClientStream(Protocol):
             self.transport.write(serialize(element))
 
     send = send_element
+
+    def send_stanza(self, element):
+        """Deliver a stanza to this stream's session (counted)."""
+        self.server.metrics.sent(element.name)
+        self.send_element(element)
 
     def stream_error(self, condition, text=None):
         """Send a stream error and close (RFC 6120 §4.9.1.1)."""
@@ -229,6 +239,8 @@ class ClientStream(Protocol):
 
     def _element_received(self, element):
         if self._busy is not None:
+            if len(self._backlog) >= MAX_BACKLOG:
+                raise StreamError("policy-violation", "too much sent during authentication")
             self._backlog.append(element)
             return
         handler = getattr(self, f"_on_{self.state}")
@@ -239,15 +251,13 @@ class ClientStream(Protocol):
             result.addBoth(self._resume)
 
     def _resume(self, _):
+        """Handle the backlog until the next pending step or a restart."""
         self._busy = None
-        backlog, self._backlog = self._backlog, []
-        for i, element in enumerate(backlog):
-            if self._closed:
-                return
-            self._element_received(element)
-            if self._busy is not None:
-                self._backlog.extend(backlog[i + 1:])
-                return
+        try:
+            while self._backlog and self._busy is None and not self._closed:
+                self._element_received(self._backlog.pop(0))
+        except StreamError as e:
+            self.stream_error(e.condition, e.text)
 
     def _negotiation_failed(self, failure):
         log.failure("c2s negotiation step failed", failure)
@@ -334,6 +344,7 @@ class ClientStream(Protocol):
             self.send_element(failure)
             return None
         self._auth_failures += 1
+        self.server.metrics.auth_failures.inc()
         log.info("c2s authentication failure from {peer}: {condition}",
                  peer=self.peer, condition=condition)
         delay = self.server.auth_throttle.failed(self._counted, self.server.config.limits)
@@ -351,6 +362,7 @@ class ClientStream(Protocol):
         self._mechanism = None
         self.user = JID(success.username, self.domain, None)
         self._cancel_auth_timer()
+        self.server.metrics.logins.inc()
         log.info("c2s {peer} authenticated as {user}", peer=self.peer, user=self.user)
         self._sasl_element("success", success.additional_data)
         self._restart("authenticated")
@@ -381,6 +393,7 @@ class ClientStream(Protocol):
     def _on_bound(self, element):
         if element.uri != NS_CLIENT or element.name not in STANZA_KINDS:
             raise StreamError("unsupported-stanza-type")
+        self.server.metrics.received(element.name)
         element["from"] = self.session.jid.full
         try:
             stanza = self._validate(element)
@@ -406,7 +419,8 @@ class ClientStream(Protocol):
         return Stanza(element, self.session.jid, recipient, self.session)
 
     def _post(self, stanza):
-        self.server.router.dispatch(stanza)
+        with self.server.metrics.routing_seconds.time():
+            self.server.router.dispatch(stanza)
 
 
 class ClientStreamFactory(Factory):

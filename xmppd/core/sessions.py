@@ -35,7 +35,7 @@ class Session:
         self.state = {}
 
     def send(self, element):
-        self.carrier.send_element(element)
+        self.carrier.send_stanza(element)
 
     def close(self, condition, text=None):
         """End the session with a stream error."""

@@ -1,0 +1,47 @@
+"""Server metrics counted on the hot path (in memory)."""
+
+import pytest
+
+from tests.harness import Client, add_user, make_server
+
+
+@pytest.fixture
+def server(tmp_path):
+    server = make_server(tmp_path)
+    add_user(server, "alice@example.com")
+    add_user(server, "bob@example.com")
+    return server
+
+
+def sample(server, name, **labels):
+    return server.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def test_connections_sessions_and_stanzas(server):
+    alice, bob = Client(server), Client(server)
+    alice.login("alice@example.com", "a")
+    bob.login("bob@example.com", "b")
+    assert sample(server, "xmppd_connections", kind="c2s") == 2
+    assert sample(server, "xmppd_sessions") == 2
+    assert sample(server, "xmppd_logins_total") == 2
+    alice.send("<message to='bob@example.com/b' type='chat'><body>x</body></message>")
+    assert sample(server, "xmppd_stanzas_received_total", kind="message") == 1
+    assert sample(server, "xmppd_stanzas_sent_total", kind="message") == 1
+    assert sample(server, "xmppd_routing_seconds_count") >= 1
+    bob.stream.connectionLost(None)
+    assert sample(server, "xmppd_sessions") == 1
+    assert sample(server, "xmppd_connections", kind="c2s") == 1
+
+
+def test_auth_failures_counted(server):
+    client = Client(server)
+    client.starttls()
+    client.open()
+    client.auth_plain("alice@example.com", "wrong")
+    assert sample(server, "xmppd_auth_failures_total") == 1
+
+
+def test_storage_calls_timed(server):
+    timed = server.metrics.timed_runner(lambda call: call())
+    assert timed(server.sql.account_exists, "alice", "example.com") is True
+    assert sample(server, "xmppd_storage_call_seconds_count", method="account_exists") == 1
