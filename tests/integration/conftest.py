@@ -184,7 +184,7 @@ CONFIG = """\
 log_level = "info"
 
 [storage]
-url = "sqlite:///xmppd.sqlite"
+url = "{storage_url}"
 
 [tls]
 certificates = "certs"
@@ -212,7 +212,7 @@ def write_certificate(ca, directory, domain):
     leaf.private_key_pem.write_to_path(str(directory / f"{domain}.key"))
 
 
-def prepare(directory, extra_config=""):
+def prepare(directory, extra_config="", storage_url="sqlite:///xmppd.sqlite"):
     """A server directory for ``example.test``: CA, certificate, config
     (``extra_config`` appended before the host table), database with alice
     and bob.  Returns the :class:`Deployment`, not started."""
@@ -222,7 +222,8 @@ def prepare(directory, extra_config=""):
     write_certificate(ca, directory / "certs", DOMAIN)
     c2s_port, direct_tls_port = free_ports(2)
     config_path = directory / "xmppd.toml"
-    text = CONFIG.format(c2s_port=c2s_port, direct_tls_port=direct_tls_port, domain=DOMAIN)
+    text = CONFIG.format(c2s_port=c2s_port, direct_tls_port=direct_tls_port, domain=DOMAIN,
+                         storage_url=storage_url)
     host = f'[hosts."{DOMAIN}"]'
     config_path.write_text(text.replace(host, extra_config + "\n" + host))
     run_xmppctl("-c", config_path, "migrate")

@@ -90,7 +90,7 @@ def test_disabled_modules_leave_disco(launcher, run, tmp_path):
     c2s_port, direct_tls_port = free_ports(2)
     config = site / "xmppd.toml"
     config.write_text(CONFIG.format(c2s_port=c2s_port, direct_tls_port=direct_tls_port,
-                                    domain=domain)
+                                    domain=domain, storage_url="sqlite:///xmppd.sqlite")
                       + 'disabled_modules = ["version", "time"]\n')
     run_xmppctl("-c", config, "migrate")
     run_xmppctl("-c", config, "adduser", f"dave@{domain}", "--password", "dave-secret-4")

@@ -19,6 +19,7 @@ from xmppd.core.metrics import Metrics
 from xmppd.core.router import Router
 from xmppd.core.sessions import SessionDirectory
 from xmppd.core.stanzas import StanzaError, error_reply, iq_result
+from xmppd.storage import StorageError
 
 log = Logger()
 
@@ -143,6 +144,10 @@ class ModuleAPI:
     def _iq_failed(self, stanza, failure):
         if failure.check(StanzaError):
             error = failure.value
+        elif failure.check(StorageError):
+            self.log.error("storage unavailable for {stanza!r}: {error}",
+                           stanza=stanza, error=failure.value)
+            error = StanzaError("internal-server-error", "storage is unavailable")
         else:
             self.log.failure("iq handler failed on {stanza!r}", failure, stanza=stanza)
             error = StanzaError("internal-server-error")

@@ -31,7 +31,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 
 from xmppd.core import scram
-from xmppd.storage import ScramKeys
+from xmppd.storage import ScramKeys, StorageError
 
 log = Logger()
 
@@ -131,9 +131,12 @@ class SaslServer:
         user; temporary-auth-failure if the lookup itself fails."""
 
         def failed(failure):
-            log.failure(
-                "Looking up the credentials of {username!r} failed", failure, username=username
-            )
+            if failure.check(StorageError):
+                log.error("cannot look up the credentials of {username!r}: {error}",
+                          username=username, error=failure.value)
+            else:
+                log.failure("Looking up the credentials of {username!r} failed", failure,
+                            username=username)
             raise SaslFailure("temporary-auth-failure")
 
         return maybeDeferred(self._lookup, username).addErrback(failed)
