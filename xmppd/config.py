@@ -167,6 +167,7 @@ class Config:
     version: VersionConfig = VersionConfig()
     vcard: SizesConfig = SizesConfig()
     private: SizesConfig = SizesConfig()
+    log_json: str | None = None
 
 
 def load(path: str) -> Config:
@@ -203,6 +204,7 @@ def _config(data: dict[str, Any], path: str) -> Config:
     return root.done(Config(
         path=path,
         log_level=root.take("log_level", _choice(LOG_LEVELS), "info"),
+        log_json=_optional_path(root.take("log_json", _optional_string, None), base),
         storage=_storage(root.table("storage"), base),
         tls=_tls(root.table("tls"), base),
         c2s=_c2s(root.table("c2s")),
@@ -418,6 +420,10 @@ def _integer(minimum: int) -> Callable[[Any, str], int]:
             raise _expected(key, f"an integer >= {minimum}", value)
         return value
     return check
+
+
+def _optional_path(value: str | None, base: str) -> str | None:
+    return None if value is None else os.path.join(base, value)
 
 
 def _optional_string(value: Any, key: str) -> str | None:

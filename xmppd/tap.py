@@ -70,7 +70,7 @@ def makeService(options, reactor=None):
     """The xmppd service tree for parsed :class:`Options`."""
     try:
         config = configuration.load(options["config"])
-        logs.set_level(config.log_level)
+        logs.configure(config)
         return build(config, reactor)
     except (configuration.ConfigError, StartupError) as e:
         sys.exit(f"xmppd: {e}")

@@ -32,6 +32,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.words.xish import domish
 
+from xmppd import logs
 from xmppd.core.api import AUTHENTICATED, ENCRYPTED
 from xmppd.core.limits import ReadThrottle, address_of
 from xmppd.core.sasl import SaslFailure, SaslServer, Success
@@ -159,6 +160,8 @@ class ClientStream(Protocol):
     def send_stanza(self, element):
         """Deliver a stanza to this stream's session (counted)."""
         self.server.metrics.sent(element.name)
+        if logs.tracing:
+            log.debug("c2s out {jid}: {xml}", jid=self.session.jid, xml=element.toXml())
         self.send_element(element)
 
     def stream_error(self, condition, text=None):
@@ -394,6 +397,8 @@ class ClientStream(Protocol):
         if element.uri != NS_CLIENT or element.name not in STANZA_KINDS:
             raise StreamError("unsupported-stanza-type")
         self.server.metrics.received(element.name)
+        if logs.tracing:
+            log.debug("c2s in {jid}: {xml}", jid=self.session.jid, xml=element.toXml())
         element["from"] = self.session.jid.full
         try:
             stanza = self._validate(element)
