@@ -131,3 +131,33 @@ def test_metrics_endpoint(tmp_path, run):
         run(deployment, body)
     finally:
         deployment.process.check_clean_exit()
+
+
+def test_acknowledged_roster_change_survives_sigkill(deployment, run):
+    """SQLite in WAL mode with synchronous commits: what the server
+    acknowledged is on disk even if the process is killed at once."""
+    process = deployment.process
+    process.start()
+
+    async def change(clients):
+        alice = await clients.login("alice")
+        iq = alice.xmpp.Iq()
+        iq["type"] = "set"
+        iq["roster"]["items"] = {"carol@example.test": {"name": "Carol", "groups": ["Team"]}}
+        await iq.send(timeout=10)
+        process.process.kill()
+
+    run(deployment, change)
+    assert process.process.wait(10) == -signal.SIGKILL
+    process.start()
+
+    async def check(clients):
+        alice = await clients.login("alice")
+        iq = alice.xmpp.Iq()
+        iq["type"] = "get"
+        iq.enable("roster")
+        items = (await iq.send(timeout=10))["roster"]["items"]
+        assert items["carol@example.test"]["name"] == "Carol"
+        assert items["carol@example.test"]["groups"] == ["Team"]
+
+    run(deployment, check)
