@@ -3,6 +3,7 @@
 import pytest
 
 from tests.harness import Client, add_user, error_condition, make_server
+from xmppd.storage import RosterItem
 
 NS = "jabber:iq:roster"
 
@@ -117,3 +118,59 @@ def test_someone_elses_roster_is_forbidden(server):
     a = login(server, "a")
     a.send(f"<iq type='get' id='x' to='bob@example.com'><query xmlns='{NS}'/></iq>")
     assert error_condition(a.take()[0]) == "forbidden"
+
+
+def test_roster_size_limit(tmp_path):
+    server = make_server(tmp_path, modules=("bind", "roster"), extra="[roster]\nmax_items = 2")
+    add_user(server, "alice@example.com")
+    a = login(server, "a")
+    for jid in ("one@example.com", "two@example.com"):
+        assert roster_set(a, f"<item jid='{jid}'/>")[-1]["type"] == "result"
+    [error] = roster_set(a, "<item jid='three@example.com'/>")
+    assert error_condition(error) == "not-allowed"
+    assert "full" in str(error.error.text)
+    assert roster_set(a, "<item jid='two@example.com' name='Two'/>")[-1]["type"] == "result"
+    assert len(items(roster_get(a))) == 2
+
+
+@pytest.fixture
+def subscribed(tmp_path):
+    """alice and bob subscribed to each other, both online and available."""
+    server = make_server(tmp_path, modules=("bind", "roster", "presence", "subscription"))
+    for user, contact in (("alice", "bob"), ("bob", "alice")):
+        add_user(server, f"{user}@example.com")
+        server.sql.set_roster_item(user, "example.com", RosterItem(
+            jid=f"{contact}@example.com", subscription="both"))
+    alice, bob = login(server, "a"), Client(server)
+    bob.login("bob@example.com", "b")
+    for client in (alice, bob):
+        roster_get(client)
+        client.send("<presence/>")
+    alice.take(), bob.take()
+    return server, alice, bob
+
+
+def test_remove_cancels_both_subscriptions(subscribed):
+    server, alice, bob = subscribed
+    roster_set(alice, "<item jid='bob@example.com' subscription='remove'/>")
+    received = bob.take()
+    presences = [(e["from"], e.getAttribute("type")) for e in received if e.name == "presence"]
+    assert presences == [("alice@example.com", "unsubscribe"),
+                         ("alice@example.com/a", "unavailable"),
+                         ("alice@example.com", "unsubscribed")]
+    [push] = [e for e in received if e.name == "iq"][-1:]
+    assert push.query.item["subscription"] == "none"
+    contact = server.sql.get_roster_item("bob", "example.com", "alice@example.com")
+    assert contact.subscription == "none"
+    assert server.sql.get_roster_item("alice", "example.com", "bob@example.com") is None
+
+
+def test_remove_withdraws_a_pending_request(subscribed):
+    server, alice, bob = subscribed
+    roster_set(alice, "<item jid='bob@example.com' subscription='remove'/>")
+    bob.send("<presence type='subscribe' to='alice@example.com'/>")
+    assert server.sql.get_value("alice", "example.com", "subscription-requests",
+                                "bob@example.com") is not None
+    roster_set(bob, "<item jid='alice@example.com' subscription='remove'/>")
+    assert server.sql.get_value("alice", "example.com", "subscription-requests",
+                                "bob@example.com") is None

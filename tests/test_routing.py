@@ -1,4 +1,7 @@
-"""Routing (RFC 6120 §10, RFC 6121 §8.5) and the hook API, in memory."""
+"""The router's default delivery (RFC 6120 §10) and the hook API, in memory.
+
+Only the core modules are loaded: presence, message delivery rules and
+closed domains change these defaults and have tests of their own."""
 
 import pytest
 from twisted.internet import defer
@@ -8,10 +11,12 @@ from tests.harness import Client, add_user, error_condition, make_server
 from xmppd.core.events import BARE, FULL, HOST, Hooks, iq_event, message_event
 from xmppd.core.stanzas import StanzaError
 
+CORE = ("bind", "legacy_session", "roster", "ping")
+
 
 @pytest.fixture
 def server(tmp_path):
-    server = make_server(tmp_path, hosts=("example.com", "other.example"))
+    server = make_server(tmp_path, hosts=("example.com", "other.example"), modules=CORE)
     for user in ("alice@example.com", "bob@example.com", "carol@other.example"):
         add_user(server, user)
     return server

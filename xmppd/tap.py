@@ -31,8 +31,8 @@ from xmppd.storage.sql import SQLStore
 from xmppd.systemd import ReadinessService
 
 # Feature modules, loaded in this order (see docs/features.md).
-MODULES = ("bind", "legacy_session", "roster", "ping", "disco", "caps", "version", "time", "last",
-           "vcard", "private")
+MODULES = ("bind", "legacy_session", "roster", "presence", "subscription", "ping", "disco",
+           "caps", "version", "time", "last", "vcard", "private", "blocking")
 
 
 class StartupError(Exception):

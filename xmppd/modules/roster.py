@@ -6,20 +6,27 @@
 - set (§2.1.5, §2.3): add or update one item (name and groups; the
   subscription state is the server's and any ``subscription`` other than
   ``remove``, and any ``ask``, are ignored), then push it to every
-  interested resource of the account.
-- remove (§2.5): ``subscription='remove'`` deletes the item and pushes the
-  removal.
+  interested resource of the account.  A roster holds at most
+  ``roster.max_items`` items: adding one more is ``not-allowed`` (§2.3.3
+  lets the server refuse a set that would exceed its roster size limit).
+- remove (§2.5): ``subscription='remove'`` deletes the item, pushes the
+  removal and cancels the subscriptions in both directions (§2.5.2) through
+  the ``subscription`` service when that module is loaded.
 
-Publishes the ``roster`` service (:class:`RosterService`) so presence and
-subscription handling can push the items they change.
+Publishes the ``roster`` service (:class:`RosterService`): pushes, and
+changes to an account's roster run one at a time so that subscription
+handling (RFC 6121 §3) never loses a concurrent change.
 """
 
+import dataclasses
+
+from twisted.internet import defer
 from twisted.words.xish import domish
 
 from xmppd.core.events import BARE
 from xmppd.core.stanzas import StanzaError, make_stanza
 from xmppd.jid import JID, InvalidJID
-from xmppd.storage import RosterItem
+from xmppd.storage import RosterFull, RosterItem
 
 NS_ROSTER = "jabber:iq:roster"
 NS_ROSTERVER = "urn:xmpp:features:rosterver"
@@ -46,10 +53,47 @@ def item_element(item, remove=False):
 
 
 class RosterService:
-    """Roster pushes (RFC 6121 §2.1.6), for this and other modules."""
+    """Roster changes and pushes (RFC 6121 §2.1.6), for this and other modules."""
 
     def __init__(self, api):
         self._api = api
+        self._locks = {}  # bare JID -> DeferredLock, while a change is under way
+
+    def change(self, user, fn, *args):
+        """Run ``fn(*args)`` (which may return a Deferred) once the earlier
+        changes to the roster of ``user`` (a bare JID) are done; a Deferred
+        of its result."""
+        lock = self._locks.setdefault(user, defer.DeferredLock())
+
+        def release(result):
+            if not lock.locked and self._locks.get(user) is lock:
+                del self._locks[user]
+            return result
+
+        return lock.run(fn, *args).addBoth(release)
+
+    def store(self, user, item):
+        """Add or replace ``item`` in the roster of ``user`` and push it; a
+        Deferred of the new version.  Adding an item to a full roster
+        (``roster.max_items``) fails with :class:`~xmppd.storage.RosterFull`."""
+        d = self._api.storage.set_roster_item(
+            user.local, user.domain, item, max_items=self._api.config.roster.max_items)
+
+        def stored(version):
+            self.push(user, item, version)
+            return version
+
+        return d.addCallback(stored)
+
+    def remove(self, user, item):
+        """Remove ``item`` from the roster of ``user`` and push the removal."""
+        d = self._api.storage.remove_roster_item(user.local, user.domain, item.jid)
+
+        def removed(version):
+            if version is not None:
+                self.push(user, item, version, remove=True)
+
+        return d.addCallback(removed)
 
     def push(self, user, item, version, remove=False):
         """Send ``item`` of ``user`` (a bare JID) to each interested resource."""
@@ -97,32 +141,31 @@ def setup(api):
         user = own_roster(stanza)
         request = _parse_set(stanza.payload)
         if request.getAttribute("subscription") == "remove":
-            return _remove(user, request["jid"])
-        d = api.storage.get_roster_item(user.local, user.domain, request["jid"])
+            return roster.change(user, remove, user, request["jid"])
+        return roster.change(user, update, user, request)
 
-        def store(existing):
-            item = RosterItem(
-                jid=request["jid"], name=request.getAttribute("name") or None,
-                subscription=existing.subscription if existing else "none",
-                ask=existing.ask if existing else False,
-                pending_in=existing.pending_in if existing else False,
-                approved=existing.approved if existing else False,
-                groups=tuple(str(g) for g in request.elements(NS_ROSTER, "group")))
-            return api.storage.set_roster_item(user.local, user.domain, item).addCallback(
-                lambda version: roster.push(user, item, version))
+    @defer.inlineCallbacks
+    def update(user, request):
+        existing = yield api.storage.get_roster_item(user.local, user.domain, request["jid"])
+        changes = dict(name=request.getAttribute("name") or None,
+                       groups=tuple(str(g) for g in request.elements(NS_ROSTER, "group")))
+        item = (dataclasses.replace(existing, **changes) if existing
+                else RosterItem(jid=request["jid"], **changes))
+        try:
+            yield roster.store(user, item)
+        except RosterFull:
+            raise StanzaError("not-allowed", f"the roster is full (at most "
+                              f"{api.config.roster.max_items} items)") from None
 
-        return d.addCallback(store).addCallback(lambda _: None)
-
-    def _remove(user, jid):
-        d = api.storage.get_roster_item(user.local, user.domain, jid)
-
-        def remove(existing):
-            if existing is None:
-                raise StanzaError("item-not-found")
-            return api.storage.remove_roster_item(user.local, user.domain, jid).addCallback(
-                lambda version: roster.push(user, existing, version, remove=True))
-
-        return d.addCallback(remove).addCallback(lambda _: None)
+    @defer.inlineCallbacks
+    def remove(user, jid):
+        existing = yield api.storage.get_roster_item(user.local, user.domain, jid)
+        if existing is None:
+            raise StanzaError("item-not-found")
+        yield roster.remove(user, existing)
+        subscriptions = api.service("subscription")
+        if subscriptions is not None:
+            yield subscriptions.cancel(user, existing)
 
     api.stream_feature(offer)
     api.handle_iq("get", BARE, NS_ROSTER, get)

@@ -1,0 +1,325 @@
+"""Blocking command (XEP-0191): a user blocks communications with JIDs.
+
+The commands, each only on the user's own account (else ``forbidden``):
+
+- block list (§3.2): an iq get of ``<blocklist/>`` returns the blocked JIDs;
+  the resource that asked receives the pushes from then on;
+- block (§3.3): ``<block/>`` with one or more ``<item jid/>`` (none is
+  ``bad-request``, a malformed JID ``jid-malformed``);
+- unblock (§3.4): ``<unblock/>`` with items; unblock all (§3.5): an empty
+  ``<unblock/>``.
+
+Every change is stored, then pushed as an iq set to each of the user's
+resources that requested the block list.  The user's contacts allowed to see
+its presence (subscription ``from`` or ``both``, RFC 6121 §4) that a block
+covers are sent unavailable presence from each available resource (§3.3);
+those an unblock covers, each resource's current presence (§3.4); both
+through the ``presence`` service, when the presence module is loaded.  A
+blocked full JID gets neither (the contact's other resources still see the
+user), nor does a contact that only received directed presence.
+
+Enforcement, on ``route/pre`` for every stanza (§3.3), with JIDs matched as
+§6 says (an item ``user@domain/resource`` matches only that resource,
+``user@domain`` every resource, ``domain`` the domain and everything at it):
+
+- from a blocked JID to the user: presence is dropped without an answer,
+  messages and iq requests are answered ``service-unavailable`` (so the
+  user appears offline), iq responses and errors are dropped;
+- from the user's client to a blocked JID: ``not-acceptable`` with
+  ``<blocked xmlns='urn:xmpp:blocking:errors'/>``; available presence the
+  server sends on the user's behalf (broadcasts) is dropped;
+- never between the resources of one account (§5) nor between an account
+  and its own server.
+
+The block lists of users with a bound resource are kept in memory (read at
+bind, forgotten with the last session), so between online users the check
+is a few dictionary lookups, and nothing more while their lists are empty.  For a user who is not online the list is read from
+storage: the stanza is claimed, and routing resumes once it is read.
+
+Stored in the per-user ``blocking`` store: one key per blocked JID, value "".
+Support is advertised as the ``urn:xmpp:blocking`` disco feature (§3.1).
+"""
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+from twisted.words.xish import domish
+
+from xmppd.core.events import BARE, PRE_ROUTE, SESSION_BOUND, SESSION_UNBOUND
+from xmppd.core.stanzas import StanzaError, error_reply, make_stanza
+from xmppd.jid import JID, InvalidJID
+
+NS_BLOCKING = "urn:xmpp:blocking"
+NS_BLOCKING_ERRORS = "urn:xmpp:blocking:errors"
+STORE = "blocking"
+PRESENCE_SHARED = ("from", "both")  # subscriptions that let a contact see presence
+# On route/pre: after the closed-domain policy (100), ahead of what copies or
+# stores stanzas.
+PRIORITY = 50
+
+
+class _Cached:
+    """The block list of a user with bound sessions: ``jids`` is None until
+    read; ``generation`` counts stored changes, so a read that overlapped one
+    is done again."""
+
+    __slots__ = ("jids", "generation")
+
+    def __init__(self):
+        self.jids = None
+        self.generation = 0
+
+
+class BlockLists:
+    """Users' blocked JIDs: in memory for users with bound sessions, read
+    from storage for the others."""
+
+    def __init__(self, api):
+        self._api = api
+        self._online = {}  # bare JID -> _Cached
+        self._waiting = {}  # bare JID -> Deferreds waiting for the read under way
+
+    def bound(self, session):
+        user = session.jid.bare
+        if user not in self._online and self._api.enabled(user.domain):
+            cached = self._online[user] = _Cached()
+            self._load(user, cached)
+
+    def unbound(self, session):
+        user = session.jid.bare
+        if not self._api.sessions.count(user):
+            self._online.pop(user, None)
+
+    def _load(self, user, cached):
+        generation = cached.generation
+
+        def install(jids):
+            if self._online.get(user) is not cached:
+                return
+            if cached.generation == generation:
+                cached.jids = jids
+            else:
+                self._load(user, cached)
+
+        self.read(user).addCallbacks(install, lambda failure: self._api.log.failure(
+            "cannot read the block list of {user}", failure, user=user))
+
+    def read(self, user):
+        """A Deferred of the set of JIDs ``user`` blocked, from storage."""
+        return self._api.storage.get_values(user.local, user.domain, STORE).addCallback(set)
+
+    def get(self, user):
+        """The set of JIDs ``user`` blocked, or a Deferred of it.  Callers
+        waiting for the same list share one read and get it in the order they
+        asked, so the stanzas they hold keep their order."""
+        cached = self._online.get(user)
+        if cached is not None and cached.jids is not None:
+            return cached.jids
+        d = defer.Deferred()
+        if user in self._waiting:
+            self._waiting[user].append(d)
+        else:
+            self._waiting[user] = [d]
+            self.read(user).addBoth(self._deliver, user)
+        return d
+
+    def _deliver(self, result, user):
+        for d in self._waiting.pop(user):
+            if isinstance(result, Failure):
+                d.errback(result)
+            else:
+                d.callback(result)
+
+    def changed(self, user, change):
+        """After a stored change, apply ``change(jids)`` to the list in memory."""
+        cached = self._online.get(user)
+        if cached is not None:
+            cached.generation += 1
+            if cached.jids is not None:
+                change(cached.jids)
+
+
+def setup(api):
+    lists = BlockLists(api)
+
+    def local_account(jid):
+        """``jid``'s bare JID if it is an account of a host this module
+        serves, else None."""
+        return jid.bare if jid.local is not None and api.enabled(jid.domain) else None
+
+    def check(stanza):
+        sender, recipient = stanza.sender, stanza.recipient
+        if sender is None or _same_account_or_own_server(sender, recipient):
+            return False
+        outbound = local_account(sender) if _outbound_checked(stanza) else None
+        inbound = local_account(recipient)
+        if outbound is None and inbound is None:
+            return False
+        found = [None if owner is None else lists.get(owner) for owner in (outbound, inbound)]
+        if not any(isinstance(jids, defer.Deferred) for jids in found):
+            return refuse(stanza, *found)
+        d = defer.gatherResults([defer.maybeDeferred(lambda jids=jids: jids) for jids in found],
+                                consumeErrors=True)
+        d.addCallbacks(lambda read: refuse(stanza, *read) or api.resume(stanza, check),
+                       lambda failure: unreadable(stanza, failure))
+        d.addErrback(lambda failure: api.log.failure(
+            "routing {stanza!r} failed after its block check", failure, stanza=stanza))
+        return True
+
+    def unreadable(stanza, failure):
+        api.log.failure("cannot read a block list for {stanza!r}", failure, stanza=stanza)
+        api.bounce(stanza, "internal-server-error")
+
+    def refuse(stanza, sender_blocked, recipient_blocked):
+        """Stop ``stanza`` if the sender blocked the recipient or the
+        recipient blocked the sender (§3.3); say whether it was stopped."""
+        if sender_blocked and _matches(sender_blocked, stanza.recipient):
+            if stanza.origin is not None and not _is_response(stanza):
+                api.reply(stanza, _blocked_error(stanza.element))
+            return True
+        if recipient_blocked and _matches(recipient_blocked, stanza.sender):
+            if stanza.kind != "presence":
+                api.bounce(stanza, "service-unavailable")
+            return True
+        return False
+
+    def own(stanza):
+        if stanza.origin is None or stanza.recipient != stanza.sender.bare:
+            raise StanzaError("forbidden", "a block list belongs to its own account")
+        return stanza.recipient
+
+    def blocklist(stanza):
+        user = own(stanza)
+        if stanza.payload.name != "blocklist":
+            raise StanzaError("bad-request", "expected <blocklist/>")
+        stanza.origin.state[api.name] = True
+        d = defer.maybeDeferred(lists.get, user)
+        return d.addCallback(lambda jids: _command("blocklist", sorted(jids)))
+
+    def command(stanza):
+        user = own(stanza)
+        name = stanza.payload.name
+        if name not in ("block", "unblock"):
+            raise StanzaError("bad-request", "expected <block/> or <unblock/>")
+        jids = _items(stanza.payload)
+        if name == "block":
+            return block(user, jids)
+        return unblock(user, jids) if jids else unblock_all(user)
+
+    def store(user, jids, value):
+        return defer.gatherResults(
+            [api.storage.set_value(user.local, user.domain, STORE, jid, value) for jid in jids],
+            consumeErrors=True)
+
+    def block(user, jids):
+        if not jids:
+            raise StanzaError("bad-request", "<block/> needs at least one item")
+
+        def done(_):
+            lists.changed(user, lambda blocked: blocked.update(jids))
+            push(user, "block", jids)
+            announce(user, jids, "send_unavailable")
+
+        return store(user, jids, "").addCallback(done)
+
+    def unblock(user, jids):
+        def done(_):
+            lists.changed(user, lambda blocked: blocked.difference_update(jids))
+            push(user, "unblock", jids)
+            announce(user, jids, "send_current")
+
+        return store(user, jids, None).addCallback(done)
+
+    def unblock_all(user):
+        def delete(previous):
+            previous = set(previous)
+            d = api.storage.delete_values(user.local, user.domain, STORE)
+            return d.addCallback(lambda _: done(previous))
+
+        def done(previous):
+            lists.changed(user, set.clear)
+            push(user, "unblock", ())
+            announce(user, previous, "send_current")
+
+        return defer.maybeDeferred(lists.get, user).addCallback(delete)
+
+    def push(user, name, jids):
+        """Send the change to each resource that requested the block list."""
+        for session in api.sessions.resources(user):
+            if session.state.get(api.name):
+                iq = make_stanza("iq", to=session.jid.full, type_="set", id_=api.next_id())
+                iq.addChild(_command(name, jids))
+                session.send(iq)
+
+    def announce(user, jids, action):
+        """Have the ``presence`` service's ``action`` (``send_unavailable``
+        or ``send_current``) send presence from each available resource of
+        ``user`` to its contacts that match ``jids`` and may see it."""
+        presence = api.service("presence")
+        if presence is None or not jids or not presence.available(user):
+            return
+        send, changed = getattr(presence, action), set(jids)
+
+        def send_to_contacts(roster):
+            _, items = roster
+            for item in items:
+                if item.subscription in PRESENCE_SHARED and _matches(changed, JID.parse(item.jid)):
+                    send(user, item.jid)
+
+        d = api.storage.get_roster(user.local, user.domain)
+        d.addCallback(send_to_contacts).addErrback(lambda failure: api.log.failure(
+            "cannot send presence after a block list change of {user}", failure, user=user))
+
+    api.disco_feature(NS_BLOCKING)
+    api.handle_iq("get", BARE, NS_BLOCKING, blocklist)
+    api.handle_iq("set", BARE, NS_BLOCKING, command)
+    api.hook(PRE_ROUTE, check, priority=PRIORITY)
+    api.hook(SESSION_BOUND, lists.bound)
+    api.hook(SESSION_UNBOUND, lists.unbound)
+
+
+def _same_account_or_own_server(sender, recipient):
+    """Whether the stanza stays within one account, or goes between an
+    account and its own server: never blocked."""
+    return sender.domain == recipient.domain and (
+        sender.local == recipient.local or sender.local is None or recipient.local is None)
+
+
+def _outbound_checked(stanza):
+    """Whether the sender's block list applies: to what its client sends,
+    and to the available presence the server broadcasts on its behalf."""
+    return stanza.origin is not None or (stanza.kind == "presence" and stanza.type is None)
+
+
+def _matches(blocked, jid):
+    """Whether ``jid`` is covered by an item of ``blocked`` (§6)."""
+    return jid.full in blocked or jid.bare_str in blocked or jid.domain in blocked
+
+
+def _is_response(stanza):
+    return stanza.type == "error" or (stanza.kind == "iq" and stanza.type == "result")
+
+
+def _blocked_error(element):
+    """The error for a stanza to a blocked JID (§3.3)."""
+    reply = error_reply(element, "not-acceptable", type_="cancel")
+    reply.error.addElement((NS_BLOCKING_ERRORS, "blocked"))
+    return reply
+
+
+def _items(command):
+    """The normalised JIDs of a command's items, without repeats."""
+    jids = {}
+    for item in command.elements(NS_BLOCKING, "item"):
+        try:
+            jids[JID.parse(item.getAttribute("jid", "")).full] = None
+        except InvalidJID as e:
+            raise StanzaError("jid-malformed", str(e))
+    return list(jids)
+
+
+def _command(name, jids):
+    element = domish.Element((NS_BLOCKING, name))
+    for jid in jids:
+        element.addElement("item")["jid"] = jid
+    return element
+
