@@ -10,7 +10,19 @@ Words and wokkel understand.
 
 Violations raise :class:`StreamError` with the RFC 6120 §4.9.3 condition:
 ``restricted-xml`` for the forbidden constructs, ``not-well-formed`` for broken
-XML, ``policy-violation`` for a stanza larger than the limit (§13.12).
+XML, ``unsupported-encoding`` for a stream in UTF-16 or UTF-32 (expat would
+detect and accept them, but XMPP is UTF-8 only: §11.6), ``bad-format`` for a
+stream header inside the stream, and ``policy-violation`` (§13.12) for a
+stream header or stanza larger than the size limit, a stanza nested deeper
+than :data:`MAX_DEPTH` levels (deeper trees would exhaust the recursion of
+domish's serialiser), or more than :data:`MAX_PREFIXES` namespace prefixes
+declared at once (domish's serialiser takes time quadratic in their number).
+
+The namespace prefixes a sender declared are kept on the stream header only
+(where ``xmlns:db`` says that a peer supports dialback, XEP-0220), not on
+stanzas: serialisation then declares its own, so that no sender can make a
+recipient's stream ill-formed (domish reuses declared prefixes by name, and
+would write two attributes with one name).
 
 A stream's content namespace (``jabber:client`` or ``jabber:server``) is read
 as ``jabber:client`` so that stanzas look the same whatever stream carried
@@ -27,6 +39,9 @@ NS_STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams"
 NS_CLIENT = "jabber:client"
 NS_SERVER = "jabber:server"
 NS_XML = "http://www.w3.org/XML/1998/namespace"
+
+MAX_DEPTH = 128  # levels of elements in a stanza, the stanza included
+MAX_PREFIXES = 64  # namespace prefixes declared in scope at once
 
 
 class StreamError(Exception):
@@ -63,11 +78,14 @@ class StreamParser:
         self._stopped = False
         self._started = False
         self._fed = 0
+        self._recent = b""  # the last bytes fed, to place syntax errors
         self._boundary = 0
         self._stanza_start = 0
         self._current = None
+        self._text_parts = []  # text of the current element, across reads
         self._default_ns = [""]
         self._prefixes = {}
+        self._prefixes_in_scope = 0
         self._depth = 0
 
         p = self._parser = pyexpat.ParserCreate("UTF-8", " ")
@@ -89,21 +107,30 @@ class StreamParser:
         """Parse ``data``; raises :class:`StreamError` on any violation."""
         if self._stopped:
             return
+        if b"\0" in data:  # never in UTF-8 XML, always in UTF-16 and UTF-32
+            raise StreamError("not-well-formed" if self._started else "unsupported-encoding")
         self._fed += len(data)
         try:
             self._parser.Parse(data, False)
         except _Stop:
             return
         except pyexpat.ExpatError as e:
-            at = self._parser.ErrorByteIndex - (self._fed - len(data))
-            start = data.rfind(b"<!", 0, at + 1)
-            if 0 <= at - start <= 2 and data[start:start + 9] != b"<![CDATA[":
-                # A DTD declaration inside the stream: not merely malformed.
-                raise StreamError("restricted-xml") from None
-            raise StreamError("not-well-formed", str(e)) from None
-        if self._started and self._fed - self._boundary > self._max:
-            raise StreamError("policy-violation",
-                              f"stanza larger than {self._max} bytes")
+            raise self._syntax_error(e, data) from None
+        self._recent = (self._recent + data[-8:])[-8:]
+        if self._fed - self._boundary > self._max:
+            what = "stanza" if self._started else "stream header"
+            raise StreamError("policy-violation", f"{what} larger than {self._max} bytes")
+
+    def _syntax_error(self, error, data):
+        """``restricted-xml`` for a DTD declaration inside the stream (expat
+        sees a syntax error just after its ``<!``, which may have come in an
+        earlier read), else ``not-well-formed``."""
+        window = self._recent + data
+        at = self._parser.ErrorByteIndex - (self._fed - len(window))
+        start = window.rfind(b"<!", max(at - 2, 0), at + 1)
+        if start >= 0 and window[start + 2:start + 3].isalpha():
+            return StreamError("restricted-xml")
+        return StreamError("not-well-formed", str(error))
 
     def stop(self):
         """Ignore the rest of the current and every later buffer."""
@@ -115,12 +142,19 @@ class StreamParser:
     def _start_ns(self, prefix, uri):
         if prefix is None:
             self._default_ns.append(NS_CLIENT if uri in self._content_ns else uri)
-        else:
+            return
+        self._prefixes_in_scope += 1
+        if self._prefixes_in_scope > MAX_PREFIXES:
+            raise StreamError("policy-violation",
+                              f"more than {MAX_PREFIXES} namespace prefixes declared")
+        if self._depth == 0:
             self._prefixes[prefix] = uri
 
     def _end_ns(self, prefix):
         if prefix is None:
             self._default_ns.pop()
+        else:
+            self._prefixes_in_scope -= 1
 
     def _start(self, name, attrs):
         uri, _, local = name.rpartition(" ")
@@ -130,9 +164,13 @@ class StreamParser:
             auri, _, aname = key.rpartition(" ")
             attrs[(auri, aname)] = attrs.pop(key)
         element = domish.Element((uri, local), self._default_ns[-1], attrs,
-                                 self._prefixes or None)
-        self._prefixes = {}
+                                 self._prefixes if self._depth == 0 else None)
         self._depth += 1
+        if self._depth == 2 and (uri, local) == (NS_STREAMS, "stream"):
+            raise StreamError("bad-format", "a stream header inside the stream")
+        if self._depth > MAX_DEPTH + 1:
+            raise StreamError("policy-violation",
+                              f"a stanza nested deeper than {MAX_DEPTH} levels")
         if self._depth == 1:
             self._started = True
             self._boundary = self._parser.CurrentByteIndex
@@ -140,6 +178,7 @@ class StreamParser:
             self._check_stopped()
         else:
             if self._current is not None:
+                self._end_text()
                 self._current.children.append(element)
                 element.parent = self._current
             else:
@@ -153,6 +192,7 @@ class StreamParser:
             self._check_stopped()
             return
         element = self._current
+        self._end_text()
         self._current = element.parent
         if self._depth == 1:
             element.parent = None
@@ -164,9 +204,16 @@ class StreamParser:
 
     def _text(self, data):
         if self._current is not None:
-            self._current.children.append(data)
+            self._text_parts.append(data)
         else:
             self._boundary = self._parser.CurrentByteIndex
+
+    def _end_text(self):
+        """Add the text read since the last tag as one child, even when it
+        came in several reads (``str(element)`` is the first text child)."""
+        if self._text_parts:
+            self._current.children.append("".join(self._text_parts))
+            self._text_parts = []
 
     def _check_stopped(self):
         if self._stopped:
