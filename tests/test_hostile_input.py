@@ -20,7 +20,7 @@ from twisted.internet import defer
 from tests.fuzz import CORPUS, reach
 from tests.harness import Client, add_user, error_condition, make_server
 from xmppd.core.c2s import MAX_BACKLOG
-from xmppd.core.xmlstream import MAX_DEPTH, NS_STREAMS, StreamParser
+from xmppd.core.xmlstream import MAX_DEPTH, MAX_ELEMENTS, NS_STREAMS, StreamParser
 
 LIMIT = 10000  # the smallest c2s.max_stanza_size: keeps the corpus small
 NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
@@ -459,3 +459,14 @@ def test_negotiation_split_at_every_boundary(server, data):
         elements, _ = parse_server_output(client.transport.value())
         assert [e.name for e in elements][-1] in ("proceed", "success"), f"split at {i}"
         client.stream.connectionLost(None)
+
+
+def test_element_count_is_bounded(tmp_path):
+    """A stanza of many tiny elements is refused before it eats memory."""
+    server = make_server(tmp_path, extra="[c2s]\nmax_stanza_size = 1000000\n")
+    add_user(server, "alice@example.com")
+    client = Client(server)
+    client.login("alice@example.com")
+    client.send("<message to='example.com'>" + "<x/>" * (MAX_ELEMENTS + 1) + "</message>")
+    assert client.closed
+    assert error_condition(client.take()[-1]) == "policy-violation"

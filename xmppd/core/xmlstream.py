@@ -15,8 +15,10 @@ detect and accept them, but XMPP is UTF-8 only: §11.6), ``bad-format`` for a
 stream header inside the stream, and ``policy-violation`` (§13.12) for a
 stream header or stanza larger than the size limit, a stanza nested deeper
 than :data:`MAX_DEPTH` levels (deeper trees would exhaust the recursion of
-domish's serialiser), or more than :data:`MAX_PREFIXES` namespace prefixes
-declared at once (domish's serialiser takes time quadratic in their number).
+domish's serialiser) or made of more than :data:`MAX_ELEMENTS` elements (a
+tree costs tens of times its size in memory), or more than
+:data:`MAX_PREFIXES` namespace prefixes declared at once (domish's serialiser
+takes time quadratic in their number).
 
 The namespace prefixes a sender declared are kept on the stream header only
 (where ``xmlns:db`` says that a peer supports dialback, XEP-0220), not on
@@ -42,6 +44,7 @@ NS_XML = "http://www.w3.org/XML/1998/namespace"
 
 MAX_DEPTH = 128  # levels of elements in a stanza, the stanza included
 MAX_PREFIXES = 64  # namespace prefixes declared in scope at once
+MAX_ELEMENTS = 10000  # elements in one stanza: each costs far more memory than its bytes
 
 
 class StreamError(Exception):
@@ -81,6 +84,7 @@ class StreamParser:
         self._recent = b""  # the last bytes fed, to place syntax errors
         self._boundary = 0
         self._stanza_start = 0
+        self._elements = 0
         self._current = None
         self._text_parts = []  # text of the current element, across reads
         self._default_ns = [""]
@@ -178,11 +182,16 @@ class StreamParser:
             self._check_stopped()
         else:
             if self._current is not None:
+                self._elements += 1
+                if self._elements > MAX_ELEMENTS:
+                    raise StreamError("policy-violation",
+                                      f"a stanza of more than {MAX_ELEMENTS} elements")
                 self._end_text()
                 self._current.children.append(element)
                 element.parent = self._current
             else:
                 self._stanza_start = self._parser.CurrentByteIndex
+                self._elements = 1
             self._current = element
 
     def _end(self, name):
