@@ -24,6 +24,7 @@ from xmppd.control import AdminSocketService, Controller
 from xmppd.core.api import Server
 from xmppd.core.c2s import ClientStreamFactory
 from xmppd.core.tls import CertificateError, CertificateStore, ServerTLS
+from xmppd.s2s.service import Federation
 from xmppd import logs
 from xmppd.storage import SchemaOutdated, StorageError
 from xmppd.storage.deferred import AsyncStore, thread_pool_runner
@@ -101,6 +102,13 @@ def build(config, reactor=None):
             if direct:
                 factory = TLSMemoryBIOFactory(ServerTLS(certificates, default_host), False, factory)
             listener(config, key, description, factory, reactor).setServiceParent(top)
+    federation = Federation(server, reactor)
+    federation.setServiceParent(top)
+    for key, descriptions, direct in (("s2s.listen", config.s2s.listen, False),
+                                      ("s2s.direct_tls", config.s2s.direct_tls, True)):
+        for description in descriptions:
+            listener(config, key, description, federation.listener_factory(direct),
+                     reactor).setServiceParent(top)
     for description in config.metrics.listen:
         listener(config, "metrics.listen", description, metrics_site(server.metrics),
                  reactor).setServiceParent(top)
