@@ -3,8 +3,9 @@
 import hashlib
 import hmac
 
+from xmppd.core.xmlstream import serialize
 from xmppd.s2s.dialback import (
-    DialbackKeys, dialback_element, dialback_key, error_condition, serialize)
+    S2S_PREFIXES, DialbackKeys, dialback_element, dialback_key, error_condition)
 
 
 def test_key_of_the_xep_0185_example():
@@ -46,10 +47,10 @@ def test_keys_check_all_inputs():
 
 def test_elements_use_the_db_prefix_and_stanza_errors():
     result = dialback_element("result", "a.example", "b.example", key="abc")
-    assert serialize(result) == b"<db:result from='a.example' to='b.example'>abc</db:result>"
+    assert serialize(result, S2S_PREFIXES) == b"<db:result from='a.example' to='b.example'>abc</db:result>"
     error = dialback_element("verify", "b.example", "a.example", id_="X",
                              condition="item-not-found")
-    assert serialize(error) == (
+    assert serialize(error, S2S_PREFIXES) == (
         b"<db:verify from='b.example' to='a.example' id='X' type='error'>"
         b"<error type='cancel'><item-not-found "
         b"xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></db:verify>")

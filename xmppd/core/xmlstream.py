@@ -229,14 +229,14 @@ class StreamParser:
             raise _Stop()
 
 
-_STREAM_PREFIX = {NS_STREAMS: "stream"}
+STREAM_PREFIXES = {NS_STREAMS: "stream"}
 
 
-def serialize(element):
+def serialize(element, prefixes=STREAM_PREFIXES):
     """An element as UTF-8 bytes, in the stream's default namespace, with the
-    ``stream:`` prefix the header declared."""
-    return element.toXml(prefixes=_STREAM_PREFIX, defaultUri=NS_CLIENT,
-                         prefixesInScope=[["stream"]]).encode("utf-8")
+    prefixes the stream header declared (``{namespace: prefix}``)."""
+    return element.toXml(prefixes=prefixes, defaultUri=NS_CLIENT,
+                         prefixesInScope=[list(prefixes.values())]).encode("utf-8")
 
 
 def stream_error_element(condition, text=None):
@@ -248,13 +248,14 @@ def stream_error_element(condition, text=None):
     return error
 
 
-def stream_header(stream_ns, stream_id, from_=None, to=None, lang="en"):
-    """The opening ``<stream:stream>`` tag as bytes (RFC 6120 §4.7)."""
-    attrs = [f"xmlns='{stream_ns}'", f"xmlns:stream='{NS_STREAMS}'",
-             f"id='{stream_id}'", "version='1.0'",
-             f"xml:lang='{domish.escapeToXml(lang, True)}'"]
-    if from_:
-        attrs.append(f"from='{domish.escapeToXml(from_, True)}'")
-    if to:
-        attrs.append(f"to='{domish.escapeToXml(to, True)}'")
+def stream_header(stream_ns, stream_id=None, from_=None, to=None, lang="en",
+                  prefixes=STREAM_PREFIXES):
+    """The opening ``<stream:stream>`` tag as bytes (RFC 6120 §4.7), declaring
+    ``prefixes``; the initiating side sends no ``id`` (§4.7.3)."""
+    attrs = [f"xmlns='{stream_ns}'"]
+    attrs += [f"xmlns:{prefix}='{ns}'" for ns, prefix in prefixes.items()]
+    attrs += ["version='1.0'", f"xml:lang='{domish.escapeToXml(lang, True)}'"]
+    for name, value in (("id", stream_id), ("from", from_), ("to", to)):
+        if value:
+            attrs.append(f"{name}='{domish.escapeToXml(value, True)}'")
     return f"<?xml version='1.0'?><stream:stream {' '.join(attrs)}>".encode()

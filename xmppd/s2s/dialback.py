@@ -22,7 +22,8 @@ from xmppd.core.xmlstream import NS_CLIENT, NS_STREAMS
 
 NS_DIALBACK = "jabber:server:dialback"
 NS_DIALBACK_FEATURE = "urn:xmpp:features:dialback"
-_PREFIXES = {NS_STREAMS: "stream", NS_DIALBACK: "db"}
+# The prefixes a server stream header declares (XEP-0220 §2.4.1: ``db:``).
+S2S_PREFIXES = {NS_STREAMS: "stream", NS_DIALBACK: "db"}
 
 
 class DialbackError(Exception):
@@ -87,9 +88,3 @@ def error_condition(element):
                 return child.name
     return "undefined-condition"
 
-
-def serialize(element):
-    """An element as UTF-8 bytes for a server stream: stanzas in the stream's
-    default namespace, dialback elements with the ``db:`` prefix."""
-    return element.toXml(prefixes=_PREFIXES, defaultUri=NS_CLIENT,
-                         prefixesInScope=[["stream", "db"]]).encode("utf-8")

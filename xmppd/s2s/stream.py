@@ -20,25 +20,13 @@ import secrets
 
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.words.xish import domish
 
 from xmppd.core.xmlstream import (
     NS_CLIENT, NS_SERVER, NS_STREAM_ERRORS, NS_STREAMS, StreamError, StreamParser,
-    stream_error_element)
-from xmppd.s2s.dialback import NS_DIALBACK, serialize
+    serialize, stream_error_element, stream_header)
+from xmppd.s2s.dialback import S2S_PREFIXES
 
 log = Logger(namespace="xmppd.s2s")
-
-
-def stream_header(from_=None, to=None, stream_id=None):
-    """The opening tag of a server stream (RFC 6120 §4.7); the initiating
-    side sends no ``id`` (§4.7.3)."""
-    attrs = [f"xmlns='{NS_SERVER}'", f"xmlns:stream='{NS_STREAMS}'",
-             f"xmlns:db='{NS_DIALBACK}'", "version='1.0'", "xml:lang='en'"]
-    for name, value in (("id", stream_id), ("from", from_), ("to", to)):
-        if value:
-            attrs.append(f"{name}='{domish.escapeToXml(value, True)}'")
-    return f"<?xml version='1.0'?><stream:stream {' '.join(attrs)}>".encode()
 
 
 def stream_error_condition(element):
@@ -138,11 +126,12 @@ class ServerStream(Protocol):
     def send(self, element):
         if not self.closed:
             self._traffic()
-            self.transport.write(serialize(element))
+            self.transport.write(serialize(element, S2S_PREFIXES))
 
     def send_header(self, from_=None, to=None, stream_id=None):
         self._header_sent = True
-        self.transport.write(stream_header(from_, to, stream_id))
+        self.transport.write(stream_header(NS_SERVER, stream_id, from_, to,
+                                           prefixes=S2S_PREFIXES))
 
     def stream_error(self, condition, text=None):
         """Send a stream error and close (RFC 6120 §4.9.1.1)."""
@@ -152,7 +141,7 @@ class ServerStream(Protocol):
                  condition=condition, text=text or "")
         if not self._header_sent:
             self.open_stream()
-        self.transport.write(serialize(stream_error_element(condition, text)))
+        self.transport.write(serialize(stream_error_element(condition, text), S2S_PREFIXES))
         self.close()
 
     def close(self):
