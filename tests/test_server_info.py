@@ -16,7 +16,7 @@ NS_VERSION = "jabber:iq:version"
 NS_TIME = "urn:xmpp:time"
 NS_LAST = "jabber:iq:last"
 NS_INFO = "http://jabber.org/protocol/disco#info"
-MODULES = ("bind", "disco", "version", "time", "last")
+MODULES = ("bind", "roster", "disco", "version", "time", "last")
 
 
 def make(tmp_path, extra=""):

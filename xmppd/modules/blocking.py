@@ -47,11 +47,11 @@ from twisted.words.xish import domish
 from xmppd.core.events import BARE, PRE_ROUTE, SESSION_BOUND, SESSION_UNBOUND
 from xmppd.core.stanzas import StanzaError, error_reply, make_stanza
 from xmppd.jid import JID, InvalidJID
+from xmppd.storage import SUBSCRIBERS
 
 NS_BLOCKING = "urn:xmpp:blocking"
 NS_BLOCKING_ERRORS = "urn:xmpp:blocking:errors"
 STORE = "blocking"
-PRESENCE_SHARED = ("from", "both")  # subscriptions that let a contact see presence
 # On route/pre: after the closed-domain policy (100), ahead of what copies or
 # stores stanzas.
 PRIORITY = 50
@@ -262,7 +262,7 @@ def setup(api):
         def send_to_contacts(roster):
             _, items = roster
             for item in items:
-                if item.subscription in PRESENCE_SHARED and _matches(changed, JID.parse(item.jid)):
+                if item.subscription in SUBSCRIBERS and _matches(changed, JID.parse(item.jid)):
                     send(user, item.jid)
 
         d = api.storage.get_roster(user.local, user.domain)

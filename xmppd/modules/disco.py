@@ -31,7 +31,6 @@ NS_ITEMS = "http://jabber.org/protocol/disco#items"
 SERVER_IDENTITY = ("server", "im", "xmppd")  # category, type, name
 ACCOUNT_IDENTITY = ("account", "registered", None)
 ACCOUNT_FEATURES = (NS_INFO, NS_ITEMS)
-PRESENCE_SHARED = ("from", "both")  # subscriptions that let a contact see presence
 
 
 def info_element(identities, features, node=None):
@@ -161,5 +160,5 @@ def _access(api, stanza):
         return None
     if sender.bare == account:
         return "self"
-    item = yield api.storage.get_roster_item(account.local, account.domain, sender.bare.full)
-    return "subscriber" if item is not None and item.subscription in PRESENCE_SHARED else None
+    subscribed = yield api.service("roster").sees_presence(account, sender)
+    return "subscriber" if subscribed else None

@@ -25,7 +25,6 @@ from xmppd.core.xmlstream import NS_CLIENT
 
 NS_LAST = "jabber:iq:last"
 STORE, KEY = "last", "logout"
-PRESENCE_SHARED = ("from", "both")  # subscriptions that let a contact see presence
 
 
 def last_element(seconds, status=""):
@@ -47,7 +46,7 @@ def setup(api):
         user = stanza.recipient
         if not (yield api.storage.account_exists(user.local, user.domain)):
             raise StanzaError("service-unavailable")
-        if not (yield _may_see_presence(api, stanza.sender, user)):
+        if not (yield api.service("roster").sees_presence(user, stanza.sender)):
             raise StanzaError("forbidden")
         if any(session.available for session in api.sessions.resources(user)):
             return last_element(0)
@@ -71,17 +70,6 @@ def setup(api):
     api.handle_iq("get", HOST, NS_LAST, uptime)
     api.handle_iq("get", BARE, NS_LAST, account_last)
     api.hook(SESSION_UNAVAILABLE, record_logout)
-
-
-@defer.inlineCallbacks
-def _may_see_presence(api, requester, user):
-    """Whether ``requester`` is ``user`` or is subscribed to its presence."""
-    if requester is None:
-        return False
-    if requester.bare == user:
-        return True
-    item = yield api.storage.get_roster_item(user.local, user.domain, requester.bare.full)
-    return item is not None and item.subscription in PRESENCE_SHARED
 
 
 def _status(presence):

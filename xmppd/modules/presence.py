@@ -43,11 +43,10 @@ from xmppd.core.events import (
 from xmppd.core.stanzas import StanzaError, make_stanza
 from xmppd.core.xmlstream import NS_CLIENT
 from xmppd.jid import JID
+from xmppd.storage import SUBSCRIBED_TO, SUBSCRIBERS
 
 SUBSCRIPTION_TYPES = ("subscribe", "subscribed", "unsubscribe", "unsubscribed")
 PRESENCE_TYPES = (None, "unavailable", "probe", "error", *SUBSCRIPTION_TYPES)
-SUBSCRIBERS = ("from", "both")  # contacts that receive the user's presence
-SUBSCRIBED_TO = ("to", "both")  # contacts whose presence the user receives
 PRIORITY = -100  # on route/pre: after the policies (closed domains, blocking...)
 _PRIORITY_VALUE = re.compile(r"[+-]?[0-9]{1,4}")
 
@@ -247,8 +246,7 @@ def setup(api):
             "cannot answer the probe {stanza!r}", failure, stanza=stanza))
 
     def subscribed(user, contact):
-        d = api.storage.get_roster_item(user.local, user.domain, contact.full)
-        return d.addCallback(lambda item: item is not None and item.subscription in SUBSCRIBERS)
+        return api.service("roster").sees_presence(user, contact)
 
     api.hook(PRE_ROUTE, outbound, priority=PRIORITY)
     api.hook(presence_event(BARE), to_bare)

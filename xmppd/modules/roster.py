@@ -26,7 +26,7 @@ from twisted.words.xish import domish
 from xmppd.core.events import BARE
 from xmppd.core.stanzas import StanzaError, make_stanza
 from xmppd.jid import JID, InvalidJID
-from xmppd.storage import RosterFull, RosterItem
+from xmppd.storage import SUBSCRIBERS, RosterFull, RosterItem
 
 NS_ROSTER = "jabber:iq:roster"
 NS_ROSTERVER = "urn:xmpp:features:rosterver"
@@ -58,6 +58,16 @@ class RosterService:
     def __init__(self, api):
         self._api = api
         self._locks = {}  # bare JID -> DeferredLock, while a change is under way
+
+    def sees_presence(self, user, requester):
+        """Deferred: whether ``requester`` (a JID) is ``user`` (a bare JID)
+        or a contact subscribed to its presence (RFC 6121 §3)."""
+        if requester is None:
+            return defer.succeed(False)
+        if requester.bare == user:
+            return defer.succeed(True)
+        d = self._api.storage.get_roster_item(user.local, user.domain, requester.bare.full)
+        return d.addCallback(lambda item: item is not None and item.subscription in SUBSCRIBERS)
 
     def change(self, user, fn, *args):
         """Run ``fn(*args)`` (which may return a Deferred) once the earlier

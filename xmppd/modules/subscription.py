@@ -40,13 +40,11 @@ from xmppd.core.events import BARE, FULL, PRE_ROUTE, SESSION_AVAILABLE, presence
 from xmppd.core.stanzas import Stanza, make_stanza
 from xmppd.core.xmlstream import NS_CLIENT, NS_STREAMS, StreamParser, serialize
 from xmppd.jid import JID
-from xmppd.storage import RosterFull, RosterItem
+from xmppd.storage import SUBSCRIBED_TO, SUBSCRIBERS, RosterFull, RosterItem
 
 NS_PRE_APPROVAL = "urn:xmpp:features:pre-approval"
 REQUESTS = "subscription-requests"  # per-user store: contact -> pending inbound request
 SUBSCRIPTION_TYPES = ("subscribe", "subscribed", "unsubscribe", "unsubscribed")
-SUBSCRIBERS = ("from", "both")  # the contact receives the user's presence
-SUBSCRIBED_TO = ("to", "both")  # the user receives the contact's presence
 PRIORITY = -100  # on route/pre: after the policies (closed domains, blocking...)
 
 NONE, NONE_OUT, NONE_IN, NONE_OUT_IN = (

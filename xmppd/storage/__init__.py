@@ -44,6 +44,8 @@ class ScramKeys:
 
 
 SUBSCRIPTIONS = ("none", "to", "from", "both")
+SUBSCRIBERS = ("from", "both")  # the contact receives the user's presence
+SUBSCRIBED_TO = ("to", "both")  # the user receives the contact's presence
 
 
 @dataclass(frozen=True, slots=True)
