@@ -15,7 +15,7 @@ from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.endpoints import serverFromString
 from twisted.protocols.tls import TLSMemoryBIOFactory
-from twisted.python import threadpool, usage
+from twisted.python import usage
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -27,13 +27,14 @@ from xmppd.core.tls import CertificateError, CertificateStore, ServerTLS
 from xmppd.s2s.service import Federation
 from xmppd import logs
 from xmppd.storage import SchemaOutdated, StorageError
-from xmppd.storage.deferred import AsyncStore, thread_pool_runner
+from xmppd.storage.deferred import AsyncStore, StoragePool
 from xmppd.storage.sql import SQLStore
 from xmppd.systemd import ReadinessService
 
 # Feature modules, loaded in this order (see docs/features.md).
 MODULES = ("bind", "legacy_session", "roster", "presence", "subscription", "ping", "disco",
-           "caps", "version", "time", "last", "vcard", "private", "blocking")
+           "caps", "version", "time", "last", "message", "offline", "closed_domain", "carbons",
+           "vcard", "private", "blocking")
 
 
 class StartupError(Exception):
@@ -52,21 +53,6 @@ class Options(usage.Options):
             parent["logger"] = "xmppd.logs.observer"
 
 
-class ThreadPoolService(service.Service):
-    """Runs the storage thread pool while the server runs."""
-
-    def __init__(self, pool):
-        self.pool = pool
-
-    def startService(self):
-        super().startService()
-        self.pool.start()
-
-    def stopService(self):
-        super().stopService()
-        self.pool.stop()
-
-
 def makeService(options, reactor=None):
     """The xmppd service tree for parsed :class:`Options`."""
     try:
@@ -83,11 +69,10 @@ def build(config, reactor=None):
     top = service.MultiService()
     store = open_storage(config)
     certificates = load_certificates(config)
-    pool = threadpool.ThreadPool(1, 8, "xmppd-storage")
-    ThreadPoolService(pool).setServiceParent(top)
+    pool = StoragePool(reactor)
+    pool.setServiceParent(top)
     server = Server(config, None, certificates, reactor)
-    server.storage = AsyncStore(store, server.metrics.timed_runner(
-        thread_pool_runner(reactor, pool)))
+    server.storage = AsyncStore(store, server.metrics.timed_runner(pool.run))
     for name in MODULES:
         server.load(importlib.import_module(f"xmppd.modules.{name}"))
     # Stopped after the listeners: streams get system-shutdown, then the

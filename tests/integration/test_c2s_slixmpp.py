@@ -121,6 +121,7 @@ def test_scram_login_over_starttls_and_message_routing(server, run):
         assert alice.jid == "alice@example.test/desk"
         assert bob.jid == "bob@example.test/phone"
 
+        bob.xmpp.send_presence()  # available: bare-JID messages go to available resources
         forged = "mallory@example.test/forged"
         sent = alice.send_message(bob.jid, "to your full JID", mfrom=forged)
         assert sent["from"] == forged

@@ -80,6 +80,15 @@ class Stanza:
         return f"<Stanza {self.kind} type={self.type} {self.sender} -> {self.recipient}>"
 
 
+def copy_element(element):
+    """A deep copy of a domish element (``copy.deepcopy`` cannot copy one)."""
+    duplicate = domish.Element((element.uri, element.name), element.defaultUri,
+                               dict(element.attributes), dict(element.localPrefixes))
+    for child in element.children:
+        duplicate.addChild(copy_element(child) if isinstance(child, domish.Element) else child)
+    return duplicate
+
+
 def make_stanza(kind, to=None, from_=None, type_=None, id_=None):
     element = domish.Element((NS_CLIENT, kind))
     for name, value in (("to", to), ("from", from_), ("type", type_), ("id", id_)):

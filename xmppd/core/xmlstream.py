@@ -239,6 +239,15 @@ def serialize(element, prefixes=STREAM_PREFIXES):
                          prefixesInScope=[list(prefixes.values())]).encode("utf-8")
 
 
+def parse_stanza(text):
+    """The element serialised in ``text`` (a stored stanza), parsed with the
+    same restrictions as a stream, in ``jabber:client``."""
+    data = f"<stream:stream xmlns='{NS_CLIENT}' xmlns:stream='{NS_STREAMS}'>{text}".encode()
+    elements = []
+    StreamParser(lambda header: None, elements.append, lambda: None, len(data)).feed(data)
+    return elements[0]
+
+
 def stream_error_element(condition, text=None):
     """``<stream:error>`` for ``condition`` (RFC 6120 §4.9.2)."""
     error = domish.Element((NS_STREAMS, "error"))

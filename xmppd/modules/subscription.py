@@ -38,7 +38,7 @@ from twisted.words.xish import domish
 
 from xmppd.core.events import BARE, FULL, PRE_ROUTE, SESSION_AVAILABLE, presence_event
 from xmppd.core.stanzas import Stanza, make_stanza
-from xmppd.core.xmlstream import NS_CLIENT, NS_STREAMS, StreamParser, serialize
+from xmppd.core.xmlstream import parse_stanza, serialize
 from xmppd.jid import JID
 from xmppd.storage import SUBSCRIBED_TO, SUBSCRIBERS, RosterFull, RosterItem
 
@@ -115,7 +115,6 @@ INBOUND = {
         FROM: (False, FROM), FROM_OUT: (True, FROM), BOTH: (True, FROM)},
 }
 
-_STORED_STREAM = f"<stream:stream xmlns='{NS_CLIENT}' xmlns:stream='{NS_STREAMS}'>".encode()
 
 
 def state_of(item, requested):
@@ -125,14 +124,6 @@ def state_of(item, requested):
     pending_out = bool(item and item.ask) and subscription in ("none", "from")
     pending_in = bool(requested or item and item.pending_in) and subscription in ("none", "to")
     return _NAMES[subscription, pending_out, pending_in]
-
-
-def parse_stored(text):
-    """The stanza element of a request kept in the store."""
-    elements = []
-    data = _STORED_STREAM + text.encode("utf-8")
-    StreamParser(lambda header: None, elements.append, lambda: None, len(data)).feed(data)
-    return elements[0]
 
 
 class SubscriptionService:
@@ -288,7 +279,7 @@ def setup(api):
 
         def deliver(requests):
             for text in requests.values():
-                session.send(parse_stored(text))
+                session.send(parse_stanza(text))
 
         d.addCallback(deliver)
         d.addErrback(lambda failure: api.log.failure(

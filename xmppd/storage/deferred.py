@@ -1,14 +1,16 @@
 """Deferred-returning access to a ``SQLStore`` for the Twisted server.
 
 ``AsyncStore`` hands every call to a runner, ``run(fn, *args, **kw) ->
-Deferred``: ``thread_pool_runner`` keeps the blocking database work off the
+Deferred``: ``StoragePool.run`` keeps the blocking database work off the
 reactor thread; ``immediate_runner`` runs it synchronously, for tests.
 """
 
 from collections.abc import Callable
-from functools import partial, wraps
+from functools import wraps
 
+from twisted.application import service
 from twisted.internet import defer, threads
+from twisted.python.threadpool import ThreadPool
 
 from .sql import SQLStore
 
@@ -62,10 +64,52 @@ class AsyncStore:
         return call
 
 
-def thread_pool_runner(reactor, threadpool) -> Runner:
-    """A runner calling functions in ``threadpool``; their Deferreds fire in
-    the reactor thread."""
-    return partial(threads.deferToThreadPool, reactor, threadpool)
+class StoragePool(service.Service):
+    """The thread pool storage calls run in, as a service.
+
+    :meth:`run` is the runner for :class:`AsyncStore`: it calls a function
+    in the pool and fires its Deferred in the reactor thread.  On stop it
+    waits (at most ``grace`` seconds) until no call is pending, so work that
+    takes several storage steps, such as a message checked and then stored
+    offline, is finished before the pool stops.
+    """
+
+    def __init__(self, reactor, grace=10.0, poll=0.01):
+        self.reactor = reactor
+        self.pool = ThreadPool(1, 8, "xmppd-storage")
+        self.pending = 0
+        self._grace = grace
+        self._poll = poll
+
+    def run(self, fn, *args, **kw) -> defer.Deferred:
+        self.pending += 1
+
+        def done(result):
+            self.pending -= 1
+            return result
+
+        return threads.deferToThreadPool(self.reactor, self.pool, fn, *args, **kw).addBoth(done)
+
+    def startService(self):
+        super().startService()
+        self.pool.start()
+
+    def stopService(self):
+        super().stopService()
+        drained = defer.Deferred()
+        deadline = self.reactor.seconds() + self._grace
+
+        def check():
+            # Polled, never checked in a callback: a call's callbacks may
+            # start the next call right after the counter went down.
+            if self.pending and self.reactor.seconds() < deadline:
+                self.reactor.callLater(self._poll, check)
+            else:
+                self.pool.stop()
+                drained.callback(None)
+
+        self.reactor.callLater(0, check)
+        return drained
 
 
 def immediate_runner(fn, *args, **kw) -> defer.Deferred:

@@ -1,0 +1,54 @@
+"""Closed domains, as in the Vines server.
+
+A hosted domain is a closed system unless its ``hosts."DOMAIN"`` section sets
+``cross_domain_messages = true``.  Every stanza (message, presence, iq) that
+goes between two different domains, at least one of them hosted here, must be
+allowed by both ends:
+
+- a hosted domain allows it only with ``cross_domain_messages = true``, and
+  this holds between two domains hosted on this same server too;
+- a remote domain counts as allowing it: which peers may federate at all is
+  the server-to-server allowlist's decision, taken later.  So a stanza
+  between a local user and a remote domain needs only the local host's flag.
+
+A refused stanza is answered with ``service-unavailable`` (RFC 6120 §8.3.3.19),
+as if the other end did not exist; an error, or an iq result, is dropped
+without an answer (RFC 6120 §8.3.1).  What the server generates as itself
+(no sender, or a hosted domain as sender) passes, and so do the errors it
+generates on a local account's behalf (such as the answer to a refused
+stanza from a remote domain, which the remote sender needs), and anything
+within one domain.
+
+The check runs on ``route/pre`` ahead of the other policies, so a refused
+stanza is never carbon-copied, stored or delivered.
+"""
+
+from xmppd.core.events import PRE_ROUTE
+
+PRIORITY = 100
+
+
+def setup(api):
+    def allows(domain):
+        host = api.hosts.get(domain)
+        return host is None or host.cross_domain_messages
+
+    def from_server(stanza):
+        sender = stanza.sender
+        if sender is None:
+            return True
+        if sender.domain not in api.hosts:
+            return False
+        as_itself = sender.local is None and sender.resource is None
+        return as_itself or (stanza.origin is None and stanza.type == "error")
+
+    def check(stanza):
+        sender, recipient = stanza.sender, stanza.recipient
+        if from_server(stanza) or sender.domain == recipient.domain:
+            return False
+        if allows(sender.domain) and allows(recipient.domain):
+            return False
+        api.bounce(stanza, "service-unavailable")
+        return True
+
+    api.hook(PRE_ROUTE, check, priority=PRIORITY)

@@ -1,0 +1,124 @@
+"""Message delivery to local accounts (RFC 6121 §8.5).
+
+To a bare JID (§8.5.2):
+
+- ``normal`` and ``chat`` go to the available resources with the highest
+  non-negative priority, all of them when several share it: the "most
+  available" choice (a) of §8.5.2.1.1.  A resource with a negative priority
+  never receives a message addressed to the bare JID, and a connected
+  resource that sent no initial presence is not available (§4.2).
+- ``headline`` goes to every available resource with a non-negative
+  priority (§8.5.2.1.1).
+- ``groupchat`` is refused with ``service-unavailable``; ``error`` is
+  dropped (§8.5.2.1.1, §8.5.2.2.1).
+- With no resource to take it (§8.5.2.2.1), ``MESSAGE_OFFLINE`` is fired
+  (offline storage claims what it keeps); unclaimed ``normal``/``chat`` get
+  ``service-unavailable`` and a ``headline`` is dropped.
+
+To a full JID (§8.5.3): a bound resource receives the message whether or not
+it is available (§8.5.3.1).  If that resource is not bound (§8.5.3.2.1), a
+``chat`` message is handled as if sent to the bare JID; ``normal``,
+``headline`` and ``groupchat`` get ``service-unavailable`` (choice (b));
+``error`` is dropped.
+
+To an account that does not exist (§8.5.1): ``service-unavailable``.  A
+message for an address with no bound resource goes to ``MESSAGE_OFFLINE``
+without an account lookup: offline storage refuses an unknown account as it
+stores, in one storage call, which a graceful shutdown lets finish.  Only a
+headline nobody claimed is looked up (dropped for an account, refused for
+none).
+
+Publishes the ``message`` service (:class:`MessageDelivery`): which sessions
+receive a message, for modules such as carbons that act on the others.
+"""
+
+from xmppd.core.events import BARE, FULL, MESSAGE_OFFLINE, message_event
+
+TYPES = ("normal", "chat", "groupchat", "headline", "error")
+
+
+def message_type(stanza):
+    """The type of a message; a missing or unknown one is ``normal``
+    (RFC 6121 §5.2.2)."""
+    return stanza.type if stanza.type in TYPES else "normal"
+
+
+class MessageDelivery:
+    """The recipients RFC 6121 §8.5 gives a message to a local account."""
+
+    def __init__(self, sessions):
+        self._sessions = sessions
+
+    def recipients(self, stanza):
+        """The sessions that receive ``stanza``, a message to a local
+        account (a list; empty if it is refused, dropped or kept offline)."""
+        recipient, type_ = stanza.recipient, message_type(stanza)
+        if type_ == "error":
+            return []
+        if recipient.resource is not None:
+            session = self._sessions.get(recipient)
+            if session is not None:
+                return [session]
+            if type_ != "chat":
+                return []
+        return self.for_bare(recipient.bare, type_)
+
+    def for_bare(self, bare, type_):
+        """The sessions of account ``bare`` that receive a message of
+        ``type_`` addressed to the bare JID (§8.5.2.1.1)."""
+        if type_ not in ("normal", "chat", "headline"):
+            return []
+        candidates = [s for s in self._sessions.resources(bare)
+                      if s.available and s.priority >= 0]
+        if type_ == "headline" or not candidates:
+            return candidates
+        top = max(s.priority for s in candidates)
+        return [s for s in candidates if s.priority == top]
+
+
+def setup(api):
+    delivery = MessageDelivery(api.sessions)
+    api.provide("message", delivery)
+
+    def to_bare(stanza):
+        type_ = message_type(stanza)
+        if type_ == "groupchat":
+            api.bounce(stanza, "service-unavailable")
+        elif type_ != "error":
+            deliver(stanza, delivery.for_bare(stanza.recipient.bare, type_))
+        return True
+
+    def to_full(stanza):
+        session = api.sessions.get(stanza.recipient)
+        type_ = message_type(stanza)
+        if session is not None:
+            session.send(stanza.element)
+        elif type_ == "chat":
+            deliver(stanza, delivery.for_bare(stanza.recipient.bare, type_))
+        elif type_ != "error":
+            api.bounce(stanza, "service-unavailable")
+        return True
+
+    def deliver(stanza, sessions):
+        for session in sessions:
+            session.send(stanza.element)
+        if sessions or api.fire(MESSAGE_OFFLINE, stanza):
+            return
+        if message_type(stanza) in ("normal", "chat"):
+            api.bounce(stanza, "service-unavailable")
+        elif not api.sessions.count(stanza.recipient.bare):
+            refuse_if_no_account(stanza)
+
+    def refuse_if_no_account(stanza):
+        """§8.5.1 for a headline nobody took."""
+        def refuse(exists):
+            if not exists:
+                api.bounce(stanza, "service-unavailable")
+
+        user = stanza.recipient
+        d = api.storage.account_exists(user.local, user.domain)
+        d.addCallbacks(refuse, lambda failure: api.log.failure(
+            "looking up {user} failed", failure, user=user.bare))
+
+    api.hook(message_event(BARE), to_bare)
+    api.hook(message_event(FULL), to_full)
