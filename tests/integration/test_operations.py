@@ -161,3 +161,39 @@ def test_acknowledged_roster_change_survives_sigkill(deployment, run):
         assert items["carol@example.test"]["groups"] == ["Team"]
 
     run(deployment, check)
+
+
+def test_stored_offline_message_survives_sigkill(deployment, run):
+    """A message stored for an offline user is delivered after a SIGKILL."""
+    import asyncio
+    import time
+
+    from xmppd.config import load
+    from xmppd.storage.sql import SQLStore
+
+    process = deployment.process
+    process.start()
+    store = SQLStore(load(str(process.config_path)).storage.url)
+
+    async def send(clients):
+        alice = await clients.login("alice")
+        alice.send_message("bob@example.test", "kept on disk")
+        deadline = time.monotonic() + 10
+        while store.count_offline("bob", "example.test") == 0:
+            assert time.monotonic() < deadline, "the message was never stored"
+            await asyncio.sleep(0.05)  # bounded polling: lets the client send
+        process.process.kill()
+
+    run(deployment, send)
+    store.close()
+    assert process.process.wait(10) == -signal.SIGKILL
+    process.start()
+
+    async def receive(clients):
+        bob = await clients.login("bob")
+        bob.xmpp.send_presence()
+        message = await bob.next_message()
+        assert str(message["body"]) == "kept on disk"
+        assert message.xml.find("{urn:xmpp:delay}delay").get("stamp")
+
+    run(deployment, receive)
