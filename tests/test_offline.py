@@ -55,14 +55,20 @@ def come_online(server, resource="b", priority=0):
     return client, session
 
 
+def queued(server):
+    return server.metrics.registry.get_sample_value("xmppd_offline_messages")
+
+
 def test_stored_then_delivered_in_order_with_a_delay(server, alice):
     server.clock.advance(3600)
     for i in range(3):
         send(alice, f"m{i}", id_=f"m{i}")
         server.clock.advance(0.000001)
     assert alice.take() == [] and stored(server) == 3
+    assert queued(server) == 3
     bob, _ = come_online(server)
     messages = bob.take()
+    assert queued(server) == 0
     assert [str(m.body) for m in messages] == ["m0", "m1", "m2"]
     assert [m["from"] for m in messages] == ["alice@example.com/a"] * 3
     delay = next(messages[0].elements(NS_DELAY, "delay"))

@@ -81,6 +81,8 @@ def test_sasl_external_with_a_valid_certificate(tmp_path):
     wire.send(header(to=LOCAL, from_=REMOTE))
     assert feature_names(wire.take_one()) == []
     assert federation.peers() == {REMOTE}
+    assert federation.server.metrics.registry.get_sample_value(
+        "xmppd_s2s_streams", {"direction": "incoming", "peer": REMOTE}) == 1
     wire.send(message(f"bob@{REMOTE}/phone", f"alice@{LOCAL}/res", "hello alice"))
     received = alice.take()
     assert [(m["from"], str(m.body)) for m in received] == [(f"bob@{REMOTE}/phone",

@@ -63,6 +63,8 @@ def test_external_flow(tmp_path):
     assert bodies(sent) == ["one", "two"]
     assert sent[0]["from"] == f"alice@{LOCAL}/res" and sent[0]["to"] == f"bob@{REMOTE}"
     assert federation.peers() == {REMOTE}
+    assert federation.server.metrics.registry.get_sample_value(
+        "xmppd_s2s_streams", {"direction": "outgoing", "peer": REMOTE}) == 1
     # The link is reused.
     chat(alice, body="three")
     assert bodies(wire.take()) == ["three"]

@@ -375,9 +375,11 @@ class TestStore:
         assert not store.store_offline("alice", "example.org", "<message id='x'/>", 3)
         assert store.store_offline("bob", "example.org", "<message id='b'/>", 3)
         assert store.count_offline("alice", "example.org") == 3
+        assert store.total_offline() == 4
 
         assert store.take_offline("alice", "example.org") == stanzas
         assert store.count_offline("alice", "example.org") == 0
+        assert store.total_offline() == 1
         assert store.take_offline("alice", "example.org") == []
         assert store.take_offline("bob", "example.org") == ["<message id='b'/>"]
 

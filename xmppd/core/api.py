@@ -104,6 +104,12 @@ class ModuleAPI:
         return self._server.clock
 
     @property
+    def metrics(self):
+        """The server's :class:`~xmppd.core.metrics.Metrics`; modules add
+        their own metrics to its ``registry``."""
+        return self._server.metrics
+
+    @property
     def sessions(self):
         return self._server.sessions
 

@@ -20,6 +20,7 @@ Advertises ``msgoffline`` (XEP-0160 §5).
 
 from datetime import datetime, timezone
 
+from prometheus_client import Gauge
 from twisted.internet import defer
 
 from xmppd.core.events import MESSAGE_OFFLINE, SESSION_AVAILABLE
@@ -33,6 +34,12 @@ FEATURE = "msgoffline"
 
 
 def setup(api):
+    queued = Gauge("xmppd_offline_messages", "Messages stored for offline users",
+                   registry=api.metrics.registry)
+    api.storage.total_offline().addCallbacks(
+        queued.set, lambda failure: api.log.error("cannot count offline messages: {error}",
+                                                  error=failure.value))
+
     def limit():
         return api.config.offline.max_messages  # re-read: the config can be reloaded
 
@@ -46,7 +53,9 @@ def setup(api):
         return True
 
     def stored(kept, stanza):
-        if not kept:
+        if kept:
+            queued.inc()
+        else:
             api.bounce(stanza, "service-unavailable", "the recipient's offline storage is full")
 
     def refused(failure, stanza):
@@ -68,6 +77,7 @@ def setup(api):
         in the meantime, store them back as they were."""
         user = session.jid.bare
         if api.sessions.get(session.jid) is session:
+            queued.dec(len(taken))
             for element in sorted(map(parse_stanza, taken), key=lambda e: arrival(e, user.domain)):
                 session.send(element)
             return None

@@ -19,7 +19,9 @@ allowlist, routes and CA file when the configuration is reloaded.
 """
 
 import secrets
+from collections import Counter
 
+from prometheus_client.core import GaugeMetricFamily
 from twisted.application import service
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
@@ -38,6 +40,24 @@ from xmppd.s2s.resolve import ServerLocator
 from xmppd.s2s.tls import FederationTLS, TrustStoreError
 
 log = Logger(namespace="xmppd.s2s")
+
+
+class _StreamsCollector:
+    """``xmppd_s2s_streams{direction,peer}``: server streams open now."""
+
+    def __init__(self, federation):
+        self._federation = federation
+
+    def collect(self):
+        family = GaugeMetricFamily("xmppd_s2s_streams", "Open server-to-server streams",
+                                   labels=["direction", "peer"])
+        counts = Counter(("outgoing", link.remote) for link in self._federation.links.values()
+                         if link.ready)
+        counts.update(("incoming", domain) for stream in self._federation.incoming
+                      for domain in stream.authenticated)
+        for (direction, peer), count in sorted(counts.items()):
+            family.add_metric([direction, peer], count)
+        yield family
 
 
 class Federation(service.Service):
@@ -63,6 +83,7 @@ class Federation(service.Service):
         self.api.hook(ROUTE_REMOTE, self.route_remote)
         self.api.hook(CONFIG_RELOADED, self._reloaded)
         self.api.provide("s2s", self)
+        server.metrics.registry.register(_StreamsCollector(self))
 
     @property
     def config(self):

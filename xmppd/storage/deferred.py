@@ -40,6 +40,7 @@ METHODS = frozenset(
         "store_offline",
         "take_offline",
         "count_offline",
+        "total_offline",
     }
 )
 

@@ -422,6 +422,11 @@ class SQLStore:
             )
             return [row.stanza for row in rows]
 
+    def total_offline(self) -> int:
+        """How many messages are kept for all users."""
+        with self._session(self._reads) as session:
+            return session.scalar(select(func.count()).select_from(OfflineMessage))
+
     def count_offline(self, username: str, domain: str) -> int:
         """How many messages are kept for the user (0 if no such account)."""
         with self._session(self._reads) as session:
