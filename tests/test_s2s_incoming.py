@@ -316,3 +316,16 @@ def test_whitespace_keepalives_and_idle_timeout(tmp_path):
     assert federation.peers() == {REMOTE}  # until the connection is really lost
     wire.stream.connectionLost(None)
     assert federation.peers() == set()
+
+
+def test_incoming_connections_are_limited_per_address(tmp_path):
+    federation = make_federation(tmp_path, ALLOW + "\n[limits]\nmax_connections_per_ip = 1\n")
+    first = incoming(federation)
+    second = incoming(federation)
+    assert second.closed and stream_error(second.take()) == "policy-violation"
+    assert not first.closed
+    registry = federation.server.metrics.registry
+    assert registry.get_sample_value("xmppd_connections", {"kind": "s2s_in"}) == 1
+    first.stream.connectionLost(None)
+    assert registry.get_sample_value("xmppd_connections", {"kind": "s2s_in"}) == 0
+    assert not incoming(federation).closed

@@ -18,8 +18,9 @@ LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
 class Metrics:
     def __init__(self, server):
         self.registry = registry = CollectorRegistry()
-        Gauge("xmppd_connections", "Open connections by kind", ["kind"],
-              registry=registry).labels("c2s").set_function(lambda: server.connections.total)
+        self.connections = Gauge("xmppd_connections", "Open connections by kind", ["kind"],
+                                 registry=registry)
+        self.connections.labels("c2s").set_function(lambda: server.connections.total)
         Gauge("xmppd_sessions", "Bound client sessions",
               registry=registry).set_function(server.sessions.count)
         received = Counter("xmppd_stanzas_received", "Stanzas received from clients and peers",

@@ -80,6 +80,7 @@ class IncomingStream(ServerStream):
         self.remote = None  # the peer's domain from the header's 'from', if given
         self.stream_id = None
         self.authenticated = {}  # remote domain -> how it was authenticated
+        self._counted = None  # the address counted in federation.connections
         self._certificate_problems = {}  # domain -> problem or None
         self._external_offered = False
         self._sasl_pending = False
@@ -89,10 +90,19 @@ class IncomingStream(ServerStream):
 
     def connectionMade(self):
         super().connectionMade()
+        address = address_of(self.peer)
+        log.info("s2s incoming connection from {peer}", peer=address)
+        refusal = self.federation.connections.admit(address, self.federation.server.config.limits)
+        if refusal is not None:
+            self.stream_error(refusal, "too many connections")
+            return
+        self._counted = address
         self.federation.incoming.add(self)
-        log.info("s2s incoming connection from {peer}", peer=address_of(self.peer))
 
     def lost(self, reason):
+        if self._counted is not None:
+            self.federation.connections.release(self._counted)
+            self._counted = None
         self.federation.incoming.discard(self)
         log.info("s2s incoming stream {stream} closed", stream=self.describe())
 

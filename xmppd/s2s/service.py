@@ -32,6 +32,7 @@ from zope.interface import implementer
 from xmppd.config import ConfigError
 from xmppd.core.api import ModuleAPI
 from xmppd.core.events import CONFIG_RELOADED, ROUTE_REMOTE
+from xmppd.core.limits import ConnectionCounter
 from xmppd.s2s.dialback import DialbackKeys
 from xmppd.s2s.incoming import IncomingStreamFactory
 from xmppd.s2s.outgoing import OutgoingLink
@@ -76,6 +77,7 @@ class Federation(service.Service):
         self.api = ModuleAPI(server, "s2s")
         self.links = {}  # (local domain, remote domain) -> OutgoingLink
         self.incoming = set()  # IncomingStream
+        self.connections = ConnectionCounter()  # incoming, against [limits]
         self.locator = ServerLocator((), resolver, rng)
         self._secret = secrets.token_hex(32)
         self._given_tls = tls
@@ -84,6 +86,7 @@ class Federation(service.Service):
         self.api.hook(CONFIG_RELOADED, self._reloaded)
         self.api.provide("s2s", self)
         server.metrics.registry.register(_StreamsCollector(self))
+        server.metrics.connections.labels("s2s_in").set_function(lambda: self.connections.total)
 
     @property
     def config(self):
