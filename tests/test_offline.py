@@ -1,8 +1,8 @@
 """Offline messages (XEP-0160, XEP-0203), in memory.
 
 Presence is simulated: a test sets ``Session.available`` and
-``Session.priority`` and fires SESSION_AVAILABLE as the presence module
-would."""
+``Session.priority`` and fires SESSION_REACHABLE as the presence module
+would (and two tests use the presence module itself)."""
 
 from functools import partial
 
@@ -11,7 +11,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from tests.harness import Client, add_user, error_condition, make_server
-from xmppd.core.events import SESSION_AVAILABLE
+from xmppd.core.events import SESSION_REACHABLE
 from xmppd.jid import JID
 from xmppd.storage.deferred import AsyncStore, immediate_runner
 
@@ -51,7 +51,8 @@ def come_online(server, resource="b", priority=0):
     jid = client.login("bob@example.com", resource)
     session = server.sessions.get(JID.parse(jid))
     session.available, session.priority = True, priority
-    server.hooks.fire(SESSION_AVAILABLE, session)
+    if priority >= 0:
+        server.hooks.fire(SESSION_REACHABLE, session)
     return client, session
 
 
@@ -95,7 +96,7 @@ def test_not_delivered_to_a_negative_priority(server, alice):
     bob, session = come_online(server, priority=-1)
     assert bob.take() == [] and stored(server) == 1
     session.priority = 1
-    server.hooks.fire(SESSION_AVAILABLE, session)
+    server.hooks.fire(SESSION_REACHABLE, session)
     assert [str(m.body) for m in bob.take()] == ["later"]
 
 
@@ -207,3 +208,20 @@ def test_delivered_on_initial_presence_with_the_presence_module(tmp_path):
     bob2.send("<presence><priority>1</priority></presence>")
     messages = [m for m in bob2.take() if m.name == "message"]
     assert [str(m.body) for m in messages] == ["while you were away"]
+
+
+def test_delivered_when_the_priority_rises_with_the_presence_module(tmp_path):
+    server = make_server(tmp_path, modules=("bind", "roster", "presence", "message", "offline"))
+    for user in ("alice@example.com", "bob@example.com"):
+        add_user(server, user)
+    alice = Client(server)
+    alice.login("alice@example.com", "a")
+    send(alice, "kept")
+    bob = Client(server)
+    bob.login("bob@example.com", "b")
+    bob.send("<presence><priority>-5</priority></presence>")
+    assert [m.name for m in bob.take()] == ["presence"]
+    bob.send("<presence><priority>0</priority></presence>")
+    assert [str(m.body) for m in bob.take() if m.name == "message"] == ["kept"]
+    bob.send("<presence><priority>3</priority></presence>")
+    assert [m for m in bob.take() if m.name == "message"] == []

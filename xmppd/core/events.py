@@ -29,6 +29,11 @@ SESSION_UNBOUND = "session/unbound"  # a session ended; argument: the Session
 # the Session.  Fired by the presence module after it updated the session.
 SESSION_AVAILABLE = "session/available"
 SESSION_UNAVAILABLE = "session/unavailable"
+# A session can now receive messages for its bare JID (RFC 6121 §8.5.2.1.1):
+# it became available with a non-negative priority, or its priority rose from
+# negative to non-negative.  Fired by the presence module; offline delivery
+# (XEP-0160) listens.
+SESSION_REACHABLE = "session/reachable"
 CONFIG_RELOADED = "config/reloaded"  # argument: the new Config; modules re-read settings
 PRE_ROUTE = "route/pre"  # every stanza, before its own event; claim to stop it
 # A message for a local account with no resource to take it (RFC 6121

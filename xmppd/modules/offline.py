@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from prometheus_client import Gauge
 from twisted.internet import defer
 
-from xmppd.core.events import MESSAGE_OFFLINE, SESSION_AVAILABLE
+from xmppd.core.events import MESSAGE_OFFLINE, SESSION_REACHABLE
 from xmppd.core.xmlstream import NS_CLIENT, parse_stanza
 from xmppd.storage import UserNotFound
 
@@ -65,7 +65,7 @@ def setup(api):
 
     def deliver(session):
         user = session.jid.bare
-        if session.priority < 0 or not api.enabled(user.domain):
+        if not api.enabled(user.domain):
             return
         d = api.storage.take_offline(user.local, user.domain)
         d.addCallback(hand_over, session)
@@ -89,7 +89,7 @@ def setup(api):
 
     api.disco_feature(FEATURE)
     api.hook(MESSAGE_OFFLINE, store)
-    api.hook(SESSION_AVAILABLE, deliver)
+    api.hook(SESSION_REACHABLE, deliver)
 
 
 def worth_keeping(stanza):

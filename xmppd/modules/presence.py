@@ -38,7 +38,8 @@ import re
 from twisted.internet import defer
 
 from xmppd.core.events import (
-    BARE, FULL, PRE_ROUTE, SESSION_AVAILABLE, SESSION_UNAVAILABLE, SESSION_UNBOUND,
+    BARE, FULL, PRE_ROUTE, SESSION_AVAILABLE, SESSION_REACHABLE, SESSION_UNAVAILABLE,
+    SESSION_UNBOUND,
     presence_event)
 from xmppd.core.stanzas import StanzaError, make_stanza
 from xmppd.core.xmlstream import NS_CLIENT
@@ -142,11 +143,14 @@ def setup(api):
             directed.discard(stanza.recipient)
 
     def available(session, element):
+        was_reachable = session.available and session.priority >= 0
         session.priority = priority_of(element)
         initial = not session.available
         session.available, session.presence = True, element
         if initial:
             api.fire(SESSION_AVAILABLE, session)
+        if session.priority >= 0 and not was_reachable:
+            api.fire(SESSION_REACHABLE, session)
         run(session, broadcast_available, session, initial)
 
     def unavailable(session, element):
