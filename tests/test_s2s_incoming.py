@@ -329,3 +329,13 @@ def test_incoming_connections_are_limited_per_address(tmp_path):
     first.stream.connectionLost(None)
     assert registry.get_sample_value("xmppd_connections", {"kind": "s2s_in"}) == 0
     assert not incoming(federation).closed
+
+
+def test_incoming_reads_are_throttled(tmp_path):
+    federation = make_federation(
+        tmp_path, ALLOW + "\n[limits]\ns2s_read_rate = 1024\ns2s_read_burst = 10000\n")
+    wire = incoming(federation)
+    wire.send(" " * 12000)
+    assert wire.transport.producerState == "paused"
+    federation.reactor.advance(3)
+    assert wire.transport.producerState == "producing"

@@ -77,6 +77,8 @@ class LimitsConfig:
     max_connections_per_ip: int = 100
     c2s_read_rate: int = 65536
     c2s_read_burst: int = 262144
+    s2s_read_rate: int = 1048576
+    s2s_read_burst: int = 4194304
     auth_failure_delay: float = 2.0
     auth_ban_after: int = 10
     auth_ban_time: float = 300.0
@@ -213,6 +215,7 @@ def _config(data: dict[str, Any], path: str) -> Config:
         limits=_section(root.table("limits"), LimitsConfig,
                         max_connections=_integer(1), max_connections_per_ip=_integer(1),
                         c2s_read_rate=_integer(1024), c2s_read_burst=_integer(10000),
+                        s2s_read_rate=_integer(1024), s2s_read_burst=_integer(10000),
                         auth_failure_delay=_non_negative_number, auth_ban_after=_integer(1),
                         auth_ban_time=_non_negative_number),
         admin=_admin(root.table("admin"), base),

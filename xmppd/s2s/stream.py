@@ -21,6 +21,7 @@ import secrets
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
+from xmppd.core.limits import ReadThrottle
 from xmppd.core.xmlstream import (
     NS_CLIENT, NS_SERVER, NS_STREAM_ERRORS, NS_STREAMS, StreamError, StreamParser,
     serialize, stream_error_element, stream_header)
@@ -55,6 +56,7 @@ class ServerStream(Protocol):
         self._header_sent = False
         self._last_traffic = 0.0
         self._idle_timer = None
+        self._throttle = None
 
     @property
     def config(self):
@@ -72,10 +74,14 @@ class ServerStream(Protocol):
         self._traffic()
         self._idle_timer = self.federation.reactor.callLater(
             self.config.idle_timeout, self._check_idle)
+        limits = self.federation.server.config.limits
+        self._throttle = ReadThrottle(self.transport, self.federation.reactor,
+                                      limits.s2s_read_rate, limits.s2s_read_burst)
 
     def dataReceived(self, data):
         if self.closed:
             return
+        self._throttle.consumed(len(data))
         self._traffic()
         try:
             self._parser.feed(data)
@@ -85,6 +91,8 @@ class ServerStream(Protocol):
     def connectionLost(self, reason):
         self.closed = True
         self.federation.server.streams.discard(self)
+        if self._throttle is not None:
+            self._throttle.stop()
         if self._idle_timer is not None and self._idle_timer.active():
             self._idle_timer.cancel()
         self._idle_timer = None
