@@ -1,0 +1,714 @@
+"""XMPP load generator: the benchmark phases against any server.
+
+    python bench/loadgen.py --host 127.0.0.1 --port 5222 --domain example.com \\
+        --pattern 'bench{}' --password secret --server-pid 1234
+
+Accounts must exist (see bench/accounts.py); the first ``--presence-users``
+of them need the rosters that accounts.py makes.  Phases (``--phases``):
+
+- ``login``: ``--logins`` full logins (TCP, STARTTLS, SASL, bind, then
+  ``</stream:stream>``) with ``--concurrency`` in flight: logins/s, p50/p99
+  latency (connect to bind result), server CPU ms per login.
+- ``messages``: ``--pairs`` pairs of sessions play closed-loop ping-pong
+  with ``--window`` chat messages in flight per pair for ``--seconds``:
+  delivered messages/s, p50/p99 delivery latency, server CPU%.
+- ``presence``: the ``--presence-users`` accounts with rosters of
+  ``--roster-size`` contacts come online; then each repeatedly changes its
+  presence, sending the next change when the server reflects the last one
+  back (RFC 6121 §4.4.2): broadcast deliveries/s and p50/p99 latency.
+- ``memory``: RSS of the server process (``--server-pid``) per bound, idle
+  session at each count of ``--idle-sessions``.
+- ``cpu_per_stanza`` (whenever messages or presence ran): server CPU per
+  delivered message and per presence delivery.
+
+Every phase prints one JSON line on stdout and, at the end, a table on
+stderr.  Sent and delivered stanzas are counted in every phase; ``lost``
+must be 0.  Latencies compare ``time.monotonic_ns()`` stamps carried in the
+stanzas, a clock shared by all processes of the machine.
+
+The clients run in ``--workers`` processes (each an asyncio loop); each
+reports its CPU use during the measured window (``gen_cpu_pct``), so a
+saturated generator shows up as ~100%.
+"""
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.accounts import DEFAULT_PASSWORD, DEFAULT_PATTERN, check_roster_shape, contacts
+from bench.xmppclient import MECHANISMS, Client, Target, XMPPError
+
+PHASES = ("login", "messages", "presence", "memory")
+START_DELAY = 0.2  # seconds between announcing a measured window and its start
+DRAIN_TIMEOUT = 20.0  # seconds to wait for stanzas in flight after a window
+DRAIN_STALL = 3.0  # ... or for this long without any new delivery
+ERRORS_KEPT = 5
+
+
+def raise_fd_limit():
+    """Soft RLIMIT_NOFILE up to the hard limit (10k sessions need 10k fds)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+# The server process, seen through /proc
+
+
+class ServerProcess:
+    """CPU time and RSS of a process (all its threads), from /proc."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    def cpu_seconds(self):
+        if self.pid is None:
+            return None
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / self._tick  # utime + stime
+
+    def others_seconds(self):
+        """CPU time used so far on the server's CPU, when the server is
+        pinned to one: the busy time of that CPU (/proc/stat), to be
+        compared with the server's own."""
+        if self.pid is None:
+            return None
+        cpus = os.sched_getaffinity(self.pid)
+        if len(cpus) != 1:
+            return None
+        name = f"cpu{next(iter(cpus))} "
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith(name):
+                    user, nice, system, _, _, irq, softirq, steal = map(int, line.split()[1:9])
+                    return (user + nice + system + irq + softirq + steal) / self._tick
+        return None
+
+    def rss_bytes(self):
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError(f"no VmRSS for process {self.pid}")
+
+
+# Worker processes: each holds some clients on its own event loop
+
+
+class Worker:
+    """The commands a worker process runs on its event loop, one at a time."""
+
+    def __init__(self, options):
+        """``options``: the ``target``, the account name ``pattern`` (users
+        are given as what it formats: numbers, or names with ``"{}"``) and
+        the ``password``, or a dict of passwords by localpart."""
+        self.target = options["target"]
+        self.password = options["password"]
+        self.pattern = options["pattern"]
+        self.clients = {}  # user -> logged-in Client
+        self.reset()
+
+    def _client(self, user, resource):
+        localpart = self.pattern.format(user)
+        password = self.password
+        if isinstance(password, dict):
+            password = password[localpart]
+        return Client(self.target, localpart, password, resource)
+
+    def reset(self):
+        self.sent = 0
+        self.delivered = 0
+        self.window_delivered = 0
+        self.expected = 0
+        self.latencies = []
+        self.errors = []
+        self.end_ns = 0
+        self.seen = {}  # localpart -> localparts whose presence arrived
+
+    def _error(self, text):
+        if len(self.errors) < ERRORS_KEPT:
+            self.errors.append(text)
+
+    # Logins
+
+    async def login(self, users, concurrency, keep, resource):
+        """Log ``users`` in with at most ``concurrency`` logins in flight;
+        keep the sessions or end them at once."""
+        self.reset()
+        gate = asyncio.Semaphore(concurrency)
+        latencies, failed = [], 0
+
+        async def one(index):
+            nonlocal failed
+            async with gate:
+                client = self._client(index, resource)
+                try:
+                    latencies.append(await client.login() * 1000)
+                except (XMPPError, OSError, asyncio.TimeoutError) as e:
+                    failed += 1
+                    self._error(f"{type(e).__name__}: {e}")
+                    if client.transport is not None:
+                        client.transport.abort()
+                    return
+                if keep:
+                    self.clients[index] = client
+                    client.closed.add_done_callback(
+                        lambda _: client.closing or self._error(f"{client.bare}: connection lost"))
+                else:
+                    await client.close()
+
+        await asyncio.gather(*(one(i) for i in users))
+        return {"latencies": latencies, "failed": failed, "errors": self.errors}
+
+    async def close_all(self):
+        clients, self.clients = list(self.clients.values()), {}
+        await asyncio.gather(*(c.close() for c in clients))
+        return {"closed": len(clients)}
+
+    def _watch(self, client, handler):
+        """Route ``client``'s stanzas to ``handler``; stream errors are
+        counted as errors."""
+        def on_stanza(element):
+            if element.name == "error":
+                self._error(f"{client.bare}: stream error {[c.name for c in element.children]}")
+            else:
+                handler(client, element)
+        client.on_stanza = on_stanza
+
+    async def _window(self, start_at, end_at, kick):
+        """Run a measured window: wait for its start, ``kick()``, wait for its
+        end; the window's counts and this process's CPU use."""
+        self.end_ns = int(end_at * 1e9)
+        await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+        cpu = time.process_time()
+        kick()
+        await asyncio.sleep(max(0.0, end_at - time.monotonic()))
+        cpu = time.process_time() - cpu
+        return {"sent": self.sent, "window_delivered": self.window_delivered,
+                "latencies": self.latencies, "errors": self.errors,
+                "gen_cpu_pct": 100 * cpu / (end_at - start_at)}
+
+    def counts(self):
+        return {"sent": self.sent, "delivered": self.delivered, "expected": self.expected,
+                "errors": self.errors}
+
+    # Messages: closed-loop ping-pong between the two sessions of a pair
+
+    async def messages(self, pairs, window, start_at, end_at, padding):
+        self.reset()
+        filler = "x" * padding
+        peer = {}
+        for a, b in pairs:
+            peer[self.clients[a]], peer[self.clients[b]] = self.clients[b], self.clients[a]
+
+        def send(client):
+            self.sent += 1
+            client.send(f"<message to='{peer[client].jid}' type='chat' id='m{self.sent}'>"
+                        f"<body>{time.monotonic_ns()} {filler}</body></message>")
+
+        def received(client, element):
+            if element.name != "message":
+                return
+            if element.get("type") == "error":
+                self._error(f"{client.bare}: message bounced")
+                return
+            now = time.monotonic_ns()
+            self.delivered += 1
+            if now <= self.end_ns:
+                stamp = int(element.child("body").text.split(" ", 1)[0])
+                self.window_delivered += 1
+                self.latencies.append((now - stamp) / 1e6)
+                send(client)
+
+        for client in peer:
+            self._watch(client, received)
+
+        def kick():
+            for a, _ in pairs:
+                for _ in range(window):
+                    send(self.clients[a])
+
+        result = await self._window(start_at, end_at, kick)
+        self.expected = self.sent
+        return result
+
+    # Presence: every user changes presence when the last change came back
+
+    async def presence_online(self, roster_users, roster_size, timeout, quiet=1.0):
+        """Send initial presence from every session; wait until each has
+        the presence of all its contacts (all of them are online) and no
+        presence arrived for ``quiet`` seconds (the initial broadcasts and
+        probe answers are over)."""
+        self.reset()
+        want = {client.user: {self.pattern.format(j)
+                              for j in contacts(i, roster_users, roster_size)}
+                for i, client in self.clients.items()}
+        last = time.monotonic()
+
+        def received(client, element):
+            nonlocal last
+            last = time.monotonic()
+            if element.name == "presence" and element.get("type") is None:
+                self.seen[client.user].add(element.get("from", "").split("@", 1)[0])
+
+        for client in self.clients.values():
+            self.seen[client.user] = set()
+            self._watch(client, received)
+            client.send("<presence/>")
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if (time.monotonic() - last > quiet
+                    and all(want[u] <= self.seen[u] for u in want)):
+                break
+            await asyncio.sleep(0.05)
+        complete = sum(want[u] <= self.seen[u] for u in want)
+        return {"complete": complete, "sessions": len(want),
+                "seconds": time.monotonic() - started}
+
+    async def presence(self, roster_size, start_at, end_at):
+        self.reset()
+
+        def update(client):
+            self.sent += 1
+            self.expected += roster_size
+            client.send(f"<presence><status>{time.monotonic_ns()}</status></presence>")
+
+        def received(client, element):
+            if element.name != "presence" or element.get("type") is not None:
+                if element.get("type") == "error":
+                    self._error(f"{client.bare}: presence error")
+                return
+            status = element.child("status")
+            if status is None:
+                return
+            now = time.monotonic_ns()
+            if element.get("from") == client.jid:  # reflected: next change
+                if now < self.end_ns:
+                    update(client)
+                return
+            self.delivered += 1
+            if now <= self.end_ns:
+                self.window_delivered += 1
+                self.latencies.append((now - int(status.text)) / 1e6)
+
+        for client in self.clients.values():
+            self._watch(client, received)
+
+        def kick():
+            for client in self.clients.values():
+                update(client)
+
+        return await self._window(start_at, end_at, kick)
+
+
+def _worker_main(connection, options):
+    raise_fd_limit()
+
+    async def serve():
+        worker = Worker(options)
+        loop = asyncio.get_running_loop()
+        while True:
+            command, kwargs = await loop.run_in_executor(None, connection.recv)
+            if command == "stop":
+                await worker.close_all()
+                return
+            cpu, started = time.process_time(), time.monotonic()
+            method = getattr(worker, command)
+            result = method(**kwargs)
+            if asyncio.iscoroutine(result):
+                result = await result
+            result["cpu"] = time.process_time() - cpu
+            result["wall"] = time.monotonic() - started
+            connection.send(result)
+
+    asyncio.run(serve())
+
+
+class Workers:
+    """The worker processes and the commands sent to all of them at once."""
+
+    def __init__(self, count, options):
+        context = multiprocessing.get_context("fork")
+        self.connections, self.processes = [], []
+        for _ in range(count):
+            ours, theirs = context.Pipe()
+            process = context.Process(target=_worker_main, args=(theirs, options), daemon=True)
+            process.start()
+            self.connections.append(ours)
+            self.processes.append(process)
+
+    def __len__(self):
+        return len(self.connections)
+
+    def send(self, command, per_worker):
+        """Send ``command`` with ``per_worker[i]`` arguments to worker i."""
+        for connection, kwargs in zip(self.connections, per_worker):
+            connection.send((command, kwargs))
+
+    def collect(self):
+        return [connection.recv() for connection in self.connections]
+
+    def run(self, command, per_worker):
+        self.send(command, per_worker)
+        return self.collect()
+
+    def all(self, command, **kwargs):
+        return self.run(command, [kwargs] * len(self))
+
+    def stop(self, timeout=10.0):
+        """Ask every worker to close its sessions and end; kill those that
+        are still busy (after an interruption) once ``timeout`` is over."""
+        for connection in self.connections:
+            try:
+                connection.send(("stop", {}))
+            except OSError:
+                pass
+        deadline = time.monotonic() + timeout
+        for process in self.processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+
+
+# The phases, run from the controlling process
+
+
+def percentile(values, p):
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def _round(value, digits=1):
+    return None if value is None else round(value, digits)
+
+
+def _split(items, parts):
+    return [items[i::parts] for i in range(parts)]
+
+
+class Benchmark:
+    """The phases against one server, the clients in worker processes;
+    ``args`` as parsed by :func:`parse_args`."""
+
+    def __init__(self, args):
+        self.args = args
+        self.server = ServerProcess(args.server_pid)
+        target = Target(args.host, args.port, args.domain, args.tls, args.ca_file,
+                        args.mechanism, args.session_iq)
+        self.workers = Workers(args.workers, {"target": target, "password": args.password,
+                                              "pattern": args.pattern})
+        self.records = []
+        self.base = args.presence_users  # accounts below this one have rosters
+
+    def emit(self, record):
+        record = {"server": self.args.label, **record}
+        self.records.append(record)
+        print(json.dumps(record), flush=True)
+
+    def _cpu(self):
+        """CPU seconds so far: the server's, and its CPU's in all."""
+        return self.server.cpu_seconds(), self.server.others_seconds()
+
+    @staticmethod
+    def _used(before, after, seconds):
+        """CPU seconds the server used between two ``_cpu()`` readings, and
+        the share of ``seconds`` its CPU spent on anything else (other
+        processes, interrupt work): above a few percent the numbers are
+        disturbed."""
+        if before[0] is None:
+            return None, None
+        server = after[0] - before[0]
+        others = None if before[1] is None else after[1] - before[1] - server
+        return server, None if others is None else _round(max(0.0, 100 * others / seconds))
+
+    def _login(self, users, concurrency, keep, resource):
+        results = self.workers.run("login", [
+            {"users": part, "concurrency": max(1, concurrency // len(self.workers)),
+             "keep": keep, "resource": resource}
+            for part in _split(users, len(self.workers))])
+        latencies = [x for r in results for x in r["latencies"]]
+        failed = sum(r["failed"] for r in results)
+        errors = [e for r in results for e in r["errors"]][:ERRORS_KEPT]
+        return results, latencies, failed, errors
+
+    def _require_logins(self, what, failed, errors):
+        if failed:
+            raise SystemExit(f"loadgen: {failed} logins failed during {what}: {errors}")
+
+    def _window(self, command, per_worker):
+        """Run one measured window on every worker; server CPU over it."""
+        start_at = time.monotonic() + START_DELAY
+        end_at = start_at + self.args.seconds
+        for kwargs in per_worker:
+            kwargs.update(start_at=start_at, end_at=end_at)
+        self.workers.send(command, per_worker)
+        time.sleep(max(0.0, start_at - time.monotonic()))
+        cpu_before = self._cpu()
+        time.sleep(max(0.0, end_at - time.monotonic()))
+        cpu_after = self._cpu()
+        results = self.workers.collect()
+        return results, self._used(cpu_before, cpu_after, end_at - start_at)
+
+    def _drain(self):
+        """Wait until every stanza sent has arrived (or nothing moves any
+        more); the final counts."""
+        started = last_change = time.monotonic()
+        previous = None
+        while True:
+            counts = self.workers.all("counts")
+            delivered = sum(c["delivered"] for c in counts)
+            expected = sum(c["expected"] for c in counts)
+            now = time.monotonic()
+            if delivered >= expected or now - started > DRAIN_TIMEOUT:
+                break
+            if delivered != previous:
+                previous, last_change = delivered, now
+            elif now - last_change > DRAIN_STALL:
+                break
+            time.sleep(0.05)
+        errors = [e for c in counts for e in c["errors"]][:ERRORS_KEPT]
+        return sum(c["sent"] for c in counts), expected, delivered, errors
+
+    def _window_record(self, results, used, delivered_key):
+        seconds = self.args.seconds
+        cpu, waited = used
+        latencies = [x for r in results for x in r["latencies"]]
+        window_delivered = sum(r["window_delivered"] for r in results)
+        return {
+            f"{delivered_key}_per_s": _round(window_delivered / seconds),
+            "p50_ms": _round(percentile(latencies, 50), 2),
+            "p99_ms": _round(percentile(latencies, 99), 2),
+            "server_cpu_pct": None if cpu is None else _round(100 * cpu / seconds),
+            "server_cpu_us_per_delivery": (None if cpu is None or not window_delivered
+                                           else _round(1e6 * cpu / window_delivered)),
+            "others_cpu_pct": waited,
+            "gen_cpu_pct": [_round(r["gen_cpu_pct"]) for r in results],
+            "seconds": seconds,
+        }
+
+    # Phases
+
+    def phase_login(self):
+        args = self.args
+        users = list(range(self.base, self.base + args.logins))
+        self._login(users[:min(20, len(users))], args.concurrency, False, "warmup")
+        before = self._cpu()
+        started = time.monotonic()
+        results, latencies, failed, errors = self._login(users, args.concurrency, False, "login")
+        elapsed = time.monotonic() - started
+        cpu, waited = self._used(before, self._cpu(), elapsed)
+        ok = len(latencies)
+        self.emit({
+            "phase": "login", "attempted": len(users), "logged_in": ok, "failed": failed,
+            "lost": len(users) - ok, "concurrency": args.concurrency,
+            "mechanism": args.mechanism, "tls": args.tls, "seconds": _round(elapsed, 2),
+            "logins_per_s": _round(ok / elapsed),
+            "p50_ms": _round(percentile(latencies, 50), 2),
+            "p99_ms": _round(percentile(latencies, 99), 2),
+            "server_cpu_ms_per_login": None if cpu is None or not ok else _round(1000 * cpu / ok, 2),
+            "server_cpu_pct": None if cpu is None else _round(100 * cpu / elapsed),
+            "others_cpu_pct": waited,
+            "gen_cpu_pct": [_round(100 * r["cpu"] / elapsed) for r in results],
+            "errors": errors,
+        })
+
+    def phase_messages(self):
+        args = self.args
+        users = list(range(self.base, self.base + 2 * args.pairs))
+        pairs = [(users[2 * p], users[2 * p + 1]) for p in range(args.pairs)]
+        per_worker = _split(pairs, len(self.workers))
+        results = self.workers.run("login", [
+            {"users": [u for pair in part for u in pair], "concurrency": args.concurrency,
+             "keep": True, "resource": "messages"} for part in per_worker])
+        self._require_logins("messages", sum(r["failed"] for r in results),
+                             [e for r in results for e in r["errors"]])
+        results, cpu = self._window("messages", [
+            {"pairs": part, "window": args.window, "padding": args.padding}
+            for part in per_worker])
+        sent, _, delivered, errors = self._drain()
+        self.workers.all("close_all")
+        record = {"phase": "messages", "pairs": args.pairs, "window": args.window,
+                  "sent": sent, "delivered": delivered, "lost": sent - delivered,
+                  **self._window_record(results, cpu, "msgs"), "errors": errors}
+        self.emit(record)
+
+    def phase_presence(self):
+        args = self.args
+        users = list(range(args.presence_users))
+        per_worker = _split(users, len(self.workers))
+        _, _, failed, errors = self._login(users, args.concurrency, True, "presence")
+        self._require_logins("presence", failed, errors)
+        started = time.monotonic()
+        online = self.workers.all("presence_online", roster_users=args.presence_users,
+                                  roster_size=args.roster_size, timeout=DRAIN_TIMEOUT)
+        online_seconds = time.monotonic() - started
+        complete = sum(o["complete"] for o in online)
+        results, cpu = self._window("presence", [
+            {"roster_size": args.roster_size} for _ in per_worker])
+        sent, expected, delivered, errors = self._drain()
+        self.workers.all("close_all")
+        self.emit({"phase": "presence", "users": args.presence_users,
+                   "roster_size": args.roster_size, "online_with_all_contacts": complete,
+                   "online_seconds": _round(online_seconds, 2), "updates_sent": sent,
+                   "expected": expected, "delivered": delivered, "lost": expected - delivered,
+                   **self._window_record(results, cpu, "deliveries"), "errors": errors})
+
+    def phase_memory(self):
+        args = self.args
+        if args.server_pid is None:
+            raise SystemExit("loadgen: the memory phase needs --server-pid")
+        self._login(list(range(self.base, self.base + 20)), 20, False, "warmup")
+        baseline = self._settled_rss()
+        logged_in = 0
+        for count in sorted(args.idle_sessions):
+            users = list(range(self.base + logged_in, self.base + count))
+            _, _, failed, errors = self._login(users, args.concurrency, True, "idle")
+            self._require_logins("memory", failed, errors)
+            logged_in = count
+            rss = self._settled_rss()
+            self.emit({"phase": "memory", "sessions": count, "logged_in": count,
+                       "baseline_rss_mb": _round(baseline / 2**20),
+                       "rss_mb": _round(rss / 2**20),
+                       "kb_per_session": _round((rss - baseline) / count / 1024, 2)})
+        self.workers.all("close_all")
+
+    def _settled_rss(self, quiet=1.0, timeout=10.0):
+        """The server's RSS once it stopped changing for ``quiet`` seconds."""
+        started = time.monotonic()
+        rss, since = self.server.rss_bytes(), time.monotonic()
+        while time.monotonic() - started < timeout:
+            time.sleep(0.2)
+            now = self.server.rss_bytes()
+            if now != rss:
+                rss, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                break
+        return rss
+
+    def cpu_per_stanza(self):
+        found = {r["phase"]: r for r in self.records if r["phase"] in ("messages", "presence")}
+        if not found:
+            return
+        self.emit({
+            "phase": "cpu_per_stanza",
+            "message_us": found.get("messages", {}).get("server_cpu_us_per_delivery"),
+            "presence_delivery_us": found.get("presence", {}).get("server_cpu_us_per_delivery"),
+        })
+
+    def run(self, phases):
+        try:
+            for phase in phases:
+                getattr(self, f"phase_{phase}")()
+            self.cpu_per_stanza()
+        finally:
+            self.workers.stop()
+        return self.records
+
+
+# Readable output
+
+COLUMNS = {
+    "login": ("logins_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_login", "server_cpu_pct",
+              "others_cpu_pct", "lost"),
+    "messages": ("msgs_per_s", "p50_ms", "p99_ms", "server_cpu_pct", "others_cpu_pct", "lost"),
+    "presence": ("deliveries_per_s", "p50_ms", "p99_ms", "server_cpu_pct", "others_cpu_pct",
+                 "lost"),
+    "memory": ("sessions", "rss_mb", "kb_per_session"),
+    "cpu_per_stanza": ("message_us", "presence_delivery_us"),
+}
+
+
+def table(records):
+    """The records as aligned text, one row per record."""
+    lines = []
+    for record in records:
+        columns = (*COLUMNS.get(record["phase"], ()), "gen_cpu_pct")
+        cells = "  ".join(f"{c}={cell(record[c])}" for c in columns if c in record)
+        lines.append(f"{record.get('server', ''):<10} {record['phase']:<15} {cells}")
+    return "\n".join(lines)
+
+
+def cell(value):
+    """A value as table text: "-" for none, a list joined with "/"."""
+    if isinstance(value, list):
+        return "/".join(map(str, value))
+    return "-" if value is None else str(value)
+
+
+def parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5222)
+    p.add_argument("--domain", required=True)
+    p.add_argument("--pattern", default=DEFAULT_PATTERN,
+                   help="account localparts, formatted with the account number")
+    p.add_argument("--password", default=DEFAULT_PASSWORD)
+    p.add_argument("--server-pid", type=int, help="server process to measure (CPU, RSS)")
+    p.add_argument("--label", default="server", help="name of the server in the output")
+    p.add_argument("--mechanism", choices=MECHANISMS, default="PLAIN")
+    p.add_argument("--tls", choices=("1.2", "1.3"), default="1.3")
+    p.add_argument("--ca-file", help="verify the server certificate against this file")
+    p.add_argument("--session-iq", action="store_true", help="send the optional session iq")
+    p.add_argument("--workers", type=int, default=1, help="generator processes")
+    p.add_argument("--phases", default=",".join(PHASES))
+    p.add_argument("--logins", type=int, default=1000)
+    p.add_argument("--concurrency", type=int, default=50, help="logins in flight")
+    p.add_argument("--seconds", type=float, default=10.0, help="measured window of a phase")
+    p.add_argument("--pairs", type=int, default=100)
+    p.add_argument("--window", type=int, default=1, help="messages in flight per pair")
+    p.add_argument("--padding", type=int, default=100, help="filler characters per body")
+    p.add_argument("--presence-users", type=int, default=200)
+    p.add_argument("--roster-size", type=int, default=20)
+    p.add_argument("--idle-sessions", default="1000,10000",
+                   help="session counts at which to measure memory")
+    return p
+
+
+def parse_args(argv=None):
+    args = parser().parse_args(argv)
+    args.phases = [p for p in args.phases.split(",") if p]
+    unknown = set(args.phases) - set(PHASES)
+    if unknown:
+        raise SystemExit(f"loadgen: unknown phases {', '.join(sorted(unknown))}")
+    args.idle_sessions = [int(n) for n in args.idle_sessions.split(",") if n]
+    if "presence" in args.phases:
+        check_roster_shape(args.presence_users, args.roster_size)
+    return args
+
+
+def accounts_needed(args):
+    """How many accounts (pattern numbers 0..N-1) the phases use."""
+    others = [0]
+    if "login" in args.phases:
+        others.append(args.logins)
+    if "messages" in args.phases:
+        others.append(2 * args.pairs)
+    if "memory" in args.phases:
+        others.append(max(args.idle_sessions, default=0))
+    return args.presence_users + max(others)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    raise_fd_limit()
+    records = Benchmark(args).run(args.phases)
+    print(table(records), file=sys.stderr)
+    return 0 if all(not r.get("lost") for r in records) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,430 @@
+"""Benchmark runner: xmppd, and with --compare-prosody Prosody, side by side.
+
+    python bench/run.py                      # xmppd alone, 3 runs, medians
+    python bench/run.py --compare-prosody    # xmppd and Prosody, alternating
+    python bench/run.py --quick              # a ~1 minute smoke run
+
+Everything lives in a temporary directory that is removed at the end: one
+self-signed certificate (RSA 2048, used by both servers), an xmppd
+configuration and SQLite database, a Prosody configuration and data
+directory.  Both servers get the same accounts and rosters (bench/accounts.py,
+fast paths).  Each server is pinned to CPU 0 and the load generator (this
+process and its workers) to CPU 1.
+
+Every run starts a fresh server, runs the login, messages and presence
+phases of bench/loadgen.py and stops it; runs alternate between the servers
+(xmppd, Prosody, xmppd, ...).  The memory phase needs its own fresh server
+and runs once per server (``--memory-runs``).  The medians over the runs
+are printed at the end, as JSON lines and as a table.  See bench/README.md.
+"""
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import accounts, loadgen
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+DOMAIN = "bench.test"
+SERVER_CPU, GENERATOR_CPU = 0, 1
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+FD_LIMIT = 20000  # file descriptors for the server: 10k sessions and more
+CPUS = os.sched_getaffinity(0)  # before the runner pins itself
+
+XMPPD_CONFIG = """\
+log_level = "{log_level}"
+
+[storage]
+url = "sqlite:///xmppd.sqlite"
+
+[tls]
+certificates = "{certificates}"
+min_version = "1.2"
+
+[c2s]
+listen = ["tcp:{port}:interface=127.0.0.1:backlog=1024"]
+direct_tls = []
+
+[admin]
+socket = ""
+
+[limits]
+# One generator address opens every connection: the per-IP and total
+# connection limits must allow 10k sessions and more; the per-connection
+# read rate must not slow down the message phase.  No login fails, so the
+# authentication throttle never acts.
+max_connections = {fd_limit}
+max_connections_per_ip = {fd_limit}
+c2s_read_rate = 100000000
+c2s_read_burst = 100000000
+
+[hosts."{domain}"]
+"""
+
+PROSODY_CONFIG = """\
+-- Prosody for the benchmark: only what xmppd also does, nothing that limits.
+{gc}
+pidfile = "{dir}/prosody.pid"
+data_path = "{dir}/data"
+log = {{ {log_level} = "{dir}/prosody.log" }}
+interfaces = {{ "127.0.0.1" }}
+c2s_ports = {{ {port} }}
+c2s_direct_tls_ports = {{ }}
+s2s_ports = {{ }}
+http_ports = {{ }}
+https_ports = {{ }}
+network_settings = {{ tcp_backlog = 1024 }}
+c2s_require_encryption = true
+authentication = "internal_hashed"
+storage = "internal"
+modules_enabled = {{
+    "roster"; "saslauth"; "tls"; "disco"; "ping"; "version"; "time";
+    "lastactivity"; "carbons"; "vcard_legacy"; "private"; "blocklist";
+}}
+modules_disabled = {{ "s2s"; "s2s_auth_certs" }}
+certificates = "{dir}"
+ssl = {{ certificate = "{dir}/{domain}.crt"; key = "{dir}/{domain}.key" }}
+VirtualHost "{domain}"
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pinned(cpu):
+    """A preexec_fn: run on ``cpu`` (if the machine has it) with enough fds."""
+    def prepare():
+        if cpu in CPUS:
+            os.sched_setaffinity(0, {cpu})
+        resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
+    return prepare
+
+
+def wait_listening(process, port, log):
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"run.py: the server exited with {process.returncode}; see {log}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"run.py: the server did not listen on port {port}; see {log}")
+
+
+class Server:
+    """A server run from a directory of its own; subclasses say how."""
+
+    name = None
+
+    def __init__(self, directory, certificate, log_level):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.log = self.dir / "console.log"
+        self.log_level = log_level
+        self.process = None
+        self.configure(certificate)
+
+    def start(self):
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command(), cwd=self.dir, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, preexec_fn=pinned(SERVER_CPU))
+        wait_listening(self.process, self.port, self.log)
+        return self.process.pid
+
+    def stop(self):
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class Xmppd(Server):
+    name = "xmppd"
+
+    def configure(self, certificate):
+        certificates = self.dir / "certs"
+        certificates.mkdir()
+        for suffix in (".crt", ".key"):
+            shutil.copy(certificate.with_suffix(suffix), certificates / f"{DOMAIN}{suffix}")
+        self.config = self.dir / "xmppd.toml"
+        self.config.write_text(XMPPD_CONFIG.format(
+            log_level=self.log_level, certificates=certificates, port=self.port,
+            fd_limit=FD_LIMIT, domain=DOMAIN))
+        subprocess.run([sys.executable, str(BIN / "xmppctl"), "-c", str(self.config), "migrate"],
+                       check=True, stdout=subprocess.DEVNULL)
+
+    def create_accounts(self, localparts, password, roster_users, roster_size):
+        accounts.xmppd_create_sql(self.config, DOMAIN, localparts, password,
+                                  roster_users, roster_size)
+
+    def command(self):
+        return [sys.executable, str(BIN / "twistd"), "-n", "--pidfile=", "xmppd",
+                "--config", str(self.config)]
+
+    def version(self):
+        import xmppd
+        return xmppd.__version__
+
+
+class Prosody(Server):
+    """Prosody from its Debian package, from a private configuration, on
+    its own port, as the ``prosody`` user (never the system service)."""
+
+    name = "prosody"
+    user = "prosody"
+    gc = ""  # Prosody 0.12's default: incremental, threshold 105%, speed 500
+
+    @staticmethod
+    def check_installed():
+        """Prosody's version, told by ``prosodyctl about`` (``prosody
+        --version`` would start a server)."""
+        if shutil.which("prosodyctl") is None:
+            raise SystemExit("run.py: --compare-prosody needs Prosody: "
+                             "apt-get install prosody lua-unbound")
+        about = subprocess.run(["prosodyctl", "about"], capture_output=True, text=True)
+        for line in about.stdout.splitlines():
+            if line.startswith("Prosody "):
+                return line.split()[1]
+        raise SystemExit(f"run.py: 'prosodyctl about' failed: {about.stdout}{about.stderr}")
+
+    def configure(self, certificate):
+        for suffix in (".crt", ".key"):
+            shutil.copy(certificate.with_suffix(suffix), self.dir / f"{DOMAIN}{suffix}")
+        (self.dir / "data").mkdir()
+        level = {"warn": "warn", "error": "error", "debug": "debug"}.get(self.log_level, "info")
+        self.config = self.dir / "prosody.cfg.lua"
+        self.config.write_text(PROSODY_CONFIG.format(
+            gc=self.gc, dir=self.dir, port=self.port, log_level=level, domain=DOMAIN))
+        self._version = self.check_installed()
+
+    def create_accounts(self, localparts, password, roster_users, roster_size):
+        accounts.prosody_create_files(self.dir / "data", DOMAIN, localparts, password,
+                                      roster_users, roster_size)
+        shutil.chown(self.dir, self.user, self.user)
+        for path in self.dir.rglob("*"):
+            shutil.chown(path, self.user, self.user)
+
+    def command(self):
+        return ["setpriv", f"--reuid={self.user}", f"--regid={self.user}", "--init-groups",
+                "prosody", "-F", "--config", str(self.config)]
+
+    def version(self):
+        return self._version
+
+
+class ProsodyGenerationalGC(Prosody):
+    """Prosody with Lua 5.4's generational garbage collector instead of its
+    default incremental one, which dominates its cost per message here."""
+
+    name = "prosody-gengc"
+    gc = 'gc = { mode = "generational" }'
+
+
+KINDS = {"xmppd": Xmppd, "prosody": Prosody, "prosody-gengc": ProsodyGenerationalGC}
+
+
+# Results
+
+
+def median_records(records):
+    """Per (server, phase, sessions): the median of every numeric field."""
+    groups = {}
+    for record in records:
+        key = (record["server"], record["phase"], record.get("sessions"))
+        groups.setdefault(key, []).append(record)
+    medians = []
+    for (server, phase, _), group in groups.items():
+        median = {"server": server, "phase": phase, "median_of": len(group)}
+        for field, value in group[0].items():
+            values = [r.get(field) for r in group]
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                median[field] = round(statistics.median(values), 2)
+            elif field == "gen_cpu_pct":
+                median[field] = [round(statistics.median(x), 1) for x in zip(*values)]
+        medians.append(median)
+    return medians
+
+
+def comparison(medians, servers):
+    """A table: one row per phase (and session count) and metric, one
+    column per server."""
+    found = {(m["server"], m["phase"], m.get("sessions")): m for m in medians}
+    rows = []
+    for phase, columns in loadgen.COLUMNS.items():
+        for sessions in sorted({m.get("sessions") for m in medians if m["phase"] == phase},
+                               key=lambda count: count or 0):
+            label = f"{phase} @{sessions}" if sessions else phase
+            for column in (*columns, "gen_cpu_pct"):
+                cells = [loadgen.cell(found.get((server, phase, sessions), {}).get(column))
+                         for server in servers]
+                if column != "sessions" and any(cell != "-" for cell in cells):
+                    rows.append((label, column, *cells))
+    header = ("phase", "metric", *servers)
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths))
+                     for row in (header, *rows))
+
+
+# Command line
+
+
+def parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--compare-prosody", action="store_true",
+                   help="also benchmark Prosody (Debian package prosody)")
+    p.add_argument("--servers", help="comma-separated servers to run instead: xmppd, "
+                   "prosody, prosody-gengc (Prosody with generational garbage collection)")
+    p.add_argument("--quick", action="store_true", help="a ~1 minute smoke run")
+    p.add_argument("--runs", type=int, help="runs per server (default 3, quick 1)")
+    p.add_argument("--memory-runs", type=int, default=1, help="memory phase runs per server")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warn", "error"),
+                   help="log level of both servers (logs go to files)")
+    p.add_argument("--output", help="also write every record as JSON lines to this file")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    p.add_argument("--profile", metavar="DIR",
+                   help="sample xmppd with py-spy during its runs; flat profiles go to DIR")
+    p.add_argument("--py-spy", default=shutil.which("py-spy"), help="the py-spy program")
+    p.add_argument("--generator-args", default="",
+                   help="extra bench/loadgen.py options, e.g. '--workers 2 --mechanism "
+                        "SCRAM-SHA-1' (--phases selects phases, memory included)")
+    return p
+
+
+QUICK = ["--logins", "200", "--seconds", "3", "--pairs", "50", "--presence-users", "50",
+         "--roster-size", "10", "--idle-sessions", "1000"]
+DEFAULT = ["--seconds", "10"]
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    runs = args.runs or (1 if args.quick else 3)
+    generator = loadgen.parse_args(["--domain", DOMAIN, *(QUICK if args.quick else DEFAULT),
+                                    *args.generator_args.split()])
+    loadgen.raise_fd_limit()
+    signal.signal(signal.SIGTERM, _interrupted)
+    if {SERVER_CPU, GENERATOR_CPU} <= CPUS:
+        os.sched_setaffinity(0, {GENERATOR_CPU})
+    else:
+        print("run.py: one CPU only: server and generator share it", file=sys.stderr)
+    names = (args.servers.split(",") if args.servers
+             else ["xmppd"] + (["prosody"] if args.compare_prosody else []))
+    kinds = [KINDS[name] for name in names]
+    if args.profile and not args.py_spy:
+        raise SystemExit("run.py: --profile needs py-spy (pip install py-spy), see --py-spy")
+    workdir = Path(tempfile.mkdtemp(prefix="xmppd-bench-"))
+    workdir.chmod(0o755)  # the prosody user reads its directory below it
+    servers, records = [], []
+    output = open(args.output, "w") if args.output else None
+    try:
+        certificate = _certificate(workdir)
+        servers = [kind(workdir / kind.name, certificate, args.log_level) for kind in kinds]
+        localparts = accounts.names(generator.pattern, loadgen.accounts_needed(generator))
+        for server in servers:
+            started = time.monotonic()
+            server.create_accounts(localparts, generator.password, generator.presence_users,
+                                   generator.roster_size)
+            print(f"# {server.name} {server.version()}: {len(localparts)} accounts in "
+                  f"{time.monotonic() - started:.1f} s", file=sys.stderr)
+        timed = [p for p in generator.phases if p != "memory"]
+        plan = [(server, timed) for _ in range(runs) for server in servers] if timed else []
+        if "memory" in generator.phases:
+            plan += [(server, ["memory"]) for _ in range(args.memory_runs) for server in servers]
+        for number, (server, phases) in enumerate(plan, 1):
+            print(f"# run {number}/{len(plan)}: {server.name} {','.join(phases)}",
+                  file=sys.stderr)
+            profile = None
+            if args.profile and server.name == "xmppd":
+                profile = Path(args.profile) / f"xmppd-{number}-{'-'.join(phases)}.txt"
+            for record in _run(server, generator, phases, profile, args.py_spy):
+                records.append(record)
+                if output:
+                    output.write(json.dumps(record) + "\n")
+        medians = median_records(records)
+        for median in medians:
+            print(json.dumps(median))
+            if output:
+                output.write(json.dumps(median) + "\n")
+        print(f"\nMedians of {runs} run(s) per server:", file=sys.stderr)
+        print(comparison(medians, [s.name for s in servers]), file=sys.stderr)
+    finally:
+        for server in servers:
+            server.stop()
+        if output:
+            output.close()
+        if args.keep:
+            print(f"# kept {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0 if all(not r.get("lost") for r in records) else 1
+
+
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt  # stop the servers and clean up on the way out
+
+
+def _certificate(workdir):
+    from xmppd.certs import make_self_signed
+    cert, _ = make_self_signed(DOMAIN, workdir / "certificate")
+    return Path(cert)
+
+
+def _run(server, generator, phases, profile=None, py_spy=None):
+    """Start ``server``, run ``phases`` against it, stop it; the records.
+    With ``profile``, py-spy samples the server meanwhile and
+    bench/profile.py summarises the samples in that file."""
+    pid = server.start()
+    sampler = None
+    if profile:
+        profile.parent.mkdir(parents=True, exist_ok=True)
+        raw = profile.with_suffix(".folded")
+        sampler = subprocess.Popen([py_spy, "record", "--pid", str(pid), "--rate", "100",
+                                    "--format", "raw", "--output", str(raw)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1)
+    try:
+        args = argparse.Namespace(**vars(generator))
+        args.phases, args.port, args.server_pid, args.label = phases, server.port, pid, server.name
+        args.ca_file = str(_cert_path(server))
+        records = loadgen.Benchmark(args).run(phases)
+        print(loadgen.table(records), file=sys.stderr)
+        return records
+    finally:
+        server.stop()
+        if sampler is not None:
+            sampler.wait(STOP_TIMEOUT)
+            from bench.profile import summarise
+            profile.write_text(summarise(raw.read_text()))
+
+
+def _cert_path(server):
+    return server.dir.parent / "certificate" / f"{DOMAIN}.crt"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

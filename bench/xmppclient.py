@@ -1,0 +1,402 @@
+"""A minimal asyncio XMPP client for load generation (RFC 6120, RFC 6121).
+
+Just enough of the protocol to drive a server hard from few CPU cycles:
+TCP, stream header, STARTTLS (§5), SASL PLAIN (RFC 4616) or SCRAM-SHA-1 /
+SCRAM-SHA-256 (RFC 5802, RFC 7677), resource binding (§7) and the optional
+RFC 3921 session iq.  Incoming XML goes through pyexpat into small
+:class:`Element` trees; nothing is validated beyond what the benchmark needs.
+Stanzas are written as preformatted strings.
+
+Once a client is logged in, every top-level element goes to
+``client.on_stanza(element)``; iq requests addressed to the client are
+answered (a result for XEP-0199 pings, ``service-unavailable`` otherwise),
+so idle sessions survive server pings.
+"""
+
+import asyncio
+import base64
+import os
+import pyexpat
+import ssl
+import time
+from dataclasses import dataclass
+from xml.sax.saxutils import escape, quoteattr
+
+from xmppd.core import scram
+
+NS_STREAMS = "http://etherx.jabber.org/streams"
+NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
+NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
+NS_SESSION = "urn:ietf:params:xml:ns:xmpp-session"
+NS_PING = "urn:xmpp:ping"
+MECHANISMS = ("PLAIN", "SCRAM-SHA-1", "SCRAM-SHA-256")
+
+
+class XMPPError(Exception):
+    """The server refused a step, closed the stream, or did not answer."""
+
+
+class Element:
+    """A parsed element: namespace, local name, attributes, children, text."""
+
+    __slots__ = ("ns", "name", "attrs", "children", "text")
+
+    def __init__(self, ns, name, attrs):
+        self.ns = ns
+        self.name = name
+        self.attrs = attrs
+        self.children = []
+        self.text = ""
+
+    def get(self, attr, default=None):
+        return self.attrs.get(attr, default)
+
+    def child(self, name, ns=None):
+        """The first child called ``name`` (in ``ns`` if given), or None."""
+        for c in self.children:
+            if c.name == name and (ns is None or c.ns == ns):
+                return c
+        return None
+
+    def __repr__(self):
+        return f"<{self.name} xmlns={self.ns!r} {self.attrs} {len(self.children)} children>"
+
+
+@dataclass
+class Target:
+    """Where and how to log in."""
+
+    host: str
+    port: int
+    domain: str
+    tls_version: str = "1.3"  # "1.2" or "1.3": the only version offered
+    ca_file: str | None = None  # None: no certificate verification
+    mechanism: str = "PLAIN"
+    session_iq: bool = False  # send the RFC 3921 session iq even when optional
+
+    def ssl_context(self):
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        version = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}[self.tls_version]
+        context.minimum_version = context.maximum_version = version
+        if self.ca_file:
+            context.load_verify_locations(self.ca_file)
+        else:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+
+class _StreamParser:
+    """pyexpat driven for one stream: header, then top-level elements."""
+
+    def __init__(self, on_header, on_element, on_end):
+        self._on_header = on_header
+        self._on_element = on_element
+        self._on_end = on_end
+        self._stack = []
+        p = self._parser = pyexpat.ParserCreate("UTF-8", " ")
+        p.buffer_text = True
+        p.StartElementHandler = self._start
+        p.EndElementHandler = self._end
+        p.CharacterDataHandler = self._text
+
+    def feed(self, data):
+        self._parser.Parse(data, False)
+
+    def _start(self, name, attrs):
+        ns, _, local = name.rpartition(" ")
+        element = Element(ns, local, attrs)
+        stack = self._stack
+        if not stack:
+            stack.append(element)
+            self._on_header(element)
+            return
+        if len(stack) > 1:
+            stack[-1].children.append(element)
+        stack.append(element)
+
+    def _end(self, name):
+        element = self._stack.pop()
+        if len(self._stack) == 1:
+            self._on_element(element)
+        elif not self._stack:
+            self._on_end()
+
+    def _text(self, data):
+        if len(self._stack) > 1:
+            self._stack[-1].text += data
+
+
+class Client(asyncio.Protocol):
+    """One client connection.  ``login()`` negotiates up to a bound
+    session; afterwards :meth:`send` writes raw XML and ``on_stanza`` gets
+    what arrives."""
+
+    def __init__(self, target, user, password, resource="bench"):
+        self.target = target
+        self.user = user
+        self.password = password
+        self.resource = resource
+        self.bare = f"{user}@{target.domain}"
+        self.jid = None  # the bound full JID
+        self.on_stanza = None
+        self.transport = None
+        self.closed = None  # future: connection lost
+        self.closing = False  # close() was called
+        self._parser = None
+        self._inbox = []
+        self._waiter = None
+        self._stream_ended = False
+        self._iq_serial = 0
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        try:
+            self._parser.feed(data)
+        except pyexpat.ExpatError as e:
+            self._fail(XMPPError(f"{self.bare}: malformed XML from the server: {e}"))
+            self.transport.abort()
+
+    def connection_lost(self, exc):
+        if not self.closed.done():
+            self.closed.set_result(exc)
+        self._fail(XMPPError(f"{self.bare}: connection lost ({exc or 'closed'})"))
+
+    def eof_received(self):
+        return False
+
+    # Incoming elements
+
+    def _header(self, element):
+        self._deliver(element)
+
+    def _element(self, element):
+        if self.on_stanza is not None:
+            if element.name == "iq" and element.get("type") in ("get", "set"):
+                self._answer_iq(element)
+            else:
+                self.on_stanza(element)
+        else:
+            self._deliver(element)
+
+    def _end(self):
+        self._stream_ended = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _deliver(self, element):
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(element)
+        else:
+            self._inbox.append(element)
+
+    def _fail(self, error):
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(error)
+
+    async def _next(self, timeout):
+        if self._inbox:
+            return self._inbox.pop(0)
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            return await asyncio.wait_for(self._waiter, timeout)
+        except asyncio.TimeoutError:
+            raise XMPPError(f"{self.bare}: no answer from the server in {timeout} s") from None
+        finally:
+            self._waiter = None
+
+    async def _expect(self, name, timeout, ns=None):
+        element = await self._next(timeout)
+        if element.name != name or (ns is not None and element.ns != ns):
+            raise XMPPError(f"{self.bare}: expected <{name}/>, got {_describe(element)}")
+        return element
+
+    def _answer_iq(self, iq):
+        to, id_ = iq.get("from", self.target.domain), iq.get("id", "")
+        payload = iq.children[0] if iq.children else None
+        if payload is not None and payload.ns == NS_PING:
+            self.send(f"<iq type='result' to={quoteattr(to)} id={quoteattr(id_)}/>")
+        else:
+            self.send(f"<iq type='error' to={quoteattr(to)} id={quoteattr(id_)}>"
+                      "<error type='cancel'><service-unavailable "
+                      "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>")
+
+    # Output
+
+    def send(self, text):
+        self.transport.write(text.encode())
+
+    def _restart(self):
+        """Open a new stream (RFC 6120 §4.3.3) with a fresh parser."""
+        self._parser = _StreamParser(self._header, self._element, self._end)
+        self._inbox = []
+        self.send("<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+                  f"xmlns:stream='{NS_STREAMS}' to={quoteattr(self.target.domain)} "
+                  "version='1.0' xml:lang='en'>")
+
+    async def _features(self, timeout):
+        await self._expect("stream", timeout, NS_STREAMS)
+        return await self._expect("features", timeout, NS_STREAMS)
+
+    # Login
+
+    async def login(self, timeout=30.0):
+        """Connect and negotiate TLS, SASL and a resource; returns the
+        seconds it took."""
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        self.closed = loop.create_future()
+        target = self.target
+        await asyncio.wait_for(loop.create_connection(
+            lambda: self, target.host, target.port), timeout)
+        self._restart()
+        features = await self._features(timeout)
+        if features.child("starttls", NS_TLS) is None:
+            raise XMPPError(f"{self.bare}: the server offers no STARTTLS")
+        self.send(f"<starttls xmlns='{NS_TLS}'/>")
+        await self._expect("proceed", timeout, NS_TLS)
+        self.transport = await asyncio.wait_for(loop.start_tls(
+            self.transport, self, _ssl_context(target), server_hostname=target.domain), timeout)
+        self._restart()
+        features = await self._features(timeout)
+        await self._authenticate(features, timeout)
+        self._restart()
+        features = await self._features(timeout)
+        await self._bind(timeout)
+        session = features.child("session", NS_SESSION)
+        if session is not None and (self.target.session_iq or session.child("optional") is None):
+            await self._iq(f"<session xmlns='{NS_SESSION}'/>", timeout)
+        self.on_stanza = self.on_stanza or _ignore
+        for element in self._inbox:
+            self._element(element)
+        self._inbox = []
+        return time.monotonic() - started
+
+    async def _authenticate(self, features, timeout):
+        mechanism = self.target.mechanism
+        offered = features.child("mechanisms", NS_SASL)
+        names = [] if offered is None else [m.text.strip() for m in offered.children]
+        if mechanism not in names:
+            raise XMPPError(f"{self.bare}: the server does not offer {mechanism} ({names})")
+        if mechanism == "PLAIN":
+            await self._sasl_plain(timeout)
+        else:
+            await self._sasl_scram(mechanism.removeprefix("SCRAM-"), timeout)
+
+    async def _sasl_plain(self, timeout):
+        message = f"\0{self.user}\0{self.password}".encode()
+        self._auth("PLAIN", message)
+        await self._sasl_result(timeout)
+
+    async def _sasl_scram(self, hash_name, timeout):
+        nonce = base64.b64encode(os.urandom(18)).decode()
+        first_bare = f"n={_saslname(self.user)},r={nonce}"
+        self._auth(f"SCRAM-{hash_name}", f"n,,{first_bare}".encode())
+        challenge = await self._next(timeout)
+        if challenge.name != "challenge":
+            raise XMPPError(f"{self.bare}: SCRAM: expected a challenge, got {_describe(challenge)}")
+        server_first = base64.b64decode(challenge.text).decode()
+        fields = dict(f.split("=", 1) for f in server_first.split(","))
+        if not fields["r"].startswith(nonce):
+            raise XMPPError(f"{self.bare}: SCRAM: the server changed the client nonce")
+        keys = _scram_keys(hash_name, self.password, base64.b64decode(fields["s"]), int(fields["i"]))
+        client_key, stored_key, server_key = keys
+        without_proof = f"c=biws,r={fields['r']}"
+        auth_message = f"{first_bare},{server_first},{without_proof}".encode()
+        signature = scram.client_signature(hash_name, stored_key, auth_message)
+        proof = base64.b64encode(bytes(a ^ b for a, b in zip(client_key, signature))).decode()
+        self.send(f"<response xmlns='{NS_SASL}'>"
+                  f"{base64.b64encode(f'{without_proof},p={proof}'.encode()).decode()}</response>")
+        success = await self._sasl_result(timeout)
+        expected = b"v=" + base64.b64encode(
+            scram.server_signature(hash_name, server_key, auth_message))
+        if success.text.strip() and base64.b64decode(success.text) != expected:
+            raise XMPPError(f"{self.bare}: SCRAM: wrong server signature")
+
+    def _auth(self, mechanism, initial):
+        self.send(f"<auth xmlns='{NS_SASL}' mechanism='{mechanism}'>"
+                  f"{base64.b64encode(initial).decode()}</auth>")
+
+    async def _sasl_result(self, timeout):
+        result = await self._next(timeout)
+        if result.name != "success":
+            raise XMPPError(f"{self.bare}: SASL failed: {_describe(result)}")
+        return result
+
+    async def _bind(self, timeout):
+        result = await self._iq(
+            f"<bind xmlns='{NS_BIND}'><resource>{escape(self.resource)}</resource></bind>", timeout)
+        bind = result.child("bind", NS_BIND)
+        jid = None if bind is None else bind.child("jid")
+        if jid is None:
+            raise XMPPError(f"{self.bare}: bind result without a JID")
+        self.jid = jid.text.strip()
+
+    async def _iq(self, payload, timeout):
+        self._iq_serial += 1
+        id_ = f"b{self._iq_serial}"
+        self.send(f"<iq type='set' id='{id_}'>{payload}</iq>")
+        result = await self._next(timeout)
+        if result.name != "iq" or result.get("id") != id_ or result.get("type") != "result":
+            raise XMPPError(f"{self.bare}: iq {payload[:40]}... failed: {_describe(result)}")
+        return result
+
+    # Closing
+
+    async def close(self, timeout=5.0):
+        """End the stream and wait (bounded) for the server to close it."""
+        self.closing = True
+        if self.transport is None or self.closed is None or self.closed.done():
+            return
+        try:
+            self.send("</stream:stream>")
+            await asyncio.wait_for(asyncio.shield(self.closed), timeout)
+        except (asyncio.TimeoutError, RuntimeError, OSError):
+            pass
+        finally:
+            if not self.closed.done():
+                self.transport.abort()
+
+
+_CONTEXTS = {}
+_SCRAM_CACHE = {}
+
+
+def _ssl_context(target):
+    """One SSL context per target settings (contexts are costly to build)."""
+    key = (target.tls_version, target.ca_file)
+    if key not in _CONTEXTS:
+        _CONTEXTS[key] = target.ssl_context()
+    return _CONTEXTS[key]
+
+
+def _scram_keys(hash_name, password, salt, iterations):
+    """ClientKey, StoredKey and ServerKey, cached: accounts made with one
+    verifier share the salt, so the key derivation runs once."""
+    key = (hash_name, password, salt, iterations)
+    if key not in _SCRAM_CACHE:
+        salted = scram.salted_password(hash_name, scram.prepare_password(password), salt,
+                                       iterations)
+        client_key = scram.client_key(hash_name, salted)
+        _SCRAM_CACHE[key] = (client_key, scram.stored_key(hash_name, client_key),
+                             scram.server_key(hash_name, salted))
+    return _SCRAM_CACHE[key]
+
+
+def _saslname(name):
+    return name.replace("=", "=3D").replace(",", "=2C")
+
+
+def _describe(element):
+    if element.ns == NS_STREAMS and element.name == "error":
+        return "stream error " + ", ".join(c.name for c in element.children)
+    return f"<{element.name}> " + " ".join(c.name for c in element.children)
+
+
+def _ignore(element):
+    pass

@@ -1,0 +1,65 @@
+"""The benchmark's load generator works: it logs in to the real server
+(STARTTLS, SASL, bind), plays message ping-pong without losing a stanza,
+and reads the server's CPU time and memory.  (A smoke test of bench/, not a
+measurement.)"""
+
+import asyncio
+import time
+
+import pytest
+
+from bench.loadgen import ServerProcess, Worker
+from bench.xmppclient import Target
+from tests.integration.conftest import server  # noqa: F401  (the fixture)
+
+TIMEOUT = 20.0
+
+
+def worker_for(deployment, mechanism):
+    target = Target("127.0.0.1", deployment.c2s_port, deployment.domain,
+                    ca_file=str(deployment.ca_file), mechanism=mechanism)
+    return Worker({"target": target, "password": deployment.passwords, "pattern": "{}"})
+
+
+async def drained(worker, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while worker.delivered < worker.expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-1", "SCRAM-SHA-256"])
+def test_login_then_end_the_stream(server, mechanism):  # noqa: F811
+    async def body():
+        worker = worker_for(server, mechanism)
+        result = await worker.login(["alice", "bob"], concurrency=2, keep=False,
+                                    resource=f"smoke-{mechanism}")
+        assert (result["failed"], result["errors"]) == (0, [])
+        assert len(result["latencies"]) == 2 and all(ms > 0 for ms in result["latencies"])
+        assert worker.clients == {}
+
+    asyncio.run(asyncio.wait_for(body(), TIMEOUT))
+
+
+def test_ping_pong_delivers_every_message(server):  # noqa: F811
+    process = ServerProcess(server.process.process.pid)
+    cpu_before = process.cpu_seconds()
+
+    async def body():
+        worker = worker_for(server, "PLAIN")
+        login = await worker.login(["alice", "bob"], concurrency=2, keep=True, resource="pingpong")
+        assert login["failed"] == 0 and set(worker.clients) == {"alice", "bob"}
+        start = time.monotonic() + 0.1
+        window = await worker.messages([("alice", "bob")], window=3, start_at=start,
+                                       end_at=start + 1.0, padding=20)
+        await drained(worker)
+        counts = worker.counts()
+        await worker.close_all()
+        return window, counts
+
+    window, counts = asyncio.run(asyncio.wait_for(body(), TIMEOUT))
+    assert window["window_delivered"] > 10
+    assert len(window["latencies"]) == window["window_delivered"]
+    assert counts["sent"] == counts["expected"] == counts["delivered"]
+    assert counts["errors"] == []
+    assert process.cpu_seconds() > cpu_before
+    assert process.rss_bytes() > 10 * 2**20
