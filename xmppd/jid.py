@@ -139,6 +139,9 @@ class JID:
     local: str | None
     domain: str
     resource: str | None
+    # Derived forms, computed once: routing asks for them on every stanza.
+    _bare: JID | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
+    _full: str | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     @functools.lru_cache(maxsize=16384)
@@ -166,7 +169,11 @@ class JID:
         """This JID without its resourcepart."""
         if self.resource is None:
             return self
-        return dataclasses.replace(self, resource=None)
+        bare = self._bare
+        if bare is None:
+            bare = JID(self.local, self.domain, None)
+            object.__setattr__(self, "_bare", bare)
+        return bare
 
     @property
     def is_bare(self) -> bool:
@@ -182,9 +189,11 @@ class JID:
     @property
     def full(self) -> str:
         """Text form, including the resourcepart if there is one."""
-        if self.resource is None:
-            return self.bare_str
-        return f"{self.bare_str}/{self.resource}"
+        full = self._full
+        if full is None:
+            full = self.bare_str if self.resource is None else f"{self.bare_str}/{self.resource}"
+            object.__setattr__(self, "_full", full)
+        return full
 
     def with_resource(self, resource: str) -> JID:
         """This JID with the given resourcepart, normalised."""

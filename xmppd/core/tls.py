@@ -58,6 +58,9 @@ class Certificate:
         ctx.set_min_proto_version(MIN_VERSIONS[min_version])
         ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE
                         | SSL.OP_NO_TICKET)
+        # Free a connection's read/write buffers while it is idle (most
+        # sessions are): about 30 KB less per connection.
+        ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
         ctx.set_cipher_list(CIPHERS)
         ctx.set_alpn_select_callback(_select_alpn)
         try:

@@ -52,10 +52,14 @@ def setup(api):
             raise StanzaError("bad-request", "expected <enable/> or <disable/>")
         stanza.origin.state["carbons"] = name == "enable"
 
+    def wants_copies(user):
+        """Cheap first test: has any resource of ``user`` enabled carbons?"""
+        return any(session.state.get("carbons") for session in api.sessions.resources(user))
+
     def copy_sent(stanza):
         sender = stanza.sender
         if (stanza.origin is not None and stanza.kind == "message"
-                and stanza.recipient.bare != sender.bare
+                and wants_copies(sender.bare) and stanza.recipient.bare != sender.bare
                 and api.enabled(sender.domain) and eligible(stanza.element)):
             send_copies(sender.bare, "sent", stanza.element, {stanza.origin})
         return False
@@ -64,7 +68,7 @@ def setup(api):
         user = stanza.recipient.bare
         if not api.enabled(user.domain):
             return False
-        if eligible(stanza.element, received=True):
+        if wants_copies(user) and eligible(stanza.element, received=True):
             delivered = set(api.service("message").recipients(stanza))
             send_copies(user, "received", stanza.element, delivered | {stanza.origin})
         remove_private(stanza.element)

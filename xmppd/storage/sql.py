@@ -160,7 +160,9 @@ class SQLStore:
                     Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
                     raise StorageError(f"cannot create the database directory: {exc}") from exc
-            self._engine = create_engine(parsed, pool_pre_ping=True)
+            # A server database can drop connections (a restart, a failover):
+            # check each before use.  A local SQLite file cannot.
+            self._engine = create_engine(parsed, pool_pre_ping=not sqlite)
         if sqlite:
             _configure_sqlite(self._engine)
             self._reads = self._engine
