@@ -366,7 +366,7 @@ def test_change_during_initial_read_is_not_lost(server, bob):
 
 def test_block_and_unblock_send_presence_to_contacts_who_see_it(tmp_path):
     server = make_server(tmp_path, hosts=("example.com", "other.example"),
-                         modules=("bind", "presence", "blocking"))
+                         modules=("bind", "roster", "presence", "blocking"))
     add_user(server, "alice@example.com")
     for jid, subscription in (("bob@example.com", "from"), ("dave@example.com", "to"),
                               ("carol@other.example", "both")):

@@ -92,11 +92,12 @@ def database():
     engine.dispose()
 
 
-async def roster_get(client):
-    """A roster get (raises IqError on an error answer)."""
+async def roster_set(client, contact):
+    """Add ``contact`` to the roster (raises IqError on an error answer): a
+    write, which needs the database whatever is kept in memory."""
     iq = client.xmpp.Iq()
-    iq["type"] = "get"
-    iq.enable("roster")
+    iq["type"] = "set"
+    iq["roster"]["items"] = {contact: {"name": contact}}
     return await iq.send(timeout=10)
 
 
@@ -107,11 +108,11 @@ def test_outage_and_recovery(tmp_path, database, run):
     try:
         async def body(clients):
             alice = await clients.login("alice")
-            await roster_get(alice)
+            await roster_set(alice, "carol@example.test")
 
             proxy.cut()
             with pytest.raises(IqError) as error:
-                await roster_get(alice)
+                await roster_set(alice, "dave@example.test")
             assert error.value.condition == "internal-server-error"
             with pytest.raises(LoginFailed):
                 await clients.login("bob")
@@ -119,8 +120,8 @@ def test_outage_and_recovery(tmp_path, database, run):
 
             proxy.restore()
             bob = await clients.login("bob")
-            await roster_get(bob)
-            await roster_get(alice)
+            await roster_set(bob, "carol@example.test")
+            await roster_set(alice, "dave@example.test")
 
         run(deployment, body, timeout=60)
     finally:

@@ -265,7 +265,7 @@ def setup(api):
                 if item.subscription in SUBSCRIBERS and _matches(changed, JID.parse(item.jid)):
                     send(user, item.jid)
 
-        d = api.storage.get_roster(user.local, user.domain)
+        d = api.service("roster").roster(user)
         d.addCallback(send_to_contacts).addErrback(lambda failure: api.log.failure(
             "cannot send presence after a block list change of {user}", failure, user=user))
 

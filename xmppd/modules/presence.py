@@ -109,6 +109,9 @@ class PresenceService:
 
 
 def setup(api):
+    rosters = api.service("roster")
+    if rosters is None:
+        raise RuntimeError("the presence module needs the roster module, loaded before it")
     service = PresenceService(api)
     api.provide("presence", service)
 
@@ -171,7 +174,7 @@ def setup(api):
     @defer.inlineCallbacks
     def broadcast_available(session, initial):
         user = session.jid.bare
-        _, items = yield api.storage.get_roster(user.local, user.domain)
+        _, items = yield rosters.roster(user)
         if not session.available:
             return  # unavailable meanwhile: that broadcast is the current one
         presence = session.presence
@@ -191,7 +194,7 @@ def setup(api):
     @defer.inlineCallbacks
     def broadcast_unavailable(session, element, directed):
         user = session.jid.bare
-        _, items = yield api.storage.get_roster(user.local, user.domain)
+        _, items = yield rosters.roster(user)
         subscribers = {JID.parse(item.jid) for item in items if item.subscription in SUBSCRIBERS}
         send_to(subscribers | {jid for jid in directed if jid.bare not in subscribers},
                 element, session.jid.full)

@@ -23,14 +23,19 @@ import dataclasses
 from twisted.internet import defer
 from twisted.words.xish import domish
 
-from xmppd.core.events import BARE
+from xmppd.core.events import BARE, SESSION_UNBOUND
 from xmppd.core.stanzas import StanzaError, make_stanza
 from xmppd.jid import JID, InvalidJID
-from xmppd.storage import SUBSCRIBERS, RosterFull, RosterItem
+from xmppd.storage import SUBSCRIBERS, RosterFull, RosterItem, UserNotFound
 
 NS_ROSTER = "jabber:iq:roster"
 NS_ROSTERVER = "urn:xmpp:features:rosterver"
 MAX_TEXT = 1023  # longest item name or group name, in characters
+
+
+def _no_account(failure):
+    failure.trap(UserNotFound)
+    return False
 
 
 def item_element(item, remove=False):
@@ -53,11 +58,36 @@ def item_element(item, remove=False):
 
 
 class RosterService:
-    """Roster changes and pushes (RFC 6121 §2.1.6), for this and other modules."""
+    """Rosters read, changed and pushed (RFC 6121 §2.1.6), for this and other
+    modules.
+
+    The rosters of accounts with a bound session are kept in memory: presence
+    broadcasts and probes read them all the time.  Every change goes through
+    :meth:`store` or :meth:`remove`, which drop the copy; a read that was
+    under way during a change is not kept (``_generation``).
+    """
 
     def __init__(self, api):
         self._api = api
         self._locks = {}  # bare JID -> DeferredLock, while a change is under way
+        self._cache = {}  # bare JID -> (version, items), for accounts online
+        self._generation = {}  # bare JID -> changes made, while online
+        api.hook(SESSION_UNBOUND, self._unbound)
+
+    def roster(self, user):
+        """Deferred ``(version, items)`` of the roster of ``user`` (a bare JID)."""
+        cached = self._cache.get(user)
+        if cached is not None:
+            return defer.succeed(cached)
+        generation = self._generation.get(user, 0)
+        d = self._api.storage.get_roster(user.local, user.domain)
+
+        def keep(result):
+            if self._api.sessions.count(user) and self._generation.get(user, 0) == generation:
+                self._cache[user] = result
+            return result
+
+        return d.addCallback(keep)
 
     def sees_presence(self, user, requester):
         """Deferred: whether ``requester`` (a JID) is ``user`` (a bare JID)
@@ -66,8 +96,20 @@ class RosterService:
             return defer.succeed(False)
         if requester.bare == user:
             return defer.succeed(True)
-        d = self._api.storage.get_roster_item(user.local, user.domain, requester.bare.full)
-        return d.addCallback(lambda item: item is not None and item.subscription in SUBSCRIBERS)
+        contact = requester.bare.full
+        d = self.roster(user).addCallback(lambda result: any(
+            item.jid == contact and item.subscription in SUBSCRIBERS for item in result[1]))
+        return d.addErrback(_no_account)
+
+    def _changed(self, user):
+        self._cache.pop(user, None)
+        self._generation[user] = self._generation.get(user, 0) + 1
+
+    def _unbound(self, session):
+        user = session.jid.bare
+        if not self._api.sessions.count(user):
+            self._cache.pop(user, None)
+            self._generation.pop(user, None)
 
     def change(self, user, fn, *args):
         """Run ``fn(*args)`` (which may return a Deferred) once the earlier
@@ -86,10 +128,12 @@ class RosterService:
         """Add or replace ``item`` in the roster of ``user`` and push it; a
         Deferred of the new version.  Adding an item to a full roster
         (``roster.max_items``) fails with :class:`~xmppd.storage.RosterFull`."""
+        self._changed(user)
         d = self._api.storage.set_roster_item(
             user.local, user.domain, item, max_items=self._api.config.roster.max_items)
 
         def stored(version):
+            self._changed(user)
             self.push(user, item, version)
             return version
 
@@ -97,9 +141,11 @@ class RosterService:
 
     def remove(self, user, item):
         """Remove ``item`` from the roster of ``user`` and push the removal."""
+        self._changed(user)
         d = self._api.storage.remove_roster_item(user.local, user.domain, item.jid)
 
         def removed(version):
+            self._changed(user)
             if version is not None:
                 self.push(user, item, version, remove=True)
 
@@ -133,7 +179,7 @@ def setup(api):
         user = own_roster(stanza)
         stanza.origin.roster_requested = True
         client_ver = stanza.payload.getAttribute("ver")
-        d = api.storage.get_roster(user.local, user.domain)
+        d = roster.roster(user)
 
         def answer(result):
             version, items = result
