@@ -10,7 +10,6 @@ import pytest
 
 from bench.loadgen import ServerProcess, Worker
 from bench.xmppclient import Target
-from tests.integration.conftest import server  # noqa: F401  (the fixture)
 
 TIMEOUT = 20.0
 
@@ -24,11 +23,11 @@ def worker_for(deployment, mechanism):
 async def drained(worker, timeout=5.0):
     deadline = time.monotonic() + timeout
     while worker.delivered < worker.expected and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # bounded polling of a live server
 
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-1", "SCRAM-SHA-256"])
-def test_login_then_end_the_stream(server, mechanism):  # noqa: F811
+def test_login_then_end_the_stream(server, mechanism):
     async def body():
         worker = worker_for(server, mechanism)
         result = await worker.login(["alice", "bob"], concurrency=2, keep=False,
@@ -40,7 +39,7 @@ def test_login_then_end_the_stream(server, mechanism):  # noqa: F811
     asyncio.run(asyncio.wait_for(body(), TIMEOUT))
 
 
-def test_ping_pong_delivers_every_message(server):  # noqa: F811
+def test_ping_pong_delivers_every_message(server):
     process = ServerProcess(server.process.process.pid)
     cpu_before = process.cpu_seconds()
 
