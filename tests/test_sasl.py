@@ -378,6 +378,21 @@ class SaslPlainTests(SaslTestCase):
         self.assertEqual(self.step(mechanism, b"\0User\0pencil"), Success("user", None))
         self.assertEqual(self.looked_up, ["user"])
 
+    def test_key_derivation_is_offloaded(self):
+        pending = []
+
+        def offload(fn, *args):
+            pending.append((defer.Deferred(), fn, args))
+            return pending[-1][0]
+
+        server = SaslServer(DOMAIN, self.lookup, normalize, offload=offload)
+        d = server.start("PLAIN").step(b"\0user\0pencil")
+        self.assertNoResult(d)  # waits for the thread pool
+        [(result, fn, args)] = pending
+        self.assertIs(fn, scram.check_password)
+        result.callback(fn(*args))
+        self.assertEqual(self.successResultOf(d), Success("user", None))
+
     def test_no_initial_response(self):
         mechanism = self.server.start("PLAIN")
         self.assertEqual(self.step(mechanism, None), Challenge(b""))

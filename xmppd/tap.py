@@ -73,6 +73,7 @@ def build(config, reactor=None):
     pool.setServiceParent(top)
     server = Server(config, None, certificates, reactor)
     server.storage = AsyncStore(store, server.metrics.timed_runner(pool.run))
+    server.offload = pool.run
     for name in MODULES:
         server.load(importlib.import_module(f"xmppd.modules.{name}"))
     # Stopped after the listeners: streams get system-shutdown, then the

@@ -43,6 +43,9 @@ class Server:
         self.connections = ConnectionCounter()
         self.streams = set()  # open client and server streams
         self.metrics = Metrics(self)
+        # Runs CPU-heavy work, ``offload(fn, *args) -> Deferred``: at once in
+        # tests, in the worker thread pool in the real server (tap.py).
+        self.offload = defer.maybeDeferred
         self.auth_throttle = AuthThrottle(clock)
         self.router = Router(self.hosts, self.hooks, self.sessions)
         self.stream_features = {ENCRYPTED: [], AUTHENTICATED: []}

@@ -224,7 +224,8 @@ class ClientStream(Protocol):
             features.addElement((NS_TLS, "starttls")).addElement("required")
             return features
         if self.state == "encrypted":
-            self._sasl = SaslServer(self.domain, self._credentials, normalize_localpart)
+            self._sasl = SaslServer(self.domain, self._credentials, normalize_localpart,
+                                    offload=self.server.offload)
             mechanisms = features.addElement((NS_SASL, "mechanisms"))
             for name in self._sasl.mechanisms:
                 mechanisms.addElement("mechanism", content=name)

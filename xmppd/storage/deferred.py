@@ -66,7 +66,8 @@ class AsyncStore:
 
 
 class StoragePool(service.Service):
-    """The thread pool storage calls run in, as a service.
+    """The thread pool storage calls (and other blocking work, such as
+    PLAIN's key derivation) run in, as a service.
 
     :meth:`run` is the runner for :class:`AsyncStore`: it calls a function
     in the pool and fires its Deferred in the reactor thread.  On stop it
