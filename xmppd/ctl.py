@@ -23,7 +23,7 @@ from sqlalchemy import make_url
 
 from xmppd import config as configuration
 from xmppd.certs import make_self_signed
-from xmppd.control import ask
+from xmppd.admin import ask
 from xmppd.core.scram import derive_all, prepare_password
 from xmppd.core.tls import CertificateError, CertificateStore
 from xmppd.jid import JID, InvalidJID, normalize_domain

@@ -20,7 +20,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from xmppd import config as configuration
-from xmppd.control import AdminSocketService, Controller
+from xmppd.admin import AdminSocketService
+from xmppd.control import Controller
+from xmppd.errors import StartupError
 from xmppd.core.api import Server
 from xmppd.core.c2s import ClientStreamFactory
 from xmppd.core.tls import CertificateError, CertificateStore, ServerTLS
@@ -35,10 +37,6 @@ from xmppd.systemd import ReadinessService
 MODULES = ("bind", "legacy_session", "roster", "presence", "subscription", "ping", "disco",
            "caps", "version", "time", "last", "message", "offline", "closed_domain", "carbons",
            "vcard", "private", "blocking")
-
-
-class StartupError(Exception):
-    """The server cannot start; the message says why."""
 
 
 class Options(usage.Options):
