@@ -426,3 +426,44 @@ class TestStore:
             store._session
         with pytest.raises(AttributeError):
             store.no_such_method
+
+
+class TestSQLiteFile:
+    """The SQLite database file: who may read it, and when it is created."""
+
+    def test_created_readable_by_its_owner_only(self, tmp_path):
+        path = tmp_path / "xmppd.sqlite"
+        old = os.umask(0o022)
+        try:
+            store = SQLStore(f"sqlite:///{path}")
+            store.migrate()
+            store.create_account("alice", "example.org", KEYS)
+            modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+            store.close()
+        finally:
+            os.umask(old)
+        assert modes == {"xmppd.sqlite": 0o600, "xmppd.sqlite-wal": 0o600,
+                         "xmppd.sqlite-shm": 0o600}
+
+    def test_not_created_unless_asked(self, tmp_path):
+        path = tmp_path / "missing" / "xmppd.sqlite"
+        with pytest.raises(StorageError, match="does not exist: run 'xmppctl migrate'"):
+            SQLStore(f"sqlite:///{path}", create=False)
+        assert not path.parent.exists()
+
+    def test_existing_database_opened_without_create(self, tmp_path):
+        url = f"sqlite:///{tmp_path / 'xmppd.sqlite'}"
+        SQLStore(url).migrate()
+        store = SQLStore(url, create=False)
+        store.check_schema()
+        store.close()
+
+
+def test_driver_not_installed():
+    try:
+        import pg8000  # noqa: F401
+        pytest.skip("pg8000 is installed")
+    except ImportError:
+        pass
+    with pytest.raises(StorageError, match="driver for postgresql\\+pg8000 is not installed"):
+        SQLStore("postgresql+pg8000://xmppd@localhost/xmppd")

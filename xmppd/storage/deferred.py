@@ -98,6 +98,12 @@ class StoragePool(service.Service):
 
     def stopService(self):
         super().stopService()
+        if not self.pending:
+            # Nothing to wait for: stop at once, which also works when the
+            # reactor never ran (a failed start), so no worker thread is
+            # left to keep the process alive.
+            self.pool.stop()
+            return defer.succeed(None)
         drained = defer.Deferred()
         deadline = self.reactor.seconds() + self._grace
 

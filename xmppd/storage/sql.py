@@ -15,6 +15,7 @@ Database failures surface as ``StorageError``; its subclasses ``UserExists``,
 failure.
 """
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -99,6 +100,20 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql(options.get(_SQLITE_BEGIN, "BEGIN"))
 
 
+def _sqlite_file(path: Path, create: bool) -> None:
+    """Make sure the SQLite database file exists: created empty with mode
+    0600 when ``create`` allows it, else StorageError."""
+    if path.exists():
+        return
+    if not create:
+        raise StorageError(f"the database {path} does not exist: run 'xmppctl migrate'")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    except OSError as exc:
+        raise StorageError(f"cannot create the database file: {exc}") from exc
+
+
 def _credential_rows(keys: dict[str, ScramKeys]) -> list[ScramCredential]:
     unknown = set(keys) - set(HASH_NAMES)
     if unknown:
@@ -148,21 +163,29 @@ class SQLStore:
     """Accounts, rosters, per-user values and offline messages in the
     database at ``url`` (an SQLAlchemy URL, e.g.
     ``sqlite:////var/lib/xmppd/xmppd.sqlite`` or
-    ``postgresql+psycopg://xmppd@/xmppd``).  The parent directory of an SQLite
-    database file is created if missing.  Thread-safe."""
+    ``postgresql+psycopg://xmppd@/xmppd``).  Thread-safe.
 
-    def __init__(self, url: str) -> None:
+    A missing SQLite database file is created, with its parent directory,
+    only when ``create`` is true (``xmppctl``); the server opens an existing
+    one, so a failed start leaves no empty file behind.  The file is created
+    readable by its owner only (it holds the SCRAM keys); SQLite gives its
+    ``-wal`` and ``-shm`` files the same mode.  A driver that is not
+    installed is a ``StorageError``.
+    """
+
+    def __init__(self, url: str, create: bool = True) -> None:
         with _database_errors():
             parsed = make_url(url)
             sqlite = parsed.get_backend_name() == "sqlite"
             if sqlite and parsed.database not in (None, "", ":memory:"):
-                try:
-                    Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise StorageError(f"cannot create the database directory: {exc}") from exc
+                _sqlite_file(Path(parsed.database), create)
             # A server database can drop connections (a restart, a failover):
             # check each before use.  A local SQLite file cannot.
-            self._engine = create_engine(parsed, pool_pre_ping=not sqlite)
+            try:
+                self._engine = create_engine(parsed, pool_pre_ping=not sqlite)
+            except ImportError as exc:
+                raise StorageError(
+                    f"the driver for {parsed.drivername} is not installed ({exc})") from exc
         if sqlite:
             _configure_sqlite(self._engine)
             self._reads = self._engine
