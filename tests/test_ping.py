@@ -53,11 +53,34 @@ def test_server_answers_pings(alice):
     assert (pong["type"], pong["id"], pong["from"]) == ("result", "p1", "example.com")
 
 
-def test_ping_to_a_host_with_ping_disabled(tmp_path):
+@pytest.mark.parametrize("to", [None, "alice@example.com"], ids=["no-to", "own-bare-jid"])
+def test_server_answers_pings_for_the_account(alice, to):
+    """RFC 6120 §10.3.3: no 'to' is handled by the server for the account."""
+    to_attr = "" if to is None else f" to='{to}'"
+    alice.send(f"<iq type='get' id='p1'{to_attr}><ping xmlns='{NS_PING}'/></iq>")
+    [pong] = alice.take()
+    assert (pong["type"], pong["id"], pong.getAttribute("from")) == ("result", "p1", to)
+
+
+def test_ping_to_another_accounts_bare_jid(server, alice):
+    """XEP-0199 §4.4: the server answers for the account, if it exists."""
+    add_user(server, "bob@example.com")
+    alice.send(f"<iq type='get' id='p1' to='bob@example.com'><ping xmlns='{NS_PING}'/></iq>")
+    [pong] = alice.take()
+    assert (pong["type"], pong["from"]) == ("result", "bob@example.com")
+    alice.send(f"<iq type='get' id='p2' to='nobody@example.com'><ping xmlns='{NS_PING}'/></iq>")
+    assert error_condition(alice.take()[0]) == "service-unavailable"
+    alice.send(f"<iq type='get' id='p3' to='bob@example.com/phone'><ping xmlns='{NS_PING}'/></iq>")
+    assert error_condition(alice.take()[0]) == "service-unavailable"  # not bound
+
+
+@pytest.mark.parametrize("to", [None, "example.com", "alice@example.com"])
+def test_ping_to_a_host_with_ping_disabled(tmp_path, to):
     server = make(tmp_path, hosts=(), extra='[hosts."example.com"]\ndisabled_modules = ["ping"]')
     client = Client(server)
     client.login("alice@example.com")
-    client.send(f"<iq type='get' id='p1'><ping xmlns='{NS_PING}'/></iq>")
+    to_attr = "" if to is None else f" to='{to}'"
+    client.send(f"<iq type='get' id='p1'{to_attr}><ping xmlns='{NS_PING}'/></iq>")
     assert error_condition(client.take()[0]) == "service-unavailable"
     server.clock.advance(IDLE + TIMEOUT + 1)
     assert pings(client) == [] and not client.closed

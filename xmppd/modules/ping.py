@@ -1,6 +1,14 @@
 """XMPP Ping (XEP-0199).
 
-- Client-to-server pings (§4.2): the server answers pings addressed to it.
+- Client-to-server pings (§4.2): the server answers pings addressed to it,
+  and those with no ``to``, which RFC 6120 §10.3.3 has the server handle on
+  behalf of the sending account (the router posts them as to the account's
+  bare JID).  A ping to an account's bare JID, the sender's own or another
+  one's, is answered by the server on the account's behalf (§4.4: "a ping
+  sent to a bare JID will be handled by the server on behalf of the
+  client"; Prosody does the same); for an account that does not exist it
+  is ``service-unavailable`` (RFC 6121 §8.5.1).  Pings to a full JID are
+  routed to that client.
 - Server-to-client pings (§4.1): a session that has sent nothing for
   ``ping.idle_timeout`` seconds (0: never) is pinged; its answer, a result
   or an error iq (a client without ping support answers
@@ -11,9 +19,11 @@
   the next idleness check, or the deadline of its ping.
 """
 
+from twisted.internet import defer
+
 from xmppd.core.events import (BARE, CONFIG_RELOADED, HOST, SESSION_BOUND, SESSION_UNBOUND,
                                iq_event)
-from xmppd.core.stanzas import make_stanza
+from xmppd.core.stanzas import StanzaError, make_stanza
 
 NS_PING = "urn:xmpp:ping"
 
@@ -87,8 +97,18 @@ class IdlePinger:
 
 
 def setup(api):
+    @defer.inlineCallbacks
+    def account_ping(stanza):
+        account = stanza.recipient
+        if stanza.sender is not None and stanza.sender.bare == account:
+            return None
+        if not (yield api.storage.account_exists(account.local, account.domain)):
+            raise StanzaError("service-unavailable")
+        return None
+
     api.disco_feature(NS_PING)
     api.handle_iq("get", HOST, NS_PING, lambda stanza: None)
+    api.handle_iq("get", BARE, NS_PING, account_ping)
     pinger = IdlePinger(api)
     api.hook(SESSION_BOUND, pinger.watch)
     api.hook(SESSION_UNBOUND, pinger.forget)
