@@ -4,7 +4,7 @@ import base64
 
 import pytest
 
-from tests.harness import Client, add_user, error_condition, make_server
+from tests.harness import HEADER, Client, add_user, error_condition, make_server
 
 NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 
@@ -40,6 +40,27 @@ def test_unknown_host(server):
     client.send("<stream:stream xmlns='jabber:client' "
                 "xmlns:stream='http://etherx.jabber.org/streams' to='other.org' version='1.0'>")
     assert stream_error(client) == "host-unknown"
+
+
+TLS_CLIENT_HELLO = bytes.fromhex("160301020001000001fc0303") + bytes(range(32))
+
+
+@pytest.mark.parametrize("data, condition", [
+    (HEADER.format(to="other.org"), "host-unknown"),
+    ("<stream:stream xmlns='jabber:client' "
+     "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>", "host-unknown"),
+    (HEADER.format(to="example.net").replace("jabber:client", "jabber:server"),
+     "invalid-namespace"),
+    (TLS_CLIENT_HELLO, "unsupported-encoding"),
+    ("GET / HTTP/1.1\r\nHost: example.com\r\n\r\n", "not-well-formed"),
+], ids=["unknown-host", "no-to-with-two-hosts", "bad-header", "tls-client-hello", "garbage"])
+def test_early_stream_error_header_names_the_default_host(tmp_path, data, condition):
+    """RFC 6120 §4.7.1, §4.9.1.2: the response header has a 'from' even
+    when the error comes before the requested domain is known."""
+    client = Client(make_server(tmp_path, hosts=("example.com", "example.net")))
+    client.send(data)
+    assert stream_error(client) == condition
+    assert client.header["from"] == "example.com"
 
 
 def test_wrong_namespace_and_version(server):

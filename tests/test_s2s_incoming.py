@@ -2,6 +2,8 @@
 as receiving and authoritative server (XEP-0220 §2.2), the allowlist and
 the checks on stanzas from peers (RFC 6120 §4.9.3, §8)."""
 
+import pytest
+
 from tests.harness import Client, add_user, error_condition
 from tests.s2s_support import (
     DIALBACK_FEATURES, LOCAL, REMOTE, b64, header, incoming, make_federation,
@@ -166,6 +168,21 @@ def test_domains_not_allowed_are_refused(tmp_path):
     wire = incoming(federation)
     wire.send(header(to="not-hosted.example", from_=REMOTE))
     assert stream_error(wire.take()) == "host-unknown"
+
+
+@pytest.mark.parametrize("data, condition", [
+    (header(to="not-hosted.example", from_=REMOTE), "host-unknown"),
+    (header(to=LOCAL, from_=REMOTE).replace("jabber:server'", "jabber:component:accept'"),
+     "invalid-namespace"),
+    (bytes.fromhex("160301020001000001fc0303") + bytes(32), "unsupported-encoding"),
+], ids=["unknown-host", "bad-header", "tls-client-hello"])
+def test_early_stream_error_header_names_the_default_host(tmp_path, data, condition):
+    """RFC 6120 §4.7.1, §4.9.1.2: a header with 'from' before the error."""
+    federation = make_federation(tmp_path, ALLOW, hosts=(LOCAL, f"other.{LOCAL}"))
+    wire = incoming(federation)
+    wire.send(data)
+    assert stream_error(wire.take()) == condition
+    assert wire.headers[0]["from"] == LOCAL
 
 
 def test_empty_allowlist_refuses_every_peer(tmp_path):

@@ -21,6 +21,9 @@ SASL success in the same read are discarded (§5.4.3.3, §6.4.6), as are the
 elements that arrived while the SASL step was pending.  While a step is
 pending, at most :data:`MAX_BACKLOG` elements wait; more is
 ``policy-violation`` (§13.12).
+
+A stream error sent before the requested domain is known has a response
+header from the first configured host (:func:`default_host`).
 """
 
 import base64
@@ -53,6 +56,16 @@ MAX_AUTH_FAILURES = 3
 MAX_BACKLOG = 10  # elements received while a negotiation step is pending
 STANZA_KINDS = ("message", "presence", "iq")
 IQ_TYPES = ("get", "set", "result", "error")
+
+
+def default_host(hosts):
+    """The ``from`` of a response stream header sent before the requested
+    domain is known (a stream error for ``host-unknown``, a bad header, or
+    bytes that are not XML at all): the first configured host.  RFC 6120
+    §4.7.1 has the receiving entity's header name a domain it serves, and
+    §4.9.1.2 has it send a header even when the error comes first; clients
+    such as aioxmpp report a header without ``from`` instead of the error."""
+    return next(iter(hosts))
 
 
 class ClientStream(Protocol):
@@ -188,7 +201,8 @@ class ClientStream(Protocol):
             self._header_sent = True
             self.stream_id = secrets.token_urlsafe(12)
             self.transport.write(stream_header(
-                NS_CLIENT, self.stream_id, from_=self.domain, lang=self.lang))
+                NS_CLIENT, self.stream_id, lang=self.lang,
+                from_=self.domain or default_host(self.server.hosts)))
 
     # Stream header and features
 

@@ -19,7 +19,9 @@ XEP-0220 §2.2.  States, as for client streams (:mod:`xmppd.core.c2s`):
 A domain that is not allowed (:mod:`xmppd.s2s.policy`), in the header or in
 a dialback request, is refused with a ``policy-violation`` stream error,
 logged with the peer's address; a ``to`` that is not hosted is
-``host-unknown``.
+``host-unknown``.  A stream error sent before the hosted domain is known
+comes after a header from the first configured host (RFC 6120 §4.7.1,
+§4.9.1.2).
 
 Dialback (receiving server, §2.2.1): each ``<db:result/>`` asks to
 authenticate one sender domain, so one stream carries several
@@ -46,7 +48,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.words.xish import domish
 
-from xmppd.core.c2s import IQ_TYPES, NS_SASL, NS_TLS, STANZA_KINDS
+from xmppd.core.c2s import IQ_TYPES, NS_SASL, NS_TLS, STANZA_KINDS, default_host
 from xmppd.core.limits import address_of
 from xmppd.core.stanzas import Stanza, error_reply
 from xmppd.core.xmlstream import NS_CLIENT, NS_STREAMS, StreamError
@@ -108,7 +110,8 @@ class IncomingStream(ServerStream):
 
     def open_stream(self):
         self.stream_id = new_stream_id()
-        self.send_header(self.domain, self.remote, self.stream_id)
+        self.send_header(self.domain or default_host(self.federation.server.hosts),
+                         self.remote, self.stream_id)
 
     # Stream header and features
 
