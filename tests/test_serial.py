@@ -1,0 +1,94 @@
+"""The serial queue: in-order processing (RFC 6120 §10.1)."""
+
+from twisted.internet import defer
+
+from xmppd.core.serial import SerialQueue
+
+
+def recording(pending):
+    """A process function that records items and returns the Deferred
+    given for an item in ``pending`` (else handles it at once)."""
+    seen = []
+
+    def process(item):
+        seen.append(item)
+        return pending.get(item)
+
+    return seen, process
+
+
+def test_items_run_at_once_when_nothing_waits():
+    seen, process = recording({})
+    queue = SerialQueue(process)
+    queue.push(1)
+    queue.push(2)
+    assert seen == [1, 2]
+    assert not queue.busy and len(queue) == 0
+
+
+def test_later_items_wait_for_a_pending_deferred():
+    first = defer.Deferred()
+    seen, process = recording({1: first})
+    queue = SerialQueue(process)
+    for item in (1, 2, 3):
+        queue.push(item)
+    assert seen == [1] and queue.busy and len(queue) == 2
+    first.callback(None)
+    assert seen == [1, 2, 3] and not queue.busy
+
+
+def test_an_already_fired_deferred_does_not_make_items_wait():
+    seen, process = recording({1: defer.succeed(None)})
+    queue = SerialQueue(process)
+    queue.push(1)
+    queue.push(2)
+    assert seen == [1, 2] and not queue.busy
+
+
+def test_a_failure_is_logged_and_the_queue_goes_on():
+    first = defer.Deferred()
+    seen, process = recording({1: first})
+    queue = SerialQueue(process)
+    queue.push(1)
+    queue.push(2)
+    first.errback(RuntimeError("storage down"))
+    assert seen == [1, 2] and not queue.busy
+
+
+def test_an_exception_is_logged_and_the_queue_goes_on():
+    seen = []
+
+    def process(item):
+        seen.append(item)
+        if item == 1:
+            raise ValueError("bad")
+
+    queue = SerialQueue(process)
+    queue.push(1)
+    queue.push(2)
+    assert seen == [1, 2]
+
+
+def test_full_and_drained_marks_pause_and_resume_the_source():
+    first = defer.Deferred()
+    seen, process = recording({1: first})
+    events = []
+    queue = SerialQueue(process, high=3, low=1, on_full=lambda: events.append("full"),
+                        on_drained=lambda: events.append("drained"))
+    for item in range(1, 6):
+        queue.push(item)
+    assert events == ["full"] and len(queue) == 4
+    first.callback(None)
+    assert seen == [1, 2, 3, 4, 5]
+    assert events == ["full", "drained"]
+
+
+def test_clear_drops_waiting_items():
+    first = defer.Deferred()
+    seen, process = recording({1: first})
+    queue = SerialQueue(process)
+    for item in (1, 2, 3):
+        queue.push(item)
+    assert queue.clear() == [2, 3]
+    first.callback(None)
+    assert seen == [1]

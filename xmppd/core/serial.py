@@ -1,0 +1,110 @@
+"""In-order processing: one queue per session and per server link.
+
+RFC 6120 §10.1: a server MUST process the stanzas it receives over one
+stream in the order it received them, and MUST NOT deliver a later stanza
+before an earlier one.  A handler may have to wait (for the storage, say)
+before it has handled its stanza; :class:`SerialQueue` makes every later
+item of the same stream wait for it.  This is the one ordering mechanism of
+xmppd (like Prosody's per-session async runner): a handler returns a
+Deferred, and the stanzas that follow are processed once it has fired.
+
+A stanza therefore counts as handled, for what follows it, only when its
+Deferred has fired: an offline message once its row is committed, a roster
+change once it is stored.  While items wait, the queue can pause the source
+(``on_full``, e.g. stop reading the socket) and resume it (``on_drained``),
+so a client that sends faster than its stanzas are handled is slowed down
+instead of filling memory.
+"""
+
+from collections import deque
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+log = Logger()
+
+
+class SerialQueue:
+    """Calls ``process(item)`` for each pushed item, one at a time, in the
+    order pushed.  When ``process`` returns an unfired Deferred, the next
+    item waits until it fires (its failure is logged, not propagated).
+
+    ``on_full()`` is called when more than ``high`` items wait and
+    ``on_drained()`` when the waiting items are back to ``low`` or fewer.
+    """
+
+    __slots__ = ("_process", "_waiting", "_busy", "_high", "_low", "_full",
+                 "_on_full", "_on_drained")
+
+    def __init__(self, process, high=64, low=8, on_full=None, on_drained=None):
+        self._process = process
+        self._waiting = None  # a deque, made when something has to wait
+        self._busy = False
+        self._high = high
+        self._low = low
+        self._full = False
+        self._on_full = on_full
+        self._on_drained = on_drained
+
+    def __len__(self):
+        """Items waiting (not counting the one being handled)."""
+        return len(self._waiting) if self._waiting else 0
+
+    @property
+    def busy(self):
+        """Whether an item is being handled (its Deferred has not fired)."""
+        return self._busy
+
+    def push(self, item):
+        if self._busy:
+            if self._waiting is None:
+                self._waiting = deque()
+            self._waiting.append(item)
+            if not self._full and len(self._waiting) > self._high:
+                self._full = True
+                if self._on_full is not None:
+                    self._on_full()
+            return
+        self._run(item)
+
+    def clear(self):
+        """Drop the waiting items (the source is gone); return them."""
+        items, self._waiting = list(self._waiting or ()), None
+        return items
+
+    def _run(self, item):
+        while True:
+            try:
+                result = self._process(item)
+            except Exception:
+                log.failure("processing {item!r} failed", item=item)
+                result = None
+            if isinstance(result, Deferred):
+                result.addErrback(self._failed, item)
+                if not result.called:
+                    self._busy = True
+                    result.addBoth(self._done)
+                    return
+            item = self._next()
+            if item is None:
+                return
+
+    def _next(self):
+        if not self._waiting:
+            return None
+        item = self._waiting.popleft()
+        if self._full and len(self._waiting) <= self._low:
+            self._full = False
+            if self._on_drained is not None:
+                self._on_drained()
+        return item
+
+    def _done(self, _):
+        self._busy = False
+        item = self._next()
+        if item is not None:
+            self._run(item)
+
+    @staticmethod
+    def _failed(failure, item):
+        log.failure("processing {item!r} failed", failure, item=item)
