@@ -2,6 +2,7 @@
 
 import datetime
 import io
+import json
 import os
 import stat
 import subprocess
@@ -165,15 +166,150 @@ def test_account_round_trip(ctl, conf):
     assert_password(conf, "ann", "first")
     assert not any(check_password("second", k) for k in credentials(conf, "ann").values())
 
-    assert ctl("passwd", f"ann@{DOMAIN}", "--password", "second")[0] == 0
+    assert ctl("passwd", f"ann@{DOMAIN}", "--password", "second")[:2] == (
+        0, f"changed the password of ann@{DOMAIN}\n")
     assert_password(conf, "ann", "second")
     assert ctl("users") == (0, f"ann@{DOMAIN}\nbob@{DOMAIN}\n", "")
     assert ctl("users", DOMAIN.upper()) == (0, f"ann@{DOMAIN}\nbob@{DOMAIN}\n", "")
     assert ctl("users", "example.org") == (0, "", "")
 
-    assert ctl("deluser", f"ann@{DOMAIN}") == (0, f"deleted ann@{DOMAIN}\n", "")
+    assert ctl("deluser", f"ann@{DOMAIN}")[:2] == (0, f"deleted ann@{DOMAIN}\n")
     assert ctl("users") == (0, f"bob@{DOMAIN}\n", "")
     assert credentials(conf, "ann") is None
+
+
+# Ending the sessions of a changed account
+
+
+@pytest.fixture
+def server(monkeypatch, conf):
+    """Stands in for the running server behind the admin socket: records the
+    requests (path, command, arguments, ann's credentials at that moment) and
+    answers each with ``server.answer``."""
+
+    class Server:
+        answer = {"ok": True, "ended": []}
+        requests = []
+
+        def ask(self, path, command, **arguments):
+            self.requests.append((path, command, arguments, credentials(conf, "ann")))
+            return self.answer
+
+    server = Server()
+    monkeypatch.setattr("xmppd.ctl.ask", server.ask)
+    return server
+
+
+def test_deluser_ends_the_sessions_after_the_deletion(ctl, conf, server):
+    ctl("adduser", f"ann@{DOMAIN}", "--password", "pw")
+    server.answer = {"ok": True, "ended": [f"ann@{DOMAIN}/a", f"ann@{DOMAIN}/b"]}
+    assert ctl("deluser", f"ANN@{DOMAIN}") == (
+        0, f"deleted ann@{DOMAIN}\nended 2 open sessions of ann@{DOMAIN}\n", "")
+    socket = configuration.load(conf).admin.socket
+    assert server.requests == [
+        (socket, "end-sessions", {"jid": f"ann@{DOMAIN}", "reason": "account-deleted"}, None)]
+
+
+def test_passwd_ends_the_sessions_after_the_change(ctl, conf, server):
+    ctl("adduser", f"ann@{DOMAIN}", "--password", "first")
+    server.answer = {"ok": True, "ended": [f"ann@{DOMAIN}/a"]}
+    assert ctl("passwd", f"ann@{DOMAIN}", "--password", "second") == (
+        0, f"changed the password of ann@{DOMAIN}\nended 1 open session of ann@{DOMAIN}\n", "")
+    [(_, command, arguments, keys)] = server.requests
+    assert (command, arguments) == ("end-sessions",
+                                    {"jid": f"ann@{DOMAIN}", "reason": "password-changed"})
+    assert all(check_password("second", k) for k in keys.values())
+
+
+def test_nothing_to_end_prints_nothing_more(ctl, server):
+    ctl("adduser", f"ann@{DOMAIN}", "--password", "pw")
+    assert ctl("deluser", f"ann@{DOMAIN}") == (0, f"deleted ann@{DOMAIN}\n", "")
+
+
+def test_sessions_not_ended_when_the_server_is_not_running(ctl, conf):
+    ctl("adduser", f"ann@{DOMAIN}", "--password", "pw")
+    socket = configuration.load(conf).admin.socket
+    assert ctl("deluser", f"ann@{DOMAIN}") == (0, f"deleted ann@{DOMAIN}\n", (
+        f"xmppctl: warning: the open sessions of ann@{DOMAIN} (if any) could not be ended: "
+        f"xmppd is not running (no answer on {socket}: No such file or directory)\n"))
+    assert credentials(conf, "ann") is None
+
+
+def test_sessions_not_ended_when_the_admin_socket_is_off(ctl, conf):
+    Path(conf).write_text(Path(conf).read_text().replace('socket = "xmppd.sock"', 'socket = ""'))
+    ctl("adduser", f"ann@{DOMAIN}", "--password", "first")
+    assert ctl("passwd", f"ann@{DOMAIN}", "--password", "second") == (
+        0, f"changed the password of ann@{DOMAIN}\n", (
+            f"xmppctl: warning: the open sessions of ann@{DOMAIN} (if any) could not be "
+            f"ended: {conf}: admin.socket is off; the running server cannot be reached\n"))
+    assert_password(conf, "ann", "second")
+
+
+def test_sessions_not_ended_when_the_server_refuses(ctl, server):
+    ctl("adduser", f"ann@{DOMAIN}", "--password", "pw")
+    server.answer = {"ok": False, "error": "unknown command"}
+    status, _, err = ctl("deluser", f"ann@{DOMAIN}")
+    assert status == 0 and err == (
+        f"xmppctl: warning: the open sessions of ann@{DOMAIN} (if any) could not be ended: "
+        "the server refused 'end-sessions': unknown command\n")
+
+
+# sessions and kick
+
+
+SESSIONS = [
+    {"jid": f"alice@{DOMAIN}/laptop", "address": "127.0.0.1:57712", "tls": "TLSv1.3",
+     "since": 1767225600.0},
+    {"jid": f"bob@{DOMAIN}/phone", "address": "[::1]:40000", "tls": None,
+     "since": 1767229261.5},
+]
+
+
+def test_sessions_table(ctl, server):
+    server.answer = {"ok": True, "sessions": [dict(s) for s in SESSIONS]}
+    assert ctl("sessions") == (0, (
+        "JID                       ADDRESS          TLS      SINCE\n"
+        "alice@example.com/laptop  127.0.0.1:57712  TLSv1.3  2026-01-01T00:00:00Z\n"
+        "bob@example.com/phone     [::1]:40000      -        2026-01-01T01:01:01Z\n"
+        "2 sessions\n"), "")
+    assert server.requests[0][1:3] == ("sessions", {})
+
+
+def test_sessions_json_of_one_domain(ctl, server):
+    server.answer = {"ok": True, "sessions": [dict(SESSIONS[1])]}
+    status, out, _ = ctl("sessions", "--json", DOMAIN)
+    assert status == 0 and json.loads(out) == [
+        {"jid": f"bob@{DOMAIN}/phone", "address": "[::1]:40000", "tls": None,
+         "since": "2026-01-01T01:01:01Z"}]
+    assert server.requests[0][1:3] == ("sessions", {"domain": DOMAIN})
+
+
+def test_no_sessions(ctl, server):
+    server.answer = {"ok": True, "sessions": []}
+    assert ctl("sessions") == (0, "JID  ADDRESS  TLS  SINCE\n0 sessions\n", "")
+
+
+def test_kick(ctl, server):
+    server.answer = {"ok": True, "ended": [f"alice@{DOMAIN}/laptop"]}
+    assert ctl("kick", f"alice@{DOMAIN}/laptop") == (0, f"ended alice@{DOMAIN}/laptop\n", "")
+    assert server.requests[0][1:3] == (
+        "end-sessions", {"jid": f"alice@{DOMAIN}/laptop", "reason": "kicked"})
+
+
+def test_kick_with_nobody_online(ctl_failure, server):
+    assert ctl_failure("kick", f"alice@{DOMAIN}") == f"no open session of alice@{DOMAIN}"
+
+
+def test_kick_refused(ctl_failure, server):
+    server.answer = {"ok": False, "error": "invalid JID 'a@b@c': bad"}
+    assert ctl_failure("kick", "a@b@c") == (
+        "the server refused 'end-sessions': invalid JID 'a@b@c': bad")
+
+
+def test_kick_when_the_server_is_not_running(ctl_failure, conf):
+    socket = configuration.load(conf).admin.socket
+    assert ctl_failure("kick", f"alice@{DOMAIN}") == (
+        f"xmppd is not running (no answer on {socket}: No such file or directory)")
 
 
 def test_passwords_are_not_stored(ctl, conf):
@@ -269,7 +405,8 @@ def test_missing_database(ctl_failure, conf):
     set_storage_url(conf, "sqlite:///elsewhere.sqlite")
     database = Path(conf).parent / "elsewhere.sqlite"
     assert ctl_failure("users") == (
-        f"{conf}: storage.url: the database {database} does not exist: run 'xmppctl migrate'")
+        f"{conf}: storage.url: cannot use the database: the database {database} does not "
+        "exist: run 'xmppctl migrate'")
     assert not database.exists()
 
 
@@ -454,6 +591,38 @@ def test_check_invalid_config(capsys, tmp_path):
 
 
 # The console script
+
+
+def test_version(capsys):
+    from xmppd import __version__
+
+    assert run(capsys, "--version") == (0, f"xmppctl (xmppd) {__version__}\n", "")
+
+
+HEAVY = ("sqlalchemy", "alembic", "twisted", "cryptography", "OpenSSL")
+
+
+def imported_by(*argv):
+    """The top-level packages of HEAVY that ``xmppctl ARGV`` imports, run
+    in a new interpreter; and its exit status."""
+    code = ("import sys\nfrom xmppd.ctl import main\nstatus = main(sys.argv[1:])\n"
+            "print(status, *sorted({m.split('.')[0] for m in sys.modules}))")
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", code, *map(str, argv)], capture_output=True,
+                            text=True, cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)})
+    status, *modules = result.stdout.splitlines()[-1].split()
+    return int(status), sorted(set(modules) & set(HEAVY))
+
+
+def test_help_and_version_import_no_heavy_library():
+    assert imported_by("--help") == (0, [])
+    assert imported_by("--version") == (0, [])
+
+
+def test_admin_socket_commands_import_no_heavy_library(conf):
+    # No server runs: the commands fail, having imported what they need.
+    for command in (["status"], ["reload"], ["sessions"], ["kick", f"alice@{DOMAIN}"]):
+        assert imported_by("-c", conf, *command) == (1, [])
 
 
 def test_console_script_reports_a_missing_config(tmp_path):

@@ -2,33 +2,27 @@
 
 Account and setup commands work on the configuration file and the database
 directly, never through the running server, so they can set a server up
-before its first start and manage accounts while it runs.  ``status`` and
-``reload`` talk to the running server through its admin socket.  See
+before its first start and manage accounts while it runs.  ``status``,
+``reload``, ``sessions`` and ``kick`` talk to the running server through its
+admin socket (:mod:`xmppd.admin`), and so do ``deluser`` and ``passwd`` after
+the database change, to end the account's open sessions.  See
 docs/xmppctl.md.
 
 Every expected failure ends with one line on stderr, ``xmppctl: MESSAGE``,
-and a non-zero exit status.
+and a non-zero exit status.  Heavy libraries (SQLAlchemy, cryptography,
+Twisted) are imported only by the commands that use them, so ``--help`` and
+the admin-socket commands start fast.
 """
 
 import argparse
 import datetime
-import getpass
 import json
 import os
-import shlex
+import socket
 import sys
 from contextlib import contextmanager
 
-from sqlalchemy import make_url
-
-from xmppd import config as configuration
-from xmppd.certs import make_self_signed
-from xmppd.admin import ask
-from xmppd.core.scram import derive_all, prepare_password
-from xmppd.core.tls import CertificateError, CertificateStore
-from xmppd.jid import JID, InvalidJID, normalize_domain
-from xmppd.storage import SchemaOutdated, StorageError, UserExists, UserNotFound
-from xmppd.storage.sql import SQLStore
+from xmppd import __version__
 
 DEFAULT_CONFIG = "/etc/xmppd/xmppd.toml"
 EXPIRY_WARNING = datetime.timedelta(days=30)
@@ -50,7 +44,7 @@ listen = [{listen}]
 direct_tls = [{direct_tls}]
 
 [admin]
-# For "xmppctl status" and "xmppctl reload"; relative to this file.
+# For "xmppctl status", "reload", "sessions" and "kick"; relative to this file.
 socket = "xmppd.sock"
 
 [hosts.{domain}]
@@ -93,6 +87,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser():
     parser = _Parser(prog="xmppctl", description="Administer an xmppd server.")
+    parser.add_argument("--version", action="version", version=f"xmppctl (xmppd) {__version__}")
     parser.add_argument(
         "-c", "--config", metavar="FILE",
         default=os.environ.get("XMPPD_CONFIG", DEFAULT_CONFIG),
@@ -112,13 +107,14 @@ def _parser():
     init.add_argument("--force", action="store_true", help="replace existing files")
 
     for name, run, summary in (("adduser", cmd_adduser, "create an account"),
-                               ("passwd", cmd_passwd, "change an account's password")):
+                               ("passwd", cmd_passwd,
+                                "change an account's password and end its sessions")):
         sub = command(name, run, summary)
         sub.add_argument("jid", metavar="JID", help="bare JID, user@domain")
         sub.add_argument("--password", metavar="PW",
                          help="the password (default: prompt, or one line of stdin)")
 
-    command("deluser", cmd_deluser, "delete an account").add_argument(
+    command("deluser", cmd_deluser, "delete an account and end its sessions").add_argument(
         "jid", metavar="JID", help="bare JID, user@domain")
     command("users", cmd_users, "list accounts").add_argument(
         "domain", metavar="DOMAIN", nargs="?", help="only this domain's accounts")
@@ -135,6 +131,11 @@ def _parser():
     command("check", cmd_check, "validate the configuration, certificates and database")
     command("status", cmd_status, "show whether the server runs, its uptime and sessions")
     command("reload", cmd_reload, "make the running server re-read its configuration")
+    sessions = command("sessions", cmd_sessions, "list the open sessions of the running server")
+    sessions.add_argument("domain", metavar="DOMAIN", nargs="?", help="only this domain's")
+    sessions.add_argument("--json", action="store_true", help="print JSON")
+    command("kick", cmd_kick, "end a session, or every session of an account").add_argument(
+        "jid", metavar="JID", help="user@domain/resource for one session, user@domain for all")
     return parser
 
 
@@ -152,6 +153,8 @@ def _port(text):
 
 
 def _load_config(path):
+    from xmppd import config as configuration
+
     try:
         return configuration.load(path)
     except configuration.ConfigError as e:
@@ -160,6 +163,8 @@ def _load_config(path):
 
 def _account_jid(config, text):
     """The bare JID *text* of an account on a hosted domain."""
+    from xmppd.jid import JID, InvalidJID
+
     try:
         jid = JID.parse(text)
     except InvalidJID as e:
@@ -175,6 +180,8 @@ def _account_jid(config, text):
 
 
 def _domain(text):
+    from xmppd.jid import InvalidJID, normalize_domain
+
     try:
         return normalize_domain(text)
     except InvalidJID as e:
@@ -183,6 +190,10 @@ def _domain(text):
 
 def _read_password(given):
     """*given*, else a password typed twice at a terminal, else one line of stdin."""
+    import getpass
+
+    from xmppd.core.scram import prepare_password
+
     if given is not None:
         password = given
     elif sys.stdin.isatty():
@@ -205,33 +216,24 @@ def _database_problem(config, error):
     return f"{config.path}: storage.url: cannot use the database: {error}"
 
 
-def _missing_database(config):
-    """Failure unless the SQLite database file (if any) exists."""
-    url = make_url(config.storage.url)
-    database = url.database
-    if (url.get_backend_name() == "sqlite" and database not in (None, "", ":memory:")
-            and not os.path.exists(database)):
-        return Failure(f"{config.path}: storage.url: the database {database} does not "
-                       "exist: run 'xmppctl migrate'")
-    return None
-
-
 def _connect(config, must_exist):
+    """The configured database; unless *must_exist* is false, a missing
+    SQLite file is an error rather than created."""
+    from xmppd.storage import StorageError
+    from xmppd.storage.sql import SQLStore
+
     try:
-        store = SQLStore(config.storage.url)
+        return SQLStore(config.storage.url, create=not must_exist)
     except StorageError as e:
         raise Failure(_database_problem(config, e)) from None
-    missing = _missing_database(config) if must_exist else None
-    if missing:
-        store.close()
-        raise missing
-    return store
 
 
 @contextmanager
 def _store(config, current=True):
     """The configured database, checked to be at the current schema unless
     *current* is false.  Database failures become Failure."""
+    from xmppd.storage import SchemaOutdated, StorageError
+
     store = _connect(config, must_exist=current)
     try:
         if current:
@@ -249,6 +251,12 @@ def _store(config, current=True):
 
 
 def cmd_init(args):
+    import shlex
+
+    from sqlalchemy import make_url
+
+    from xmppd import config as configuration
+
     path = os.path.join(args.dir, "xmppd.toml")
     if os.path.exists(path) and not args.force:
         raise Failure(f"{path} already exists (use --force to replace it)")
@@ -284,6 +292,9 @@ def _toml_string(text):
 
 
 def cmd_adduser(args):
+    from xmppd.core.scram import derive_all
+    from xmppd.storage import UserExists
+
     config = _load_config(args.config)
     jid = _account_jid(config, args.jid)
     with _store(config) as store:
@@ -298,6 +309,9 @@ def cmd_adduser(args):
 
 
 def cmd_passwd(args):
+    from xmppd.core.scram import derive_all
+    from xmppd.storage import UserNotFound
+
     config = _load_config(args.config)
     jid = _account_jid(config, args.jid)
     with _store(config) as store:
@@ -309,9 +323,12 @@ def cmd_passwd(args):
         except UserNotFound:
             raise Failure(f"user {jid.bare_str} does not exist") from None
     print(f"changed the password of {jid.bare_str}")
+    _end_sessions(config, jid, "password-changed")
 
 
 def cmd_deluser(args):
+    from xmppd.storage import UserNotFound
+
     config = _load_config(args.config)
     jid = _account_jid(config, args.jid)
     with _store(config) as store:
@@ -320,6 +337,25 @@ def cmd_deluser(args):
         except UserNotFound:
             raise Failure(f"user {jid.bare_str} does not exist") from None
     print(f"deleted {jid.bare_str}")
+    _end_sessions(config, jid, "account-deleted")
+
+
+def _end_sessions(config, jid, reason):
+    """Have the running server close the account's streams with the stream
+    error of *reason* (see xmppd.admin), as their credentials are gone; if it
+    cannot be reached, say so on one line and carry on."""
+    try:
+        ended = _ask_server(config, "end-sessions", jid=jid.bare_str, reason=reason)["ended"]
+    except Failure as e:
+        print(f"xmppctl: warning: the open sessions of {jid.bare_str} (if any) "
+              f"could not be ended: {e}", file=sys.stderr)
+        return
+    if ended:
+        print(f"ended {_count(len(ended), 'open session')} of {jid.bare_str}")
+
+
+def _count(number, noun):
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def cmd_users(args):
@@ -352,6 +388,8 @@ def cmd_cert(args):
 
 
 def _make_cert(domain, directory, key_type, force):
+    from xmppd.certs import make_self_signed
+
     try:
         return make_self_signed(domain, directory, key_type, force=force)
     except FileExistsError as e:
@@ -360,19 +398,39 @@ def _make_cert(domain, directory, key_type, force):
         raise Failure(f"cannot make a certificate for {domain!r}: {e}") from None
 
 
-def _ask_server(args, command):
-    config = _load_config(args.config)
+def ask(path, command, timeout=10.0, **arguments):
+    """Send *command* with *arguments* to the admin socket at *path*; return
+    the answer (a dict, see xmppd.admin).  Blocking."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(json.dumps({"command": command, **arguments}).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return json.loads(data)
+
+
+def _ask_server(config, command, **arguments):
+    """The running server's answer; Failure if it cannot be reached or
+    refuses the request."""
     if config.admin.socket is None:
         raise Failure(f"{config.path}: admin.socket is off; the running server cannot be reached")
     try:
-        return ask(config.admin.socket, command)
+        answer = ask(config.admin.socket, command, **arguments)
     except (OSError, ValueError) as e:
         raise Failure(f"xmppd is not running (no answer on {config.admin.socket}: "
                       f"{getattr(e, 'strerror', None) or e})") from None
+    if "error" in answer:
+        raise Failure(f"the server refused {command!r}: {answer['error']}")
+    return answer
 
 
 def cmd_status(args):
-    status = _ask_server(args, "status")["status"]
+    status = _ask_server(_load_config(args.config), "status")["status"]
     print("running")
     print(f"uptime: {status['uptime']:.0f} s")
     print(f"hosts: {', '.join(status['hosts'])}")
@@ -382,11 +440,37 @@ def cmd_status(args):
 
 
 def cmd_reload(args):
-    answer = _ask_server(args, "reload")
+    answer = _ask_server(_load_config(args.config), "reload")
     for line in answer["messages"]:
         print(line)
     if not answer["ok"]:
         raise Failure("the running configuration was kept")
+
+
+def cmd_sessions(args):
+    arguments = {} if args.domain is None else {"domain": args.domain}
+    sessions = _ask_server(_load_config(args.config), "sessions", **arguments)["sessions"]
+    for session in sessions:
+        since = datetime.datetime.fromtimestamp(session["since"], datetime.timezone.utc)
+        session["since"] = since.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if args.json:
+        print(json.dumps(sessions, indent=2))
+        return
+    rows = [("JID", "ADDRESS", "TLS", "SINCE")]
+    rows += [(s["jid"], s["address"], s["tls"] or "-", s["since"]) for s in sessions]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
+    print(_count(len(sessions), "session"))
+
+
+def cmd_kick(args):
+    answer = _ask_server(_load_config(args.config), "end-sessions", jid=args.jid,
+                         reason="kicked")
+    if not answer["ended"]:
+        raise Failure(f"no open session of {args.jid}")
+    for jid in answer["ended"]:
+        print(f"ended {jid}")
 
 
 def cmd_check(args):
@@ -400,6 +484,8 @@ def cmd_check(args):
 
 def _findings(path):
     """(level, message) pairs, level being "ok", "warning" or "error"."""
+    from xmppd import config as configuration
+
     try:
         config = configuration.load(path)
     except configuration.ConfigError as e:
@@ -412,6 +498,8 @@ def _findings(path):
 
 
 def _certificate_findings(config, host):
+    from xmppd.core.tls import CertificateError, CertificateStore
+
     directory = config.tls.certificates
     try:
         store = CertificateStore(directory, [host], config.tls.min_version)
@@ -443,6 +531,8 @@ def _expiry_finding(host, cert):
 
 
 def _storage_findings(config):
+    from xmppd.storage import SchemaOutdated, StorageError
+
     try:
         store = _connect(config, must_exist=True)
     except Failure as e:
