@@ -1,20 +1,49 @@
 """The admin socket: how xmppctl reaches a running server.
 
 ``[admin] socket`` is a UNIX socket with mode 0600, so only the server's user
-and root reach it.  It answers one JSON command per line, such as
-``{"command": "status"}`` and ``{"command": "reload"}``, with one JSON object
-per line.
+and root reach it.  It answers one JSON request per line with one JSON object
+per line, ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``:
+
+- ``{"command": "status"}``: uptime, hosts, connection and session counts;
+- ``{"command": "reload"}``: re-read the configuration (:mod:`xmppd.control`);
+- ``{"command": "sessions", "domain": D}``: the bound sessions (of domain D
+  if given), each with its full JID, client address, TLS version and the
+  time it was bound (``since``, seconds since the epoch);
+- ``{"command": "end-sessions", "jid": J, "reason": R}``: close with the
+  stream error of :data:`END_REASONS` [R] the client streams of J: for a bare
+  JID, every stream authenticated as that account, bound or not; for a full
+  JID, the one bound to it.  The answer lists them (``ended``).
+
+xmppctl is the client (:func:`xmppd.ctl.ask`).
 """
 
 import json
 import os
 import socket
+import stat
 
 from twisted.application import service
+from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineOnlyReceiver
 
+from xmppd.core.c2s import ClientStream
 from xmppd.errors import StartupError
+from xmppd.jid import JID, InvalidJID, normalize_domain
+
+# Stream errors (RFC 6120 §4.9.3) closing the streams of an account, by reason.
+END_REASONS = {
+    # §4.9.3.12, as Prosody does when an account is deleted.
+    "account-deleted": ("not-authorized", "the account was deleted"),
+    # §4.9.3.16: the keys the stream was authenticated with are gone.
+    "password-changed": ("reset", "the password was changed"),
+    # §4.9.3.14, the condition of ejabberd's kick.
+    "kicked": ("policy-violation", "ended by an administrator"),
+}
+
+
+class Refused(Exception):
+    """A request the admin socket answers with ``{"ok": false, "error": ...}``."""
 
 
 class AdminProtocol(LineOnlyReceiver):
@@ -22,18 +51,93 @@ class AdminProtocol(LineOnlyReceiver):
 
     def lineReceived(self, line):
         try:
-            command = json.loads(line).get("command")
-        except (ValueError, AttributeError):
-            command = None
-        controller = self.factory.controller
-        if command == "status":
-            answer = {"ok": True, "status": controller.status()}
-        elif command == "reload":
-            lines = controller.reload()
-            answer = {"ok": not lines[-1].startswith("error"), "messages": lines}
-        else:
+            request = json.loads(line)
+            run = COMMANDS[request["command"]]
+        except (ValueError, TypeError, KeyError):
             answer = {"ok": False, "error": "unknown command"}
+        else:
+            try:
+                answer = run(self.factory.controller, request)
+            except Refused as e:
+                answer = {"ok": False, "error": str(e)}
         self.sendLine(json.dumps(answer).encode())
+
+
+def _status(controller, request):
+    return {"ok": True, "status": controller.status()}
+
+
+def _reload(controller, request):
+    lines = controller.reload()
+    return {"ok": not lines[-1].startswith("error"), "messages": lines}
+
+
+def _sessions(controller, request):
+    domain = request.get("domain")
+    if domain is not None:
+        domain = _parse(normalize_domain, domain, "domain")
+    sessions = [describe(s) for s in controller.server.sessions.all()
+                if domain in (None, s.jid.domain)]
+    return {"ok": True, "sessions": sorted(sessions, key=lambda s: s["jid"])}
+
+
+def _end_sessions(controller, request):
+    if request.get("reason") not in END_REASONS:
+        raise Refused(f"unknown reason {request.get('reason')!r}")
+    condition, text = END_REASONS[request["reason"]]
+    jid = _parse(JID.parse, request.get("jid"), "JID")
+    if jid.local is None:
+        raise Refused(f"{jid} is not an account JID: expected user@domain[/resource]")
+    ended = []
+    for stream in _client_streams(controller.server, jid):
+        ended.append(stream.user.full if stream.session is None else stream.session.jid.full)
+        stream.stream_error(condition, text)
+    return {"ok": True, "ended": sorted(ended)}
+
+
+COMMANDS = {"status": _status, "reload": _reload, "sessions": _sessions,
+            "end-sessions": _end_sessions}
+
+
+def _parse(parser, text, what):
+    if not isinstance(text, str):
+        raise Refused(f"expected a {what}, not {text!r}")
+    try:
+        return parser(text)
+    except InvalidJID as e:
+        raise Refused(f"invalid {what} {text!r}: {e}") from None
+
+
+def _client_streams(server, jid):
+    """The client streams authenticated as *jid*'s account, and bound to
+    *jid* if it is a full JID."""
+    return [stream for stream in server.streams
+            if isinstance(stream, ClientStream) and stream.user == jid.bare
+            and (jid.resource is None
+                 or stream.session is not None and stream.session.jid == jid)]
+
+
+def describe(session):
+    """What ``xmppctl sessions`` shows of *session*: its full JID, client
+    address (``host:port``), TLS version and when it was bound."""
+    carrier = session.carrier
+    return {"jid": session.jid.full, "address": _address(carrier.peer),
+            "tls": _tls_version(carrier.transport), "since": session.since}
+
+
+def _address(peer):
+    host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+    if host is None:
+        return "local"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _tls_version(transport):
+    """The negotiated protocol, such as ``TLSv1.3``, or None: once TLS runs,
+    a Twisted transport's handle is its OpenSSL connection, not a socket."""
+    handle = getattr(transport, "getHandle", lambda: None)()
+    version = getattr(handle, "get_protocol_version_name", None)
+    return None if version is None else version()
 
 
 class AdminFactory(Factory):
@@ -45,7 +149,14 @@ class AdminFactory(Factory):
 
 
 class AdminSocketService(service.Service):
-    """Listens on the admin UNIX socket, readable by its owner only."""
+    """Listens on the admin UNIX socket, readable by its owner only.
+
+    Start-up fails with :class:`~xmppd.errors.StartupError` naming the
+    configuration file, ``admin.socket`` and the path when the socket cannot
+    be made: its directory is missing, another server answers on it, or
+    something that is not a socket is in its place.  A socket left over by a
+    server that did not stop cleanly is replaced.
+    """
 
     def __init__(self, path, controller, reactor):
         self.path = path
@@ -54,16 +165,33 @@ class AdminSocketService(service.Service):
         self._port = None
 
     def startService(self):
-        super().startService()
-        if os.path.exists(self.path):
-            if _answers(self.path):
-                raise StartupError(f"{self.path}: another xmppd is using this admin socket")
-            os.unlink(self.path)  # left over by a server that did not stop cleanly
+        self._prepare_path()
         old = os.umask(0o177)
         try:
             self._port = self.reactor.listenUNIX(self.path, self.factory, mode=0o600)
+        except CannotListenError as e:
+            raise self._error(f"cannot listen: {e.socketError}") from None
         finally:
             os.umask(old)
+        super().startService()
+
+    def _prepare_path(self):
+        directory = os.path.dirname(self.path) or "."
+        if not os.path.isdir(directory):
+            raise self._error(f"the directory {directory} does not exist")
+        try:
+            mode = os.lstat(self.path).st_mode
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(mode):
+            raise self._error("exists and is not a socket")
+        if _answers(self.path):
+            raise self._error("another xmppd is using this admin socket")
+        os.unlink(self.path)
+
+    def _error(self, problem):
+        config = self.factory.controller.server.config.path
+        return StartupError(f"{config}: admin.socket: {self.path}: {problem}")
 
     def stopService(self):
         super().stopService()
@@ -78,20 +206,3 @@ def _answers(path):
         except OSError:
             return False
     return True
-
-
-def ask(path, command, timeout=10.0):
-    """Send ``command`` to the admin socket at ``path``; return the answer
-    (a dict).  Blocking: for xmppctl."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(path)
-        sock.sendall(json.dumps({"command": command}).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    return json.loads(data)
-

@@ -17,17 +17,18 @@ class Session:
     ``available`` and ``priority`` are the presence state (RFC 6121 §4),
     ``roster_requested`` says whether the client asked for its roster and so
     receives roster pushes (RFC 6121 §2.1.6).  ``last_active`` is when the
-    client last sent anything (seconds of the server clock).  ``state`` holds
-    per-session data of feature modules, keyed by module name.
+    client last sent anything and ``since`` when the resource was bound
+    (seconds of the server clock), which ``xmppctl sessions`` shows.
+    ``state`` holds per-session data of feature modules, keyed by module name.
     """
 
     __slots__ = ("jid", "carrier", "available", "priority", "presence",
-                 "roster_requested", "last_active", "state", "__weakref__")
+                 "roster_requested", "last_active", "since", "state", "__weakref__")
 
     def __init__(self, jid, carrier, now=0.0):
         self.jid = jid
         self.carrier = carrier
-        self.last_active = now
+        self.since = self.last_active = now
         self.available = False
         self.priority = 0
         self.presence = None
