@@ -76,7 +76,7 @@ def _sessions(controller, request):
     domain = request.get("domain")
     if domain is not None:
         domain = _parse(normalize_domain, domain, "domain")
-    sessions = [describe(s) for s in controller.server.sessions.all()
+    sessions = [_describe(s) for s in controller.server.sessions.all()
                 if domain in (None, s.jid.domain)]
     return {"ok": True, "sessions": sorted(sessions, key=lambda s: s["jid"])}
 
@@ -117,7 +117,7 @@ def _client_streams(server, jid):
                  or stream.session is not None and stream.session.jid == jid)]
 
 
-def describe(session):
+def _describe(session):
     """What ``xmppctl sessions`` shows of *session*: its full JID, client
     address (``host:port``), TLS version and when it was bound."""
     carrier = session.carrier
