@@ -249,3 +249,13 @@ def test_parse_is_cached():
     second = JID.parse("".join(text))
     assert first == second
     assert first is second
+
+
+def test_domain_normaliser_shared_with_the_configuration():
+    """The one normaliser: A-labels and U-labels give the same domain."""
+    from xmppd import domains
+    assert domains.normalize("xn--bcher-kva.example") == "bücher.example"
+    assert normalize_domain("xn--bcher-kva.example") == domains.normalize("Bücher.Example.")
+    assert domains.to_ascii("bücher.example") == "xn--bcher-kva.example"
+    with pytest.raises(domains.InvalidDomain, match="empty label"):
+        domains.normalize("a..b")

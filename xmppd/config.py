@@ -12,9 +12,10 @@ import math
 import os
 import re
 import tomllib
-import unicodedata
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
+
+from xmppd import domains
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
 # Feature modules a host may switch off with disabled_modules.
@@ -470,30 +471,13 @@ def _resolve_sqlite(url: str, base: str) -> str:
     return scheme + os.path.join(base, file) + query
 
 
-_LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
-_IDN_CATEGORIES = {"Ll", "Lm", "Lo", "Lt", "Lu", "Mc", "Me", "Mn", "Nd"}
-
-
 def _domain(name: str, key: str) -> str:
-    """*name* lowercased, NFC-normalised and without a trailing dot, if it is a DNS name."""
-    domain = unicodedata.normalize("NFC", name.lower()).removesuffix(".")
-    ascii_labels = []
-    for label in domain.split("."):
-        if not label:
-            raise _Invalid(key, "not a valid domain name: empty label")
-        if label.isascii():
-            ascii_label = label if _LDH_LABEL.fullmatch(label) else None
-        elif (label[0] != "-" and label[-1] != "-" and all(
-                c == "-" or unicodedata.category(c) in _IDN_CATEGORIES for c in label)):
-            ascii_label = "xn--" + label.encode("punycode").decode("ascii")
-        else:
-            ascii_label = None
-        if ascii_label is None:
-            raise _Invalid(key, f"not a valid domain name: label {_quote(label)} must be"
-                                " letters, digits and inner hyphens")
-        if len(ascii_label) > 63:
-            raise _Invalid(key, f"not a valid domain name: label {_quote(label)} is too long")
-        ascii_labels.append(ascii_label)
-    if len(".".join(ascii_labels)) > 253:
+    """*name* normalised as JIDs are (:func:`xmppd.domains.normalize`), so that
+    A-label and U-label spellings of one domain are the same host or peer."""
+    try:
+        domain = domains.normalize(name)
+    except domains.InvalidDomain as exc:
+        raise _Invalid(key, f"not a valid domain name: {exc}") from None
+    if len(domains.to_ascii(domain)) > 253:
         raise _Invalid(key, "not a valid domain name: longer than 253 characters")
     return domain

@@ -15,30 +15,25 @@ Each part is 1 to 1023 octets long after preparation (§3.2-§3.4).
 
 This module exists because twisted.words.protocols.jabber.jid implements the
 stringprep profiles of the obsolete RFC 3920 (Nodeprep, Nameprep,
-Resourceprep), not PRECIS.  IDNA2008 checks use the ``idna`` package, a
-dependency of twisted[tls].
+Resourceprep), not PRECIS.  Domainparts are normalised by
+:mod:`xmppd.domains`, which the configuration uses too.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import ipaddress
-import re
-import unicodedata
 from dataclasses import dataclass
 
-import idna
 from precis_i18n import get_profile
+
+from xmppd import domains
 
 MAX_PART_OCTETS = 1023
 
 _LOCALPART = get_profile("UsernameCaseMapped")
 _RESOURCEPART = get_profile("OpaqueString")
 _LOCALPART_FORBIDDEN = frozenset("\"&'/:<>@")
-_IPV4_SHAPE = re.compile(r"[0-9]+(?:\.[0-9]+){3}")
-# Label separators other than "." (RFC 5895 §2, step 4).
-_DOTS = str.maketrans("\u3002\uff0e\uff61", "...")
 
 
 class InvalidJID(ValueError):
@@ -82,50 +77,18 @@ def normalize_resourcepart(text: str) -> str:
     return _precis(_RESOURCEPART, "resourcepart", text)
 
 
-def _width_map(text: str) -> str:
-    """Map fullwidth and halfwidth characters to their normal forms."""
-    return "".join(
-        unicodedata.normalize("NFKC", c)
-        if unicodedata.decomposition(c).startswith(("<wide>", "<narrow>"))
-        else c
-        for c in text
-    )
-
-
 def normalize_domain(text: str) -> str:
-    """Prepare and enforce a domainpart (RFC 7622 §3.2).
+    """Prepare and enforce a domainpart (RFC 7622 §3.2), as
+    :func:`xmppd.domains.normalize` does for every domain xmppd compares.
 
     IP addresses come back in canonical text form, domain names as lowercase
     NFC U-labels (A-labels are decoded).
     """
-    domain = text.removesuffix(".")
-    if not domain:
-        raise InvalidJID("domainpart must not be empty")
-    if domain.startswith("[") and domain.endswith("]"):
-        try:
-            address = ipaddress.IPv6Address(domain[1:-1])
-        except ValueError as exc:
-            raise InvalidJID(f"invalid domainpart {text!r}: {exc}") from None
-        if address.scope_id is not None:
-            raise InvalidJID(f"invalid domainpart {text!r}: zone index not allowed")
-        return f"[{address.compressed}]"
-    if _IPV4_SHAPE.fullmatch(domain):
-        try:
-            return str(ipaddress.IPv4Address(domain))
-        except ValueError as exc:
-            raise InvalidJID(f"invalid domainpart {text!r}: {exc}") from None
-    domain = domain.lower()
-    if not domain.isascii():
-        domain = unicodedata.normalize("NFC", _width_map(domain)).translate(_DOTS)
-    labels = []
-    for label in domain.split("."):
-        if not label:
-            raise InvalidJID(f"invalid domainpart {text!r}: empty label")
-        try:
-            labels.append(idna.decode(idna.encode(label)))
-        except (idna.IDNAError, UnicodeError) as exc:
-            raise InvalidJID(f"invalid domainpart {text!r}: {exc}") from None
-    return _check_length("domainpart", ".".join(labels))
+    try:
+        domain = domains.normalize(text)
+    except domains.InvalidDomain as exc:
+        raise InvalidJID(f"invalid domainpart {text!r}: {exc}") from None
+    return _check_length("domainpart", domain)
 
 
 @dataclass(frozen=True, slots=True)
