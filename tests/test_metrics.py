@@ -45,3 +45,15 @@ def test_storage_calls_timed(server):
     timed = server.metrics.timed_runner(lambda call: call())
     assert timed(server.sql.account_exists, "alice", "example.com") is True
     assert sample(server, "xmppd_storage_call_seconds_count", method="account_exists") == 1
+
+
+def test_process_platform_and_build_info(server):
+    from prometheus_client import generate_latest
+
+    from xmppd import __version__
+    assert sample(server, "xmppd_build_info", version=__version__) == 1
+    assert sample(server, "process_resident_memory_bytes") > 0
+    assert sample(server, "process_open_fds") > 0
+    text = generate_latest(server.metrics.registry).decode()
+    assert f'xmppd_build_info{{version="{__version__}"}} 1.0' in text
+    assert "python_info{" in text

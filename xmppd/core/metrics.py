@@ -4,11 +4,19 @@ Each server has its own registry (no process-global state), served over
 HTTP by ``tap.py`` when ``[metrics] listen`` is set.  Counters the hot path
 updates are resolved to their label children once, so counting a stanza is
 one increment.  Other parts add their own metrics to :attr:`Metrics.registry`.
+
+Besides xmppd's own metrics, the registry has the standard process metrics
+(``process_cpu_seconds_total``, ``process_resident_memory_bytes``, open file
+descriptors...), ``python_info`` and ``xmppd_build_info{version}``, so a
+dashboard can tell restarts, leaks and upgrades apart.
 """
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry, Counter, Gauge, Histogram, Info, PlatformCollector, ProcessCollector)
+
+from xmppd import __version__
 
 STANZA_KINDS = ("message", "presence", "iq")
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
@@ -18,6 +26,10 @@ LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
 class Metrics:
     def __init__(self, server):
         self.registry = registry = CollectorRegistry()
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        Info("xmppd_build", "The running xmppd", registry=registry).info(
+            {"version": __version__})
         self.connections = Gauge("xmppd_connections", "Open connections by kind", ["kind"],
                                  registry=registry)
         self.connections.labels("c2s").set_function(lambda: server.connections.total)
