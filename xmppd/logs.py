@@ -1,18 +1,24 @@
 """Log output for the server: twisted.logger events filtered by level.
 
 Human-readable lines on standard output, which is what journald and
-``twistd -n`` want, and, when ``log_json`` names a file, the same events as
-JSON lines there (one object per line, for log shippers).  ``twistd
---logfile`` or ``--logger`` still take over when given.  The level comes from
-the config's ``log_level`` and can change while the server runs; at
-``debug`` every stanza in and out is traced.
+``twistd -n`` want, or in the file ``twistd --logfile`` names (rotated by
+size, as twistd does); and, when ``log_json`` names a file, the same events
+as JSON Lines there: one JSON object per line with ``time`` (ISO 8601,
+UTC), ``level``, ``namespace``, the rendered ``message`` and, for an error
+with a traceback, ``failure``.  The level comes from the config's
+``log_level`` and can change while the server runs; at ``debug`` every
+stanza in and out is traced.  ``twistd --logger`` replaces all of this with
+the observer it names.
 """
 
+import json
 import sys
+from datetime import datetime, timezone
 
 from twisted.logger import (
-    FilteringLogObserver, LogLevel, LogLevelFilterPredicate, jsonFileLogObserver,
+    FilteringLogObserver, LogLevel, LogLevelFilterPredicate, formatEvent,
     textFileLogObserver)
+from twisted.python.logfile import LogFile
 
 LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info,
           "warn": LogLevel.warn, "error": LogLevel.error}
@@ -20,6 +26,7 @@ LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info,
 level_filter = LogLevelFilterPredicate(LogLevel.info)
 tracing = False  # stanza-level tracing, on at debug level
 json_path = None
+text_path = None  # twistd --logfile; None or "-" is standard output
 
 
 def configure(config):
@@ -36,16 +43,45 @@ def set_level(level):
     tracing = level == "debug"
 
 
+def json_record(event):
+    """The JSON Lines record of one log event (a dict)."""
+    record = {
+        "time": datetime.fromtimestamp(event.get("log_time", 0), timezone.utc)
+        .isoformat(timespec="milliseconds"),
+        "level": event["log_level"].name if "log_level" in event else "info",
+        "namespace": event.get("log_namespace"),
+        "message": formatEvent(event),
+    }
+    failure = event.get("log_failure")
+    if failure is not None:
+        record["failure"] = failure.getTraceback()
+    return record
+
+
+def json_lines_observer(output):
+    """An observer writing each event to ``output`` as one JSON line."""
+
+    def write(event):
+        output.write(json.dumps(json_record(event), ensure_ascii=False) + "\n")
+        output.flush()
+
+    return write
+
+
 def observer():
     """The log observer twistd is given (``--logger xmppd.logs.observer``)."""
-    text = FilteringLogObserver(textFileLogObserver(sys.stdout), [level_filter])
+    if text_path in (None, "-"):
+        text_file = sys.stdout
+    else:
+        text_file = LogFile.fromFullPath(text_path)
+    text = FilteringLogObserver(textFileLogObserver(text_file), [level_filter])
     if json_path is None:
         return text
-    json = FilteringLogObserver(
-        jsonFileLogObserver(open(json_path, "a", encoding="utf-8")), [level_filter])
+    json_out = FilteringLogObserver(
+        json_lines_observer(open(json_path, "a", encoding="utf-8")), [level_filter])
 
     def both(event):
         text(event)
-        json(event)
+        json_out(event)
 
     return both

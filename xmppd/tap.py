@@ -3,35 +3,44 @@
 This is the one place that wires xmppd together: config, storage (checked to
 be reachable and at the current schema), TLS certificates (one for every
 hosted domain), the server core with its feature modules, and the listeners.
-Anything wrong at start-up ends the process with one line saying what and
-where, and a non-zero exit status.
+
+Anything wrong at start-up ends the process with one line per problem,
+``xmppd: FILE: KEY: PROBLEM``, and exit status 1, never a traceback or a
+hang: what the configuration alone shows and what :mod:`xmppd.preflight`
+finds are refused before anything starts; a part that still fails to start
+(a :class:`StartupError` from its ``startService``, a listener that cannot
+listen) stops what had started (:class:`XmppdService`).
 """
 
+import errno
 import importlib
 import sys
 
 from prometheus_client.twisted import MetricsResource
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from xmppd import __version__, logs, preflight
 from xmppd import config as configuration
 from xmppd.admin import AdminSocketService
 from xmppd.control import Controller
-from xmppd.errors import StartupError
 from xmppd.core.api import Server
 from xmppd.core.c2s import ClientStreamFactory
-from xmppd.core.tls import CertificateError, CertificateStore, ServerTLS
+from xmppd.core.tls import ServerTLS
+from xmppd.errors import StartupError
 from xmppd.s2s.service import Federation
-from xmppd import logs
 from xmppd.storage import SchemaOutdated, StorageError
 from xmppd.storage.deferred import AsyncStore, StoragePool
 from xmppd.storage.sql import SQLStore
 from xmppd.systemd import ReadinessService
+
+log = Logger(namespace="xmppd")
 
 # Feature modules, loaded in this order (see docs/features.md).
 MODULES = ("bind", "legacy_session", "roster", "presence", "subscription", "ping", "disco",
@@ -44,10 +53,13 @@ class Options(usage.Options):
     optParameters = [["config", "c", None, "the TOML configuration file (required)"]]
 
     def postOptions(self):
+        """Log through :func:`xmppd.logs.observer` (level filter, ``log_json``),
+        into ``twistd --logfile`` when given; ``--logger`` overrides it."""
         if not self["config"]:
             raise usage.UsageError("--config FILE is required")
         parent = getattr(self, "parent", None)
-        if parent is not None and not parent.get("logger") and not parent.get("logfile"):
+        if parent is not None and not parent.get("logger"):
+            logs.text_path = parent.get("logfile")
             parent["logger"] = "xmppd.logs.observer"
 
 
@@ -55,19 +67,74 @@ def makeService(options, reactor=None):
     """The xmppd service tree for parsed :class:`Options`."""
     try:
         config = configuration.load(options["config"])
+        problems = preflight.problems(config)
+        if problems:
+            sys.exit("\n".join(f"xmppd: {problem}" for problem in problems))
         logs.configure(config)
         return build(config, reactor)
     except (configuration.ConfigError, StartupError) as e:
         sys.exit(f"xmppd: {e}")
 
 
+class XmppdService(service.MultiService):
+    """The root of the service tree: logs the start-up banner, and turns a
+    part that cannot start into one line and exit status 1.
+
+    twistd starts the tree outside the reactor (``privilegedStartService``,
+    where listeners bind, then ``startService``) and shows what either
+    raises as a traceback; with the storage threads already running the
+    process would then never exit.  Here a :class:`StartupError` stops
+    the parts that had started, writes ``xmppd: MESSAGE`` to standard error
+    and exits with status 1.
+    """
+
+    def __init__(self, config, stderr=None, exit=sys.exit):
+        super().__init__()
+        self.config = config
+        self._stderr = stderr
+        self._exit = exit
+
+    def privilegedStartService(self):
+        log.info("xmppd {version} starting ({path})", version=__version__,
+                 path=self.config.path)
+        log.info("hosts: {hosts}", hosts=", ".join(self.config.hosts))
+        try:
+            super().privilegedStartService()
+        except StartupError as e:
+            self._abort(e)
+
+    def startService(self):
+        try:
+            super().startService()
+        except StartupError as e:
+            self._abort(e)
+            return
+        listening = [f"{key} {description}"
+                     for key, description in preflight.listen_settings(self.config)]
+        if self.config.admin.socket:
+            listening.append(f"admin.socket {self.config.admin.socket}")
+        log.info("listening: {listening}", listening=", ".join(listening) or "nothing")
+        log.info("ready")
+
+    def _abort(self, error):
+        for part in reversed(list(self)):
+            if part.running or isinstance(part, Listener):
+                part.stopService()  # nothing will wait: the process ends
+        self.running = 0
+        # The real standard error: twistd has redirected sys.stderr into the log.
+        stderr = self._stderr or sys.__stderr__
+        stderr.write(f"xmppd: {error}\n")
+        stderr.flush()
+        self._exit(1)
+
+
 def build(config, reactor=None):
     if reactor is None:
         from twisted.internet import reactor
-    top = service.MultiService()
+    top = XmppdService(config)
     store = open_storage(config)
-    certificates = load_certificates(config)
-    pool = StoragePool(reactor)
+    certificates = preflight.load_certificates(config)
+    pool = StoragePool(reactor, closing=store.close)
     pool.setServiceParent(top)
     server = Server(config, None, certificates, reactor)
     server.storage = AsyncStore(store, server.metrics.timed_runner(pool.run))
@@ -79,23 +146,21 @@ def build(config, reactor=None):
     controller = Controller(server, reactor)
     controller.setServiceParent(top)
     default_host = next(iter(config.hosts))
-    for key, descriptions, direct in (("c2s.listen", config.c2s.listen, False),
-                                      ("c2s.direct_tls", config.c2s.direct_tls, True)):
-        for description in descriptions:
-            factory = ClientStreamFactory(server, direct_tls=direct)
-            if direct:
-                factory = TLSMemoryBIOFactory(ServerTLS(certificates, default_host), False, factory)
-            listener(config, key, description, factory, reactor).setServiceParent(top)
     federation = Federation(server, reactor)
     federation.setServiceParent(top)
-    for key, descriptions, direct in (("s2s.listen", config.s2s.listen, False),
-                                      ("s2s.direct_tls", config.s2s.direct_tls, True)):
-        for description in descriptions:
-            listener(config, key, description, federation.listener_factory(direct),
-                     reactor).setServiceParent(top)
-    for description in config.metrics.listen:
-        listener(config, "metrics.listen", description, metrics_site(server.metrics),
-                 reactor).setServiceParent(top)
+
+    def c2s(direct):
+        factory = ClientStreamFactory(server, direct_tls=direct)
+        if direct:
+            factory = TLSMemoryBIOFactory(ServerTLS(certificates, default_host), False, factory)
+        return factory
+
+    factories = {"c2s.listen": lambda: c2s(False), "c2s.direct_tls": lambda: c2s(True),
+                 "s2s.listen": lambda: federation.listener_factory(False),
+                 "s2s.direct_tls": lambda: federation.listener_factory(True),
+                 "metrics.listen": lambda: MetricsSite(server.metrics)}
+    for key, description in preflight.listen_settings(config):
+        Listener(config, key, description, factories[key](), reactor).setServiceParent(top)
     if config.admin.socket:
         AdminSocketService(config.admin.socket, controller, reactor).setServiceParent(top)
     # Last, so it starts after every listener and stops first.
@@ -104,18 +169,25 @@ def build(config, reactor=None):
     return top
 
 
-def metrics_site(metrics):
-    """An HTTP site serving ``/metrics`` in the OpenMetrics text format."""
-    root = Resource()
-    root.putChild(b"metrics", MetricsResource(registry=metrics.registry))
-    site = Site(root)
-    site.noisy = False
-    return site
+class MetricsSite(Site):
+    """An HTTP site serving ``/metrics`` in the OpenMetrics text format;
+    scrapes are not logged (one line every few seconds says nothing)."""
+
+    noisy = False
+
+    def __init__(self, metrics):
+        root = Resource()
+        root.putChild(b"metrics", MetricsResource(registry=metrics.registry))
+        super().__init__(root)
+
+    def log(self, request):
+        """No access log."""
 
 
 def open_storage(config):
+    """The configured database, which must exist and be at the current schema."""
     try:
-        store = SQLStore(config.storage.url)
+        store = SQLStore(config.storage.url, create=False)
         store.check_schema()
     except SchemaOutdated as e:
         raise StartupError(f"{config.path}: storage.url: {e}") from None
@@ -124,27 +196,34 @@ def open_storage(config):
     return store
 
 
-def load_certificates(config):
-    directory = config.tls.certificates
-    try:
-        store = CertificateStore(directory, config.hosts, config.tls.min_version)
-    except CertificateError as e:
-        raise StartupError(f"{config.path}: tls.certificates: {e}") from None
-    missing = store.missing(config.hosts)
-    if missing:
-        raise StartupError(
-            f"{config.path}: tls.certificates: no certificate for {', '.join(missing)} "
-            f"in {directory} (expected DOMAIN.crt and DOMAIN.key; "
-            f"'xmppctl cert DOMAIN' makes a self-signed one)")
-    return store
+class Listener(StreamServerEndpointService):
+    """The listener of one ``description`` of setting ``key`` (such as
+    ``c2s.listen``); failing to listen is a :class:`StartupError` naming both."""
+
+    _raiseSynchronously = True
+
+    def __init__(self, config, key, description, factory, reactor):
+        super().__init__(preflight.server_endpoint(config, key, description, reactor), factory)
+        self.where = f"{config.path}: {key}: cannot listen on {description}"
+
+    def privilegedStartService(self):
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            raise StartupError(f"{self.where}: {_reason(e.socketError)}") from None
+        except Exception as e:  # an endpoint raises what its socket calls do
+            raise StartupError(f"{self.where}: {_reason(e)}") from None
+
+    def stopService(self):
+        if self._waitingForPort is None:  # never listened
+            return service.Service.stopService(self)
+        return super().stopService()
 
 
-def listener(config, key, description, factory, reactor):
-    try:
-        endpoint = serverFromString(reactor, description)
-    except (ValueError, TypeError, KeyError, IndexError) as e:
-        reason = "no such socket was passed by systemd" if isinstance(e, IndexError) else e
-        raise StartupError(f"{config.path}: {key}: bad endpoint {description!r}: {reason}") from None
-    listening = StreamServerEndpointService(endpoint, factory)
-    listening._raiseSynchronously = True
-    return listening
+def _reason(error):
+    """A socket error as a short lowercase phrase."""
+    if isinstance(error, OSError) and error.errno == errno.EADDRINUSE:
+        return "address already in use"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror.lower()
+    return str(error)

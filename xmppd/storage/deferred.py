@@ -73,11 +73,13 @@ class StoragePool(service.Service):
     in the pool and fires its Deferred in the reactor thread.  On stop it
     waits (at most ``grace`` seconds) until no call is pending, so work that
     takes several storage steps, such as a message checked and then stored
-    offline, is finished before the pool stops.
+    offline, is finished before the pool stops; then ``closing`` (if given,
+    such as ``SQLStore.close``) is called.
     """
 
-    def __init__(self, reactor, grace=10.0, poll=0.01):
+    def __init__(self, reactor, grace=10.0, poll=0.01, closing=None):
         self.reactor = reactor
+        self._closing = closing
         self.pool = ThreadPool(1, 8, "xmppd-storage")
         self.pending = 0
         self._grace = grace
@@ -98,11 +100,10 @@ class StoragePool(service.Service):
 
     def stopService(self):
         super().stopService()
-        if not self.pending:
-            # Nothing to wait for: stop at once, which also works when the
-            # reactor never ran (a failed start), so no worker thread is
-            # left to keep the process alive.
-            self.pool.stop()
+        if not getattr(self.reactor, "running", True):
+            # A failed start: no reactor runs the polling below, and a
+            # worker thread left running would keep the process alive.
+            self._stop_pool()
             return defer.succeed(None)
         drained = defer.Deferred()
         deadline = self.reactor.seconds() + self._grace
@@ -113,11 +114,16 @@ class StoragePool(service.Service):
             if self.pending and self.reactor.seconds() < deadline:
                 self.reactor.callLater(self._poll, check)
             else:
-                self.pool.stop()
+                self._stop_pool()
                 drained.callback(None)
 
         self.reactor.callLater(0, check)
         return drained
+
+    def _stop_pool(self):
+        self.pool.stop()
+        if self._closing is not None:
+            self._closing()
 
 
 def immediate_runner(fn, *args, **kw) -> defer.Deferred:
