@@ -4,6 +4,7 @@ import datetime
 import io
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -43,12 +44,24 @@ def failure(capsys, *argv):
     return lines[0].removeprefix("xmppctl: ")
 
 
+def free_ports(count):
+    """``count`` TCP ports nothing listens on now."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
 @pytest.fixture
 def tree(tmp_path, capsys):
-    """A directory made by ``xmppctl init``."""
+    """A directory made by ``xmppctl init``, listening on free ports."""
     directory = tmp_path / "srv"
+    c2s_port, direct_tls_port = free_ports(2)
     status, _, _ = run(capsys, "init", directory, "--domain", DOMAIN,
-                       "--c2s-port", "15222", "--direct-tls-port", "15223")
+                       "--c2s-port", c2s_port, "--direct-tls-port", direct_tls_port)
     assert status == 0
     return directory
 
@@ -205,9 +218,9 @@ def test_deluser_ends_the_sessions_after_the_deletion(ctl, conf, server):
     server.answer = {"ok": True, "ended": [f"ann@{DOMAIN}/a", f"ann@{DOMAIN}/b"]}
     assert ctl("deluser", f"ANN@{DOMAIN}") == (
         0, f"deleted ann@{DOMAIN}\nended 2 open sessions of ann@{DOMAIN}\n", "")
-    socket = configuration.load(conf).admin.socket
+    path = configuration.load(conf).admin.socket
     assert server.requests == [
-        (socket, "end-sessions", {"jid": f"ann@{DOMAIN}", "reason": "account-deleted"}, None)]
+        (path, "end-sessions", {"jid": f"ann@{DOMAIN}", "reason": "account-deleted"}, None)]
 
 
 def test_passwd_ends_the_sessions_after_the_change(ctl, conf, server):
@@ -228,10 +241,10 @@ def test_nothing_to_end_prints_nothing_more(ctl, server):
 
 def test_sessions_not_ended_when_the_server_is_not_running(ctl, conf):
     ctl("adduser", f"ann@{DOMAIN}", "--password", "pw")
-    socket = configuration.load(conf).admin.socket
+    path = configuration.load(conf).admin.socket
     assert ctl("deluser", f"ann@{DOMAIN}") == (0, f"deleted ann@{DOMAIN}\n", (
         f"xmppctl: warning: the open sessions of ann@{DOMAIN} (if any) could not be ended: "
-        f"xmppd is not running (no answer on {socket}: No such file or directory)\n"))
+        f"xmppd is not running (no answer on {path}: No such file or directory)\n"))
     assert credentials(conf, "ann") is None
 
 
@@ -307,9 +320,9 @@ def test_kick_refused(ctl_failure, server):
 
 
 def test_kick_when_the_server_is_not_running(ctl_failure, conf):
-    socket = configuration.load(conf).admin.socket
+    path = configuration.load(conf).admin.socket
     assert ctl_failure("kick", f"alice@{DOMAIN}") == (
-        f"xmppd is not running (no answer on {socket}: No such file or directory)")
+        f"xmppd is not running (no answer on {path}: No such file or directory)")
 
 
 def test_passwords_are_not_stored(ctl, conf):
@@ -518,22 +531,46 @@ def test_check_ok_on_a_fresh_tree(ctl):
     assert lines and all(line.startswith("ok: ") for line in lines)
 
 
-def test_check_missing_certificate(ctl, tree):
+def test_check_missing_certificate(ctl, conf, tree):
     os.remove(tree / "certs" / f"{DOMAIN}.crt")
     status, lines, err = check_lines(ctl)
     assert status == 1 and err == "xmppctl: check found 1 error\n"
-    assert f"error: {DOMAIN}: no certificate in {tree / 'certs'} (expected {DOMAIN}.crt and "\
-           f"{DOMAIN}.key; 'xmppctl cert {DOMAIN}' makes a self-signed one)" in lines
+    assert errors(lines) == [
+        f"error: {conf}: tls.certificates: no certificate for {DOMAIN} in {tree / 'certs'} "
+        "(expected DOMAIN.crt and DOMAIN.key; 'xmppctl cert DOMAIN' makes a self-signed one)"]
 
 
-def test_check_mismatched_key(ctl, tree, tmp_path):
+def test_check_mismatched_key(ctl, conf, tree, tmp_path):
     _, other_key = make_self_signed(DOMAIN, str(tmp_path / "other"))
     os.replace(other_key, tree / "certs" / f"{DOMAIN}.key")
     status, lines, _ = check_lines(ctl)
     assert status == 1
     assert errors(lines) == [
-        f"error: {DOMAIN}: {tree / 'certs' / DOMAIN}.crt / {tree / 'certs' / DOMAIN}.key: "
-        "key values mismatch"]
+        f"error: {conf}: tls.certificates: {tree / 'certs' / DOMAIN}.crt / "
+        f"{tree / 'certs' / DOMAIN}.key: key values mismatch"]
+
+
+def test_check_reports_what_would_stop_the_server(ctl, conf, tree):
+    text = Path(conf).read_text()
+    c2s_port = int(text.split('listen = ["tcp:')[1].split('"')[0])
+    Path(conf).write_text(text.replace('socket = "xmppd.sock"', 'socket = "run/xmppd.sock"'))
+    with socket.socket() as taken:
+        taken.bind(("", c2s_port))
+        taken.listen()
+        status, lines, err = check_lines(ctl)
+    assert status == 1 and err == "xmppctl: check found 2 errors\n"
+    assert errors(lines) == [
+        f"error: {conf}: admin.socket: the directory {tree / 'run'} does not exist",
+        f"error: {conf}: c2s.listen: cannot listen on tcp:{c2s_port}: address already in use"]
+
+
+def test_check_a_missing_database_driver_once(ctl, conf):
+    set_storage_url(conf, "mysql+nosuchdriver://localhost/xmppd")
+    status, lines, _ = check_lines(ctl)
+    assert status == 1
+    [error] = errors(lines)
+    assert error.startswith(f"error: {conf}: storage.url: ")
+    assert not any(line.startswith("ok: storage") for line in lines)
 
 
 def test_check_expired_certificate(ctl, tree):

@@ -483,8 +483,12 @@ def cmd_check(args):
 
 
 def _findings(path):
-    """(level, message) pairs, level being "ok", "warning" or "error"."""
+    """(level, message) pairs, level being "ok", "warning" or "error": the
+    problems that would stop the server starting (xmppd.preflight), then
+    what it does not check: certificate expiry and names, and whether the
+    database is reachable and at the current schema."""
     from xmppd import config as configuration
+    from xmppd import preflight
 
     try:
         config = configuration.load(path)
@@ -492,24 +496,26 @@ def _findings(path):
         yield "error", str(e)
         return
     yield "ok", f"{config.path}: configuration valid"
+    problems = preflight.problems(config)
+    for problem in problems:
+        yield "error", problem
     for host in config.hosts:
         yield from _certificate_findings(config, host)
-    yield from _storage_findings(config)
+    if not any(p.startswith(f"{config.path}: storage.url:") for p in problems):
+        yield from _storage_findings(config)
 
 
 def _certificate_findings(config, host):
+    """Findings on the certificate of *host*, if it loads (a missing or
+    unusable one is a preflight problem)."""
     from xmppd.core.tls import CertificateError, CertificateStore
 
-    directory = config.tls.certificates
     try:
-        store = CertificateStore(directory, [host], config.tls.min_version)
-    except CertificateError as e:
-        yield "error", f"{host}: {e}"
+        store = CertificateStore(config.tls.certificates, [host], config.tls.min_version)
+    except CertificateError:
         return
     cert = store.certificates.get(host)
     if cert is None:
-        yield "error", (f"{host}: no certificate in {directory} (expected {host}.crt and "
-                        f"{host}.key; 'xmppctl cert {host}' makes a self-signed one)")
         return
     yield "ok", f"{host}: certificate {cert.cert_path} matches its key {cert.key_path}"
     yield _expiry_finding(host, cert)
