@@ -19,7 +19,6 @@ xmppctl is the client (:func:`xmppd.ctl.ask`).
 
 import json
 import os
-import socket
 import stat
 
 from twisted.application import service
@@ -30,6 +29,7 @@ from twisted.protocols.basic import LineOnlyReceiver
 from xmppd.core.c2s import ClientStream
 from xmppd.errors import StartupError
 from xmppd.jid import JID, InvalidJID, normalize_domain
+from xmppd.preflight import socket_answers
 
 # Stream errors (RFC 6120 §4.9.3) closing the streams of an account, by reason.
 END_REASONS = {
@@ -185,7 +185,7 @@ class AdminSocketService(service.Service):
             return
         if not stat.S_ISSOCK(mode):
             raise self._error("exists and is not a socket")
-        if _answers(self.path):
+        if socket_answers(self.path):
             raise self._error("another xmppd is using this admin socket")
         os.unlink(self.path)
 
@@ -197,12 +197,3 @@ class AdminSocketService(service.Service):
         super().stopService()
         if self._port is not None:
             return self._port.stopListening()
-
-
-def _answers(path):
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        try:
-            sock.connect(path)
-        except OSError:
-            return False
-    return True
