@@ -9,6 +9,7 @@ from tests.s2s_support import (
     outgoing_past_tls, refuse_outgoing)
 from xmppd.core.events import CONFIG_RELOADED
 from xmppd.core.stanzas import make_stanza
+from xmppd.s2s.dialback import NS_DIALBACK
 
 ALLOW = f'allow = ["{REMOTE}", "*.{REMOTE}"]'
 
@@ -93,6 +94,43 @@ def test_dialback_when_the_peer_offers_no_external(tmp_path):
     # The feature announces dialback even without the header's declaration.
     _, sent = outgoing_past_tls(federation, DIALBACK_FEATURES, dialback=False)
     assert [e.name for e in sent] == ["result"]
+
+
+def refuse_external(wire):
+    wire.send("<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><not-authorized/></failure>")
+
+
+def test_dialback_after_the_peer_refuses_external(tmp_path):
+    """The peer offers EXTERNAL but cannot verify our certificate."""
+    federation, alice = setup(tmp_path, valid=(REMOTE,))
+    chat(alice, body="one")
+    wire, sent = outgoing_past_tls(federation, EXTERNAL_FEATURES)
+    assert [e.name for e in sent] == ["auth"]
+    refuse_external(wire)
+    result, = wire.take()
+    assert (result.uri, result.name, result["from"], result["to"], str(result)) == \
+        (NS_DIALBACK, "result", LOCAL, REMOTE, federation.keys.make(REMOTE, LOCAL, "after-tls"))
+    assert not wire.closed
+    wire.send(f"<db:result from='{REMOTE}' to='{LOCAL}' type='valid'/>")
+    assert bodies(wire.take()) == ["one"]
+    assert bounced(alice) == []
+
+
+def test_refused_external_without_dialback_or_with_valid_certificates_required(tmp_path):
+    federation, alice = setup(tmp_path, valid=(REMOTE,))
+    chat(alice, body="one")
+    wire, _ = outgoing_past_tls(federation, EXTERNAL_FEATURES.replace(
+        "<dialback xmlns='urn:xmpp:features:dialback'><errors/></dialback>", ""),
+        dialback=False)
+    refuse_external(wire)
+    assert wire.take() == [] and wire.closed
+    assert bounced(alice) == [("remote-server-not-found", "one")]
+    federation, alice = setup(tmp_path / "strict", ALLOW + "\nrequire_valid_certificates = true")
+    chat(alice, body="two")
+    wire, _ = outgoing_past_tls(federation, EXTERNAL_FEATURES)
+    refuse_external(wire)
+    assert wire.take() == [] and wire.closed
+    assert bounced(alice) == [("remote-server-not-found", "two")]
 
 
 def test_no_dialback_with_a_peer_that_does_not_support_it(tmp_path):

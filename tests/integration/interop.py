@@ -25,7 +25,10 @@ every server trusts it (xmppd through ``s2s.ca_file``, Prosody through
 other with SASL EXTERNAL (XEP-0178); xmppd and Prosody are configured to
 insist on valid certificates.  Otherwise each server has a CA of its own
 that the other does not trust, and they authenticate with dialback
-(XEP-0220).
+(XEP-0220).  With ``trusted="xmppd"`` xmppd trusts the peer's CA (without
+requiring valid certificates) but the peer does not trust xmppd's: a peer
+that offers SASL EXTERNAL all the same refuses it when xmppd tries, and
+xmppd falls back to dialback.
 
 Clients of both servers are slixmpp clients (:class:`PeerClients` for the
 peer, which listens for clients on its own address, port 5222).
@@ -477,16 +480,19 @@ class Interop:
         }
 
 
-def prepare_xmppd(directory, ca, trusted_ca_file, peer):
+def prepare_xmppd(directory, ca, trusted_ca_file, peer, require_valid=True):
     """xmppd for ``xmppd.test`` (accounts of conftest's PASSWORDS), with
-    ``peer`` allowed and pinned, not started."""
+    ``peer`` allowed and pinned, trusting ``trusted_ca_file`` (and then
+    requiring valid certificates if ``require_valid``), not started."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_file = directory / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     write_certificate(ca, directory / "certs", XMPPD_DOMAIN)
     trust = ""
     if trusted_ca_file is not None:
-        trust = f'ca_file = "{trusted_ca_file}"\nrequire_valid_certificates = true'
+        trust = f'ca_file = "{trusted_ca_file}"'
+        if require_valid:
+            trust += "\nrequire_valid_certificates = true"
     s2s = S2S.format(port=S2S_PORT, address=XMPPD_ADDRESS, peer=peer.domain,
                      peer_address=peer.address, trust=trust)
     c2s_port, direct_tls_port = free_ports(2)
@@ -504,22 +510,25 @@ def prepare_xmppd(directory, ca, trusted_ca_file, peer):
 
 def running(peer_class, directory, trusted):
     """For a fixture: xmppd and a ``peer_class`` server federating, with
-    certificates they trust (``trusted``) or not; yields the
-    :class:`Interop`, then stops both (xmppd must exit cleanly)."""
+    certificates both trust (``trusted`` true), neither trusts (false), or
+    only xmppd trusts (``"xmppd"``); yields the :class:`Interop`, then
+    stops both (xmppd must exit cleanly)."""
     peer_class.require()
     map_hosts({XMPPD_DOMAIN: XMPPD_ADDRESS, peer_class.domain: peer_class.address})
     shared = trustme.CA()
-    xmppd_ca, peer_ca = (shared, shared) if trusted else (trustme.CA(), trustme.CA())
+    both = trusted is True
+    xmppd_ca, peer_ca = (shared, shared) if both else (trustme.CA(), shared)
     trusted_ca_file = None
     if trusted:
         trusted_ca_file = directory / "shared-ca.pem"
         shared.cert_pem.write_to_path(str(trusted_ca_file))
-    peer = peer_class(peer_ca, trusted_ca_file)
+    peer = peer_class(peer_ca, trusted_ca_file if both else None)
     xmppd = None
     try:
         peer.start()  # first: xmppd's free ports are chosen among those left
         peer.register(PEER_USER, PEER_PASSWORD)
-        xmppd = prepare_xmppd(directory / "xmppd", xmppd_ca, trusted_ca_file, peer)
+        xmppd = prepare_xmppd(directory / "xmppd", xmppd_ca, trusted_ca_file, peer,
+                              require_valid=both)
         xmppd.process.start()
         yield Interop(xmppd, peer, Deployment(peer.domain, C2S_PORT, None, peer.ca_file,
                                               {PEER_USER: PEER_PASSWORD}))

@@ -26,6 +26,12 @@ def certificates(tmp_path):
     yield from running(Ejabberd, tmp_path, trusted=True)
 
 
+@pytest.fixture
+def one_way(tmp_path):
+    """xmppd trusts ejabberd's certificate, ejabberd does not trust xmppd's."""
+    yield from running(Ejabberd, tmp_path, trusted="xmppd")
+
+
 def accepted(log, method):
     """The directions ejabberd authenticated with ``method``."""
     return {direction for direction, pair in (("inbound", f"{XMPPD_DOMAIN} -> {PEER}"),
@@ -48,3 +54,16 @@ def test_sasl_external_with_trusted_certificates(certificates):
     log = certificates.peer.log_text()
     assert accepted(log, "EXTERNAL") == {"inbound", "outbound"}
     assert accepted(log, "dialback") == set()
+
+
+def test_dialback_when_ejabberd_refuses_external(one_way):
+    """ejabberd offers SASL EXTERNAL, refuses it for a certificate it cannot
+    verify, and accepts dialback on the same stream."""
+    run_both(one_way, converse)
+    assert one_way.xmppd_methods() == {"outgoing": {"dialback"},
+                                       "incoming": {"SASL EXTERNAL"}}
+    xmppd_log = one_way.xmppd.process.log_path.read_text(errors="replace")
+    assert "the peer refused SASL EXTERNAL (not-authorized); trying dialback" in xmppd_log
+    log = one_way.peer.log_text()
+    assert accepted(log, "dialback") == {"inbound"}
+    assert accepted(log, "EXTERNAL") == {"outbound"}

@@ -19,7 +19,16 @@ reused until it closes.  Setting it up is bounded by ``s2s.connect_timeout``:
    it (its header declares the dialback namespace or it offers the dialback
    feature: XEP-0220 §2.4).  A peer that offers dialback only, or sends no
    features at all (pre-1.0, only without required encryption), gets
-   dialback.
+   dialback.  A peer may refuse EXTERNAL although it offered it (ejabberd
+   offers it even when it cannot verify our certificate): then, unless
+   ``s2s.require_valid_certificates``, dialback follows on the same stream
+   if the peer supports it.  That is what Prosody and ejabberd do as
+   initiating servers, and what they expect as receiving servers, which
+   keep the stream open after the SASL failure (RFC 6120 §6.4.5 lets the
+   initiating entity go on).  XEP-0178 §3 has the receiving server close
+   the stream after the failure instead; a peer that does so ends the link
+   (``remote-server-timeout``) without a second connection, since such a
+   peer would not have offered EXTERNAL for a certificate it cannot accept.
 4. Ready: queued stanzas go out in order, later ones at once.
 
 Stanzas waiting meanwhile (at most ``s2s.max_queue``; more get
@@ -356,8 +365,8 @@ class OutgoingStream(ServerStream):
             self.open_stream()
         elif element.uri == NS_SASL and self.state == "sasl":
             if element.name != "success":
-                condition = next((c.name for c in element.elements()), "failure")
-                return self.refused(f"the peer refused SASL EXTERNAL ({condition})")
+                condition = next((c.name for c in element.elements()), element.name)
+                return self._external_refused(condition)
             self.restart()
             self.state = "authenticated"
             self.open_stream()
@@ -402,6 +411,13 @@ class OutgoingStream(ServerStream):
                          "using dialback", stream=self.describe(), remote=self.link.remote,
                          problem=problem)
             self._dialback()
+
+    def _external_refused(self, condition):
+        text = f"the peer refused SASL EXTERNAL ({condition})"
+        if self.federation.config.require_valid_certificates:
+            return self.refused(text)
+        log.info("s2s {stream}: {text}; trying dialback", stream=self.describe(), text=text)
+        self._dialback()
 
     def _dialback(self):
         if not self.peer_dialback:
