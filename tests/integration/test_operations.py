@@ -127,8 +127,21 @@ def test_metrics_endpoint(tmp_path, run):
             assert "xmppd_sessions 1.0" in text
             assert 'xmppd_connections{kind="c2s"} 1.0' in text
             assert "xmppd_logins_total 1.0" in text
+            assert 'xmppd_build_info{version="' in text
+            assert "process_resident_memory_bytes" in text
 
         run(deployment, body)
+        log = deployment.process.log_tail()
+        assert "/metrics" not in log  # scrapes are not logged
+        banner = [line.split("] ", 1)[1] for line in log.splitlines() if "[xmppd#info]" in line]
+        assert banner[0].startswith("xmppd ") and " starting (" in banner[0]
+        assert banner[1:] == [
+            "hosts: example.test",
+            f"listening: c2s.listen tcp:{deployment.c2s_port}:interface=127.0.0.1, "
+            f"c2s.direct_tls tcp:{deployment.direct_tls_port}:interface=127.0.0.1, "
+            f"metrics.listen tcp:{port}:interface=127.0.0.1, "
+            f"admin.socket {tmp_path}/xmppd.sock",
+            "ready"]
     finally:
         deployment.process.check_clean_exit()
 
