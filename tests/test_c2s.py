@@ -3,8 +3,14 @@
 import base64
 
 import pytest
+from OpenSSL import SSL
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.error import ConnectionDone
+from twisted.logger import capturedLogs, formatEvent
+from twisted.python.failure import Failure
 
 from tests.harness import HEADER, Client, add_user, error_condition, make_server
+from xmppd.core.c2s import peer_text
 
 NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 
@@ -328,3 +334,66 @@ def test_doctype_before_the_header(server):
     client = Client(server)
     client.send("<?xml version='1.0'?><!DOCTYPE lol [<!ENTITY lol 'lol'>]>")
     assert stream_error(client) == "restricted-xml"
+
+
+# Log lines for operators (grep, fail2ban)
+
+
+def test_peer_text():
+    assert peer_text(IPv4Address("TCP", "127.0.0.1", 57712)) == "127.0.0.1:57712"
+    assert peer_text(IPv6Address("TCP", "::1", 57712)) == "[::1]:57712"
+    assert peer_text(UNIXAddress(None)) == "local"
+
+
+def log_lines(events):
+    return [formatEvent(event) for event in events]
+
+
+def test_connection_log_lines_write_the_address(server):
+    with capturedLogs() as events:
+        client = Client(server)
+        client.stream.connectionLost(Failure(ConnectionDone()))
+    assert log_lines(events) == ["c2s connection from 192.168.1.1:54321",
+                                 "c2s connection from 192.168.1.1:54321 closed"]
+
+
+@pytest.mark.parametrize("mechanism, token", [
+    ("PLAIN", base64.b64encode(b"\0alice\0wrong").decode()),
+    ("SCRAM-SHA-1", base64.b64encode(b"n,,n=alice,r=abc").decode()),
+])
+def test_authentication_failure_log_names_the_account(server, mechanism, token):
+    client = Client(server)
+    client.starttls()
+    client.open()
+    with capturedLogs() as events:
+        client.send(f"<auth xmlns='{NS_SASL}' mechanism='{mechanism}'>{token}</auth>")
+        if mechanism.startswith("SCRAM"):
+            assert client.take()[0].name == "challenge"
+            final = base64.b64encode(b"c=biws,r=abc-wrong,p=" + base64.b64encode(b"x" * 20))
+            client.send(f"<response xmlns='{NS_SASL}'>{final.decode()}</response>")
+    assert client.take()[0].name == "failure"
+    assert "c2s authentication failure for alice@example.com from 192.168.1.1:54321: " \
+           "not-authorized" in log_lines(events)
+
+
+def test_authentication_failure_before_an_account_is_named(server):
+    client = Client(server)
+    client.starttls()
+    client.open()
+    with capturedLogs() as events:
+        client.send(f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>not base64!</auth>")
+    assert "c2s authentication failure from 192.168.1.1:54321: incorrect-encoding" \
+        in log_lines(events)
+
+
+def test_tls_failure_log_gives_the_openssl_reason(server):
+    connection = SSL.Connection(SSL.Context(SSL.TLS_METHOD), None)
+    connection.set_accept_state()
+    connection.bio_write(b"GET / HTTP/1.1\r\n\r\n")
+    with pytest.raises(SSL.Error) as error:
+        connection.do_handshake()
+    client = Client(server, direct_tls=True)
+    with capturedLogs() as events:
+        client.stream.connectionLost(Failure(error.value))
+    assert log_lines(events) == ["c2s TLS failure with 192.168.1.1:54321: http request",
+                                 "c2s connection from 192.168.1.1:54321 closed"]

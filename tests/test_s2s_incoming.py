@@ -3,6 +3,9 @@ as receiving and authoritative server (XEP-0220 §2.2), the allowlist and
 the checks on stanzas from peers (RFC 6120 §4.9.3, §8)."""
 
 import pytest
+from OpenSSL import SSL
+from twisted.logger import capturedLogs, formatEvent
+from twisted.python.failure import Failure
 
 from tests.harness import Client, add_user, error_condition
 from tests.s2s_support import (
@@ -356,3 +359,15 @@ def test_incoming_reads_are_throttled(tmp_path):
     assert wire.transport.producerState == "paused"
     federation.reactor.advance(3)
     assert wire.transport.producerState == "producing"
+
+
+def test_log_lines_write_the_address_and_the_tls_failure(tmp_path):
+    federation = make_federation(tmp_path, ALLOW)
+    with capturedLogs() as events:
+        wire = incoming(federation)
+        wire.send(header(to=LOCAL, from_=REMOTE))
+        wire.stream.connectionLost(Failure(SSL.Error([("SSL routines", "", "http request")])))
+    lines = [formatEvent(event) for event in events]
+    assert lines[0] == "s2s incoming connection from 192.168.1.1:54321"
+    assert f"s2s from 192.168.1.1:54321 ({REMOTE} -> {LOCAL}): TLS failure: http request" \
+        in lines

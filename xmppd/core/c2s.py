@@ -30,6 +30,7 @@ import base64
 import binascii
 import secrets
 
+from OpenSSL import SSL
 from twisted.internet import defer, task
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -56,6 +57,30 @@ MAX_AUTH_FAILURES = 3
 MAX_BACKLOG = 10  # elements received while a negotiation step is pending
 STANZA_KINDS = ("message", "presence", "iq")
 IQ_TYPES = ("get", "set", "result", "error")
+
+
+def peer_text(peer):
+    """A transport's peer as log lines write it, for operators' greps and
+    fail2ban: ``127.0.0.1:57712``, ``[::1]:57712``, or ``local`` for a
+    UNIX socket."""
+    host = getattr(peer, "host", None)
+    if not host:
+        return "local"
+    if ":" in host:
+        host = f"[{host}]"
+    port = getattr(peer, "port", None)
+    return host if port is None else f"{host}:{port}"
+
+
+def tls_failure(reason):
+    """The OpenSSL reason a connection ended with (``reason`` is the Failure
+    given to ``connectionLost``), or None if TLS did not fail."""
+    if reason is None or not reason.check(SSL.Error):
+        return None
+    errors = reason.value.args[0] if reason.value.args else None
+    if isinstance(errors, list) and errors:
+        return "; ".join(str(error[-1]) for error in errors)
+    return str(reason.value) or type(reason.value).__name__
 
 
 def default_host(hosts):
@@ -87,6 +112,7 @@ class ClientStream(Protocol):
         self._sasl = None
         self._mechanism = None
         self._auth_failures = 0
+        self._account = None  # the account named by the current SASL attempt
         self._busy = None  # Deferred of a pending negotiation step
         self._backlog = []
         self._auth_timer = None
@@ -99,7 +125,7 @@ class ClientStream(Protocol):
         self.peer = self.transport.getPeer()
         self.server.streams.add(self)
         address = address_of(self.peer)
-        log.info("c2s connection from {peer}", peer=self.peer)
+        log.info("c2s connection from {peer}", peer=peer_text(self.peer))
         self._new_parser()
         limits = self.server.config.limits
         refusal = self.server.connections.admit(address, limits)
@@ -141,8 +167,15 @@ class ClientStream(Protocol):
             session, self.session = self.session, None
             if self.server.sessions.remove(session):
                 self.server.hooks.fire("session/unbound", session)
-        log.info("c2s connection from {peer} closed ({user})",
-                 peer=self.peer, user=self.user)
+        problem = tls_failure(reason)
+        if problem is not None:
+            log.info("c2s TLS failure with {peer}: {problem}", peer=peer_text(self.peer),
+                     problem=problem)
+        if self.user is None:
+            log.info("c2s connection from {peer} closed", peer=peer_text(self.peer))
+        else:
+            log.info("c2s connection from {peer} closed ({user})", peer=peer_text(self.peer),
+                     user=self.user)
 
     def _cancel_auth_timer(self):
         if self._auth_timer is not None and self._auth_timer.active():
@@ -182,7 +215,7 @@ class ClientStream(Protocol):
         if self._closed:
             return
         log.info("c2s stream error to {peer}: {condition} {text}",
-                 peer=self.peer, condition=condition, text=text or "")
+                 peer=peer_text(self.peer), condition=condition, text=text or "")
         self._send_header()
         self.transport.write(serialize(stream_error_element(condition, text)))
         self.close()
@@ -303,6 +336,7 @@ class ClientStream(Protocol):
                 raise StreamError("policy-violation", "too many failed authentications")
             if self._mechanism is not None:
                 return self._sasl_failure("malformed-request", "authentication in progress")
+            self._account = None
             try:
                 self._mechanism = self._sasl.start(element.getAttribute("mechanism", ""))
             except SaslFailure as e:
@@ -316,6 +350,7 @@ class ClientStream(Protocol):
         return self._sasl_failure("malformed-request")
 
     def _credentials(self, username):
+        self._account = JID(username, self.domain, None)
         return self.server.storage.get_credentials(username, self.domain)
 
     def _sasl_step(self, text):
@@ -363,8 +398,12 @@ class ClientStream(Protocol):
             return None
         self._auth_failures += 1
         self.server.metrics.auth_failures.inc()
-        log.info("c2s authentication failure from {peer}: {condition}",
-                 peer=self.peer, condition=condition)
+        if self._account is None:
+            log.info("c2s authentication failure from {peer}: {condition}",
+                     peer=peer_text(self.peer), condition=condition)
+        else:
+            log.info("c2s authentication failure for {account} from {peer}: {condition}",
+                     account=self._account, peer=peer_text(self.peer), condition=condition)
         delay = self.server.auth_throttle.failed(self._counted, self.server.config.limits)
         if not delay:
             self._failed(failure)
@@ -381,7 +420,7 @@ class ClientStream(Protocol):
         self.user = JID(success.username, self.domain, None)
         self._cancel_auth_timer()
         self.server.metrics.logins.inc()
-        log.info("c2s {peer} authenticated as {user}", peer=self.peer, user=self.user)
+        log.info("c2s {peer} authenticated as {user}", peer=peer_text(self.peer), user=self.user)
         self._sasl_element("success", success.additional_data)
         self._restart("authenticated")
 

@@ -48,7 +48,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.words.xish import domish
 
-from xmppd.core.c2s import IQ_TYPES, NS_SASL, NS_TLS, STANZA_KINDS, default_host
+from xmppd.core.c2s import IQ_TYPES, NS_SASL, NS_TLS, STANZA_KINDS, default_host, peer_text
 from xmppd.core.limits import address_of
 from xmppd.core.stanzas import Stanza, error_reply
 from xmppd.core.xmlstream import NS_CLIENT, NS_STREAMS, StreamError
@@ -88,12 +88,12 @@ class IncomingStream(ServerStream):
         self._sasl_pending = False
 
     def describe(self):
-        return f"from {address_of(self.peer)} ({self.remote or '?'} -> {self.domain or '?'})"
+        return f"from {peer_text(self.peer)} ({self.remote or '?'} -> {self.domain or '?'})"
 
     def connectionMade(self):
         super().connectionMade()
         address = address_of(self.peer)
-        log.info("s2s incoming connection from {peer}", peer=address)
+        log.info("s2s incoming connection from {peer}", peer=peer_text(self.peer))
         refusal = self.federation.connections.admit(address, self.federation.server.config.limits)
         if refusal is not None:
             self.stream_error(refusal, "too many connections")
@@ -152,7 +152,7 @@ class IncomingStream(ServerStream):
     def _check_allowed(self, remote):
         if not self.federation.policy.allows(remote):
             log.warn("s2s refused {remote} from {peer}: not a federation peer",
-                     remote=remote, peer=address_of(self.peer))
+                     remote=remote, peer=peer_text(self.peer))
             raise StreamError("policy-violation", f"{remote} is not a federation peer")
 
     def _features(self):

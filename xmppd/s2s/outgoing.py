@@ -60,8 +60,7 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.words.xish import domish
 
-from xmppd.core.c2s import NS_SASL, NS_TLS
-from xmppd.core.limits import address_of
+from xmppd.core.c2s import NS_SASL, NS_TLS, peer_text
 from xmppd.core.xmlstream import NS_STREAMS, StreamError
 from xmppd.s2s.dialback import (
     NS_DIALBACK, NS_DIALBACK_FEATURE, DialbackError, dialback_element, error_condition)
@@ -308,8 +307,7 @@ class OutgoingStream(ServerStream):
         self.failure = ("remote-server-timeout", "the connection closed")
 
     def describe(self):
-        address = f"{address_of(self.peer)}:{getattr(self.peer, 'port', '?')}"
-        return f"to {address} ({self.link.local} -> {self.link.remote})"
+        return f"to {peer_text(self.peer)} ({self.link.local} -> {self.link.remote})"
 
     def connectionMade(self):
         super().connectionMade()

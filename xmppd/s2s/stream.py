@@ -8,7 +8,8 @@
   inheriting ``jabber:server``.  Stanzas are limited to
   ``s2s.max_stanza_size`` bytes.
 - A stream error closes the stream (§4.9); the peer's stream errors are
-  logged with its address.
+  logged with its address (``127.0.0.1:57712``, ``[::1]:57712``), and so is
+  the OpenSSL reason of a failed TLS handshake.
 - A stream with no traffic for ``s2s.idle_timeout`` seconds is closed
   (§4.6.1); any bytes count as traffic, whitespace keepalives (§4.6.1)
   included.
@@ -21,6 +22,7 @@ import secrets
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
+from xmppd.core.c2s import tls_failure
 from xmppd.core.limits import ReadThrottle
 from xmppd.core.xmlstream import (
     NS_CLIENT, NS_SERVER, NS_STREAM_ERRORS, NS_STREAMS, StreamError, StreamParser,
@@ -90,6 +92,10 @@ class ServerStream(Protocol):
 
     def connectionLost(self, reason):
         self.closed = True
+        problem = tls_failure(reason)
+        if problem is not None:
+            log.info("s2s {stream}: TLS failure: {problem}", stream=self.describe(),
+                     problem=problem)
         self.federation.server.streams.discard(self)
         if self._throttle is not None:
             self._throttle.stop()
