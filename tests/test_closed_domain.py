@@ -123,3 +123,18 @@ def test_the_server_itself_passes(server, sender):
     server.router.dispatch(Stanza(element, None if sender is None else JID.parse(sender),
                                   JID.parse("alice@example.com/r")))
     assert len(alice.take()) == 1
+
+
+def test_refusal_logged_at_info(server):
+    from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        alice = login(server, "alice@example.com")
+        chat(alice, "carol@other.example")
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    [event] = [e for e in events if e.get("log_namespace") == "xmppd.modules.closed_domain"]
+    assert event["log_level"] == LogLevel.info
+    assert formatEvent(event) == (
+        "closed domain: message from alice@example.com/r to carol@other.example/r refused")

@@ -406,3 +406,19 @@ def test_domains_match_jids_in_either_spelling(tmp_path, spelling):
         assert domain in config.hosts
         assert config.s2s.allow == (domain, f"*.{domain}")
         assert dict(config.s2s.routes) == {domain: "tcp:host=192.0.2.1:port=5269"}
+
+
+# Module settings follow a reload (the vcard and private ones: tests/test_vcard.py,
+# tests/test_private.py)
+
+
+def test_max_resources_follows_a_reload(tmp_path):
+    from tests.harness import Client, add_user, make_config, make_server
+    server = make_server(tmp_path, modules=("bind",), extra="[c2s]\nmax_resources = 1")
+    add_user(server, "alice@example.com")
+    Client(server).login("alice@example.com", "one")
+    with pytest.raises(AssertionError, match="resource-constraint"):
+        Client(server).login("alice@example.com", "two")
+    server.reconfigure(make_config(tmp_path, extra="[c2s]\nmax_resources = 2"),
+                       server.certificates)
+    assert Client(server).login("alice@example.com", "two") == "alice@example.com/two"

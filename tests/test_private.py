@@ -114,3 +114,13 @@ def test_too_large_item_is_refused_and_nothing_of_the_set_stored(server):
     assert error_condition(private(alice, "set", PREFS + big)) == "not-acceptable"
     assert stored(private(alice, "get", "<prefs xmlns='urn:example:prefs'/>")) == [
         ("urn:example:prefs", "prefs", "<prefs xmlns='urn:example:prefs'/>")]
+
+
+def test_max_size_follows_a_reload(server, tmp_path):
+    from tests.harness import make_config
+    alice = login(server)
+    big = f"<big xmlns='urn:example:big'>{'x' * 1500}</big>"
+    assert error_condition(private(alice, "set", big)) == "not-acceptable"
+    server.reconfigure(make_config(tmp_path, extra="[private]\nmax_size = 4096"),
+                       server.certificates)
+    assert private(alice, "set", big)["type"] == "result"

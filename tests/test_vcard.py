@@ -115,3 +115,13 @@ def test_disabled_host_does_not_answer(tmp_path):
     alice = login(server, "alice@example.com")
     assert error_condition(request(alice, "get", f"<vCard xmlns='{NS}'/>")) == "service-unavailable"
     assert server.features_for("example.com") == []
+
+
+def test_max_size_follows_a_reload(server, tmp_path):
+    from tests.harness import make_config
+    alice = login(server, "alice@example.com")
+    big = f"<vCard xmlns='{NS}'><DESC>{'x' * 1500}</DESC></vCard>"
+    assert error_condition(request(alice, "set", big)) == "not-acceptable"
+    server.reconfigure(make_config(tmp_path, extra="[vcard]\nmax_size = 4096"),
+                       server.certificates)
+    assert request(alice, "set", big)["type"] == "result"

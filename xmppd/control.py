@@ -3,9 +3,11 @@
 - SIGHUP (and ``xmppctl reload``) re-reads the config file and applies what
   can change without dropping connections: the log level, certificates (new
   TLS handshakes use them), hosts and their settings, federation allow/deny
-  lists, limits and module settings.  Listeners and the storage URL need a
-  restart; a change to them is logged as such.  An invalid new config is
-  refused with the reason logged and the running one kept.  systemd is told
+  lists, limits and module settings.  Listeners (metrics too), the storage
+  URL, the admin socket and ``log_json`` need a restart; a change to them is
+  logged as a warning naming the key, and ``xmppctl reload`` prints it.  An
+  invalid new config is refused with the reason logged and the running one
+  kept.  systemd is told
   ``RELOADING=1`` ... ``READY=1`` around it.
 - SIGTERM / SIGINT stop the server gracefully: listeners close, every
   stream gets a ``system-shutdown`` stream error (RFC 6120 §4.9.3.19),
@@ -28,7 +30,7 @@ log = Logger()
 
 # Settings read only at start.
 RESTART_ONLY = ("storage.url", "c2s.listen", "c2s.direct_tls", "s2s.listen",
-                "s2s.direct_tls", "admin.socket")
+                "s2s.direct_tls", "metrics.listen", "admin.socket", "log_json")
 
 
 def _setting(config, dotted):

@@ -62,9 +62,13 @@ def test_ready_reload_status_and_graceful_stop(deployment, notifications, run):
         assert next_states(notifications)[0] == "READY=1"
         assert "reload refused" in process.log_tail()
 
-        config_path.write_text(good.replace('log_level = "info"', 'log_level = "debug"'))
+        config_path.write_text(good.replace('log_level = "info"', 'log_level = "debug"\n'
+                                            'log_json = "events.json"\n'
+                                            '[metrics]\nlisten = ["tcp:0"]'))
         reloaded = xmppctl(config_path, "reload")
         assert reloaded.returncode == 0 and "ok: reloaded" in reloaded.stdout
+        for key in ("metrics.listen", "log_json"):
+            assert f"warning: {key} changed; it takes effect after a restart" in reloaded.stdout
         assert next_states(notifications)[0] == "RELOADING=1"
         assert next_states(notifications)[0] == "READY=1"
 

@@ -20,8 +20,6 @@ NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
 
 
 def setup(api):
-    max_resources = api.config.c2s.max_resources
-
     def offer(stream):
         if stream.session is None:
             return domish.Element((NS_BIND, "bind"))
@@ -33,7 +31,7 @@ def setup(api):
             raise StanzaError("not-allowed", "a resource is already bound")
         resource = _requested(stanza.payload)
         user = stream.user
-        if (api.sessions.count(user) >= max_resources
+        if (api.sessions.count(user) >= api.config.c2s.max_resources
                 and api.sessions.get(user.with_resource(resource)) is None):
             raise StanzaError("resource-constraint", "too many resources bound")
         session = stream.bind(resource)

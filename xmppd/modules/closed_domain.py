@@ -12,7 +12,7 @@ allowed by both ends:
   between a local user and a remote domain needs only the local host's flag.
 
 A refused stanza is answered with ``service-unavailable`` (RFC 6120 §8.3.3.19),
-as if the other end did not exist; an error, or an iq result, is dropped
+as if the other end did not exist, and logged at info; an error, or an iq result, is dropped
 without an answer (RFC 6120 §8.3.1).  What the server generates as itself
 (no sender, or a hosted domain as sender) passes, and so do the errors it
 generates on a local account's behalf (such as the answer to a refused
@@ -48,6 +48,8 @@ def setup(api):
             return False
         if allows(sender.domain) and allows(recipient.domain):
             return False
+        api.log.info("closed domain: {kind} from {sender} to {recipient} refused",
+                     kind=stanza.kind, sender=sender, recipient=recipient)
         api.bounce(stanza, "service-unavailable")
         return True
 

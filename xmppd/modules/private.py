@@ -34,8 +34,6 @@ RESERVED = ("vcard-temp",)
 
 
 def setup(api):
-    max_size = api.config.private.max_size
-
     def get(stanza):
         user = _own(stanza)
         wanted = _children(stanza)
@@ -55,6 +53,7 @@ def setup(api):
 
     def set_(stanza):
         user = _own(stanza)
+        max_size = api.config.private.max_size  # read when used: a reload applies it
         items = {}
         for child in _children(stanza):
             text = child.toXml()

@@ -32,8 +32,6 @@ KEY = ""
 
 
 def setup(api):
-    max_size = api.config.vcard.max_size
-
     def get(stanza):
         _vcard(stanza)
         owner = stanza.recipient
@@ -53,6 +51,7 @@ def setup(api):
         if not _is_own(stanza):
             raise StanzaError("forbidden", "a vCard is set only by its own account")
         text = _vcard(stanza).toXml()
+        max_size = api.config.vcard.max_size  # read when used: a reload applies it
         if len(text.encode("utf-8")) > max_size:
             raise StanzaError("not-acceptable", f"the vCard is larger than {max_size} bytes")
         user = stanza.recipient
