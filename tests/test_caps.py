@@ -76,6 +76,14 @@ def test_form_without_form_type_is_ignored():
     assert verification_string(without) == "QgayPKawpkPSDYmwT/WM94uAlu0="
 
 
+def test_form_whose_form_type_is_not_hidden_is_ignored():
+    """§5.4: only a hidden FORM_TYPE field names an extended information form."""
+    visible = COMPLEX.replace("<field var='FORM_TYPE' type='hidden'>", "<field var='FORM_TYPE'>")
+    without_form = COMPLEX[:COMPLEX.index("  <x ")] + "</query>"
+    assert verification_string(parse(visible)) == verification_string(parse(without_form))
+    assert verification_string(parse(visible)) != "q07IKJEyjvHSyhy//CH0CxmKi8w="
+
+
 # The server
 
 

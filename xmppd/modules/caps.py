@@ -16,10 +16,10 @@ import hashlib
 from twisted.words.xish import domish
 
 from xmppd.core.xmlstream import NS_XML
+from xmppd.wokkel_compat import data_form
 
 NS_CAPS = "http://jabber.org/protocol/caps"
 NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
-NS_DATA = "jabber:x:data"
 NODE = "https://xmppd.example/caps"
 IDENTITY_ATTRIBUTES = ("category", "type", (NS_XML, "lang"), "name")
 
@@ -45,13 +45,13 @@ def verification_string(query):
 
 def _forms(query):
     """``(FORM_TYPE, [(var, [values])])`` of each extended information form
-    with a FORM_TYPE (forms without one are ignored, as in §5.4)."""
-    for form in query.elements(NS_DATA, "x"):
-        fields = {field.getAttribute("var", ""): [str(v) for v in field.elements(NS_DATA, "value")]
-                  for field in form.elements(NS_DATA, "field")}
-        form_type = fields.pop("FORM_TYPE", None)
-        if form_type:
-            yield form_type[0], list(fields.items())
+    (XEP-0128), read as XEP-0004 forms by wokkel; a form without a hidden
+    FORM_TYPE field is ignored (§5.4)."""
+    for element in query.elements(data_form.NS_X_DATA, "x"):
+        form = data_form.Form.fromElement(element)
+        if form.formNamespace:
+            yield form.formNamespace, [(field.var or "", field.values)
+                                       for field in form.fieldList]
 
 
 def setup(api):
