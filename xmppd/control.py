@@ -10,7 +10,7 @@
   kept.  systemd is told
   ``RELOADING=1`` ... ``READY=1`` around it.
 - SIGTERM / SIGINT stop the server gracefully: listeners close, every
-  stream gets a ``system-shutdown`` stream error (RFC 6120 §4.9.3.19),
+  stream gets a ``system-shutdown`` stream error (RFC 6120 §4.9.3.20),
   pending storage writes finish, and the process exits with status 0.
 
 The admin socket that reaches a Controller from xmppctl is in
