@@ -10,7 +10,7 @@ from twisted.internet.testing import StringTransport
 from twisted.words.xish import domish
 
 from xmppd import config as configuration
-from xmppd.core.api import Server
+from xmppd.core.server import Server
 from xmppd.core.c2s import ClientStream
 from xmppd.core.scram import derive_all
 from xmppd.core.xmlstream import StreamParser

@@ -30,7 +30,7 @@ from xmppd import __version__, logs, preflight
 from xmppd import config as configuration
 from xmppd.admin import AdminSocketService
 from xmppd.control import Controller
-from xmppd.core.api import Server
+from xmppd.core.server import Server
 from xmppd.core.c2s import ClientStreamFactory
 from xmppd.core.tls import ServerTLS
 from xmppd.errors import StartupError

@@ -1,0 +1,70 @@
+"""The state one running xmppd shares (see :class:`Server`).
+
+``tap.py`` builds one :class:`Server` and loads the feature modules into it;
+each module sees it only through its :class:`~xmppd.core.api.ModuleAPI`.
+"""
+
+import itertools
+
+from twisted.internet import defer
+
+from xmppd.core.api import AUTHENTICATED, ENCRYPTED, ModuleAPI
+from xmppd.core.events import CONFIG_RELOADED, Hooks
+from xmppd.core.limits import AuthThrottle, ConnectionCounter
+from xmppd.core.metrics import Metrics
+from xmppd.core.router import Router
+from xmppd.core.sessions import SessionDirectory
+
+
+class Server:
+    """Everything one running xmppd shares: config, hosts, hooks, sessions,
+    router, storage, TLS certificates and the clock."""
+
+    def __init__(self, config, storage, certificates, clock):
+        self.config = config
+        self.hosts = config.hosts
+        self.storage = storage
+        self.certificates = certificates
+        self.clock = clock
+        self.hooks = Hooks()
+        self.sessions = SessionDirectory()
+        self.connections = ConnectionCounter()
+        self.streams = set()  # open client and server streams
+        self.metrics = Metrics(self)
+        # Runs CPU-heavy work, ``offload(fn, *args) -> Deferred``: at once in
+        # tests, in the worker thread pool in the real server (tap.py).
+        self.offload = defer.maybeDeferred
+        self.auth_throttle = AuthThrottle(clock)
+        self.router = Router(self.hosts, self.hooks, self.sessions)
+        self.stream_features = {ENCRYPTED: [], AUTHENTICATED: []}
+        self.disco_features = {}  # module name -> set of namespaces
+        self.services = {}
+        self.modules = []
+        self._ids = itertools.count(1)
+
+    def reconfigure(self, config, certificates):
+        """Apply a reloaded config (see :mod:`xmppd.control`)."""
+        self.config = config
+        self.hosts.clear()
+        self.hosts.update(config.hosts)
+        self.certificates.replace(certificates)
+        self.hooks.fire(CONFIG_RELOADED, config)
+
+    def load(self, module):
+        """Set up one feature module (anything with ``setup(api)``)."""
+        module.setup(ModuleAPI(self, module.__name__.rpartition(".")[2]))
+        self.modules.append(module)
+
+    def next_id(self):
+        return f"xmppd-{next(self._ids)}"
+
+    def enabled(self, module, domain):
+        """Whether feature ``module`` serves hosted ``domain``
+        (``disabled_modules`` of the host)."""
+        host = self.hosts.get(domain)
+        return host is not None and module not in host.disabled_modules
+
+    def features_for(self, domain):
+        """The disco features of the modules enabled for ``domain``."""
+        return sorted({ns for module, namespaces in self.disco_features.items()
+                       if self.enabled(module, domain) for ns in namespaces})
