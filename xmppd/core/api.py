@@ -42,6 +42,19 @@ class ModuleAPI:
     def storage(self):
         return self._server.storage
 
+    def open_store(self, kind, name=None):
+        """This module's store of ``kind`` (see :mod:`xmppd.storage`),
+        scoped to ``name`` (the module's name by default); its methods
+        return Deferreds."""
+        return self._server.storage.open(kind, name or self.name)
+
+    @property
+    def streams(self):
+        """Stream negotiation and the session lifecycle, for the modules
+        that take part in them (SASL, bind, stream management...): the
+        server's :class:`~xmppd.core.negotiation.Negotiation`."""
+        return self._server.negotiation
+
     @property
     def clock(self):
         return self._server.clock
