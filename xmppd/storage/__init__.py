@@ -1,13 +1,15 @@
 """Storage for xmppd: accounts with SCRAM keys, RFC 6121 rosters, offline
-messages and small per-user key/value stores.
+messages, small per-user key/value stores and message archives.
 
 The package is called, it never calls back: it imports neither
 ``xmppd.core`` nor ``xmppd.modules``.  Users are identified by the pair
 ``(username, domain)``, both already normalised by the caller (RFC 7622).
 
+``xmppd.storage.kinds`` defines the kinds of store as interfaces;
 ``xmppd.storage.sql.SQLStore`` is the SQLAlchemy implementation with blocking
 methods (used directly by ``xmppctl``); ``xmppd.storage.deferred.AsyncStore``
-runs the same methods in a thread pool for the server.
+runs the same methods in a thread pool for the server, where reads that
+logins need never wait behind bulk writes (``StoragePool``).
 """
 
 from dataclasses import dataclass, field
@@ -27,6 +29,11 @@ class UserNotFound(StorageError):
 
 class RosterFull(StorageError):
     """Adding the item would make the roster exceed its maximum size."""
+
+
+class UnknownArchiveId(StorageError):
+    """A page of an archive was asked for relative to an id it does not
+    hold (XEP-0059 §2.6: ``item-not-found``)."""
 
 
 class SchemaOutdated(StorageError):

@@ -8,10 +8,12 @@ storage tests check that the migrated schema matches these models).
 from datetime import datetime
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     String,
@@ -23,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from . import SUBSCRIPTIONS
+from .kinds import DIRECTIONS
 
 PART_LENGTH = 1023  # octets in a localpart or domainpart (RFC 7622 §3.2, §3.3)
 BARE_JID_LENGTH = 2 * PART_LENGTH + 1
@@ -30,6 +33,9 @@ NAME_LENGTH = 1023  # roster item and group names
 HASH_NAMES = ("SHA-1", "SHA-256")  # SCRAM hash functions, as named by IANA
 STORE_NAME_LENGTH = 64
 VALUE_KEY_LENGTH = BARE_JID_LENGTH  # keys are namespaces or bare JIDs
+STANZA_ID_LENGTH = 1023
+# 64-bit ids; SQLite's INTEGER PRIMARY KEY (its rowid) is 64-bit already.
+BIG_ID = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class Base(DeclarativeBase):
@@ -135,3 +141,26 @@ class OfflineMessage(Base):
     stored_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+
+
+class ArchiveEntry(Base):
+    """A message of a named archive (XEP-0313) of one account: the
+    correspondent's JID split in its bare JID and resource (empty for a bare
+    JID), so that a query matches either (§4.1.1); ``id`` orders them."""
+
+    __tablename__ = "archive_messages"
+    __table_args__ = (
+        Index("ix_archive_messages_account_id_store_id", "account_id", "store", "id"),
+        Index("ix_archive_messages_account_id_store_stamp", "account_id", "store", "stamp"),
+        CheckConstraint(column("direction").in_(DIRECTIONS), name="direction"),
+    )
+
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    store: Mapped[str] = mapped_column(String(STORE_NAME_LENGTH))
+    with_bare: Mapped[str] = mapped_column(String(BARE_JID_LENGTH))
+    with_resource: Mapped[str] = mapped_column(String(PART_LENGTH))
+    stanza_id: Mapped[str | None] = mapped_column(String(STANZA_ID_LENGTH))
+    stamp: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    direction: Mapped[str] = mapped_column(String(3))
+    stanza: Mapped[str] = mapped_column(Text)

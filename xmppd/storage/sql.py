@@ -11,8 +11,9 @@ enforced; SQLAlchemy, not the ``sqlite3`` module, begins their transactions,
 so that reads and schema changes are transactional too.
 
 Database failures surface as ``StorageError``; its subclasses ``UserExists``,
-``UserNotFound`` and ``RosterFull`` report the state of the data, not a
-failure.
+``UserNotFound``, ``RosterFull`` and ``UnknownArchiveId`` report the state
+of the data, not a failure.  The stores themselves are in
+:mod:`xmppd.storage.sql_stores` and :mod:`xmppd.storage.sql_archive`.
 """
 
 import os
@@ -25,40 +26,15 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import (
-    ColumnElement,
-    Connection,
-    Engine,
-    create_engine,
-    delete,
-    event,
-    func,
-    make_url,
-    select,
-    text,
-)
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
-from . import (
-    SUBSCRIPTIONS,
-    RosterFull,
-    RosterItem,
-    SchemaOutdated,
-    ScramKeys,
-    StorageError,
-    UserExists,
-    UserNotFound,
-)
-from .models import (
-    HASH_NAMES,
-    Account,
-    OfflineMessage,
-    RosterEntry,
-    RosterGroup,
-    ScramCredential,
-    UserValue,
-)
+from . import SchemaOutdated, StorageError
+from .kinds import SCOPED, methods
+from .models import STORE_NAME_LENGTH
+from .sql_archive import SQLArchive
+from .sql_stores import SQLAccounts, SQLKeyValues, SQLOffline, SQLRosters
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -114,54 +90,9 @@ def _sqlite_file(path: Path, create: bool) -> None:
         raise StorageError(f"cannot create the database file: {exc}") from exc
 
 
-def _credential_rows(keys: dict[str, ScramKeys]) -> list[ScramCredential]:
-    unknown = set(keys) - set(HASH_NAMES)
-    if unknown:
-        raise ValueError(f"unsupported SCRAM hash functions: {', '.join(sorted(unknown))}")
-    return [
-        ScramCredential(
-            hash_name=hash_name,
-            salt=scram.salt,
-            iterations=scram.iterations,
-            stored_key=scram.stored_key,
-            server_key=scram.server_key,
-        )
-        for hash_name, scram in keys.items()
-    ]
-
-
-def _roster_item(entry: RosterEntry) -> RosterItem:
-    return RosterItem(
-        jid=entry.jid,
-        name=entry.name,
-        subscription=entry.subscription,
-        ask=entry.ask,
-        pending_in=entry.pending_in,
-        approved=entry.approved,
-        groups=tuple(sorted(group.name for group in entry.groups)),
-    )
-
-
-def _named(username: str, domain: str) -> ColumnElement[bool]:
-    return (Account.username == username) & (Account.domain == domain)
-
-
-def _account(session: Session, username: str, domain: str, *, lock: bool = False) -> Account:
-    query = select(Account).where(_named(username, domain))
-    account = session.scalar(query.with_for_update() if lock else query)
-    if account is None:
-        raise UserNotFound(f"no account {username}@{domain}")
-    return account
-
-
-def _account_id(username: str, domain: str):
-    """A scalar subquery: the id of the account, NULL if none."""
-    return select(Account.id).where(_named(username, domain)).scalar_subquery()
-
-
 class SQLStore:
-    """Accounts, rosters, per-user values and offline messages in the
-    database at ``url`` (an SQLAlchemy URL, e.g.
+    """Accounts, rosters, per-user values, offline messages and archives in
+    the database at ``url`` (an SQLAlchemy URL, e.g.
     ``sqlite:////var/lib/xmppd/xmppd.sqlite`` or
     ``postgresql+psycopg://xmppd@/xmppd``).  Thread-safe.
 
@@ -171,6 +102,8 @@ class SQLStore:
     readable by its owner only (it holds the SCRAM keys); SQLite gives its
     ``-wal`` and ``-shm`` files the same mode.  A driver that is not
     installed is a ``StorageError``.
+
+    :meth:`open` gives the typed stores (:mod:`xmppd.storage.kinds`).
     """
 
     def __init__(self, url: str, create: bool = True) -> None:
@@ -193,14 +126,25 @@ class SQLStore:
         else:
             self._reads = self._engine.execution_options(isolation_level="REPEATABLE READ")
             self._writes = self._engine
+        self._shared = {"accounts": SQLAccounts(self), "roster": SQLRosters(self),
+                        "offline": SQLOffline(self)}
 
     def close(self) -> None:
         """Close the pooled connections."""
         self._engine.dispose()
 
     @contextmanager
-    def _session(self, bind: Engine) -> Iterator[Session]:
-        with _database_errors(), Session(bind) as session, session.begin():
+    def reading(self) -> Iterator[Session]:
+        """A session in a read transaction (one snapshot), committed at the
+        end; database failures raise StorageError."""
+        with _database_errors(), Session(self._reads) as session, session.begin():
+            yield session
+
+    @contextmanager
+    def writing(self) -> Iterator[Session]:
+        """A session in a write transaction, committed at the end (rolled
+        back if the block raises); database failures raise StorageError."""
+        with _database_errors(), Session(self._writes) as session, session.begin():
             yield session
 
     # Schema
@@ -234,229 +178,71 @@ class SQLStore:
         with _database_errors(), self._reads.connect() as connection:
             connection.execute(text("SELECT 1"))
 
-    # Accounts
+    # Typed stores
 
-    def create_account(self, username: str, domain: str, keys: dict[str, ScramKeys]) -> None:
-        """Create an account with its SCRAM keys (by hash name, ``HASH_NAMES``)."""
-        credentials = _credential_rows(keys)
-        with self._session(self._writes) as session:
-            session.add(Account(username=username, domain=domain, credentials=credentials))
-            try:
-                session.flush()
-            except IntegrityError as exc:
-                raise UserExists(f"account {username}@{domain} already exists") from exc
+    def open(self, kind: str, name: str | None = None):
+        """The store of ``kind`` (:data:`xmppd.storage.kinds.KINDS`), named
+        ``name`` if the kind is scoped (``SCOPED``); ValueError for an
+        unknown kind or a scoped kind without a valid name."""
+        methods(kind)
+        if kind not in SCOPED:
+            return self._shared[kind]
+        if not name or len(name) > STORE_NAME_LENGTH:
+            raise ValueError(f"a {kind} store needs a name of 1 to {STORE_NAME_LENGTH} characters")
+        return (SQLKeyValues if kind == "keyval" else SQLArchive)(self, name)
 
-    def set_credentials(self, username: str, domain: str, keys: dict[str, ScramKeys]) -> None:
-        """Replace all the SCRAM keys of an account."""
-        credentials = _credential_rows(keys)
-        with self._session(self._writes) as session:
-            _account(session, username, domain, lock=True).credentials = credentials
+    # The methods before typed stores, kept until every caller opens stores
 
-    def get_credentials(self, username: str, domain: str) -> dict[str, ScramKeys] | None:
-        """The SCRAM keys of an account by hash name; None if no such account."""
-        with self._session(self._reads) as session:
-            account = session.scalar(
-                select(Account)
-                .where(_named(username, domain))
-                .options(selectinload(Account.credentials))
-            )
-            if account is None:
-                return None
-            return {
-                row.hash_name: ScramKeys(
-                    row.salt, row.iterations, row.stored_key, row.server_key
-                )
-                for row in account.credentials
-            }
+    def create_account(self, username, domain, keys):
+        return self._shared["accounts"].create(username, domain, keys)
 
-    def delete_account(self, username: str, domain: str) -> None:
-        """Delete an account with its keys, roster, values and offline
-        messages."""
-        with self._session(self._writes) as session:
-            result = session.execute(delete(Account).where(_named(username, domain)))
-            if result.rowcount == 0:
-                raise UserNotFound(f"no account {username}@{domain}")
+    def set_credentials(self, username, domain, keys):
+        return self._shared["accounts"].set_credentials(username, domain, keys)
 
-    def account_exists(self, username: str, domain: str) -> bool:
-        """Whether the account exists."""
-        with self._session(self._reads) as session:
-            account_id = session.scalar(select(Account.id).where(_named(username, domain)))
-            return account_id is not None
+    def get_credentials(self, username, domain):
+        return self._shared["accounts"].get_credentials(username, domain)
 
-    def list_accounts(self, domain: str | None = None) -> list[tuple[str, str]]:
-        """All ``(username, domain)`` pairs, or those of one domain, sorted."""
-        query = select(Account.username, Account.domain)
-        if domain is not None:
-            query = query.where(Account.domain == domain)
-        with self._session(self._reads) as session:
-            return sorted(tuple(row) for row in session.execute(query))
+    def delete_account(self, username, domain):
+        return self._shared["accounts"].delete(username, domain)
 
-    # Rosters (RFC 6121 §2); each change increments the roster version (§2.6)
+    def account_exists(self, username, domain):
+        return self._shared["accounts"].exists(username, domain)
 
-    def get_roster(self, username: str, domain: str) -> tuple[int, list[RosterItem]]:
-        """The roster version and the items sorted by JID; UserNotFound if no
-        such account."""
-        with self._session(self._reads) as session:
-            account = _account(session, username, domain)
-            entries = session.scalars(
-                select(RosterEntry)
-                .where(RosterEntry.account_id == account.id)
-                .options(selectinload(RosterEntry.groups))
-            )
-            items = sorted(map(_roster_item, entries), key=lambda item: item.jid)
-            return account.roster_version, items
+    def list_accounts(self, domain=None):
+        return self._shared["accounts"].list(domain)
 
-    def get_roster_item(self, username: str, domain: str, jid: str) -> RosterItem | None:
-        """One roster item; None if absent (or no such account)."""
-        with self._session(self._reads) as session:
-            entry = session.scalar(
-                select(RosterEntry)
-                .join(Account)
-                .where(_named(username, domain), RosterEntry.jid == jid)
-                .options(selectinload(RosterEntry.groups))
-            )
-            return None if entry is None else _roster_item(entry)
+    def get_roster(self, username, domain):
+        return self._shared["roster"].get(username, domain)
 
-    def set_roster_item(
-        self, username: str, domain: str, item: RosterItem, max_items: int | None = None
-    ) -> int:
-        """Add or replace (groups included) the item for ``item.jid``;
-        returns the new roster version.  RosterFull if adding a new item
-        would make the roster exceed ``max_items`` items."""
-        if item.subscription not in SUBSCRIPTIONS:
-            raise ValueError(f"invalid subscription state {item.subscription!r}")
-        with self._session(self._writes) as session:
-            account = _account(session, username, domain, lock=True)
-            entry = session.scalar(
-                select(RosterEntry).where(
-                    RosterEntry.account_id == account.id, RosterEntry.jid == item.jid
-                )
-            )
-            if entry is None:
-                if max_items is not None:
-                    count = session.scalar(
-                        select(func.count()).where(RosterEntry.account_id == account.id)
-                    )
-                    if count >= max_items:
-                        raise RosterFull(f"the roster of {username}@{domain} is full")
-                entry = RosterEntry(account_id=account.id, jid=item.jid)
-                session.add(entry)
-            entry.name = item.name
-            entry.subscription = item.subscription
-            entry.ask = item.ask
-            entry.pending_in = item.pending_in
-            entry.approved = item.approved
-            entry.groups = [RosterGroup(name=name) for name in sorted(set(item.groups))]
-            account.roster_version += 1
-            return account.roster_version
+    def get_roster_item(self, username, domain, jid):
+        return self._shared["roster"].get_item(username, domain, jid)
 
-    def remove_roster_item(self, username: str, domain: str, jid: str) -> int | None:
-        """Remove the item for ``jid``; returns the new roster version, or
-        None (version unchanged) if there was no such item."""
-        with self._session(self._writes) as session:
-            account = _account(session, username, domain, lock=True)
-            result = session.execute(
-                delete(RosterEntry).where(
-                    RosterEntry.account_id == account.id, RosterEntry.jid == jid
-                )
-            )
-            if result.rowcount == 0:
-                return None
-            account.roster_version += 1
-            return account.roster_version
+    def set_roster_item(self, username, domain, item, max_items=None):
+        return self._shared["roster"].set_item(username, domain, item, max_items)
 
-    # Per-user key/value stores, each named by its caller ("vcard", "private"...)
+    def remove_roster_item(self, username, domain, jid):
+        return self._shared["roster"].remove_item(username, domain, jid)
 
-    def get_value(self, username: str, domain: str, store: str, key: str) -> str | None:
-        """The value of ``key`` in ``store``; None if absent (or no such
-        account)."""
-        with self._session(self._reads) as session:
-            return session.scalar(
-                select(UserValue.value).where(
-                    UserValue.account_id == _account_id(username, domain),
-                    UserValue.store == store,
-                    UserValue.key == key,
-                )
-            )
+    def get_value(self, username, domain, store, key):
+        return self.open("keyval", store).get(username, domain, key)
 
-    def set_value(
-        self, username: str, domain: str, store: str, key: str, value: str | None
-    ) -> None:
-        """Set the value of ``key`` in ``store``, or delete it if ``value``
-        is None."""
-        with self._session(self._writes) as session:
-            account = _account(session, username, domain, lock=True)
-            row = session.get(UserValue, (account.id, store, key))
-            if value is None:
-                if row is not None:
-                    session.delete(row)
-            elif row is None:
-                session.add(UserValue(account_id=account.id, store=store, key=key, value=value))
-            else:
-                row.value = value
+    def set_value(self, username, domain, store, key, value):
+        return self.open("keyval", store).set_many(username, domain, {key: value})
 
-    def get_values(self, username: str, domain: str, store: str) -> dict[str, str]:
-        """All the values of ``store`` by key; empty if no such account."""
-        with self._session(self._reads) as session:
-            rows = session.execute(
-                select(UserValue.key, UserValue.value).where(
-                    UserValue.account_id == _account_id(username, domain),
-                    UserValue.store == store,
-                )
-            )
-            return dict(rows.all())
+    def get_values(self, username, domain, store):
+        return self.open("keyval", store).get_all(username, domain)
 
-    def delete_values(self, username: str, domain: str, store: str) -> None:
-        """Delete all the values of ``store`` (nothing if no such account)."""
-        with self._session(self._writes) as session:
-            session.execute(
-                delete(UserValue).where(
-                    UserValue.account_id == _account_id(username, domain),
-                    UserValue.store == store,
-                )
-            )
+    def delete_values(self, username, domain, store):
+        return self.open("keyval", store).delete_all(username, domain)
 
-    # Offline messages (RFC 6121 §8.5.2.2.1, XEP-0160)
+    def store_offline(self, username, domain, stanza, limit):
+        return self._shared["offline"].append(username, domain, stanza, limit)
 
-    def store_offline(self, username: str, domain: str, stanza: str, limit: int) -> bool:
-        """Keep the serialised ``stanza`` for the user; False (nothing
-        stored) if the user already has ``limit`` messages or more."""
-        with self._session(self._writes) as session:
-            account = _account(session, username, domain, lock=True)
-            count = session.scalar(
-                select(func.count()).where(OfflineMessage.account_id == account.id)
-            )
-            if count >= limit:
-                return False
-            session.add(OfflineMessage(account_id=account.id, stanza=stanza))
-            return True
+    def take_offline(self, username, domain):
+        return self._shared["offline"].take_all(username, domain)
 
-    def take_offline(self, username: str, domain: str) -> list[str]:
-        """Remove and return the user's messages, oldest first; empty if no
-        such account."""
-        with self._session(self._writes) as session:
-            account_id = _account_id(username, domain)
-            rows = session.execute(
-                select(OfflineMessage.id, OfflineMessage.stanza)
-                .where(OfflineMessage.account_id == account_id)
-                .order_by(OfflineMessage.id)
-                .with_for_update()
-            ).all()
-            session.execute(
-                delete(OfflineMessage).where(OfflineMessage.id.in_([row.id for row in rows]))
-            )
-            return [row.stanza for row in rows]
+    def total_offline(self):
+        return self._shared["offline"].total()
 
-    def total_offline(self) -> int:
-        """How many messages are kept for all users."""
-        with self._session(self._reads) as session:
-            return session.scalar(select(func.count()).select_from(OfflineMessage))
-
-    def count_offline(self, username: str, domain: str) -> int:
-        """How many messages are kept for the user (0 if no such account)."""
-        with self._session(self._reads) as session:
-            return session.scalar(
-                select(func.count()).where(
-                    OfflineMessage.account_id == _account_id(username, domain)
-                )
-            )
+    def count_offline(self, username, domain):
+        return self._shared["offline"].count(username, domain)

@@ -1,0 +1,56 @@
+"""Contract of the ``accounts`` store (xmppd.storage.kinds.AccountStore)."""
+
+import pytest
+
+from xmppd.storage import ScramKeys, UserExists, UserNotFound
+
+from .conftest import KEYS
+
+
+@pytest.fixture
+def accounts(store):
+    return store.open("accounts")
+
+
+def test_create_exists_delete(accounts):
+    assert not accounts.exists("alice", "example.org")
+    assert accounts.get_credentials("alice", "example.org") is None
+
+    accounts.create("alice", "example.org", KEYS)
+    assert accounts.exists("alice", "example.org")
+    assert not accounts.exists("alice", "example.net")
+    with pytest.raises(UserExists):
+        accounts.create("alice", "example.org", KEYS)
+
+    accounts.delete("alice", "example.org")
+    assert not accounts.exists("alice", "example.org")
+    with pytest.raises(UserNotFound):
+        accounts.delete("alice", "example.org")
+    with pytest.raises(UserNotFound):
+        accounts.set_credentials("alice", "example.org", KEYS)
+
+
+def test_credentials(accounts):
+    accounts.create("alice", "example.org", KEYS)
+    assert accounts.get_credentials("alice", "example.org") == KEYS
+
+    new_keys = {"SHA-256": ScramKeys(b"new salt", 20000, b"\x04" * 32, b"\x05" * 32)}
+    accounts.set_credentials("alice", "example.org", new_keys)
+    assert accounts.get_credentials("alice", "example.org") == new_keys
+
+    with pytest.raises(ValueError):
+        accounts.set_credentials("alice", "example.org", {"MD5": KEYS["SHA-1"]})
+    assert accounts.get_credentials("alice", "example.org") == new_keys
+
+
+def test_list(accounts):
+    for user in [("zoe", "a.example"), ("bob", "b.example"), ("amy", "a.example")]:
+        accounts.create(*user, KEYS)
+    assert accounts.list() == [("amy", "a.example"), ("bob", "b.example"), ("zoe", "a.example")]
+    assert accounts.list("a.example") == [("amy", "a.example"), ("zoe", "a.example")]
+    assert accounts.list("c.example") == []
+
+
+def test_shared_by_every_module(store):
+    store.open("accounts", "one").create("alice", "example.org", KEYS)
+    assert store.open("accounts", "other").exists("alice", "example.org")

@@ -1,0 +1,161 @@
+"""The database under the typed stores: schema migrations, connection
+failures, an account's data deleted with it, the SQLite file."""
+
+import os
+import sqlite3
+from datetime import datetime, timezone
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, make_url
+
+from xmppd.storage import RosterItem, SchemaOutdated, StorageError
+from xmppd.storage.models import (
+    ArchiveEntry,
+    Base,
+    OfflineMessage,
+    RosterEntry,
+    RosterGroup,
+    ScramCredential,
+    UserValue,
+)
+from xmppd.storage.sql import SQLStore, alembic_config
+
+from .conftest import KEYS, row_count
+
+
+class TestDatabase:
+    def test_migrate_from_empty(self, empty_store):
+        current, head = empty_store.schema_status()
+        assert current is None
+        with pytest.raises(SchemaOutdated, match="xmppctl migrate"):
+            empty_store.check_schema()
+
+        assert empty_store.migrate() == (None, head)
+        assert empty_store.schema_status() == (head, head)
+        empty_store.check_schema()
+        assert empty_store.migrate() == (head, head)
+
+    def test_migrated_schema_matches_models(self, backend, store):
+        engine = create_engine(backend.url)
+        try:
+            with engine.connect() as connection:
+                context = MigrationContext.configure(connection)
+                assert compare_metadata(context, Base.metadata) == []
+        finally:
+            engine.dispose()
+
+    def test_sqlite_database_in_wal_mode(self, backend, store):
+        if backend.name != "sqlite":
+            pytest.skip("SQLite only")
+        with sqlite3.connect(make_url(backend.url).database) as connection:
+            assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+    def test_ping(self, empty_store):
+        empty_store.ping()
+
+    def test_unreachable_database(self, backend):
+        with pytest.raises(StorageError) as raised:
+            store = SQLStore(backend.unreachable_url)
+            try:
+                store.open("accounts").get_credentials("alice", "example.org")
+            finally:
+                store.close()
+        assert type(raised.value) is StorageError
+
+        if backend.name == "postgresql":
+            store = SQLStore(backend.unreachable_url)
+            with pytest.raises(StorageError):
+                store.ping()
+            with pytest.raises(StorageError):
+                store.schema_status()
+            store.close()
+
+    def test_upgrade_from_0001_keeps_data(self, backend, empty_store):
+        engine = create_engine(backend.url)
+        try:
+            with engine.begin() as connection:
+                command.upgrade(alembic_config(connection), "0001")
+        finally:
+            engine.dispose()
+        accounts, roster = empty_store.open("accounts"), empty_store.open("roster")
+        accounts.create("alice", "example.org", KEYS)
+        roster.set_item("alice", "example.org", RosterItem("bob@example.net"))
+
+        assert empty_store.migrate() == ("0001", "0003")
+        empty_store.check_schema()
+        assert accounts.get_credentials("alice", "example.org") == KEYS
+        assert roster.get("alice", "example.org") == (1, [RosterItem("bob@example.net")])
+        vcard, offline = empty_store.open("keyval", "vcard"), empty_store.open("offline")
+        vcard.set("alice", "example.org", "", "<vCard/>")
+        assert offline.append("alice", "example.org", "<message/>", 10)
+        archive = empty_store.open("archive", "mam")
+        archive.append("alice", "example.org", "bob@example.net", None,
+                       datetime.now(timezone.utc), "in", "<message/>")
+        assert vcard.get("alice", "example.org", "") == "<vCard/>"
+        assert offline.take_all("alice", "example.org") == ["<message/>"]
+        assert len(archive.find("alice", "example.org").items) == 1
+
+    def test_delete_account_cascades(self, backend, store):
+        accounts = store.open("accounts")
+        accounts.create("alice", "example.org", KEYS)
+        item = RosterItem("bob@example.net", groups=("A",))
+        store.open("roster").set_item("alice", "example.org", item)
+        store.open("keyval", "vcard").set("alice", "example.org", "", "<vCard/>")
+        store.open("offline").append("alice", "example.org", "<message/>", 10)
+        store.open("archive", "mam").append("alice", "example.org", "bob@example.net", "x",
+                                            datetime.now(timezone.utc), "out", "<message/>")
+        accounts.delete("alice", "example.org")
+        for model in (ScramCredential, RosterEntry, RosterGroup, UserValue, OfflineMessage,
+                      ArchiveEntry):
+            assert row_count(backend, model) == 0
+
+        accounts.create("alice", "example.org", {"SHA-256": KEYS["SHA-256"]})
+        assert store.open("roster").get("alice", "example.org") == (0, [])
+        assert accounts.get_credentials("alice", "example.org") == {"SHA-256": KEYS["SHA-256"]}
+        assert store.open("keyval", "vcard").get_all("alice", "example.org") == {}
+        assert store.open("offline").count("alice", "example.org") == 0
+        assert store.open("archive", "mam").find("alice", "example.org").items == []
+
+
+class TestSQLiteFile:
+    """The SQLite database file: who may read it, and when it is created."""
+
+    def test_created_readable_by_its_owner_only(self, tmp_path):
+        path = tmp_path / "xmppd.sqlite"
+        old = os.umask(0o022)
+        try:
+            store = SQLStore(f"sqlite:///{path}")
+            store.migrate()
+            store.open("accounts").create("alice", "example.org", KEYS)
+            modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+            store.close()
+        finally:
+            os.umask(old)
+        assert modes == {"xmppd.sqlite": 0o600, "xmppd.sqlite-wal": 0o600,
+                         "xmppd.sqlite-shm": 0o600}
+
+    def test_not_created_unless_asked(self, tmp_path):
+        path = tmp_path / "missing" / "xmppd.sqlite"
+        with pytest.raises(StorageError, match="does not exist: run 'xmppctl migrate'"):
+            SQLStore(f"sqlite:///{path}", create=False)
+        assert not path.parent.exists()
+
+    def test_existing_database_opened_without_create(self, tmp_path):
+        url = f"sqlite:///{tmp_path / 'xmppd.sqlite'}"
+        SQLStore(url).migrate()
+        store = SQLStore(url, create=False)
+        store.check_schema()
+        store.close()
+
+
+def test_driver_not_installed():
+    try:
+        import pg8000  # noqa: F401
+        pytest.skip("pg8000 is installed")
+    except ImportError:
+        pass
+    with pytest.raises(StorageError, match="driver for postgresql\\+pg8000 is not installed"):
+        SQLStore("postgresql+pg8000://xmppd@localhost/xmppd")

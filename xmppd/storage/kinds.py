@@ -1,0 +1,246 @@
+"""The kinds of store, as interfaces (``typing.Protocol``).
+
+A module asks for a store by kind, ``server.storage.open(kind, name)``
+(``ModuleAPI.open_store``); ``KINDS`` maps each kind to its interface.  The
+``accounts``, ``roster`` and ``offline`` stores are shared by every module;
+``keyval`` and ``archive`` stores are scoped: each name is a store of its
+own (``SCOPED``).  The SQL implementation's methods block; the server's
+(:class:`xmppd.storage.deferred.AsyncStore`) return Deferreds of the same
+results, built from these interfaces.
+
+Users are identified by ``(username, domain)``, both already normalised by
+the caller (RFC 7622).  Methods marked :func:`bulk` are high-volume writes
+that may wait behind the reads logins and interactive requests need.
+"""
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from . import RosterItem, ScramKeys
+
+INTERACTIVE = "interactive"
+BULK = "bulk"
+
+
+def bulk(method):
+    """Mark an interface method as a bulk write (see
+    :class:`xmppd.storage.deferred.StoragePool`)."""
+    method.lane = BULK
+    return method
+
+
+def lane(method) -> str:
+    """The lane calls of an interface method run in."""
+    return getattr(method, "lane", INTERACTIVE)
+
+
+class AccountStore(Protocol):
+    """Accounts and their SCRAM keys (RFC 5802 §3), by hash name
+    (``"SHA-1"``, ``"SHA-256"``): never a password."""
+
+    def create(self, username: str, domain: str, keys: dict[str, ScramKeys]) -> None:
+        """Create an account; UserExists if it exists."""
+
+    def set_credentials(self, username: str, domain: str, keys: dict[str, ScramKeys]) -> None:
+        """Replace all the keys of an account; UserNotFound if none."""
+
+    def get_credentials(self, username: str, domain: str) -> dict[str, ScramKeys] | None:
+        """The keys of an account; None if no such account."""
+
+    def delete(self, username: str, domain: str) -> None:
+        """Delete an account and everything stored for it; UserNotFound if
+        none."""
+
+    def exists(self, username: str, domain: str) -> bool:
+        """Whether the account exists."""
+
+    def list(self, domain: str | None = None) -> list[tuple[str, str]]:
+        """All ``(username, domain)`` pairs, or those of one domain, sorted."""
+
+
+class RosterStore(Protocol):
+    """Rosters (RFC 6121 §2) with the subscription states of §3; each change
+    increments the roster version (§2.6)."""
+
+    def get(self, username: str, domain: str) -> tuple[int, list[RosterItem]]:
+        """The version and the items sorted by JID; UserNotFound if no such
+        account."""
+
+    def get_item(self, username: str, domain: str, jid: str) -> RosterItem | None:
+        """One item; None if absent (or no such account)."""
+
+    def set_item(
+        self, username: str, domain: str, item: RosterItem, max_items: int | None = None
+    ) -> int:
+        """Add or replace the item for ``item.jid``; the new version.
+        RosterFull if a new item would make the roster exceed ``max_items``."""
+
+    def remove_item(self, username: str, domain: str, jid: str) -> int | None:
+        """Remove the item for ``jid``; the new version, or None if there
+        was no such item."""
+
+
+class KeyValueStore(Protocol):
+    """One named store of small values per user (vCard, private XML, block
+    list...): text values under text keys (namespaces, bare JIDs...)."""
+
+    def get(self, username: str, domain: str, key: str) -> str | None:
+        """The value of ``key``; None if absent (or no such account)."""
+
+    def get_all(self, username: str, domain: str) -> dict[str, str]:
+        """Every value by key; empty if no such account."""
+
+    def set(self, username: str, domain: str, key: str, value: str) -> None:
+        """Set the value of ``key``; UserNotFound if no such account."""
+
+    def set_many(self, username: str, domain: str, values: Mapping[str, str | None]) -> None:
+        """Set (or, for None, delete) several keys in one transaction: if
+        one fails, none is written."""
+
+    def delete(self, username: str, domain: str, key: str) -> None:
+        """Delete ``key`` (nothing if absent or no such account)."""
+
+    def delete_all(self, username: str, domain: str) -> None:
+        """Delete every value of the user in this store."""
+
+
+class Appended(enum.Enum):
+    """What became of one message appended to the offline store."""
+
+    STORED = "stored"
+    FULL = "full"  # the account already has as many messages as the limit allows
+    NO_ACCOUNT = "no-account"
+
+
+class OfflineStore(Protocol):
+    """Messages (serialised XML) kept for users who are offline (RFC 6121
+    §8.5.2.2.1, XEP-0160), returned oldest first.  ``limit`` is the number of
+    messages an account may have (None: no limit)."""
+
+    @bulk
+    def append(self, username: str, domain: str, stanza: str, limit: int | None) -> bool:
+        """Keep ``stanza``; False (nothing kept) if the account is full,
+        UserNotFound if there is no such account."""
+
+    @bulk
+    def append_many(
+        self, messages: Sequence[tuple[str, str, str]], limit: int | None
+    ) -> list[Appended]:
+        """Keep several ``(username, domain, stanza)`` in one transaction
+        (accounts may differ); what became of each, in order."""
+
+    def take_all(self, username: str, domain: str) -> list[str]:
+        """Remove and return the user's messages; empty if no such account."""
+
+    def count(self, username: str, domain: str) -> int:
+        """How many messages the user has (0 if no such account)."""
+
+    def total(self) -> int:
+        """How many messages all users have."""
+
+
+DIRECTIONS = ("in", "out")  # received by the owner, sent by the owner
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedMessage:
+    """One message of an archive (XEP-0313 §4): ``id`` is the archive's own
+    id for it (its XEP-0359 stanza-id), ``stanza_id`` the id the stanza
+    carried."""
+
+    id: str
+    with_jid: str
+    stanza_id: str | None
+    timestamp: datetime  # UTC
+    direction: str  # one of DIRECTIONS
+    xml: str
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivePage:
+    """One page of a query (XEP-0059 §2, XEP-0313 §4.3): its messages in
+    chronological order, the ids of the first and last (None on an empty
+    page), and whether the page completes the result in the direction of
+    paging (the ``complete`` attribute of XEP-0313's ``<fin/>``)."""
+
+    items: list[ArchivedMessage]
+    first: str | None
+    last: str | None
+    complete: bool
+
+
+class ArchiveStore(Protocol):
+    """A named message archive per user (XEP-0313).  Archive ids are
+    opaque strings that sort nowhere but in the store."""
+
+    @bulk
+    def append(
+        self,
+        username: str,
+        domain: str,
+        with_jid: str,
+        stanza_id: str | None,
+        timestamp: datetime,
+        direction: str,
+        xml: str,
+    ) -> str:
+        """Archive a message exchanged with ``with_jid`` (a normalised bare
+        or full JID) at ``timestamp`` (timezone-aware); its archive id.
+        UserNotFound if no such account."""
+
+    def find(
+        self,
+        username: str,
+        domain: str,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        with_jid: str | None = None,
+        after: str | None = None,
+        before: str | None = None,
+        limit: int = 50,
+    ) -> ArchivePage:
+        """A page of at most ``limit`` messages from ``start`` to ``end``
+        (both inclusive, XEP-0313 §4.1.2), exchanged with ``with_jid``: a
+        bare JID matches it and its full JIDs, a full JID only itself
+        (§4.1.1).  Paging (XEP-0059 §2.2, §2.5): the first messages after
+        the id ``after``; or the last ones before the id ``before``
+        (``before=""``: the last page); else the first page.  An unknown
+        ``after``/``before`` id is ItemNotFound (XEP-0059 §2.6)."""
+
+    @bulk
+    def delete_until(
+        self,
+        *,
+        up_to: str | None = None,
+        before: datetime | None = None,
+        username: str | None = None,
+        domain: str | None = None,
+    ) -> int:
+        """Delete the messages up to the id ``up_to`` (inclusive) and/or
+        older than ``before`` (retention), of one user or, without
+        ``username``/``domain``, of every user; how many went."""
+
+
+KINDS = {
+    "accounts": AccountStore,
+    "roster": RosterStore,
+    "keyval": KeyValueStore,
+    "offline": OfflineStore,
+    "archive": ArchiveStore,
+}
+SCOPED = frozenset({"keyval", "archive"})
+
+
+def methods(kind: str) -> dict[str, object]:
+    """The methods of the interface of ``kind``, by name; ValueError for
+    an unknown kind."""
+    try:
+        interface = KINDS[kind]
+    except KeyError:
+        raise ValueError(f"unknown store kind {kind!r}; expected one of {sorted(KINDS)}") from None
+    return {name: value for name, value in vars(interface).items()
+            if callable(value) and not name.startswith("_")}
