@@ -10,7 +10,7 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
 from tests.harness import HEADER, Client, add_user, error_condition, make_server
-from xmppd.core.c2s import peer_text
+from xmppd.core.stream import peer_text
 
 NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 

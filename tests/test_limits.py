@@ -20,9 +20,15 @@ def test_connection_counter():
     assert counter.count("a") == 1 and counter.admit("c", LIMITS) is None
 
 
+class Reader:
+    def __init__(self, transport):
+        self.pause = transport.pauseProducing
+        self.resume = transport.resumeProducing
+
+
 def test_read_throttle_token_bucket():
     clock, transport = Clock(), StringTransport()
-    throttle = ReadThrottle(transport, clock, rate=100, burst=200)
+    throttle = ReadThrottle(Reader(transport), clock, rate=100, burst=200)
     throttle.consumed(200)
     assert not throttle.paused
     throttle.consumed(50)

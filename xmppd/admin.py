@@ -121,23 +121,8 @@ def _describe(session):
     """What ``xmppctl sessions`` shows of *session*: its full JID, client
     address (``host:port``), TLS version and when it was bound."""
     carrier = session.carrier
-    return {"jid": session.jid.full, "address": _address(carrier.peer),
-            "tls": _tls_version(carrier.transport), "since": session.since}
-
-
-def _address(peer):
-    host, port = getattr(peer, "host", None), getattr(peer, "port", None)
-    if host is None:
-        return "local"
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _tls_version(transport):
-    """The negotiated protocol, such as ``TLSv1.3``, or None: once TLS runs,
-    a Twisted transport's handle is its OpenSSL connection, not a socket."""
-    handle = getattr(transport, "getHandle", lambda: None)()
-    version = getattr(handle, "get_protocol_version_name", None)
-    return None if version is None else version()
+    return {"jid": session.jid.full, "address": carrier and carrier.peer,
+            "tls": carrier and carrier.tls_version(), "since": session.since}
 
 
 class AdminFactory(Factory):

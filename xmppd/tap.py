@@ -43,7 +43,7 @@ from xmppd.systemd import ReadinessService
 log = Logger(namespace="xmppd")
 
 # Feature modules, loaded in this order (see docs/features.md).
-MODULES = ("bind", "legacy_session", "roster", "presence", "subscription", "ping", "disco",
+MODULES = ("sasl", "bind", "legacy_session", "roster", "presence", "subscription", "ping", "disco",
            "caps", "version", "time", "last", "message", "offline", "closed_domain", "carbons",
            "vcard", "private", "blocking")
 

@@ -50,10 +50,13 @@ class ConnectionCounter:
 
 
 class ReadThrottle:
-    """Pause ``transport`` while its reads exceed ``rate`` bytes/s."""
+    """Pause ``reader`` (anything with ``pause()`` and ``resume()``, such
+    as a carrier) while its reads exceed ``rate`` bytes/s."""
 
-    def __init__(self, transport, clock, rate, burst):
-        self._transport = transport
+    __slots__ = ("_reader", "_clock", "_rate", "_burst", "_tokens", "_last", "_resume")
+
+    def __init__(self, reader, clock, rate, burst):
+        self._reader = reader
         self._clock = clock
         self._rate = rate
         self._burst = burst
@@ -66,7 +69,7 @@ class ReadThrottle:
         self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate) - size
         self._last = now
         if self._tokens < 0 and self._resume is None:
-            self._transport.pauseProducing()
+            self._reader.pause()
             self._resume = self._clock.callLater(-self._tokens / self._rate, self._refilled)
 
     @property
@@ -75,7 +78,7 @@ class ReadThrottle:
 
     def _refilled(self):
         self._resume = None
-        self._transport.resumeProducing()
+        self._reader.resume()
 
     def stop(self):
         if self._resume is not None and self._resume.active():

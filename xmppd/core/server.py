@@ -8,10 +8,11 @@ import itertools
 
 from twisted.internet import defer
 
-from xmppd.core.api import AUTHENTICATED, ENCRYPTED, ModuleAPI
+from xmppd.core.api import ModuleAPI
 from xmppd.core.events import CONFIG_RELOADED, Hooks
 from xmppd.core.limits import AuthThrottle, ConnectionCounter
 from xmppd.core.metrics import Metrics
+from xmppd.core.negotiation import Negotiation
 from xmppd.core.router import Router
 from xmppd.core.sessions import SessionDirectory
 
@@ -29,17 +30,16 @@ class Server:
         self.hooks = Hooks()
         self.sessions = SessionDirectory()
         self.connections = ConnectionCounter()
-        self.streams = set()  # open client and server streams
+        self.streams = set()  # open client and server streams (their carriers)
         self.metrics = Metrics(self)
         # Runs CPU-heavy work, ``offload(fn, *args) -> Deferred``: at once in
         # tests, in the worker thread pool in the real server (tap.py).
         self.offload = defer.maybeDeferred
         self.auth_throttle = AuthThrottle(clock)
         self.router = Router(self.hosts, self.hooks, self.sessions)
-        self.stream_features = {ENCRYPTED: [], AUTHENTICATED: []}
+        self.negotiation = Negotiation(self)
         self.disco_features = {}  # module name -> set of namespaces
         self.services = {}
-        self.modules = []
         self._ids = itertools.count(1)
 
     def reconfigure(self, config, certificates):
@@ -53,7 +53,11 @@ class Server:
     def load(self, module):
         """Set up one feature module (anything with ``setup(api)``)."""
         module.setup(ModuleAPI(self, module.__name__.rpartition(".")[2]))
-        self.modules.append(module)
+
+    @property
+    def stream_features(self):
+        """Feature builders by stage (see :meth:`Negotiation.add_feature`)."""
+        return self.negotiation.features
 
     def next_id(self):
         return f"xmppd-{next(self._ids)}"

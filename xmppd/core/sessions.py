@@ -1,9 +1,11 @@
 """Sessions and the directory of bound resources (RFC 6120 §7).
 
 A :class:`Session` is what the router delivers to: a bound full JID with a
-``send`` method.  It is not the TCP stream: the stream is only its current
-carrier, so later transports (BOSH, WebSocket) and stream resumption can
-carry a session too.
+``send`` method.  It is not the connection: its ``carrier``
+(:class:`~xmppd.core.carrier.ICarrier`: TCP, WebSocket, BOSH) only carries
+it, and a session may outlive its carrier (hibernating, ``carrier`` None,
+until a module resumes or ends it: XEP-0198).  What it sends passes the
+outbound filters of :class:`~xmppd.core.negotiation.Negotiation` first.
 
 The :class:`SessionDirectory` maps bare JIDs to their bound resources; a new
 bind of a resource already bound replaces the old session, which is closed
@@ -22,12 +24,13 @@ class Session:
     ``state`` holds per-session data of feature modules, keyed by module name.
     """
 
-    __slots__ = ("jid", "carrier", "available", "priority", "presence",
+    __slots__ = ("jid", "carrier", "negotiation", "available", "priority", "presence",
                  "roster_requested", "last_active", "since", "state", "__weakref__")
 
-    def __init__(self, jid, carrier, now=0.0):
+    def __init__(self, jid, carrier, negotiation, now=0.0):
         self.jid = jid
         self.carrier = carrier
+        self.negotiation = negotiation
         self.since = self.last_active = now
         self.available = False
         self.priority = 0
@@ -36,11 +39,18 @@ class Session:
         self.state = {}
 
     def send(self, element):
-        self.carrier.send_stanza(element)
+        """Deliver a stanza to the client (through the outbound filters)."""
+        self.negotiation.deliver(self, element)
 
     def close(self, condition, text=None):
-        """End the session with a stream error."""
-        self.carrier.stream_error(condition, text)
+        """End the session: its carrier closes with a stream error and the
+        session is unbound once the carrier is gone; a hibernating session
+        is unbound at once."""
+        carrier, self.carrier = self.carrier, None
+        if carrier is not None:
+            carrier.close(condition, text)
+        else:
+            self.negotiation.unbind(self)
 
     def __repr__(self):
         return f"<Session {self.jid}>"

@@ -14,6 +14,7 @@ import datetime
 import os
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from OpenSSL import SSL, crypto
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from zope.interface import implementer
@@ -166,3 +167,37 @@ class ServerTLS:
 
     def serverConnectionForTLS(self, protocol):
         return SSL.Connection(self._store.context(self._default), None)
+
+
+# RFC 9266 §2: the exporter label of tls-exporter; 32 bytes of keying material.
+EXPORTER_LABEL = b"EXPORTER-Channel-Binding"
+
+
+def channel_binding(connection, kind):
+    """The channel binding data of ``kind`` for the server side of an
+    established pyOpenSSL ``connection``, or None if it has none:
+
+    - ``tls-exporter`` (RFC 9266): TLS 1.3 keying material;
+    - ``tls-server-end-point`` (RFC 5929 §4): the hash of our certificate,
+      with its signature's hash (SHA-256 for MD5 and SHA-1);
+    - ``tls-unique`` (RFC 5929 §3): the first Finished message, which for
+      a full handshake is the client's; undefined for TLS 1.3 (RFC 8446
+      §C.5), so None there.
+    """
+    if connection is None:
+        return None
+    tls13 = connection.get_protocol_version_name() == "TLSv1.3"
+    if kind == "tls-exporter":
+        return connection.export_keying_material(EXPORTER_LABEL, 32) if tls13 else None
+    if kind == "tls-unique":
+        return None if tls13 else connection.get_peer_finished()
+    if kind == "tls-server-end-point":
+        certificate = connection.get_certificate()
+        if certificate is None:
+            return None
+        cert = certificate.to_cryptography()
+        algorithm = cert.signature_hash_algorithm
+        if algorithm is None or algorithm.name in ("md5", "sha1"):
+            algorithm = hashes.SHA256()
+        return cert.fingerprint(algorithm)
+    return None

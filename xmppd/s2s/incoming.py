@@ -48,14 +48,14 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.words.xish import domish
 
-from xmppd.core.c2s import IQ_TYPES, NS_SASL, NS_TLS, STANZA_KINDS, default_host, peer_text
-from xmppd.core.limits import address_of
+from xmppd.core.c2s import IQ_TYPES, NS_SASL, NS_TLS, STANZA_KINDS, default_host
 from xmppd.core.stanzas import Stanza, error_reply
 from xmppd.core.xmlstream import NS_CLIENT, NS_STREAMS, StreamError
 from xmppd.jid import JID, InvalidJID, normalize_domain
 from xmppd.s2s.dialback import (
     NS_DIALBACK, NS_DIALBACK_FEATURE, DialbackError, dialback_element)
-from xmppd.s2s.stream import ServerStream, check_header, new_stream_id
+from xmppd.core.stream import new_stream_id
+from xmppd.s2s.stream import ServerStream, check_header
 
 log = Logger(namespace="xmppd.s2s")
 
@@ -88,17 +88,16 @@ class IncomingStream(ServerStream):
         self._sasl_pending = False
 
     def describe(self):
-        return f"from {peer_text(self.peer)} ({self.remote or '?'} -> {self.domain or '?'})"
+        return f"from {self.peer} ({self.remote or '?'} -> {self.domain or '?'})"
 
     def connectionMade(self):
         super().connectionMade()
-        address = address_of(self.peer)
-        log.info("s2s incoming connection from {peer}", peer=peer_text(self.peer))
-        refusal = self.federation.connections.admit(address, self.federation.server.config.limits)
+        log.info("s2s incoming connection from {peer}", peer=self.peer)
+        refusal = self.federation.connections.admit(self.address, self.federation.server.config.limits)
         if refusal is not None:
             self.stream_error(refusal, "too many connections")
             return
-        self._counted = address
+        self._counted = self.address
         self.federation.incoming.add(self)
 
     def lost(self, reason):
@@ -152,7 +151,7 @@ class IncomingStream(ServerStream):
     def _check_allowed(self, remote):
         if not self.federation.policy.allows(remote):
             log.warn("s2s refused {remote} from {peer}: not a federation peer",
-                     remote=remote, peer=peer_text(self.peer))
+                     remote=remote, peer=self.peer)
             raise StreamError("policy-violation", f"{remote} is not a federation peer")
 
     def _features(self):
@@ -178,7 +177,7 @@ class IncomingStream(ServerStream):
     def certificate_problem(self, domain):
         """Why the peer's certificate is not valid for ``domain`` (None if
         it is); checked once per domain."""
-        if not self.encrypted:
+        if not self.secure:
             return "no TLS"
         if domain not in self._certificate_problems:
             problem = self.federation.tls.peer_problem(self.transport, domain)
@@ -190,7 +189,7 @@ class IncomingStream(ServerStream):
 
     # Elements
 
-    def element_received(self, element):
+    def negotiate(self, element):
         if element.uri == NS_TLS and element.name == "starttls" and self.state == "plain":
             self._starttls()
         elif self.state == "plain" and self._tls_required:
@@ -213,10 +212,8 @@ class IncomingStream(ServerStream):
             self.close()
             return
         self.send(domish.Element((NS_TLS, "proceed")))
-        self.restart()
+        self.start_tls(context)
         self.state = "encrypted"
-        self.transport.startTLS(context)
-        self.encrypted = True
 
     # SASL EXTERNAL (XEP-0178)
 
@@ -304,7 +301,7 @@ class IncomingStream(ServerStream):
                      "are required", stream=self.describe(), remote=remote)
             self._dialback_answer(element, "not-authorized")
             return
-        if self.encrypted and self.certificate_problem(remote) is None:
+        if self.secure and self.certificate_problem(remote) is None:
             self._dialback_verified("valid", element, remote, "dialback, valid certificate")
             return
         d = self.federation.verify_key(local, remote, self.stream_id, str(element).strip())
@@ -373,7 +370,7 @@ class IncomingStream(ServerStream):
         problem = iq_problem(element)
         if problem is not None:
             return self._refuse(element, "bad-request", problem)
-        self.federation.api.dispatch(Stanza(element, sender, recipient))
+        self.dispatch(Stanza(element, sender, recipient))
 
     def _refuse(self, element, condition, text):
         """Answer a stanza that cannot be routed (never an error)."""

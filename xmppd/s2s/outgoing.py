@@ -60,7 +60,7 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.words.xish import domish
 
-from xmppd.core.c2s import NS_SASL, NS_TLS, peer_text
+from xmppd.core.c2s import NS_SASL, NS_TLS
 from xmppd.core.xmlstream import NS_STREAMS, StreamError
 from xmppd.s2s.dialback import (
     NS_DIALBACK, NS_DIALBACK_FEATURE, DialbackError, dialback_element, error_condition)
@@ -307,7 +307,7 @@ class OutgoingStream(ServerStream):
         self.failure = ("remote-server-timeout", "the connection closed")
 
     def describe(self):
-        return f"to {peer_text(self.peer)} ({self.link.local} -> {self.link.remote})"
+        return f"to {self.peer} ({self.link.local} -> {self.link.remote})"
 
     def connectionMade(self):
         super().connectionMade()
@@ -317,8 +317,10 @@ class OutgoingStream(ServerStream):
     def open_stream(self):
         self.send_header(self.link.local, self.link.remote)
 
-    def close(self):
-        if not self.closed:
+    def close(self, condition=None, text=None):
+        if condition is not None:
+            self.stream_error(condition, text)
+        elif not self.closed:
             super().close()
             self.link.closed(self)
 
@@ -349,17 +351,14 @@ class OutgoingStream(ServerStream):
         if not header.getAttribute("version", "").startswith("1."):
             self._features(None)  # no features follow (RFC 6120 §4.7.5)
 
-    def element_received(self, element):
+    def negotiate(self, element):
         if element.uri == NS_STREAMS and element.name == "features":
             self._features(element)
         elif element.uri == NS_TLS and self.state == "starttls":
             if element.name != "proceed":
                 return self.refused("the peer refused STARTTLS")
-            self.restart()
+            self.start_tls(self.federation.tls.client_tls(self.link.local, self.link.remote))
             self.state = "opening"
-            self.encrypted = True
-            self.transport.startTLS(self.federation.tls.client_tls(self.link.local,
-                                                                   self.link.remote))
             self.open_stream()
         elif element.uri == NS_SASL and self.state == "sasl":
             if element.name != "success":
@@ -385,7 +384,7 @@ class OutgoingStream(ServerStream):
             return
         if offers(features, NS_DIALBACK_FEATURE, "dialback"):
             self.peer_dialback = True  # XEP-0220 §2.4.2
-        if not self.encrypted:
+        if not self.secure:
             if offers(features, NS_TLS, "starttls"):
                 self.state = "starttls"
                 self.send(domish.Element((NS_TLS, "starttls")))

@@ -1,0 +1,210 @@
+"""Stream negotiation by modules, and the lifecycle of sessions.
+
+RFC 6120 §4.3 has a stream negotiated feature by feature: the receiving
+entity offers features, the initiating entity sends the elements that
+negotiate them.  :class:`Negotiation` (``server.negotiation``, which
+modules reach as ``api.streams``) lets modules do both, so the core knows
+no feature by name: SASL (§6), resource binding (§7), and later stream
+management (XEP-0198), SASL2 (XEP-0388), Bind2 (XEP-0386) or client state
+indication (XEP-0352).
+
+- Features: a provider ``builder(stream)`` returns a feature element or
+  None, for the streams of its stage (``encrypted``: before
+  authentication, ``authenticated``: after it).
+- Elements: each top-level element that is not a stanza of a bound
+  session fires the event :func:`stream_element_event` of its namespace
+  and name (as Prosody's ``stanza/<ns>:<name>``); handlers run by priority
+  with ``(stream, element)`` until one returns a true value (or a Deferred:
+  the stream's later elements wait for it).  An element nobody claims ends
+  the stream with ``not-authorized`` before binding (§6.4.1, §7.1), or
+  ``unsupported-stanza-type`` after it (§4.9.3.23).
+- Sessions: :meth:`bind` makes one (§7), replacing a session bound to the
+  same full JID (§7.7.2.2).  When its carrier is lost, the event
+  :data:`SESSION_CARRIER_LOST` lets a module keep the session hibernating
+  (XEP-0198 §5) until it :meth:`resume`\\ s or :meth:`unbind`\\ s it.
+  Inbound filters see each stanza a session sends before it is processed,
+  outbound filters each stanza delivered to it (both as
+  ``filter(session, element)``, returning the element to go on with or
+  None to stop it).  :meth:`remember` / :meth:`find` look sessions up by
+  a module's key (a resumption token) rather than by JID.
+
+The ``stream`` modules get is a :class:`~xmppd.core.c2s.ClientConnection`:
+``domain``, ``user`` (once authenticated), ``session`` (once bound),
+``state`` (per-module data), ``secure``, ``peer``, ``address``,
+``send(element)``, ``close(condition, text)``, ``restart()``,
+``channel_binding(kind)``.
+"""
+
+from bisect import insort
+from weakref import WeakValueDictionary
+
+from twisted.logger import Logger
+
+from xmppd import logs
+from xmppd.core.api import AUTHENTICATED, ENCRYPTED
+from xmppd.core.events import SESSION_BOUND, SESSION_UNBOUND
+from xmppd.core.sessions import Session
+from xmppd.jid import JID
+
+log = Logger(namespace="xmppd.core.c2s")
+
+# A bound session's carrier is gone (not closed by the server); argument:
+# the Session.  A module that claims it keeps the session bound, without a
+# carrier, until it calls resume or unbind.
+SESSION_CARRIER_LOST = "session/carrier-lost"
+
+
+def stream_element_event(namespace, name):
+    """The event of a stream-level element: ``stream/NS:NAME``."""
+    if not namespace or not name:
+        raise ValueError(f"a stream element needs a namespace and a name, not "
+                         f"{namespace!r} {name!r}")
+    return f"stream/{namespace}:{name}"
+
+
+class Negotiation:
+    """The features, element handlers, filters and session lifecycle of
+    one server's client streams."""
+
+    def __init__(self, server):
+        self._server = server
+        self.features = {ENCRYPTED: [], AUTHENTICATED: []}  # stage -> builders
+        self._elements = {}  # event -> [(-priority, order, handler)]
+        self._order = 0
+        self._inbound = []
+        self._outbound = []
+        self._keys = WeakValueDictionary()
+
+    # Features and elements
+
+    def add_feature(self, builder, stage=AUTHENTICATED):
+        """Offer ``builder(stream)`` (an element, or None) at ``stage``."""
+        self.features[stage].append(builder)
+
+    def features_for(self, stream):
+        stage = ENCRYPTED if stream.user is None else AUTHENTICATED
+        return [feature for builder in self.features[stage]
+                if (feature := builder(stream)) is not None]
+
+    def on_element(self, namespace, name, handler, priority=0):
+        """Call ``handler(stream, element)`` for each stream-level element
+        ``name`` of ``namespace``; a true value (or a Deferred) claims it."""
+        self._order += 1
+        insort(self._elements.setdefault(stream_element_event(namespace, name), []),
+               (-priority, self._order, handler))
+
+    def element(self, stream, element):
+        """Run the handlers of ``element``; the claiming handler's result,
+        or False."""
+        for _, _, handler in self._elements.get(
+                stream_element_event(element.uri, element.name), ()):
+            result = handler(stream, element)
+            if result:
+                return result
+        return False
+
+    # Authentication (what SASL mechanisms need of the server)
+
+    def offload(self, function, *args):
+        """Run CPU-heavy ``function`` off the reactor thread: a Deferred."""
+        return self._server.offload(function, *args)
+
+    def banned(self, stream):
+        """Whether the stream's address may not authenticate now."""
+        return self._server.auth_throttle.banned(stream.address)
+
+    def failed(self, stream):
+        """Count a failed authentication; the seconds to delay its answer."""
+        self._server.metrics.auth_failures.inc()
+        return self._server.auth_throttle.failed(stream.address, self._server.config.limits)
+
+    def authenticated(self, stream, username):
+        """``stream`` authenticated as account ``username`` of its domain."""
+        self._server.metrics.logins.inc()
+        stream.authenticated(JID(username, stream.domain, None))
+
+    # Sessions
+
+    def bind(self, stream, resource):
+        """Bind ``resource`` (valid and chosen) for authenticated ``stream``
+        and return the new session; a session bound to the same full JID is
+        closed with ``conflict`` (RFC 6120 §7.7.2.2)."""
+        server = self._server
+        session = Session(stream.user.with_resource(resource), stream.carrier, self,
+                          server.clock.seconds())
+        stream.bound(session)
+        old = server.sessions.add(session)
+        if old is not None:
+            server.hooks.fire(SESSION_UNBOUND, old)
+            old.close("conflict", "replaced by a new session")
+        server.hooks.fire(SESSION_BOUND, session)
+        return session
+
+    def resume(self, stream, session):
+        """Let authenticated ``stream`` carry ``session`` (a hibernating
+        one, or one whose old carrier is then closed with ``conflict``)."""
+        old, session.carrier = session.carrier, stream.carrier
+        stream.bound(session)
+        if old is not None:
+            old.close("conflict", "the session was resumed on another connection")
+
+    def carrier_lost(self, session, carrier):
+        """``carrier`` of ``session`` is gone: unbind it, unless a module
+        keeps it hibernating (:data:`SESSION_CARRIER_LOST`)."""
+        if session.carrier is carrier:
+            session.carrier = None
+            if self._server.hooks.fire(SESSION_CARRIER_LOST, session):
+                return
+            self.unbind(session)
+        elif session.carrier is None:
+            self.unbind(session)  # closed by the server
+
+    def unbind(self, session):
+        """End ``session`` (if still bound) and fire ``session/unbound``."""
+        session.carrier = None
+        if self._server.sessions.remove(session):
+            self._server.hooks.fire(SESSION_UNBOUND, session)
+
+    def remember(self, key, session):
+        """Find ``session`` by ``key`` (as long as it exists)."""
+        self._keys[key] = session
+
+    def find(self, key):
+        return self._keys.get(key)
+
+    def forget(self, key):
+        self._keys.pop(key, None)
+
+    # Stanza filters
+
+    def add_inbound_filter(self, function):
+        """Run ``function(session, element)`` on every stanza a session
+        sends, before it is processed; it returns the element or None."""
+        self._inbound.append(function)
+
+    def add_outbound_filter(self, function):
+        """Run ``function(session, element)`` on every stanza delivered to a
+        session, before its carrier; it returns the element or None."""
+        self._outbound.append(function)
+
+    def inbound(self, session, element):
+        for function in self._inbound:
+            element = function(session, element)
+            if element is None:
+                return None
+        return element
+
+    def deliver(self, session, element):
+        """Send ``element`` to ``session``: the outbound filters, then its
+        carrier (nothing without one, unless a filter kept it)."""
+        for function in self._outbound:
+            element = function(session, element)
+            if element is None:
+                return
+        carrier = session.carrier
+        if carrier is None:
+            return
+        self._server.metrics.sent(element.name)
+        if logs.tracing:
+            log.debug("c2s out {jid}: {xml}", jid=session.jid, xml=element.toXml())
+        carrier.send_element(element)

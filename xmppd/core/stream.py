@@ -1,0 +1,284 @@
+"""The XML stream over TCP that client and server streams share (RFC 6120 §4).
+
+:class:`XmlStream` is one TCP connection carrying one XML stream at a time:
+
+- a :class:`~xmppd.core.xmlstream.StreamParser` per stream, made when the
+  first bytes of it arrive; a restart (§4.3.3) stops it, so what follows
+  the element that caused it in the same read is discarded (§5.4.3.3,
+  §6.4.6), and the next bytes start a new one;
+- reading is throttled (a token bucket, :class:`~xmppd.core.limits.ReadThrottle`)
+  and can be paused by whoever cannot keep up (:meth:`pause`, :meth:`resume`);
+- an optional idle timer closes a stream with no traffic (§4.6.1; any bytes
+  count, whitespace keepalives included);
+- our stream header goes out once per stream, before the first element or
+  stream error; a stream error (§4.9) ends the stream and the connection;
+- the OpenSSL reason of a failed TLS handshake is logged with the peer's
+  address (``127.0.0.1:57712``, ``[::1]:57712``);
+- open streams are in ``server.streams``, so a shutdown closes them with
+  ``system-shutdown``.
+
+It implements the TCP side of :class:`~xmppd.core.carrier.ICarrier`;
+subclasses (:class:`~xmppd.core.c2s.ClientStream`, the server streams of
+:mod:`xmppd.s2s`) say what a header and an element mean.
+"""
+
+import secrets
+
+from OpenSSL import SSL
+from twisted.internet.protocol import Protocol
+
+from xmppd.core import tls
+from xmppd.core.limits import ReadThrottle, address_of
+from xmppd.core.xmlstream import (
+    NS_CLIENT, STREAM_PREFIXES, StreamError, StreamParser, serialize, stream_error_element,
+    stream_header)
+
+
+def peer_text(peer):
+    """A transport's peer as log lines write it, for operators' greps and
+    fail2ban: ``127.0.0.1:57712``, ``[::1]:57712``, or ``local`` for a
+    UNIX socket."""
+    host = getattr(peer, "host", None)
+    if not host:
+        return "local"
+    if ":" in host:
+        host = f"[{host}]"
+    port = getattr(peer, "port", None)
+    return host if port is None else f"{host}:{port}"
+
+
+def new_stream_id():
+    """A stream id (RFC 6120 §4.7.3): unpredictable, as dialback keys
+    (XEP-0185) depend on it."""
+    return secrets.token_urlsafe(12)
+
+
+def tls_failure(reason):
+    """The OpenSSL reason a connection ended with (``reason`` is the Failure
+    given to ``connectionLost``), or None if TLS did not fail."""
+    if reason is None or not reason.check(SSL.Error):
+        return None
+    errors = reason.value.args[0] if reason.value.args else None
+    if isinstance(errors, list) and errors:
+        return "; ".join(str(error[-1]) for error in errors)
+    return str(reason.value) or type(reason.value).__name__
+
+
+class XmlStream(Protocol):
+    """One TCP connection carrying XML streams.
+
+    Subclasses set ``log`` and the log line formats (which get ``peer`` and
+    ``stream``, :meth:`describe`), ``stream_namespace`` (of the header),
+    ``content_namespaces`` (read as ``jabber:client``) and ``prefixes``, and
+    define :meth:`open_stream`, :meth:`header_received`,
+    :meth:`element_received` and :meth:`lost`.
+    """
+
+    log = None
+    stream_error_log = "{stream}: stream error {condition} {text}"
+    tls_failure_log = "{stream}: TLS failure: {problem}"
+    stream_namespace = NS_CLIENT
+    content_namespaces = (NS_CLIENT,)
+    prefixes = STREAM_PREFIXES
+
+    def __init__(self, server, clock, secure=False):
+        self.server = server
+        self.clock = clock
+        self.secure = secure
+        self.peer = None  # text, see peer_text
+        self.address = None
+        self.closed = False
+        self.stream_id = None
+        self._parser = None
+        self._header_sent = False
+        self._throttle = None
+        self._idle_timer = None
+        self._last_traffic = 0.0
+        self._pauses = 0
+
+    # Settings of the subclass
+
+    def max_stanza_size(self):
+        raise NotImplementedError
+
+    def read_rate(self):
+        """(bytes per second, burst) allowed to the peer."""
+        raise NotImplementedError
+
+    def idle_timeout(self):
+        """Seconds without traffic after which the stream closes, or None."""
+        return None
+
+    # Connection lifecycle
+
+    def connectionMade(self):
+        peer = self.transport.getPeer()
+        self.peer = peer_text(peer)
+        self.address = address_of(peer)
+        self.server.streams.add(self)
+        self._traffic()
+        timeout = self.idle_timeout()
+        if timeout:
+            self._idle_timer = self.clock.callLater(timeout, self._check_idle)
+
+    def throttle(self):
+        """Start counting the peer's reads against its rate."""
+        rate, burst = self.read_rate()
+        self._throttle = ReadThrottle(self, self.clock, rate, burst)
+
+    def dataReceived(self, data):
+        if self.closed:
+            return
+        if self._throttle is not None:
+            self._throttle.consumed(len(data))
+        self._traffic()
+        if self._parser is None:
+            self._parser = StreamParser(self.header_received, self.element_received,
+                                        self.stream_ended, self.max_stanza_size(),
+                                        self.content_namespaces)
+        try:
+            self._parser.feed(data)
+        except StreamError as e:
+            self.stream_error(e.condition, e.text)
+
+    def connectionLost(self, reason):
+        self.closed = True
+        self._parser = None
+        problem = tls_failure(reason)
+        if problem is not None:
+            self.log.info(self.tls_failure_log, peer=self.peer, stream=self.describe(),
+                          problem=problem)
+        self.server.streams.discard(self)
+        if self._throttle is not None:
+            self._throttle.stop()
+            self._throttle = None
+        if self._idle_timer is not None and self._idle_timer.active():
+            self._idle_timer.cancel()
+        self._idle_timer = None
+        self.lost(reason)
+
+    def restart(self):
+        """Expect a new stream header (RFC 6120 §4.3.3); bytes after the
+        element that caused the restart are dropped (§5.4.3.3, §6.4.6)."""
+        if self._parser is not None:
+            self._parser.stop()
+            self._parser = None
+        self._header_sent = False
+
+    def start_tls(self, context):
+        """STARTTLS (RFC 6120 §5.4.3.3): a restart, then TLS."""
+        self.restart()
+        self.transport.startTLS(context)
+        self.secure = True
+
+    # Reading
+
+    def pause(self):
+        self._pauses += 1
+        if self._pauses == 1:
+            self.transport.pauseProducing()
+
+    def resume(self):
+        self._pauses -= 1
+        if self._pauses == 0 and not self.closed:
+            self.transport.resumeProducing()
+
+    def _traffic(self):
+        self._last_traffic = self.clock.seconds()
+
+    def _check_idle(self):
+        timeout = self.idle_timeout()
+        left = self._last_traffic + timeout - self.clock.seconds()
+        if left > 0:
+            self._idle_timer = self.clock.callLater(left, self._check_idle)
+            return
+        self._idle_timer = None
+        self.idle()
+
+    def idle(self):
+        """No traffic for the idle timeout."""
+        self.close()
+
+    # Output
+
+    def send_element(self, element):
+        if self.closed:
+            return
+        if not self._header_sent:
+            self.open_stream()
+        self._traffic()
+        self.transport.write(serialize(element, self.prefixes))
+
+    def send_header(self, from_=None, to=None, stream_id=None, lang="en"):
+        """Our stream header (once per stream)."""
+        self._header_sent = True
+        self.transport.write(stream_header(self.stream_namespace, stream_id, from_, to, lang,
+                                           self.prefixes))
+
+    def stream_error(self, condition, text=None):
+        """Send a stream error and close (RFC 6120 §4.9.1.1)."""
+        if self.closed:
+            return
+        self.log.info(self.stream_error_log, peer=self.peer, stream=self.describe(),
+                      condition=condition, text=text or "")
+        if not self._header_sent:
+            self.open_stream()
+        self.transport.write(serialize(stream_error_element(condition, text), self.prefixes))
+        self.close()
+
+    def close(self, condition=None, text=None):
+        """End the stream (with a stream error of ``condition``, if given)
+        and the connection (RFC 6120 §4.4)."""
+        if condition is not None:
+            self.stream_error(condition, text)
+            return
+        if self.closed:
+            return
+        if self._header_sent:
+            self.transport.write(b"</stream:stream>")
+        self.closed = True
+        if self._parser is not None:
+            self._parser.stop()
+        self.transport.loseConnection()
+
+    def stream_ended(self):
+        """The peer ended its stream."""
+        self.close()
+
+    def _tls_connection(self):
+        """The OpenSSL connection once TLS runs (a Twisted transport's
+        handle is then that, not a socket), else None."""
+        if not self.secure:
+            return None
+        handle = getattr(self.transport, "getHandle", lambda: None)()
+        return handle if hasattr(handle, "get_protocol_version_name") else None
+
+    def channel_binding(self, kind):
+        return tls.channel_binding(self._tls_connection(), kind)
+
+    def tls_version(self):
+        """The negotiated protocol, such as ``TLSv1.3``, or None."""
+        connection = self._tls_connection()
+        return None if connection is None else connection.get_protocol_version_name()
+
+    def features(self):
+        return []
+
+    # For subclasses
+
+    def describe(self):
+        """Which stream this is, for log lines."""
+        return self.peer
+
+    def open_stream(self):
+        """Send this side's stream header."""
+        raise NotImplementedError
+
+    def header_received(self, header):
+        raise NotImplementedError
+
+    def element_received(self, element):
+        raise NotImplementedError
+
+    def lost(self, reason):
+        """The connection is gone (subclasses clean up)."""
