@@ -188,26 +188,37 @@ def test_error_reply_keeps_payload():
     assert reply.error["type"] == "cancel"
 
 
-def test_resume_after_asynchronous_pre_route_check(server, alice, bob):
+def test_a_waiting_pre_event_handler_holds_the_stanza_then_lets_it_on(server, alice, bob):
     from twisted.internet import defer as _defer
 
     from xmppd.core.api import ModuleAPI
-    from xmppd.core.events import PRE_ROUTE
+    from xmppd.core.events import FULL, pre_event
     api = ModuleAPI(server, "test")
     pending, seen = [], []
 
     def slow_check(stanza):
-        if stanza.kind != "message":
-            return False
         d = _defer.Deferred()
-        d.addCallback(lambda _: api.resume(stanza, slow_check))
         pending.append(d)
-        return True
+        return d
 
-    api.hook(PRE_ROUTE, slow_check, priority=10)
-    api.hook(PRE_ROUTE, lambda stanza: seen.append(stanza.kind))
+    api.hook(pre_event("message", FULL), slow_check, priority=10)
+    api.hook(pre_event("message", FULL), lambda stanza: seen.append(stanza.kind))
     alice.send("<message to='bob@example.com/b1' type='chat'><body>later</body></message>")
     assert bob.take() == [] and seen == []
-    pending[0].callback(None)
+    pending[0].callback(False)
     assert [str(m.body) for m in bob.take()] == ["later"]
     assert seen == ["message"]
+
+
+def test_a_waiting_pre_event_handler_can_claim_the_stanza(server, alice, bob):
+    from twisted.internet import defer as _defer
+
+    from xmppd.core.api import ModuleAPI
+    from xmppd.core.events import FULL, pre_event
+    api = ModuleAPI(server, "test")
+    pending = []
+    api.hook(pre_event("message", FULL), lambda stanza: pending.append(_defer.Deferred())
+             or pending[-1], priority=10)
+    alice.send("<message to='bob@example.com/b1' type='chat'><body>stopped</body></message>")
+    pending[0].callback(True)
+    assert bob.take() == []

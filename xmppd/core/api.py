@@ -70,20 +70,40 @@ class ModuleAPI:
         return self._server.sessions
 
     def enabled(self, domain):
-        """Whether this module serves hosted ``domain``."""
-        return self._server.enabled(self.name, domain)
+        """Whether this module serves hosted ``domain`` (or the host a
+        service domain belongs to)."""
+        return self._server.enabled(self.name, self.owner(domain) or domain)
 
-    def hook(self, event, handler, priority=0):
-        """Call ``handler(argument)`` on ``event``; a true return claims it."""
-        self._server.hooks.add(event, handler, priority)
+    def hook(self, event, handler, priority=0, host=None):
+        """Call ``handler(argument)`` on ``event`` (on ``host``'s bus only,
+        if given: a hosted or service domain); a true return claims it, a
+        Deferred makes the sender's later stanzas wait for it (see
+        :meth:`~xmppd.core.events.Hooks.fire`)."""
+        self._server.hooks.add(event, handler, priority, host)
 
     def fire(self, event, argument):
+        """Fire ``event``: True/False (claimed), or a Deferred of that."""
         return self._server.hooks.fire(event, argument)
 
-    def handle_iq(self, type_, targets, namespace, handler, priority=0):
+    def add_service(self, domain, host):
+        """Serve ``domain`` (such as ``conference.example.com``) for hosted
+        domain ``host``: stanzas to it fire events on its own bus, which this
+        module hooks with ``host=domain``; nothing else sees them."""
+        self._server.router.add_service(domain, host)
+
+    def remove_service(self, domain):
+        self._server.router.remove_service(domain)
+
+    def owner(self, domain):
+        """The hosted domain ``domain`` is or belongs to (for a service
+        domain, the host it serves), or None if it is remote."""
+        return self._server.router.owner(domain)
+
+    def handle_iq(self, type_, targets, namespace, handler, priority=0, host=None):
         """Answer iq requests of ``type_`` with payload ``namespace`` sent to
         ``targets`` (one or a tuple of HOST/BARE/FULL), on the hosts where
-        this module is enabled.
+        this module is enabled (on service domain ``host`` only, if given).
+        The sender's later stanzas wait until the answer is sent.
 
         ``handler(stanza)`` returns the result payload element, or None for
         an empty result, or a Deferred of either; it raises (or fails with)
@@ -98,10 +118,10 @@ class ModuleAPI:
                 lambda payload: self._server.router.reply(
                     stanza, iq_result(stanza.element, payload)),
                 lambda failure: self._iq_failed(stanza, failure))
-            return True
+            return True if d.called else d.addCallback(lambda _: True)
 
         for target in (targets if isinstance(targets, tuple) else (targets,)):
-            self.hook(iq_event(type_, target, namespace), claim, priority)
+            self.hook(iq_event(type_, target, namespace), claim, priority, host)
 
     def _iq_failed(self, stanza, failure):
         if failure.check(StanzaError):
@@ -131,26 +151,19 @@ class ModuleAPI:
 
     def route(self, element):
         """Route a stanza the server generates (``to``/``from`` set)."""
-        self._server.router.route(element)
+        return self._server.router.route(element)
 
     def dispatch(self, stanza):
         """Route an already parsed :class:`~xmppd.core.stanzas.Stanza`."""
-        self._server.router.dispatch(stanza)
-
-    def resume(self, stanza, handler):
-        """Continue routing ``stanza``, which ``handler`` claimed on
-        ``route/pre`` to check it asynchronously, with the handlers after it."""
-        self._server.router.dispatch(stanza, after=handler)
-
-    def post(self, stanza):
-        """Route ``stanza`` by its own event only, skipping ``route/pre``."""
-        self._server.router.post(stanza)
+        return self._server.router.dispatch(stanza)
 
     def reply(self, stanza, element):
         self._server.router.reply(stanza, element)
 
     def bounce(self, stanza, condition, text=None):
-        self._server.router.bounce(stanza, condition, text)
+        """Answer ``stanza`` with a stanza error (unless it is an error or
+        an iq result); True, so a handler can ``return api.bounce(...)``."""
+        return self._server.router.bounce(stanza, condition, text)
 
     def next_id(self):
         return self._server.next_id()

@@ -2,10 +2,16 @@
 
 A stanza is *posted* as an event whose name says what it is and where it goes
 (DESIGN.md, "Data flow of one stanza"): ``message/bare``, ``presence/full``,
-``iq-get/host/urn:xmpp:ping``, ``iq-result/full``.  Handlers run by priority
-(highest first); the first one that returns a true value claims the event and
-the rest are skipped.  Notification events (``session/bound`` ...) simply have
-handlers that return nothing, so all of them run.
+``iq-get/host/urn:xmpp:ping``, ``iq-result/full``, on the bus of the
+recipient's domain.  Before that, ``pre-message/bare`` (``pre-<kind>/<target>``)
+fires on the bus of the sender's domain: the policies (closed domains,
+blocking, carbons, outgoing presence) hook only the kinds they act on.
+Handlers run by priority (highest first); the first one that returns a true
+value claims the event and the rest are skipped.  Notification events
+(``session/bound`` ...) simply have handlers that return nothing, so all of
+them run.  A handler that must wait returns a Deferred (see
+:meth:`Hooks.fire`): this, with the sender's
+:class:`~xmppd.core.serial.SerialQueue`, keeps RFC 6120 §10.1's order.
 
 Names are built by the helpers below, never typed by hand: a wrong kind, type
 or target raises at registration instead of silently never matching.
@@ -14,12 +20,14 @@ Dispatch is one dictionary lookup.
 
 from bisect import insort
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 HOST = "host"  # to the server's domain (RFC 6120 §10.3)
 BARE = "bare"  # to localpart@domain, handled on the account's behalf (§10.3.3)
 FULL = "full"  # to localpart@domain/resource (§10.4)
 TARGETS = (HOST, BARE, FULL)
+STANZA_KINDS = ("message", "presence", "iq")
 IQ_REQUESTS = ("get", "set")
 IQ_RESPONSES = ("result", "error")
 
@@ -35,7 +43,6 @@ SESSION_UNAVAILABLE = "session/unavailable"
 # (XEP-0160) listens.
 SESSION_REACHABLE = "session/reachable"
 CONFIG_RELOADED = "config/reloaded"  # argument: the new Config; modules re-read settings
-PRE_ROUTE = "route/pre"  # every stanza, before its own event; claim to stop it
 # A message for a local account with no resource to take it (RFC 6121
 # §8.5.2.2); argument: the Stanza.  Claimed by offline storage, if enabled.
 MESSAGE_OFFLINE = "message/offline"
@@ -67,45 +74,121 @@ def presence_event(target):
     return f"presence/{target}"
 
 
+def pre_event(kind, target):
+    """``pre-message/bare``: a stanza of ``kind`` to a ``target`` address,
+    on the sender's domain, before it is routed; claim it to stop it."""
+    _check_target(target)
+    if kind not in STANZA_KINDS:
+        raise ValueError(f"unknown stanza kind {kind!r}; expected one of {STANZA_KINDS}")
+    return f"pre-{kind}/{target}"
+
+
+def pre_events(*kinds):
+    """The pre-events of ``kinds`` (default: every kind) to every target."""
+    return [pre_event(kind, target) for kind in kinds or STANZA_KINDS for target in TARGETS]
+
+
+def then(result, fn):
+    """``fn(result)`` now, or when ``result``, a Deferred, fires: for code
+    that continues after a :meth:`Hooks.fire` that may have to wait."""
+    if isinstance(result, Deferred):
+        return result.addCallback(fn)
+    return fn(result)
+
+
 def _check_target(target):
     if target not in TARGETS:
         raise ValueError(f"unknown stanza target {target!r}; expected one of {TARGETS}")
 
 
 class Hooks:
-    """Handlers by event name, kept sorted by descending priority."""
+    """Handlers by event name, kept sorted by descending priority, on one
+    global bus and on per-domain buses.
+
+    A handler added with ``host`` runs only for events fired on that
+    domain's bus; a global handler runs for events fired globally and on the
+    bus of every hosted domain.  A service domain (:meth:`isolate`, such as
+    ``conference.example.com``) has a bus of its own only: the global
+    handlers, which serve accounts, never see its stanzas.
+    """
 
     def __init__(self):
-        self._handlers = {}
+        self._global = {}  # name -> [(-priority, order, handler)]
+        self._scoped = {}  # domain -> name -> [...]: global handlers merged in
+        self._isolated = set()
         self._order = 0
 
-    def add(self, name, handler, priority=0):
-        """Call ``handler(argument)`` when ``name`` fires."""
+    def add(self, name, handler, priority=0, host=None):
+        """Call ``handler(argument)`` when ``name`` fires (on ``host``'s bus
+        only, if given)."""
         self._order += 1
-        insort(self._handlers.setdefault(name, []), (-priority, self._order, handler))
+        entry = (-priority, self._order, handler)
+        if host is not None:
+            insort(self._scope(host).setdefault(name, []), entry)
+            return
+        insort(self._global.setdefault(name, []), entry)
+        for domain, table in self._scoped.items():
+            if domain not in self._isolated:
+                insort(table.setdefault(name, []), entry)
 
-    def remove(self, name, handler):
-        self._handlers[name] = [h for h in self._handlers.get(name, ()) if h[2] != handler]
+    def isolate(self, domain):
+        """Give ``domain`` a bus without the global handlers."""
+        self._isolated.add(domain)
+        self._scoped[domain] = {}
 
-    def fire(self, name, argument, after=None):
-        """Run the handlers of ``name`` until one returns a true value; say
-        whether one did.  A handler that raises is logged and counts as having
-        claimed the event, so the sender never gets a second, wrong answer.
+    def forget(self, domain):
+        """Drop the bus of ``domain`` (a service that stopped)."""
+        self._isolated.discard(domain)
+        self._scoped.pop(domain, None)
 
-        With ``after``, start with the handler that follows it: a handler that
-        claimed an event to finish an asynchronous check resumes it so."""
-        handlers = self._handlers.get(name, ())
-        if after is not None:
-            position = next(i for i, h in enumerate(handlers) if h[2] == after)
-            handlers = handlers[position + 1:]
-        for _, _, handler in handlers:
-            try:
-                if handler(argument):
-                    return True
-            except Exception:
-                log.failure("handler {handler!r} failed on {event}", handler=handler, event=name)
-                return True
-        return False
+    def _scope(self, domain):
+        table = self._scoped.get(domain)
+        if table is None:
+            table = self._scoped[domain] = {name: list(handlers)
+                                            for name, handlers in self._global.items()}
+        return table
 
-    def has(self, name):
-        return bool(self._handlers.get(name))
+    def fire(self, name, argument, host=None):
+        """Run the handlers of ``name`` (on ``host``'s bus, if given) until
+        one claims the event; return whether one did.
+
+        A handler claims by returning a true value.  It may also return a
+        Deferred: the handlers after it wait, and run only if it fires with
+        a false value; ``fire`` then returns a Deferred of the outcome, so
+        the caller (the sender's :class:`~xmppd.core.serial.SerialQueue`)
+        waits too.  A handler that raises or fails is logged and counts as
+        having claimed the event, so the sender never gets a second, wrong
+        answer."""
+        table = self._global if host is None else self._scoped.get(host, self._global)
+        handlers = table.get(name)
+        if not handlers:
+            return False
+        return _run(handlers, 0, name, argument)
+
+
+def _run(handlers, start, name, argument):
+    for index in range(start, len(handlers)):
+        handler = handlers[index][2]
+        try:
+            result = handler(argument)
+        except Exception:
+            log.failure("handler {handler!r} failed on {event}", handler=handler, event=name)
+            return True
+        if not result:
+            continue
+        if isinstance(result, Deferred):
+            return result.addCallbacks(
+                _claimed_or_next, _failed,
+                callbackArgs=(tuple(handlers), index + 1, name, argument),
+                errbackArgs=(handler, name))
+        return True
+    return False
+
+
+def _claimed_or_next(claimed, handlers, start, name, argument):
+    return True if claimed else _run(handlers, start, name, argument)
+
+
+def _failed(failure, handler, name):
+    log.failure("handler {handler!r} failed on {event}", failure, handler=handler, event=name)
+    return True

@@ -1,27 +1,44 @@
-"""Stanza routing: post an event, then deliver what nobody claimed.
+"""Stanza routing: the delivery table, events, and the RFC's defaults.
 
 RFC 6120 §10 (server rules for processing XML stanzas) and RFC 6121 §8.5
 (delivery to local accounts).  A stanza reaches :meth:`Router.dispatch`
-validated and with its ``from`` stamped by the stream it came on.  The router
-posts it as ``route/pre`` (policies that apply to every stanza: blocking,
-closed domains), then as its named event (see :mod:`xmppd.core.events`);
-feature modules claim what they handle.  What nobody claims gets the RFC's default:
+validated and with its ``from`` stamped by the stream it came on.
 
-- to a domain not hosted here: the ``route/remote`` event (federation), else
-  ``remote-server-not-found`` (§10.4.3);
-- to a bound full JID: delivered to that session (§10.5.3.2);
+The delivery table says what a domain is:
+
+- a *hosted* domain (``[hosts."example.com"]``): accounts, served by the
+  feature modules hooked on the global bus and on the domain's own bus;
+- a *service* domain (such as ``conference.example.com``), added by the
+  module that serves it (:meth:`Router.add_service`): its stanzas fire on
+  its own bus only, so account modules (messages, offline storage,
+  presence, rosters) never treat it as accounts; it belongs to the hosted
+  domain it was added for;
+- anything else is remote: the ``route/remote`` event (federation), else
+  ``remote-server-not-found`` (§10.4.3).
+
+The router first fires ``pre-<kind>/<target>`` on the sender's hosted
+domain (policies: closed domains, blocking, carbons, outgoing presence),
+then ``<kind>/<target>`` (``iq-get/bare/NS`` for iq requests) on the
+recipient domain's bus; modules claim what they handle.  A handler may
+return a Deferred; :meth:`dispatch` then returns a Deferred that fires once
+the stanza is handled, which the sender's serial queue waits for.  What
+nobody claims gets the RFC's default:
+
+- to a bound full JID of a hosted domain: delivered to that session
+  (§10.5.3.2);
 - a message to a full JID that is not bound: handled as if to the bare JID
   (RFC 6121 §8.5.3.2.1); an iq request: ``service-unavailable``;
 - a message to a bare JID: delivered to its bound resources, else
   ``service-unavailable`` for normal/chat (RFC 6121 §8.5.2.2.1);
-- an iq request to the server or to an account that no module handles:
-  ``service-unavailable`` (§8.4); iq responses are never answered;
+- an iq request that no module handles, or a message to a service that no
+  module takes: ``service-unavailable`` (§8.4); iq responses are never
+  answered;
 - presence and error stanzas nobody claims are dropped.
 """
 
 from twisted.logger import Logger
 
-from xmppd.core.events import BARE, FULL, HOST, PRE_ROUTE, ROUTE_REMOTE
+from xmppd.core.events import BARE, FULL, HOST, ROUTE_REMOTE, then
 from xmppd.core.stanzas import Stanza, error_reply
 from xmppd.jid import JID, InvalidJID
 
@@ -35,28 +52,48 @@ class Router:
         self.hosts = hosts
         self.hooks = hooks
         self.sessions = sessions
+        self.services = {}  # service domain -> the hosted domain it belongs to
 
-    def dispatch(self, stanza, after=None):
-        """Post ``stanza`` (first as ``route/pre``, then as its own event);
-        deliver it by default if unclaimed.  ``after``: resume ``route/pre``
-        after that handler."""
-        if not self.hooks.fire(PRE_ROUTE, stanza, after):
-            self.post(stanza)
+    def add_service(self, domain, host):
+        """Serve ``domain`` as a service of hosted domain ``host``: its
+        stanzas fire events on its own bus only."""
+        if domain in self.hosts or domain in self.services:
+            raise ValueError(f"{domain} is already served here")
+        self.services[domain] = host
+        self.hooks.isolate(domain)
 
-    def post(self, stanza):
-        """Post ``stanza`` as its own event, skipping ``route/pre`` (for a
-        stanza that already passed it)."""
-        recipient = stanza.recipient
-        if recipient.domain not in self.hosts:
-            if not self.hooks.fire(ROUTE_REMOTE, stanza):
-                self.bounce(stanza, "remote-server-not-found")
-            return
-        if recipient.local is None:
-            target = HOST
-        elif recipient.resource is None:
-            target = BARE
+    def remove_service(self, domain):
+        self.services.pop(domain, None)
+        self.hooks.forget(domain)
+
+    def owner(self, domain):
+        """The hosted domain ``domain`` is or belongs to (a service's
+        host), or None for a remote domain."""
+        if domain in self.hosts:
+            return domain
+        return self.services.get(domain)
+
+    def dispatch(self, stanza):
+        """Route ``stanza``: its pre-event on the sender's domain, then its
+        own event on the recipient's, then the default.  True once handled,
+        or a Deferred that fires when it is."""
+        recipient, sender = stanza.recipient, stanza.sender
+        target = _target(recipient)
+        host = sender.domain if sender is not None and sender.domain in self.hosts else None
+        claimed = self.hooks.fire(f"pre-{stanza.kind}/{target}", stanza, host)
+        if claimed is False:
+            return self._post(stanza, target)
+        return then(claimed, lambda claimed: claimed or self._post(stanza, target))
+
+    def _post(self, stanza, target):
+        domain = stanza.recipient.domain
+        if domain in self.hosts:
+            service = False
+        elif domain in self.services:
+            service = True
         else:
-            target = FULL
+            return then(self.hooks.fire(ROUTE_REMOTE, stanza),
+                        lambda claimed: claimed or self.bounce(stanza, "remote-server-not-found"))
         kind, type_ = stanza.kind, stanza.type
         if kind == "iq":
             if type_ == "get" or type_ == "set":
@@ -65,8 +102,10 @@ class Router:
                 name = f"iq-{type_}/{target}"
         else:
             name = f"{kind}/{target}"
-        if not self.hooks.fire(name, stanza):
-            self._deliver_default(stanza, target)
+        claimed = self.hooks.fire(name, stanza, domain)
+        if claimed is False:
+            return self._default(stanza, target, service)
+        return then(claimed, lambda claimed: claimed or self._default(stanza, target, service))
 
     def route(self, element):
         """Route an element the server generated (``to`` and ``from`` set)."""
@@ -75,8 +114,8 @@ class Router:
             sender = JID.parse(element["from"]) if element.hasAttribute("from") else None
         except (KeyError, InvalidJID) as e:
             log.warn("dropping server-generated stanza with a bad address: {e}", e=e)
-            return
-        self.dispatch(Stanza(element, sender, recipient))
+            return True
+        return self.dispatch(Stanza(element, sender, recipient))
 
     def reply(self, stanza, element):
         """Send ``element`` back to whoever sent ``stanza``."""
@@ -87,20 +126,24 @@ class Router:
 
     def bounce(self, stanza, condition, text=None):
         """Answer ``stanza`` with a stanza error, unless it must not be
-        answered (an error, or an iq result: RFC 6120 §8.3.1)."""
-        if stanza.type == "error" or (stanza.kind == "iq" and stanza.type == "result"):
-            return
-        self.reply(stanza, error_reply(stanza.element, condition, text))
+        answered (an error, or an iq result: RFC 6120 §8.3.1).  True: the
+        stanza is handled."""
+        if not (stanza.type == "error" or (stanza.kind == "iq" and stanza.type == "result")):
+            self.reply(stanza, error_reply(stanza.element, condition, text))
+        return True
 
-    def _deliver_default(self, stanza, target):
+    def _default(self, stanza, target, service):
         kind, type_ = stanza.kind, stanza.type
-        if target == FULL:
+        if service:
+            if kind == "iq" or (kind == "message" and type_ != "error"):
+                self.bounce(stanza, "service-unavailable")
+        elif target == FULL:
             session = self.sessions.get(stanza.recipient)
             if session is not None:
                 session.send(stanza.element)
             elif kind == "message" and type_ in (*_ANSWERABLE_MESSAGES, "headline"):
-                self.post(Stanza(stanza.element, stanza.sender,
-                                     stanza.recipient.bare, stanza.origin))
+                return self._post(Stanza(stanza.element, stanza.sender,
+                                         stanza.recipient.bare, stanza.origin), BARE)
             elif kind == "iq" or (kind == "message" and type_ == "groupchat"):
                 self.bounce(stanza, "service-unavailable")
         elif target == BARE and kind == "message" and type_ != "error":
@@ -111,3 +154,10 @@ class Router:
                 self.bounce(stanza, "service-unavailable")
         elif kind == "iq" or (kind == "message" and type_ in _ANSWERABLE_MESSAGES):
             self.bounce(stanza, "service-unavailable")
+        return True
+
+
+def _target(jid):
+    if jid.local is None:
+        return HOST
+    return BARE if jid.resource is None else FULL

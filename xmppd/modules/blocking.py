@@ -33,18 +33,18 @@ Enforcement, on ``route/pre`` for every stanza (§3.3), with JIDs matched as
 
 The block lists of users with a bound resource are kept in memory (read at
 bind, forgotten with the last session), so between online users the check
-is a few dictionary lookups, and nothing more while their lists are empty.  For a user who is not online the list is read from
-storage: the stanza is claimed, and routing resumes once it is read.
+is a few dictionary lookups, and nothing more while their lists are empty.
+For a user who is not online the list is read from storage, and the check
+returns a Deferred: the stanza, and the sender's later ones, wait for it.
 
 Stored in the per-user ``blocking`` store: one key per blocked JID, value "".
 Support is advertised as the ``urn:xmpp:blocking`` disco feature (§3.1).
 """
 
 from twisted.internet import defer
-from twisted.python.failure import Failure
 from twisted.words.xish import domish
 
-from xmppd.core.events import BARE, PRE_ROUTE, SESSION_BOUND, SESSION_UNBOUND
+from xmppd.core.events import BARE, SESSION_BOUND, SESSION_UNBOUND, pre_events
 from xmppd.core.stanzas import StanzaError, error_reply, make_stanza
 from xmppd.jid import JID, InvalidJID
 from xmppd.storage import SUBSCRIBERS
@@ -52,8 +52,8 @@ from xmppd.storage import SUBSCRIBERS
 NS_BLOCKING = "urn:xmpp:blocking"
 NS_BLOCKING_ERRORS = "urn:xmpp:blocking:errors"
 STORE = "blocking"
-# On route/pre: after the closed-domain policy (100), ahead of what copies or
-# stores stanzas.
+# On the pre-events: after the closed-domain policy (100), ahead of what
+# copies or stores stanzas.
 PRIORITY = 50
 
 
@@ -76,7 +76,6 @@ class BlockLists:
     def __init__(self, api):
         self._api = api
         self._online = {}  # bare JID -> _Cached
-        self._waiting = {}  # bare JID -> Deferreds waiting for the read under way
 
     def bound(self, session):
         user = session.jid.bare
@@ -108,26 +107,11 @@ class BlockLists:
         return self._api.storage.get_values(user.local, user.domain, STORE).addCallback(set)
 
     def get(self, user):
-        """The set of JIDs ``user`` blocked, or a Deferred of it.  Callers
-        waiting for the same list share one read and get it in the order they
-        asked, so the stanzas they hold keep their order."""
+        """The set of JIDs ``user`` blocked, or a Deferred of it."""
         cached = self._online.get(user)
         if cached is not None and cached.jids is not None:
             return cached.jids
-        d = defer.Deferred()
-        if user in self._waiting:
-            self._waiting[user].append(d)
-        else:
-            self._waiting[user] = [d]
-            self.read(user).addBoth(self._deliver, user)
-        return d
-
-    def _deliver(self, result, user):
-        for d in self._waiting.pop(user):
-            if isinstance(result, Failure):
-                d.errback(result)
-            else:
-                d.callback(result)
+        return self.read(user)
 
     def changed(self, user, change):
         """After a stored change, apply ``change(jids)`` to the list in memory."""
@@ -159,15 +143,12 @@ def setup(api):
             return refuse(stanza, *found)
         d = defer.gatherResults([defer.maybeDeferred(lambda jids=jids: jids) for jids in found],
                                 consumeErrors=True)
-        d.addCallbacks(lambda read: refuse(stanza, *read) or api.resume(stanza, check),
-                       lambda failure: unreadable(stanza, failure))
-        d.addErrback(lambda failure: api.log.failure(
-            "routing {stanza!r} failed after its block check", failure, stanza=stanza))
-        return True
+        return d.addCallbacks(lambda read: refuse(stanza, *read),
+                              lambda failure: unreadable(stanza, failure))
 
     def unreadable(stanza, failure):
         api.log.failure("cannot read a block list for {stanza!r}", failure, stanza=stanza)
-        api.bounce(stanza, "internal-server-error")
+        return api.bounce(stanza, "internal-server-error")
 
     def refuse(stanza, sender_blocked, recipient_blocked):
         """Stop ``stanza`` if the sender blocked the recipient or the
@@ -272,7 +253,8 @@ def setup(api):
     api.disco_feature(NS_BLOCKING)
     api.handle_iq("get", BARE, NS_BLOCKING, blocklist)
     api.handle_iq("set", BARE, NS_BLOCKING, command)
-    api.hook(PRE_ROUTE, check, priority=PRIORITY)
+    for event in pre_events():
+        api.hook(event, check, priority=PRIORITY)
     api.hook(SESSION_BOUND, lists.bound)
     api.hook(SESSION_UNBOUND, lists.unbound)
 

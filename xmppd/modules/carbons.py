@@ -29,7 +29,7 @@ Advertises ``urn:xmpp:carbons:2`` (§3).
 
 from twisted.words.xish import domish
 
-from xmppd.core.events import BARE, FULL, HOST, PRE_ROUTE, message_event
+from xmppd.core.events import BARE, FULL, HOST, message_event, pre_events
 from xmppd.core.stanzas import StanzaError, copy_element, make_stanza
 from xmppd.core.xmlstream import NS_CLIENT
 
@@ -37,7 +37,7 @@ NS_CARBONS = "urn:xmpp:carbons:2"
 NS_FORWARD = "urn:xmpp:forward:0"
 NS_HINTS = "urn:xmpp:hints"
 NS_MUC_USER = "http://jabber.org/protocol/muc#user"
-SENT_PRIORITY = -100  # after every route/pre policy
+SENT_PRIORITY = -100  # after every pre-event policy
 RECEIVED_PRIORITY = 10  # before delivery
 
 
@@ -58,7 +58,7 @@ def setup(api):
 
     def copy_sent(stanza):
         sender = stanza.sender
-        if (stanza.origin is not None and stanza.kind == "message"
+        if (stanza.origin is not None
                 and wants_copies(sender.bare) and stanza.recipient.bare != sender.bare
                 and api.enabled(sender.domain) and eligible(stanza.element)):
             send_copies(sender.bare, "sent", stanza.element, {stanza.origin})
@@ -81,7 +81,8 @@ def setup(api):
 
     api.disco_feature(NS_CARBONS)
     api.handle_iq("set", (BARE, HOST), NS_CARBONS, toggle)
-    api.hook(PRE_ROUTE, copy_sent, priority=SENT_PRIORITY)
+    for event in pre_events("message"):
+        api.hook(event, copy_sent, priority=SENT_PRIORITY)
     for target in (BARE, FULL):
         api.hook(message_event(target), copy_received, priority=RECEIVED_PRIORITY)
 

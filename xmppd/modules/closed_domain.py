@@ -3,7 +3,8 @@
 A hosted domain is a closed system unless its ``hosts."DOMAIN"`` section sets
 ``cross_domain_messages = true``.  Every stanza (message, presence, iq) that
 goes between two different domains, at least one of them hosted here, must be
-allowed by both ends:
+allowed by both ends; a hosted domain's services (such as
+``conference.example.com``) are inside it:
 
 - a hosted domain allows it only with ``cross_domain_messages = true``, and
   this holds between two domains hosted on this same server too;
@@ -19,11 +20,11 @@ generates on a local account's behalf (such as the answer to a refused
 stanza from a remote domain, which the remote sender needs), and anything
 within one domain.
 
-The check runs on ``route/pre`` ahead of the other policies, so a refused
+The check runs on the pre-events ahead of the other policies, so a refused
 stanza is never carbon-copied, stored or delivered.
 """
 
-from xmppd.core.events import PRE_ROUTE
+from xmppd.core.events import pre_events
 
 PRIORITY = 100
 
@@ -33,24 +34,30 @@ def setup(api):
         host = api.hosts.get(domain)
         return host is None or host.cross_domain_messages
 
+    def home(domain):
+        """The hosted domain of ``domain`` (itself, or a service's host)."""
+        return api.owner(domain) or domain
+
     def from_server(stanza):
         sender = stanza.sender
         if sender is None:
             return True
-        if sender.domain not in api.hosts:
+        if api.owner(sender.domain) is None:
             return False
         as_itself = sender.local is None and sender.resource is None
         return as_itself or (stanza.origin is None and stanza.type == "error")
 
     def check(stanza):
         sender, recipient = stanza.sender, stanza.recipient
-        if from_server(stanza) or sender.domain == recipient.domain:
+        if from_server(stanza):
             return False
-        if allows(sender.domain) and allows(recipient.domain):
+        sender_home, recipient_home = home(sender.domain), home(recipient.domain)
+        if sender_home == recipient_home or (allows(sender_home) and allows(recipient_home)):
             return False
         api.log.info("closed domain: {kind} from {sender} to {recipient} refused",
                      kind=stanza.kind, sender=sender, recipient=recipient)
         api.bounce(stanza, "service-unavailable")
         return True
 
-    api.hook(PRE_ROUTE, check, priority=PRIORITY)
+    for event in pre_events():
+        api.hook(event, check, priority=PRIORITY)

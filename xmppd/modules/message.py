@@ -32,7 +32,7 @@ Publishes the ``message`` service (:class:`MessageDelivery`): which sessions
 receive a message, for modules such as carbons that act on the others.
 """
 
-from xmppd.core.events import BARE, FULL, MESSAGE_OFFLINE, message_event
+from xmppd.core.events import BARE, FULL, MESSAGE_OFFLINE, message_event, then
 
 TYPES = ("normal", "chat", "groupchat", "headline", "error")
 
@@ -83,9 +83,9 @@ def setup(api):
     def to_bare(stanza):
         type_ = message_type(stanza)
         if type_ == "groupchat":
-            api.bounce(stanza, "service-unavailable")
-        elif type_ != "error":
-            deliver(stanza, delivery.for_bare(stanza.recipient.bare, type_))
+            return api.bounce(stanza, "service-unavailable")
+        if type_ != "error":
+            return deliver(stanza, delivery.for_bare(stanza.recipient.bare, type_))
         return True
 
     def to_full(stanza):
@@ -94,20 +94,27 @@ def setup(api):
         if session is not None:
             session.send(stanza.element)
         elif type_ == "chat":
-            deliver(stanza, delivery.for_bare(stanza.recipient.bare, type_))
+            return deliver(stanza, delivery.for_bare(stanza.recipient.bare, type_))
         elif type_ != "error":
             api.bounce(stanza, "service-unavailable")
         return True
 
     def deliver(stanza, sessions):
+        """Deliver to ``sessions``, else offline (True, or a Deferred that
+        fires once the message is stored: it is handled only then)."""
         for session in sessions:
             session.send(stanza.element)
-        if sessions or api.fire(MESSAGE_OFFLINE, stanza):
-            return
+        if sessions:
+            return True
+        return then(api.fire(MESSAGE_OFFLINE, stanza),
+                    lambda stored: stored or not_stored(stanza))
+
+    def not_stored(stanza):
         if message_type(stanza) in ("normal", "chat"):
-            api.bounce(stanza, "service-unavailable")
-        elif not api.sessions.count(stanza.recipient.bare):
-            refuse_if_no_account(stanza)
+            return api.bounce(stanza, "service-unavailable")
+        if not api.sessions.count(stanza.recipient.bare):
+            return refuse_if_no_account(stanza)
+        return True
 
     def refuse_if_no_account(stanza):
         """§8.5.1 for a headline nobody took."""
@@ -117,8 +124,8 @@ def setup(api):
 
         user = stanza.recipient
         d = api.storage.account_exists(user.local, user.domain)
-        d.addCallbacks(refuse, lambda failure: api.log.failure(
-            "looking up {user} failed", failure, user=user.bare))
+        return d.addCallbacks(refuse, lambda failure: api.log.failure(
+            "looking up {user} failed", failure, user=user.bare)).addCallback(lambda _: True)
 
     api.hook(message_event(BARE), to_bare)
     api.hook(message_event(FULL), to_full)

@@ -38,9 +38,9 @@ import re
 from twisted.internet import defer
 
 from xmppd.core.events import (
-    BARE, FULL, PRE_ROUTE, SESSION_AVAILABLE, SESSION_REACHABLE, SESSION_UNAVAILABLE,
+    BARE, FULL, SESSION_AVAILABLE, SESSION_REACHABLE, SESSION_UNAVAILABLE,
     SESSION_UNBOUND,
-    presence_event)
+    pre_events, presence_event)
 from xmppd.core.stanzas import StanzaError, make_stanza
 from xmppd.core.xmlstream import NS_CLIENT
 from xmppd.jid import JID
@@ -48,7 +48,7 @@ from xmppd.storage import SUBSCRIBED_TO, SUBSCRIBERS
 
 SUBSCRIPTION_TYPES = ("subscribe", "subscribed", "unsubscribe", "unsubscribed")
 PRESENCE_TYPES = (None, "unavailable", "probe", "error", *SUBSCRIPTION_TYPES)
-PRIORITY = -100  # on route/pre: after the policies (closed domains, blocking...)
+PRIORITY = -100  # on the pre-events: after the policies (closed domains, blocking...)
 _PRIORITY_VALUE = re.compile(r"[+-]?[0-9]{1,4}")
 
 
@@ -77,11 +77,12 @@ def priority_of(element):
 
 class _SessionPresence:
     """What this module keeps of one session: the recipients of its directed
-    presence (§4.6.2) and a lock that keeps its broadcasts in order."""
+    presence (§4.6.2)."""
+
+    __slots__ = ("directed",)
 
     def __init__(self):
         self.directed = set()
-        self.lock = defer.DeferredLock()
 
 
 class PresenceService:
@@ -119,21 +120,23 @@ def setup(api):
         return session.state.setdefault(api.name, _SessionPresence())
 
     def outbound(stanza):
-        if stanza.kind != "presence" or stanza.origin is None:
+        """A client's presence: a broadcast (no ``to``) is handled here, and
+        its sender's next stanzas wait until it has gone out (RFC 6120
+        §10.1: the roster may have to be read first)."""
+        if stanza.origin is None:
             return False
         if stanza.type not in PRESENCE_TYPES:
-            api.bounce(stanza, "bad-request", "unknown presence type")
-            return True
+            return api.bounce(stanza, "bad-request", "unknown presence type")
         if stanza.element.hasAttribute("to"):
             track_directed(stanza)
             return False
         try:
             if stanza.type is None:
-                available(stanza.origin, stanza.element)
-            elif stanza.type == "unavailable":
-                unavailable(stanza.origin, stanza.element)
+                return available(stanza.origin, stanza.element)
+            if stanza.type == "unavailable":
+                return unavailable(stanza.origin, stanza.element)
         except StanzaError as e:
-            api.bounce(stanza, e.condition, e.text)
+            return api.bounce(stanza, e.condition, e.text)
         return True
 
     def track_directed(stanza):
@@ -154,7 +157,7 @@ def setup(api):
             api.fire(SESSION_AVAILABLE, session)
         if session.priority >= 0 and not was_reachable:
             api.fire(SESSION_REACHABLE, session)
-        run(session, broadcast_available, session, initial)
+        return run(session, broadcast_available, session, initial)
 
     def unavailable(session, element):
         was_available = session.available
@@ -162,14 +165,17 @@ def setup(api):
         directed, state(session).directed = state(session).directed, set()
         if was_available:
             api.fire(SESSION_UNAVAILABLE, session)
-            run(session, broadcast_unavailable, session, element, directed)
-        else:
-            send_to(directed, element, session.jid.full)
+            return run(session, broadcast_unavailable, session, element, directed)
+        send_to(directed, element, session.jid.full)
+        return True
 
     def run(session, fn, *args):
-        d = state(session).lock.run(fn, *args)
-        d.addErrback(lambda failure: api.log.failure(
-            "presence broadcast of {session} failed", failure, session=session))
+        """``fn(*args)``, a broadcast; True once it has gone out."""
+        d = fn(*args)
+        if d.called:
+            return True
+        return d.addCallbacks(lambda _: True, lambda failure: api.log.failure(
+            "presence broadcast of {session} failed", failure, session=session) or True)
 
     @defer.inlineCallbacks
     def broadcast_available(session, initial):
@@ -255,7 +261,8 @@ def setup(api):
     def subscribed(user, contact):
         return api.service("roster").sees_presence(user, contact)
 
-    api.hook(PRE_ROUTE, outbound, priority=PRIORITY)
+    for event in pre_events("presence"):
+        api.hook(event, outbound, priority=PRIORITY)
     api.hook(presence_event(BARE), to_bare)
     api.hook(presence_event(FULL), to_full)
     api.hook(SESSION_UNBOUND, dropped)

@@ -15,15 +15,19 @@
 
 Publishes the ``roster`` service (:class:`RosterService`): pushes, and
 changes to an account's roster run one at a time so that subscription
-handling (RFC 6121 §3) never loses a concurrent change.
+handling (RFC 6121 §3) never loses a concurrent change.  Those changes come
+from several streams (the account's sessions, its contacts' servers), so
+they go through one :class:`~xmppd.core.serial.SerialQueue` per roster.
 """
 
 import dataclasses
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 from twisted.words.xish import domish
 
 from xmppd.core.events import BARE, SESSION_UNBOUND
+from xmppd.core.serial import SerialQueue
 from xmppd.core.stanzas import StanzaError, make_stanza
 from xmppd.jid import JID, InvalidJID
 from xmppd.storage import SUBSCRIBERS, RosterFull, RosterItem, UserNotFound
@@ -69,7 +73,7 @@ class RosterService:
 
     def __init__(self, api):
         self._api = api
-        self._locks = {}  # bare JID -> DeferredLock, while a change is under way
+        self._changes = {}  # bare JID -> SerialQueue, while changes are under way
         self._cache = {}  # bare JID -> (version, items), for accounts online
         self._generation = {}  # bare JID -> changes made, while online
         api.hook(SESSION_UNBOUND, self._unbound)
@@ -115,14 +119,26 @@ class RosterService:
         """Run ``fn(*args)`` (which may return a Deferred) once the earlier
         changes to the roster of ``user`` (a bare JID) are done; a Deferred
         of its result."""
-        lock = self._locks.setdefault(user, defer.DeferredLock())
+        result = defer.Deferred()
+        queue = self._changes.get(user)
+        if queue is None:
+            queue = self._changes[user] = SerialQueue(self._run_change)
+        queue.push((user, fn, args, result))
+        return result
 
-        def release(result):
-            if not lock.locked and self._locks.get(user) is lock:
-                del self._locks[user]
-            return result
+    def _run_change(self, change):
+        user, fn, args, result = change
+        d = defer.maybeDeferred(fn, *args)
+        return d.addBoth(self._change_done, user, result)
 
-        return lock.run(fn, *args).addBoth(release)
+    def _change_done(self, outcome, user, result):
+        queue = self._changes.get(user)
+        if queue is not None and not len(queue):
+            del self._changes[user]
+        if isinstance(outcome, Failure):
+            result.errback(outcome)
+        else:
+            result.callback(outcome)
 
     def store(self, user, item):
         """Add or replace ``item`` in the roster of ``user`` and push it; a

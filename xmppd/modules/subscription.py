@@ -36,7 +36,8 @@ import dataclasses
 from twisted.internet import defer
 from twisted.words.xish import domish
 
-from xmppd.core.events import BARE, FULL, PRE_ROUTE, SESSION_AVAILABLE, presence_event
+from xmppd.core.events import (
+    BARE, FULL, SESSION_AVAILABLE, pre_events, presence_event, then)
 from xmppd.core.stanzas import Stanza, make_stanza
 from xmppd.core.xmlstream import parse_stanza, serialize
 from xmppd.jid import JID
@@ -45,7 +46,7 @@ from xmppd.storage import SUBSCRIBED_TO, SUBSCRIBERS, RosterFull, RosterItem
 NS_PRE_APPROVAL = "urn:xmpp:features:pre-approval"
 REQUESTS = "subscription-requests"  # per-user store: contact -> pending inbound request
 SUBSCRIPTION_TYPES = ("subscribe", "subscribed", "unsubscribe", "unsubscribed")
-PRIORITY = -100  # on route/pre: after the policies (closed domains, blocking...)
+PRIORITY = -100  # on the pre-events: after the policies (closed domains, blocking...)
 
 NONE, NONE_OUT, NONE_IN, NONE_OUT_IN = (
     "None", "None + Pending Out", "None + Pending In", "None + Pending Out+In")
@@ -198,8 +199,12 @@ def setup(api):
     # Outbound: the user's server
 
     def outbound(stanza):
-        if (stanza.kind != "presence" or stanza.origin is None
-                or stanza.type not in SUBSCRIPTION_TYPES or not stanza.element.hasAttribute("to")):
+        """A client's subscription stanza: the roster changes first, then
+        the stanza goes out as from the bare JID, as the server's own (so
+        this handler does not see it again); the sender's next stanzas wait
+        for all of it."""
+        if (stanza.origin is None or stanza.type not in SUBSCRIPTION_TYPES
+                or not stanza.element.hasAttribute("to")):
             return False
         user, contact = stanza.sender.bare, stanza.recipient.bare
         if contact == user:
@@ -208,8 +213,7 @@ def setup(api):
         element["from"], element["to"] = user.full, contact.full
         d = roster.change(user, change_outbound, stanza.type, user, contact)
         d.addCallback(forward, stanza.type, Stanza(element, user, contact))
-        d.addErrback(outbound_failed, stanza)
-        return True
+        return d.addCallbacks(lambda _: True, outbound_failed, errbackArgs=(stanza,))
 
     @defer.inlineCallbacks
     def change_outbound(type_, user, contact):
@@ -225,19 +229,19 @@ def setup(api):
     def forward(result, type_, stanza):
         route, state = result
         if not route:
-            return
+            return None
         if type_ == "unsubscribed" and STATES[state][0] in SUBSCRIBERS:
             presence.send_unavailable(stanza.sender, stanza.recipient)
-        api.resume(stanza, outbound)
-        if type_ == "subscribed":
-            presence.send_current(stanza.sender, stanza.recipient)
+        if type_ != "subscribed":
+            return api.dispatch(stanza)
+        return then(api.dispatch(stanza),
+                    lambda _: presence.send_current(stanza.sender, stanza.recipient))
 
     def outbound_failed(failure, stanza):
         if failure.check(RosterFull):
-            api.bounce(stanza, "not-allowed", "the roster is full")
-            return
+            return api.bounce(stanza, "not-allowed", "the roster is full")
         api.log.failure("cannot process {stanza!r}", failure, stanza=stanza)
-        api.bounce(stanza, "internal-server-error")
+        return api.bounce(stanza, "internal-server-error")
 
     # Inbound: the contact's server
 
@@ -249,9 +253,8 @@ def setup(api):
         user, contact = stanza.recipient.bare, stanza.sender.bare
         stanza.element["from"], stanza.element["to"] = contact.full, user.full
         d = roster.change(user, change_inbound, stanza.type, user, contact, stanza.element)
-        d.addErrback(lambda failure: api.log.failure(
-            "cannot process {stanza!r}", failure, stanza=stanza))
-        return True
+        return d.addCallbacks(lambda _: True, lambda failure: api.log.failure(
+            "cannot process {stanza!r}", failure, stanza=stanza) or True)
 
     @defer.inlineCallbacks
     def change_inbound(type_, user, contact, element):
@@ -286,7 +289,8 @@ def setup(api):
             "cannot deliver the subscription requests of {user}", failure, user=user))
 
     api.stream_feature(offer)
-    api.hook(PRE_ROUTE, outbound, priority=PRIORITY)
+    for event in pre_events("presence"):
+        api.hook(event, outbound, priority=PRIORITY)
     api.hook(presence_event(BARE), inbound)
     api.hook(presence_event(FULL), inbound)
     api.hook(SESSION_AVAILABLE, deliver_requests)
