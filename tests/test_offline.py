@@ -4,16 +4,19 @@ Presence is simulated: a test sets ``Session.available`` and
 ``Session.priority`` and fires SESSION_REACHABLE as the presence module
 would (and two tests use the presence module itself)."""
 
-from functools import partial
+import importlib
 
 import pytest
 from twisted.internet import defer
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 
 from tests.harness import Client, add_user, error_condition, make_server
 from xmppd.core.events import SESSION_REACHABLE
 from xmppd.jid import JID
-from xmppd.storage.deferred import AsyncStore, immediate_runner
+from xmppd.storage import StorageError
+from xmppd.storage.deferred import AsyncStore, current_lane
+from xmppd.storage.kinds import BULK
 
 NS_DELAY = "urn:xmpp:delay"
 
@@ -77,18 +80,101 @@ def test_stored_then_delivered_in_order_with_a_delay(server, alice):
     assert stored(server) == 0
 
 
-def test_delivered_in_the_order_received_whatever_the_order_of_the_writes(server, alice):
-    writes = []
-    server.storage = AsyncStore(server.sql, lambda fn, *args: writes.append(partial(fn, *args))
-                                or defer.Deferred())
-    for i in range(3):
-        send(alice, f"m{i}")
-        server.clock.advance(0.000001)
-    server.storage = AsyncStore(server.sql, immediate_runner)
-    for write in reversed(writes):  # the database holds m2, m1, m0
-        write()
-    bob, _ = come_online(server)
-    assert [str(m.body) for m in bob.take()] == ["m0", "m1", "m2"]
+class HeldWrites:
+    """A storage runner that holds the bulk writes, and the calls named in
+    ``also``, until :meth:`commit` (or :meth:`fail`); other calls run at
+    once."""
+
+    def __init__(self):
+        self.held = []  # [(Deferred, fn, args)]
+        self.also = set()
+
+    def __call__(self, fn, *args, **kw):
+        if current_lane.get() != BULK and fn.__name__ not in self.also:
+            return defer.maybeDeferred(fn, *args, **kw)
+        d = defer.Deferred()
+        self.held.append((d, fn, args))
+        return d
+
+    def commit(self):
+        d, fn, args = self.held.pop(0)
+        d.callback(fn(*args))
+
+    def fail(self, error):
+        d, _, _ = self.held.pop(0)
+        d.errback(Failure(error))
+
+
+def held_server(tmp_path, extra=""):
+    """The server of :func:`make` with its bulk writes held."""
+    server = make_server(tmp_path, modules=(), extra=extra)
+    writes = HeldWrites()
+    server.storage = AsyncStore(server.sql, writes)
+    for name in ("bind", "message", "offline"):
+        server.load(importlib.import_module(f"xmppd.modules.{name}"))
+    for user in ("alice@example.com", "bob@example.com"):
+        add_user(server, user)
+    return server, writes
+
+
+def test_messages_arriving_during_a_write_are_stored_in_one_transaction(tmp_path):
+    server, writes = held_server(tmp_path)
+    senders = []
+    for name in ("alice", "bob"):
+        client = Client(server)
+        client.login(f"{name}@example.com", "s")
+        senders.append(client)
+    alice, bob = senders
+    send(alice, "m0", to="bob@example.com")
+    send(bob, "m1", to="alice@example.com")
+    send(alice, "m2", to="bob@example.com")
+    assert len(writes.held) == 1 and stored(server) == 0
+    writes.commit()  # m0
+    assert len(writes.held) == 1 and stored(server) == 1
+    writes.commit()  # m1 and m2 together
+    assert writes.held == [] and stored(server) == 2
+    assert server.sql.count_offline("alice", "example.com") == 1
+    assert queued(server) == 3
+
+
+def test_refused_only_once_the_write_is_done(tmp_path):
+    server, writes = held_server(tmp_path, "[offline]\nmax_messages = 1")
+    alice = Client(server)
+    alice.login("alice@example.com", "a")
+    send(alice, "m0", id_="m0")
+    send(alice, "m1", id_="m1")
+    writes.commit()
+    assert alice.take() == []
+    writes.commit()
+    [error] = alice.take()
+    assert error["id"] == "m1" and error_condition(error) == "service-unavailable"
+
+
+def test_a_failed_write_bounces_its_messages_and_logs_one_line(tmp_path):
+    server, writes = held_server(tmp_path)
+    alice = Client(server)
+    alice.login("alice@example.com", "a")
+    send(alice, "m0", id_="m0")
+    send(alice, "m1", id_="m1")
+    send(alice, "m2", id_="m2")
+    writes.commit()
+    alice.take()
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        writes.fail(StorageError("database or disk is full"))
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    errors = alice.take()
+    assert [(e["id"], error_condition(e)) for e in errors] == [
+        ("m1", "service-unavailable"), ("m2", "service-unavailable")]
+    [line] = [event for event in logged if event["log_level"] >= LogLevel.warn]
+    assert line["log_level"] == LogLevel.error and "log_failure" not in line
+    assert "disk is full" in str(line["error"]) and line["count"] == 2
+    assert stored(server) == 1
+    send(alice, "m3", id_="m3")
+    writes.commit()
+    assert stored(server) == 2
 
 
 def test_not_delivered_to_a_negative_priority(server, alice):
@@ -170,22 +256,22 @@ def test_advertised(server):
     assert "msgoffline" in server.features_for("example.com")
 
 
-def test_messages_go_back_when_the_session_ended_before_they_arrived(server, alice):
+def test_messages_go_back_when_the_session_ended_before_they_arrived(tmp_path):
+    server, writes = held_server(tmp_path, "[offline]\nmax_messages = 2")
+    alice = Client(server)
+    alice.login("alice@example.com", "a")
     for i in range(2):
         send(alice, f"m{i}")
-    taking = []
-    take = server.storage.take_offline
-
-    def slow_take(*args):
-        d = defer.Deferred()
-        taking.append((d, take(*args)))
-        return d
-
-    server.storage.take_offline = slow_take
+        writes.commit()
+    writes.also.add("offline_take_all")
     bob, _ = come_online(server)
+    taking, = writes.held
+    writes.held.remove(taking)
+    d, take, args = taking
+    taken = take(*args)
     bob.stream.connectionLost(Failure(ConnectionError("gone")))
-    d, result = taking[0]
-    result.chainDeferred(d)
+    d.callback(taken)
+    writes.commit()
     assert bob.take() == []
     assert [m.split("<body>")[1][:2] for m in server.sql.take_offline("bob", "example.com")] == [
         "m0", "m1"]

@@ -12,8 +12,8 @@
 - To a full JID (§4): routed to the client, not handled here.
 
 The logout time is recorded on ``session/unavailable`` when no other
-resource of the account is available, in the per-user store ``last`` under
-the key ``logout`` as ``"UNIX_SECONDS STATUS"``.
+resource of the account is available, in the ``keyval`` store named
+``last`` under the key ``logout`` as ``"UNIX_SECONDS STATUS"``.
 """
 
 from twisted.internet import defer
@@ -37,6 +37,7 @@ def last_element(seconds, status=""):
 
 def setup(api):
     started = api.clock.seconds()
+    accounts, logouts = api.open_store("accounts"), api.open_store("keyval", STORE)
 
     def uptime(stanza):
         return last_element(api.clock.seconds() - started)
@@ -44,13 +45,13 @@ def setup(api):
     @defer.inlineCallbacks
     def account_last(stanza):
         user = stanza.recipient
-        if not (yield api.storage.account_exists(user.local, user.domain)):
+        if not (yield accounts.exists(user.local, user.domain)):
             raise StanzaError("service-unavailable")
         if not (yield api.service("roster").sees_presence(user, stanza.sender)):
             raise StanzaError("forbidden")
         if any(session.available for session in api.sessions.resources(user)):
             return last_element(0)
-        logout = yield api.storage.get_value(user.local, user.domain, STORE, KEY)
+        logout = yield logouts.get(user.local, user.domain, KEY)
         if logout is None:
             raise StanzaError("item-not-found", "no logout recorded")
         seconds, _, status = logout.partition(" ")
@@ -62,7 +63,7 @@ def setup(api):
                 other.available for other in api.sessions.resources(user) if other is not session):
             return
         value = f"{int(api.clock.seconds())} {_status(session.presence)}"
-        d = api.storage.set_value(user.local, user.domain, STORE, KEY, value)
+        d = logouts.set(user.local, user.domain, KEY, value)
         d.addErrback(lambda failure: api.log.failure(
             "cannot record the logout of {user}", failure, user=user))
 

@@ -6,15 +6,21 @@ message) for the messages worth keeping (XEP-0160 §3): type ``normal`` or
 and not with a ``<no-store/>`` hint (XEP-0334 §4).  A kept message gets
 ``<delay xmlns='urn:xmpp:delay' from='DOMAIN' stamp='...'/>`` (XEP-0203 §3,
 the stamp in the XEP-0082 DateTime profile, UTC) and is stored in the
-database, so it survives a restart: the write is one storage call, issued at
-once, which a graceful shutdown lets finish.  Beyond ``offline.max_messages``
-per user the sender gets ``service-unavailable`` (XEP-0160 §2).
+database, so it survives a restart.  Writes are batched (``BatchedAppends``):
+the messages that arrive while one write is under way are stored together in
+the next transaction.  The message is handled, and the sender's next stanzas
+are processed, only once its row is committed (or it is bounced); a graceful
+shutdown lets the writes under way finish.  Beyond ``offline.max_messages``
+per user the sender gets ``service-unavailable`` (XEP-0160 §2, RFC 6121
+§8.5.2.2.1), as for an account that does not exist; when the write fails
+(database unreachable, disk full) one line is logged for the batch and each
+sender gets ``service-unavailable``.
 
 When a resource becomes available with a non-negative priority (XEP-0160 §2,
 step 5) it receives the stored messages and they are deleted.  They come in
 the order the server received them, by their delay stamps (to the
-microsecond): storage writes run concurrently, so the database's own order
-may differ.
+microsecond): messages stored back, when the session went away before they
+reached it, may follow newer ones in the database.
 Advertises ``msgoffline`` (XEP-0160 §5).
 """
 
@@ -22,74 +28,126 @@ from datetime import datetime, timezone
 
 from prometheus_client import Gauge
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from xmppd.core.events import MESSAGE_OFFLINE, SESSION_REACHABLE
 from xmppd.core.xmlstream import NS_CLIENT, parse_stanza
-from xmppd.storage import UserNotFound
+from xmppd.storage import StorageError
+from xmppd.storage.kinds import Appended
 
 NS_DELAY = "urn:xmpp:delay"
 NS_HINTS = "urn:xmpp:hints"
 NS_CHATSTATES = "http://jabber.org/protocol/chatstates"
 FEATURE = "msgoffline"
+MAX_BATCH = 500  # messages in one transaction
 
 
 def setup(api):
+    offline = api.open_store("offline")
     queued = Gauge("xmppd_offline_messages", "Messages stored for offline users",
                    registry=api.metrics.registry)
-    api.storage.total_offline().addCallbacks(
+    offline.total().addCallbacks(
         queued.set, lambda failure: api.log.error("cannot count offline messages: {error}",
                                                   error=failure.value))
 
     def limit():
         return api.config.offline.max_messages  # re-read: the config can be reloaded
 
+    writes = BatchedAppends(offline, limit, api.log)
+
     def store(stanza):
+        """Claim the message; a Deferred that fires (True) once it is
+        committed or bounced, so the sender's next stanzas wait for it."""
         user = stanza.recipient.bare
         if not (api.enabled(user.domain) and worth_keeping(stanza)):
             return False
         xml = with_delay(stanza.element, user.domain, api.clock.seconds())
-        d = api.storage.store_offline(user.local, user.domain, xml, limit())
-        d.addCallbacks(stored, refused, callbackArgs=(stanza,), errbackArgs=(stanza,))
+        d = writes.append(user.local, user.domain, xml)
+        return d.addCallbacks(stored, refused, callbackArgs=(stanza,), errbackArgs=(stanza,))
+
+    def stored(outcome, stanza):
+        if outcome is Appended.STORED:
+            queued.inc()
+        elif outcome is Appended.FULL:
+            api.bounce(stanza, "service-unavailable", "the recipient's offline storage is full")
+        else:
+            api.bounce(stanza, "service-unavailable")
         return True
 
-    def stored(kept, stanza):
-        if kept:
-            queued.inc()
-        else:
-            api.bounce(stanza, "service-unavailable", "the recipient's offline storage is full")
-
     def refused(failure, stanza):
-        if not failure.check(UserNotFound):
-            api.log.failure("storing {stanza!r} offline failed", failure, stanza=stanza)
-        api.bounce(stanza, "service-unavailable")
+        api.bounce(stanza, "service-unavailable")  # BatchedAppends logged why
+        return True
 
     def deliver(session):
         user = session.jid.bare
         if not api.enabled(user.domain):
             return
-        d = api.storage.take_offline(user.local, user.domain)
+        d = offline.take_all(user.local, user.domain)
         d.addCallback(hand_over, session)
         d.addErrback(lambda failure: api.log.failure(
             "delivering offline messages to {jid} failed", failure, jid=session.jid))
 
     def hand_over(taken, session):
         """Send the taken messages to ``session``, or, should it have gone
-        in the meantime, store them back as they were."""
+        in the meantime, store them back (whatever the limit: they were
+        accepted)."""
         user = session.jid.bare
         if api.sessions.get(session.jid) is session:
             queued.dec(len(taken))
             for element in sorted(map(parse_stanza, taken), key=lambda e: arrival(e, user.domain)):
                 session.send(element)
             return None
-        d = defer.succeed(None)
-        for xml in taken:
-            d.addCallback(lambda _, xml=xml: api.storage.store_offline(
-                user.local, user.domain, xml, max(limit(), len(taken))))
-        return d
+        return offline.append_many([(user.local, user.domain, xml) for xml in taken], None)
 
     api.disco_feature(FEATURE)
     api.hook(MESSAGE_OFFLINE, store)
     api.hook(SESSION_REACHABLE, deliver)
+
+
+class BatchedAppends:
+    """Appends to the offline store, one write at a time: the messages that
+    arrive while a write is under way go together into the next
+    ``append_many``, one transaction (at most ``MAX_BATCH`` messages).  The
+    Deferred of each message fires with its :class:`Appended` once the write
+    holding it is committed, or fails with the write's failure, which is
+    logged once for the whole batch."""
+
+    def __init__(self, store, limit, log):
+        self._store = store
+        self._limit = limit
+        self._log = log
+        self._waiting = []  # [((username, domain, xml), Deferred)]
+        self._writing = False
+
+    def append(self, username, domain, xml):
+        d = defer.Deferred()
+        self._waiting.append(((username, domain, xml), d))
+        if not self._writing:
+            self._write()
+        return d
+
+    def _write(self):
+        batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+        self._writing = True
+        d = self._store.append_many([message for message, _ in batch], self._limit())
+        d.addBoth(self._written, batch)
+
+    def _written(self, result, batch):
+        self._writing = False
+        if isinstance(result, Failure):
+            if result.check(StorageError):
+                self._log.error("storing {count} offline message(s) failed: {error}",
+                                count=len(batch), error=result.value)
+            else:
+                self._log.failure("storing {count} offline message(s) failed", result,
+                                  count=len(batch))
+            for _, d in batch:
+                d.errback(result)
+        else:
+            for (_, d), outcome in zip(batch, result):
+                d.callback(outcome)
+        if self._waiting and not self._writing:
+            self._write()
 
 
 def worth_keeping(stanza):

@@ -14,14 +14,14 @@ or the child itself, empty, when nothing was stored under it (§2.3).
   ``vcard-temp``) and elements in no namespace of their own are
   ``not-acceptable``.
 - A child whose serialised form exceeds ``private.max_size`` bytes is
-  ``not-acceptable``, and nothing of that set is stored.
+  ``not-acceptable``, and nothing of that set is stored; the children of one
+  set are stored together (one transaction) or not at all.
 - Support is advertised as the ``jabber:iq:private`` disco feature.
 
-Stored in the per-user ``private`` store, keyed by
+Stored in the ``keyval`` store named ``private``, keyed by
 ``"{namespace} {element name}"``.
 """
 
-from twisted.internet import defer
 from twisted.words.xish import domish
 
 from xmppd.core.events import BARE
@@ -34,22 +34,21 @@ RESERVED = ("vcard-temp",)
 
 
 def setup(api):
+    private = api.open_store("keyval", STORE)
+
     def get(stanza):
         user = _own(stanza)
         wanted = _children(stanza)
         if len({child.uri for child in wanted}) > 1:
             raise StanzaError("bad-request", "a get names one namespace only")
-        d = defer.gatherResults(
-            [api.storage.get_value(user.local, user.domain, STORE, _key(child))
-             for child in wanted], consumeErrors=True)
-
         def answer(stored):
             query = domish.Element((NS_PRIVATE, "query"))
-            for child, text in zip(wanted, stored):
+            for child in wanted:
+                text = stored.get(_key(child))
                 query.addChild(child if text is None else domish.SerializedXML(text))
             return query
 
-        return d.addCallback(answer)
+        return private.get_all(user.local, user.domain).addCallback(answer)
 
     def set_(stanza):
         user = _own(stanza)
@@ -61,10 +60,7 @@ def setup(api):
                 raise StanzaError("not-acceptable",
                                   f"<{child.name}/> is larger than {max_size} bytes")
             items[_key(child)] = text
-        d = defer.gatherResults(
-            [api.storage.set_value(user.local, user.domain, STORE, key, text)
-             for key, text in items.items()], consumeErrors=True)
-        return d.addCallback(lambda _: None)
+        return private.set_many(user.local, user.domain, items)
 
     api.disco_feature(NS_PRIVATE)
     api.handle_iq("get", BARE, NS_PRIVATE, get)

@@ -18,7 +18,7 @@ vCard-based avatars (XEP-0153) need nothing more from the server: it stores
 and serves the vCard, ``<PHOTO/>`` included, and leaves the
 ``vcard-temp:x:update`` element of clients' presence as the clients sent it.
 
-Stored in the per-user ``vcard`` store under the key ``""``.
+Stored in the ``keyval`` store named ``vcard`` under the key ``""``.
 """
 
 from twisted.words.xish import domish
@@ -32,10 +32,12 @@ KEY = ""
 
 
 def setup(api):
+    vcards = api.open_store("keyval", STORE)
+
     def get(stanza):
         _vcard(stanza)
         owner = stanza.recipient
-        d = api.storage.get_value(owner.local, owner.domain, STORE, KEY)
+        d = vcards.get(owner.local, owner.domain, KEY)
         own = _is_own(stanza)
 
         def answer(stored):
@@ -55,8 +57,7 @@ def setup(api):
         if len(text.encode("utf-8")) > max_size:
             raise StanzaError("not-acceptable", f"the vCard is larger than {max_size} bytes")
         user = stanza.recipient
-        return api.storage.set_value(user.local, user.domain, STORE, KEY, text).addCallback(
-            lambda _: None)
+        return vcards.set(user.local, user.domain, KEY, text)
 
     api.disco_feature(NS_VCARD)
     api.handle_iq("get", BARE, NS_VCARD, get)
