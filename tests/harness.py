@@ -10,10 +10,13 @@ from twisted.internet.testing import StringTransport
 from twisted.words.xish import domish
 
 from xmppd import config as configuration
+from zope.interface import implementer
+
+from xmppd.core.carrier import ICarrier
 from xmppd.core.server import Server
-from xmppd.core.c2s import ClientStream
+from xmppd.core.c2s import ClientConnection, ClientStream
 from xmppd.core.scram import derive_all
-from xmppd.core.xmlstream import StreamParser
+from xmppd.core.xmlstream import NS_STREAMS, StreamError, StreamParser, parse_stanza
 from xmppd.storage.deferred import AsyncStore, immediate_runner
 from xmppd.storage.sql import SQLStore
 from xmppd.tap import MODULES
@@ -135,6 +138,76 @@ class Client:
     @property
     def closed(self):
         return self.transport.disconnecting
+
+
+@implementer(ICarrier)
+class ElementCarrier:
+    """A carrier that is not a TCP stream: it takes and yields elements
+    (no bytes, no headers, no TLS), as WebSocket and BOSH carriers do."""
+
+    secure = True
+    peer = "memory"
+    address = "memory"
+
+    def __init__(self, server):
+        self.sent = []
+        self.closed = False
+        self.error = None  # the condition it was closed with
+        self.restarts = 0
+        self.pauses = 0
+        self.connection = ClientConnection(server, self)
+
+    def open(self, domain="example.com"):
+        """Open a stream to ``domain``; returns the features."""
+        header = domish.Element((NS_STREAMS, "stream"))
+        header["to"], header["version"] = domain, "1.0"
+        self.connection.stream_opened(header)
+        return self.sent.pop()
+
+    def receive(self, xml):
+        """The client sends ``xml`` (one element)."""
+        try:
+            self.connection.element_received(parse_stanza(xml))
+        except StreamError as e:
+            self.close(e.condition, e.text)
+
+    def take(self):
+        sent, self.sent = self.sent, []
+        return sent
+
+    def lose(self):
+        """The connection is gone without a stream error."""
+        self.closed = True
+        self.connection.carrier_lost()
+
+    # ICarrier
+
+    def send_element(self, element):
+        if not self.closed:
+            self.sent.append(element)
+
+    def close(self, condition=None, text=None):
+        if not self.closed:
+            self.error = condition
+            self.lose()
+
+    def restart(self):
+        self.restarts += 1
+
+    def channel_binding(self, kind):
+        return None
+
+    def tls_version(self):
+        return None
+
+    def features(self):
+        return []
+
+    def pause(self):
+        self.pauses += 1
+
+    def resume(self):
+        self.pauses -= 1
 
 
 def error_condition(element):

@@ -174,8 +174,9 @@ class ClientConnection:
         self._cancel_auth_timer()
         if self._queue is not None:
             self._queue.clear()
-        if self.session is not None:
-            self.server.negotiation.carrier_lost(self.session, self.carrier)
+        session, self.session = self.session, None
+        if session is not None:
+            self.server.negotiation.carrier_lost(session, self.carrier)
 
     def _cancel_auth_timer(self):
         if self._auth_timer is not None and self._auth_timer.active():
