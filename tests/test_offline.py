@@ -152,27 +152,28 @@ def test_refused_only_once_the_write_is_done(tmp_path):
 
 def test_a_failed_write_bounces_its_messages_and_logs_one_line(tmp_path):
     server, writes = held_server(tmp_path)
-    alice = Client(server)
-    alice.login("alice@example.com", "a")
+    add_user(server, "carol@example.com")
+    alice, bob, carol = (Client(server) for _ in range(3))
+    for client, name in ((alice, "alice"), (bob, "bob"), (carol, "carol")):
+        client.login(f"{name}@example.com", "r")
     send(alice, "m0", id_="m0")
-    send(alice, "m1", id_="m1")
-    send(alice, "m2", id_="m2")
-    writes.commit()
-    alice.take()
+    send(bob, "m1", to="alice@example.com", id_="m1")
+    send(carol, "m2", id_="m2")
+    writes.commit()  # m0; m1 and m2 wait for the next write
     logged = []
     globalLogPublisher.addObserver(logged.append)
     try:
         writes.fail(StorageError("database or disk is full"))
     finally:
         globalLogPublisher.removeObserver(logged.append)
-    errors = alice.take()
-    assert [(e["id"], error_condition(e)) for e in errors] == [
-        ("m1", "service-unavailable"), ("m2", "service-unavailable")]
+    for client, id_ in ((bob, "m1"), (carol, "m2")):
+        [error] = client.take()
+        assert (error["id"], error_condition(error)) == (id_, "service-unavailable")
     [line] = [event for event in logged if event["log_level"] >= LogLevel.warn]
     assert line["log_level"] == LogLevel.error and "log_failure" not in line
     assert "disk is full" in str(line["error"]) and line["count"] == 2
     assert stored(server) == 1
-    send(alice, "m3", id_="m3")
+    send(carol, "m3", id_="m3")
     writes.commit()
     assert stored(server) == 2
 
