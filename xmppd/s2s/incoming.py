@@ -1,7 +1,7 @@
 """Incoming server streams: xmppd as receiving and authoritative server.
 
 RFC 6120 §4-§6 and §8 for a stream from a peer server, XEP-0178 and
-XEP-0220 §2.2.  States, as for client streams (:mod:`xmppd.core.c2s`):
+XEP-0220 §2.2.  States:
 
 1. ``plain``: features ``<starttls/>``, ``<required/>`` with
    ``s2s.require_encryption`` (the default) or
