@@ -4,6 +4,7 @@ import pytest
 from twisted.internet import defer
 
 from tests.harness import Client, add_user, error_condition, make_server
+from tests.paused_storage import pausable_server
 from xmppd.core.events import BARE, FULL, message_event, presence_event
 from xmppd.core.stanzas import make_stanza
 from xmppd.storage import RosterItem
@@ -15,8 +16,8 @@ NS_ERRORS = "urn:xmpp:blocking:errors"
 
 @pytest.fixture
 def server(tmp_path):
-    server = make_server(tmp_path, hosts=("example.com", "other.example"),
-                         modules=("bind", "ping", "blocking"))
+    server = pausable_server(tmp_path, hosts=("example.com", "other.example"),
+                             modules=("bind", "ping", "blocking"))
     for user in ("alice@example.com", "bob@example.com", "carol@other.example"):
         add_user(server, user)
     return server
@@ -85,27 +86,8 @@ def record(server, event):
     return seen
 
 
-class PausedRunner:
-    """A storage runner whose calls wait until :meth:`flush`."""
-
-    def __init__(self):
-        self.calls = []
-
-    def __call__(self, fn, *args, **kw):
-        d = defer.Deferred()
-        self.calls.append((d, fn, args, kw))
-        return d
-
-    def flush(self):
-        while self.calls:
-            d, fn, args, kw = self.calls.pop(0)
-            d.callback(fn(*args, **kw))
-
-
 def pause_storage(server):
-    runner = PausedRunner()
-    server.storage = AsyncStore(server.sql, runner)
-    return runner
+    return server.runner.pause()
 
 
 # The commands
@@ -295,7 +277,7 @@ def test_offline_recipient_list_is_read_then_routing_resumes(server, bob):
     chat(carol, "alice@example.com", "from carol")
     chat(bob, "alice@example.com", "from bob")
     assert delivered == [] and carol.take() == [] and bob.take() == []
-    assert {args for _, _, args, _ in runner.calls} == {("alice", "example.com", "blocking")}
+    assert {args for _, _, args, _ in runner.calls} == {("alice", "example.com")}  # her list
 
     runner.flush()
     assert [str(s.element.body) for s in delivered] == ["from carol"]

@@ -75,6 +75,7 @@ class BlockLists:
 
     def __init__(self, api):
         self._api = api
+        self.store = api.open_store("keyval", STORE)
         self._online = {}  # bare JID -> _Cached
 
     def bound(self, session):
@@ -104,7 +105,7 @@ class BlockLists:
 
     def read(self, user):
         """A Deferred of the set of JIDs ``user`` blocked, from storage."""
-        return self._api.storage.get_values(user.local, user.domain, STORE).addCallback(set)
+        return self.store.get_all(user.local, user.domain).addCallback(set)
 
     def get(self, user):
         """The set of JIDs ``user`` blocked, or a Deferred of it."""
@@ -187,9 +188,8 @@ def setup(api):
         return unblock(user, jids) if jids else unblock_all(user)
 
     def store(user, jids, value):
-        return defer.gatherResults(
-            [api.storage.set_value(user.local, user.domain, STORE, jid, value) for jid in jids],
-            consumeErrors=True)
+        """Set every JID of ``jids`` to ``value`` (None: delete) in one write."""
+        return lists.store.set_many(user.local, user.domain, dict.fromkeys(jids, value))
 
     def block(user, jids):
         if not jids:
@@ -213,7 +213,7 @@ def setup(api):
     def unblock_all(user):
         def delete(previous):
             previous = set(previous)
-            d = api.storage.delete_values(user.local, user.domain, STORE)
+            d = lists.store.delete_all(user.local, user.domain)
             return d.addCallback(lambda _: done(previous))
 
         def done(previous):

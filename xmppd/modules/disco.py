@@ -156,7 +156,8 @@ def _access(api, stanza):
     addressed to (XEP-0030 §8): ``"self"``, ``"subscriber"``, or None (no
     such account, or no presence subscription)."""
     account, sender = stanza.recipient, stanza.sender
-    if sender is None or not (yield api.storage.account_exists(account.local, account.domain)):
+    if sender is None or not (yield api.open_store("accounts").exists(account.local,
+                                                                      account.domain)):
         return None
     if sender.bare == account:
         return "self"

@@ -78,6 +78,7 @@ class MessageDelivery:
 
 def setup(api):
     delivery = MessageDelivery(api.sessions)
+    accounts = api.open_store("accounts")
     api.provide("message", delivery)
 
     def to_bare(stanza):
@@ -123,7 +124,7 @@ def setup(api):
                 api.bounce(stanza, "service-unavailable")
 
         user = stanza.recipient
-        d = api.storage.account_exists(user.local, user.domain)
+        d = accounts.exists(user.local, user.domain)
         return d.addCallbacks(refuse, lambda failure: api.log.failure(
             "looking up {user} failed", failure, user=user.bare)).addCallback(lambda _: True)
 

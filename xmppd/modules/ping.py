@@ -97,12 +97,14 @@ class IdlePinger:
 
 
 def setup(api):
+    accounts = api.open_store("accounts")
+
     @defer.inlineCallbacks
     def account_ping(stanza):
         account = stanza.recipient
         if stanza.sender is not None and stanza.sender.bare == account:
             return None
-        if not (yield api.storage.account_exists(account.local, account.domain)):
+        if not (yield accounts.exists(account.local, account.domain)):
             raise StanzaError("service-unavailable")
         return None
 

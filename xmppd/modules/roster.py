@@ -73,6 +73,7 @@ class RosterService:
 
     def __init__(self, api):
         self._api = api
+        self.items = api.open_store("roster")
         self._changes = {}  # bare JID -> SerialQueue, while changes are under way
         self._cache = {}  # bare JID -> (version, items), for accounts online
         self._generation = {}  # bare JID -> changes made, while online
@@ -84,7 +85,7 @@ class RosterService:
         if cached is not None:
             return defer.succeed(cached)
         generation = self._generation.get(user, 0)
-        d = self._api.storage.get_roster(user.local, user.domain)
+        d = self.items.get(user.local, user.domain)
 
         def keep(result):
             if self._api.sessions.count(user) and self._generation.get(user, 0) == generation:
@@ -145,7 +146,7 @@ class RosterService:
         Deferred of the new version.  Adding an item to a full roster
         (``roster.max_items``) fails with :class:`~xmppd.storage.RosterFull`."""
         self._changed(user)
-        d = self._api.storage.set_roster_item(
+        d = self.items.set_item(
             user.local, user.domain, item, max_items=self._api.config.roster.max_items)
 
         def stored(version):
@@ -158,7 +159,7 @@ class RosterService:
     def remove(self, user, item):
         """Remove ``item`` from the roster of ``user`` and push the removal."""
         self._changed(user)
-        d = self._api.storage.remove_roster_item(user.local, user.domain, item.jid)
+        d = self.items.remove_item(user.local, user.domain, item.jid)
 
         def removed(version):
             self._changed(user)
@@ -218,7 +219,7 @@ def setup(api):
 
     @defer.inlineCallbacks
     def update(user, request):
-        existing = yield api.storage.get_roster_item(user.local, user.domain, request["jid"])
+        existing = yield roster.items.get_item(user.local, user.domain, request["jid"])
         changes = dict(name=request.getAttribute("name") or None,
                        groups=tuple(str(g) for g in request.elements(NS_ROSTER, "group")))
         item = (dataclasses.replace(existing, **changes) if existing
@@ -231,7 +232,7 @@ def setup(api):
 
     @defer.inlineCallbacks
     def remove(user, jid):
-        existing = yield api.storage.get_roster_item(user.local, user.domain, jid)
+        existing = yield roster.items.get_item(user.local, user.domain, jid)
         if existing is None:
             raise StanzaError("item-not-found")
         yield roster.remove(user, existing)

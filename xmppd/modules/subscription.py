@@ -133,6 +133,7 @@ class SubscriptionService:
     def __init__(self, api, presence):
         self._api = api
         self._presence = presence
+        self.requests = api.open_store("keyval", REQUESTS)
 
     @defer.inlineCallbacks
     def cancel(self, user, item):
@@ -141,10 +142,10 @@ class SubscriptionService:
         subscribed or asked to be, unavailable presence and ``unsubscribed``
         if the contact is subscribed or asked to be.  Call it within a
         roster change of ``user``."""
-        storage, contact = self._api.storage, JID.parse(item.jid)
-        requested = yield storage.get_value(user.local, user.domain, REQUESTS, item.jid)
+        contact = JID.parse(item.jid)
+        requested = yield self.requests.get(user.local, user.domain, item.jid)
         if requested is not None:
-            yield storage.set_value(user.local, user.domain, REQUESTS, item.jid, None)
+            yield self.requests.delete(user.local, user.domain, item.jid)
         subscription, pending_out, pending_in = STATES[state_of(item, requested)]
         if subscription in SUBSCRIBED_TO or pending_out:
             self.send(user, contact, "unsubscribe")
@@ -165,15 +166,15 @@ def setup(api):
         raise RuntimeError("the subscription module needs the roster and presence modules first")
     service = SubscriptionService(api, presence)
     api.provide("subscription", service)
-    storage = api.storage
+    requests, accounts = service.requests, api.open_store("accounts")
 
     def offer(stream):
         return domish.Element((NS_PRE_APPROVAL, "sub"))
 
     @defer.inlineCallbacks
     def load(user, contact):
-        item = yield storage.get_roster_item(user.local, user.domain, contact.full)
-        requested = yield storage.get_value(user.local, user.domain, REQUESTS, contact.full)
+        item = yield roster.items.get_item(user.local, user.domain, contact.full)
+        requested = yield requests.get(user.local, user.domain, contact.full)
         return item, requested
 
     @defer.inlineCallbacks
@@ -192,9 +193,9 @@ def setup(api):
         if new != item and (item or subscription != "none" or pending_out or approved):
             yield roster.store(user, new)
         if pending_in and request is not None:
-            yield storage.set_value(user.local, user.domain, REQUESTS, contact.full, request)
+            yield requests.set(user.local, user.domain, contact.full, request)
         elif not pending_in and requested is not None:
-            yield storage.set_value(user.local, user.domain, REQUESTS, contact.full, None)
+            yield requests.delete(user.local, user.domain, contact.full)
 
     # Outbound: the user's server
 
@@ -259,7 +260,7 @@ def setup(api):
     @defer.inlineCallbacks
     def change_inbound(type_, user, contact, element):
         item, requested = yield load(user, contact)
-        if item is None and not (yield storage.account_exists(user.local, user.domain)):
+        if item is None and not (yield accounts.exists(user.local, user.domain)):
             return
         state = state_of(item, requested)
         deliver, new = INBOUND[type_][state]
@@ -278,7 +279,7 @@ def setup(api):
 
     def deliver_requests(session):
         user = session.jid.bare
-        d = storage.get_values(user.local, user.domain, REQUESTS)
+        d = requests.get_all(user.local, user.domain)
 
         def deliver(requests):
             for text in requests.values():

@@ -1,0 +1,44 @@
+"""A storage runner a test can pause: calls run at once until
+:meth:`PausableRunner.pause`, then wait until :meth:`PausableRunner.flush`
+(which also runs the calls made while flushing)."""
+
+import importlib
+
+from twisted.internet import defer
+
+from tests.harness import make_server
+from xmppd.storage.deferred import AsyncStore
+from xmppd.tap import MODULES
+
+
+class PausableRunner:
+    def __init__(self):
+        self.paused = False
+        self.calls = []
+
+    def __call__(self, fn, *args, **kw):
+        if not self.paused:
+            return defer.maybeDeferred(fn, *args, **kw)
+        d = defer.Deferred()
+        self.calls.append((d, fn, args, kw))
+        return d
+
+    def pause(self):
+        self.paused = True
+        return self
+
+    def flush(self):
+        while self.calls:
+            d, fn, args, kw = self.calls.pop(0)
+            d.callback(fn(*args, **kw))
+
+
+def pausable_server(tmp_path, modules=MODULES, **options):
+    """``make_server`` whose storage runs through a :class:`PausableRunner`
+    (``server.runner``), installed before the modules open their stores."""
+    server = make_server(tmp_path, modules=(), **options)
+    server.runner = PausableRunner()
+    server.storage = AsyncStore(server.sql, server.runner)
+    for name in modules:
+        server.load(importlib.import_module(f"xmppd.modules.{name}"))
+    return server
