@@ -54,6 +54,8 @@ class C2SConfig:
     max_stanza_size: int
     max_resources: int
     auth_timeout: float
+    handshake_timeout: float = 10.0
+    max_output_buffer: int = 1048576
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,13 @@ class LimitsConfig:
     auth_failure_delay: float = 2.0
     auth_ban_after: int = 10
     auth_ban_time: float = 300.0
+    max_unauthenticated: int = 1000
+    max_unauthenticated_per_ip: int = 10
+    s2s_max_unauthenticated_per_ip: int = 10
+    c2s_stanza_rate: float = 200.0
+    c2s_stanza_burst: int = 1000
+    auth_account_lock_after: int = 20
+    auth_account_lock_time: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,8 @@ class S2SConfig:
     ca_file: str | None = None
     dialback_secret: str | None = None
     connect_timeout: float = 10.0
+    handshake_timeout: float = 10.0
+    negotiation_timeout: float = 30.0
     idle_timeout: float = 600.0
     max_queue: int = 100
     max_stanza_size: int = 262144
@@ -218,7 +229,12 @@ def _config(data: dict[str, Any], path: str) -> Config:
                         c2s_read_rate=_integer(1024), c2s_read_burst=_integer(10000),
                         s2s_read_rate=_integer(1024), s2s_read_burst=_integer(10000),
                         auth_failure_delay=_non_negative_number, auth_ban_after=_integer(1),
-                        auth_ban_time=_non_negative_number),
+                        auth_ban_time=_non_negative_number,
+                        max_unauthenticated=_integer(1), max_unauthenticated_per_ip=_integer(1),
+                        s2s_max_unauthenticated_per_ip=_integer(1),
+                        c2s_stanza_rate=_positive_number, c2s_stanza_burst=_integer(1),
+                        auth_account_lock_after=_integer(1),
+                        auth_account_lock_time=_non_negative_number),
         admin=_admin(root.table("admin"), base),
         metrics=_section(root.table("metrics"), MetricsConfig, listen=_strings),
         roster=_section(root.table("roster"), RosterConfig, max_items=_integer(1)),
@@ -258,6 +274,8 @@ def _c2s(table: _Table) -> C2SConfig:
         max_stanza_size=table.take("max_stanza_size", _integer(10000), 262144),
         max_resources=table.take("max_resources", _integer(1), 10),
         auth_timeout=table.take("auth_timeout", _positive_number, 30.0),
+        handshake_timeout=table.take("handshake_timeout", _positive_number, 10.0),
+        max_output_buffer=table.take("max_output_buffer", _integer(65536), 1048576),
     ))
 
 
@@ -279,6 +297,8 @@ def _s2s(table: _Table, base: str) -> S2SConfig:
         ca_file=ca_file and os.path.join(base, ca_file),
         dialback_secret=table.take("dialback_secret", _optional_string, None),
         connect_timeout=table.take("connect_timeout", _positive_number, 10.0),
+        handshake_timeout=table.take("handshake_timeout", _positive_number, 10.0),
+        negotiation_timeout=table.take("negotiation_timeout", _positive_number, 30.0),
         idle_timeout=table.take("idle_timeout", _positive_number, 600.0),
         max_queue=table.take("max_queue", _integer(1), 100),
         max_stanza_size=table.take("max_stanza_size", _integer(10000), 262144),
