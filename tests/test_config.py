@@ -426,10 +426,10 @@ def test_max_resources_follows_a_reload(tmp_path):
 
 def test_hostile_load_limits_have_defaults_and_are_checked(tmp_path):
     base = '[hosts."example.com"]\n'
-    defaults = configuration.parse(base, str(tmp_path / "x.toml"))
+    defaults = parse(base, str(tmp_path / "x.toml"))
     assert (defaults.c2s.handshake_timeout, defaults.c2s.max_output_buffer) == (10.0, 1048576)
     assert (defaults.s2s.handshake_timeout, defaults.s2s.negotiation_timeout) == (10.0, 30.0)
     assert (defaults.limits.max_unauthenticated, defaults.limits.max_unauthenticated_per_ip,
             defaults.limits.auth_account_lock_after) == (1000, 10, 20)
-    with pytest.raises(configuration.ConfigError, match="limits.c2s_stanza_rate"):
-        configuration.parse(base + "[limits]\nc2s_stanza_rate = 0\n", str(tmp_path / "x.toml"))
+    with pytest.raises(ConfigError, match="limits.c2s_stanza_rate"):
+        parse(base + "[limits]\nc2s_stanza_rate = 0\n", str(tmp_path / "x.toml"))
