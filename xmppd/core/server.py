@@ -14,7 +14,7 @@ from xmppd.core.limits import AuthThrottle, ConnectionCounter
 from xmppd.core.metrics import Metrics
 from xmppd.core.negotiation import Negotiation
 from xmppd.core.router import Router
-from xmppd.core.sessions import SessionDirectory
+from xmppd.core.sessions import LocalSessionDirectory
 
 
 class Server:
@@ -28,7 +28,7 @@ class Server:
         self.certificates = certificates
         self.clock = clock
         self.hooks = Hooks()
-        self.sessions = SessionDirectory()
+        self.sessions = LocalSessionDirectory()
         self.connections = ConnectionCounter()
         self.streams = set()  # open client and server streams (their carriers)
         self.metrics = Metrics(self)

@@ -7,25 +7,86 @@ it, and a session may outlive its carrier (hibernating, ``carrier`` None,
 until a module resumes or ends it: XEP-0198).  What it sends passes the
 outbound filters of :class:`~xmppd.core.negotiation.Negotiation` first.
 
-The :class:`SessionDirectory` maps bare JIDs to their bound resources; a new
-bind of a resource already bound replaces the old session, which is closed
-with a ``conflict`` stream error (RFC 6120 §7.7.2.2).
+The directory of bound sessions is an interface, :class:`SessionDirectory`,
+whose records (:class:`SessionRecord`) carry what routing and the feature
+modules need of any session: its full JID, the presence state of RFC 6121 §4
+(``available``, ``priority``, the last ``presence``), ``flags`` that modules
+set (the roster requested, RFC 6121 §2.1.6; carbons enabled, XEP-0280...)
+and ``send``.  Nothing else of a record may be used: a record may stand for
+a session on another node of a cluster, so its state changes go through the
+directory (:meth:`SessionDirectory.set_presence`,
+:meth:`SessionDirectory.set_flag`), which can publish them, and its ``send``
+routes there.  Data a module keeps only for the session's own stream (its
+``state``) is reached through the local session a stanza came from
+(``stanza.origin``).  :class:`LocalSessionDirectory` keeps the records of
+one process in memory.
+
+A new bind of a resource already bound replaces the old session, which is
+closed with a ``conflict`` stream error (RFC 6120 §7.7.2.2).
 """
+
+from typing import Protocol
+
+NO_FLAGS = frozenset()
+
+
+class SessionRecord(Protocol):
+    """What a directory record offers, wherever its session lives."""
+
+    jid: object  # the full JID
+    available: bool
+    priority: int
+    presence: object  # the last presence the client sent, or None
+    flags: frozenset  # names set with SessionDirectory.set_flag
+
+    def send(self, element):
+        """Deliver a stanza to the client."""
+
+    def close(self, condition, text=None):
+        """End the session with a stream error."""
+
+
+class SessionDirectory(Protocol):
+    """Bound sessions by bare JID and resource (an in-memory one now; one
+    shared by the nodes of a cluster later)."""
+
+    def get(self, full_jid):
+        """The record bound to ``full_jid``, or None."""
+
+    def resources(self, bare_jid):
+        """The records bound for ``bare_jid`` (a list, possibly empty)."""
+
+    def all(self):
+        """Every record (a list)."""
+
+    def count(self, bare_jid=None):
+        """How many sessions are bound (for ``bare_jid``, or in all)."""
+
+    def add(self, session):
+        """Register ``session``; return the record it replaces, if any."""
+
+    def remove(self, session):
+        """Forget ``session`` if it is still the one bound to its JID; say
+        whether it was."""
+
+    def set_presence(self, session, available, priority, presence):
+        """Record the presence state of ``session`` (RFC 6121 §4)."""
+
+    def set_flag(self, session, name, on=True):
+        """Set (or clear) flag ``name`` of ``session``."""
 
 
 class Session:
-    """A bound resource.
+    """A bound resource of this process (a :class:`SessionRecord`).
 
-    ``available`` and ``priority`` are the presence state (RFC 6121 §4),
-    ``roster_requested`` says whether the client asked for its roster and so
-    receives roster pushes (RFC 6121 §2.1.6).  ``last_active`` is when the
-    client last sent anything and ``since`` when the resource was bound
-    (seconds of the server clock), which ``xmppctl sessions`` shows.
-    ``state`` holds per-session data of feature modules, keyed by module name.
+    ``last_active`` is when the client last sent anything and ``since`` when
+    the resource was bound (seconds of the server clock), which ``xmppctl
+    sessions`` shows.  ``state`` holds per-session data of feature modules,
+    keyed by module name, for this process only.
     """
 
     __slots__ = ("jid", "carrier", "negotiation", "available", "priority", "presence",
-                 "roster_requested", "last_active", "since", "state", "__weakref__")
+                 "flags", "last_active", "since", "state", "__weakref__")
 
     def __init__(self, jid, carrier, negotiation, now=0.0):
         self.jid = jid
@@ -35,7 +96,7 @@ class Session:
         self.available = False
         self.priority = 0
         self.presence = None
-        self.roster_requested = False
+        self.flags = NO_FLAGS
         self.state = {}
 
     def send(self, element):
@@ -56,8 +117,8 @@ class Session:
         return f"<Session {self.jid}>"
 
 
-class SessionDirectory:
-    """Bound sessions by bare JID and resource."""
+class LocalSessionDirectory:
+    """The :class:`SessionDirectory` of one process, in memory."""
 
     def __init__(self):
         self._by_bare = {}
@@ -94,3 +155,9 @@ class SessionDirectory:
                 del self._by_bare[session.jid.bare]
             return True
         return False
+
+    def set_presence(self, session, available, priority, presence):
+        session.available, session.priority, session.presence = available, priority, presence
+
+    def set_flag(self, session, name, on=True):
+        session.flags = session.flags | {name} if on else session.flags - {name}

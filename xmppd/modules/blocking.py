@@ -52,6 +52,7 @@ from xmppd.storage import SUBSCRIBERS
 NS_BLOCKING = "urn:xmpp:blocking"
 NS_BLOCKING_ERRORS = "urn:xmpp:blocking:errors"
 STORE = "blocking"
+FLAG = "blocklist"  # a session's flag: it asked for the block list, so it gets pushes (§3.2)
 # On the pre-events: after the closed-domain policy (100), ahead of what
 # copies or stores stanzas.
 PRIORITY = 50
@@ -173,7 +174,7 @@ def setup(api):
         user = own(stanza)
         if stanza.payload.name != "blocklist":
             raise StanzaError("bad-request", "expected <blocklist/>")
-        stanza.origin.state[api.name] = True
+        api.sessions.set_flag(stanza.origin, FLAG)
         d = defer.maybeDeferred(lists.get, user)
         return d.addCallback(lambda jids: _command("blocklist", sorted(jids)))
 
@@ -226,7 +227,7 @@ def setup(api):
     def push(user, name, jids):
         """Send the change to each resource that requested the block list."""
         for session in api.sessions.resources(user):
-            if session.state.get(api.name):
+            if FLAG in session.flags:
                 iq = make_stanza("iq", to=session.jid.full, type_="set", id_=api.next_id())
                 iq.addChild(_command(name, jids))
                 session.send(iq)

@@ -4,7 +4,7 @@
   ``<enable/>`` / ``<disable/>`` (§4, §5); repeating either is not an error
   (business rules, "Handling Multiple Enable/Disable Requests").  Only a
   local client may do so, for itself: anything else is ``not-allowed``.
-  The state lives in ``Session.state["carbons"]``.
+  The state is the session's ``carbons`` flag in the session directory.
 - Eligible messages (§6): ``chat``, and ``normal`` with a ``<body/>``; never
   ``error``, ``groupchat`` or ``headline``, nor a message that is already a
   carbon, nor a received message from a MUC (it carries ``muc#user``).
@@ -34,6 +34,7 @@ from xmppd.core.stanzas import StanzaError, copy_element, make_stanza
 from xmppd.core.xmlstream import NS_CLIENT
 
 NS_CARBONS = "urn:xmpp:carbons:2"
+FLAG = "carbons"
 NS_FORWARD = "urn:xmpp:forward:0"
 NS_HINTS = "urn:xmpp:hints"
 NS_MUC_USER = "http://jabber.org/protocol/muc#user"
@@ -50,11 +51,11 @@ def setup(api):
         name = stanza.payload.name
         if name not in ("enable", "disable"):
             raise StanzaError("bad-request", "expected <enable/> or <disable/>")
-        stanza.origin.state["carbons"] = name == "enable"
+        api.sessions.set_flag(stanza.origin, FLAG, name == "enable")
 
     def wants_copies(user):
         """Cheap first test: has any resource of ``user`` enabled carbons?"""
-        return any(session.state.get("carbons") for session in api.sessions.resources(user))
+        return any(FLAG in session.flags for session in api.sessions.resources(user))
 
     def copy_sent(stanza):
         sender = stanza.sender
@@ -76,7 +77,7 @@ def setup(api):
 
     def send_copies(user, direction, element, skip):
         for session in api.sessions.resources(user):
-            if session.state.get("carbons") and session.available and session not in skip:
+            if FLAG in session.flags and session.available and session not in skip:
                 session.send(carbon(direction, element, user, session.jid))
 
     api.disco_feature(NS_CARBONS)

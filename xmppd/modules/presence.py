@@ -150,9 +150,8 @@ def setup(api):
 
     def available(session, element):
         was_reachable = session.available and session.priority >= 0
-        session.priority = priority_of(element)
         initial = not session.available
-        session.available, session.presence = True, element
+        api.sessions.set_presence(session, True, priority_of(element), element)
         if initial:
             api.fire(SESSION_AVAILABLE, session)
         if session.priority >= 0 and not was_reachable:
@@ -161,7 +160,7 @@ def setup(api):
 
     def unavailable(session, element):
         was_available = session.available
-        session.available, session.presence = False, element
+        api.sessions.set_presence(session, False, session.priority, element)
         directed, state(session).directed = state(session).directed, set()
         if was_available:
             api.fire(SESSION_UNAVAILABLE, session)

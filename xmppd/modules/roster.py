@@ -33,6 +33,7 @@ from xmppd.jid import JID, InvalidJID
 from xmppd.storage import SUBSCRIBERS, RosterFull, RosterItem, UserNotFound
 
 NS_ROSTER = "jabber:iq:roster"
+FLAG = "roster"  # a session's flag: it asked for the roster, so it gets pushes (§2.1.6)
 NS_ROSTERVER = "urn:xmpp:features:rosterver"
 MAX_TEXT = 1023  # longest item name or group name, in characters
 
@@ -171,7 +172,7 @@ class RosterService:
     def push(self, user, item, version, remove=False):
         """Send ``item`` of ``user`` (a bare JID) to each interested resource."""
         for session in self._api.sessions.resources(user):
-            if session.roster_requested:
+            if FLAG in session.flags:
                 push = make_stanza("iq", to=session.jid.full, type_="set",
                                    id_=self._api.next_id())
                 query = push.addElement((NS_ROSTER, "query"))
@@ -194,7 +195,7 @@ def setup(api):
 
     def get(stanza):
         user = own_roster(stanza)
-        stanza.origin.roster_requested = True
+        api.sessions.set_flag(stanza.origin, FLAG)
         client_ver = stanza.payload.getAttribute("ver")
         d = roster.roster(user)
 
