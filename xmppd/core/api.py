@@ -85,6 +85,15 @@ class ModuleAPI:
         """Fire ``event``: True/False (claimed), or a Deferred of that."""
         return self._server.hooks.fire(event, argument)
 
+    def notify(self, event, argument):
+        """Fire notification ``event``: every handler runs."""
+        self._server.hooks.notify(event, argument)
+
+    def depends(self, name):
+        """Load feature module ``name`` first if it is not loaded yet (this
+        module needs its service or events)."""
+        self._server.require(name)
+
     def add_service(self, domain, host):
         """Serve ``domain`` (such as ``conference.example.com``) for hosted
         domain ``host``: stanzas to it fire events on its own bus, which this

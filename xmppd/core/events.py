@@ -165,6 +165,19 @@ class Hooks:
             return False
         return _run(handlers, 0, name, argument)
 
+    def notify(self, name, argument):
+        """Run every global handler of notification event ``name``
+        (``session/bound``...): nothing claims it, and a handler that raises
+        or fails is logged without keeping the others from running."""
+        for _, _, handler in tuple(self._global.get(name, ())):
+            try:
+                result = handler(argument)
+            except Exception:
+                log.failure("handler {handler!r} failed on {event}", handler=handler, event=name)
+                continue
+            if isinstance(result, Deferred):
+                result.addErrback(_failed, handler, name)
+
 
 def _run(handlers, start, name, argument):
     for index in range(start, len(handlers)):

@@ -4,6 +4,7 @@
 each module sees it only through its :class:`~xmppd.core.api.ModuleAPI`.
 """
 
+import importlib
 import itertools
 
 from twisted.internet import defer
@@ -40,6 +41,7 @@ class Server:
         self.negotiation = Negotiation(self)
         self.disco_features = {}  # module name -> set of namespaces
         self.services = {}
+        self.loaded = set()  # names of the feature modules set up
         self._ids = itertools.count(1)
 
     def reconfigure(self, config, certificates):
@@ -48,11 +50,20 @@ class Server:
         self.hosts.clear()
         self.hosts.update(config.hosts)
         self.certificates.replace(certificates)
-        self.hooks.fire(CONFIG_RELOADED, config)
+        self.hooks.notify(CONFIG_RELOADED, config)
 
     def load(self, module):
-        """Set up one feature module (anything with ``setup(api)``)."""
-        module.setup(ModuleAPI(self, module.__name__.rpartition(".")[2]))
+        """Set up one feature module (anything with ``setup(api)``) unless
+        it is loaded already."""
+        name = module.__name__.rpartition(".")[2]
+        if name not in self.loaded:
+            self.loaded.add(name)
+            module.setup(ModuleAPI(self, name))
+
+    def require(self, name):
+        """Load the feature module ``xmppd.modules.NAME`` if it is not loaded."""
+        if name not in self.loaded:
+            self.load(importlib.import_module(f"xmppd.modules.{name}"))
 
     @property
     def stream_features(self):

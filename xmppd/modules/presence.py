@@ -110,9 +110,8 @@ class PresenceService:
 
 
 def setup(api):
+    api.depends("roster")
     rosters = api.service("roster")
-    if rosters is None:
-        raise RuntimeError("the presence module needs the roster module, loaded before it")
     service = PresenceService(api)
     api.provide("presence", service)
 
@@ -153,9 +152,9 @@ def setup(api):
         initial = not session.available
         api.sessions.set_presence(session, True, priority_of(element), element)
         if initial:
-            api.fire(SESSION_AVAILABLE, session)
+            api.notify(SESSION_AVAILABLE, session)
         if session.priority >= 0 and not was_reachable:
-            api.fire(SESSION_REACHABLE, session)
+            api.notify(SESSION_REACHABLE, session)
         return run(session, broadcast_available, session, initial)
 
     def unavailable(session, element):
@@ -163,7 +162,7 @@ def setup(api):
         api.sessions.set_presence(session, False, session.priority, element)
         directed, state(session).directed = state(session).directed, set()
         if was_available:
-            api.fire(SESSION_UNAVAILABLE, session)
+            api.notify(SESSION_UNAVAILABLE, session)
             return run(session, broadcast_unavailable, session, element, directed)
         send_to(directed, element, session.jid.full)
         return True

@@ -161,9 +161,9 @@ class SubscriptionService:
 
 
 def setup(api):
+    api.depends("roster")
+    api.depends("presence")
     roster, presence = api.service("roster"), api.service("presence")
-    if roster is None or presence is None:
-        raise RuntimeError("the subscription module needs the roster and presence modules first")
     service = SubscriptionService(api, presence)
     api.provide("subscription", service)
     requests, accounts = service.requests, api.open_store("accounts")
