@@ -30,3 +30,25 @@ def test_a_service_domain_cannot_shadow_a_hosted_one(tmp_path):
     server = make_server(tmp_path, modules=())
     with pytest.raises(ValueError, match="already served"):
         server.router.add_service("example.com", "example.com")
+
+
+def test_modules_enabled_for_one_host_only(tmp_path):
+    server = make_server(tmp_path, hosts=(), modules=("bind", "ping"), extra=(
+        '[hosts."a.example"]\nmodules_enabled = ["vcard"]\n[hosts."b.example"]\n'))
+    server.load_host_modules()
+    assert server.enabled("vcard", "a.example") and not server.enabled("vcard", "b.example")
+    assert server.enabled("ping", "b.example")
+
+
+def test_a_dependency_is_enabled_where_its_dependent_is(tmp_path):
+    server = make_server(tmp_path, hosts=(), modules=("bind",), extra=(
+        '[hosts."a.example"]\nmodules_enabled = ["subscription"]\n[hosts."b.example"]\n'))
+    server.load_host_modules()
+    assert server.enabled("roster", "a.example") and server.enabled("presence", "a.example")
+    assert not server.enabled("roster", "b.example")
+
+
+def test_disabled_modules_win(tmp_path):
+    server = make_server(tmp_path, hosts=(), modules=("bind", "ping"), extra=(
+        '[hosts."a.example"]\ndisabled_modules = ["ping"]\n'))
+    assert not server.enabled("ping", "a.example")

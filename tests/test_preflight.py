@@ -232,3 +232,15 @@ def test_listener_that_cannot_listen(configure):
         "tcp:5269:interface=127.0.0.1: address already in use\n")
     [port] = reactor.ports
     assert port.stopped
+
+
+def test_unknown_feature_modules_are_named(tmp_path):
+    text = ('modules_enabled = ["bind", "nosuch"]\n'
+            '[hosts."example.com"]\nmodules_enabled = ["vcard", "other"]\n')
+    found = [p for p in preflight.problems(parse(text, str(tmp_path / "x.toml")))
+             if "modules_enabled" in p]
+    assert found == [
+        f"{tmp_path / 'x.toml'}: modules_enabled[1]: no feature module 'nosuch' "
+        "(xmppd/modules/nosuch.py)",
+        f'{tmp_path / "x.toml"}: hosts."example.com".modules_enabled[1]: no feature module '
+        "'other' (xmppd/modules/other.py)"]

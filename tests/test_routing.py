@@ -3,6 +3,8 @@
 Only the core modules are loaded: presence, message delivery rules and
 closed domains change these defaults and have tests of their own."""
 
+import types
+
 import pytest
 from twisted.internet import defer
 from twisted.words.xish import domish
@@ -143,10 +145,11 @@ def test_handler_errors_are_mapped(server, alice):
     def refuses(stanza):
         return defer.fail(StanzaError("forbidden", "no"))
 
-    from xmppd.core.api import ModuleAPI
-    api = ModuleAPI(server, "test")
-    api.handle_iq("get", HOST, "urn:broken", broken)
-    api.handle_iq("get", HOST, "urn:refuses", refuses)
+    def setup(api):
+        api.handle_iq("get", HOST, "urn:broken", broken)
+        api.handle_iq("get", HOST, "urn:refuses", refuses)
+
+    server.load(types.SimpleNamespace(__name__="test", setup=setup))
     alice.send("<iq to='example.com' type='get' id='1'><q xmlns='urn:broken'/></iq>")
     alice.send("<iq to='example.com' type='get' id='2'><q xmlns='urn:refuses'/></iq>")
     first, second = alice.take()

@@ -22,6 +22,7 @@ LOG_LEVELS = ("debug", "info", "warn", "error")
 OPTIONAL_MODULES = ("disco", "ping", "version", "time", "last", "vcard",
                     "private", "blocking", "carbons", "offline")
 TLS_VERSIONS = ("1.2", "1.3")
+_MODULE_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 _T = TypeVar("_T")
 
@@ -122,6 +123,7 @@ class HostConfig:
     name: str
     cross_domain_messages: bool = False
     disabled_modules: tuple[str, ...] = ()
+    modules_enabled: tuple[str, ...] = ()  # more feature modules for this host only
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,7 @@ class Config:
     vcard: SizesConfig = SizesConfig()
     private: SizesConfig = SizesConfig()
     log_json: str | None = None
+    modules_enabled: tuple[str, ...] | None = None  # None: the standard modules
 
 
 def load(path: str) -> Config:
@@ -219,6 +222,7 @@ def _config(data: dict[str, Any], path: str) -> Config:
         path=path,
         log_level=root.take("log_level", _choice(LOG_LEVELS), "info"),
         log_json=_optional_path(root.take("log_json", _optional_string, None), base),
+        modules_enabled=root.take("modules_enabled", _optional_module_names, None),
         storage=_storage(root.table("storage"), base),
         tls=_tls(root.table("tls"), base),
         c2s=_c2s(root.table("c2s")),
@@ -341,6 +345,7 @@ def _host(name: str, table: _Table) -> HostConfig:
             disabled_modules=tuple(
                 _choice(OPTIONAL_MODULES)(module, f"{table.child('disabled_modules')}[{i}]")
                 for i, module in enumerate(table.take("disabled_modules", _strings, []))),
+            modules_enabled=table.take("modules_enabled", _module_names, ()),
         ),
         table_hint=' (quote domain names: [hosts."example.com"])',
     )
@@ -448,6 +453,20 @@ def _integer(minimum: int) -> Callable[[Any, str], int]:
 
 def _optional_path(value: str | None, base: str) -> str | None:
     return None if value is None else os.path.join(base, value)
+
+
+def _module_names(value: Any, key: str) -> tuple[str, ...]:
+    """Feature module names (``xmppd.modules.NAME``); whether each exists
+    is checked before start (:mod:`xmppd.preflight`)."""
+    names = _strings(value, key)
+    for i, name in enumerate(names):
+        if not _MODULE_NAME.fullmatch(name):
+            raise _Invalid(f"{key}[{i}]", f"not a module name: {_quote(name)}")
+    return names
+
+
+def _optional_module_names(value: Any, key: str) -> tuple[str, ...] | None:
+    return None if value is None else _module_names(value, key)
 
 
 def _optional_string(value: Any, key: str) -> str | None:

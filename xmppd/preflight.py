@@ -28,7 +28,8 @@ def problems(config):
     """Every problem found with ``config`` (a loaded
     :class:`xmppd.config.Config`), as one-line messages; empty if none."""
     found = []
-    for check in (_storage, _log_json, _admin_socket, _listeners, _routes, _certificates):
+    for check in (_storage, _log_json, _admin_socket, _listeners, _routes, _certificates,
+                  _modules):
         found.extend(f"{config.path}: {problem}" for problem in check(config))
     return found
 
@@ -181,6 +182,17 @@ def _bind_problem(family, interface, port):
                 return "address already in use"
             return (e.strerror or str(e)).lower()
     return None
+
+
+def _modules(config):
+    """Every module named in ``modules_enabled`` (global or per host) exists."""
+    from importlib.util import find_spec
+    named = [("modules_enabled", config.modules_enabled or ())]
+    named += [(f'hosts."{host.name}".modules_enabled', host.modules_enabled)
+              for host in config.hosts.values()]
+    return [f"{key}[{i}]: no feature module {name!r} (xmppd/modules/{name}.py)"
+            for key, names in named for i, name in enumerate(names)
+            if find_spec(f"xmppd.modules.{name}") is None]
 
 
 def _routes(config):

@@ -92,7 +92,7 @@ class ModuleAPI:
     def depends(self, name):
         """Load feature module ``name`` first if it is not loaded yet (this
         module needs its service or events)."""
-        self._server.require(name)
+        self._server.require(name, by=self.name)
 
     def add_service(self, domain, host):
         """Serve ``domain`` (such as ``conference.example.com``) for hosted

@@ -42,6 +42,8 @@ class Server:
         self.disco_features = {}  # module name -> set of namespaces
         self.services = {}
         self.loaded = set()  # names of the feature modules set up
+        self.everywhere = set()  # modules enabled for every host (modules_enabled)
+        self.needed_by = {}  # module name -> the modules that depend on it
         self._ids = itertools.count(1)
 
     def reconfigure(self, config, certificates):
@@ -50,20 +52,41 @@ class Server:
         self.hosts.clear()
         self.hosts.update(config.hosts)
         self.certificates.replace(certificates)
+        self.load_host_modules()
         self.hooks.notify(CONFIG_RELOADED, config)
 
-    def load(self, module):
+    def load(self, module, everywhere=True):
         """Set up one feature module (anything with ``setup(api)``) unless
-        it is loaded already."""
+        it is loaded already; ``everywhere``: enable it for every host."""
         name = module.__name__.rpartition(".")[2]
+        if everywhere:
+            self.everywhere.add(name)
         if name not in self.loaded:
             self.loaded.add(name)
             module.setup(ModuleAPI(self, name))
 
-    def require(self, name):
-        """Load the feature module ``xmppd.modules.NAME`` if it is not loaded."""
+    def require(self, name, by=None):
+        """Load the feature module ``xmppd.modules.NAME`` if it is not
+        loaded; ``by``: the module that depends on it, so it is enabled
+        wherever that one is."""
+        if by is not None:
+            self.needed_by.setdefault(name, set()).add(by)
         if name not in self.loaded:
+            self.load(importlib.import_module(f"xmppd.modules.{name}"), everywhere=False)
+
+    def load_modules(self, names):
+        """Load and enable ``names`` for every host (the ``modules_enabled``
+        of the config, or the standard modules), then the modules single
+        hosts enable."""
+        for name in names:
             self.load(importlib.import_module(f"xmppd.modules.{name}"))
+        self.load_host_modules()
+
+    def load_host_modules(self):
+        """Load the modules in hosts' ``modules_enabled`` (enabled there only)."""
+        for host in self.hosts.values():
+            for name in host.modules_enabled:
+                self.require(name)
 
     @property
     def stream_features(self):
@@ -73,11 +96,18 @@ class Server:
     def next_id(self):
         return f"xmppd-{next(self._ids)}"
 
-    def enabled(self, module, domain):
-        """Whether feature ``module`` serves hosted ``domain``
-        (``disabled_modules`` of the host)."""
+    def enabled(self, module, domain, _seen=()):
+        """Whether feature ``module`` serves hosted ``domain``: enabled for
+        every host or in the host's ``modules_enabled``, or needed by a
+        module that serves it, and not in its ``disabled_modules``."""
         host = self.hosts.get(domain)
-        return host is not None and module not in host.disabled_modules
+        if host is None or module in host.disabled_modules:
+            return False
+        if module in self.everywhere or module in host.modules_enabled:
+            return True
+        seen = (*_seen, module)
+        return any(self.enabled(dependent, domain, seen)
+                   for dependent in self.needed_by.get(module, ()) if dependent not in seen)
 
     def features_for(self, domain):
         """The disco features of the modules enabled for ``domain``."""
