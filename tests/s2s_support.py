@@ -164,17 +164,19 @@ def stream_error(elements):
     return next(c.name for c in errors[-1].elements() if c.name != "text")
 
 
-def outgoing_past_tls(federation, features, index=-1, remote=REMOTE, dialback=True):
-    """Accept the last outgoing connection and take it through STARTTLS to
-    ``features`` (after a header declaring dialback, unless ``dialback`` is
-    false); returns the wire and what xmppd sent after them."""
+def outgoing_past_tls(federation, features, index=-1, remote=REMOTE, dialback=True,
+                      local=LOCAL):
+    """Accept the last outgoing connection (from ``local``) and take it
+    through STARTTLS to ``features`` (after a header declaring dialback,
+    unless ``dialback`` is false); returns the wire and what xmppd sent
+    after them."""
     wire = accept_outgoing(federation, index)
-    wire.send(header(to=LOCAL, from_=remote, id_="before-tls"))
+    wire.send(header(to=local, from_=remote, id_="before-tls"))
     wire.send(STARTTLS_FEATURES)
     assert [e.name for e in wire.take()] == ["starttls"]
     wire.send("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-    assert wire.transport.tls == f"client-tls-{LOCAL}-{remote}"
+    assert wire.transport.tls == f"client-tls-{local}-{remote}"
     wire.restart()
-    wire.send(header(to=LOCAL, from_=remote, id_="after-tls", dialback=dialback))
+    wire.send(header(to=local, from_=remote, id_="after-tls", dialback=dialback))
     wire.send(features)
     return wire, wire.take()

@@ -7,11 +7,13 @@ import pytest
 import trustme
 from cryptography import x509
 from OpenSSL import crypto
+from twisted.logger import capturedLogs, formatEvent
 from twisted.internet.testing import MemoryReactorClock
 from twisted.test.iosim import ConnectionCompleter
 
 from tests.harness import Client, add_user, make_server
 from tests.s2s_support import MODULES, FakeResolver
+from tests.test_service_domain import echo_module
 from xmppd.config import ConfigError
 from xmppd.core.tls import CertificateStore
 from xmppd.s2s.service import Federation
@@ -58,27 +60,28 @@ def test_unreadable_ca_file_is_a_config_error(tmp_path):
 
 class Network:
     """Federations of a.test and b.test on one memory reactor, connected
-    through real TLS; SRV records point each domain to direct TLS."""
+    through real TLS; SRV records point each domain and its ``muc.``
+    subdomain to direct TLS; each allows the other and its subdomains."""
 
-    def __init__(self, tmp_path, trusted=True):
+    def __init__(self, tmp_path, trusted=True, wildcards=False):
         self.reactor = MemoryReactorClock()
         self.completer = ConnectionCompleter(self.reactor)
         self.pumps = []
         shared = trustme.CA()
-        zone = {f"_xmpps-server._tcp.{d}": [(0, 0, port, "127.0.0.1")]
-                for d, port in PORTS.items()}
+        zone = {f"_xmpps-server._tcp.{sub}{d}": [(0, 0, port, "127.0.0.1")]
+                for d, port in PORTS.items() for sub in ("", "muc.")}
         self.federations = {}
         for domain, port in PORTS.items():
             ca = shared if trusted else trustme.CA()
             home = tmp_path / domain
             (home / "certs").mkdir(parents=True)
-            leaf = ca.issue_cert(domain)
+            leaf = ca.issue_cert(domain, *([f"*.{domain}"] if wildcards else []))
             (home / "certs" / f"{domain}.crt").write_bytes(
                 b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
             leaf.private_key_pem.write_to_path(str(home / "certs" / f"{domain}.key"))
             peer = "b.test" if domain == "a.test" else "a.test"
             trust = f'ca_file = "{write_ca(shared, home / "ca.pem")}"' if trusted else ""
-            extra = (f'[s2s]\nallow = ["{peer}"]\n{trust}\n'
+            extra = (f'[s2s]\nallow = ["{peer}", "*.{peer}"]\n{trust}\n'
                      f'[hosts."{domain}"]\ncross_domain_messages = true\n')
             server = make_server(home, hosts=(), modules=MODULES, extra=extra)
             server.certificates = CertificateStore(str(home / "certs"), server.hosts)
@@ -126,3 +129,42 @@ def test_federation_over_direct_tls(tmp_path, trusted, method):
     names = connection.get_peer_certificate().to_cryptography().extensions \
         .get_extension_for_class(x509.SubjectAlternativeName).value
     assert names.get_values_for_type(x509.DNSName) == ["a.test"]
+
+
+def test_a_service_domain_presents_its_hosts_certificate_if_it_covers_it(tmp_path):
+    ca = trustme.CA()
+    for domain, names in (("a.test", ("a.test", "*.a.test")), ("b.test", ("b.test",))):
+        leaf = ca.issue_cert(*names)
+        leaf.cert_chain_pems[0].write_to_path(str(tmp_path / f"{domain}.crt"))
+        leaf.private_key_pem.write_to_path(str(tmp_path / f"{domain}.key"))
+    store = CertificateStore(str(tmp_path), ["a.test", "b.test"])
+    owners = {"a.test": "a.test", "b.test": "b.test", "muc.a.test": "a.test",
+              "muc.b.test": "b.test"}
+    tls = FederationTLS(store, "1.2", owner=owners.get)
+    assert tls.certificate("muc.a.test") is store.certificates["a.test"]
+    assert tls.client_tls("muc.a.test", "b.test") is not None
+    assert tls.server_tls("muc.a.test") is not None
+    assert tls.certificate("elsewhere.test") is None
+    with capturedLogs() as events:
+        assert tls.server_tls("muc.b.test") is None
+        assert tls.client_tls("muc.b.test", "a.test") is None
+    assert "s2s: no certificate for muc.b.test: it has none of its own and b.test's does " \
+        "not cover it (add muc.b.test or *.b.test to it)" in [formatEvent(e) for e in events]
+
+
+def test_federation_with_a_service_domain_over_direct_tls(tmp_path):
+    """SNI names the service; its host's wildcard certificate serves it both
+    ways, and SASL EXTERNAL authenticates it (XEP-0178)."""
+    network = Network(tmp_path, wildcards=True)
+    b = network.federations["b.test"]
+    b.server.load(echo_module("muc.b.test", "b.test"))
+    alice = network.user("alice@a.test")
+    alice.send("<message to='room@muc.b.test' type='chat'><body>echo</body></message>")
+    network.run()
+    assert [(m["from"], m["type"], str(m.body)) for m in alice.take()] == \
+        [("room@muc.b.test", "chat", "echo")]
+    incoming, = b.incoming
+    assert incoming.transport.getHandle().get_servername() == b"muc.b.test"
+    assert (incoming.domain, incoming.authenticated) == ("muc.b.test", {"a.test": "SASL EXTERNAL"})
+    a_incoming, = network.federations["a.test"].incoming
+    assert a_incoming.authenticated == {"muc.b.test": "SASL EXTERNAL"}

@@ -16,10 +16,13 @@ XEP-0220 §2.2.  States:
    such a certificate with ``policy-violation``.
 3. ``authenticated``: after SASL, a restart with empty features.
 
-A domain that is not allowed (:mod:`xmppd.s2s.policy`), in the header or in
-a dialback request, is refused with a ``policy-violation`` stream error,
-logged with the peer's address; a ``to`` that is not hosted is
-``host-unknown``.  A stream error sent before the hosted domain is known
+Our side of a stream is a hosted domain or a service domain of one (such
+as ``conference.example.com``, :meth:`~xmppd.core.router.Router.add_service`):
+both are served here (RFC 6120 §4.7.1 ``to``), with the certificate of
+:mod:`xmppd.s2s.tls`, SASL EXTERNAL and dialback alike.  A domain that is
+not allowed (:mod:`xmppd.s2s.policy`), in the header or in a dialback
+request, is refused with a ``policy-violation`` stream error, logged with
+the peer's address; a ``to`` that is not served here is ``host-unknown``.  A stream error sent before the hosted domain is known
 comes after a header from the first configured host (RFC 6120 §4.7.1,
 §4.9.1.2).
 
@@ -36,7 +39,7 @@ with the key of our own secret (XEP-0185), on any stream.
 
 Stanzas (RFC 6120 §8.1.1.1, §4.9.3): the ``from`` domain must be
 authenticated on this stream (else ``invalid-from``; ``not-authorized``
-before any is), ``to`` a hosted domain (``host-unknown``); both must be
+before any is), ``to`` a domain served here (``host-unknown``); both must be
 present (``improper-addressing``).  Valid stanzas go to the router like
 those of local clients, without an origin session.
 """
@@ -78,7 +81,7 @@ class IncomingStream(ServerStream):
     def __init__(self, federation, direct_tls=False):
         super().__init__(federation, direct_tls)
         self.state = "encrypted" if direct_tls else "plain"
-        self.domain = None  # the hosted domain of the header's 'to'
+        self.domain = None  # the domain served here of the header's 'to'
         self.remote = None  # the peer's domain from the header's 'from', if given
         self.stream_id = None
         self.authenticated = {}  # remote domain -> how it was authenticated
@@ -117,7 +120,7 @@ class IncomingStream(ServerStream):
     def header_received(self, header):
         check_header(header)
         domain = domain_of(header.getAttribute("to"))
-        if domain not in self.federation.server.hosts:
+        if not self.federation.serves(domain):
             raise StreamError("host-unknown")
         if self.domain is not None and domain != self.domain:
             raise StreamError("host-unknown", "the domain changed on restart")
@@ -277,7 +280,7 @@ class IncomingStream(ServerStream):
             raise StreamError("invalid-from", "a dialback request needs a valid 'from'")
         self._check_allowed(remote)
         local = domain_of(element.getAttribute("to"))
-        if local not in self.federation.server.hosts:
+        if not self.federation.serves(local):
             self._dialback_answer(element, "item-not-found")
             return None
         return remote, local
@@ -365,7 +368,7 @@ class IncomingStream(ServerStream):
             recipient = JID.parse(to)
         except InvalidJID as e:
             return self._refuse(element, "jid-malformed", str(e))
-        if recipient.domain not in self.federation.server.hosts:
+        if not self.federation.serves(recipient.domain):
             raise StreamError("host-unknown", f"{recipient.domain} is not served here")
         problem = iq_problem(element)
         if problem is not None:

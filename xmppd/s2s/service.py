@@ -3,14 +3,16 @@
 The core fires ``route/remote`` (``ROUTE_REMOTE``) for a stanza to a domain
 not hosted here; :class:`Federation` claims every one of them:
 
-- a stanza whose sender is not a hosted domain is dropped (xmppd never
-  relays between two remote domains);
+- a stanza whose sender is not served here (a hosted domain or a service
+  domain of one) is dropped: xmppd never relays between two remote domains;
 - a remote domain the allowlist does not allow gets ``service-unavailable``
   (RFC 6120 §8.3.3.19) without any connection attempt: federation with it is
   a service this server does not offer.  With an empty ``s2s.allow`` that
   is every remote domain;
 - otherwise the stanza goes to the :class:`~xmppd.s2s.outgoing.OutgoingLink`
-  of its (sender domain, recipient domain) pair, created on first use.
+  of its (sender domain, recipient domain) pair, created on first use; a
+  service domain (``conference.example.com``) has links of its own, whose
+  streams name it in ``from`` (RFC 6120 §4.7.1).
 
 Incoming streams (:mod:`xmppd.s2s.incoming`) dispatch what peers send
 through the same router as client stanzas.  The federation publishes
@@ -103,7 +105,7 @@ class Federation(service.Service):
                                   f"{description!r}: {e}") from None
         try:
             self.tls = self._given_tls or FederationTLS(
-                self.server.certificates, config.tls.min_version, s2s.ca_file)
+                self.server.certificates, config.tls.min_version, s2s.ca_file, self.api.owner)
         except TrustStoreError as e:
             raise ConfigError(f"{config.path}: s2s.ca_file: {e}") from None
         self.policy = FederationPolicy(s2s.allow, s2s.deny)
@@ -121,7 +123,7 @@ class Federation(service.Service):
     def route_remote(self, stanza):
         """``route/remote``: send ``stanza`` to its remote domain, or bounce it."""
         sender, remote = stanza.sender, stanza.recipient.domain
-        if sender is None or sender.domain not in self.server.hosts:
+        if sender is None or not self.serves(sender.domain):
             log.warn("s2s not relaying {stanza!r}: the sender is not hosted here",
                      stanza=stanza)
             return True
@@ -134,8 +136,14 @@ class Federation(service.Service):
         self.link(sender.domain, remote).send(stanza)
         return True
 
+    def serves(self, domain):
+        """Whether ``domain`` is served here: a hosted domain or a service
+        domain of one."""
+        return domain is not None and self.api.owner(domain) is not None
+
     def link(self, local, remote):
-        """The outgoing link from hosted ``local`` to ``remote``, started if new."""
+        """The outgoing link from ``local`` (served here) to ``remote``,
+        started if new."""
         link = self.links.get((local, remote))
         if link is None:
             link = self.links[local, remote] = OutgoingLink(self, local, remote)

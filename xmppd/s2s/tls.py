@@ -7,6 +7,13 @@ by SNI on direct TLS) and as the client certificate on outgoing streams,
 which send SNI for the remote domain and, on direct TLS, the ALPN protocol
 ``xmpp-server``.
 
+A service domain (``conference.example.com``) presents the store's
+certificate for it if there is one, else its hosted domain's when that
+certificate covers the service's name too (a wildcard ``*.example.com`` or
+a subjectAltName entry; RFC 6125 §6.4): peers check the name they connect
+to (XEP-0178 §3, RFC 6120 §13.7.2.1).  Without either, TLS is refused for
+it, and logged.
+
 Both directions ask for the peer's certificate but accept any during the
 handshake: whether it is valid decides between SASL EXTERNAL and dialback
 afterwards.  A certificate is valid for a domain when its chain leads to a
@@ -22,11 +29,14 @@ from service_identity import VerificationError
 from service_identity.cryptography import verify_certificate_hostname
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator)
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from xmppd.jid import InvalidJID, normalize_domain
 
 ALPN_SERVER = b"xmpp-server"
+
+log = Logger(namespace="xmppd.s2s")
 
 
 class TrustStoreError(Exception):
@@ -57,11 +67,13 @@ def _accept_any(connection, certificate, errno, depth, ok):
 
 
 class FederationTLS:
-    """TLS contexts of the hosted domains for server streams, and the check
-    of peer certificates."""
+    """TLS contexts of the domains served here for server streams, and the
+    check of peer certificates.  ``owner(domain)`` names the hosted domain
+    a domain is or belongs to (:meth:`~xmppd.core.router.Router.owner`)."""
 
-    def __init__(self, certificates, min_version, ca_file=None):
+    def __init__(self, certificates, min_version, ca_file=None, owner=lambda domain: None):
         self._certificates = certificates
+        self._owner = owner
         self._min_version = min_version
         self._store = trust_store(ca_file)
         self._server = {}  # domain -> SSL.Context
@@ -111,8 +123,22 @@ class FederationTLS:
             return f"certificate is not for {domain}"
         return None
 
+    def certificate(self, domain):
+        """The certificate ``domain`` presents, or None: its own, else (for
+        a service domain) its hosted domain's if that covers it too."""
+        own = self._certificates.certificates.get(domain)
+        host = self._owner(domain)
+        if own is not None or host is None or host == domain:
+            return own
+        certificate = self._certificates.certificates.get(host)
+        if certificate is not None and certificate.covers(domain):
+            return certificate
+        log.warn("s2s: no certificate for {domain}: it has none of its own and {host}'s "
+                 "does not cover it (add {domain} or *.{host} to it)", domain=domain, host=host)
+        return None
+
     def _context(self, domain):
-        certificate = self._certificates.certificates.get(domain)
+        certificate = self.certificate(domain)
         if certificate is None:
             return None
         context = certificate.context(self._min_version)
@@ -129,7 +155,7 @@ class FederationTLS:
         return self._server[domain]
 
     def _switch(self, connection):
-        """SNI (RFC 6066 §3): the named hosted domain's context."""
+        """SNI (RFC 6066 §3): the context of the domain named, if served here."""
         name = connection.get_servername()
         try:
             domain = normalize_domain(name.decode("ascii")) if name else None
