@@ -47,6 +47,8 @@ MAX_PREFIXES = 64  # namespace prefixes declared in scope at once
 MAX_ELEMENTS = 10000  # elements in one stanza: each costs far more memory than its bytes
 
 
+TEXT_BUFFER = 1024  # bytes of text expat collects before a CharacterDataHandler call
+
 class StreamError(Exception):
     """A stream-level error (RFC 6120 §4.9): the stream is closed with it."""
 
@@ -93,6 +95,10 @@ class StreamParser:
         self._depth = 0
 
         p = self._parser = pyexpat.ParserCreate("UTF-8", " ")
+        # Text comes in chunks of up to TEXT_BUFFER bytes: never one string
+        # per line of a newline flood, and each idle stream keeps 1 KB, not
+        # expat's default 8 KB.
+        p.buffer_size = TEXT_BUFFER
         p.buffer_text = True
         p.SetParamEntityParsing(pyexpat.XML_PARAM_ENTITY_PARSING_NEVER)
         p.StartElementHandler = self._start
