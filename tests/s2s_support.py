@@ -89,13 +89,26 @@ def make_federation(tmp_path, s2s="", valid=(), hosts=(LOCAL,), resolver=None):
     return Federation(server, MemoryReactorClock(), resolver=resolver, tls=FakeTLS(valid))
 
 
+class WireTransport(TLSStringTransport):
+    """Records STARTTLS, and a TLS handshake begun and not finished yet."""
+
+    handshaking = False
+
+    def startTLS(self, context):
+        super().startTLS(context)
+        self.handshaking = True
+
+
 class Wire:
     """The peer's end of one s2s connection: send it raw XML, read back what
-    xmppd wrote, parsed (``restart()`` after TLS or SASL)."""
+    xmppd wrote, parsed (``restart()`` after TLS or SASL).  A TLS handshake
+    finishes when the peer sends its next bytes, unless ``stall_tls``."""
+
+    stall_tls = False
 
     def __init__(self, stream):
         self.stream = stream
-        self.transport = TLSStringTransport()
+        self.transport = WireTransport()
         self.received = []
         self.headers = []
         self.ended = False
@@ -109,6 +122,9 @@ class Wire:
         self.ended = True
 
     def send(self, data):
+        if self.transport.handshaking and not self.stall_tls:
+            self.transport.handshaking = False
+            self.stream.handshakeCompleted()
         self.stream.dataReceived(data.encode() if isinstance(data, str) else data)
 
     def take(self):
@@ -132,6 +148,7 @@ class Wire:
 def incoming(federation, direct_tls=False):
     """A new incoming stream and its wire."""
     wire = Wire(IncomingStream(federation, direct_tls))
+    wire.transport.handshaking = direct_tls
     wire.stream.makeConnection(wire.transport)
     return wire
 

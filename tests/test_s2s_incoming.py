@@ -371,3 +371,89 @@ def test_log_lines_write_the_address_and_the_tls_failure(tmp_path):
     assert lines[0] == "s2s incoming connection from 192.168.1.1:54321"
     assert f"s2s from 192.168.1.1:54321 ({REMOTE} -> {LOCAL}): TLS failure: http request" \
         in lines
+
+
+# Hostile load: unauthenticated streams are bounded (RFC 6120 §13.12)
+
+def test_an_unauthenticated_stream_is_closed_after_the_negotiation_timeout(tmp_path):
+    federation = make_federation(tmp_path, ALLOW + "\nnegotiation_timeout = 30")
+    with capturedLogs() as events:
+        wire = incoming(federation)
+        wire.send(header(to=LOCAL, from_=REMOTE))
+        for _ in range(5):  # whitespace is traffic, not authentication
+            federation.reactor.advance(5)
+            wire.send(" ")
+        assert not wire.closed
+        federation.reactor.advance(5)
+    assert stream_error(wire.take()) == "connection-timeout"
+    assert wire.closed and not wire.transport.disconnected
+    assert f"s2s from 192.168.1.1:54321 ({REMOTE} -> {LOCAL}): not authenticated within " \
+        "30 s, closing" in [formatEvent(e) for e in events]
+    # The peer does not read: the connection is aborted.
+    federation.reactor.advance(federation.config.handshake_timeout)
+    assert wire.transport.disconnected
+
+
+def test_a_close_that_finishes_is_not_aborted(tmp_path):
+    federation = make_federation(tmp_path, ALLOW + "\nnegotiation_timeout = 30")
+    wire = incoming(federation)
+    federation.reactor.advance(30)
+    assert wire.closed
+    wire.stream.connectionLost(None)
+    federation.reactor.advance(federation.config.handshake_timeout)
+    assert not wire.transport.disconnected
+    assert federation.reactor.getDelayedCalls() == []
+
+
+@pytest.mark.parametrize("authenticate", ["external", "dialback"])
+def test_authentication_stops_the_negotiation_timeout(tmp_path, authenticate):
+    federation = make_federation(tmp_path, ALLOW + "\nnegotiation_timeout = 30",
+                                 valid=[REMOTE])
+    if authenticate == "external":
+        wire = external(federation)
+    else:
+        wire, _ = encrypted(federation)
+        wire.send(f"<db:result from='{REMOTE}' to='{LOCAL}'>key</db:result>")
+        assert wire.take_one()["type"] == "valid"
+    federation.reactor.advance(60)
+    assert not wire.closed
+
+
+@pytest.mark.parametrize("direct_tls", [False, True], ids=["starttls", "direct-tls"])
+def test_a_stalled_tls_handshake_is_aborted(tmp_path, direct_tls):
+    federation = make_federation(tmp_path, ALLOW + "\nhandshake_timeout = 5")
+    wire = incoming(federation, direct_tls)
+    wire.stall_tls = True
+    if not direct_tls:
+        wire.send(header(to=LOCAL, from_=REMOTE))
+        wire.send(f"<starttls xmlns='{NS_TLS}'/>")
+    with capturedLogs() as events:
+        federation.reactor.advance(5)
+    assert wire.transport.disconnected
+    assert any("TLS handshake not finished within 5 s, aborting" in formatEvent(e)
+               for e in events)
+
+
+def test_a_finished_tls_handshake_is_not_aborted(tmp_path):
+    federation = make_federation(tmp_path, ALLOW + "\nhandshake_timeout = 5")
+    wire, _ = encrypted(federation)
+    federation.reactor.advance(5)
+    assert not wire.closed and not wire.transport.disconnected
+
+
+def test_unauthenticated_streams_are_limited_per_address(tmp_path):
+    federation = make_federation(
+        tmp_path, ALLOW + "\n[limits]\ns2s_max_unauthenticated_per_ip = 2\n", valid=[REMOTE])
+    with capturedLogs() as events:
+        first, second, third = (incoming(federation) for _ in range(3))
+    assert not first.closed and not second.closed
+    assert stream_error(third.take()) == "policy-violation" and third.closed
+    assert "s2s refused a stream from 192.168.1.1:54321: 2 unauthenticated streams from " \
+        "192.168.1.1 already" in [formatEvent(e) for e in events]
+    third.stream.connectionLost(None)
+    assert federation.unauthenticated.count("192.168.1.1") == 2
+    first.stream.connectionLost(None)  # one goes: the next is admitted
+    authenticated = external(federation)
+    assert not authenticated.closed
+    assert federation.unauthenticated.count("192.168.1.1") == 1  # second only
+    assert not incoming(federation).closed

@@ -365,3 +365,18 @@ def test_srv_targets_are_tried_in_order(tmp_path):
     refuse_outgoing(federation)
     federation.reactor.advance(1)
     assert bounced(alice) == [("remote-server-not-found", "one")]
+
+
+def test_a_stalled_tls_handshake_is_aborted(tmp_path):
+    federation, alice = setup(tmp_path, ALLOW + "\nhandshake_timeout = 3")
+    chat(alice)
+    wire = accept_outgoing(federation)
+    wire.stall_tls = True
+    wire.send(header(to=LOCAL, from_=REMOTE, id_="before-tls"))
+    wire.send("<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"
+              "</stream:features>")
+    wire.send("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    federation.reactor.advance(3)
+    assert wire.transport.disconnected
+    wire.stream.connectionLost(None)
+    assert bounced(alice) == [("remote-server-timeout", "hello")]

@@ -16,6 +16,15 @@ XEP-0220 §2.2.  States:
    such a certificate with ``policy-violation``.
 3. ``authenticated``: after SASL, a restart with empty features.
 
+Until a domain is authenticated on it (SASL EXTERNAL, or dialback for one
+domain pair), a stream is *unauthenticated*: it must get there within
+``s2s.negotiation_timeout`` seconds of its connection, whatever it sends
+meanwhile (whitespace keeps only authenticated streams alive), else it is
+closed with ``connection-timeout`` (RFC 6120 §4.9.3.4); and an address may
+have at most ``limits.s2s_max_unauthenticated_per_ip`` of them open
+(:mod:`xmppd.s2s.unauthenticated`), more are refused with
+``policy-violation`` as soon as they connect.
+
 Our side of a stream is a hosted domain or a service domain of one (such
 as ``conference.example.com``, :meth:`~xmppd.core.router.Router.add_service`):
 both are served here (RFC 6120 §4.7.1 ``to``), with the certificate of
@@ -58,7 +67,7 @@ from xmppd.jid import JID, InvalidJID, normalize_domain
 from xmppd.s2s.dialback import (
     NS_DIALBACK, NS_DIALBACK_FEATURE, DialbackError, dialback_element)
 from xmppd.core.stream import new_stream_id
-from xmppd.s2s.stream import ServerStream, check_header
+from xmppd.s2s.stream import ServerStream, cancelled, check_header
 
 log = Logger(namespace="xmppd.s2s")
 
@@ -86,6 +95,8 @@ class IncomingStream(ServerStream):
         self.stream_id = None
         self.authenticated = {}  # remote domain -> how it was authenticated
         self._counted = None  # the address counted in federation.connections
+        self._unauthenticated = None  # the address counted in federation.unauthenticated
+        self._negotiation_timer = None
         self._certificate_problems = {}  # domain -> problem or None
         self._external_offered = False
         self._sasl_pending = False
@@ -102,8 +113,31 @@ class IncomingStream(ServerStream):
             return
         self._counted = self.address
         self.federation.incoming.add(self)
+        limit = self.federation.server.config.limits.s2s_max_unauthenticated_per_ip
+        if not self.federation.unauthenticated.admit(self.address, limit):
+            log.warn("s2s refused a stream from {peer}: {limit} unauthenticated streams "
+                     "from {address} already", peer=self.peer, limit=limit,
+                     address=self.address)
+            self.stream_error("policy-violation", "too many unauthenticated streams")
+            return
+        self._unauthenticated = self.address
+        self._negotiation_timer = self.clock.callLater(self.config.negotiation_timeout,
+                                                       self._negotiation_expired)
+
+    def _negotiation_expired(self):
+        self._negotiation_timer = None
+        log.info("s2s {stream}: not authenticated within {timeout:g} s, closing",
+                 stream=self.describe(), timeout=self.config.negotiation_timeout)
+        self.stream_error("connection-timeout", "not authenticated in time")
+
+    def _no_longer_unauthenticated(self):
+        self._negotiation_timer = cancelled(self._negotiation_timer)
+        if self._unauthenticated is not None:
+            self.federation.unauthenticated.release(self._unauthenticated)
+            self._unauthenticated = None
 
     def lost(self, reason):
+        self._no_longer_unauthenticated()
         if self._counted is not None:
             self.federation.connections.release(self._counted)
             self._counted = None
@@ -267,6 +301,7 @@ class IncomingStream(ServerStream):
 
     def _authenticated(self, domain, method):
         self.authenticated[domain] = method
+        self._no_longer_unauthenticated()
         log.info("s2s {stream}: {domain} authenticated ({method})",
                  stream=self.describe(), domain=domain, method=method)
 

@@ -13,6 +13,12 @@
 - A stream with no traffic for ``s2s.idle_timeout`` seconds is closed
   (§4.6.1); any bytes count as traffic, whitespace keepalives (§4.6.1)
   included.
+- A TLS handshake (after STARTTLS, §5.4.3.3, or at once on direct TLS,
+  XEP-0368) not finished within ``s2s.handshake_timeout`` seconds aborts
+  the connection: nothing can be said on it any more.
+- A stream we close (§4.4) whose connection is not gone
+  ``s2s.handshake_timeout`` seconds later (a peer that does not read what
+  we write, so the closing tag and TLS alert never leave) is aborted.
 - Open streams are in ``server.streams``, so a shutdown closes them with
   ``system-shutdown``.
 - The stanzas one stream carries are routed in order, each after the
@@ -23,7 +29,9 @@ The connection itself (parser, restarts, throttle, idle timer, headers,
 stream errors) is :class:`~xmppd.core.stream.XmlStream`'s.
 """
 
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from xmppd.core.serial import SerialQueue
 from xmppd.core.stream import XmlStream
@@ -41,6 +49,7 @@ def stream_error_condition(element):
     return "undefined-condition"
 
 
+@implementer(IHandshakeListener)
 class ServerStream(XmlStream):
     """One server-to-server TCP connection of a :class:`~xmppd.s2s.service.Federation`."""
 
@@ -56,6 +65,9 @@ class ServerStream(XmlStream):
         super().__init__(federation.server, federation.reactor, secure=direct_tls)
         self.federation = federation
         self._queue = None
+        self._handshake_timer = None
+        self._abort_timer = None
+        self._lost = False
 
     @property
     def config(self):
@@ -77,6 +89,45 @@ class ServerStream(XmlStream):
     def connectionMade(self):
         super().connectionMade()
         self.throttle()
+        if self.secure:
+            self._await_handshake()
+
+    # TLS handshake and closing, bounded by s2s.handshake_timeout
+
+    def start_tls(self, context):
+        super().start_tls(context)
+        self._await_handshake()
+
+    def _await_handshake(self):
+        self._handshake_timer = self.clock.callLater(self.config.handshake_timeout,
+                                                     self._handshake_stalled)
+
+    def handshakeCompleted(self):
+        """The TLS handshake is done (``IHandshakeListener``)."""
+        self._handshake_timer = cancelled(self._handshake_timer)
+
+    def _handshake_stalled(self):
+        self._handshake_timer = None
+        log.info("s2s {stream}: TLS handshake not finished within {timeout:g} s, aborting",
+                 stream=self.describe(), timeout=self.config.handshake_timeout)
+        self.abort()
+
+    def close(self, condition=None, text=None):
+        super().close(condition, text)
+        if self.closed and self._abort_timer is None and not self._lost:
+            self._abort_timer = self.clock.callLater(self.config.handshake_timeout,
+                                                     self._close_stalled)
+
+    def _close_stalled(self):
+        self._abort_timer = None
+        log.info("s2s {stream}: the connection did not close within {timeout:g} s, aborting",
+                 stream=self.describe(), timeout=self.config.handshake_timeout)
+        self.abort()
+
+    def abort(self):
+        """Drop the connection at once, whatever is left to write."""
+        self.closed = True
+        self.transport.abortConnection()
 
     def idle(self):
         log.info("s2s {stream}: idle for {timeout:.0f} s, closing", stream=self.describe(),
@@ -95,6 +146,9 @@ class ServerStream(XmlStream):
     def connectionLost(self, reason):
         if self._queue is not None:
             self._queue.clear()
+        self._lost = True
+        self._handshake_timer = cancelled(self._handshake_timer)
+        self._abort_timer = cancelled(self._abort_timer)
         super().connectionLost(reason)
 
     # Input
@@ -115,6 +169,14 @@ class ServerStream(XmlStream):
     def negotiate(self, element):
         """A top-level element other than a stream error."""
         raise NotImplementedError
+
+
+def cancelled(call):
+    """Cancel a delayed ``call`` (or None) if it is still pending; returns
+    None, for ``self._timer = cancelled(self._timer)``."""
+    if call is not None and call.active():
+        call.cancel()
+    return None
 
 
 def check_header(header):
