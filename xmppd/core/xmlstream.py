@@ -33,6 +33,7 @@ the stream's default namespace (RFC 6120 §4.8.3).
 """
 
 import pyexpat
+from xml.sax.saxutils import quoteattr
 
 from twisted.words.xish import domish
 
@@ -75,6 +76,11 @@ class StreamParser:
 
     def __init__(self, on_start, on_element, on_end, max_stanza_size,
                  content_namespaces=(NS_CLIENT,)):
+        self._offset = 0  # the position in the stream of the expat parser's byte 0
+        self._priming = False
+        self._header = None  # (qualified name, default namespace) to re-create the parser
+        self._header_default = None  # the default namespace the header declared
+        self._between = True  # the bytes fed so far end between two tags
         self._on_start = on_start
         self._on_element = on_element
         self._on_end = on_end
@@ -93,8 +99,10 @@ class StreamParser:
         self._prefixes = {}
         self._prefixes_in_scope = 0
         self._depth = 0
+        self._parser = self._new_expat()
 
-        p = self._parser = pyexpat.ParserCreate("UTF-8", " ")
+    def _new_expat(self):
+        p = pyexpat.ParserCreate("UTF-8", " ")
         # Text comes in chunks of up to TEXT_BUFFER bytes: never one string
         # per line of a newline flood, and each idle stream keeps 1 KB, not
         # expat's default 8 KB.
@@ -112,6 +120,7 @@ class StreamParser:
         p.CommentHandler = self._restricted
         p.ExternalEntityRefHandler = self._restricted
         p.SkippedEntityHandler = self._restricted
+        return p
 
     def feed(self, data):
         """Parse ``data``; raises :class:`StreamError` on any violation."""
@@ -119,6 +128,8 @@ class StreamParser:
             return
         if b"\0" in data:  # never in UTF-8 XML, always in UTF-16 and UTF-32
             raise StreamError("not-well-formed" if self._started else "unsupported-encoding")
+        if self._parser is None:
+            self._recreate()
         self._fed += len(data)
         try:
             self._parser.Parse(data, False)
@@ -127,6 +138,11 @@ class StreamParser:
         except pyexpat.ExpatError as e:
             raise self._syntax_error(e, data) from None
         self._recent = (self._recent + data[-8:])[-8:]
+        last = data.rfind(b"<")
+        if last >= 0:
+            tag = data[last:].rstrip()
+            self._between = (tag.endswith(b">") and tag.count(b"'") % 2 == 0
+                             and tag.count(b'"') % 2 == 0)
         if self._fed - self._boundary > self._max:
             what = "stanza" if self._started else "stream header"
             raise StreamError("policy-violation", f"{what} larger than {self._max} bytes")
@@ -136,7 +152,7 @@ class StreamParser:
         sees a syntax error just after its ``<!``, which may have come in an
         earlier read), else ``not-well-formed``."""
         window = self._recent + data
-        at = self._parser.ErrorByteIndex - (self._fed - len(window))
+        at = self._parser.ErrorByteIndex + self._offset - (self._fed - len(window))
         start = window.rfind(b"<!", max(at - 2, 0), at + 1)
         if start >= 0 and window[start + 2:start + 3].isalpha():
             return StreamError("restricted-xml")
@@ -146,12 +162,48 @@ class StreamParser:
         """Ignore the rest of the current and every later buffer."""
         self._stopped = True
 
+    def release(self):
+        """Drop the expat parser (~10 KB) of a stream that waits between
+        stanzas, with no partial tag fed; the next :meth:`feed` makes a new
+        one, primed with the stream header's namespaces.  Say whether it
+        was dropped."""
+        if (self._parser is None or self._header is None or self._stopped
+                or self._depth != 1 or self._current is not None or not self._between):
+            return False
+        self._parser = None
+        self._boundary = self._fed
+        return True
+
+    def _recreate(self):
+        """A new expat parser in the state of the released one: inside the
+        stream header, at byte ``self._fed`` of the stream."""
+        name, default = self._header
+        declarations = "".join(f" xmlns:{prefix}={quoteattr(uri)}"
+                               for prefix, uri in self._prefixes.items())
+        if default is not None:
+            declarations += f" xmlns={quoteattr(default)}"
+        header = f"<{name}{declarations}>".encode()
+        self._parser = self._new_expat()
+        self._default_ns, self._prefixes_in_scope, self._depth = [""], 0, 0
+        self._priming = True
+        try:
+            self._parser.Parse(header, False)
+        finally:
+            self._priming = False
+        self._offset = self._fed - len(header)
+
+    def _index(self):
+        """The position in the stream of the current expat event."""
+        return self._parser.CurrentByteIndex + self._offset
+
     def _restricted(self, *args):
         raise StreamError("restricted-xml")
 
     def _start_ns(self, prefix, uri):
         if prefix is None:
             self._default_ns.append(NS_CLIENT if uri in self._content_ns else uri)
+            if self._depth == 0:
+                self._header_default = uri
             return
         self._prefixes_in_scope += 1
         if self._prefixes_in_scope > MAX_PREFIXES:
@@ -182,8 +234,11 @@ class StreamParser:
             raise StreamError("policy-violation",
                               f"a stanza nested deeper than {MAX_DEPTH} levels")
         if self._depth == 1:
+            if self._priming:
+                return
             self._started = True
-            self._boundary = self._parser.CurrentByteIndex
+            self._boundary = self._index()
+            self._header = self._header_name(uri, local)
             self._on_start(element)
             self._check_stopped()
         else:
@@ -196,9 +251,18 @@ class StreamParser:
                 self._current.children.append(element)
                 element.parent = self._current
             else:
-                self._stanza_start = self._parser.CurrentByteIndex
+                self._stanza_start = self._index()
                 self._elements = 1
             self._current = element
+
+    def _header_name(self, uri, local):
+        """How to write the header again (a qualified name and the default
+        namespace), or None if its prefix cannot be told."""
+        default = self._header_default
+        if uri == default:
+            return local, default
+        prefix = next((p for p, u in self._prefixes.items() if u == uri), None)
+        return None if prefix is None else (f"{prefix}:{local}", default)
 
     def _end(self, name):
         self._depth -= 1
@@ -211,7 +275,7 @@ class StreamParser:
         self._current = element.parent
         if self._depth == 1:
             element.parent = None
-            self._boundary = self._parser.CurrentByteIndex
+            self._boundary = self._index()
             if self._boundary - self._stanza_start > self._max:
                 raise StreamError("policy-violation", f"stanza larger than {self._max} bytes")
             self._on_element(element)
@@ -221,7 +285,7 @@ class StreamParser:
         if self._current is not None:
             self._text_parts.append(data)
         else:
-            self._boundary = self._parser.CurrentByteIndex
+            self._boundary = self._index()
 
     def _end_text(self):
         """Add the text read since the last tag as one child, even when it
