@@ -5,8 +5,10 @@ sockets, no threads."""
 import base64
 import importlib
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.words.xish import domish
 
 from xmppd import config as configuration
@@ -76,6 +78,8 @@ class Client:
         self.transport = TLSStringTransport()
         self.stream = ClientStream(server, direct_tls=direct_tls)
         self.stream.makeConnection(self.transport)
+        if direct_tls:
+            self.stream.handshakeCompleted()
         self.received = []
         self.header = None
         self.ended = False
@@ -117,6 +121,7 @@ class Client:
         self.open()
         self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
         assert self.take()[0].name == "proceed"
+        self.stream.handshakeCompleted()
 
     def auth_plain(self, user, password="secret"):
         token = base64.b64encode(f"\0{user.split('@')[0]}\0{password}".encode()).decode()
@@ -138,6 +143,10 @@ class Client:
     @property
     def closed(self):
         return self.transport.disconnecting
+
+    def lose(self):
+        """The connection is gone (the transport reports it lost)."""
+        self.stream.connectionLost(Failure(ConnectionDone()))
 
 
 @implementer(ICarrier)

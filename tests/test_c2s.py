@@ -9,7 +9,9 @@ from twisted.internet.error import ConnectionDone
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
-from tests.harness import HEADER, Client, add_user, error_condition, make_server
+from tests.harness import (
+    HEADER, Client, TLSStringTransport, add_user, error_condition, make_server)
+from xmppd.core.c2s import ClientStream
 from xmppd.core.stream import peer_text
 
 NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
@@ -397,3 +399,59 @@ def test_tls_failure_log_gives_the_openssl_reason(server):
         client.stream.connectionLost(Failure(error.value))
     assert log_lines(events) == ["c2s TLS failure with 192.168.1.1:54321: http request",
                                  "c2s connection from 192.168.1.1:54321 closed"]
+
+
+# TLS handshakes and closes that stall (the peer stops answering)
+
+
+def test_direct_tls_without_handshake_is_aborted(server):
+    client = Client(server)  # a plain connection, for contrast
+    stalled = TLSStalled(server, direct_tls=True)
+    server.clock.advance(server.config.c2s.handshake_timeout - 0.1)
+    assert not stalled.transport.disconnecting
+    server.clock.advance(0.1)
+    assert stalled.transport.disconnected  # abortConnection
+    assert not client.transport.disconnecting
+
+
+def test_handshake_after_proceed_is_timed(server):
+    client = Client(server)
+    client.open()
+    client.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    assert client.take()[0].name == "proceed"
+    server.clock.advance(server.config.c2s.handshake_timeout)
+    assert client.transport.disconnected
+
+
+def test_finished_handshake_is_not_aborted(server):
+    client = Client(server, direct_tls=True)  # the harness completes the handshake
+    client.open()
+    server.clock.advance(server.config.c2s.handshake_timeout + 1)
+    assert not client.closed
+
+
+def test_close_that_cannot_finish_is_aborted(server):
+    client = Client(server)
+    client.open()
+    server.clock.advance(server.config.c2s.auth_timeout)
+    assert stream_error(client) == "connection-timeout"
+    assert not client.transport.disconnected  # an orderly close first
+    server.clock.advance(5.0)
+    assert client.transport.disconnected
+
+
+def test_close_that_finishes_leaves_no_timer(server):
+    client = Client(server)
+    client.open()
+    client.send("</stream:stream>")
+    client.lose()
+    assert server.clock.getDelayedCalls() == []
+
+
+class TLSStalled:
+    """A connection whose TLS handshake never completes."""
+
+    def __init__(self, server, direct_tls):
+        self.transport = TLSStringTransport()
+        self.stream = ClientStream(server, direct_tls=direct_tls)
+        self.stream.makeConnection(self.transport)

@@ -23,7 +23,11 @@ stanza whose handler waits (a credential lookup, a storage write) makes
 the later ones wait.  While a negotiation step waits, at most
 :data:`MAX_BACKLOG` elements may; more is ``policy-violation`` (§13.12).
 A restart (§4.3.3) drops the elements waiting from the old stream
-(§6.4.6).  An unauthenticated stream is closed after ``c2s.auth_timeout``.
+(§6.4.6).  An unauthenticated stream is closed after ``c2s.auth_timeout``;
+a TLS handshake that has not finished ``c2s.handshake_timeout`` seconds
+after the connection (direct TLS) or ``<proceed/>`` (STARTTLS) aborts the
+connection, and so does a close that cannot finish
+(:class:`~xmppd.core.stream.XmlStream`).
 
 A stream error sent before the requested domain is known has a response
 header from the first configured host (:func:`default_host`).
@@ -49,6 +53,9 @@ NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
 NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 
 MAX_BACKLOG = 10  # elements received while a negotiation step is pending
+# Seconds a close (our closing tag or stream error, TLS close_notify) may
+# take to end the connection before it is aborted.
+CLOSE_GRACE = 5.0
 STANZA_KINDS = ("message", "presence", "iq")
 IQ_TYPES = ("get", "set", "result", "error")
 
@@ -252,6 +259,7 @@ class ClientStream(XmlStream):
     log = log
     stream_error_log = "c2s stream error to {peer}: {condition} {text}"
     tls_failure_log = "c2s TLS failure with {peer}: {problem}"
+    handshake_timeout_log = "c2s TLS handshake with {peer} not finished within {timeout:g} s"
 
     def __init__(self, server, direct_tls=False):
         super().__init__(server, server.clock, secure=direct_tls)
@@ -274,6 +282,12 @@ class ClientStream(XmlStream):
     def read_rate(self):
         limits = self.server.config.limits
         return limits.c2s_read_rate, limits.c2s_read_burst
+
+    def handshake_timeout(self):
+        return self.server.config.c2s.handshake_timeout
+
+    def close_grace(self):
+        return CLOSE_GRACE
 
     def connectionMade(self):
         super().connectionMade()

@@ -10,6 +10,14 @@
   and can be paused by whoever cannot keep up (:meth:`pause`, :meth:`resume`);
 - an optional idle timer closes a stream with no traffic (§4.6.1; any bytes
   count, whitespace keepalives included);
+- a TLS handshake is timed: from the connection's start on direct TLS
+  (XEP-0368), from ``<proceed/>`` on STARTTLS (§5.4.3.3), it must finish
+  within :meth:`XmlStream.handshake_timeout` seconds or the connection is
+  aborted (a peer that never sends its ClientHello cannot be told anything,
+  and TLS's orderly close would wait for the handshake for ever);
+- a close (§4.4) that has not ended the connection :meth:`XmlStream.close_grace`
+  seconds later (a peer that does not read, a handshake that never ends)
+  aborts it (``abortConnection``): closing never waits on the peer;
 - our stream header goes out once per stream, before the first element or
   stream error; a stream error (§4.9) ends the stream and the connection;
 - the OpenSSL reason of a failed TLS handshake is logged with the peer's
@@ -25,7 +33,9 @@ subclasses (:class:`~xmppd.core.c2s.ClientStream`, the server streams of
 import secrets
 
 from OpenSSL import SSL
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Protocol
+from zope.interface import implementer
 
 from xmppd.core import tls
 from xmppd.core.limits import ReadThrottle, address_of
@@ -64,6 +74,14 @@ def tls_failure(reason):
     return str(reason.value) or type(reason.value).__name__
 
 
+def cancelled(call):
+    """Cancel ``call`` (an ``IDelayedCall`` or None) if still pending; None."""
+    if call is not None and call.active():
+        call.cancel()
+    return None
+
+
+@implementer(IHandshakeListener)
 class XmlStream(Protocol):
     """One TCP connection carrying XML streams.
 
@@ -71,12 +89,27 @@ class XmlStream(Protocol):
     ``stream``, :meth:`describe`), ``stream_namespace`` (of the header),
     ``content_namespaces`` (read as ``jabber:client``) and ``prefixes``, and
     define :meth:`open_stream`, :meth:`header_received`,
-    :meth:`element_received` and :meth:`lost`.
+    :meth:`element_received` and :meth:`lost`; they may set
+    :meth:`handshake_timeout` and :meth:`close_grace`.
+
+    Timers every stream has, for c2s and s2s alike:
+
+    - the TLS handshake timer: :meth:`connectionMade` starts it on a
+      stream that is secure from the start (direct TLS), :meth:`start_tls`
+      after STARTTLS; :meth:`handshakeCompleted` (Twisted's
+      ``IHandshakeListener``, called by its TLS layer) stops it; when it
+      fires, :meth:`handshake_stalled` aborts the connection;
+    - the close timer: :meth:`close` starts it once it has asked the
+      transport to close; when the connection is not gone
+      :meth:`close_grace` seconds later, :meth:`abort` ends it;
+    - with no timeout set (the defaults), neither runs.
+    - both stop in :meth:`connectionLost`.
     """
 
     log = None
     stream_error_log = "{stream}: stream error {condition} {text}"
     tls_failure_log = "{stream}: TLS failure: {problem}"
+    handshake_timeout_log = "{stream}: TLS handshake not finished within {timeout:g} s, aborting"
     stream_namespace = NS_CLIENT
     content_namespaces = (NS_CLIENT,)
     prefixes = STREAM_PREFIXES
@@ -95,6 +128,8 @@ class XmlStream(Protocol):
         self._idle_timer = None
         self._last_traffic = 0.0
         self._pauses = 0
+        self._tls_timer = None
+        self._closing_timer = None
 
     # Settings of the subclass
 
@@ -109,6 +144,15 @@ class XmlStream(Protocol):
         """Seconds without traffic after which the stream closes, or None."""
         return None
 
+    def handshake_timeout(self):
+        """Seconds a TLS handshake may take, or None for no limit."""
+        return None
+
+    def close_grace(self):
+        """Seconds a close may take before the connection is aborted, or
+        None for no limit."""
+        return None
+
     # Connection lifecycle
 
     def connectionMade(self):
@@ -120,6 +164,8 @@ class XmlStream(Protocol):
         timeout = self.idle_timeout()
         if timeout:
             self._idle_timer = self.clock.callLater(timeout, self._check_idle)
+        if self.secure:
+            self._time_handshake()
 
     def throttle(self):
         """Start counting the peer's reads against its rate."""
@@ -152,9 +198,9 @@ class XmlStream(Protocol):
         if self._throttle is not None:
             self._throttle.stop()
             self._throttle = None
-        if self._idle_timer is not None and self._idle_timer.active():
-            self._idle_timer.cancel()
-        self._idle_timer = None
+        self._idle_timer = cancelled(self._idle_timer)
+        self._tls_timer = cancelled(self._tls_timer)
+        self._closing_timer = cancelled(self._closing_timer)
         self.lost(reason)
 
     def restart(self):
@@ -170,6 +216,25 @@ class XmlStream(Protocol):
         self.restart()
         self.transport.startTLS(context)
         self.secure = True
+        self._time_handshake()
+
+    # TLS handshake
+
+    def _time_handshake(self):
+        timeout = self.handshake_timeout()
+        if timeout:
+            self._tls_timer = self.clock.callLater(timeout, self.handshake_stalled)
+
+    def handshakeCompleted(self):
+        """The TLS handshake is done (``IHandshakeListener``)."""
+        self._tls_timer = cancelled(self._tls_timer)
+
+    def handshake_stalled(self):
+        """The TLS handshake did not finish in time: abort the connection."""
+        self._tls_timer = None
+        self.log.info(self.handshake_timeout_log, peer=self.peer, stream=self.describe(),
+                      timeout=self.handshake_timeout())
+        self.abort()
 
     # Reading
 
@@ -240,6 +305,22 @@ class XmlStream(Protocol):
         if self._parser is not None:
             self._parser.stop()
         self.transport.loseConnection()
+        grace = self.close_grace()
+        if grace:
+            self._closing_timer = self.clock.callLater(grace, self._close_stalled)
+
+    def _close_stalled(self):
+        self._closing_timer = None
+        self.abort()
+
+    def abort(self):
+        """End the connection at once, without waiting to write anything
+        (``abortConnection``: for a peer that does not read or has not
+        finished its TLS handshake)."""
+        self.closed = True
+        if self._parser is not None:
+            self._parser.stop()
+        self.transport.abortConnection()
 
     def stream_ended(self):
         """The peer ended its stream."""
