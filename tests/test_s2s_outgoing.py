@@ -2,10 +2,13 @@
 EXTERNAL, dialback as initiating server, queueing, and the bounces of
 RFC 6120 §8.3.3 when a link fails, times out, or is not allowed."""
 
+from OpenSSL import SSL
+from twisted.python.failure import Failure
+
 from tests.harness import Client, add_user, error_condition
 from tests.s2s_support import (
     DIALBACK_FEATURES, EMPTY_FEATURES, EXTERNAL_FEATURES, LOCAL, REMOTE,
-    REMOTE_PORT, FakeResolver, accept_outgoing, b64, header, make_federation,
+    REMOTE_PORT, STARTTLS_FEATURES, FakeResolver, accept_outgoing, b64, header, make_federation,
     outgoing_past_tls, refuse_outgoing)
 from xmppd.core.events import CONFIG_RELOADED
 from xmppd.core.stanzas import make_stanza
@@ -379,4 +382,43 @@ def test_a_stalled_tls_handshake_is_aborted(tmp_path):
     federation.reactor.advance(3)
     assert wire.transport.disconnected
     wire.stream.connectionLost(None)
-    assert bounced(alice) == [("remote-server-timeout", "hello")]
+    assert bounced(alice) == [("remote-server-not-found", "hello")]
+
+
+def tls_fails(federation, remote):
+    """Accept the last outgoing connection; its TLS handshake fails."""
+    wire = accept_outgoing(federation)
+    wire.send(header(to=LOCAL, from_=remote, id_="before-tls"))
+    wire.send(STARTTLS_FEATURES)
+    wire.send("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    wire.stream.connectionLost(Failure(SSL.Error([("SSL routines", "", "tlsv1 alert")])))
+
+
+def test_a_tls_failure_moves_on_to_the_next_srv_target(tmp_path):
+    remote = f"srv.{REMOTE}"
+    zone = {f"_xmpp-server._tcp.{remote}": [(10, 0, 5301, "192.0.2.1"),
+                                            (20, 0, 5302, "192.0.2.2"),
+                                            (30, 0, 5303, "192.0.2.3")]}
+    federation = make_federation(tmp_path, ALLOW, valid=[remote], resolver=FakeResolver(zone))
+    add_user(federation.server, f"alice@{LOCAL}")
+    alice = Client(federation.server)
+    alice.login(f"alice@{LOCAL}")
+    chat(alice, to=f"bob@{remote}", body="one")
+    tls_fails(federation, remote)
+    assert [c[1] for c in federation.reactor.tcpClients] == [5301, 5302]
+    assert bounced(alice) == []
+    wire, sent = outgoing_past_tls(federation, EXTERNAL_FEATURES, remote=remote)
+    assert [e.name for e in sent] == ["auth"]
+    wire.send("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
+    wire.restart()
+    wire.send(header(to=LOCAL, from_=remote, id_="after-sasl"))
+    wire.send(EMPTY_FEATURES)
+    assert bodies(wire.take()) == ["one"]
+    assert len(federation.reactor.tcpClients) == 2
+
+
+def test_a_tls_failure_with_the_last_target_bounces(tmp_path):
+    federation, alice = setup(tmp_path)  # one candidate: the pinned route
+    chat(alice)
+    tls_fails(federation, REMOTE)
+    assert bounced(alice) == [("remote-server-not-found", "hello")]

@@ -6,7 +6,10 @@ domain and remote domain carries the stanzas between them over one stream,
 reused until it closes.  Setting it up is bounded by ``s2s.connect_timeout``:
 
 1. The candidates of :mod:`xmppd.s2s.resolve` are tried in order until one
-   accepts the TCP connection.
+   accepts the TCP connection and completes TLS: a TLS failure (or a
+   handshake not finished within ``s2s.handshake_timeout``) with one target
+   moves on to the next (RFC 6120 §3.2.1 step 8 lets the initiating
+   entity go on after a failure), as a refused connection does.
 2. The stream header names both domains and says ``version='1.0'``.
    STARTTLS when offered (a peer without it fails the link when
    ``s2s.require_encryption``); direct TLS targets start encrypted.  Our
@@ -86,6 +89,7 @@ class OutgoingLink:
         self._attempt = None
         self._timer = None
         self._connect_error = None
+        self._untried = []  # the candidates after the one being tried
 
     def __repr__(self):
         return f"<OutgoingLink {self.local} -> {self.remote}>"
@@ -117,7 +121,7 @@ class OutgoingLink:
             self.fail("remote-server-not-found", self._connect_error
                       or f"no XMPP server found for {self.remote}")
             return
-        target, rest = candidates[0], candidates[1:]
+        target, self._untried = candidates[0], candidates[1:]
         log.info("s2s outgoing {local} -> {remote}: connecting to {target}",
                  local=self.local, remote=self.remote, target=target)
         factory = OutgoingStreamFactory(self, target.direct_tls)
@@ -127,18 +131,18 @@ class OutgoingLink:
         endpoint = target.endpoint(self._reactor, self.federation.config.connect_timeout)
         self._attempt = endpoint.connect(factory)
         self._attempt.addCallbacks(self._connected, self._connect_failed,
-                                   errbackArgs=(target, rest))
+                                   errbackArgs=(target,))
 
     def _connected(self, protocol):
         self._attempt = None
 
-    def _connect_failed(self, failure, target, rest):
+    def _connect_failed(self, failure, target):
         if self.finished:
             return
         self._connect_error = f"cannot connect to {target}: {failure.getErrorMessage()}"
         log.info("s2s outgoing {local} -> {remote}: {error}", local=self.local,
                  remote=self.remote, error=self._connect_error)
-        self._connect(rest)
+        self._connect(self._untried)
 
     def _unexpected(self, failure):
         if self.finished:
@@ -169,9 +173,18 @@ class OutgoingLink:
             self.stream.send(stanza.element)
 
     def closed(self, stream):
-        """The stream ended (its ``failure`` says why)."""
-        if stream is self.stream:
-            self.fail(*stream.failure)
+        """The stream ended (its ``failure`` says why); if TLS failed before
+        it got past TLS, the next candidate is tried."""
+        if stream is not self.stream:
+            return
+        if stream.tls_problem is not None and not self._can_verify and self._untried:
+            self.stream = None
+            self._connect_error = f"TLS failure: {stream.tls_problem}"
+            log.info("s2s outgoing {local} -> {remote}: {error}; trying the next server",
+                     local=self.local, remote=self.remote, error=self._connect_error)
+            self._connect(self._untried)
+            return
+        self.fail(*stream.failure)
 
     # Use
 
@@ -325,6 +338,8 @@ class OutgoingStream(ServerStream):
             self.link.closed(self)
 
     def lost(self, reason):
+        if self.tls_problem is not None and self.state != "ready":
+            self.failure = ("remote-server-not-found", f"TLS failure: {self.tls_problem}")
         self.link.closed(self)
 
     def stream_error(self, condition, text=None):

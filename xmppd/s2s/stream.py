@@ -34,7 +34,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from xmppd.core.serial import SerialQueue
-from xmppd.core.stream import XmlStream
+from xmppd.core.stream import XmlStream, tls_failure
 from xmppd.core.xmlstream import NS_CLIENT, NS_SERVER, NS_STREAM_ERRORS, NS_STREAMS, StreamError
 from xmppd.s2s.dialback import S2S_PREFIXES
 
@@ -68,6 +68,7 @@ class ServerStream(XmlStream):
         self._handshake_timer = None
         self._abort_timer = None
         self._lost = False
+        self.tls_problem = None  # why TLS failed, once it has
 
     @property
     def config(self):
@@ -108,6 +109,7 @@ class ServerStream(XmlStream):
 
     def _handshake_stalled(self):
         self._handshake_timer = None
+        self.tls_problem = "handshake not finished in time"
         log.info("s2s {stream}: TLS handshake not finished within {timeout:g} s, aborting",
                  stream=self.describe(), timeout=self.config.handshake_timeout)
         self.abort()
@@ -147,6 +149,7 @@ class ServerStream(XmlStream):
         if self._queue is not None:
             self._queue.clear()
         self._lost = True
+        self.tls_problem = self.tls_problem or tls_failure(reason)
         self._handshake_timer = cancelled(self._handshake_timer)
         self._abort_timer = cancelled(self._abort_timer)
         super().connectionLost(reason)
