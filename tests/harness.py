@@ -184,6 +184,10 @@ class ElementCarrier:
         sent, self.sent = self.sent, []
         return sent
 
+    def end(self):
+        """The client closes its stream."""
+        self.connection.stream_ended()
+
     def lose(self):
         """The connection is gone without a stream error."""
         self.closed = True

@@ -11,6 +11,7 @@ from twisted.python.failure import Failure
 
 from tests.harness import (
     HEADER, Client, TLSStringTransport, add_user, error_condition, make_server)
+from tests.paused_storage import pausable_server
 from xmppd.core.c2s import ClientStream
 from xmppd.core.stream import peer_text
 
@@ -455,3 +456,55 @@ class TLSStalled:
         self.transport = TLSStringTransport()
         self.stream = ClientStream(server, direct_tls=direct_tls)
         self.stream.makeConnection(self.transport)
+
+
+# Nothing received is lost when the stream ends (RFC 6120 §4.4)
+
+
+def offline_bodies(server, user="bob"):
+    return [m.split("<body>")[1].split("</body>")[0]
+            for m in server.sql.take_offline(user, "example.com")]
+
+
+def sent_then_held(tmp_path, count=5):
+    server = pausable_server(tmp_path)
+    add_user(server, "alice@example.com")
+    add_user(server, "bob@example.com")
+    alice = Client(server)
+    alice.login("alice@example.com")
+    server.runner.pause()
+    alice.send("".join(f"<message to='bob@example.com' type='chat'><body>{n}</body></message>"
+                       for n in range(count)))
+    return server, alice
+
+
+def test_messages_before_the_closing_tag_are_all_stored(tmp_path):
+    server, alice = sent_then_held(tmp_path)
+    alice.send("</stream:stream>")
+    assert not alice.closed  # our closing tag waits for what came before it
+    assert server.sessions.count() == 1
+    server.runner.flush()
+    assert offline_bodies(server) == ["0", "1", "2", "3", "4"]
+    assert alice.transport.value().endswith(b"</stream:stream>")
+    alice.lose()  # the transport closed
+    assert server.sessions.count() == 0
+
+
+def test_messages_before_a_dropped_connection_are_all_stored(tmp_path):
+    server, alice = sent_then_held(tmp_path)
+    alice.lose()
+    assert server.sessions.count() == 1  # unbound once they are routed
+    server.runner.flush()
+    assert offline_bodies(server) == ["0", "1", "2", "3", "4"]
+    assert server.sessions.count() == 0
+
+
+def test_messages_before_a_stream_error_are_all_stored(tmp_path):
+    server, alice = sent_then_held(tmp_path)
+    alice.send("<iq type='get' id='x'><bad")  # not well-formed
+    alice.send("<<")
+    assert alice.closed
+    alice.lose()
+    server.runner.flush()
+    assert offline_bodies(server) == ["0", "1", "2", "3", "4"]
+    assert server.sessions.count() == 0

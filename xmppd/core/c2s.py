@@ -23,7 +23,11 @@ stanza whose handler waits (a credential lookup, a storage write) makes
 the later ones wait.  While a negotiation step waits, at most
 :data:`MAX_BACKLOG` elements may; more is ``policy-violation`` (§13.12).
 A restart (§4.3.3) drops the elements waiting from the old stream
-(§6.4.6).  An unauthenticated stream is closed after ``c2s.auth_timeout``;
+(§6.4.6).  Nothing received is dropped when the stream ends: after the
+client's closing tag (§4.4) the stanzas before it are routed (delivered,
+stored offline or bounced) before our closing tag goes; when the server
+closes the stream or the connection is lost, they are still routed, and
+only then is the session unbound.  An unauthenticated stream is closed after ``c2s.auth_timeout``;
 a TLS handshake that has not finished ``c2s.handshake_timeout`` seconds
 after the connection (direct TLS) or ``<proceed/>`` (STARTTLS) aborts the
 connection, and so does a close that cannot finish
@@ -70,6 +74,16 @@ def default_host(hosts):
     return next(iter(hosts))
 
 
+class AfterQueued:
+    """A call waiting in a connection's queue behind the elements received
+    before it."""
+
+    __slots__ = ("function",)
+
+    def __init__(self, function):
+        self.function = function
+
+
 @implementer(IStreamReceiver)
 class ClientConnection:
     """One client's stream over a carrier: negotiation, then its session."""
@@ -111,17 +125,19 @@ class ClientConnection:
         self.carrier.send_element(element)
 
     def close(self, condition=None, text=None):
-        """End the stream (with a stream error of ``condition``)."""
-        if self._queue is not None:
-            self._queue.clear()
+        """End the stream (with a stream error of ``condition``).  The
+        stanzas already received are still routed (see :meth:`carrier_lost`)."""
         if self.session is not None:
             self.session.carrier = None  # ended by the server: no hibernation
         self.carrier.close(condition, text)
 
     def restart(self):
-        """Expect a new stream (RFC 6120 §4.3.3), after SASL success."""
+        """Expect a new stream (RFC 6120 §4.3.3), after SASL success: the
+        elements waiting from the old stream are dropped (§6.4.6)."""
         if self._queue is not None:
-            self._queue.clear()
+            for item in self._queue.clear():
+                if isinstance(item, AfterQueued):
+                    self._queue.push(item)
         self.carrier.restart()
 
     def authenticated(self, user):
@@ -177,10 +193,25 @@ class ClientConnection:
             raise StreamError("policy-violation", "too much sent during authentication")
         queue.push(element)
 
+    def stream_ended(self):
+        """The client closed its stream: what it sent before is processed
+        first, then our closing tag goes (RFC 6120 §4.4)."""
+        self._after_queued(self.carrier.close)
+
     def carrier_lost(self):
+        """The carrier is gone: the stanzas received on it are still routed,
+        then the session is unbound (or hibernates)."""
         self._cancel_auth_timer()
-        if self._queue is not None:
-            self._queue.clear()
+        self._after_queued(self._unbind)
+
+    def _after_queued(self, function):
+        """Call ``function()`` once every element received so far is processed."""
+        if self._queue is None:
+            function()
+        else:
+            self._queue.push(AfterQueued(function))
+
+    def _unbind(self):
         session, self.session = self.session, None
         if session is not None:
             self.server.negotiation.carrier_lost(session, self.carrier)
@@ -193,11 +224,15 @@ class ClientConnection:
     # Processing, one element at a time
 
     def _process(self, element):
-        if self.carrier.closed:
+        if isinstance(element, AfterQueued):
+            element.function()
             return None
+        stanza = (self.session is not None and element.uri == NS_CLIENT
+                  and element.name in STANZA_KINDS)
+        if self.carrier.closed and not stanza:
+            return None  # negotiation is over with the carrier
         try:
-            if (self.session is not None and element.uri == NS_CLIENT
-                    and element.name in STANZA_KINDS):
+            if stanza:
                 return self._stanza(element)
             return self._negotiate(element)
         except StreamError as e:
@@ -308,6 +343,12 @@ class ClientStream(XmlStream):
         if self.connection is not None:
             self.connection.traffic()
         super().dataReceived(data)
+
+    def stream_ended(self):
+        if self.connection is None:
+            self.close()
+        else:
+            self.connection.stream_ended()
 
     def lost(self, reason):
         if self._counted is not None:

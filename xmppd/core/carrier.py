@@ -71,5 +71,9 @@ class IStreamReceiver(Interface):
     def traffic():
         """The peer sent something (whitespace keepalives included)."""
 
+    def stream_ended():
+        """The peer closed its stream (RFC 6120 §4.4): the receiver closes
+        the carrier once it has processed what came before."""
+
     def carrier_lost():
         """The carrier is gone."""
