@@ -5,6 +5,7 @@ sockets, no threads."""
 import base64
 import importlib
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -72,10 +73,11 @@ class Client:
     """One client connection to ``server``, with what the server sent parsed
     back into elements."""
 
-    def __init__(self, server, domain="example.com", direct_tls=False):
+    def __init__(self, server, domain="example.com", direct_tls=False, address=None):
         self.server = server
         self.domain = domain
-        self.transport = TLSStringTransport()
+        self.transport = TLSStringTransport(
+            peerAddress=address and IPv4Address("TCP", address, 54321))
         self.stream = ClientStream(server, direct_tls=direct_tls)
         self.stream.makeConnection(self.transport)
         if direct_tls:
@@ -215,6 +217,9 @@ class ElementCarrier:
 
     def features(self):
         return []
+
+    def authenticated(self):
+        pass
 
     def pause(self):
         self.pauses += 1

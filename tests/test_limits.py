@@ -3,6 +3,7 @@
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
+from tests.harness import Client, add_user, make_server
 from xmppd.config import LimitsConfig
 from xmppd.core.limits import AuthThrottle, ConnectionCounter, ReadThrottle
 
@@ -62,3 +63,50 @@ def test_auth_failures_are_forgotten_after_quiet():
         throttle.failed("a", LIMITS)
     clock.advance(101)
     assert throttle.failed("a", LIMITS) == 0.0
+
+
+# Unauthenticated connections have their own, smaller budget
+
+
+def unauthenticated_server(tmp_path, total=100, per_ip=2):
+    server = make_server(tmp_path, extra=f"[limits]\nmax_unauthenticated = {total}\n"
+                                         f"max_unauthenticated_per_ip = {per_ip}\n")
+    add_user(server, "alice@example.com")
+    return server
+
+
+def test_unauthenticated_connections_are_limited_per_address(tmp_path):
+    server = unauthenticated_server(tmp_path)
+    waiting = [Client(server), Client(server)]
+    refused = Client(server)
+    assert refused.closed and b"policy-violation" in refused.transport.value()
+    assert not any(c.closed for c in waiting)
+    assert not Client(server, address="10.0.0.2").closed  # another address
+
+
+def test_authenticating_leaves_the_unauthenticated_budget(tmp_path):
+    server = unauthenticated_server(tmp_path, per_ip=1)
+    client = Client(server)
+    client.starttls()
+    client.open()
+    assert client.auth_plain("alice@example.com").name == "success"
+    assert server.connections.unauthenticated.total == 0
+    assert not Client(server).closed
+    assert server.connections.total == 2
+
+
+def test_unauthenticated_connections_are_limited_in_all(tmp_path):
+    server = unauthenticated_server(tmp_path, total=3)
+    clients = [Client(server, address=f"10.0.0.{n}") for n in range(3)]
+    refused = Client(server, address="10.0.0.9")
+    assert refused.closed and b"resource-constraint" in refused.transport.value()
+    clients[0].lose()
+    assert not Client(server, address="10.0.0.9").closed
+
+
+def test_a_refused_direct_tls_connection_is_aborted_before_tls(tmp_path):
+    server = unauthenticated_server(tmp_path, per_ip=1)
+    Client(server, direct_tls=True)
+    refused = Client(server, direct_tls=True)
+    assert refused.transport.disconnected and refused.transport.value() == b""
+    assert server.connections.total == 1 and server.connections.unauthenticated.total == 1

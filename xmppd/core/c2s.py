@@ -8,7 +8,10 @@ client streams:
   offers is ``<starttls><required/></starttls>`` (§5.3.1) and anything but
   ``<starttls/>`` closes the stream with ``policy-violation`` (§5.4.2.1):
   there is no plaintext mode.  Direct TLS listeners (XEP-0368) start
-  encrypted.  It counts the connection against the limits of its address.
+  encrypted.  It counts the connection against the limits of its address,
+and as unauthenticated against their own smaller budget until it
+authenticates; a refused direct-TLS connection is aborted at once (nothing
+can be said to it before the TLS handshake).
 - :class:`ClientConnection` is the stream above any carrier: it checks
   the header (``to`` a hosted domain, version 1.x), offers the features of
   :class:`~xmppd.core.negotiation.Negotiation` (SASL, bind... are
@@ -143,6 +146,7 @@ class ClientConnection:
     def authenticated(self, user):
         self.user = user
         self._cancel_auth_timer()
+        self.carrier.authenticated()
         log.info("c2s {peer} authenticated as {user}", peer=self.peer, user=user)
 
     def bound(self, session):
@@ -300,6 +304,7 @@ class ClientStream(XmlStream):
         super().__init__(server, server.clock, secure=direct_tls)
         self.connection = None
         self._counted = None  # the address counted in server.connections
+        self._unauthenticated = None  # ... and as unauthenticated
 
     @property
     def user(self):
@@ -327,17 +332,41 @@ class ClientStream(XmlStream):
     def connectionMade(self):
         super().connectionMade()
         log.info("c2s connection from {peer}", peer=self.peer)
-        limits = self.server.config.limits
-        refusal = self.server.connections.admit(self.address, limits)
-        if refusal is None and self.server.auth_throttle.banned(self.address):
-            self.server.connections.release(self.address)
-            refusal = "policy-violation"
+        refusal = self._admit()
         if refusal is not None:
-            self.stream_error(refusal, "too many connections or failed authentications")
+            log.info("c2s connection from {peer} refused: {condition}", peer=self.peer,
+                     condition=refusal)
+            if self.secure:
+                self.abort()  # nothing can be said before the TLS handshake
+            else:
+                self.stream_error(refusal, "too many connections or failed authentications")
             return
-        self._counted = self.address
         self.throttle()
         self.connection = ClientConnection(self.server, self)
+
+    def _admit(self):
+        """Count the connection against the limits of its address (all
+        connections, and unauthenticated ones, RFC 6120 §13.12), or return
+        the stream error condition refusing it."""
+        connections, limits, address = self.server.connections, self.server.config.limits, \
+            self.address
+        if self.server.auth_throttle.banned(address):
+            return "policy-violation"
+        refusal = connections.admit(address, limits)
+        if refusal is not None:
+            return refusal
+        refusal = connections.admit_unauthenticated(address, limits,
+                                                    limits.max_unauthenticated_per_ip)
+        if refusal is not None:
+            connections.release(address)
+            return refusal
+        self._counted = self._unauthenticated = address
+        return None
+
+    def authenticated(self):
+        if self._unauthenticated is not None:
+            self.server.connections.release_unauthenticated(self._unauthenticated)
+            self._unauthenticated = None
 
     def dataReceived(self, data):
         if self.connection is not None:
@@ -351,6 +380,7 @@ class ClientStream(XmlStream):
             self.connection.stream_ended()
 
     def lost(self, reason):
+        self.authenticated()  # no longer counted as unauthenticated either way
         if self._counted is not None:
             self.server.connections.release(self._counted)
             self._counted = None

@@ -44,6 +44,10 @@ class ICarrier(Interface):
         """The stream features the carrier itself offers (STARTTLS), as
         elements."""
 
+    def authenticated():
+        """The peer authenticated: the carrier no longer counts against
+        the budget of unauthenticated connections."""
+
     def pause():
         """Stop reading from the peer (calls nest)."""
 

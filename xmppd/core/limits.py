@@ -1,6 +1,7 @@
 """Abuse limits for client connections (RFC 6120 §13.12).
 
-- :class:`ConnectionCounter`: connections open in all and per IP address.
+- :class:`ConnectionCounter`: connections open in all and per IP address,
+  and those not authenticated yet, with their own smaller budget.
 - :class:`ReadThrottle`: a token bucket per connection; when a client sends
   faster than its rate, reading pauses until the bucket refills (nothing is
   dropped, the client is simply slowed down, like Prosody's mod_limits).
@@ -21,17 +22,22 @@ def address_of(peer):
     return getattr(peer, "host", None) or "local"
 
 
-class ConnectionCounter:
+class AddressCounter:
+    """How many of something (connections) each IP address holds, and how
+    many all hold."""
+
     def __init__(self):
         self.total = 0
         self._by_address = {}
 
-    def admit(self, address, limits):
-        """Count a new connection from ``address``, or return the stream
-        error condition refusing it."""
-        if self.total >= limits.max_connections:
+    def admit(self, address, limit, per_address_limit):
+        """Count one more for ``address``, or return the stream error
+        condition refusing it: ``resource-constraint`` when ``limit`` are
+        held in all, ``policy-violation`` when the address holds
+        ``per_address_limit``."""
+        if self.total >= limit:
             return "resource-constraint"
-        if self._by_address.get(address, 0) >= limits.max_connections_per_ip:
+        if self._by_address.get(address, 0) >= per_address_limit:
             return "policy-violation"
         self.total += 1
         self._by_address[address] = self._by_address.get(address, 0) + 1
@@ -47,6 +53,46 @@ class ConnectionCounter:
 
     def count(self, address):
         return self._by_address.get(address, 0)
+
+
+class ConnectionCounter:
+    """Connections open (``limits.max_connections``, per address
+    ``max_connections_per_ip``) and, among them, those that have not
+    authenticated yet, which have their own smaller budget
+    (``limits.max_unauthenticated`` in all; per address what the caller
+    says: ``max_unauthenticated_per_ip`` for clients,
+    ``s2s_max_unauthenticated_per_ip`` for servers).  Both are checked when
+    a connection is accepted, before TLS, so connections that never finish
+    a handshake or never authenticate cannot crowd out the others."""
+
+    def __init__(self):
+        self.open = AddressCounter()
+        self.unauthenticated = AddressCounter()
+
+    @property
+    def total(self):
+        return self.open.total
+
+    def admit(self, address, limits):
+        """Count a new connection from ``address``, or return the stream
+        error condition refusing it."""
+        return self.open.admit(address, limits.max_connections, limits.max_connections_per_ip)
+
+    def release(self, address):
+        self.open.release(address)
+
+    def count(self, address):
+        return self.open.count(address)
+
+    def admit_unauthenticated(self, address, limits, per_address_limit):
+        """Count a new connection from ``address`` as unauthenticated (it
+        leaves the count with :meth:`release_unauthenticated` when it
+        authenticates or closes), or return the condition refusing it."""
+        return self.unauthenticated.admit(address, limits.max_unauthenticated,
+                                          per_address_limit)
+
+    def release_unauthenticated(self, address):
+        self.unauthenticated.release(address)
 
 
 class ReadThrottle:
