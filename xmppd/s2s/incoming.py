@@ -31,9 +31,9 @@ both are served here (RFC 6120 §4.7.1 ``to``), with the certificate of
 :mod:`xmppd.s2s.tls`, SASL EXTERNAL and dialback alike.  A domain that is
 not allowed (:mod:`xmppd.s2s.policy`), in the header or in a dialback
 request, is refused with a ``policy-violation`` stream error, logged with
-the peer's address; a ``to`` that is not served here is ``host-unknown``.  A stream error sent before the hosted domain is known
-comes after a header from the first configured host (RFC 6120 §4.7.1,
-§4.9.1.2).
+the peer's address; a ``to`` that is not served here is ``host-unknown``.
+A stream error sent before our domain is known comes after a header from
+the first configured host (RFC 6120 §4.7.1, §4.9.1.2).
 
 Dialback (receiving server, §2.2.1): each ``<db:result/>`` asks to
 authenticate one sender domain, so one stream carries several
@@ -66,8 +66,8 @@ from xmppd.core.xmlstream import NS_CLIENT, NS_STREAMS, StreamError
 from xmppd.jid import JID, InvalidJID, normalize_domain
 from xmppd.s2s.dialback import (
     NS_DIALBACK, NS_DIALBACK_FEATURE, DialbackError, dialback_element)
-from xmppd.core.stream import new_stream_id
-from xmppd.s2s.stream import ServerStream, cancelled, check_header
+from xmppd.core.stream import cancelled, new_stream_id
+from xmppd.s2s.stream import ServerStream, check_header
 
 log = Logger(namespace="xmppd.s2s")
 
@@ -107,13 +107,14 @@ class IncomingStream(ServerStream):
     def connectionMade(self):
         super().connectionMade()
         log.info("s2s incoming connection from {peer}", peer=self.peer)
-        refusal = self.federation.connections.admit(self.address, self.federation.server.config.limits)
+        limits = self.federation.server.config.limits
+        refusal = self.federation.connections.admit(self.address, limits)
         if refusal is not None:
             self.stream_error(refusal, "too many connections")
             return
         self._counted = self.address
         self.federation.incoming.add(self)
-        limit = self.federation.server.config.limits.s2s_max_unauthenticated_per_ip
+        limit = limits.s2s_max_unauthenticated_per_ip
         if not self.federation.unauthenticated.admit(self.address, limit):
             log.warn("s2s refused a stream from {peer}: {limit} unauthenticated streams "
                      "from {address} already", peer=self.peer, limit=limit,

@@ -25,13 +25,12 @@
   previous one is handled (RFC 6120 §10.1), through a
   :class:`~xmppd.core.serial.SerialQueue`; reading pauses while too many wait.
 
-The connection itself (parser, restarts, throttle, idle timer, headers,
-stream errors) is :class:`~xmppd.core.stream.XmlStream`'s.
+The connection itself (parser, restarts, throttle, idle timer, TLS
+handshake and close timers, headers, stream errors) is
+:class:`~xmppd.core.stream.XmlStream`'s.
 """
 
-from twisted.internet.interfaces import IHandshakeListener
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from xmppd.core.serial import SerialQueue
 from xmppd.core.stream import XmlStream, tls_failure
@@ -49,7 +48,6 @@ def stream_error_condition(element):
     return "undefined-condition"
 
 
-@implementer(IHandshakeListener)
 class ServerStream(XmlStream):
     """One server-to-server TCP connection of a :class:`~xmppd.s2s.service.Federation`."""
 
@@ -57,6 +55,8 @@ class ServerStream(XmlStream):
     log = log
     stream_error_log = "s2s {stream}: stream error {condition} {text}"
     tls_failure_log = "s2s {stream}: TLS failure: {problem}"
+    handshake_timeout_log = ("s2s {stream}: TLS handshake not finished within {timeout:g} s, "
+                             "aborting")
     stream_namespace = NS_SERVER
     content_namespaces = (NS_SERVER,)
     prefixes = S2S_PREFIXES
@@ -65,9 +65,6 @@ class ServerStream(XmlStream):
         super().__init__(federation.server, federation.reactor, secure=direct_tls)
         self.federation = federation
         self._queue = None
-        self._handshake_timer = None
-        self._abort_timer = None
-        self._lost = False
         self.tls_problem = None  # why TLS failed, once it has
 
     @property
@@ -87,49 +84,19 @@ class ServerStream(XmlStream):
     def idle_timeout(self):
         return self.config.idle_timeout
 
+    def handshake_timeout(self):
+        return self.config.handshake_timeout
+
+    def close_grace(self):
+        return self.config.handshake_timeout
+
     def connectionMade(self):
         super().connectionMade()
         self.throttle()
-        if self.secure:
-            self._await_handshake()
 
-    # TLS handshake and closing, bounded by s2s.handshake_timeout
-
-    def start_tls(self, context):
-        super().start_tls(context)
-        self._await_handshake()
-
-    def _await_handshake(self):
-        self._handshake_timer = self.clock.callLater(self.config.handshake_timeout,
-                                                     self._handshake_stalled)
-
-    def handshakeCompleted(self):
-        """The TLS handshake is done (``IHandshakeListener``)."""
-        self._handshake_timer = cancelled(self._handshake_timer)
-
-    def _handshake_stalled(self):
-        self._handshake_timer = None
+    def handshake_stalled(self):
         self.tls_problem = "handshake not finished in time"
-        log.info("s2s {stream}: TLS handshake not finished within {timeout:g} s, aborting",
-                 stream=self.describe(), timeout=self.config.handshake_timeout)
-        self.abort()
-
-    def close(self, condition=None, text=None):
-        super().close(condition, text)
-        if self.closed and self._abort_timer is None and not self._lost:
-            self._abort_timer = self.clock.callLater(self.config.handshake_timeout,
-                                                     self._close_stalled)
-
-    def _close_stalled(self):
-        self._abort_timer = None
-        log.info("s2s {stream}: the connection did not close within {timeout:g} s, aborting",
-                 stream=self.describe(), timeout=self.config.handshake_timeout)
-        self.abort()
-
-    def abort(self):
-        """Drop the connection at once, whatever is left to write."""
-        self.closed = True
-        self.transport.abortConnection()
+        super().handshake_stalled()
 
     def idle(self):
         log.info("s2s {stream}: idle for {timeout:.0f} s, closing", stream=self.describe(),
@@ -148,10 +115,7 @@ class ServerStream(XmlStream):
     def connectionLost(self, reason):
         if self._queue is not None:
             self._queue.clear()
-        self._lost = True
         self.tls_problem = self.tls_problem or tls_failure(reason)
-        self._handshake_timer = cancelled(self._handshake_timer)
-        self._abort_timer = cancelled(self._abort_timer)
         super().connectionLost(reason)
 
     # Input
@@ -172,14 +136,6 @@ class ServerStream(XmlStream):
     def negotiate(self, element):
         """A top-level element other than a stream error."""
         raise NotImplementedError
-
-
-def cancelled(call):
-    """Cancel a delayed ``call`` (or None) if it is still pending; returns
-    None, for ``self._timer = cancelled(self._timer)``."""
-    if call is not None and call.active():
-        call.cancel()
-    return None
 
 
 def check_header(header):
