@@ -448,12 +448,20 @@ def test_unauthenticated_streams_are_limited_per_address(tmp_path):
         first, second, third = (incoming(federation) for _ in range(3))
     assert not first.closed and not second.closed
     assert stream_error(third.take()) == "policy-violation" and third.closed
-    assert "s2s refused a stream from 192.168.1.1:54321: 2 unauthenticated streams from " \
-        "192.168.1.1 already" in [formatEvent(e) for e in events]
+    assert "s2s refused a stream from 192.168.1.1:54321: too many unauthenticated streams " \
+        "(policy-violation)" in [formatEvent(e) for e in events]
     third.stream.connectionLost(None)
-    assert federation.unauthenticated.count("192.168.1.1") == 2
+    assert federation.connections.unauthenticated.count("192.168.1.1") == 2
     first.stream.connectionLost(None)  # one goes: the next is admitted
     authenticated = external(federation)
     assert not authenticated.closed
-    assert federation.unauthenticated.count("192.168.1.1") == 1  # second only
+    assert federation.connections.unauthenticated.count("192.168.1.1") == 1  # second only
     assert not incoming(federation).closed
+
+
+def test_unauthenticated_streams_are_limited_in_all(tmp_path):
+    federation = make_federation(
+        tmp_path, ALLOW + "\n[limits]\nmax_unauthenticated = 1\n", valid=[REMOTE])
+    first, second = incoming(federation), incoming(federation)
+    assert not first.closed
+    assert stream_error(second.take()) == "resource-constraint" and second.closed

@@ -21,9 +21,11 @@ domain pair), a stream is *unauthenticated*: it must get there within
 ``s2s.negotiation_timeout`` seconds of its connection, whatever it sends
 meanwhile (whitespace keeps only authenticated streams alive), else it is
 closed with ``connection-timeout`` (RFC 6120 §4.9.3.4); and an address may
-have at most ``limits.s2s_max_unauthenticated_per_ip`` of them open
-(:mod:`xmppd.s2s.unauthenticated`), more are refused with
-``policy-violation`` as soon as they connect.
+have at most ``limits.s2s_max_unauthenticated_per_ip`` of them open, and
+all peers together ``limits.max_unauthenticated``
+(:class:`~xmppd.core.limits.ConnectionCounter`); more are refused
+(``policy-violation``, ``resource-constraint``) as soon as they connect,
+before TLS.
 
 Our side of a stream is a hosted domain or a service domain of one (such
 as ``conference.example.com``, :meth:`~xmppd.core.router.Router.add_service`):
@@ -95,7 +97,7 @@ class IncomingStream(ServerStream):
         self.stream_id = None
         self.authenticated = {}  # remote domain -> how it was authenticated
         self._counted = None  # the address counted in federation.connections
-        self._unauthenticated = None  # the address counted in federation.unauthenticated
+        self._unauthenticated = None  # the address counted as unauthenticated
         self._negotiation_timer = None
         self._certificate_problems = {}  # domain -> problem or None
         self._external_offered = False
@@ -114,12 +116,12 @@ class IncomingStream(ServerStream):
             return
         self._counted = self.address
         self.federation.incoming.add(self)
-        limit = limits.s2s_max_unauthenticated_per_ip
-        if not self.federation.unauthenticated.admit(self.address, limit):
-            log.warn("s2s refused a stream from {peer}: {limit} unauthenticated streams "
-                     "from {address} already", peer=self.peer, limit=limit,
-                     address=self.address)
-            self.stream_error("policy-violation", "too many unauthenticated streams")
+        refusal = self.federation.connections.admit_unauthenticated(
+            self.address, limits, limits.s2s_max_unauthenticated_per_ip)
+        if refusal is not None:
+            log.warn("s2s refused a stream from {peer}: too many unauthenticated streams "
+                     "({condition})", peer=self.peer, condition=refusal)
+            self.stream_error(refusal, "too many unauthenticated streams")
             return
         self._unauthenticated = self.address
         self._negotiation_timer = self.clock.callLater(self.config.negotiation_timeout,
@@ -134,7 +136,7 @@ class IncomingStream(ServerStream):
     def _no_longer_unauthenticated(self):
         self._negotiation_timer = cancelled(self._negotiation_timer)
         if self._unauthenticated is not None:
-            self.federation.unauthenticated.release(self._unauthenticated)
+            self.federation.connections.release_unauthenticated(self._unauthenticated)
             self._unauthenticated = None
 
     def lost(self, reason):

@@ -41,7 +41,6 @@ from xmppd.s2s.outgoing import OutgoingLink
 from xmppd.s2s.policy import FederationPolicy
 from xmppd.s2s.resolve import ServerLocator
 from xmppd.s2s.tls import FederationTLS, TrustStoreError
-from xmppd.s2s.unauthenticated import UnauthenticatedStreams
 
 log = Logger(namespace="xmppd.s2s")
 
@@ -81,7 +80,6 @@ class Federation(service.Service):
         self.links = {}  # (local domain, remote domain) -> OutgoingLink
         self.incoming = set()  # IncomingStream
         self.connections = ConnectionCounter()  # incoming, against [limits]
-        self.unauthenticated = UnauthenticatedStreams()  # incoming, per address
         self.locator = ServerLocator((), resolver, rng)
         self._secret = secrets.token_hex(32)
         self._given_tls = tls
