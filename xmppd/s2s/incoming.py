@@ -25,7 +25,8 @@ have at most ``limits.s2s_max_unauthenticated_per_ip`` of them open, and
 all peers together ``limits.max_unauthenticated``
 (:class:`~xmppd.core.limits.ConnectionCounter`); more are refused
 (``policy-violation``, ``resource-constraint``) as soon as they connect,
-before TLS.
+before TLS.  A stream that only asks us to verify dialback keys
+(``<db:verify/>``) authenticates nothing and is closed the same way.
 
 Our side of a stream is a hosted domain or a service domain of one (such
 as ``conference.example.com``, :meth:`~xmppd.core.router.Router.add_service`):
