@@ -221,6 +221,12 @@ class ElementCarrier:
     def authenticated(self):
         pass
 
+    def backlogged(self):
+        return False
+
+    def hold(self, writer):
+        pass
+
     def pause(self):
         self.pauses += 1
 

@@ -13,6 +13,7 @@ from tests.harness import (
     HEADER, Client, TLSStringTransport, add_user, error_condition, make_server)
 from tests.paused_storage import pausable_server
 from xmppd.core.c2s import ClientStream
+from xmppd.core.stream import MAX_HOLD
 from xmppd.core.stream import peer_text
 
 NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
@@ -508,3 +509,60 @@ def test_messages_before_a_stream_error_are_all_stored(tmp_path):
     server.runner.flush()
     assert offline_bodies(server) == ["0", "1", "2", "3", "4"]
     assert server.sessions.count() == 0
+
+
+# Output to a client that does not read is bounded
+
+
+def not_reading(tmp_path):
+    server = make_server(tmp_path, extra="[c2s]\nmax_output_buffer = 65536\n")
+    add_user(server, "alice@example.com")
+    add_user(server, "bob@example.com")
+    alice, bob = Client(server), Client(server)
+    alice.login("alice@example.com")
+    bob.login("bob@example.com")
+    bob.transport.producer.pauseProducing()  # its transport's buffer is full
+    return server, alice, bob
+
+
+def kilobyte_messages(count):
+    return "".join(f"<message to='bob@example.com/res' type='chat'><body>{'x' * 1000}</body>"
+                   "</message>" for _ in range(count))
+
+
+def test_a_client_that_does_not_read_is_cut_off(tmp_path):
+    server, alice, bob = not_reading(tmp_path)
+    for _ in range(70):
+        alice.send(kilobyte_messages(1))
+        alice.transport.producerState = "producing"  # not held, for this test
+    assert bob.closed
+    assert len(bob.transport.value()) < 1000  # what waited is dropped: the error only
+    bob.lose()
+    assert server.sessions.count() == 1 and not alice.closed
+
+
+def test_writers_are_held_while_the_reader_is_backlogged(tmp_path):
+    server, alice, bob = not_reading(tmp_path)
+    alice.send(kilobyte_messages(10))
+    assert alice.transport.producerState == "producing"
+    alice.send(kilobyte_messages(10))  # past a quarter of the limit
+    assert alice.transport.producerState == "paused"
+    bob.transport.producer.resumeProducing()  # bob reads
+    assert alice.transport.producerState == "producing"
+    assert not bob.closed
+
+
+def test_writers_are_released_when_the_reader_leaves(tmp_path):
+    server, alice, bob = not_reading(tmp_path)
+    alice.send(kilobyte_messages(20))
+    assert alice.transport.producerState == "paused"
+    bob.lose()
+    assert alice.transport.producerState == "producing"
+
+
+def test_writers_are_released_after_a_while(tmp_path):
+    server, alice, bob = not_reading(tmp_path)
+    alice.send(kilobyte_messages(20))
+    assert alice.transport.producerState == "paused"
+    server.clock.advance(MAX_HOLD)
+    assert alice.transport.producerState == "producing"

@@ -273,7 +273,8 @@ class ClientConnection:
                 session.send(error_reply(element, e))
             return None
         with self.server.metrics.routing_seconds.time():
-            return self.server.router.dispatch(stanza)
+            return self.server.negotiation.routing_from(self.carrier, self.server.router.dispatch,
+                                                        stanza)
 
     def _validate(self, element, session):
         """Parse the addresses and check the iq rules of RFC 6120 §8.2.3."""
@@ -328,6 +329,18 @@ class ClientStream(XmlStream):
 
     def close_grace(self):
         return CLOSE_GRACE
+
+    def max_output_buffer(self):
+        return self.server.config.c2s.max_output_buffer
+
+    def output_overflow(self):
+        """A client that does not read what is sent to it is cut off: its
+        session ends as for any lost connection, and what could not be
+        written to it is lost with the TCP stream (RFC 6120 without stream
+        management, XEP-0198, has no acknowledgements to redeliver it)."""
+        log.info("c2s {peer} ({user}) does not read: more than {limit} bytes wait, closing",
+                 peer=self.peer, user=self.user, limit=self.max_output_buffer())
+        super().output_overflow()
 
     def connectionMade(self):
         super().connectionMade()

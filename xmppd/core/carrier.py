@@ -48,6 +48,14 @@ class ICarrier(Interface):
         """The peer authenticated: the carrier no longer counts against
         the budget of unauthenticated connections."""
 
+    def backlogged():
+        """Whether output waits for the peer (more than a quarter of its
+        limit): who writes to it should be held."""
+
+    def hold(writer):
+        """Stop ``writer`` (another carrier) reading until this carrier's
+        output drains or it is gone (a bounded time at most)."""
+
     def pause():
         """Stop reading from the peer (calls nest)."""
 

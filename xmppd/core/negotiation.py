@@ -27,6 +27,9 @@ indication (XEP-0352).
   ``filter(session, element)``, returning the element to go on with or
   None to stop it).  :meth:`remember` / :meth:`find` look sessions up by
   a module's key (a resumption token) rather than by JID.
+- Back-pressure: a stanza delivered, while it is being routed
+  (:meth:`routing_from`), to a carrier whose output is backlogged holds
+  the sender's carrier: it stops reading until that output drains.
 
 The ``stream`` modules get is a :class:`~xmppd.core.c2s.ClientConnection`:
 ``domain``, ``user`` (once authenticated), ``session`` (once bound),
@@ -74,6 +77,7 @@ class Negotiation:
         self._inbound = []
         self._outbound = []
         self._keys = WeakValueDictionary()
+        self._sender = None  # the carrier whose stanza is being routed
 
     # Features and elements
 
@@ -208,3 +212,15 @@ class Negotiation:
         if logs.tracing:
             log.debug("c2s out {jid}: {xml}", jid=session.jid, xml=element.toXml())
         carrier.send_element(element)
+        if self._sender is not None and carrier.backlogged():
+            carrier.hold(self._sender)
+
+    def routing_from(self, carrier, function, *args):
+        """Call ``function(*args)`` (routing a stanza ``carrier`` received):
+        what it delivers at once to a carrier whose output is backlogged
+        holds ``carrier`` (it stops reading until that output drains)."""
+        previous, self._sender = self._sender, carrier
+        try:
+            return function(*args)
+        finally:
+            self._sender = previous

@@ -20,6 +20,12 @@
   aborts it (``abortConnection``): closing never waits on the peer;
 - our stream header goes out once per stream, before the first element or
   stream error; a stream error (§4.9) ends the stream and the connection;
+- output is bounded (:class:`OutputBuffer`): past
+  :meth:`XmlStream.max_output_buffer` bytes the peer is not reading and
+  :meth:`XmlStream.output_overflow` ends the stream; while more than a
+  quarter of it waits, the streams writing to it are held
+  (:meth:`XmlStream.hold`: they stop reading) until it drains, it closes,
+  or :data:`MAX_HOLD` seconds pass;
 - the OpenSSL reason of a failed TLS handshake is logged with the peer's
   address (``127.0.0.1:57712``, ``[::1]:57712``);
 - open streams are in ``server.streams``, so a shutdown closes them with
@@ -31,9 +37,10 @@ subclasses (:class:`~xmppd.core.c2s.ClientStream`, the server streams of
 """
 
 import secrets
+from collections import deque
 
 from OpenSSL import SSL
-from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer
 from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
@@ -79,6 +86,68 @@ def cancelled(call):
     if call is not None and call.active():
         call.cancel()
     return None
+
+
+# Seconds a stream holds the streams writing to it before letting them
+# read again, although it has not drained: a reader that stops reading
+# altogether is then cut off by its output limit, not waited for.
+MAX_HOLD = 10.0
+
+
+@implementer(IPushProducer)
+class OutputBuffer:
+    """The bytes a connection could not hand to its transport yet.
+
+    Twisted keeps a transport's write buffer private; what it tells is
+    through the producer API: a streaming producer registered on a TCP
+    transport (``registerProducer(producer, True)``) is paused
+    (``pauseProducing``) when the transport's buffer passes its
+    ``bufferSize`` (64 KiB) and resumed (``resumeProducing``) once the
+    buffer is written out; the TLS layer (``TLSMemoryBIOProtocol``) passes
+    the same calls on from the TCP transport under it.  So while the
+    transport is paused, writes wait here instead, counted in bytes
+    (:attr:`size`): what a connection holds is at most the transport's
+    64 KiB (plus one write) and :attr:`size`.
+    """
+
+    def __init__(self, transport, drained):
+        self._transport = transport
+        self._drained = drained  # called after writing out what waited
+        self._waiting = deque()
+        self.size = 0
+        self.blocked = False
+        transport.registerProducer(self, True)
+
+    def write(self, data):
+        if self.blocked:
+            self._waiting.append(data)
+            self.size += len(data)
+        else:
+            self._transport.write(data)
+
+    def flush(self):
+        """Hand everything waiting to the transport (the stream closes)."""
+        while self._waiting:
+            self._transport.write(self._waiting.popleft())
+        self.size = 0
+
+    def discard(self):
+        self._waiting.clear()
+        self.size = 0
+
+    def pauseProducing(self):
+        self.blocked = True
+
+    def resumeProducing(self):
+        self.blocked = False
+        while self._waiting and not self.blocked:
+            data = self._waiting.popleft()
+            self.size -= len(data)
+            self._transport.write(data)  # may pause us again
+        self._drained()
+
+    def stopProducing(self):
+        self.discard()
 
 
 @implementer(IHandshakeListener)
@@ -130,6 +199,9 @@ class XmlStream(Protocol):
         self._pauses = 0
         self._tls_timer = None
         self._closing_timer = None
+        self._output = None
+        self._held = set()  # streams that stopped reading because of our output
+        self._hold_timer = None
 
     # Settings of the subclass
 
@@ -151,6 +223,10 @@ class XmlStream(Protocol):
     def close_grace(self):
         """Seconds a close may take before the connection is aborted, or
         None for no limit."""
+        return None
+
+    def max_output_buffer(self):
+        """Bytes of output that may wait for the peer to read, or None."""
         return None
 
     # Connection lifecycle
@@ -201,6 +277,9 @@ class XmlStream(Protocol):
         self._idle_timer = cancelled(self._idle_timer)
         self._tls_timer = cancelled(self._tls_timer)
         self._closing_timer = cancelled(self._closing_timer)
+        if self._output is not None:
+            self._output.discard()
+        self._release_held()
         self.lost(reason)
 
     def restart(self):
@@ -226,8 +305,51 @@ class XmlStream(Protocol):
             self._tls_timer = self.clock.callLater(timeout, self.handshake_stalled)
 
     def handshakeCompleted(self):
-        """The TLS handshake is done (``IHandshakeListener``)."""
+        """The TLS handshake is done (``IHandshakeListener``); from now on
+        output is bounded."""
         self._tls_timer = cancelled(self._tls_timer)
+        if self._output is None and self.max_output_buffer():
+            self._output = OutputBuffer(self.transport, self._output_drained)
+
+    # Output bounds
+
+    def _write(self, data):
+        output = self._output
+        if output is None:
+            self.transport.write(data)
+            return
+        output.write(data)
+        if output.size > self.max_output_buffer() and not self.closed:
+            output.discard()
+            self.output_overflow()
+
+    def output_overflow(self):
+        """More than :meth:`max_output_buffer` bytes wait for the peer."""
+        self.close("policy-violation", "not reading what the server sends")
+
+    def backlogged(self):
+        """Whether more than a quarter of the output limit waits."""
+        return self._output is not None and self._output.size > self.max_output_buffer() / 4
+
+    def hold(self, writer):
+        """Stop ``writer`` (a stream writing to this one) reading until this
+        stream's output drains, it is gone, or :data:`MAX_HOLD` seconds pass."""
+        if writer is self or writer in self._held:
+            return
+        self._held.add(writer)
+        writer.pause()
+        if self._hold_timer is None:
+            self._hold_timer = self.clock.callLater(MAX_HOLD, self._release_held)
+
+    def _output_drained(self):
+        if not self.backlogged():
+            self._release_held()
+
+    def _release_held(self):
+        self._hold_timer = cancelled(self._hold_timer)
+        held, self._held = self._held, set()
+        for writer in held:
+            writer.resume()
 
     def handshake_stalled(self):
         """The TLS handshake did not finish in time: abort the connection."""
@@ -272,12 +394,12 @@ class XmlStream(Protocol):
         if not self._header_sent:
             self.open_stream()
         self._traffic()
-        self.transport.write(serialize(element, self.prefixes))
+        self._write(serialize(element, self.prefixes))
 
     def send_header(self, from_=None, to=None, stream_id=None, lang="en"):
         """Our stream header (once per stream)."""
         self._header_sent = True
-        self.transport.write(stream_header(self.stream_namespace, stream_id, from_, to, lang,
+        self._write(stream_header(self.stream_namespace, stream_id, from_, to, lang,
                                            self.prefixes))
 
     def stream_error(self, condition, text=None):
@@ -288,7 +410,7 @@ class XmlStream(Protocol):
                       condition=condition, text=text or "")
         if not self._header_sent:
             self.open_stream()
-        self.transport.write(serialize(stream_error_element(condition, text), self.prefixes))
+        self._write(serialize(stream_error_element(condition, text), self.prefixes))
         self.close()
 
     def close(self, condition=None, text=None):
@@ -300,8 +422,12 @@ class XmlStream(Protocol):
         if self.closed:
             return
         if self._header_sent:
-            self.transport.write(b"</stream:stream>")
+            self._write(b"</stream:stream>")
         self.closed = True
+        if self._output is not None:
+            self._output.flush()  # a transport closes once its producer is gone
+            self.transport.unregisterProducer()
+            self._output = None
         if self._parser is not None:
             self._parser.stop()
         self.transport.loseConnection()
