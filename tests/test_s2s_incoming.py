@@ -465,3 +465,13 @@ def test_unauthenticated_streams_are_limited_in_all(tmp_path):
     first, second = incoming(federation), incoming(federation)
     assert not first.closed
     assert stream_error(second.take()) == "resource-constraint" and second.closed
+
+
+def test_a_stream_used_only_for_dialback_verification_is_timed_out(tmp_path):
+    federation = make_federation(tmp_path, ALLOW + "\nnegotiation_timeout = 30")
+    key = federation.keys.make(REMOTE, LOCAL, "their-id")
+    wire, _ = encrypted(federation)
+    wire.send(f"<db:verify from='{REMOTE}' to='{LOCAL}' id='their-id'>{key}</db:verify>")
+    assert wire.take_one()["type"] == "valid"
+    federation.reactor.advance(30)
+    assert stream_error(wire.take()) == "connection-timeout"
