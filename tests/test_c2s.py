@@ -566,3 +566,20 @@ def test_writers_are_released_after_a_while(tmp_path):
     assert alice.transport.producerState == "paused"
     server.clock.advance(MAX_HOLD)
     assert alice.transport.producerState == "producing"
+
+
+# A stanza rate per connection
+
+
+def test_stanzas_past_the_burst_pause_reading_until_the_bucket_refills(tmp_path):
+    server = make_server(tmp_path, extra="[limits]\nc2s_stanza_rate = 10\nc2s_stanza_burst = 20\n")
+    add_user(server, "alice@example.com")
+    alice = Client(server)
+    alice.login("alice@example.com")  # auth and bind: 2 elements
+    alice.send("<presence type='unavailable'/>" * 18)
+    assert alice.transport.producerState == "producing"
+    alice.send("<presence type='unavailable'/>")
+    assert alice.transport.producerState == "paused"
+    server.clock.advance(0.1)
+    assert alice.transport.producerState == "producing"
+    assert not alice.closed

@@ -26,7 +26,10 @@ stanza whose handler waits (a credential lookup, a storage write) makes
 the later ones wait.  While a negotiation step waits, at most
 :data:`MAX_BACKLOG` elements may; more is ``policy-violation`` (§13.12).
 A restart (§4.3.3) drops the elements waiting from the old stream
-(§6.4.6).  Nothing received is dropped when the stream ends: after the
+(§6.4.6).  Elements are counted against a token bucket
+(``limits.c2s_stanza_rate`` per second, ``limits.c2s_stanza_burst``):
+past it the carrier stops reading until the bucket refills (§13.12), as
+for bytes.  Nothing received is dropped when the stream ends: after the
 client's closing tag (§4.4) the stanzas before it are routed (delivered,
 stored offline or bounced) before our closing tag goes; when the server
 closes the stream or the connection is lost, they are still routed, and
@@ -48,6 +51,7 @@ from zope.interface import implementer
 
 from xmppd import logs
 from xmppd.core.carrier import ICarrier, IStreamReceiver
+from xmppd.core.limits import ReadThrottle
 from xmppd.core.serial import SerialQueue
 from xmppd.core.stanzas import Stanza, StanzaError, error_reply
 from xmppd.core.stream import XmlStream, new_stream_id
@@ -92,7 +96,7 @@ class ClientConnection:
     """One client's stream over a carrier: negotiation, then its session."""
 
     __slots__ = ("server", "carrier", "domain", "lang", "user", "session", "state",
-                 "_queue", "_auth_timer")
+                 "_queue", "_auth_timer", "_stanza_rate")
 
     def __init__(self, server, carrier):
         self.server = server
@@ -103,6 +107,9 @@ class ClientConnection:
         self.session = None
         self.state = {}  # per-module negotiation state, by module name
         self._queue = None
+        limits = server.config.limits
+        self._stanza_rate = ReadThrottle(carrier, server.clock, limits.c2s_stanza_rate,
+                                         limits.c2s_stanza_burst)
         self._auth_timer = server.clock.callLater(
             server.config.c2s.auth_timeout, self.close, "connection-timeout",
             "not authenticated in time")
@@ -189,6 +196,7 @@ class ClientConnection:
             self.session.last_active = self.server.clock.seconds()
 
     def element_received(self, element):
+        self._stanza_rate.consumed(1)
         queue = self._queue
         if queue is None:
             queue = self._queue = SerialQueue(self._process, on_full=self.carrier.pause,
@@ -206,6 +214,7 @@ class ClientConnection:
         """The carrier is gone: the stanzas received on it are still routed,
         then the session is unbound (or hibernates)."""
         self._cancel_auth_timer()
+        self._stanza_rate.stop()
         self._after_queued(self._unbind)
 
     def _after_queued(self, function):

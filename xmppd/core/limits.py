@@ -2,9 +2,10 @@
 
 - :class:`ConnectionCounter`: connections open in all and per IP address,
   and those not authenticated yet, with their own smaller budget.
-- :class:`ReadThrottle`: a token bucket per connection; when a client sends
-  faster than its rate, reading pauses until the bucket refills (nothing is
-  dropped, the client is simply slowed down, like Prosody's mod_limits).
+- :class:`ReadThrottle`: a token bucket per connection, of bytes or of
+  stanzas; when a client sends faster than its rate, reading pauses until
+  the bucket refills (nothing is dropped, the client is simply slowed down,
+  like Prosody's mod_limits).
 - :class:`AuthThrottle`: failed authentications per IP address; the answer
   to each failure after the first is delayed (doubling, at most 60 s) and
   after ``auth_ban_after`` failures the address is refused for
@@ -97,7 +98,8 @@ class ConnectionCounter:
 
 class ReadThrottle:
     """Pause ``reader`` (anything with ``pause()`` and ``resume()``, such
-    as a carrier) while its reads exceed ``rate`` bytes/s."""
+    as a carrier) while what it reads exceeds ``rate`` units (bytes,
+    stanzas) per second."""
 
     __slots__ = ("_reader", "_clock", "_rate", "_burst", "_tokens", "_last", "_resume")
 
