@@ -104,3 +104,21 @@ def test_releasing_whenever_allowed_changes_nothing(cuts):
         r.parser.release()
         start = cut
     assert [e.toXml() for e in r.elements] == expected
+
+
+def test_the_sweep_releases_only_streams_quiet_long_enough(tmp_path):
+    from tests.harness import Client, add_user, make_server
+    from xmppd.core.stream import ParserSweep
+    server = make_server(tmp_path)
+    add_user(server, "alice@example.com")
+    add_user(server, "bob@example.com")
+    alice, bob = Client(server), Client(server)
+    alice.login("alice@example.com", "a")
+    bob.login("bob@example.com", "b")
+    sweep = ParserSweep(server, server.clock, interval=5.0, quiet=10.0)
+    server.clock.advance(11)
+    bob.send("<presence/>")
+    assert sweep.sweep() == 1  # alice's; bob just sent something
+    assert alice.stream._parser._parser is None
+    alice.send("<message to='bob@example.com/b' type='chat'><body>back</body></message>")
+    assert [str(m.body) for m in bob.take() if m.name == "message"] == ["back"]

@@ -13,7 +13,6 @@ listen) stops what had started (:class:`XmppdService`).
 """
 
 import errno
-import importlib
 import sys
 
 from prometheus_client.twisted import MetricsResource
@@ -32,6 +31,7 @@ from xmppd.admin import AdminSocketService
 from xmppd.control import Controller
 from xmppd.core.server import Server
 from xmppd.core.c2s import ClientStreamFactory
+from xmppd.core.stream import ParserSweep
 from xmppd.core.tls import ServerTLS
 from xmppd.errors import StartupError
 from xmppd.s2s.service import Federation
@@ -42,7 +42,9 @@ from xmppd.systemd import ReadinessService
 
 log = Logger(namespace="xmppd")
 
-# Feature modules, loaded in this order (see docs/features.md).
+# The standard feature modules, enabled for every host unless the config's
+# modules_enabled lists others (see docs/features.md); each loads what it
+# depends on.
 MODULES = ("sasl", "bind", "legacy_session", "roster", "presence", "subscription", "ping", "disco",
            "caps", "version", "time", "last", "message", "offline", "closed_domain", "carbons",
            "vcard", "private", "blocking")
@@ -139,8 +141,8 @@ def build(config, reactor=None):
     server = Server(config, None, certificates, reactor)
     server.storage = AsyncStore(store, server.metrics.timed_runner(pool.run))
     server.offload = pool.run
-    for name in MODULES:
-        server.load(importlib.import_module(f"xmppd.modules.{name}"))
+    server.load_modules(config.modules_enabled or MODULES)
+    ParserSweep(server, reactor).setServiceParent(top)
     # Stopped after the listeners: streams get system-shutdown, then the
     # thread pool finishes pending storage writes.
     controller = Controller(server, reactor)
