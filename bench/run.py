@@ -65,13 +65,17 @@ socket = ""
 
 [limits]
 # One generator address opens every connection: the per-IP and total
-# connection limits must allow 10k sessions and more; the per-connection
-# read rate must not slow down the message phase.  No login fails, so the
-# authentication throttle never acts.
+# connection limits (authenticated or not) must allow 10k sessions and
+# more; the per-connection byte and stanza rates must not slow down the
+# message phase.  No login fails, so the authentication throttle never acts.
 max_connections = {fd_limit}
 max_connections_per_ip = {fd_limit}
+max_unauthenticated = {fd_limit}
+max_unauthenticated_per_ip = {fd_limit}
 c2s_read_rate = 100000000
 c2s_read_burst = 100000000
+c2s_stanza_rate = 100000000
+c2s_stanza_burst = 100000000
 
 [hosts."{domain}"]
 """
