@@ -6,16 +6,18 @@
   stanzas; when a client sends faster than its rate, reading pauses until
   the bucket refills (nothing is dropped, the client is simply slowed down,
   like Prosody's mod_limits).
-- :class:`AuthThrottle`: failed authentications per IP address; the answer
-  to each failure after the first is delayed (doubling, at most 60 s) and
-  after ``auth_ban_after`` failures the address is refused for
-  ``auth_ban_time`` seconds.
+- :class:`AuthThrottle`: failed authentications per IP address and per
+  account; the answer to each failure after the first is delayed
+  (doubling, at most 60 s); after ``auth_ban_after`` failures the address
+  is refused for ``auth_ban_time`` seconds, after
+  ``auth_account_lock_after`` the account refuses password logins for
+  ``auth_account_lock_time`` seconds.
 
 All take the server's clock, so tests drive them with ``task.Clock``.
 """
 
 MAX_AUTH_DELAY = 60.0
-MAX_TRACKED_ADDRESSES = 100000
+MAX_TRACKED = 100000  # addresses, accounts: failures, bans and locks each
 
 
 def address_of(peer):
@@ -134,34 +136,83 @@ class ReadThrottle:
         self._resume = None
 
 
-class AuthThrottle:
+class FailureCounts:
+    """Failed authentications per key (an address, an account): the answer
+    to each failure after the first is delayed (doubling, at most
+    ``MAX_AUTH_DELAY``); after ``block_after`` failures, each at most
+    ``max(block_time, MAX_AUTH_DELAY)`` after the one before, the key is
+    blocked for ``block_time`` seconds.  At most ``MAX_TRACKED`` keys are
+    remembered; beyond that the one idle longest is forgotten first."""
+
     def __init__(self, clock):
         self._clock = clock
-        self._failures = {}  # address -> (count, time of the last failure)
-        self._banned = {}  # address -> time the ban ends
+        self._failures = {}  # key -> (count, time of the last failure), oldest first
+        self._blocked = {}  # key -> time the block ends, oldest first
 
-    def banned(self, address):
-        until = self._banned.get(address)
+    def __len__(self):
+        return len(self._failures) + len(self._blocked)
+
+    def blocked(self, key):
+        until = self._blocked.get(key)
         if until is None:
             return False
         if self._clock.seconds() < until:
             return True
-        del self._banned[address]
+        del self._blocked[key]
         return False
 
-    def failed(self, address, limits):
+    def failed(self, key, first_delay, block_after, block_time):
         """Record a failure; return how many seconds to delay its answer."""
         now = self._clock.seconds()
-        count, last = self._failures.get(address, (0, now))
-        if now - last > max(limits.auth_ban_time, MAX_AUTH_DELAY):
+        count, last = self._failures.pop(key, (0, now))
+        if now - last > max(block_time, MAX_AUTH_DELAY):
             count = 0  # quiet for long enough: start again
         count += 1
-        if len(self._failures) >= MAX_TRACKED_ADDRESSES:
-            self._failures.clear()
-        self._failures[address] = (count, now)
-        if count >= limits.auth_ban_after:
-            self._banned[address] = now + limits.auth_ban_time
-            del self._failures[address]
-        if count < 2 or not limits.auth_failure_delay:
+        if count >= block_after:
+            _remember(self._blocked, key, now + block_time)
+        else:
+            _remember(self._failures, key, (count, now))
+        if count < 2 or not first_delay:
             return 0.0
-        return min(limits.auth_failure_delay * 2 ** (count - 2), MAX_AUTH_DELAY)
+        return min(first_delay * 2 ** (count - 2), MAX_AUTH_DELAY)
+
+
+def _remember(table, key, value):
+    """Set ``table[key]`` as its newest entry, forgetting the oldest one
+    when ``MAX_TRACKED`` are held."""
+    table.pop(key, None)
+    if len(table) >= MAX_TRACKED:
+        del table[next(iter(table))]
+    table[key] = value
+
+
+class AuthThrottle:
+    """Failed authentications per IP address (``limits.auth_failure_delay``,
+    ``auth_ban_after``, ``auth_ban_time``) and per account
+    (``auth_account_lock_after``, ``auth_account_lock_time``), so that
+    guessing a password from many addresses is slowed down and stopped as
+    well as guessing from one."""
+
+    def __init__(self, clock):
+        self.addresses = FailureCounts(clock)
+        self.accounts = FailureCounts(clock)
+
+    def banned(self, address):
+        """Whether ``address`` may not authenticate now."""
+        return self.addresses.blocked(address)
+
+    def locked(self, account):
+        """Whether ``account`` refuses password logins now."""
+        return self.accounts.blocked(account)
+
+    def failed(self, address, limits, account=None):
+        """Record a failure from ``address`` and, unless it is locked
+        already, for ``account`` (the one the client named, if any); return
+        how many seconds to delay its answer (the longer of the two)."""
+        delay = self.addresses.failed(address, limits.auth_failure_delay,
+                                      limits.auth_ban_after, limits.auth_ban_time)
+        if account is None or self.locked(account):
+            return delay
+        return max(delay, self.accounts.failed(account, limits.auth_failure_delay,
+                                               limits.auth_account_lock_after,
+                                               limits.auth_account_lock_time))

@@ -117,10 +117,18 @@ class Negotiation:
         """Whether the stream's address may not authenticate now."""
         return self._server.auth_throttle.banned(stream.address)
 
-    def failed(self, stream):
-        """Count a failed authentication; the seconds to delay its answer."""
+    def locked(self, account):
+        """Whether ``account`` (a bare JID) refuses password logins now."""
+        return self._server.auth_throttle.locked(str(account))
+
+    def failed(self, stream, account=None):
+        """Count a failed authentication from the stream's address and for
+        ``account`` (the bare JID the client named, if any); the seconds to
+        delay its answer."""
         self._server.metrics.auth_failures.inc()
-        return self._server.auth_throttle.failed(stream.address, self._server.config.limits)
+        return self._server.auth_throttle.failed(
+            stream.address, self._server.config.limits,
+            None if account is None else str(account))
 
     def authenticated(self, stream, username):
         """``stream`` authenticated as account ``username`` of its domain."""

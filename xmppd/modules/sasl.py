@@ -5,11 +5,15 @@ offered (§6.4.1) and ``<auth/>``, ``<response/>`` and ``<abort/>`` run the
 exchange (§6.4.2-§6.4.5), with base64 payloads (``=`` for an empty one,
 §6.4.2).  The stream's later elements wait while a step waits for the
 credentials.  Each failure is a ``<failure/>`` with its §6.5 condition;
-from one address, each failure after the first is answered later and later
-and too many ban the address for a while
-(:class:`~xmppd.core.limits.AuthThrottle`); the third failure on one
-stream, or a banned address, ends it with ``policy-violation``.  Success
-restarts the stream (§6.4.6).
+from one address, and for one account (the one the client named), each
+failure after the first is answered later and later; too many ban the
+address, or lock the account, for a while
+(:class:`~xmppd.core.limits.AuthThrottle`).  A locked account refuses every
+password login, the right password included, with the same
+``<not-authorized/>`` (§6.5.10), so the answer tells nothing of the
+password; its bound sessions go on.  The third failure on one stream, or a
+banned address, ends it with ``policy-violation``.  Success restarts the
+stream (§6.4.6).
 """
 
 import base64
@@ -27,6 +31,7 @@ MAX_AUTH_FAILURES = 3
 # The elements of the namespace (RFC 6120 §6.4); a client sends the first
 # three, any other is a malformed request.
 ELEMENTS = ("auth", "response", "abort", "challenge", "success", "failure")
+LOCKED = "the account is temporarily locked after too many failed authentications"
 
 
 class Authentication:
@@ -84,6 +89,8 @@ class Authentication:
 
     def _stepped(self, step):
         if isinstance(step, Success):
+            if self.api.streams.locked(self.account):
+                return self._failure("not-authorized")
             self._succeeded(step)
             return
         self._send("challenge", step.data)
@@ -102,24 +109,32 @@ class Authentication:
 
     def _failure(self, condition, text=None):
         """Answer with a SASL failure: at once for an abort, else after the
-        delay the address has earned (the stream waits meanwhile)."""
+        delay the address and the account have earned (the stream waits
+        meanwhile); for a locked account, always ``not-authorized``."""
         self.mechanism = None
-        failure = domish.Element((NS_SASL, "failure"))
-        failure.addElement(condition)
-        if text:
-            failure.addElement("text", content=text)
         if condition == "aborted":
-            self.stream.send(failure)
+            self.stream.send(failure_element(condition))
             return None
         self.failures += 1
-        if self.account is None:
-            self.api.log.info("c2s authentication failure from {peer}: {condition}",
-                              peer=self.stream.peer, condition=condition)
+        streams, account, log = self.api.streams, self.account, self.api.log
+        locked = account is not None and streams.locked(account)
+        if locked:
+            condition, text = "not-authorized", LOCKED
+        if account is None:
+            log.info("c2s authentication failure from {peer}: {condition}",
+                     peer=self.stream.peer, condition=condition)
         else:
-            self.api.log.info(
-                "c2s authentication failure for {account} from {peer}: {condition}",
-                account=self.account, peer=self.stream.peer, condition=condition)
-        delay = self.api.streams.failed(self.stream)
+            log.info("c2s authentication failure for {account} from {peer}: {condition}",
+                     account=account, peer=self.stream.peer,
+                     condition=condition + " (account locked)" if locked else condition)
+        delay = streams.failed(self.stream, account)
+        if not locked and account is not None and streams.locked(account):
+            limits = self.api.config.limits
+            log.info("c2s account {account} locked for {time:g} s after {count} failed "
+                     "authentications, the last from {peer}", account=account,
+                     time=limits.auth_account_lock_time,
+                     count=limits.auth_account_lock_after, peer=self.stream.peer)
+        failure = failure_element(condition, text)
         if not delay:
             self._failed(failure)
             return None
@@ -136,6 +151,15 @@ class Authentication:
         self.api.streams.authenticated(self.stream, success.username)
         self._send("success", success.additional_data)
         self.stream.restart()
+
+
+def failure_element(condition, text=None):
+    """``<failure/>`` with a condition of RFC 6120 §6.5 and an optional text."""
+    failure = domish.Element((NS_SASL, "failure"))
+    failure.addElement(condition)
+    if text:
+        failure.addElement("text", content=text)
+    return failure
 
 
 def setup(api):
