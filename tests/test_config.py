@@ -11,6 +11,8 @@ from xmppd.config import (
     Config,
     ConfigError,
     HostConfig,
+    LimitsConfig,
+    S2SConfig,
     StorageConfig,
     TLSConfig,
     load,
@@ -93,6 +95,9 @@ def test_example_file_parses():
     assert config.path == str(EXAMPLE)
     assert config.hosts == {"example.com": HostConfig(name="example.com")}
     assert config.c2s.direct_tls == ("tcp:5223",)
+    # Its other values are the defaults, as it says.
+    assert config.limits == LimitsConfig() and config.s2s == S2SConfig()
+    assert (config.c2s.handshake_timeout, config.c2s.max_output_buffer) == (10.0, 1048576)
 
 
 def test_config_is_frozen(tmp_path):
