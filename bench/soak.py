@@ -17,11 +17,18 @@ table (stderr):
   still open after ``--hold`` seconds and the probe logins (failures,
   latency).
 - **slow-readers**: ``--readers`` logged-in clients stop reading while
-  ``--senders`` clients send them 1 kB messages for ``--seconds``.
-  Reports the server's RSS growth and, per reader, whether the server cut
-  it off; then every message is accounted for: delivered to the reader
-  (read after it resumes), bounced to the sender, or stored offline
-  (fetched by logging in again).  ``lost`` must be 0.
+  ``--senders`` clients send them ``--message-bytes`` messages for
+  ``--seconds``; a reader's receive buffer is 64 KiB (``READER_WINDOW``),
+  and the messages are large enough that what the senders get through
+  while they are held passes ``c2s.max_output_buffer`` (1 MiB).  Reports
+  the server's RSS growth and how many readers the server cut off
+  (``cut_off``); then every message is accounted for: delivered to the
+  reader (read after it resumes), bounced to the sender, stored offline
+  (fetched by logging in again), or ``dropped_with_connection``: sent to a
+  reader that was cut off and neither delivered nor stored, i.e. waiting
+  in the server or the kernel for that TCP connection when it was closed
+  (RFC 6120 without stream management (XEP-0198) promises nothing for
+  them).  ``lost`` (the rest) must be 0.
 - **flood**: ``--senders`` clients send ``--body``-byte messages to
   ``--offline`` accounts that are not logged in, as fast as the server
   takes them, for ``--seconds``; a probe logs in every ``--probe-interval``
@@ -38,6 +45,7 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import statistics
 import sys
 import tempfile
@@ -53,6 +61,10 @@ from bench.xmppclient import NS_STREAMS, NS_TLS, Client, Target, XMPPError
 
 PASSWORD = "soak-password"
 SCENARIOS = ("handshakes", "slow-readers", "flood")
+# The receive buffer of a slow reader, as on a slow link: what waits for it
+# then passes c2s.max_output_buffer in the server, whatever the kernel's
+# buffer autotuning would allow (up to net.ipv4.tcp_rmem's maximum).
+READER_WINDOW = 65536
 
 SOAK_CONFIG = """\
 log_level = "{log_level}"
@@ -307,20 +319,22 @@ async def slow_readers(server, target, args):
     bounces = []
     for reader in readers:
         reader.on_stanza = inboxes[reader.bare].append
+        reader.transport.get_extra_info("socket").setsockopt(
+            socket.SOL_SOCKET, socket.SO_RCVBUF, READER_WINDOW)
         reader.transport.pause_reading()
     for sender in senders:
         sender.on_stanza = bounces.append
     sampler = Sampler(server.process.pid)
     sent = {}
     stop_at = time.monotonic() + args.seconds
-    body = "x" * 1000
+    body = "x" * args.message_bytes
     await asyncio.gather(*(sender_loop(s, [r.jid for r in readers], body, stop_at, sent)
                            for s in senders))
     memory = sampler.stop()
     for reader in readers:
         reader.transport.resume_reading()
     await until_quiet(lambda: sum(map(len, inboxes.values())) + len(bounces), args.settle, 300)
-    cut_off = sum(r.closed.done() for r in readers)
+    cut_off = {r.jid for r in readers if r.closed.done()}
     # Closing a sender's stream waits until the server has handled all it sent.
     await asyncio.gather(*(client.close(300) for client in senders))
     await asyncio.gather(*(client.close(300) for client in readers))
@@ -329,11 +343,13 @@ async def slow_readers(server, target, args):
     for reader in readers:
         stored |= await fetch_offline(target, reader.bare.split("@")[0])
     bounced = bounced_numbers(bounces)
-    lost = set(sent) - delivered - bounced - stored
+    missing = set(sent) - delivered - bounced - stored
+    dropped = {number for number in missing if sent[number] in cut_off}
     return {"scenario": "slow-readers", "readers": args.readers, "senders": args.senders,
-            "seconds": args.seconds, "sent": len(sent), "cut_off": cut_off,
-            "delivered": len(delivered), "bounced": len(bounced), "offline": len(stored),
-            "lost": len(lost), **memory}
+            "message_bytes": args.message_bytes, "seconds": args.seconds, "sent": len(sent),
+            "cut_off": len(cut_off), "delivered": len(delivered), "bounced": len(bounced),
+            "offline": len(stored), "dropped_with_connection": len(dropped),
+            "lost": len(missing - dropped), **memory}
 
 
 async def flood(server, target, args):
@@ -432,6 +448,8 @@ def parser():
     p.add_argument("--readers", type=int, default=5)
     p.add_argument("--senders", type=int, default=20)
     p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--message-bytes", type=int, default=200000,
+                   help="body size of the slow-readers messages")
     p.add_argument("--offline", type=int, default=100)
     p.add_argument("--body", type=int, default=1)
     p.add_argument("--probe-interval", type=float, default=0.5)
@@ -441,7 +459,10 @@ def parser():
     return p
 
 
-QUICK = {"stalled": 200, "hold": 10.0, "readers": 2, "senders": 4, "seconds": 8.0,
+# The quick hold outlasts c2s.handshake_timeout (10 s), so stalled
+# handshakes are seen closed; the quick slow-readers run is long enough
+# to push a reader past c2s.max_output_buffer.
+QUICK = {"stalled": 200, "hold": 16.0, "readers": 1, "senders": 4, "seconds": 20.0,
          "offline": 10, "recovery_limit": 60.0, "settle": 2.0}
 
 
