@@ -448,7 +448,7 @@ def parser():
     p.add_argument("--readers", type=int, default=5)
     p.add_argument("--senders", type=int, default=20)
     p.add_argument("--seconds", type=float, default=30.0)
-    p.add_argument("--message-bytes", type=int, default=200000,
+    p.add_argument("--message-bytes", type=int, default=250000,
                    help="body size of the slow-readers messages")
     p.add_argument("--offline", type=int, default=100)
     p.add_argument("--body", type=int, default=1)
