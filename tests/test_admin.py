@@ -12,19 +12,11 @@ import pytest
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock, RaisingMemoryReactor, StringTransport
 
-from tests.harness import Client, add_user, error_condition, make_server
+from tests.harness import Client, error_condition
 from xmppd.admin import AdminFactory, AdminSocketService
 from xmppd.control import Controller
 from xmppd.core.scram import derive_all
 from xmppd.errors import StartupError
-
-
-@pytest.fixture
-def server(tmp_path):
-    server = make_server(tmp_path)
-    add_user(server, "alice@example.com")
-    add_user(server, "bob@example.com")
-    return server
 
 
 @pytest.fixture

@@ -19,14 +19,6 @@ from xmppd.core.stream import peer_text
 NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 
 
-@pytest.fixture
-def server(tmp_path):
-    server = make_server(tmp_path)
-    add_user(server, "alice@example.com")
-    add_user(server, "bob@example.com")
-    return server
-
-
 def stream_error(client):
     errors = [e for e in client.take() if e.name == "error"]
     assert errors, "no stream error"

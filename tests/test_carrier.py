@@ -4,24 +4,15 @@ WebSocket (RFC 7395) and BOSH (XEP-0206) carriers will."""
 
 import base64
 
-import pytest
 from twisted.internet.testing import StringTransport
 from zope.interface.verify import verifyObject
 
-from tests.harness import Client, ElementCarrier, add_user, make_server
+from tests.harness import Client, ElementCarrier
 from xmppd.core.c2s import ClientStream
 from xmppd.core.carrier import ICarrier, IStreamReceiver
 
 NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 PLAIN_ALICE = base64.b64encode(b"\0alice\0secret").decode()
-
-
-@pytest.fixture
-def server(tmp_path):
-    server = make_server(tmp_path)
-    add_user(server, "alice@example.com")
-    add_user(server, "bob@example.com")
-    return server
 
 
 def bind(carrier, resource="memory"):

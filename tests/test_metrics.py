@@ -1,16 +1,6 @@
 """Server metrics counted on the hot path (in memory)."""
 
-import pytest
-
-from tests.harness import Client, add_user, make_server
-
-
-@pytest.fixture
-def server(tmp_path):
-    server = make_server(tmp_path)
-    add_user(server, "alice@example.com")
-    add_user(server, "bob@example.com")
-    return server
+from tests.harness import Client
 
 
 def sample(server, name, **labels):

@@ -10,7 +10,7 @@ import pytest
 from twisted.internet import defer
 from twisted.words.xish import domish
 
-from tests.harness import Client, ElementCarrier, add_user, error_condition, make_server
+from tests.harness import Client, ElementCarrier, error_condition
 from xmppd.core.api import AUTHENTICATED
 from xmppd.core.negotiation import SESSION_CARRIER_LOST, stream_element_event
 from xmppd.core.events import SESSION_UNBOUND
@@ -25,14 +25,6 @@ def module(setup):
     toy = types.ModuleType("tests.toy")
     toy.setup = setup
     return toy
-
-
-@pytest.fixture
-def server(tmp_path):
-    server = make_server(tmp_path)
-    add_user(server, "alice@example.com")
-    add_user(server, "bob@example.com")
-    return server
 
 
 def test_stream_element_event_names():
