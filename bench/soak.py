@@ -43,7 +43,7 @@ The exit status is 1 if any scenario lost a message.
 import argparse
 import asyncio
 import json
-import os
+import re
 import shutil
 import socket
 import statistics
@@ -66,36 +66,17 @@ SCENARIOS = ("handshakes", "slow-readers", "flood")
 # buffer autotuning would allow (up to net.ipv4.tcp_rmem's maximum).
 READER_WINDOW = 65536
 
-SOAK_CONFIG = """\
-log_level = "{log_level}"
-
-[storage]
-url = "sqlite:///xmppd.sqlite"
-
-[tls]
-certificates = "{certificates}"
-min_version = "1.2"
-
-[c2s]
-listen = ["tcp:{port}:interface=127.0.0.1:backlog=1024"]
-direct_tls = ["tcp:{direct_port}:interface=127.0.0.1:backlog=1024"]
-
-[admin]
-socket = ""
-
-[hosts."{domain}"]
-"""
-
-
 class SoakXmppd(run.Xmppd):
-    """xmppd with its default limits and a direct-TLS port too."""
+    """xmppd as the benchmark runs it, but with its default limits (the
+    benchmark's ``[limits]`` section left out) and a direct-TLS port too."""
 
     def configure(self, certificate):
         self.direct_port = run.free_port()
         super().configure(certificate)
-        self.config.write_text(SOAK_CONFIG.format(
-            log_level=self.log_level, certificates=self.dir / "certs", port=self.port,
-            direct_port=self.direct_port, domain=run.DOMAIN))
+        text = self.config.read_text().replace(
+            "direct_tls = []",
+            f'direct_tls = ["tcp:{self.direct_port}:interface=127.0.0.1:backlog=1024"]')
+        self.config.write_text(re.sub(r"\[limits\].*?(?=\[hosts)", "", text, flags=re.S))
 
 
 class SoakProsody(run.Prosody):
