@@ -68,7 +68,8 @@ class MetricsConfig:
 
 @dataclass(frozen=True)
 class AdminConfig:
-    """``[admin]``: the control socket used by ``xmppctl status`` / ``reload``."""
+    """``[admin]``: the control socket through which xmppctl reaches the
+    running server (status, reload, sessions, kick, ending sessions)."""
 
     socket: str | None = None
 
