@@ -30,7 +30,9 @@ RUN_LIMIT = 15.0  # seconds a trial may take at most
 @pytest.fixture
 def deployment(tmp_path):
     # Room for every message of a trial: none is refused for a full queue.
-    return prepare(tmp_path, extra_config="[offline]\nmax_messages = 1000000")
+    deployment = prepare(tmp_path, extra_config="[offline]\nmax_messages = 1000000")
+    yield deployment
+    deployment.process.stop()  # a trial that failed before its kill
 
 
 async def send_until_killed(deployment, first, kill_after):
@@ -63,9 +65,9 @@ async def send_until_killed(deployment, first, kill_after):
     return answered, number
 
 
-def stored_numbers(store):
+def stored_numbers(store, domain):
     return {int(text.split("<body>")[1].split("<")[0])
-            for text in store.take_offline("bob", "example.test")}
+            for text in store.take_offline("bob", domain)}
 
 
 def test_no_answered_message_is_lost_to_sigkill(deployment):
@@ -83,7 +85,7 @@ def test_no_answered_message_is_lost_to_sigkill(deployment):
             except XMPPError as e:
                 pytest.fail(f"trial {trial} (seed {seed}): {e}")
             assert deployment.process.process.wait(10) == -signal.SIGKILL
-            stored = stored_numbers(store)
+            stored = stored_numbers(store, deployment.domain)
             missing = sorted(n for n in answered if n not in stored)
             assert answered, f"trial {trial} (seed {seed}): no ping answered"
             assert not missing, (f"trial {trial} (seed {seed}, killed after "
