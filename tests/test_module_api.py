@@ -10,7 +10,8 @@ from xmppd.core.events import SESSION_BOUND
 def test_a_dependency_is_loaded_once_before_the_module_that_needs_it(tmp_path):
     server = make_server(tmp_path, modules=("bind", "subscription"))
     assert {"roster", "presence", "subscription"} <= server.loaded
-    assert server.services["roster"] is not None
+    order = list(server.services)
+    assert order.index("roster") < order.index("presence") < order.index("subscription")
 
 
 def test_a_failing_notification_handler_does_not_stop_the_others(tmp_path):
@@ -52,3 +53,19 @@ def test_disabled_modules_win(tmp_path):
     server = make_server(tmp_path, hosts=(), modules=("bind", "ping"), extra=(
         '[hosts."a.example"]\ndisabled_modules = ["ping"]\n'))
     assert not server.enabled("ping", "a.example")
+
+
+def test_a_failing_unbind_handler_does_not_stop_the_others(server):
+    from tests.harness import Client
+    from xmppd.core.events import SESSION_UNBOUND
+    seen = []
+
+    def broken(session):
+        raise RuntimeError("broken module")
+
+    server.hooks.add(SESSION_UNBOUND, broken, priority=1000)
+    server.hooks.add(SESSION_UNBOUND, seen.append, priority=-1000)
+    alice = Client(server)
+    alice.login("alice@example.com", "a")
+    alice.stream.connectionLost(None)
+    assert [str(session.jid) for session in seen] == ["alice@example.com/a"]

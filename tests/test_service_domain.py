@@ -5,6 +5,7 @@ account modules, and inside its host's closed domain."""
 import types
 
 from tests.harness import Client, add_user, error_condition, make_server
+from tests.paused_storage import pausable_server
 from tests.s2s_support import (
     DIALBACK_FEATURES, EMPTY_FEATURES, EXTERNAL_FEATURES, REMOTE, STARTTLS_FEATURES,
     accept_outgoing, header, incoming, make_federation, outgoing_past_tls, stream_error)
@@ -66,8 +67,21 @@ def test_a_local_account_reaches_the_service_and_its_bare_jids(tmp_path):
         assert (reply["from"], str(reply.body)) == (to, "hello")
 
 
+def test_stanzas_to_the_service_read_no_account_data(tmp_path):
+    """The account policies (blocking...) never look up a service's JIDs:
+    with storage held, the echo still answers at once."""
+    server = pausable_server(tmp_path, hosts=("example.com", "other.example"))
+    server.load(ECHO_MODULE)
+    add_user(server, "alice@example.com")
+    alice = client(server, "alice@example.com")
+    server.runner.pause()
+    [reply] = chat(alice, f"room@{ECHO}", "fast")
+    assert str(reply.body) == "fast" and server.runner.calls == []
+
+
 def test_unclaimed_stanzas_get_service_unavailable_and_are_never_stored(tmp_path):
     server = echo_server(tmp_path)
+    add_user(server, f"room@{ECHO}")  # so that offline storage would keep it, if asked
     alice = client(server, "alice@example.com")
     [error] = chat(alice, f"room@{ECHO}/nick")  # echo serves no full JIDs
     assert error_condition(error) == "service-unavailable"

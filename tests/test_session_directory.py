@@ -66,5 +66,6 @@ def test_flags_are_set_through_the_directory_and_read_from_records(tmp_path):
     assert carbon.firstChildElement().name == "sent"
     near = server.sessions.get(JID.parse("bob@example.com/near"))
     server.sessions.set_flag(near, "roster")
+    assert near.flags == {"roster"}
     server.sessions.set_flag(near, "roster", False)
     assert near.flags == NO_FLAGS

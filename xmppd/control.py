@@ -24,20 +24,13 @@ from twisted.logger import Logger
 
 from xmppd import config as configuration
 from xmppd import logs, systemd
-from xmppd.core.tls import CertificateError, CertificateStore
+from xmppd.errors import StartupError
+from xmppd.preflight import LISTENERS, load_certificates, setting
 
 log = Logger()
 
 # Settings read only at start.
-RESTART_ONLY = ("storage.url", "c2s.listen", "c2s.direct_tls", "s2s.listen",
-                "s2s.direct_tls", "metrics.listen", "admin.socket", "log_json")
-
-
-def _setting(config, dotted):
-    value = config
-    for part in dotted.split("."):
-        value = getattr(value, part)
-    return value
+RESTART_ONLY = ("storage.url", *LISTENERS, "admin.socket", "log_json")
 
 
 class Controller(service.Service):
@@ -82,17 +75,13 @@ class Controller(service.Service):
         path = self.server.config.path
         try:
             new = configuration.load(path)
-            certificates = CertificateStore(new.tls.certificates, new.hosts,
-                                            new.tls.min_version)
-            missing = certificates.missing(new.hosts)
-            if missing:
-                raise CertificateError(f"no certificate for {', '.join(missing)}")
-        except (configuration.ConfigError, CertificateError) as e:
+            certificates = load_certificates(new)
+        except (configuration.ConfigError, StartupError) as e:
             log.error("reload refused, keeping the running configuration: {e}", e=e)
             return [f"error: {e}"]
         notes = [f"warning: {key} changed; it takes effect after a restart"
                  for key in RESTART_ONLY
-                 if _setting(new, key) != _setting(self.server.config, key)]
+                 if setting(new, key) != setting(self.server.config, key)]
         for note in notes:
             log.warn("{note}", note=note)
         logs.set_level(new.log_level)

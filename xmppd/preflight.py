@@ -37,7 +37,7 @@ def problems(config):
 def listen_settings(config):
     """``(key, description)`` of every configured listener, in start order."""
     return [(key, description) for key in LISTENERS
-            for description in _setting(config, key)]
+            for description in setting(config, key)]
 
 
 def server_endpoint(config, key, description, reactor):
@@ -81,7 +81,8 @@ def socket_answers(path):
     return True
 
 
-def _setting(config, dotted):
+def setting(config, dotted):
+    """The value of setting ``dotted`` (``"c2s.listen"``) of ``config``."""
     value = config
     for part in dotted.split("."):
         value = getattr(value, part)

@@ -70,9 +70,8 @@ class ModuleAPI:
         return self._server.sessions
 
     def enabled(self, domain):
-        """Whether this module serves hosted ``domain`` (or the host a
-        service domain belongs to)."""
-        return self._server.enabled(self.name, self.owner(domain) or domain)
+        """Whether this module serves hosted ``domain``."""
+        return self._server.enabled(self.name, domain)
 
     def hook(self, event, handler, priority=0, host=None):
         """Call ``handler(argument)`` on ``event`` (on ``host``'s bus only,
@@ -100,9 +99,6 @@ class ModuleAPI:
         module hooks with ``host=domain``; nothing else sees them."""
         self._server.router.add_service(domain, host)
 
-    def remove_service(self, domain):
-        self._server.router.remove_service(domain)
-
     def owner(self, domain):
         """The hosted domain ``domain`` is or belongs to (for a service
         domain, the host it serves), or None if it is remote."""
@@ -120,7 +116,7 @@ class ModuleAPI:
         logged and answered with ``internal-server-error``.
         """
         def claim(stanza):
-            if not self.enabled(stanza.recipient.domain):
+            if not self.enabled(stanza.recipient.domain if host is None else self.owner(host)):
                 return False
             d = defer.maybeDeferred(handler, stanza)
             d.addCallbacks(
@@ -147,7 +143,7 @@ class ModuleAPI:
     def stream_feature(self, builder, stage=AUTHENTICATED):
         """Offer ``builder(stream)`` (an element, or None to skip) in the
         stream features of ``stage``."""
-        self._server.stream_features[stage].append(builder)
+        self._server.negotiation.add_feature(builder, stage)
 
     def disco_feature(self, namespace):
         """Advertise ``namespace`` in disco#info (XEP-0030) of the hosts

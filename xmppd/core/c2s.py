@@ -51,6 +51,7 @@ from zope.interface import implementer
 
 from xmppd import logs
 from xmppd.core.carrier import ICarrier, IStreamReceiver
+from xmppd.core.events import STANZA_KINDS
 from xmppd.core.limits import ReadThrottle
 from xmppd.core.serial import SerialQueue
 from xmppd.core.stanzas import Stanza, StanzaError, error_reply
@@ -67,7 +68,6 @@ MAX_BACKLOG = 10  # elements received while a negotiation step is pending
 # Seconds a close (our closing tag or stream error, TLS close_notify) may
 # take to end the connection before it is aborted.
 CLOSE_GRACE = 5.0
-STANZA_KINDS = ("message", "presence", "iq")
 IQ_TYPES = ("get", "set", "result", "error")
 
 

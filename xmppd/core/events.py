@@ -132,9 +132,12 @@ class Hooks:
                 insort(table.setdefault(name, []), entry)
 
     def isolate(self, domain):
-        """Give ``domain`` a bus without the global handlers."""
+        """Give ``domain`` a bus without the global handlers (keeping those
+        added for it already)."""
         self._isolated.add(domain)
-        self._scoped[domain] = {}
+        self._scoped[domain] = {
+            name: [entry for entry in entries if entry not in self._global.get(name, ())]
+            for name, entries in self._scoped.get(domain, {}).items()}
 
     def forget(self, domain):
         """Drop the bus of ``domain`` (a service that stopped)."""

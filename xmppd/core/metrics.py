@@ -17,8 +17,8 @@ from prometheus_client import (
     CollectorRegistry, Counter, Gauge, Histogram, Info, PlatformCollector, ProcessCollector)
 
 from xmppd import __version__
+from xmppd.core.events import STANZA_KINDS
 
-STANZA_KINDS = ("message", "presence", "iq")
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                    0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 

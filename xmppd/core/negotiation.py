@@ -147,9 +147,9 @@ class Negotiation:
         stream.bound(session)
         old = server.sessions.add(session)
         if old is not None:
-            server.hooks.fire(SESSION_UNBOUND, old)
+            server.hooks.notify(SESSION_UNBOUND, old)
             old.close("conflict", "replaced by a new session")
-        server.hooks.fire(SESSION_BOUND, session)
+        server.hooks.notify(SESSION_BOUND, session)
         return session
 
     def resume(self, stream, session):
@@ -175,7 +175,7 @@ class Negotiation:
         """End ``session`` (if still bound) and fire ``session/unbound``."""
         session.carrier = None
         if self._server.sessions.remove(session):
-            self._server.hooks.fire(SESSION_UNBOUND, session)
+            self._server.hooks.notify(SESSION_UNBOUND, session)
 
     def remember(self, key, session):
         """Find ``session`` by ``key`` (as long as it exists)."""

@@ -88,11 +88,6 @@ class Server:
             for name in host.modules_enabled:
                 self.require(name)
 
-    @property
-    def stream_features(self):
-        """Feature builders by stage (see :meth:`Negotiation.add_feature`)."""
-        return self.negotiation.features
-
     def next_id(self):
         return f"xmppd-{next(self._ids)}"
 

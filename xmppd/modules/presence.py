@@ -169,11 +169,9 @@ def setup(api):
 
     def run(session, fn, *args):
         """``fn(*args)``, a broadcast; True once it has gone out."""
-        d = fn(*args)
-        if d.called:
-            return True
-        return d.addCallbacks(lambda _: True, lambda failure: api.log.failure(
-            "presence broadcast of {session} failed", failure, session=session) or True)
+        d = fn(*args).addErrback(lambda failure: api.log.failure(
+            "presence broadcast of {session} failed", failure, session=session))
+        return True if d.called else d.addCallback(lambda _: True)
 
     @defer.inlineCallbacks
     def broadcast_available(session, initial):

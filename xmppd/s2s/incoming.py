@@ -63,7 +63,8 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.words.xish import domish
 
-from xmppd.core.c2s import IQ_TYPES, NS_SASL, NS_TLS, STANZA_KINDS, default_host
+from xmppd.core.c2s import IQ_TYPES, NS_SASL, NS_TLS, default_host
+from xmppd.core.events import STANZA_KINDS
 from xmppd.core.stanzas import Stanza, error_reply
 from xmppd.core.xmlstream import NS_CLIENT, NS_STREAMS, StreamError
 from xmppd.jid import JID, InvalidJID, normalize_domain
