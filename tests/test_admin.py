@@ -147,6 +147,8 @@ def test_kick_of_a_full_jid_ends_that_session_only(server, admin):
     ({"command": "end-sessions", "jid": 5, "reason": "kicked"}, "expected a JID, not 5"),
     ({"command": "end-sessions", "jid": "alice@example.com", "reason": "bored"},
      "unknown reason 'bored'"),
+    ({"command": "end-sessions", "jid": "alice@example.com", "reason": ["kicked"]},
+     "unknown reason ['kicked']"),
     ({"command": "shutdown"}, "unknown command"),
     (["status"], "unknown command"),
 ])

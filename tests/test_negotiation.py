@@ -75,6 +75,14 @@ def test_an_unclaimed_element_before_binding_is_not_authorized(server):
     assert error_condition(client.take()[-1]) == "not-authorized" and client.closed
 
 
+def test_an_element_with_no_namespace_is_unclaimed_not_a_crash(server):
+    client = Client(server)
+    client.starttls()
+    client.open()
+    client.send("<foo xmlns=''/>")
+    assert error_condition(client.take()[-1]) == "not-authorized" and client.closed
+
+
 def test_a_pending_step_keeps_later_elements_waiting(server):
     pending = []
 

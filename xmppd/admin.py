@@ -82,7 +82,7 @@ def _sessions(controller, request):
 
 
 def _end_sessions(controller, request):
-    if request.get("reason") not in END_REASONS:
+    if not isinstance(request.get("reason"), str) or request["reason"] not in END_REASONS:
         raise Refused(f"unknown reason {request.get('reason')!r}")
     condition, text = END_REASONS[request["reason"]]
     jid = _parse(JID.parse, request.get("jid"), "JID")
@@ -91,7 +91,7 @@ def _end_sessions(controller, request):
     ended = []
     for stream in _client_streams(controller.server, jid):
         ended.append(stream.user.full if stream.session is None else stream.session.jid.full)
-        stream.stream_error(condition, text)
+        stream.connection.close(condition, text)  # ended by the server: never kept
     return {"ok": True, "ended": sorted(ended)}
 
 

@@ -55,7 +55,7 @@ from xmppd.core.events import STANZA_KINDS
 from xmppd.core.limits import ReadThrottle
 from xmppd.core.serial import SerialQueue
 from xmppd.core.stanzas import Stanza, StanzaError, error_reply
-from xmppd.core.stream import XmlStream, new_stream_id
+from xmppd.core.stream import XmlStream, cancelled, new_stream_id
 from xmppd.core.xmlstream import NS_CLIENT, NS_STREAMS, NS_XML, StreamError
 from xmppd.jid import JID, InvalidJID
 
@@ -230,9 +230,7 @@ class ClientConnection:
             self.server.negotiation.carrier_lost(session, self.carrier)
 
     def _cancel_auth_timer(self):
-        if self._auth_timer is not None and self._auth_timer.active():
-            self._auth_timer.cancel()
-        self._auth_timer = None
+        self._auth_timer = cancelled(self._auth_timer)
 
     # Processing, one element at a time
 

@@ -100,8 +100,8 @@ class Negotiation:
     def element(self, stream, element):
         """Run the handlers of ``element``; the claiming handler's result,
         or False."""
-        for _, _, handler in self._elements.get(
-                stream_element_event(element.uri, element.name), ()):
+        # Looked up, not built: a peer may send any name, even with no namespace.
+        for _, _, handler in self._elements.get(f"stream/{element.uri}:{element.name}", ()):
             result = handler(stream, element)
             if result:
                 return result

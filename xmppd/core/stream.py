@@ -112,9 +112,10 @@ class OutputBuffer:
     64 KiB (plus one write) and :attr:`size`.
     """
 
-    def __init__(self, transport, drained):
+    def __init__(self, transport, drained, limit):
         self._transport = transport
         self._drained = drained  # called after writing out what waited
+        self.limit = limit  # bytes that may wait (read once per connection)
         self._waiting = deque()
         self.size = 0
         self.blocked = False
@@ -310,8 +311,9 @@ class XmlStream(Protocol):
         """The TLS handshake is done (``IHandshakeListener``); from now on
         output is bounded."""
         self._tls_timer = cancelled(self._tls_timer)
-        if self._output is None and self.max_output_buffer():
-            self._output = OutputBuffer(self.transport, self._output_drained)
+        limit = self.max_output_buffer()
+        if self._output is None and limit:
+            self._output = OutputBuffer(self.transport, self._output_drained, limit)
 
     # Output bounds
 
@@ -321,7 +323,7 @@ class XmlStream(Protocol):
             self.transport.write(data)
             return
         output.write(data)
-        if output.size > self.max_output_buffer() and not self.closed:
+        if output.size > output.limit and not self.closed:
             output.discard()
             self.output_overflow()
 
@@ -331,7 +333,8 @@ class XmlStream(Protocol):
 
     def backlogged(self):
         """Whether more than a quarter of the output limit waits."""
-        return self._output is not None and self._output.size > self.max_output_buffer() / 4
+        output = self._output
+        return output is not None and output.size > output.limit / 4
 
     def hold(self, writer):
         """Stop ``writer`` (a stream writing to this one) reading until this
@@ -431,9 +434,12 @@ class XmlStream(Protocol):
             return
         if self.closed:
             return
+        # Closed first: our closing tag passing the output limit must not
+        # close the stream a second time.
+        self.closed = True
         if self._header_sent:
             self._write(b"</stream:stream>")
-        self.closed = True
+        self._release_held()  # the writers it held read again
         if self._output is not None:
             self._output.flush()  # a transport closes once its producer is gone
             self.transport.unregisterProducer()
