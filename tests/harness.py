@@ -52,10 +52,13 @@ class TLSStringTransport(StringTransport):
         self.tls = context
 
 
-def make_server(tmp_path, hosts=("example.com",), modules=MODULES, extra=""):
+def make_server(tmp_path, hosts=("example.com",), modules=MODULES, extra="",
+                runner=immediate_runner):
+    """A server on SQLite in memory whose storage calls go through ``runner``
+    (at once, by default), with ``modules`` loaded."""
     store = SQLStore("sqlite://")
     store.migrate()
-    server = Server(make_config(tmp_path, hosts, extra), AsyncStore(store, immediate_runner),
+    server = Server(make_config(tmp_path, hosts, extra), AsyncStore(store, runner),
                     FakeCertificates(), Clock())
     server.sql = store
     # Clients authenticate with SASL, whichever feature modules a test loads.

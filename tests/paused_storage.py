@@ -2,13 +2,9 @@
 :meth:`PausableRunner.pause`, then wait until :meth:`PausableRunner.flush`
 (which also runs the calls made while flushing)."""
 
-import importlib
-
 from twisted.internet import defer
 
 from tests.harness import make_server
-from xmppd.storage.deferred import AsyncStore
-from xmppd.tap import MODULES
 
 
 class PausableRunner:
@@ -32,13 +28,16 @@ class PausableRunner:
             d, fn, args, kw = self.calls.pop(0)
             d.callback(fn(*args, **kw))
 
+    def resume(self):
+        """Run what waits, and later calls at once again."""
+        self.paused = False
+        self.flush()
 
-def pausable_server(tmp_path, modules=MODULES, **options):
+
+def pausable_server(tmp_path, **options):
     """``make_server`` whose storage runs through a :class:`PausableRunner`
-    (``server.runner``), installed before the modules open their stores."""
-    server = make_server(tmp_path, modules=(), **options)
-    server.runner = PausableRunner()
-    server.storage = AsyncStore(server.sql, server.runner)
-    for name in modules:
-        server.load(importlib.import_module(f"xmppd.modules.{name}"))
+    (``server.runner``)."""
+    runner = PausableRunner()
+    server = make_server(tmp_path, runner=runner, **options)
+    server.runner = runner
     return server

@@ -15,6 +15,7 @@ from tests.harness import TLSStringTransport, make_server
 from xmppd.core.xmlstream import NS_SERVER, StreamParser
 from xmppd.s2s.incoming import IncomingStream
 from xmppd.s2s.service import Federation
+from xmppd.storage.deferred import immediate_runner
 
 LOCAL = "example.com"
 REMOTE = "remote.example"
@@ -78,14 +79,16 @@ class FakeTLS:
         return None if domain in self.valid else "untrusted certificate"
 
 
-def make_federation(tmp_path, s2s="", valid=(), hosts=(LOCAL,), resolver=None):
-    """A server hosting ``hosts`` (crossing domains allowed) with a
-    federation whose ``[s2s]`` section is ``s2s`` plus a pinned route for
-    REMOTE; returns the federation (``.server``, ``.reactor``)."""
+def make_federation(tmp_path, s2s="", valid=(), hosts=(LOCAL,), resolver=None,
+                    runner=immediate_runner):
+    """A server hosting ``hosts`` (crossing domains allowed), its storage
+    calls through ``runner``, with a federation whose ``[s2s]`` section is
+    ``s2s`` plus a pinned route for REMOTE; returns the federation
+    (``.server``, ``.reactor``)."""
     extra = (f"[s2s]\n{s2s}\n[s2s.routes]\n"
              f"\"{REMOTE}\" = \"tcp:host=127.0.0.1:port={REMOTE_PORT}\"\n"
              + "".join(f'[hosts."{h}"]\ncross_domain_messages = true\n' for h in hosts))
-    server = make_server(tmp_path, hosts=(), modules=MODULES, extra=extra)
+    server = make_server(tmp_path, hosts=(), modules=MODULES, extra=extra, runner=runner)
     return Federation(server, MemoryReactorClock(), resolver=resolver, tls=FakeTLS(valid))
 
 

@@ -1,14 +1,12 @@
 """Blocking command (XEP-0191): commands, pushes and enforcement, in memory."""
 
 import pytest
-from twisted.internet import defer
 
 from tests.harness import Client, add_user, error_condition, make_server
 from tests.paused_storage import pausable_server
 from xmppd.core.events import BARE, FULL, message_event, presence_event
 from xmppd.core.stanzas import make_stanza
 from xmppd.storage import RosterItem
-from xmppd.storage.deferred import AsyncStore
 
 NS = "urn:xmpp:blocking"
 NS_ERRORS = "urn:xmpp:blocking:errors"
@@ -84,10 +82,6 @@ def record(server, event):
     seen = []
     server.hooks.add(event, lambda stanza: seen.append(stanza) or True, priority=1000)
     return seen
-
-
-def pause_storage(server):
-    return server.runner.pause()
 
 
 # The commands
@@ -272,7 +266,7 @@ def test_offline_recipient_list_is_read_then_routing_resumes(server, bob):
     server.sql.set_value("alice", "example.com", "blocking", "bob@example.com", "")
     carol = login(server, "carol@other.example", "c")
     delivered = record(server, message_event(BARE))
-    runner = pause_storage(server)
+    runner = server.runner.pause()
 
     chat(carol, "alice@example.com", "from carol")
     chat(bob, "alice@example.com", "from bob")
@@ -286,7 +280,7 @@ def test_offline_recipient_list_is_read_then_routing_resumes(server, bob):
 
 def test_stanzas_waiting_for_a_list_keep_their_order(server, bob):
     delivered = record(server, message_event(BARE))
-    runner = pause_storage(server)
+    runner = server.runner.pause()
     for n in range(3):
         chat(bob, "alice@example.com", str(n))
     assert delivered == []
@@ -298,7 +292,7 @@ def test_stanzas_waiting_for_a_list_keep_their_order(server, bob):
 
 def test_online_users_lists_are_in_memory(server, alice, bob):
     block(alice, "carol@other.example")
-    runner = pause_storage(server)
+    runner = server.runner.pause()
     chat(alice, "bob@example.com", "fast")
     chat(bob, "alice@example.com", "path")
     assert runner.calls == []
@@ -309,13 +303,13 @@ def test_online_users_lists_are_in_memory(server, alice, bob):
 def test_list_is_forgotten_with_the_last_session(server, alice, bob):
     second = login(server, "alice@example.com", "second")
     for client in (alice, second):
-        runner = pause_storage(server)
+        runner = server.runner.pause()
         chat(bob, "alice@example.com", "x")
         assert runner.calls == []  # still online: answered from memory
         runner.flush()
         client.transport.loseConnection()
         client.stream.connectionLost(None)
-    runner = pause_storage(server)
+    runner = server.runner.pause()
     chat(bob, "alice@example.com", "x")
     assert len(runner.calls) == 1
 
@@ -326,7 +320,7 @@ def test_change_during_initial_read_is_not_lost(server, bob):
     alice.open()
     assert alice.auth_plain("alice@example.com").name == "success"
     alice.open()
-    runner = pause_storage(server)
+    runner = server.runner.pause()
     alice.send("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
                "<resource>a</resource></bind></iq>")
     assert alice.take()[0]["type"] == "result"

@@ -15,10 +15,10 @@ import base64
 import tracemalloc
 
 import pytest
-from twisted.internet import defer
 
 from tests.fuzz import CORPUS, reach
 from tests.harness import Client, add_user, error_condition, make_server
+from tests.paused_storage import pausable_server
 from xmppd.core.c2s import MAX_BACKLOG
 from xmppd.core.xmlstream import MAX_DEPTH, MAX_ELEMENTS, NS_STREAMS, StreamParser
 
@@ -142,7 +142,7 @@ CASES = {
 
 @pytest.fixture
 def server(tmp_path):
-    server = make_server(tmp_path, extra=f"[c2s]\nmax_stanza_size = {LIMIT}\n")
+    server = pausable_server(tmp_path, extra=f"[c2s]\nmax_stanza_size = {LIMIT}\n")
     add_user(server, "alice@example.com")
     add_user(server, "bob@example.com")
     return server
@@ -321,20 +321,6 @@ def test_hundred_thousand_nested_elements(default_server, read_size):
 
 # Elements that arrive while a SASL step waits for the database.
 
-def hold_credentials(server, monkeypatch):
-    """Make credential lookups wait; return the list of releases."""
-    pending = []
-    lookup = server.storage.get_credentials
-
-    def wait(*args):
-        d = defer.Deferred()
-        pending.append(lambda: lookup(*args).chainDeferred(d))
-        return d
-
-    monkeypatch.setattr(server.storage, "get_credentials", wait, raising=False)
-    return pending
-
-
 def start_plain_auth(server, password="secret"):
     client = Client(server)
     reach(client, "tls")
@@ -343,10 +329,10 @@ def start_plain_auth(server, password="secret"):
     return client
 
 
-def test_backlog_while_authenticating_is_bounded(server, monkeypatch):
+def test_backlog_while_authenticating_is_bounded(server):
     bob = Client(server)
     bob.login("bob@example.com")
-    slow_credentials = hold_credentials(server, monkeypatch)
+    server.runner.pause()  # the credential lookup waits
     client = start_plain_auth(server)
     for _ in range(MAX_BACKLOG):
         client.send("<abort xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
@@ -354,19 +340,18 @@ def test_backlog_while_authenticating_is_bounded(server, monkeypatch):
     client.send("<abort xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
     assert client.closed
     assert error_condition(stream_errors(client.take())[-1]) == "policy-violation"
-    slow_credentials.pop()()
-    monkeypatch.undo()
+    server.runner.resume()
     assert_server_healthy(server, bob, client)
 
 
-def test_elements_sent_before_sasl_success_are_discarded(server, monkeypatch):
+def test_elements_sent_before_sasl_success_are_discarded(server):
     """RFC 6120 §6.4.6: the client restarts the stream after <success/>;
     a bind pipelined before it belongs to the old stream."""
-    slow_credentials = hold_credentials(server, monkeypatch)
+    server.runner.pause()  # the credential lookup waits
     client = start_plain_auth(server)
     client.send("<iq type='set' id='early'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
                 "<resource>early</resource></bind></iq>")
-    slow_credentials.pop()()
+    server.runner.resume()
     assert [e.name for e in client.take()] == ["success"]
     assert server.sessions.count() == 0
     client.open()
@@ -376,13 +361,13 @@ def test_elements_sent_before_sasl_success_are_discarded(server, monkeypatch):
     assert [s.jid.resource for s in server.sessions.all()] == ["late"]
 
 
-def test_stream_error_while_replaying_the_backlog(server, monkeypatch):
+def test_stream_error_while_replaying_the_backlog(server):
     """A non-SASL element waiting behind a failed SASL step closes the
     stream with not-authorized."""
-    slow_credentials = hold_credentials(server, monkeypatch)
+    server.runner.pause()  # the credential lookup waits
     client = start_plain_auth(server, password="wrong")
     client.send("<message to='bob@example.com/res'><body>hi</body></message>")
-    slow_credentials.pop()()
+    server.runner.resume()
     received = client.take()
     assert received[0].name == "failure"
     assert error_condition(stream_errors(received)[-1]) == "not-authorized"

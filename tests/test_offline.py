@@ -4,7 +4,6 @@ Presence is simulated: a test sets ``Session.available`` and
 ``Session.priority`` and fires SESSION_REACHABLE as the presence module
 would (and two tests use the presence module itself)."""
 
-import importlib
 
 import pytest
 from twisted.internet import defer
@@ -15,7 +14,7 @@ from tests.harness import Client, add_user, error_condition, make_server
 from xmppd.core.events import SESSION_REACHABLE
 from xmppd.jid import JID
 from xmppd.storage import StorageError
-from xmppd.storage.deferred import AsyncStore, current_lane
+from xmppd.storage.deferred import current_lane
 from xmppd.storage.kinds import BULK
 
 NS_DELAY = "urn:xmpp:delay"
@@ -107,11 +106,9 @@ class HeldWrites:
 
 def held_server(tmp_path, extra=""):
     """The server of :func:`make` with its bulk writes held."""
-    server = make_server(tmp_path, modules=(), extra=extra)
     writes = HeldWrites()
-    server.storage = AsyncStore(server.sql, writes)
-    for name in ("bind", "message", "offline"):
-        server.load(importlib.import_module(f"xmppd.modules.{name}"))
+    server = make_server(tmp_path, modules=("bind", "message", "offline"), extra=extra,
+                         runner=writes)
     for user in ("alice@example.com", "bob@example.com"):
         add_user(server, user)
     return server, writes

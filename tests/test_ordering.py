@@ -7,13 +7,9 @@ from tests.paused_storage import PausableRunner, pausable_server
 from tests.s2s_support import REMOTE, make_federation
 from tests.test_s2s_incoming import ALLOW, external
 from xmppd.storage import RosterItem
-from xmppd.storage.deferred import AsyncStore
 
 PING = "<iq type='get' id='p1' to='example.com'><ping xmlns='urn:xmpp:ping'/></iq>"
 
-
-def paused(server):
-    return server.runner.pause()
 
 
 def mutual(server, a, b):
@@ -35,7 +31,7 @@ def test_presence_is_reflected_before_a_later_ping_is_answered(tmp_path):
     add_user(server, "alice@example.com")
     alice = Client(server)
     alice.login("alice@example.com", "a")
-    runner = paused(server)
+    runner = server.runner.pause()
     alice.send("<presence/>" + PING)  # one read; the roster is not cached yet
     assert alice.take() == []
     runner.flush()
@@ -51,23 +47,23 @@ def test_a_contact_gets_the_presence_before_a_later_message(tmp_path):
     bob = online(server, "bob@example.com", "b")
     alice = Client(server)
     alice.login("alice@example.com", "a")
-    runner = paused(server)
+    runner = server.runner.pause()
     alice.send("<presence/><message to='bob@example.com/b' type='chat'><body>hi</body></message>")
     runner.flush()
     assert [e.name for e in bob.take()] == ["presence", "message"]
 
 
 def test_a_server_streams_stanzas_are_handled_in_order(tmp_path):
-    federation = make_federation(tmp_path, ALLOW, valid=[REMOTE])
+    runner = PausableRunner()
+    federation = make_federation(tmp_path, ALLOW, valid=[REMOTE], runner=runner)
     server = federation.server
-    server.runner = PausableRunner()
-    server.storage = AsyncStore(server.sql, server.runner)
+    server.runner = runner
     for module in ("presence", "subscription", "message"):
         server.load(__import__(f"xmppd.modules.{module}", fromlist=["setup"]))
     add_user(server, "alice@example.com")
     alice = online(server, "alice@example.com", "a")
     wire = external(federation)
-    runner = paused(server)
+    runner = server.runner.pause()
     wire.send(f"<presence from='bob@{REMOTE}' to='alice@example.com' type='subscribe'/>"
               f"<message from='bob@{REMOTE}/x' to='alice@example.com/a' type='chat'>"
               "<body>after</body></message>")

@@ -45,8 +45,6 @@ def test_typed_stores(database):
 def test_only_the_interface_is_reachable(database, kind):
     store = database.open(kind, "name")
     assert {name for name in vars(store) if name != "kind"} == set(methods(kind))
-    with pytest.raises(AttributeError):
-        store._db
 
 
 def test_unknown_kind(database):
@@ -66,23 +64,7 @@ def test_calls_are_named_and_run_in_their_lane(store):
     database.open("accounts").get_credentials("alice", "example.org")
     database.open("offline").append_many([("alice", "example.org", "<message/>")], 10)
     database.open("offline").take_all("alice", "example.org")
-    database.store_offline("alice", "example.org", "<message/>", 10)
-    database.get_credentials("alice", "example.org")
     assert calls == [("accounts_create", INTERACTIVE),
                      ("accounts_get_credentials", INTERACTIVE),
-                     ("offline_append_many", BULK), ("offline_take_all", INTERACTIVE),
-                     ("store_offline", BULK), ("get_credentials", INTERACTIVE)]
+                     ("offline_append_many", BULK), ("offline_take_all", INTERACTIVE)]
     assert current_lane.get() == INTERACTIVE
-
-
-def test_methods_of_the_database_until_callers_open_stores(database):
-    result_of(database.create_account("alice", "example.org", KEYS))
-    assert result_of(database.account_exists("alice", "example.org"))
-    result_of(database.set_value("alice", "example.org", "vcard", "", "<vCard/>"))
-    assert result_of(database.get_values("alice", "example.org", "vcard")) == {"": "<vCard/>"}
-    assert result_of(database.store_offline("alice", "example.org", "<message/>", 1))
-    assert result_of(database.take_offline("alice", "example.org")) == ["<message/>"]
-    with pytest.raises(AttributeError):
-        database._shared
-    with pytest.raises(AttributeError):
-        database.no_such_method

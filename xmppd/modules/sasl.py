@@ -37,10 +37,11 @@ LOCKED = "the account is temporarily locked after too many failed authentication
 class Authentication:
     """The SASL exchanges of one stream, until one succeeds."""
 
-    __slots__ = ("api", "stream", "sasl", "mechanism", "failures", "account")
+    __slots__ = ("api", "accounts", "stream", "sasl", "mechanism", "failures", "account")
 
-    def __init__(self, api, stream):
+    def __init__(self, api, accounts, stream):
         self.api = api
+        self.accounts = accounts
         self.stream = stream
         self.sasl = SaslServer(stream.domain, self._credentials, normalize_localpart,
                                offload=api.streams.offload)
@@ -50,7 +51,7 @@ class Authentication:
 
     def _credentials(self, username):
         self.account = JID(username, self.stream.domain, None)
-        return self.api.storage.get_credentials(username, self.stream.domain)
+        return self.accounts.get_credentials(username, self.stream.domain)
 
     def received(self, element):
         """Handle one SASL element: None, or a Deferred of its step."""
@@ -163,10 +164,12 @@ def failure_element(condition, text=None):
 
 
 def setup(api):
+    accounts = api.open_store("accounts")
+
     def offer(stream):
         authentication = stream.state.get(api.name)
         if authentication is None:
-            authentication = stream.state[api.name] = Authentication(api, stream)
+            authentication = stream.state[api.name] = Authentication(api, accounts, stream)
         mechanisms = domish.Element((NS_SASL, "mechanisms"))
         for name in authentication.sasl.mechanisms:
             mechanisms.addElement("mechanism", content=name)

@@ -26,17 +26,11 @@ from .sql import SQLStore
 Runner = Callable[..., defer.Deferred]
 
 current_lane: ContextVar[str] = ContextVar("xmppd_storage_lane", default=INTERACTIVE)
-# The methods before typed stores that are bulk writes.
-_BULK_LEGACY = frozenset({"store_offline"})
 
 
 class AsyncStore:
-    """A ``SQLStore`` whose methods return Deferreds.
-
-    :meth:`open` gives a typed store (:mod:`xmppd.storage.kinds`) with the
-    methods of its interface; the store's own public methods (``migrate``,
-    ``get_credentials``...) are reachable too, until every caller opens
-    typed stores."""
+    """A ``SQLStore`` for the server: :meth:`open` gives a typed store
+    (:mod:`xmppd.storage.kinds`) whose interface methods return Deferreds."""
 
     def __init__(self, store: SQLStore, run: Runner) -> None:
         self._store = store
@@ -45,13 +39,6 @@ class AsyncStore:
     def open(self, kind: str, name: str | None = None) -> "AsyncView":
         """The store of ``kind``, scoped to ``name`` where the kind is."""
         return AsyncView(kind, self._store.open(kind, name), self._run)
-
-    def __getattr__(self, name: str) -> Callable[..., defer.Deferred]:
-        method = getattr(self._store, name) if not name.startswith("_") else None
-        if not callable(method):
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        return _deferred(method, name, BULK if name in _BULK_LEGACY else INTERACTIVE, self._run,
-                         method)
 
 
 class AsyncView:

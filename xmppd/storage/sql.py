@@ -191,7 +191,7 @@ class SQLStore:
             raise ValueError(f"a {kind} store needs a name of 1 to {STORE_NAME_LENGTH} characters")
         return (SQLKeyValues if kind == "keyval" else SQLArchive)(self, name)
 
-    # The methods before typed stores, kept until every caller opens stores
+    # Shortcuts to the typed stores for synchronous callers (xmppctl, tests)
 
     def create_account(self, username, domain, keys):
         return self._shared["accounts"].create(username, domain, keys)
@@ -220,9 +220,6 @@ class SQLStore:
     def set_roster_item(self, username, domain, item, max_items=None):
         return self._shared["roster"].set_item(username, domain, item, max_items)
 
-    def remove_roster_item(self, username, domain, jid):
-        return self._shared["roster"].remove_item(username, domain, jid)
-
     def get_value(self, username, domain, store, key):
         return self.open("keyval", store).get(username, domain, key)
 
@@ -232,17 +229,8 @@ class SQLStore:
     def get_values(self, username, domain, store):
         return self.open("keyval", store).get_all(username, domain)
 
-    def delete_values(self, username, domain, store):
-        return self.open("keyval", store).delete_all(username, domain)
-
-    def store_offline(self, username, domain, stanza, limit):
-        return self._shared["offline"].append(username, domain, stanza, limit)
-
     def take_offline(self, username, domain):
         return self._shared["offline"].take_all(username, domain)
-
-    def total_offline(self):
-        return self._shared["offline"].total()
 
     def count_offline(self, username, domain):
         return self._shared["offline"].count(username, domain)
