@@ -111,7 +111,6 @@ def test_log_json_not_writable(configure, tmp_path):
 
 
 def test_storage_driver_not_installed(configure):
-    pytest.importorskip("sqlalchemy")
     try:
         import pg8000  # noqa: F401
         pytest.skip("pg8000 is installed")
@@ -140,6 +139,10 @@ def test_admin_socket(configure, tmp_path):
         running.listen()
         assert only(preflight.problems(config), config) == (
             f"admin.socket: another xmppd is running: {tmp_path}/run/admin.sock answers")
+    (tmp_path / "run" / "admin.sock").unlink()
+    (tmp_path / "run" / "admin.sock").write_text("not a socket")
+    assert only(preflight.problems(config), config) == (
+        f"admin.socket: {tmp_path}/run/admin.sock exists and is not a socket")
     config = configure(admin=f'socket = "{"x" * 120}.sock"')
     assert "longer than the 107 bytes" in only(preflight.problems(config), config)
 

@@ -138,8 +138,11 @@ def test_a_freed_thread_goes_to_the_queued_interactive_call_first():
 def test_bulk_writes_run_in_order_and_all_finish():
     pool = pool_by_hand(threads=3, bulk_threads=2)
     writes = [run_in(pool, BULK, offline_write, n) for n in range(20)]
+    order = []
     while pool.pool.started:
+        order.append(pool.pool.started[0][2])
         pool.pool.finish(pool.pool.started[0][1])
+    assert order == [(n,) for n in range(20)]
     assert [write.result for write in writes] == list(range(20))
     assert pool.pending == 0
 

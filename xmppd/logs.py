@@ -16,7 +16,7 @@ import sys
 from datetime import datetime, timezone
 
 from twisted.logger import (
-    FilteringLogObserver, LogLevel, LogLevelFilterPredicate, formatEvent,
+    FileLogObserver, FilteringLogObserver, LogLevel, LogLevelFilterPredicate, formatEvent,
     textFileLogObserver)
 from twisted.python.logfile import LogFile
 
@@ -60,12 +60,8 @@ def json_record(event):
 
 def json_lines_observer(output):
     """An observer writing each event to ``output`` as one JSON line."""
-
-    def write(event):
-        output.write(json.dumps(json_record(event), ensure_ascii=False) + "\n")
-        output.flush()
-
-    return write
+    return FileLogObserver(
+        output, lambda event: json.dumps(json_record(event), ensure_ascii=False) + "\n")
 
 
 def observer():

@@ -14,6 +14,7 @@ libraries are imported only when checked.
 import errno
 import os
 import socket
+import stat
 import warnings
 
 from xmppd.errors import StartupError
@@ -132,6 +133,8 @@ def _admin_socket(config):
                 "a UNIX socket path may have"]
     if not os.path.isdir(directory):
         return [f"admin.socket: the directory {directory} does not exist"]
+    if os.path.lexists(path) and not stat.S_ISSOCK(os.lstat(path).st_mode):
+        return [f"admin.socket: {path} exists and is not a socket"]
     if os.path.exists(path) and socket_answers(path):
         return [f"admin.socket: another xmppd is running: {path} answers"]
     return []

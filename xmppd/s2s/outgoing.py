@@ -64,6 +64,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.words.xish import domish
 
 from xmppd.core.c2s import NS_SASL, NS_TLS
+from xmppd.core.stream import cancelled
 from xmppd.core.xmlstream import NS_STREAMS, StreamError
 from xmppd.s2s.dialback import (
     NS_DIALBACK, NS_DIALBACK_FEATURE, DialbackError, dialback_element, error_condition)
@@ -280,9 +281,7 @@ class OutgoingLink:
             self.stream.close()
 
     def _cancel_timer(self):
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._timer = cancelled(self._timer)
 
 
 def _verification_condition(condition):

@@ -78,6 +78,7 @@ class FederationTLS:
         self._store = trust_store(ca_file)
         self._server = {}  # domain -> SSL.Context
         self._client = {}  # (domain, direct TLS) -> SSL.Context
+        self._uncovered = set()  # service domains already warned of
 
     def server_tls(self, domain):
         """A connection creator presenting ``domain``'s certificate (switched
@@ -133,8 +134,11 @@ class FederationTLS:
         certificate = self._certificates.certificates.get(host)
         if certificate is not None and certificate.covers(domain):
             return certificate
-        log.warn("s2s: no certificate for {domain}: it has none of its own and {host}'s "
-                 "does not cover it (add {domain} or *.{host} to it)", domain=domain, host=host)
+        if domain not in self._uncovered:  # once: peers choose when to ask
+            self._uncovered.add(domain)
+            log.warn("s2s: no certificate for {domain}: it has none of its own and {host}'s "
+                     "does not cover it (add {domain} or *.{host} to it)",
+                     domain=domain, host=host)
         return None
 
     def _context(self, domain):

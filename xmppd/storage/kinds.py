@@ -209,7 +209,7 @@ class ArchiveStore(Protocol):
         (§4.1.1).  Paging (XEP-0059 §2.2, §2.5): the first messages after
         the id ``after``; or the last ones before the id ``before``
         (``before=""``: the last page); else the first page.  An unknown
-        ``after``/``before`` id is ItemNotFound (XEP-0059 §2.6)."""
+        ``after``/``before`` id is UnknownArchiveId (XEP-0059 §2.6)."""
 
     @bulk
     def delete_until(
