@@ -76,11 +76,17 @@ def free_ports(count=2):
             s.close()
 
 
+def xmppctl_result(*args):
+    """Run ``xmppctl ARGS``; the finished process (status and output)."""
+    command = [sys.executable, str(BIN / "xmppctl"), *map(str, args)]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
 def run_xmppctl(*args):
     """Run ``xmppctl ARGS``; fail the test with its output unless it succeeds."""
-    command = [sys.executable, str(BIN / "xmppctl"), *map(str, args)]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
+    result = xmppctl_result(*args)
     if result.returncode != 0:
+        command = ["xmppctl", *map(str, args)]
         pytest.fail(f"{' '.join(command)} exited with {result.returncode}:\n"
                     f"{result.stdout}{result.stderr}", pytrace=False)
     return result.stdout
@@ -257,6 +263,16 @@ class Launcher:
         self.processes.append(process)
         process.start()
         return Deployment(domain, c2s_port, direct_tls_port, Path(ca_file), passwords, process)
+
+
+@pytest.fixture
+def fresh_server(tmp_path):
+    """A server of the test's own (accounts changed, stopped and started
+    again...), started; it must exit cleanly afterwards."""
+    deployment = prepare(tmp_path)
+    deployment.process.start()
+    yield deployment
+    deployment.process.check_clean_exit()
 
 
 @pytest.fixture

@@ -4,26 +4,19 @@ a stream error (RFC 6120 §4.9.3)."""
 
 import datetime
 import json
-import subprocess
-import sys
 
 import pytest
 
-from tests.integration.conftest import BIN, REPO, LoginFailed, prepare
+from tests.integration.conftest import LoginFailed, prepare, xmppctl_result
 
 
 @pytest.fixture
-def deployment(tmp_path):
-    deployment = prepare(tmp_path)
-    deployment.process.start()
-    yield deployment
-    deployment.process.check_clean_exit()
+def deployment(fresh_server):
+    return fresh_server
 
 
 def xmppctl(deployment, *args):
-    return subprocess.run(
-        [sys.executable, str(BIN / "xmppctl"), "-c", str(deployment.process.config_path), *args],
-        cwd=REPO, capture_output=True, text=True, timeout=60)
+    return xmppctl_result("-c", deployment.process.config_path, *args)
 
 
 def test_sessions_and_kick(deployment, run):

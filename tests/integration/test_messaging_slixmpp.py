@@ -49,12 +49,9 @@ def server(two_domains):
 
 
 @pytest.fixture
-def restartable(tmp_path):
+def restartable(fresh_server):
     """A server of this test's own, to stop and start again."""
-    deployment = prepare(tmp_path)
-    deployment.process.start()
-    yield deployment
-    deployment.process.check_clean_exit()
+    return fresh_server
 
 
 async def online(clients, user, resource, priority=0, carbons=False):

@@ -4,12 +4,10 @@ graceful shutdown and socket activation."""
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 
 import pytest
 
-from tests.integration.conftest import BIN, REPO, prepare
+from tests.integration.conftest import prepare, xmppctl_result
 
 NOTIFY_TIMEOUT = 15.0
 
@@ -37,8 +35,7 @@ def next_states(notifications):
 
 
 def xmppctl(config_path, *args):
-    return subprocess.run([sys.executable, str(BIN / "xmppctl"), "-c", str(config_path), *args],
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    return xmppctl_result("-c", config_path, *args)
 
 
 def test_ready_reload_status_and_graceful_stop(deployment, notifications, run):
