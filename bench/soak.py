@@ -73,10 +73,12 @@ class SoakXmppd(run.Xmppd):
     def configure(self, certificate):
         self.direct_port = run.free_port()
         super().configure(certificate)
-        text = self.config.read_text().replace(
-            "direct_tls = []",
-            f'direct_tls = ["tcp:{self.direct_port}:interface=127.0.0.1:backlog=1024"]')
-        self.config.write_text(re.sub(r"\[limits\].*?(?=\[hosts)", "", text, flags=re.S))
+        text = edited(self.config.read_text(), "direct_tls = []",
+                      f'direct_tls = ["tcp:{self.direct_port}:interface=127.0.0.1:backlog=1024"]')
+        text, count = re.subn(r"\[limits\].*?(?=\[hosts)", "", text, flags=re.S)
+        if count != 1:
+            raise SystemExit("soak.py: bench/run.py's xmppd config has no [limits] to leave out")
+        self.config.write_text(text)
 
 
 class SoakProsody(run.Prosody):
@@ -85,11 +87,18 @@ class SoakProsody(run.Prosody):
     def configure(self, certificate):
         self.direct_port = run.free_port()
         super().configure(certificate)
-        text = self.config.read_text()
-        text = text.replace("c2s_direct_tls_ports = { }",
-                            f"c2s_direct_tls_ports = {{ {self.direct_port} }}")
-        text = text.replace('"blocklist";', '"blocklist"; "limits";')
-        self.config.write_text(text)
+        text = edited(self.config.read_text(), "c2s_direct_tls_ports = { }",
+                      f"c2s_direct_tls_ports = {{ {self.direct_port} }}")
+        self.config.write_text(edited(text, '"blocklist";', '"blocklist"; "limits";'))
+
+
+def edited(text, old, new):
+    """``text`` with its one ``old`` replaced by ``new``: the benchmark's
+    configs are edited, and an edit that no longer applies must not pass
+    silently."""
+    if text.count(old) != 1:
+        raise SystemExit(f"soak.py: bench/run.py's config no longer has {old!r} once")
+    return text.replace(old, new)
 
 
 KINDS = {"xmppd": SoakXmppd, "prosody": SoakProsody}
@@ -281,10 +290,12 @@ async def handshakes(server, target, args):
         if number % 100 == 99:
             await asyncio.sleep(0)
     opened = time.monotonic()
+    # Closed at once: refused by a connection limit, not timed out.
+    closed_at_once = sum(p.closed.done() for p in stalled)
     await asyncio.sleep(args.hold)
     prober.stop()
     record = {"scenario": "handshakes", "stalled": args.stalled, "refused_at_connect": refused,
-              "hold_s": args.hold,
+              "closed_before_hold": closed_at_once, "hold_s": args.hold,
               "still_open": sum(not p.closed.done() for p in stalled),
               **prober.figures(since=opened), **sampler.stop()}
     for protocol in stalled:
