@@ -223,6 +223,7 @@ def test_a_session_the_server_ends_does_not_hibernate(server):
     assert error_condition(first.take()[-1]) == "conflict"
     first.stream.connectionLost(None)
     assert server.sessions.count() == 1 and hibernation.unbound == [old]
+    assert hibernation.api.streams.find("token") is None  # the replaced one was not kept
     second.send("<foo xmlns='urn:example:unknown'/>")
     assert second.closed
     second.stream.connectionLost(None)
