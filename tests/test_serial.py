@@ -92,3 +92,24 @@ def test_clear_drops_waiting_items():
     assert queue.clear() == [2, 3]
     first.callback(None)
     assert seen == [1]
+
+
+def test_an_item_pushed_while_one_is_processed_waits_its_turn():
+    """Processing an item may push another (a stream closing after its
+    stanzas): it runs after the items that were already waiting."""
+    first = defer.Deferred()
+    seen = []
+    queue = None
+
+    def process(item):
+        seen.append(item)
+        if item == 2:
+            queue.push("pushed by 2")
+        return first if item == 1 else None
+
+    queue = SerialQueue(process)
+    for item in (1, 2, 3):
+        queue.push(item)
+    first.callback(None)
+    assert seen == [1, 2, 3, "pushed by 2"]
+    assert not queue.busy and len(queue) == 0

@@ -52,20 +52,22 @@ class SerialQueue:
 
     @property
     def busy(self):
-        """Whether an item is being handled (its Deferred has not fired)."""
+        """Whether an item is being handled (or its Deferred has not fired)."""
         return self._busy
 
     def push(self, item):
-        if self._busy:
-            if self._waiting is None:
-                self._waiting = deque()
-            self._waiting.append(item)
-            if not self._full and len(self._waiting) > self._high:
-                self._full = True
-                if self._on_full is not None:
-                    self._on_full()
+        if not self._busy:
+            self._run(item)
             return
-        self._run(item)
+        # An item pushed while one is handled (also from inside ``process``)
+        # waits its turn.
+        if self._waiting is None:
+            self._waiting = deque()
+        self._waiting.append(item)
+        if not self._full and len(self._waiting) > self._high:
+            self._full = True
+            if self._on_full is not None:
+                self._on_full()
 
     def clear(self):
         """Drop the waiting items (the source is gone); return them."""
@@ -73,25 +75,24 @@ class SerialQueue:
         return items
 
     def _run(self, item):
+        self._busy = True
         while True:
             try:
                 result = self._process(item)
             except Exception:
                 log.failure("processing {item!r} failed", item=item)
                 result = None
-            if isinstance(result, Deferred):
+            if result is not None and result is not True and isinstance(result, Deferred):
                 result.addErrback(self._failed, item)
                 if not result.called:
-                    self._busy = True
                     result.addBoth(self._done)
                     return
-            item = self._next()
-            if item is None:
+            if not self._waiting:
+                self._busy = False
                 return
+            item = self._next()
 
     def _next(self):
-        if not self._waiting:
-            return None
         item = self._waiting.popleft()
         if self._full and len(self._waiting) <= self._low:
             self._full = False
@@ -100,10 +101,10 @@ class SerialQueue:
         return item
 
     def _done(self, _):
-        self._busy = False
-        item = self._next()
-        if item is not None:
-            self._run(item)
+        if self._waiting:
+            self._run(self._next())
+        else:
+            self._busy = False
 
     @staticmethod
     def _failed(failure, item):
