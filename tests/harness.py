@@ -203,6 +203,7 @@ class ElementCarrier:
     def send_element(self, element):
         if not self.closed:
             self.sent.append(element)
+        return False
 
     def close(self, condition=None, text=None):
         if not self.closed:

@@ -191,9 +191,9 @@ class ClientConnection:
             return None
         return jid.domain if jid.domain in hosts and jid.local is None else None
 
-    def traffic(self):
+    def traffic(self, now):
         if self.session is not None:
-            self.session.last_active = self.server.clock.seconds()
+            self.session.last_active = now
 
     def element_received(self, element):
         self._stanza_rate.consumed(1)
@@ -265,11 +265,13 @@ class ClientConnection:
         self.close("internal-server-error")
 
     def _stanza(self, element):
-        session = self.session
-        element = self.server.negotiation.inbound(session, element)
-        if element is None:
-            return None
-        self.server.metrics.received(element.name)
+        session, server = self.session, self.server
+        negotiation = server.negotiation
+        if negotiation.inbound_filters:
+            element = negotiation.inbound(session, element)
+            if element is None:
+                return None
+        server.metrics.received(element.name)
         if logs.tracing:
             log.debug("c2s in {jid}: {xml}", jid=session.jid, xml=element.toXml())
         element["from"] = session.jid.full
@@ -279,9 +281,12 @@ class ClientConnection:
             if element.getAttribute("type") != "error":
                 session.send(error_reply(element, e))
             return None
-        with self.server.metrics.routing_seconds.time():
-            return self.server.negotiation.routing_from(self.carrier, self.server.router.dispatch,
-                                                        stanza)
+        previous, negotiation.sender = negotiation.sender, self.carrier
+        try:
+            with server.metrics.routing_seconds.time():
+                return server.router.dispatch(stanza)
+        finally:
+            negotiation.sender = previous
 
     def _validate(self, element, session):
         """Parse the addresses and check the iq rules of RFC 6120 §8.2.3."""
@@ -389,9 +394,9 @@ class ClientStream(XmlStream):
             self._unauthenticated = None
 
     def dataReceived(self, data):
-        if self.connection is not None:
-            self.connection.traffic()
         super().dataReceived(data)
+        if self.connection is not None:
+            self.connection.traffic(self._last_traffic)
 
     def stream_ended(self):
         if self.connection is None:

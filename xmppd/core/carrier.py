@@ -23,7 +23,8 @@ class ICarrier(Interface):
                         "and authentication bans count by.")
 
     def send_element(element):
-        """Send one element (a stanza or a negotiation element)."""
+        """Send one element (a stanza or a negotiation element); return
+        whether the output is now backlogged (:meth:`backlogged`)."""
 
     def close(condition=None, text=None):
         """End the stream: with a stream error of ``condition`` (RFC 6120
@@ -80,8 +81,9 @@ class IStreamReceiver(Interface):
         """One top-level element; raises
         :class:`~xmppd.core.xmlstream.StreamError` to end the stream."""
 
-    def traffic():
-        """The peer sent something (whitespace keepalives included)."""
+    def traffic(now):
+        """The peer sent something (whitespace keepalives included) at
+        ``now`` (seconds of the server clock)."""
 
     def stream_ended():
         """The peer closed its stream (RFC 6120 §4.4): the receiver closes

@@ -91,9 +91,9 @@ def pre_events(*kinds):
 def then(result, fn):
     """``fn(result)`` now, or when ``result``, a Deferred, fires: for code
     that continues after a :meth:`Hooks.fire` that may have to wait."""
-    if isinstance(result, Deferred):
-        return result.addCallback(fn)
-    return fn(result)
+    if result is True or result is False or not isinstance(result, Deferred):
+        return fn(result)
+    return result.addCallback(fn)
 
 
 def _check_target(target):
@@ -192,7 +192,7 @@ def _run(handlers, start, name, argument):
             return True
         if not result:
             continue
-        if isinstance(result, Deferred):
+        if result is not True and isinstance(result, Deferred):
             return result.addCallbacks(
                 _claimed_or_next, _failed,
                 callbackArgs=(tuple(handlers), index + 1, name, argument),

@@ -114,9 +114,12 @@ class ReadThrottle:
         self._last = clock.seconds()
         self._resume = None
 
-    def consumed(self, size):
-        now = self._clock.seconds()
-        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate) - size
+    def consumed(self, size, now=None):
+        """``size`` units were read (at clock time ``now``, if known)."""
+        if now is None:
+            now = self._clock.seconds()
+        tokens = self._tokens + (now - self._last) * self._rate
+        self._tokens = (tokens if tokens < self._burst else self._burst) - size
         self._last = now
         if self._tokens < 0 and self._resume is None:
             self._reader.pause()

@@ -27,9 +27,10 @@ indication (XEP-0352).
   ``filter(session, element)``, returning the element to go on with or
   None to stop it).  :meth:`remember` / :meth:`find` look sessions up by
   a module's key (a resumption token) rather than by JID.
-- Back-pressure: a stanza delivered, while it is being routed
-  (:meth:`routing_from`), to a carrier whose output is backlogged holds
-  the sender's carrier: it stops reading until that output drains.
+- Back-pressure: a stanza delivered, while another carrier's stanza is
+  being routed (:attr:`Negotiation.sender`), to a carrier whose output is
+  backlogged holds the sender's carrier: it stops reading until that
+  output drains.
 
 The ``stream`` modules get is a :class:`~xmppd.core.c2s.ClientConnection`:
 ``domain``, ``user`` (once authenticated), ``session`` (once bound),
@@ -74,10 +75,13 @@ class Negotiation:
         self.features = {ENCRYPTED: [], AUTHENTICATED: []}  # stage -> builders
         self._elements = {}  # event -> [(-priority, order, handler)]
         self._order = 0
-        self._inbound = []
+        self.inbound_filters = []
         self._outbound = []
         self._keys = WeakValueDictionary()
-        self._sender = None  # the carrier whose stanza is being routed
+        # The carrier whose stanza is being routed (set by its receiver
+        # around the routing): what is delivered to a backlogged carrier
+        # meanwhile holds it.
+        self.sender = None
 
     # Features and elements
 
@@ -192,7 +196,7 @@ class Negotiation:
     def add_inbound_filter(self, function):
         """Run ``function(session, element)`` on every stanza a session
         sends, before it is processed; it returns the element or None."""
-        self._inbound.append(function)
+        self.inbound_filters.append(function)
 
     def add_outbound_filter(self, function):
         """Run ``function(session, element)`` on every stanza delivered to a
@@ -200,7 +204,8 @@ class Negotiation:
         self._outbound.append(function)
 
     def inbound(self, session, element):
-        for function in self._inbound:
+        """The element after the inbound filters, or None if one stopped it."""
+        for function in self.inbound_filters:
             element = function(session, element)
             if element is None:
                 return None
@@ -219,16 +224,5 @@ class Negotiation:
         self._server.metrics.sent(element.name)
         if logs.tracing:
             log.debug("c2s out {jid}: {xml}", jid=session.jid, xml=element.toXml())
-        carrier.send_element(element)
-        if self._sender is not None and carrier.backlogged():
-            carrier.hold(self._sender)
-
-    def routing_from(self, carrier, function, *args):
-        """Call ``function(*args)`` (routing a stanza ``carrier`` received):
-        what it delivers at once to a carrier whose output is backlogged
-        holds ``carrier`` (it stops reading until that output drains)."""
-        previous, self._sender = self._sender, carrier
-        try:
-            return function(*args)
-        finally:
-            self._sender = previous
+        if carrier.send_element(element) and self.sender is not None:
+            carrier.hold(self.sender)

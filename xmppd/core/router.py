@@ -78,12 +78,14 @@ class Router:
         own event on the recipient's, then the default.  True once handled,
         or a Deferred that fires when it is."""
         recipient, sender = stanza.recipient, stanza.sender
-        target = _target(recipient)
+        target = HOST if recipient.local is None else BARE if recipient.resource is None else FULL
         host = sender.domain if sender is not None and sender.domain in self.hosts else None
         claimed = self.hooks.fire(f"pre-{stanza.kind}/{target}", stanza, host)
         if claimed is False:
             return self._post(stanza, target)
-        return then(claimed, lambda claimed: claimed or self._post(stanza, target))
+        if claimed is True:
+            return True
+        return claimed.addCallback(lambda claimed: claimed or self._post(stanza, target))
 
     def _post(self, stanza, target):
         domain = stanza.recipient.domain
@@ -105,7 +107,10 @@ class Router:
         claimed = self.hooks.fire(name, stanza, domain)
         if claimed is False:
             return self._default(stanza, target, service)
-        return then(claimed, lambda claimed: claimed or self._default(stanza, target, service))
+        if claimed is True:
+            return True
+        return claimed.addCallback(
+            lambda claimed: claimed or self._default(stanza, target, service))
 
     def route(self, element):
         """Route an element the server generated (``to`` and ``from`` set)."""
@@ -155,9 +160,3 @@ class Router:
         elif kind == "iq" or (kind == "message" and type_ in _ANSWERABLE_MESSAGES):
             self.bounce(stanza, "service-unavailable")
         return True
-
-
-def _target(jid):
-    if jid.local is None:
-        return HOST
-    return BARE if jid.resource is None else FULL

@@ -44,6 +44,7 @@ class Server:
         self.loaded = set()  # names of the feature modules set up
         self.everywhere = set()  # modules enabled for every host (modules_enabled)
         self.needed_by = {}  # module name -> the modules that depend on it
+        self._enabled = {}  # hosted domain -> module -> enabled(): asked on every stanza
         self._ids = itertools.count(1)
 
     def reconfigure(self, config, certificates):
@@ -51,6 +52,7 @@ class Server:
         self.config = config
         self.hosts.clear()
         self.hosts.update(config.hosts)
+        self._enabled.clear()
         self.certificates.replace(certificates)
         self.load_host_modules()
         self.hooks.notify(CONFIG_RELOADED, config)
@@ -59,6 +61,7 @@ class Server:
         """Set up one feature module (anything with ``setup(api)``) unless
         it is loaded already; ``everywhere``: enable it for every host."""
         name = module.__name__.rpartition(".")[2]
+        self._enabled.clear()
         if everywhere:
             self.everywhere.add(name)
         if name not in self.loaded:
@@ -71,6 +74,7 @@ class Server:
         wherever that one is."""
         if by is not None:
             self.needed_by.setdefault(name, set()).add(by)
+            self._enabled.clear()
         if name not in self.loaded:
             self.load(importlib.import_module(f"xmppd.modules.{name}"), everywhere=False)
 
@@ -91,17 +95,28 @@ class Server:
     def next_id(self):
         return f"xmppd-{next(self._ids)}"
 
-    def enabled(self, module, domain, _seen=()):
+    def enabled(self, module, domain):
         """Whether feature ``module`` serves hosted ``domain``: enabled for
         every host or in the host's ``modules_enabled``, or needed by a
         module that serves it, and not in its ``disabled_modules``."""
+        answers = self._enabled.get(domain)
+        if answers is None:
+            if domain not in self.hosts:
+                return False  # (not remembered: any domain may be asked)
+            answers = self._enabled[domain] = {}
+        enabled = answers.get(module)
+        if enabled is None:
+            enabled = answers[module] = self._serves(module, domain)
+        return enabled
+
+    def _serves(self, module, domain, _seen=()):
         host = self.hosts.get(domain)
         if host is None or module in host.disabled_modules:
             return False
         if module in self.everywhere or module in host.modules_enabled:
             return True
         seen = (*_seen, module)
-        return any(self.enabled(dependent, domain, seen)
+        return any(self._serves(dependent, domain, seen)
                    for dependent in self.needed_by.get(module, ()) if dependent not in seen)
 
     def features_for(self, domain):

@@ -254,9 +254,9 @@ class XmlStream(Protocol):
     def dataReceived(self, data):
         if self.closed:
             return
+        now = self._last_traffic = self.clock.seconds()
         if self._throttle is not None:
-            self._throttle.consumed(len(data))
-        self._traffic()
+            self._throttle.consumed(len(data), now)
         if self._parser is None:
             self._parser = StreamParser(self.header_received, self.element_received,
                                         self.stream_ended, self.max_stanza_size(),
@@ -402,12 +402,20 @@ class XmlStream(Protocol):
     # Output
 
     def send_element(self, element):
+        """Send ``element``; return whether the output is now backlogged."""
         if self.closed:
-            return
+            return False
         if not self._header_sent:
             self.open_stream()
-        self._traffic()
-        self._write(serialize(element, self.prefixes))
+        if self._idle_timer is not None:
+            self._traffic()  # what we send keeps an idle timer from firing too
+        data = serialize(element, self.prefixes)
+        output = self._output
+        if output is None or not output.blocked:
+            self.transport.write(data)  # nothing waits: not backlogged
+            return False
+        self._write(data)
+        return self.backlogged()
 
     def send_header(self, from_=None, to=None, stream_id=None, lang="en"):
         """Our stream header (once per stream)."""

@@ -46,9 +46,9 @@ NS_XML = "http://www.w3.org/XML/1998/namespace"
 MAX_DEPTH = 128  # levels of elements in a stanza, the stanza included
 MAX_PREFIXES = 64  # namespace prefixes declared in scope at once
 MAX_ELEMENTS = 10000  # elements in one stanza: each costs far more memory than its bytes
-
-
 TEXT_BUFFER = 1024  # bytes of text expat collects before a CharacterDataHandler call
+TAIL = 512  # bytes of the last reads a parser keeps: a stream header fits
+
 
 class StreamError(Exception):
     """A stream-level error (RFC 6120 §4.9): the stream is closed with it."""
@@ -80,7 +80,6 @@ class StreamParser:
         self._priming = False
         self._header = None  # (qualified name, default namespace) to re-create the parser
         self._header_default = None  # the default namespace the header declared
-        self._between = True  # the bytes fed so far end between two tags
         self._on_start = on_start
         self._on_element = on_element
         self._on_end = on_end
@@ -89,7 +88,9 @@ class StreamParser:
         self._stopped = False
         self._started = False
         self._fed = 0
-        self._recent = b""  # the last bytes fed, to place syntax errors
+        # The last bytes fed (at most TAIL, at least 8 unless fewer came):
+        # to place syntax errors, and to tell whether a tag is half fed.
+        self._tail = b""
         self._boundary = 0
         self._stanza_start = 0
         self._elements = 0
@@ -137,12 +138,8 @@ class StreamParser:
             return
         except pyexpat.ExpatError as e:
             raise self._syntax_error(e, data) from None
-        self._recent = (self._recent + data[-8:])[-8:]
-        last = data.rfind(b"<")
-        if last >= 0:
-            tag = data[last:].rstrip()
-            self._between = (tag.endswith(b">") and tag.count(b"'") % 2 == 0
-                             and tag.count(b'"') % 2 == 0)
+        # A slice of a short read is the read itself: nothing is copied.
+        self._tail = data[-TAIL:] if len(data) >= 8 else (self._tail + data)[-TAIL:]
         if self._fed - self._boundary > self._max:
             what = "stanza" if self._started else "stream header"
             raise StreamError("policy-violation", f"{what} larger than {self._max} bytes")
@@ -151,7 +148,7 @@ class StreamParser:
         """``restricted-xml`` for a DTD declaration inside the stream (expat
         sees a syntax error just after its ``<!``, which may have come in an
         earlier read), else ``not-well-formed``."""
-        window = self._recent + data
+        window = self._tail + data
         at = self._parser.ErrorByteIndex + self._offset - (self._fed - len(window))
         start = window.rfind(b"<!", max(at - 2, 0), at + 1)
         if start >= 0 and window[start + 2:start + 3].isalpha():
@@ -168,11 +165,20 @@ class StreamParser:
         one, primed with the stream header's namespaces.  Say whether it
         was dropped."""
         if (self._parser is None or self._header is None or self._stopped
-                or self._depth != 1 or self._current is not None or not self._between):
+                or self._depth != 1 or self._current is not None or not self._between()):
             return False
         self._parser = None
         self._boundary = self._fed
         return True
+
+    def _between(self):
+        """Whether the bytes fed end between two tags (no tag half fed), as
+        far as the tail tells."""
+        last = self._tail.rfind(b"<")
+        if last < 0:
+            return False  # cannot tell
+        tag = self._tail[last:].rstrip()
+        return tag.endswith(b">") and tag.count(b"'") % 2 == 0 and tag.count(b'"') % 2 == 0
 
     def _recreate(self):
         """A new expat parser in the state of the released one: inside the
@@ -191,10 +197,6 @@ class StreamParser:
         finally:
             self._priming = False
         self._offset = self._fed - len(header)
-
-    def _index(self):
-        """The position in the stream of the current expat event."""
-        return self._parser.CurrentByteIndex + self._offset
 
     def _restricted(self, *args):
         raise StreamError("restricted-xml")
@@ -237,7 +239,7 @@ class StreamParser:
             if self._priming:
                 return
             self._started = True
-            self._boundary = self._index()
+            self._boundary = self._parser.CurrentByteIndex + self._offset
             self._header = self._header_name(uri, local)
             self._on_start(element)
             self._check_stopped()
@@ -251,7 +253,7 @@ class StreamParser:
                 self._current.children.append(element)
                 element.parent = self._current
             else:
-                self._stanza_start = self._index()
+                self._stanza_start = self._parser.CurrentByteIndex + self._offset
                 self._elements = 1
             self._current = element
 
@@ -275,7 +277,7 @@ class StreamParser:
         self._current = element.parent
         if self._depth == 1:
             element.parent = None
-            self._boundary = self._index()
+            self._boundary = self._parser.CurrentByteIndex + self._offset
             if self._boundary - self._stanza_start > self._max:
                 raise StreamError("policy-violation", f"stanza larger than {self._max} bytes")
             self._on_element(element)
@@ -285,7 +287,7 @@ class StreamParser:
         if self._current is not None:
             self._text_parts.append(data)
         else:
-            self._boundary = self._index()
+            self._boundary = self._parser.CurrentByteIndex + self._offset
 
     def _end_text(self):
         """Add the text read since the last tag as one child, even when it

@@ -49,7 +49,7 @@ def setup(api):
 
     def check(stanza):
         sender, recipient = stanza.sender, stanza.recipient
-        if from_server(stanza) or sender.domain == recipient.domain:
+        if (sender is not None and sender.domain == recipient.domain) or from_server(stanza):
             return False
         sender_home, recipient_home = home(sender.domain), home(recipient.domain)
         if sender_home == recipient_home or (allows(sender_home) and allows(recipient_home)):
