@@ -114,6 +114,7 @@ class S2SConfig:
     idle_timeout: float = 600.0
     max_queue: int = 100
     max_stanza_size: int = 262144
+    max_output_buffer: int = 4194304
     routes: tuple[tuple[str, str], ...] = ()
 
 
@@ -307,6 +308,7 @@ def _s2s(table: _Table, base: str) -> S2SConfig:
         idle_timeout=table.take("idle_timeout", _positive_number, 600.0),
         max_queue=table.take("max_queue", _integer(1), 100),
         max_stanza_size=table.take("max_stanza_size", _integer(10000), 262144),
+        max_output_buffer=table.take("max_output_buffer", _integer(65536), 4194304),
         routes=pinned,
     ))
 
