@@ -18,6 +18,7 @@ from xmppd.config import (
     load,
     parse,
 )
+from xmppd.options import declared
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "xmppd.example.toml"
 HOST = '[hosts."example.com"]\n'
@@ -97,6 +98,10 @@ def test_example_file_parses():
     assert config.c2s.direct_tls == ("tcp:5223",)
     # Its other values are the defaults, as it says.
     assert config.limits == LimitsConfig() and config.s2s == S2SConfig()
+    assert set(config.module_options) == {"roster", "offline", "ping", "version", "vcard",
+                                          "private"}
+    assert all(values == declared(name).defaults
+               for name, values in config.module_options.items())
     assert (config.c2s.handshake_timeout, config.c2s.max_output_buffer) == (10.0, 1048576)
 
 
@@ -279,12 +284,34 @@ def test_module_sections(tmp_path):
         cross_domain_messages = true
         disabled_modules = ["vcard", "version"]
     """))
-    assert (config.roster.max_items, config.offline.max_messages) == (50, 0)
-    assert (config.ping.idle_timeout, config.ping.timeout) == (0.0, 5.0)
-    assert config.version.hidden and config.version.show_os
-    assert (config.vcard.max_size, config.private.max_size) == (2048, 4096)
+    options = config.options
+    assert (options("roster").max_items, options("offline").max_messages) == (50, 0)
+    assert (options("ping").idle_timeout, options("ping").timeout) == (0.0, 5.0)
+    assert options("version").hidden and options("version").show_os
+    assert (options("vcard").max_size, options("private").max_size) == (2048, 4096)
     host = config.hosts["example.com"]
     assert host.cross_domain_messages and host.disabled_modules == ("vcard", "version")
+
+
+def test_module_sections_default(tmp_path):
+    config = load(write(tmp_path, HOST))
+    assert config.module_options == {}
+    assert (config.options("roster").max_items, config.options("offline").max_messages) == (
+        1000, 1000)
+    assert (config.options("ping").idle_timeout, config.options("ping").timeout) == (300.0, 60.0)
+    assert not config.options("version").hidden and not config.options("version").show_os
+    assert config.options("vcard").max_size == config.options("private").max_size == 65536
+    assert type(config.options("ping").timeout) is float
+    with pytest.raises(LookupError):
+        config.options("disco")  # declares none
+
+
+def test_module_sections_are_frozen(tmp_path):
+    config = load(write(tmp_path, HOST + "[ping]\ntimeout = 5\n"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.options("ping").timeout = 1.0
+    with pytest.raises(TypeError):
+        config.module_options["ping"] = None
 
 
 @pytest.mark.parametrize("text, message", [
@@ -293,6 +320,13 @@ def test_module_sections(tmp_path):
     ("[version]\nhidden = 1", "version.hidden: expected true or false, got 1"),
     ("[vcard]\nmax_size = 10", "vcard.max_size: expected an integer >= 1024, got 10"),
     ("[private]\nsize = 10", "private.size: unknown key"),
+    ("[offline]\nmax_messages = -1", "offline.max_messages: expected an integer >= 0, got -1"),
+    ("[ping]\ntimeout = 0", "ping.timeout: expected a number > 0, got 0"),
+    ("[ping.extra]", "ping.extra: unknown key"),
+    ("ping = 300", "ping: expected a table, got 300"),
+    # A section no feature module declares: none of that name, or one without OPTIONS.
+    ("[pong]\nidle_timeout = 1", "pong: unknown key"),
+    ("[disco]", "disco: unknown key"),
 ])
 def test_invalid_module_values(tmp_path, text, message):
     assert error(tmp_path, text + "\n" + HOST) == message
@@ -413,8 +447,8 @@ def test_domains_match_jids_in_either_spelling(tmp_path, spelling):
         assert dict(config.s2s.routes) == {domain: "tcp:host=192.0.2.1:port=5269"}
 
 
-# Module settings follow a reload (the vcard and private ones: tests/test_vcard.py,
-# tests/test_private.py)
+# Settings follow a reload (the modules' own: tests/test_module_options.py and
+# the modules' tests)
 
 
 def test_max_resources_follows_a_reload(tmp_path):

@@ -3,7 +3,8 @@
 A feature module is a Python module with ``setup(api)``; ``tap.py`` chooses
 which ones to load.  Through :class:`ModuleAPI` a module hooks events, answers
 iqs (with central error mapping), adds stream features and disco features,
-routes stanzas, and reaches storage, the clock and the config.  The core
+routes stanzas, and reaches storage, the clock, the config and its own
+options (the section it declares, see :mod:`xmppd.options`).  The core
 never imports a feature module, and modules never import each other: what one
 offers another goes through :meth:`ModuleAPI.provide` / :meth:`ModuleAPI.service`.
 """
@@ -33,6 +34,12 @@ class ModuleAPI:
     @property
     def config(self):
         return self._server.config
+
+    @property
+    def options(self):
+        """This module's options (the ``OPTIONS`` it declares) in the
+        server's current config: read when used, so a reload applies them."""
+        return self._server.config.options(self.name)
 
     @property
     def hosts(self):

@@ -32,6 +32,7 @@ from twisted.python.failure import Failure
 
 from xmppd.core.events import MESSAGE_OFFLINE, SESSION_REACHABLE
 from xmppd.core.xmlstream import NS_CLIENT, parse_stanza
+from xmppd.options import Option, Options, integer
 from xmppd.storage import StorageError
 from xmppd.storage.kinds import Appended
 
@@ -40,6 +41,10 @@ NS_HINTS = "urn:xmpp:hints"
 NS_CHATSTATES = "http://jabber.org/protocol/chatstates"
 FEATURE = "msgoffline"
 MAX_BATCH = 500  # messages in one transaction
+
+OPTIONS = Options(  # [offline]
+    max_messages=Option(1000, integer(0)),
+)
 
 
 def setup(api):
@@ -50,10 +55,7 @@ def setup(api):
         queued.set, lambda failure: api.log.error("cannot count offline messages: {error}",
                                                   error=failure.value))
 
-    def limit():
-        return api.config.offline.max_messages  # re-read: the config can be reloaded
-
-    writes = BatchedAppends(offline, limit, api.log)
+    writes = BatchedAppends(offline, lambda: api.options.max_messages, api.log)
 
     def store(stanza):
         """Claim the message; a Deferred that fires (True) once it is
@@ -110,7 +112,8 @@ class BatchedAppends:
     ``append_many``, one transaction (at most ``MAX_BATCH`` messages).  The
     Deferred of each message fires with its :class:`Appended` once the write
     holding it is committed, or fails with the write's failure, which is
-    logged once for the whole batch."""
+    logged once for the whole batch.  ``limit()``, the messages one user may
+    have stored, is asked at each write."""
 
     def __init__(self, store, limit, log):
         self._store = store

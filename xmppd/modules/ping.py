@@ -24,8 +24,14 @@ from twisted.internet import defer
 from xmppd.core.events import (BARE, CONFIG_RELOADED, HOST, SESSION_BOUND, SESSION_UNBOUND,
                                iq_event)
 from xmppd.core.stanzas import StanzaError, make_stanza
+from xmppd.options import Option, Options, non_negative_number, positive_number
 
 NS_PING = "urn:xmpp:ping"
+
+OPTIONS = Options(  # [ping]
+    idle_timeout=Option(300.0, non_negative_number),  # 0: never ping
+    timeout=Option(60.0, positive_number),
+)
 
 
 class _Watch:
@@ -47,9 +53,10 @@ class IdlePinger:
         self._api = api
 
     def watch(self, session):
-        if self._api.config.ping.idle_timeout and self._api.enabled(session.jid.domain):
+        idle_timeout = self._api.options.idle_timeout
+        if idle_timeout and self._api.enabled(session.jid.domain):
             session.state["ping"] = _Watch()
-            self._check_later(session, self._api.config.ping.idle_timeout)
+            self._check_later(session, idle_timeout)
 
     def forget(self, session):
         watch = session.state.pop("ping", None)
@@ -71,14 +78,14 @@ class IdlePinger:
             return False
         watch.timer.cancel()
         watch.pending = None
-        self._check_later(session, self._api.config.ping.idle_timeout)
+        self._check_later(session, self._api.options.idle_timeout)
         return True
 
     def _check_later(self, session, delay):
         session.state["ping"].timer = self._api.clock.callLater(delay, self._check, session)
 
     def _check(self, session):
-        settings = self._api.config.ping
+        settings = self._api.options
         idle = self._api.clock.seconds() - session.last_active
         if idle < settings.idle_timeout:
             self._check_later(session, settings.idle_timeout - idle)

@@ -26,11 +26,16 @@ from twisted.words.xish import domish
 
 from xmppd.core.events import BARE
 from xmppd.core.stanzas import StanzaError
+from xmppd.options import Option, Options, integer
 
 NS_PRIVATE = "jabber:iq:private"
 STORE = "private"
 RESERVED_PREFIXES = ("jabber:", "http://jabber.org/")
 RESERVED = ("vcard-temp",)
+
+OPTIONS = Options(  # [private]
+    max_size=Option(65536, integer(1024)),  # bytes
+)
 
 
 def setup(api):
@@ -52,7 +57,7 @@ def setup(api):
 
     def set_(stanza):
         user = _own(stanza)
-        max_size = api.config.private.max_size  # read when used: a reload applies it
+        max_size = api.options.max_size
         items = {}
         for child in _children(stanza):
             text = child.toXml()

@@ -30,12 +30,17 @@ from xmppd.core.events import BARE, SESSION_UNBOUND
 from xmppd.core.serial import SerialQueue
 from xmppd.core.stanzas import StanzaError, make_stanza
 from xmppd.jid import JID, InvalidJID
+from xmppd.options import Option, Options, integer
 from xmppd.storage import SUBSCRIBERS, RosterFull, RosterItem, UserNotFound
 
 NS_ROSTER = "jabber:iq:roster"
 FLAG = "roster"  # a session's flag: it asked for the roster, so it gets pushes (§2.1.6)
 NS_ROSTERVER = "urn:xmpp:features:rosterver"
 MAX_TEXT = 1023  # longest item name or group name, in characters
+
+OPTIONS = Options(  # [roster]
+    max_items=Option(1000, integer(1)),
+)
 
 
 def _no_account(failure):
@@ -148,7 +153,7 @@ class RosterService:
         (``roster.max_items``) fails with :class:`~xmppd.storage.RosterFull`."""
         self._changed(user)
         d = self.items.set_item(
-            user.local, user.domain, item, max_items=self._api.config.roster.max_items)
+            user.local, user.domain, item, max_items=self._api.options.max_items)
 
         def stored(version):
             self._changed(user)
@@ -229,7 +234,7 @@ def setup(api):
             yield roster.store(user, item)
         except RosterFull:
             raise StanzaError("not-allowed", f"the roster is full (at most "
-                              f"{api.config.roster.max_items} items)") from None
+                              f"{api.options.max_items} items)") from None
 
     @defer.inlineCallbacks
     def remove(user, jid):

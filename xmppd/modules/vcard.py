@@ -25,10 +25,15 @@ from twisted.words.xish import domish
 
 from xmppd.core.events import BARE
 from xmppd.core.stanzas import StanzaError
+from xmppd.options import Option, Options, integer
 
 NS_VCARD = "vcard-temp"
 STORE = "vcard"
 KEY = ""
+
+OPTIONS = Options(  # [vcard]
+    max_size=Option(65536, integer(1024)),  # bytes
+)
 
 
 def setup(api):
@@ -53,7 +58,7 @@ def setup(api):
         if not _is_own(stanza):
             raise StanzaError("forbidden", "a vCard is set only by its own account")
         text = _vcard(stanza).toXml()
-        max_size = api.config.vcard.max_size  # read when used: a reload applies it
+        max_size = api.options.max_size
         if len(text.encode("utf-8")) > max_size:
             raise StanzaError("not-acceptable", f"the vCard is larger than {max_size} bytes")
         user = stanza.recipient

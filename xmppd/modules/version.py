@@ -17,12 +17,18 @@ from twisted.words.xish import domish
 
 import xmppd
 from xmppd.core.events import HOST
+from xmppd.options import Option, Options, boolean
 
 NS_VERSION = "jabber:iq:version"
 
+OPTIONS = Options(  # [version]
+    hidden=Option(False, boolean),
+    show_os=Option(False, boolean),
+)
+
 
 def setup(api):
-    if api.config.version.hidden:
+    if api.options.hidden:
         return
     os_name = f"{platform.system()} {platform.release()}".strip()
 
@@ -30,7 +36,7 @@ def setup(api):
         query = domish.Element((NS_VERSION, "query"))
         query.addElement("name", content="xmppd")
         query.addElement("version", content=xmppd.__version__)
-        if api.config.version.show_os and os_name:
+        if api.options.show_os and os_name:
             query.addElement("os", content=os_name)
         return query
 
