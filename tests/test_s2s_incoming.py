@@ -475,3 +475,23 @@ def test_a_stream_used_only_for_dialback_verification_is_timed_out(tmp_path):
     assert wire.take_one()["type"] == "valid"
     federation.reactor.advance(30)
     assert stream_error(wire.take()) == "connection-timeout"
+
+
+def test_a_peer_that_does_not_read_is_cut_off(tmp_path):
+    """Dialback verification requests whose answers the peer never reads
+    (RFC 6120 §13.12)."""
+    federation = make_federation(tmp_path, ALLOW + "\nmax_output_buffer = 65536")
+    wire, _ = encrypted(federation)
+    wire.transport.producer.pauseProducing()
+    verify = f"<db:verify from='{REMOTE}' to='{LOCAL}' id='{{}}'>key</db:verify>"
+    # Each answer echoes the id: about 1100 bytes.
+    wire.send("".join(verify.format(f"{i:02}" + "x" * 1000) for i in range(50)))
+    assert not wire.closed  # below the limit, what waits is kept
+    with capturedLogs() as events:
+        wire.send("".join(verify.format(f"{i:02}" + "x" * 1000) for i in range(50, 70)))
+    assert wire.closed
+    assert stream_error(wire.take()) == "policy-violation"  # what waited is dropped
+    assert f"s2s from 192.168.1.1:54321 ({REMOTE} -> {LOCAL}): the peer does not read: " \
+        "more than 65536 bytes wait, closing" in [formatEvent(e) for e in events]
+    wire.stream.connectionLost(None)
+    assert federation.connections.unauthenticated.count("192.168.1.1") == 0

@@ -3,16 +3,17 @@ EXTERNAL, dialback as initiating server, queueing, and the bounces of
 RFC 6120 §8.3.3 when a link fails, times out, or is not allowed."""
 
 from OpenSSL import SSL
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
 from tests.harness import Client, add_user, error_condition
 from tests.s2s_support import (
     DIALBACK_FEATURES, EMPTY_FEATURES, EXTERNAL_FEATURES, LOCAL, REMOTE,
     REMOTE_PORT, STARTTLS_FEATURES, FakeResolver, accept_outgoing, b64, header, make_federation,
-    outgoing_past_tls, refuse_outgoing)
+    outgoing_past_tls, refuse_outgoing, stream_error)
 from xmppd.core.events import CONFIG_RELOADED
 from xmppd.core.stanzas import make_stanza
-from xmppd.s2s.dialback import NS_DIALBACK
+from xmppd.s2s.dialback import NS_DIALBACK, DialbackError
 
 ALLOW = f'allow = ["{REMOTE}", "*.{REMOTE}"]'
 
@@ -422,3 +423,53 @@ def test_a_tls_failure_with_the_last_target_bounces(tmp_path):
     chat(alice)
     tls_fails(federation, REMOTE)
     assert bounced(alice) == [("remote-server-not-found", "hello")]
+
+
+# Output to a peer that does not read is bounded (RFC 6120 §13.12)
+
+SMALL_OUTPUT = ALLOW + "\nmax_output_buffer = 65536"
+
+
+def test_a_peer_that_does_not_read_is_cut_off_and_a_new_link_follows(tmp_path):
+    federation, alice = setup(tmp_path, SMALL_OUTPUT)
+    chat(alice, body="one")
+    wire, _ = outgoing_past_tls(federation, EXTERNAL_FEATURES)
+    wire.send("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
+    wire.restart()
+    wire.send(header(to=LOCAL, from_=REMOTE, id_="after-sasl"))
+    wire.send(EMPTY_FEATURES)
+    assert bodies(wire.take()) == ["one"]
+    link = federation.links[LOCAL, REMOTE]
+    wire.transport.producer.pauseProducing()  # the peer stopped reading
+    for i in range(50):  # each about 1100 bytes (the body twice: it is the id too)
+        chat(alice, body=f"{i:02}" + "x" * 500)
+    assert not wire.closed  # below the limit, what waits is kept
+    with capturedLogs() as events:
+        for i in range(50, 70):
+            chat(alice, body=f"{i:02}" + "x" * 500)
+    assert wire.closed
+    assert stream_error(wire.take()) == "policy-violation"  # what waited is dropped
+    assert f"s2s to 192.168.1.1:54321 ({LOCAL} -> {REMOTE}): the peer does not read: " \
+        "more than 65536 bytes wait, closing" in [formatEvent(e) for e in events]
+    # The link failed as any closed one does; the stanzas after it wait for
+    # a new one.
+    assert link.finished and federation.links[LOCAL, REMOTE] is not link
+    assert len(federation.reactor.tcpClients) == 2 and bounced(alice) == []
+
+
+def test_what_waits_for_a_link_cut_off_bounces(tmp_path):
+    """The peer stops reading while our dialback verifications go out on a
+    link whose own stanzas wait for its authentication."""
+    federation, alice = setup(tmp_path, SMALL_OUTPUT, valid=())
+    chat(alice, body="queued")
+    wire, sent = outgoing_past_tls(federation, EXTERNAL_FEATURES)
+    assert [e.name for e in sent] == ["result"]  # dialback: not ready yet
+    wire.transport.producer.pauseProducing()
+    link = federation.links[LOCAL, REMOTE]
+    failures = []
+    for i in range(70):
+        link.verify(f"stream-{i}", "k" * 1000).addErrback(
+            lambda failure: failures.append(failure.trap(DialbackError)))
+    assert wire.closed and stream_error(wire.take()) == "policy-violation"
+    assert bounced(alice) == [("remote-server-timeout", "queued")]
+    assert failures == [DialbackError] * 70

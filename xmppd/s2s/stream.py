@@ -19,6 +19,12 @@
 - A stream we close (§4.4) whose connection is not gone
   ``s2s.handshake_timeout`` seconds later (a peer that does not read what
   we write, so the closing tag and TLS alert never leave) is aborted.
+- Output is bounded (§13.12): once TLS runs, more than
+  ``s2s.max_output_buffer`` bytes waiting for a peer that does not read
+  close the stream with ``policy-violation``.  What waited is lost with the
+  connection, as when any connection drops; an outgoing link then fails as
+  for any closed stream (:mod:`xmppd.s2s.outgoing`: what it still queues
+  bounces, the next stanza opens a new stream).
 - Open streams are in ``server.streams``, so a shutdown closes them with
   ``system-shutdown``.
 - The stanzas one stream carries are routed in order, each after the
@@ -89,6 +95,14 @@ class ServerStream(XmlStream):
 
     def close_grace(self):
         return self.config.handshake_timeout
+
+    def max_output_buffer(self):
+        return self.config.max_output_buffer
+
+    def output_overflow(self):
+        log.info("s2s {stream}: the peer does not read: more than {limit} bytes wait, closing",
+                 stream=self.describe(), limit=self.max_output_buffer())
+        super().output_overflow()
 
     def connectionMade(self):
         super().connectionMade()
