@@ -157,6 +157,10 @@ class ModuleAPI:
         where this module is enabled."""
         self._server.disco_features.setdefault(self.name, set()).add(namespace)
 
+    def drop_disco_feature(self, namespace):
+        """Stop advertising ``namespace`` (see :meth:`disco_feature`)."""
+        self._server.disco_features.get(self.name, set()).discard(namespace)
+
     def features(self, domain):
         """The disco features of every module enabled for ``domain``, sorted."""
         return self._server.features_for(domain)
