@@ -10,7 +10,7 @@ from twisted.internet import defer
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 
-from tests.harness import Client, add_user, error_condition, make_server
+from tests.harness import Client, add_user, error_condition, make_config, make_server
 from xmppd.core.events import SESSION_REACHABLE
 from xmppd.jid import JID
 from xmppd.storage import StorageError
@@ -239,6 +239,19 @@ def test_limit(tmp_path):
     assert "full" in str(error.error.text)
     assert next(error.elements(NS_DELAY, "delay"), None) is None
     assert stored(server) == 2
+
+
+def test_limit_follows_a_reload(tmp_path):
+    server = make(tmp_path, "[offline]\nmax_messages = 1")
+    alice = Client(server)
+    alice.login("alice@example.com", "a")
+    send(alice, "m0", id_="m0")
+    send(alice, "m1", id_="m1")
+    assert [error["id"] for error in alice.take()] == ["m1"]
+    server.reconfigure(make_config(tmp_path, extra="[offline]\nmax_messages = 2"),
+                       server.certificates)
+    send(alice, "m1", id_="m1")
+    assert alice.take() == [] and stored(server) == 2
 
 
 def test_disabled_for_a_host(tmp_path):

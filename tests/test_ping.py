@@ -4,7 +4,6 @@ idle clients on the injected clock, closing those that do not answer."""
 import pytest
 
 from tests.harness import Client, add_user, error_condition, make_config, make_server
-from xmppd.core.events import CONFIG_RELOADED
 from xmppd.core.xmlstream import NS_STREAM_ERRORS
 
 NS_PING = "urn:xmpp:ping"
@@ -169,9 +168,7 @@ def test_timers_end_with_the_session(server, alice):
 
 
 def reload(server, tmp_path, extra):
-    """What Server.reconfigure does for the modules: new config, then the event."""
-    server.config = make_config(tmp_path, extra=extra)
-    server.hooks.fire(CONFIG_RELOADED, server.config)
+    server.reconfigure(make_config(tmp_path, extra=extra), server.certificates)
 
 
 def test_reloaded_settings_apply_to_bound_sessions(tmp_path, server, alice):

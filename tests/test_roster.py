@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.harness import Client, add_user, error_condition, make_server
+from tests.harness import Client, add_user, error_condition, make_config, make_server
 from xmppd.storage import RosterItem
 
 NS = "jabber:iq:roster"
@@ -131,6 +131,19 @@ def test_roster_size_limit(tmp_path):
     assert "full" in str(error.error.text)
     assert roster_set(a, "<item jid='two@example.com' name='Two'/>")[-1]["type"] == "result"
     assert len(items(roster_get(a))) == 2
+
+
+def test_roster_size_limit_follows_a_reload(tmp_path):
+    server = make_server(tmp_path, modules=("bind", "roster"), extra="[roster]\nmax_items = 1")
+    add_user(server, "alice@example.com")
+    a = login(server, "a")
+    assert roster_set(a, "<item jid='one@example.com'/>")[-1]["type"] == "result"
+    assert error_condition(roster_set(a, "<item jid='two@example.com'/>")[0]) == "not-allowed"
+    server.reconfigure(make_config(tmp_path, extra="[roster]\nmax_items = 2"),
+                       server.certificates)
+    assert roster_set(a, "<item jid='two@example.com'/>")[-1]["type"] == "result"
+    [error] = roster_set(a, "<item jid='three@example.com'/>")
+    assert "at most 2 items" in str(error.error.text)
 
 
 @pytest.fixture
