@@ -485,11 +485,13 @@ def test_messages_before_the_closing_tag_are_all_stored(tmp_path):
 
 def test_messages_before_a_dropped_connection_are_all_stored(tmp_path):
     server, alice = sent_then_held(tmp_path)
+    [session] = server.sessions.all()
     alice.lose()
-    assert server.sessions.count() == 1  # unbound once they are routed
+    # Out of the directory at once; unbound once its stanzas are routed.
+    assert server.sessions.count() == 0 and not session.unbound
     server.runner.flush()
     assert offline_bodies(server) == ["0", "1", "2", "3", "4"]
-    assert server.sessions.count() == 0
+    assert session.unbound
 
 
 def test_messages_before_a_stream_error_are_all_stored(tmp_path):
@@ -501,6 +503,29 @@ def test_messages_before_a_stream_error_are_all_stored(tmp_path):
     server.runner.flush()
     assert offline_bodies(server) == ["0", "1", "2", "3", "4"]
     assert server.sessions.count() == 0
+
+
+def test_a_session_the_server_ends_leaves_at_once(tmp_path):
+    """A kick or a ping timeout: messages routed to the session before its
+    connection is gone are stored, and a presence it sent before the end
+    but processed after it (behind a storage read) does not make it
+    available again (which would hand it the stored messages)."""
+    server = pausable_server(tmp_path)
+    add_user(server, "alice@example.com")
+    add_user(server, "bob@example.com")
+    alice, bob = Client(server), Client(server)
+    alice.login("alice@example.com")
+    alice.send("<message to='bob@example.com' type='chat'><body>0</body></message>")
+    bob.login("bob@example.com")
+    server.runner.pause()
+    bob.send("<iq type='get' id='v'><vCard xmlns='vcard-temp'/></iq><presence/>")
+    [session] = server.sessions.resources(bob.stream.user)
+    session.close("connection-timeout", "no answer to a ping")
+    assert server.sessions.count() == 1 and bob.closed
+    alice.send("<message to='bob@example.com/res' type='chat'><body>1</body></message>")
+    server.runner.flush()
+    assert not session.available and session.unbound
+    assert offline_bodies(server) == ["0", "1"]
 
 
 # Output to a client that does not read is bounded
@@ -529,6 +554,11 @@ def test_a_client_that_does_not_read_is_cut_off(tmp_path):
         alice.transport.producerState = "producing"  # not held, for this test
     assert bob.closed
     assert len(bob.transport.value()) < 1000  # what waited is dropped: the error only
+    # Its session ended at once: what comes for it before the connection
+    # is gone is stored, not written to a closed stream.
+    assert server.sessions.count() == 1
+    alice.send("<message to='bob@example.com/res' type='chat'><body>later</body></message>")
+    assert offline_bodies(server)[-1] == "later"
     bob.lose()
     assert server.sessions.count() == 1 and not alice.closed
 

@@ -69,6 +69,7 @@ MAX_BACKLOG = 10  # elements received while a negotiation step is pending
 # take to end the connection before it is aborted.
 CLOSE_GRACE = 5.0
 IQ_TYPES = ("get", "set", "result", "error")
+AVAILABILITY = (None, "unavailable")  # presence types that are not subscriptions
 
 
 def default_host(hosts):
@@ -96,7 +97,7 @@ class ClientConnection:
     """One client's stream over a carrier: negotiation, then its session."""
 
     __slots__ = ("server", "carrier", "domain", "lang", "user", "session", "state",
-                 "_queue", "_auth_timer", "_stanza_rate")
+                 "_queue", "_auth_timer", "_stanza_rate", "_lost")
 
     def __init__(self, server, carrier):
         self.server = server
@@ -107,6 +108,7 @@ class ClientConnection:
         self.session = None
         self.state = {}  # per-module negotiation state, by module name
         self._queue = None
+        self._lost = False
         limits = server.config.limits
         self._stanza_rate = ReadThrottle(carrier, server.clock, limits.c2s_stanza_rate,
                                          limits.c2s_stanza_burst)
@@ -135,10 +137,12 @@ class ClientConnection:
         self.carrier.send_element(element)
 
     def close(self, condition=None, text=None):
-        """End the stream (with a stream error of ``condition``).  The
-        stanzas already received are still routed (see :meth:`carrier_lost`)."""
-        if self.session is not None:
-            self.session.carrier = None  # ended by the server: no hibernation
+        """End the stream (with a stream error of ``condition``) and the
+        session (no hibernation).  The stanzas already received are still
+        routed (see :meth:`carrier_lost`)."""
+        session = self.session
+        if session is not None and session.carrier is self.carrier:
+            self.server.negotiation.end(session)
         self.carrier.close(condition, text)
 
     def restart(self):
@@ -207,14 +211,22 @@ class ClientConnection:
 
     def stream_ended(self):
         """The client closed its stream: what it sent before is processed
-        first, then our closing tag goes (RFC 6120 §4.4)."""
-        self._after_queued(self.carrier.close)
+        first, then our closing tag goes (RFC 6120 §4.4) and the session
+        ends."""
+        self._after_queued(self.close)
 
     def carrier_lost(self):
-        """The carrier is gone: the stanzas received on it are still routed,
-        then the session is unbound (or hibernates)."""
+        """The carrier is closed or gone: at once, the session ends or
+        hibernates (:meth:`Negotiation.carrier_lost`), so nothing routed to
+        it meanwhile is lost; the stanzas received on the carrier are still
+        routed, then an ended session is unbound."""
+        if self._lost:
+            return
+        self._lost = True
         self._cancel_auth_timer()
         self._stanza_rate.stop()
+        if self.session is not None:
+            self.server.negotiation.carrier_lost(self.session, self.carrier)
         self._after_queued(self._unbind)
 
     def _after_queued(self, function):
@@ -226,8 +238,8 @@ class ClientConnection:
 
     def _unbind(self):
         session, self.session = self.session, None
-        if session is not None:
-            self.server.negotiation.carrier_lost(session, self.carrier)
+        if session is not None and session.ending:
+            self.server.negotiation.unbind(session)
 
     def _cancel_auth_timer(self):
         self._auth_timer = cancelled(self._auth_timer)
@@ -271,6 +283,9 @@ class ClientConnection:
             element = negotiation.inbound(session, element)
             if element is None:
                 return None
+        if (session.ending and element.name == "presence"
+                and element.getAttribute("type") in AVAILABILITY):
+            return None  # after its unavailable presence, never a later one
         server.metrics.received(element.name)
         if logs.tracing:
             log.debug("c2s in {jid}: {xml}", jid=session.jid, xml=element.toXml())
@@ -354,6 +369,21 @@ class ClientStream(XmlStream):
                  peer=self.peer, user=self.user, limit=self.max_output_buffer())
         super().output_overflow()
 
+    def close(self, condition=None, text=None):
+        super().close(condition, text)
+        self._carrier_lost()
+
+    def abort(self):
+        super().abort()
+        self._carrier_lost()
+
+    def _carrier_lost(self):
+        """Once closed, nothing reaches the client: its session ends or
+        hibernates now, not when the connection is gone (which a close
+        may take :data:`CLOSE_GRACE` seconds to see)."""
+        if self.closed and self.connection is not None:
+            self.connection.carrier_lost()
+
     def connectionMade(self):
         super().connectionMade()
         log.info("c2s connection from {peer}", peer=self.peer)
@@ -410,8 +440,7 @@ class ClientStream(XmlStream):
             self.server.connections.release(self._counted)
             self._counted = None
         user = self.user
-        if self.connection is not None:
-            self.connection.carrier_lost()
+        self._carrier_lost()
         if user is None:
             log.info("c2s connection from {peer} closed", peer=self.peer)
         else:

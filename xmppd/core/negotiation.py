@@ -151,8 +151,8 @@ class Negotiation:
         stream.bound(session)
         old = server.sessions.add(session)
         if old is not None:
-            server.hooks.notify(SESSION_UNBOUND, old)
             old.close("conflict", "replaced by a new session")
+            self.unbind(old)  # before the new one is bound
         server.hooks.notify(SESSION_BOUND, session)
         return session
 
@@ -165,21 +165,32 @@ class Negotiation:
             old.close("conflict", "the session was resumed on another connection")
 
     def carrier_lost(self, session, carrier):
-        """``carrier`` of ``session`` is gone: unbind it, unless a module
-        keeps it hibernating (:data:`SESSION_CARRIER_LOST`)."""
+        """``carrier`` of ``session`` is closed or gone: the session ends
+        (:meth:`end`), unless a module keeps it hibernating
+        (:data:`SESSION_CARRIER_LOST`)."""
         if session.carrier is carrier:
             session.carrier = None
-            if self._server.hooks.fire(SESSION_CARRIER_LOST, session):
-                return
-            self.unbind(session)
-        elif session.carrier is None:
-            self.unbind(session)  # closed by the server
+            if not self._server.hooks.fire(SESSION_CARRIER_LOST, session):
+                self.end(session)
+
+    def end(self, session):
+        """``session`` ends (the server closes it, or its carrier is lost):
+        it leaves the directory now, so what is routed to it from now on goes
+        to the account's other resources or offline; the stanzas it sent
+        before are still processed, then its receiver calls :meth:`unbind`."""
+        session.carrier = None
+        session.ending = True
+        self._server.sessions.remove(session)
 
     def unbind(self, session):
-        """End ``session`` (if still bound) and fire ``session/unbound``."""
+        """Unbind ``session`` (an ended one once its stanzas are processed,
+        or a hibernating one): ``session/unbound`` fires once."""
         session.carrier = None
-        if self._server.sessions.remove(session):
-            self._server.hooks.notify(SESSION_UNBOUND, session)
+        if session.unbound:
+            return
+        session.unbound = True
+        self._server.sessions.remove(session)
+        self._server.hooks.notify(SESSION_UNBOUND, session)
 
     def remember(self, key, session):
         """Find ``session`` by ``key`` (as long as it exists)."""

@@ -82,11 +82,15 @@ class Session:
     ``last_active`` is when the client last sent anything and ``since`` when
     the resource was bound (seconds of the server clock), which ``xmppctl
     sessions`` shows.  ``state`` holds per-session data of feature modules,
-    keyed by module name, for this process only.
+    keyed by module name, for this process only.  ``ending``: the session
+    has left the directory (nothing is routed to it) while the stanzas it
+    sent are still processed; ``unbound``: ``session/unbound`` has fired
+    (see :class:`~xmppd.core.negotiation.Negotiation`).
     """
 
     __slots__ = ("jid", "carrier", "negotiation", "available", "priority", "presence",
-                 "flags", "last_active", "since", "state", "__weakref__")
+                 "flags", "last_active", "since", "state", "ending", "unbound",
+                 "__weakref__")
 
     def __init__(self, jid, carrier, negotiation, now=0.0):
         self.jid = jid
@@ -98,20 +102,24 @@ class Session:
         self.presence = None
         self.flags = NO_FLAGS
         self.state = {}
+        self.ending = self.unbound = False
 
     def send(self, element):
         """Deliver a stanza to the client (through the outbound filters)."""
         self.negotiation.deliver(self, element)
 
     def close(self, condition, text=None):
-        """End the session: its carrier closes with a stream error and the
-        session is unbound once the carrier is gone; a hibernating session
-        is unbound at once."""
-        carrier, self.carrier = self.carrier, None
-        if carrier is not None:
-            carrier.close(condition, text)
-        else:
+        """End the session: nothing more is routed to it, its carrier closes
+        with a stream error, and it is unbound once the stanzas it sent are
+        processed; a hibernating session is unbound at once."""
+        if self.ending:
+            return
+        carrier = self.carrier
+        if carrier is None:
             self.negotiation.unbind(self)
+            return
+        self.negotiation.end(self)
+        carrier.close(condition, text)
 
     def __repr__(self):
         return f"<Session {self.jid}>"
