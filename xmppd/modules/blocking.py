@@ -140,8 +140,9 @@ def setup(api):
         inbound = local_account(recipient)
         if outbound is None and inbound is None:
             return False
-        found = [None if owner is None else lists.get(owner) for owner in (outbound, inbound)]
-        if not any(isinstance(jids, defer.Deferred) for jids in found):
+        found = (None if outbound is None else lists.get(outbound),
+                 None if inbound is None else lists.get(inbound))
+        if all(jids is None or type(jids) is set for jids in found):  # in memory
             return refuse(stanza, *found)
         d = defer.gatherResults([defer.maybeDeferred(lambda jids=jids: jids) for jids in found],
                                 consumeErrors=True)
