@@ -10,6 +10,7 @@ of hanging it.  When a test fails, the end of the server log is shown with it.
 """
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -218,10 +219,12 @@ def write_certificate(ca, directory, domain):
     leaf.private_key_pem.write_to_path(str(directory / f"{domain}.key"))
 
 
-def prepare(directory, extra_config="", storage_url="sqlite:///xmppd.sqlite"):
+def prepare(directory, extra_config="", storage_url="sqlite:///xmppd.sqlite", settings=None):
     """A server directory for ``example.test``: CA, certificate, config
-    (``extra_config`` appended before the host table), database with alice
-    and bob.  Returns the :class:`Deployment`, not started."""
+    (``extra_config`` appended before the host table; ``settings``, such as
+    ``{"c2s": {"handshake_timeout": 1.0}}``, added to the ``[c2s]`` and
+    ``[limits]`` tables :data:`CONFIG` has), database with alice and bob.
+    Returns the :class:`Deployment`, not started."""
     ca = trustme.CA()
     ca_file = directory / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
@@ -230,6 +233,10 @@ def prepare(directory, extra_config="", storage_url="sqlite:///xmppd.sqlite"):
     config_path = directory / "xmppd.toml"
     text = CONFIG.format(c2s_port=c2s_port, direct_tls_port=direct_tls_port, domain=DOMAIN,
                          storage_url=storage_url)
+    for table, values in (settings or {}).items():
+        assert f"[{table}]\n" in text, f"CONFIG has no [{table}] table"
+        lines = "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
+        text = text.replace(f"[{table}]\n", f"[{table}]\n{lines}", 1)
     host = f'[hosts."{DOMAIN}"]'
     config_path.write_text(text.replace(host, extra_config + "\n" + host))
     run_xmppctl("-c", config_path, "migrate")
@@ -266,10 +273,17 @@ class Launcher:
 
 
 @pytest.fixture
-def fresh_server(tmp_path):
+def server_settings():
+    """The ``settings`` of :func:`prepare` for ``fresh_server``: none here,
+    a test module may override this fixture."""
+    return {}
+
+
+@pytest.fixture
+def fresh_server(tmp_path, server_settings):
     """A server of the test's own (accounts changed, stopped and started
     again...), started; it must exit cleanly afterwards."""
-    deployment = prepare(tmp_path)
+    deployment = prepare(tmp_path, settings=server_settings)
     deployment.process.start()
     yield deployment
     deployment.process.check_clean_exit()
@@ -289,6 +303,22 @@ def launcher():
 def xmppctl():
     """``xmppctl(*args)`` runs the command and returns its output."""
     return run_xmppctl
+
+
+# Raw streams
+
+
+async def read_to_end(reader):
+    """What the server sends on an asyncio stream until it closes the
+    connection (ended by a reset when it aborts, or when the client wrote
+    after its close)."""
+    data = b""
+    try:
+        while chunk := await reader.read(4096):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
 
 
 # Clients

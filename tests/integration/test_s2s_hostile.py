@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.integration.conftest import ServerProcess, free_ports, prepare
+from tests.integration.conftest import ServerProcess, free_ports, prepare, read_to_end
 from tests.integration.test_c2s_slixmpp import parse_stream, stream_error_condition
 
 NEGOTIATION_TIMEOUT = 3.0
@@ -49,10 +49,9 @@ def hostile(tmp_path):
     s2s_port, = free_ports(1)
     deployment = prepare(tmp_path, (
         f'[s2s]\nlisten = ["tcp:{s2s_port}:interface=127.0.0.1"]\nallow = ["remote.test"]\n'
-        f"negotiation_timeout = {NEGOTIATION_TIMEOUT}\nhandshake_timeout = {HANDSHAKE_TIMEOUT}\n"))
+        f"negotiation_timeout = {NEGOTIATION_TIMEOUT}\nhandshake_timeout = {HANDSHAKE_TIMEOUT}\n"),
+        settings={"limits": {"s2s_max_unauthenticated_per_ip": MAX_UNAUTHENTICATED}})
     config = tmp_path / "xmppd.toml"
-    config.write_text(config.read_text().replace(
-        "[limits]\n", f"[limits]\ns2s_max_unauthenticated_per_ip = {MAX_UNAUTHENTICATED}\n"))
     listener = Listener(s2s_port, ServerProcess(config, (deployment.c2s_port, s2s_port)))
     try:
         listener.process.start()
@@ -84,18 +83,6 @@ async def keepalive_stream(port, opened):
         sending.cancel()
         writer.close()
     return data, time.monotonic() - started
-
-
-async def read_to_end(reader):
-    """What the server sends until it closes the connection (ended by a
-    reset when it aborts, or when a keepalive was written after its close)."""
-    data = b""
-    try:
-        while chunk := await reader.read(4096):
-            data += chunk
-    except ConnectionResetError:
-        pass
-    return data
 
 
 async def features(port):
