@@ -322,3 +322,49 @@ def test_delivered_when_the_priority_rises_with_the_presence_module(tmp_path):
     assert [str(m.body) for m in bob.take() if m.name == "message"] == ["kept"]
     bob.send("<presence><priority>3</priority></presence>")
     assert [m for m in bob.take() if m.name == "message"] == []
+
+
+def reader_not_reading(server):
+    """Bob logs in and his transport stops taking bytes (its buffer is full)."""
+    client = Client(server)
+    jid = client.login("bob@example.com", "b")
+    session = server.sessions.get(JID.parse(jid))
+    session.available = True
+    client.transport.producer.pauseProducing()
+    return client, session
+
+
+def test_a_long_backlog_goes_as_fast_as_the_client_reads(tmp_path):
+    """More stored than the output bound holds: sent as the client reads,
+    never cutting it off with the messages taken from storage."""
+    server = make(tmp_path, extra="[c2s]\nmax_output_buffer = 65536\n")
+    alice = Client(server)
+    alice.login("alice@example.com", "a")
+    for n in range(100):
+        send(alice, f"{n:03d}" + "x" * 2000)
+    bob, session = reader_not_reading(server)
+    server.hooks.fire(SESSION_REACHABLE, session)
+    assert not bob.closed and stored(server) == 0
+    received = []
+    while len(received) < 100:
+        bob.transport.producer.resumeProducing()  # bob reads what waited
+        received += [str(m.body)[:3] for m in bob.take() if m.name == "message"]
+        assert not bob.closed
+        bob.transport.producer.pauseProducing()
+        server.clock.advance(0.05)
+    assert received == [f"{n:03d}" for n in range(100)]
+
+
+def test_what_a_leaving_client_did_not_get_of_its_backlog_is_stored_back(tmp_path):
+    server = make(tmp_path, extra="[c2s]\nmax_output_buffer = 65536\n")
+    alice = Client(server)
+    alice.login("alice@example.com", "a")
+    for n in range(100):
+        send(alice, f"{n:03d}" + "x" * 2000)
+    bob, session = reader_not_reading(server)
+    server.hooks.fire(SESSION_REACHABLE, session)
+    bob.transport.producer.resumeProducing()
+    got = [m for m in bob.take() if m.name == "message"]
+    bob.lose()
+    server.clock.advance(0.05)
+    assert 0 < len(got) < 100 and stored(server) == 100 - len(got)

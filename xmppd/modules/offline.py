@@ -17,7 +17,9 @@ per user the sender gets ``service-unavailable`` (XEP-0160 §2, RFC 6121
 sender gets ``service-unavailable``.
 
 When a resource becomes available with a non-negative priority (XEP-0160 §2,
-step 5) it receives the stored messages and they are deleted.  They come in
+step 5) it receives the stored messages and they are deleted; they are
+sent as fast as the client reads them, so a long backlog never overflows
+its bounded output (``c2s.max_output_buffer``).  They come in
 the order the server received them, by their delay stamps (to the
 microsecond): messages stored back, when the session went away before they
 reached it, may follow newer ones in the database.
@@ -41,6 +43,7 @@ NS_HINTS = "urn:xmpp:hints"
 NS_CHATSTATES = "http://jabber.org/protocol/chatstates"
 FEATURE = "msgoffline"
 MAX_BATCH = 500  # messages in one transaction
+DRAIN_WAIT = 0.05  # seconds between looks at a backlogged client's output
 
 OPTIONS = Options(  # [offline]
     max_messages=Option(1000, integer(0)),
@@ -90,16 +93,32 @@ def setup(api):
             "delivering offline messages to {jid} failed", failure, jid=session.jid))
 
     def hand_over(taken, session):
-        """Send the taken messages to ``session``, or, should it have gone
-        in the meantime, store them back (whatever the limit: they were
+        """Send the taken messages to ``session`` in the order they came."""
+        domain = session.jid.domain
+        messages = sorted(((parse_stanza(xml), xml) for xml in taken),
+                          key=lambda message: arrival(message[0], domain))
+        send_as_read(session, messages, 0)
+
+    def send_as_read(session, messages, start):
+        """Send ``messages[start:]`` (element, stored XML) no faster than
+        the client reads them:
+        while its output is backlogged the rest waits (a long backlog
+        never passes ``c2s.max_output_buffer``, which would cut the client
+        off with the messages in it).  Should the session go in the
+        meantime, the rest is stored back (whatever the limit: they were
         accepted)."""
-        user = session.jid.bare
-        if api.sessions.get(session.jid) is session:
-            queued.dec(len(taken))
-            for element in sorted(map(parse_stanza, taken), key=lambda e: arrival(e, user.domain)):
-                session.send(element)
-            return None
-        return offline.append_many([(user.local, user.domain, xml) for xml in taken], None)
+        for index in range(start, len(messages)):
+            if api.sessions.get(session.jid) is not session:
+                user = session.jid.bare
+                return offline.append_many(
+                    [(user.local, user.domain, xml) for _, xml in messages[index:]], None)
+            carrier = session.carrier
+            if carrier is not None and carrier.backlogged():
+                api.clock.callLater(DRAIN_WAIT, send_as_read, session, messages, index)
+                return None
+            queued.dec()
+            session.send(messages[index][0])
+        return None
 
     api.disco_feature(FEATURE)
     api.hook(MESSAGE_OFFLINE, store)
