@@ -263,9 +263,9 @@ def test_a_client_that_does_not_read_is_cut_off_and_its_sender_only_held(fresh_s
         alice = await clients.login("alice")
         before = rss(process)
         # Headlines to bob's bare JID: while bob is connected they are his;
-        # once he is gone they are dropped (RFC 6121 §8.5.2.2.1).  Alice is
-        # held as soon as too much waits for bob, and bob cut off once more
-        # than the limit does, after the hold ends (MAX_HOLD seconds).
+        # once he is gone they are dropped (RFC 6121 §8.5.2.2.1).  While
+        # too much waits for bob, alice stops being read (for MAX_HOLD
+        # seconds at most); once more than the limit waits, bob is cut off.
         for _ in range(MESSAGES):
             alice.xmpp.send_message(f"bob@{DOMAIN}", "x" * MESSAGE_BYTES, mtype="headline")
         await wait_for_log(process, f"c2s 127.0.0.1:{port} (bob@{DOMAIN}) does not read: "
