@@ -334,9 +334,9 @@ def reader_not_reading(server):
     return client, session
 
 
-def test_a_long_backlog_goes_as_fast_as_the_client_reads(tmp_path):
-    """More stored than the output bound holds: sent as the client reads,
-    never cutting it off with the messages taken from storage."""
+def long_backlog(tmp_path):
+    """100 messages of 2 kB stored for bob (more than his output bound of
+    64 kB holds), then bob comes online without reading: (server, bob)."""
     server = make(tmp_path, extra="[c2s]\nmax_output_buffer = 65536\n")
     alice = Client(server)
     alice.login("alice@example.com", "a")
@@ -344,6 +344,13 @@ def test_a_long_backlog_goes_as_fast_as_the_client_reads(tmp_path):
         send(alice, f"{n:03d}" + "x" * 2000)
     bob, session = reader_not_reading(server)
     server.hooks.fire(SESSION_REACHABLE, session)
+    return server, bob
+
+
+def test_a_long_backlog_goes_as_fast_as_the_client_reads(tmp_path):
+    """More stored than the output bound holds: sent as the client reads,
+    never cutting it off with the messages taken from storage."""
+    server, bob = long_backlog(tmp_path)
     assert not bob.closed and stored(server) == 0
     received = []
     while len(received) < 100:
@@ -356,13 +363,7 @@ def test_a_long_backlog_goes_as_fast_as_the_client_reads(tmp_path):
 
 
 def test_what_a_leaving_client_did_not_get_of_its_backlog_is_stored_back(tmp_path):
-    server = make(tmp_path, extra="[c2s]\nmax_output_buffer = 65536\n")
-    alice = Client(server)
-    alice.login("alice@example.com", "a")
-    for n in range(100):
-        send(alice, f"{n:03d}" + "x" * 2000)
-    bob, session = reader_not_reading(server)
-    server.hooks.fire(SESSION_REACHABLE, session)
+    server, bob = long_backlog(tmp_path)
     bob.transport.producer.resumeProducing()
     got = [m for m in bob.take() if m.name == "message"]
     bob.lose()

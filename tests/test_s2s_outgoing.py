@@ -54,16 +54,22 @@ def test_connects_to_the_route_and_opens_a_stream(tmp_path):
     assert not our_header.hasAttribute("id")
 
 
+def external_succeeds(wire, remote=REMOTE):
+    """The peer accepts SASL EXTERNAL; the restarted stream has no more
+    features to negotiate (RFC 6120 §6.4.6)."""
+    wire.send("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
+    wire.restart()
+    wire.send(header(to=LOCAL, from_=remote, id_="after-sasl"))
+    wire.send(EMPTY_FEATURES)
+
+
 def test_external_flow(tmp_path):
     federation, alice = setup(tmp_path)
     chat(alice, body="one")
     chat(alice, body="two")
     wire, sent = outgoing_past_tls(federation, EXTERNAL_FEATURES)
     assert [(e.name, e["mechanism"], str(e)) for e in sent] == [("auth", "EXTERNAL", b64(LOCAL))]
-    wire.send("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
-    wire.restart()
-    wire.send(header(to=LOCAL, from_=REMOTE, id_="after-sasl"))
-    wire.send(EMPTY_FEATURES)
+    external_succeeds(wire)
     sent = wire.take()
     assert bodies(sent) == ["one", "two"]
     assert sent[0]["from"] == f"alice@{LOCAL}/res" and sent[0]["to"] == f"bob@{REMOTE}"
@@ -286,10 +292,7 @@ def test_idle_stream_closes_and_the_next_stanza_reconnects(tmp_path):
     federation, alice = setup(tmp_path, ALLOW + "\nidle_timeout = 60")
     chat(alice, body="one")
     wire, _ = outgoing_past_tls(federation, EXTERNAL_FEATURES)
-    wire.send("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
-    wire.restart()
-    wire.send(header(to=LOCAL, from_=REMOTE, id_="after-sasl"))
-    wire.send(EMPTY_FEATURES)
+    external_succeeds(wire)
     assert bodies(wire.take()) == ["one"]
     federation.reactor.advance(30)
     wire.send(" ")  # a whitespace keepalive is traffic
@@ -410,10 +413,7 @@ def test_a_tls_failure_moves_on_to_the_next_srv_target(tmp_path):
     assert bounced(alice) == []
     wire, sent = outgoing_past_tls(federation, EXTERNAL_FEATURES, remote=remote)
     assert [e.name for e in sent] == ["auth"]
-    wire.send("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
-    wire.restart()
-    wire.send(header(to=LOCAL, from_=remote, id_="after-sasl"))
-    wire.send(EMPTY_FEATURES)
+    external_succeeds(wire, remote)
     assert bodies(wire.take()) == ["one"]
     assert len(federation.reactor.tcpClients) == 2
 
@@ -434,10 +434,7 @@ def test_a_peer_that_does_not_read_is_cut_off_and_a_new_link_follows(tmp_path):
     federation, alice = setup(tmp_path, SMALL_OUTPUT)
     chat(alice, body="one")
     wire, _ = outgoing_past_tls(federation, EXTERNAL_FEATURES)
-    wire.send("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
-    wire.restart()
-    wire.send(header(to=LOCAL, from_=REMOTE, id_="after-sasl"))
-    wire.send(EMPTY_FEATURES)
+    external_succeeds(wire)
     assert bodies(wire.take()) == ["one"]
     link = federation.links[LOCAL, REMOTE]
     wire.transport.producer.pauseProducing()  # the peer stopped reading

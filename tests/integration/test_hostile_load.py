@@ -163,32 +163,31 @@ async def refused(deployment, source):
     return data, (starttls_port, direct_tls_port)
 
 
-def test_unauthenticated_connections_are_limited_per_address_and_in_all(fresh_server, run):
-    process = fresh_server.process
+async def refused_with(server, address, condition):
+    """A STARTTLS connection from ``address`` is refused at once with
+    ``condition``, and the server logs why."""
+    data, ports = await refused(server, address)
+    elements, ended = parse_stream(data)
+    assert stream_error_condition(elements) == condition and ended
+    for port in ports:
+        await wait_for_log(server.process, f"c2s connection from {address}:{port} refused: "
+                                           f"{condition}")
 
+
+def test_unauthenticated_connections_are_limited_per_address_and_in_all(fresh_server, run):
     async def body(clients):
         stalled = []
         try:
             for _ in range(PER_ADDRESS):
                 stalled.append(await stall(fresh_server.c2s_port, "127.0.0.2"))
             # The next one from that address is refused as it connects.
-            data, ports = await refused(fresh_server, "127.0.0.2")
-            elements, ended = parse_stream(data)
-            assert stream_error_condition(elements) == "policy-violation" and ended
-            for port in ports:
-                await wait_for_log(process, f"c2s connection from 127.0.0.2:{port} refused: "
-                                            "policy-violation")
+            await refused_with(fresh_server, "127.0.0.2", "policy-violation")
             # Another address logs in: the budget of all addresses is not spent.
             await clients.login("alice")
             # Two more from a third address spend it: every address is refused.
             for _ in range(UNAUTHENTICATED - PER_ADDRESS):
                 stalled.append(await stall(fresh_server.c2s_port, "127.0.0.3"))
-            data, ports = await refused(fresh_server, "127.0.0.1")
-            elements, ended = parse_stream(data)
-            assert stream_error_condition(elements) == "resource-constraint" and ended
-            for port in ports:
-                await wait_for_log(process, f"c2s connection from 127.0.0.1:{port} refused: "
-                                            "resource-constraint")
+            await refused_with(fresh_server, "127.0.0.1", "resource-constraint")
         finally:
             for writer in stalled:
                 writer.close()
