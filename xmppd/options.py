@@ -27,6 +27,7 @@ the same ones.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import json
 import math
@@ -65,6 +66,7 @@ class Options:
             for name, option in self._keys.items()}))
 
 
+@functools.cache  # asked whenever a module reads options its file leaves out
 def declared(module: str) -> Options | None:
     """The ``OPTIONS`` of feature module ``xmppd.modules.MODULE``, or None
     if there is no such module or it declares none."""
