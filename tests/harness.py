@@ -67,6 +67,11 @@ def make_server(tmp_path, hosts=("example.com",), modules=MODULES, extra="",
     return server
 
 
+def reload(server, tmp_path, extra=""):
+    """Apply a reloaded config with ``extra`` (as ``xmppctl reload`` does)."""
+    server.reconfigure(make_config(tmp_path, extra=extra), server.certificates)
+
+
 def add_user(server, jid, password="secret"):
     local, domain = jid.split("@")
     server.sql.create_account(local, domain, derive_all(password))

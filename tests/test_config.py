@@ -452,14 +452,13 @@ def test_domains_match_jids_in_either_spelling(tmp_path, spelling):
 
 
 def test_max_resources_follows_a_reload(tmp_path):
-    from tests.harness import Client, add_user, make_config, make_server
+    from tests.harness import Client, add_user, make_server, reload
     server = make_server(tmp_path, modules=("bind",), extra="[c2s]\nmax_resources = 1")
     add_user(server, "alice@example.com")
     Client(server).login("alice@example.com", "one")
     with pytest.raises(AssertionError, match="resource-constraint"):
         Client(server).login("alice@example.com", "two")
-    server.reconfigure(make_config(tmp_path, extra="[c2s]\nmax_resources = 2"),
-                       server.certificates)
+    reload(server, tmp_path, "[c2s]\nmax_resources = 2")
     assert Client(server).login("alice@example.com", "two") == "alice@example.com/two"
 
 

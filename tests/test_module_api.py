@@ -3,8 +3,8 @@ events, and service domains kept apart from hosted ones."""
 
 import pytest
 
-from tests.harness import make_server
-from xmppd.core.events import SESSION_BOUND
+from tests.harness import Client, make_server
+from xmppd.core.events import SESSION_BOUND, SESSION_UNBOUND
 
 
 def test_a_dependency_is_loaded_once_before_the_module_that_needs_it(tmp_path):
@@ -56,8 +56,6 @@ def test_disabled_modules_win(tmp_path):
 
 
 def test_a_failing_unbind_handler_does_not_stop_the_others(server):
-    from tests.harness import Client
-    from xmppd.core.events import SESSION_UNBOUND
     seen = []
 
     def broken(session):

@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 
-from tests.harness import error_condition, make_config, make_server
+from tests.harness import error_condition, make_server, reload
 from tests.test_server_info import NS_VERSION, ask, children, disco_features, login, make, payload
 from xmppd.config import parse
 from xmppd.core.api import ModuleAPI
@@ -67,16 +67,12 @@ def test_api_options_are_read_from_the_current_config(tmp_path):
     server = make_server(tmp_path, modules=())
     api = ModuleAPI(server, "ping")
     assert api.options == ping.OPTIONS.defaults
-    server.reconfigure(make_config(tmp_path, extra="[ping]\nidle_timeout = 0"),
-                       server.certificates)
+    reload(server, tmp_path, "[ping]\nidle_timeout = 0")
     assert (api.options.idle_timeout, api.options.timeout) == (0.0, 60.0)
 
 
 # version.hidden and version.show_os follow a reload
 
-
-def reload(server, tmp_path, extra):
-    server.reconfigure(make_config(tmp_path, extra=extra), server.certificates)
 
 
 def test_hiding_the_version_applies_on_reload(tmp_path):

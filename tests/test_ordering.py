@@ -11,7 +11,6 @@ from xmppd.storage import RosterItem
 PING = "<iq type='get' id='p1' to='example.com'><ping xmlns='urn:xmpp:ping'/></iq>"
 
 
-
 def mutual(server, a, b):
     for user, contact in ((a, b), (b, a)):
         local, domain = user.split("@")

@@ -3,7 +3,7 @@ idle clients on the injected clock, closing those that do not answer."""
 
 import pytest
 
-from tests.harness import Client, add_user, error_condition, make_config, make_server
+from tests.harness import Client, add_user, error_condition, make_server, reload
 from xmppd.core.xmlstream import NS_STREAM_ERRORS
 
 NS_PING = "urn:xmpp:ping"
@@ -166,9 +166,6 @@ def test_timers_end_with_the_session(server, alice):
     replacement.stream.connectionLost(None)
     assert server.clock.getDelayedCalls() == []
 
-
-def reload(server, tmp_path, extra):
-    server.reconfigure(make_config(tmp_path, extra=extra), server.certificates)
 
 
 def test_reloaded_settings_apply_to_bound_sessions(tmp_path, server, alice):

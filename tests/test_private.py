@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.harness import Client, add_user, error_condition, make_server
+from tests.harness import Client, add_user, error_condition, make_server, reload
 
 NS = "jabber:iq:private"
 PREFS = "<prefs xmlns='urn:example:prefs'><nick>Hamlet</nick></prefs>"
@@ -117,10 +117,8 @@ def test_too_large_item_is_refused_and_nothing_of_the_set_stored(server):
 
 
 def test_max_size_follows_a_reload(server, tmp_path):
-    from tests.harness import make_config
     alice = login(server)
     big = f"<big xmlns='urn:example:big'>{'x' * 1500}</big>"
     assert error_condition(private(alice, "set", big)) == "not-acceptable"
-    server.reconfigure(make_config(tmp_path, extra="[private]\nmax_size = 4096"),
-                       server.certificates)
+    reload(server, tmp_path, "[private]\nmax_size = 4096")
     assert private(alice, "set", big)["type"] == "result"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.harness import Client, add_user, error_condition, make_config, make_server
+from tests.harness import Client, add_user, error_condition, make_server, reload
 from xmppd.storage import RosterItem
 
 NS = "jabber:iq:roster"
@@ -139,8 +139,7 @@ def test_roster_size_limit_follows_a_reload(tmp_path):
     a = login(server, "a")
     assert roster_set(a, "<item jid='one@example.com'/>")[-1]["type"] == "result"
     assert error_condition(roster_set(a, "<item jid='two@example.com'/>")[0]) == "not-allowed"
-    server.reconfigure(make_config(tmp_path, extra="[roster]\nmax_items = 2"),
-                       server.certificates)
+    reload(server, tmp_path, "[roster]\nmax_items = 2")
     assert roster_set(a, "<item jid='two@example.com'/>")[-1]["type"] == "result"
     [error] = roster_set(a, "<item jid='three@example.com'/>")
     assert "at most 2 items" in str(error.error.text)

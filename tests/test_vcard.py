@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.harness import Client, add_user, error_condition, make_server
+from tests.harness import Client, add_user, error_condition, make_server, reload
 
 NS = "vcard-temp"
 VCARD = (f"<vCard xmlns='{NS}'><FN>Alice</FN><NICKNAME>al</NICKNAME>"
@@ -118,10 +118,8 @@ def test_disabled_host_does_not_answer(tmp_path):
 
 
 def test_max_size_follows_a_reload(server, tmp_path):
-    from tests.harness import make_config
     alice = login(server, "alice@example.com")
     big = f"<vCard xmlns='{NS}'><DESC>{'x' * 1500}</DESC></vCard>"
     assert error_condition(request(alice, "set", big)) == "not-acceptable"
-    server.reconfigure(make_config(tmp_path, extra="[vcard]\nmax_size = 4096"),
-                       server.certificates)
+    reload(server, tmp_path, "[vcard]\nmax_size = 4096")
     assert request(alice, "set", big)["type"] == "result"
