@@ -216,15 +216,19 @@ async def until_quiet(count, quiet, limit):
         await asyncio.sleep(quiet)
 
 
-async def sender_loop(client, targets, body, stop_at, sent, high_water=256 * 1024, window=400):
+HIGH_WATER = 256 * 1024  # bytes a sender lets wait in its own buffer
+WINDOW = 400  # messages a sender may be ahead of what the server answered
+
+
+async def sender_loop(client, targets, body, stop_at, sent):
     """Send numbered messages round-robin to ``targets`` until ``stop_at``,
-    never letting the client's own buffer pass ``high_water`` nor getting
-    more than ``window`` messages ahead of what the server has handled:
-    every ``window // 2`` messages a ping follows them, and the loop waits
-    for the answer to the previous one (the server answers it only once it
-    has handled what came before, RFC 6120 §10.1).  So what counts as sent
-    is what the server took, at whatever rate it allows a connection,
-    rather than what waits unread in the sockets' buffers."""
+    never letting the client's own buffer pass :data:`HIGH_WATER` nor
+    getting more than :data:`WINDOW` messages ahead of what the server has
+    handled: every ``WINDOW // 2`` messages a ping follows them, and the
+    loop waits for the answer to the previous one (the server answers it
+    only once it has handled what came before, RFC 6120 §10.1).  So what
+    counts as sent is what the server took, at whatever rate it allows a
+    connection, rather than what waits unread in the sockets' buffers."""
     pending = {}
     previous = client.on_stanza
 
@@ -239,7 +243,7 @@ async def sender_loop(client, targets, body, stop_at, sent, high_water=256 * 102
     index, waiting = 0, None
     try:
         while time.monotonic() < stop_at and not client.closed.done():
-            if client.transport.get_write_buffer_size() > high_water:
+            if client.transport.get_write_buffer_size() > HIGH_WATER:
                 await asyncio.sleep(0.01)
                 continue
             number = len(sent)
@@ -247,15 +251,17 @@ async def sender_loop(client, targets, body, stop_at, sent, high_water=256 * 102
             sent[number] = to
             client.send(message(to, number, body))
             index += 1
-            if index % (window // 2) == 0:
-                if waiting is not None:
-                    await asyncio.wait_for(waiting, max(0.01, stop_at - time.monotonic()))
+            if index % (WINDOW // 2) == 0:
+                if waiting is not None:  # held by the server, or closed: stop waiting
+                    await asyncio.wait({waiting, client.closed}, return_when=asyncio.FIRST_COMPLETED,
+                                       timeout=max(0.01, stop_at - time.monotonic()))
                 waiting = pending[f"w{index}"] = asyncio.get_running_loop().create_future()
                 client.send(f"<iq type='get' id='w{index}'><ping xmlns='urn:xmpp:ping'/></iq>")
             elif index % 50 == 0:
                 await asyncio.sleep(0)
-    except asyncio.TimeoutError:
-        pass  # held by the server until the end
+        if waiting is not None:  # its answer is not a stanza for ``previous``
+            await asyncio.wait({waiting, client.closed}, return_when=asyncio.FIRST_COMPLETED,
+                               timeout=10)
     finally:
         client.on_stanza = previous
 
