@@ -155,6 +155,30 @@ def test_inbound_and_outbound_filters(server):
                     ("in", "bob", "message")]
 
 
+def test_filters_run_by_priority(server):
+    order = []
+
+    def setup(api):
+        def named(name):
+            def function(session, element):
+                order.append(name)
+                return element
+            return function
+
+        api.streams.add_outbound_filter(named("counts"))
+        api.streams.add_outbound_filter(named("holds back"), priority=10)
+        api.streams.add_inbound_filter(named("in late"), priority=-1)
+        api.streams.add_inbound_filter(named("in first"))
+
+    server.load(module(setup))
+    alice, bob = Client(server), Client(server)
+    alice.login("alice@example.com")
+    bob.login("bob@example.com", "bob")
+    order.clear()
+    bob.send(MESSAGE.format("hi"))
+    assert order == ["in first", "in late", "holds back", "counts"]
+
+
 class Hibernation:
     """A toy stream management: keeps sessions whose carrier is lost and
     queues what is sent to them, until resumed on another stream."""

@@ -62,6 +62,7 @@ class C2SConfig:
     auth_timeout: float
     handshake_timeout: float = 10.0
     max_output_buffer: int = 1048576
+    resume_timeout: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -261,6 +262,7 @@ def _c2s(table: Table) -> C2SConfig:
         auth_timeout=table.take("auth_timeout", positive_number, 30.0),
         handshake_timeout=table.take("handshake_timeout", positive_number, 10.0),
         max_output_buffer=table.take("max_output_buffer", integer(65536), 1048576),
+        resume_timeout=table.take("resume_timeout", non_negative_number, 300.0),
     ))
 
 

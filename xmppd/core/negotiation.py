@@ -25,7 +25,9 @@ indication (XEP-0352).
   Inbound filters see each stanza a session sends before it is processed,
   outbound filters each stanza delivered to it (both as
   ``filter(session, element)``, returning the element to go on with or
-  None to stop it).  :meth:`remember` / :meth:`find` look sessions up by
+  None to stop it), higher priority first: client state indication
+  (XEP-0352) holds stanzas back before stream management (XEP-0198)
+  counts what goes out.  :meth:`remember` / :meth:`find` look sessions up by
   a module's key (a resumption token) rather than by JID.
 - Back-pressure: a stanza delivered, while another carrier's stanza is
   being routed (:attr:`Negotiation.sender`), to a carrier whose output is
@@ -75,8 +77,9 @@ class Negotiation:
         self.features = {ENCRYPTED: [], AUTHENTICATED: []}  # stage -> builders
         self._elements = {}  # event -> [(-priority, order, handler)]
         self._order = 0
-        self.inbound_filters = []
+        self.inbound_filters = []  # functions, by priority
         self._outbound = []
+        self._filters = {"in": [], "out": []}  # [(-priority, order, function)]
         self._keys = WeakValueDictionary()
         # The carrier whose stanza is being routed (set by its receiver
         # around the routing): what is delivered to a backlogged carrier
@@ -204,15 +207,21 @@ class Negotiation:
 
     # Stanza filters
 
-    def add_inbound_filter(self, function):
+    def add_inbound_filter(self, function, priority=0):
         """Run ``function(session, element)`` on every stanza a session
         sends, before it is processed; it returns the element or None."""
-        self.inbound_filters.append(function)
+        self.inbound_filters[:] = self._add_filter("in", function, priority)
 
-    def add_outbound_filter(self, function):
+    def add_outbound_filter(self, function, priority=0):
         """Run ``function(session, element)`` on every stanza delivered to a
         session, before its carrier; it returns the element or None."""
-        self._outbound.append(function)
+        self._outbound[:] = self._add_filter("out", function, priority)
+
+    def _add_filter(self, direction, function, priority):
+        self._order += 1
+        filters = self._filters[direction]
+        insort(filters, (-priority, self._order, function))
+        return [function for _, _, function in filters]
 
     def inbound(self, session, element):
         """The element after the inbound filters, or None if one stopped it."""

@@ -14,7 +14,9 @@
   or an error iq (a client without ping support answers
   ``service-unavailable``, which proves it alive just the same), must come
   within ``ping.timeout`` seconds or the session is closed with the stream
-  error ``connection-timeout`` (RFC 6120 §4.9.3.4).  One ping at most is
+  error ``connection-timeout`` (RFC 6120 §4.9.3.4).  A session hibernating
+  without a connection (XEP-0198 §5) is not pinged: its resumption or its
+  timeout ends it.  One ping at most is
   outstanding per session.  Each session has one timer on the server clock:
   the next idleness check, or the deadline of its ping.
 """
@@ -87,6 +89,9 @@ class IdlePinger:
     def _check(self, session):
         settings = self._api.options
         idle = self._api.clock.seconds() - session.last_active
+        if session.carrier is None:  # hibernating: stream management ends it
+            self._check_later(session, settings.idle_timeout)
+            return
         if idle < settings.idle_timeout:
             self._check_later(session, settings.idle_timeout - idle)
             return
@@ -99,6 +104,10 @@ class IdlePinger:
         watch.timer = self._api.clock.callLater(settings.timeout, self._expire, session)
 
     def _expire(self, session):
+        if session.carrier is None:  # the connection went: hibernating, not dead
+            session.state["ping"].pending = None
+            self._check_later(session, self._api.options.idle_timeout)
+            return
         self.forget(session)
         session.close("connection-timeout", "no answer to a ping")
 
