@@ -288,6 +288,15 @@ def test_sessions_table(ctl, server):
     assert server.requests[0][1:3] == ("sessions", {})
 
 
+def test_a_hibernating_session_has_no_address(ctl, server):
+    server.answer = {"ok": True, "sessions": [
+        {"jid": f"alice@{DOMAIN}/phone", "address": None, "tls": None, "since": 1767225600.0}]}
+    assert ctl("sessions") == (0, (
+        "JID                      ADDRESS      TLS  SINCE\n"
+        "alice@example.com/phone  hibernating  -    2026-01-01T00:00:00Z\n"
+        "1 session\n"), "")
+
+
 def test_sessions_json_of_one_domain(ctl, server):
     server.answer = {"ok": True, "sessions": [dict(SESSIONS[1])]}
     status, out, _ = ctl("sessions", "--json", DOMAIN)

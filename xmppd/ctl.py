@@ -457,7 +457,9 @@ def cmd_sessions(args):
         print(json.dumps(sessions, indent=2))
         return
     rows = [("JID", "ADDRESS", "TLS", "SINCE")]
-    rows += [(s["jid"], s["address"], s["tls"] or "-", s["since"]) for s in sessions]
+    # A session without an address hibernates: its client may resume it (XEP-0198).
+    rows += [(s["jid"], s["address"] or "hibernating", s["tls"] or "-", s["since"])
+             for s in sessions]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
