@@ -26,15 +26,16 @@ and resumption, with no stanza lost.
   unknown, expired or other account's id is ``<failed>`` with
   ``item-not-found`` (with the ``h`` of the ended session when it was this
   account's and ended lately), and the client binds anew.
-- Nothing is dropped silently (§4.3, RFC 6121 §8.5.3.2): when a session
-  with unacknowledged stanzas ends (the timeout passes, it closes, or the
-  server ends it), its messages go to offline storage (``message/offline``)
-  or, when it does not keep them and they have a body, back to their
-  sender as ``service-unavailable``; iq requests get
+- Nothing is dropped silently (§4: as for a stanza to an unavailable
+  resource, RFC 6121 §8.5.3.2): when a session with unacknowledged stanzas
+  is unbound (its timeout passed, its stream closed, or the server ended
+  it: it has left the session directory already, and its unavailable
+  presence goes out), its messages go to offline storage
+  (``message/offline``) or, when that does not keep them and they have a
+  body, back to their sender as ``service-unavailable``; iq requests get
   ``service-unavailable``; presence, errors, headlines, groupchat messages
   and carbon copies are dropped (they are state, or copies of what another
-  resource got).  Then the session is unbound and its unavailable presence
-  goes out.
+  resource got).
 - Bounds: at most ``max_queue`` unacknowledged stanzas per session and
   ``max_queue_total`` in all; past either, a connected client is
   disconnected with ``policy-violation`` and a hibernating one ends, their
@@ -317,7 +318,7 @@ class StreamManagement:
             self._undelivered(session, element)
 
     def _undelivered(self, session, element):
-        """A stanza the client may not have got (§4.3): offline, bounced or
+        """A stanza the client may not have got (§4): offline, bounced or
         dropped, as RFC 6121 §8.5.3.2 has it for an unavailable resource."""
         kind, type_ = element.name, element.getAttribute("type")
         try:
