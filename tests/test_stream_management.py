@@ -4,6 +4,7 @@ hibernation, resumption and what happens to unacknowledged stanzas."""
 import pytest
 
 from tests.harness import Client, add_user, error_condition, make_server, reload
+from xmppd.control import Controller
 from xmppd.jid import JID
 from xmppd.modules.stream_management import MASK, NAME, NS_SM
 
@@ -351,3 +352,13 @@ def test_a_hibernating_session_is_not_pinged_away(tmp_path):
     assert session_of(server) is not None
     _, got = resume(server, enabled["id"], 0)
     assert got[0].name == "resumed"
+
+
+def test_a_shutdown_ends_hibernating_sessions_and_keeps_their_messages(server, bob):
+    alice, _ = managed(server)
+    alice.lose()
+    chat(bob, "before the restart")
+    Controller(server, server.clock).stopService()
+    assert session_of(server) is None
+    assert server.sql.count_offline("alice", "example.com") == 1
+    assert error_condition(bob.take()[-1]) == "system-shutdown"

@@ -10,8 +10,10 @@
   kept.  systemd is told
   ``RELOADING=1`` ... ``READY=1`` around it.
 - SIGTERM / SIGINT stop the server gracefully: listeners close, every
-  stream gets a ``system-shutdown`` stream error (RFC 6120 §4.9.3.20),
-  pending storage writes finish, and the process exits with status 0.
+  session ends and every stream gets a ``system-shutdown`` stream error
+  (RFC 6120 §4.9.3.20; a session kept for resumption, XEP-0198, ends too
+  and its messages are stored offline), pending storage writes finish,
+  and the process exits with status 0.
 
 The admin socket that reaches a Controller from xmppctl is in
 :mod:`xmppd.admin`.
@@ -46,7 +48,11 @@ class Controller(service.Service):
         self.reactor.callWhenRunning(self._install_signal_handlers)
 
     def stopService(self):
-        """Close every client and server stream with ``system-shutdown``."""
+        """End every session (a hibernating one too, XEP-0198: what it kept
+        goes to offline storage before the storage pool stops), then close
+        every other client and server stream, with ``system-shutdown``."""
+        for session in self.server.sessions.all():
+            session.close("system-shutdown", "the server is shutting down")
         for stream in list(self.server.streams):
             stream.stream_error("system-shutdown", "the server is shutting down")
         return super().stopService()
