@@ -362,3 +362,15 @@ def test_a_shutdown_ends_hibernating_sessions_and_keeps_their_messages(server, b
     assert session_of(server) is None
     assert server.sql.count_offline("alice", "example.com") == 1
     assert error_condition(bob.take()[-1]) == "system-shutdown"
+
+
+def test_a_ping_timeout_hibernates_a_resumable_session(tmp_path):
+    server = make(tmp_path, "[ping]\nidle_timeout = 10\ntimeout = 5")
+    alice, enabled = managed(server)
+    server.clock.advance(10)
+    assert [e.name for e in alice.take()] == ["iq"]  # the ping
+    server.clock.advance(5)
+    assert alice.closed and error_condition(alice.take()[-1]) == "connection-timeout"
+    assert session_of(server).carrier is None
+    _, got = resume(server, enabled["id"], 0)
+    assert got[0].name == "resumed" and [e.name for e in got[1:]] == ["iq", "r"]

@@ -13,10 +13,11 @@
   ``ping.idle_timeout`` seconds (0: never) is pinged; its answer, a result
   or an error iq (a client without ping support answers
   ``service-unavailable``, which proves it alive just the same), must come
-  within ``ping.timeout`` seconds or the session is closed with the stream
-  error ``connection-timeout`` (RFC 6120 §4.9.3.4).  A session hibernating
-  without a connection (XEP-0198 §5) is not pinged: its resumption or its
-  timeout ends it.  One ping at most is
+  within ``ping.timeout`` seconds or its connection is closed with the
+  stream error ``connection-timeout`` (RFC 6120 §4.9.3.4): the session
+  ends, unless stream management keeps it for resumption (XEP-0198 §5).
+  A session hibernating so, without a connection, is not pinged: its
+  resumption or its timeout ends it.  One ping at most is
   outstanding per session.  Each session has one timer on the server clock:
   the next idleness check, or the deadline of its ping.
 """
@@ -109,7 +110,9 @@ class IdlePinger:
             self._check_later(session, self._api.options.idle_timeout)
             return
         self.forget(session)
-        session.close("connection-timeout", "no answer to a ping")
+        # The connection is dead, not the session: one kept for resumption
+        # (XEP-0198) hibernates, any other ends.
+        session.carrier.close("connection-timeout", "no answer to a ping")
 
 
 def setup(api):
