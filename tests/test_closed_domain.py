@@ -3,7 +3,7 @@
 import pytest
 
 from tests.harness import Client, add_user, error_condition, make_server
-from xmppd.core.events import ROUTE_REMOTE
+from xmppd.core.events import HOST, ROUTE_REMOTE, iq_event
 from xmppd.core.stanzas import Stanza, make_stanza
 from xmppd.jid import JID
 
@@ -113,6 +113,19 @@ def test_from_a_remote_domain_only_the_local_flag_counts(server, remote_out):
 def test_remote_errors_to_a_closed_domain_are_dropped(server, remote_out):
     alice = login(server, "alice@example.com")
     inbound(server, "someone@remote.example/x", "alice@example.com/r", type_="error")
+    assert alice.take() == [] and remote_out == []
+
+
+def test_answers_to_the_server_itself_pass(server, remote_out):
+    answers = []
+    server.hooks.add(iq_event("result", HOST), lambda stanza: answers.append(stanza) or True)
+    alice = login(server, "alice@example.com")
+    for to in ("example.com", "alice@example.com/r"):
+        element = make_stanza("iq", to=to, from_="push.remote.example", type_="result",
+                              id_="publish-1")
+        server.router.dispatch(Stanza(element, JID.parse("push.remote.example"),
+                                      JID.parse(to)))
+    assert [str(answer.recipient) for answer in answers] == ["example.com"]
     assert alice.take() == [] and remote_out == []
 
 

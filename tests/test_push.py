@@ -213,13 +213,16 @@ def test_only_the_account_itself_enables_push(world):
     assert error_condition(answer) == "forbidden" and stored(server) == []
 
 
-def test_push_is_advertised(world):
+def test_push_is_advertised_on_the_account(world):
     server, _ = world
     alice = login(server)
-    alice.send("<iq type='get' id='d1' to='example.com'>"
-               "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
-    [info] = alice.take()
-    assert NS_PUSH in {f["var"] for f in info.query.elements() if f.name == "feature"}
+    features = {}
+    for to in (ALICE, "example.com"):
+        alice.send(f"<iq type='get' id='d1' to='{to}'>"
+                   "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+        [info] = alice.take()
+        features[to] = {f["var"] for f in info.query.elements() if f.name == "feature"}
+    assert NS_PUSH in features[ALICE] and NS_PUSH not in features["example.com"]
 
 
 # What is notified, and when

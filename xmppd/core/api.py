@@ -157,6 +157,16 @@ class ModuleAPI:
         where this module is enabled."""
         self._server.disco_features.setdefault(self.name, set()).add(namespace)
 
+    def account_feature(self, namespace):
+        """Advertise ``namespace`` in disco#info of the accounts (XEP-0030
+        §3.1: what the server does on an account's behalf) of the hosts
+        where this module is enabled."""
+        self._server.account_features.setdefault(self.name, set()).add(namespace)
+
+    def account_features(self, domain):
+        """The account features of every module enabled for ``domain``, sorted."""
+        return self._server.features_for(domain, self._server.account_features)
+
     def drop_disco_feature(self, namespace):
         """Stop advertising ``namespace`` (see :meth:`disco_feature`)."""
         self._server.disco_features.get(self.name, set()).discard(namespace)

@@ -33,6 +33,8 @@ IQ_RESPONSES = ("result", "error")
 
 SESSION_BOUND = "session/bound"  # a resource was bound; argument: the Session
 SESSION_UNBOUND = "session/unbound"  # a session ended; argument: the Session
+# A hibernating session has a connection again (XEP-0198); argument: the Session
+SESSION_RESUMED = "session/resumed"
 # A session became available / unavailable (RFC 6121 §4.2, §4.5); argument:
 # the Session.  Fired by the presence module after it updated the session.
 SESSION_AVAILABLE = "session/available"

@@ -48,7 +48,7 @@ from twisted.logger import Logger
 
 from xmppd import logs
 from xmppd.core.api import AUTHENTICATED, ENCRYPTED
-from xmppd.core.events import SESSION_BOUND, SESSION_UNBOUND
+from xmppd.core.events import SESSION_BOUND, SESSION_RESUMED, SESSION_UNBOUND
 from xmppd.core.sessions import Session
 from xmppd.jid import JID
 
@@ -166,6 +166,7 @@ class Negotiation:
         stream.bound(session)
         if old is not None:
             old.close("conflict", "the session was resumed on another connection")
+        self._server.hooks.notify(SESSION_RESUMED, session)
 
     def carrier_lost(self, session, carrier):
         """``carrier`` of ``session`` is closed or gone: the session ends

@@ -40,6 +40,7 @@ class Server:
         self.router = Router(self.hosts, self.hooks, self.sessions)
         self.negotiation = Negotiation(self)
         self.disco_features = {}  # module name -> set of namespaces
+        self.account_features = {}  # module name -> namespaces of accounts' disco#info
         self.services = {}
         self.loaded = set()  # names of the feature modules set up
         self.everywhere = set()  # modules enabled for every host (modules_enabled)
@@ -119,7 +120,9 @@ class Server:
         return any(self._serves(dependent, domain, seen)
                    for dependent in self.needed_by.get(module, ()) if dependent not in seen)
 
-    def features_for(self, domain):
-        """The disco features of the modules enabled for ``domain``."""
-        return sorted({ns for module, namespaces in self.disco_features.items()
+    def features_for(self, domain, table=None):
+        """The disco features (of ``table``: the server's, by default) of
+        the modules enabled for ``domain``."""
+        table = self.disco_features if table is None else table
+        return sorted({ns for module, namespaces in table.items()
                        if self.enabled(module, domain) for ns in namespaces})

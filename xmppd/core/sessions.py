@@ -11,8 +11,9 @@ The directory of bound sessions is an interface, :class:`SessionDirectory`,
 whose records (:class:`SessionRecord`) carry what routing and the feature
 modules need of any session: its full JID, the presence state of RFC 6121 §4
 (``available``, ``priority``, the last ``presence``), ``flags`` that modules
-set (the roster requested, RFC 6121 §2.1.6; carbons enabled, XEP-0280...)
-and ``send``.  Nothing else of a record may be used: a record may stand for
+set (the roster requested, RFC 6121 §2.1.6; carbons enabled, XEP-0280...),
+``hibernating`` (no connection, kept for resumption: XEP-0198) and
+``send``.  Nothing else of a record may be used: a record may stand for
 a session on another node of a cluster, so its state changes go through the
 directory (:meth:`SessionDirectory.set_presence`,
 :meth:`SessionDirectory.set_flag`), which can publish them, and its ``send``
@@ -38,6 +39,7 @@ class SessionRecord(Protocol):
     priority: int
     presence: object  # the last presence the client sent, or None
     flags: frozenset  # names set with SessionDirectory.set_flag
+    hibernating: bool  # bound without a connection, for its client to resume (XEP-0198)
 
     def send(self, element):
         """Deliver a stanza to the client."""
@@ -103,6 +105,12 @@ class Session:
         self.flags = NO_FLAGS
         self.state = {}
         self.ending = self.unbound = False
+
+    @property
+    def hibernating(self):
+        """Bound and routed to, but without a carrier: kept for its client
+        to resume (XEP-0198 §5)."""
+        return self.carrier is None and not self.ending and not self.unbound
 
     def send(self, element):
         """Deliver a stanza to the client (through the outbound filters)."""

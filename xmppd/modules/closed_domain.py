@@ -17,8 +17,10 @@ as if the other end did not exist, and logged at info; an error, or an iq result
 without an answer (RFC 6120 §8.3.1).  What the server generates as itself
 (no sender, or a hosted domain as sender) passes, and so do the errors it
 generates on a local account's behalf (such as the answer to a refused
-stanza from a remote domain, which the remote sender needs), and anything
-within one domain.
+stanza from a remote domain, which the remote sender needs), the answers
+(iq results and errors) to what the server asked as itself (such as a
+push service's answer to a notification, XEP-0357: only the module
+waiting for one takes it), and anything within one domain.
 
 The check runs on the pre-events ahead of the other policies, so a refused
 stanza is never carbon-copied, stored or delivered.
@@ -47,9 +49,15 @@ def setup(api):
         as_itself = sender.local is None and sender.resource is None
         return as_itself or (stanza.origin is None and stanza.type == "error")
 
+    def answers_server(stanza):
+        recipient = stanza.recipient
+        return (stanza.kind == "iq" and stanza.type in ("result", "error")
+                and recipient.local is None and recipient.resource is None)
+
     def check(stanza):
         sender, recipient = stanza.sender, stanza.recipient
-        if (sender is not None and sender.domain == recipient.domain) or from_server(stanza):
+        if ((sender is not None and sender.domain == recipient.domain) or from_server(stanza)
+                or answers_server(stanza)):
             return False
         sender_home, recipient_home = home(sender.domain), home(recipient.domain)
         if sender_home == recipient_home or (allows(sender_home) and allows(recipient_home)):

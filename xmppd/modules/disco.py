@@ -126,7 +126,8 @@ def setup(api):
             node = stanza.payload.getAttribute("node")
             if node is not None:
                 raise StanzaError("item-not-found")
-            return info_element([ACCOUNT_IDENTITY], ACCOUNT_FEATURES)
+            return info_element([ACCOUNT_IDENTITY], sorted(
+                {*ACCOUNT_FEATURES, *api.account_features(stanza.recipient.domain)}))
 
         return _access(api, stanza).addCallback(answer)
 

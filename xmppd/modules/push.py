@@ -26,8 +26,8 @@ server publishes to the push services of the account's apps.
   account at most: the first at once, what comes in the rest of the
   interval summed up in one at its end (if the account still has no
   connection).  The interval ends early when a session of the account
-  binds or is delivered a stanza on a connection (a resumption), so the
-  first event after a client came and went is notified at once.
+  binds or resumes, so the first event after a client came and went is
+  notified at once.
 - The notification (§7): ``<pubsub><publish node><item><notification>``
   with the summary form (§11.3.1): ``message-count`` and
   ``pending-subscription-count``, the messages and requests it stands
@@ -40,15 +40,15 @@ server publishes to the push services of the account's apps.
   service removes it, unless of type ``wait`` (transient, RFC 6120
   §8.3.2) and not yet the ``MAX_WAIT_ERRORS``-th in a row.  A publish
   unanswered for ``PUBLISH_TIMEOUT`` seconds is forgotten.
-- ``urn:xmpp:push:0`` is advertised in the server's disco#info (§4.1
-  wants the account's, which modules cannot extend yet).
+- ``urn:xmpp:push:0`` is advertised in the accounts' disco#info (§4.1).
 """
 
 import hashlib
 import json
 from weakref import WeakSet
 
-from xmppd.core.events import (BARE, FULL, HOST, MESSAGE_OFFLINE, SESSION_BOUND, iq_event,
+from xmppd.core.events import (BARE, FULL, HOST, MESSAGE_OFFLINE, SESSION_BOUND,
+                               SESSION_RESUMED, iq_event,
                                presence_event)
 from xmppd.core.stanzas import StanzaError, make_stanza
 from xmppd.core.xmlstream import NS_CLIENT, parse_stanza
@@ -151,11 +151,8 @@ class Push:
 
     def delivered(self, session, element):
         """Outbound filter: a stanza for a hibernating session may be
-        notified; one on a connection ends the account's interval."""
-        if session.carrier is not None:
-            if self._windows:
-                self.reachable(session.jid.bare)
-        elif not session.ending:
+        notified."""
+        if session.hibernating:
             self.note(session.jid.bare, element)
         return element
 
@@ -189,8 +186,7 @@ class Push:
 
     def unreachable(self, account):
         """Whether no session of ``account`` has a connection."""
-        return all(session.carrier is None and not session.ending
-                   for session in self._api.sessions.resources(account))
+        return all(session.hibernating for session in self._api.sessions.resources(account))
 
     def reachable(self, account):
         """``account`` has a connection: its interval ends."""
@@ -255,13 +251,14 @@ class Push:
 
 def setup(api):
     push = Push(api)
-    api.disco_feature(NS_PUSH)
+    api.account_feature(NS_PUSH)
     api.handle_iq("set", BARE, NS_PUSH, push.command)
     api.streams.add_outbound_filter(push.delivered, priority=FILTER_PRIORITY)
     api.hook(MESSAGE_OFFLINE, push.offline, priority=PRIORITY)
     for target in (BARE, FULL):
         api.hook(presence_event(target), push.presence, priority=PRIORITY)
     api.hook(SESSION_BOUND, push.bound)
+    api.hook(SESSION_RESUMED, push.bound)
     for type_ in ("result", "error"):
         api.hook(iq_event(type_, HOST), push.answered)
 
