@@ -5,6 +5,7 @@ import pytest
 
 from tests.harness import Client, add_user, error_condition, make_server, reload
 from xmppd.control import Controller
+from xmppd.core.events import SESSION_RESUMED
 from xmppd.jid import JID
 from xmppd.modules.stream_management import MASK, NAME, NS_SM
 
@@ -196,16 +197,19 @@ def test_a_lost_connection_hibernates_and_resumes_with_what_was_not_acknowledged
     bob.take()
     alice.lose()
     session = session_of(server)
-    assert session is not None and session.carrier is None  # still bound
+    assert session is not None and session.hibernating  # still bound
     for body in ("three", "four"):
         chat(bob, body)
     assert bob.take() == []  # no unavailable presence, no error
 
+    resumed = []
+    server.hooks.add(SESSION_RESUMED, resumed.append)
     new, got = resume(server, enabled["id"], 2)
     assert (got[0].name, got[0]["h"], got[0]["previd"]) == ("resumed", "1", enabled["id"])
     assert bodies(got) == ["two", "three", "four"]
     assert got[-1].name == "r"
     assert session.carrier is new.stream and session_of(server) is session
+    assert resumed == [session] and not session.hibernating
     chat(bob, "five")
     assert bodies(new.take()) == ["five"]
     new.send(a(6))
