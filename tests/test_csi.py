@@ -10,6 +10,7 @@ from xmppd.core.negotiation import SESSION_CARRIER_LOST
 from xmppd.core.xmlstream import parse_stanza
 from xmppd.jid import JID
 from xmppd.modules.csi import superseding_key
+from xmppd.modules.stream_management import NAME as SM, NS_SM
 from xmppd.storage import RosterItem
 from xmppd.tap import MODULES
 
@@ -309,6 +310,29 @@ def test_a_lost_carrier_flushes_through_later_filters_and_ends_inactivity(server
     status(bob, "back")  # a hibernating session holds nothing back
     assert counted[-1] == (True, ("presence", "bob", "back"))
     assert metric(server, "flushes", {"reason": "carrier-lost"}) == 1
+
+
+def test_stream_management_counts_what_goes_out_and_resumes_an_active_stream(server):
+    """XEP-0198 counts a held stanza when it goes out; a stream that breaks
+    flushes into its queue, and the resumed stream begins active (§5.2)."""
+    bob, alice = online(server, BOB), online(server, ALICE)
+    bob.take()
+    alice.send(f"<enable xmlns='{NS_SM}' resume='true'/>" + INACTIVE)
+    [enabled] = alice.take()
+    status(bob, "away")
+    chat_state(bob, "composing")
+    assert alice.take() == [] and session_of(server, alice).state[SM].sent == 0
+    alice.lose()
+    resumed = Client(server)
+    resumed.starttls()
+    resumed.open()
+    resumed.auth_plain(ALICE)
+    resumed.open()
+    resumed.send(f"<resume xmlns='{NS_SM}' previd='{enabled['id']}' h='0'/>")
+    assert seen(resumed) == [("resumed", "", None), ("presence", "bob", "away"),
+                             ("message", "bob", "composing"), ("r", "", None)]
+    status(bob, "back")
+    assert seen(resumed) == [("presence", "bob", "back")]
 
 
 def test_an_unbound_session_drops_its_state(server, clients):
