@@ -16,7 +16,8 @@
   (encrypted, receipts, invitations...), message errors, subscription
   requests and answers, presence errors, iqs.  What is held goes out before
   it, in order, so the client sees the order of RFC 6120 §10.1 minus the
-  superseded stanzas.  Past ``csi.max_held`` stanzas held, they go out too.
+  superseded stanzas.  Once ``csi.max_held`` stanzas are held, they go out
+  too (the session stays inactive).
 - In-order processing (§5.1): ``<active/>`` sends what is held before the
   stream's next element is processed (the connection's serial queue).
 - Stream resumption (§5.2): the state is the stream's, so it is not
