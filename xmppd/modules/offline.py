@@ -6,7 +6,7 @@ message) for the messages worth keeping (XEP-0160 §3): type ``normal`` or
 and not with a ``<no-store/>`` hint (XEP-0334 §4).  A kept message gets
 ``<delay xmlns='urn:xmpp:delay' from='DOMAIN' stamp='...'/>`` (XEP-0203 §3,
 the stamp in the XEP-0082 DateTime profile, UTC) and is stored in the
-database, so it survives a restart.  Writes are batched (``BatchedAppends``):
+database, so it survives a restart.  Writes are batched (``BatchedWrites``):
 the messages that arrive while one write is under way are stored together in
 the next transaction.  The message is handled, and the sender's next stanzas
 are processed, only once its row is committed (or it is bounced); a graceful
@@ -29,20 +29,17 @@ Advertises ``msgoffline`` (XEP-0160 §5).
 from datetime import datetime, timezone
 
 from prometheus_client import Gauge
-from twisted.internet import defer
-from twisted.python.failure import Failure
 
 from xmppd.core.events import MESSAGE_OFFLINE, SESSION_REACHABLE
 from xmppd.core.xmlstream import NS_CLIENT, parse_stanza
 from xmppd.options import Option, Options, integer
-from xmppd.storage import StorageError
+from xmppd.storage.batches import BatchedWrites
 from xmppd.storage.kinds import Appended
 
 NS_DELAY = "urn:xmpp:delay"
 NS_HINTS = "urn:xmpp:hints"
 NS_CHATSTATES = "http://jabber.org/protocol/chatstates"
 FEATURE = "msgoffline"
-MAX_BATCH = 500  # messages in one transaction
 DRAIN_WAIT = 0.05  # seconds between looks at a backlogged client's output
 
 OPTIONS = Options(  # [offline]
@@ -58,7 +55,8 @@ def setup(api):
         queued.set, lambda failure: api.log.error("cannot count offline messages: {error}",
                                                   error=failure.value))
 
-    writes = BatchedAppends(offline, lambda: api.options.max_messages, api.log)
+    writes = BatchedWrites(lambda batch: offline.append_many(batch, api.options.max_messages),
+                           api.log, "offline message(s)")
 
     def store(stanza):
         """Claim the message; a Deferred that fires (True) once it is
@@ -67,7 +65,7 @@ def setup(api):
         if not (api.enabled(user.domain) and worth_keeping(stanza)):
             return False
         xml = with_delay(stanza.element, user.domain, api.clock.seconds())
-        d = writes.append(user.local, user.domain, xml)
+        d = writes.add((user.local, user.domain, xml))
         return d.addCallbacks(stored, refused, callbackArgs=(stanza,), errbackArgs=(stanza,))
 
     def stored(outcome, stanza):
@@ -80,7 +78,7 @@ def setup(api):
         return True
 
     def refused(failure, stanza):
-        api.bounce(stanza, "service-unavailable")  # BatchedAppends logged why
+        api.bounce(stanza, "service-unavailable")  # BatchedWrites logged why
         return True
 
     def deliver(session):
@@ -123,53 +121,6 @@ def setup(api):
     api.disco_feature(FEATURE)
     api.hook(MESSAGE_OFFLINE, store)
     api.hook(SESSION_REACHABLE, deliver)
-
-
-class BatchedAppends:
-    """Appends to the offline store, one write at a time: the messages that
-    arrive while a write is under way go together into the next
-    ``append_many``, one transaction (at most ``MAX_BATCH`` messages).  The
-    Deferred of each message fires with its :class:`Appended` once the write
-    holding it is committed, or fails with the write's failure, which is
-    logged once for the whole batch.  ``limit()``, the messages one user may
-    have stored, is asked at each write."""
-
-    def __init__(self, store, limit, log):
-        self._store = store
-        self._limit = limit
-        self._log = log
-        self._waiting = []  # [((username, domain, xml), Deferred)]
-        self._writing = False
-
-    def append(self, username, domain, xml):
-        d = defer.Deferred()
-        self._waiting.append(((username, domain, xml), d))
-        if not self._writing:
-            self._write()
-        return d
-
-    def _write(self):
-        batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
-        self._writing = True
-        d = self._store.append_many([message for message, _ in batch], self._limit())
-        d.addBoth(self._written, batch)
-
-    def _written(self, result, batch):
-        self._writing = False
-        if isinstance(result, Failure):
-            if result.check(StorageError):
-                self._log.error("storing {count} offline message(s) failed: {error}",
-                                count=len(batch), error=result.value)
-            else:
-                self._log.failure("storing {count} offline message(s) failed", result,
-                                  count=len(batch))
-            for _, d in batch:
-                d.errback(result)
-        else:
-            for (_, d), outcome in zip(batch, result):
-                d.callback(outcome)
-        if self._waiting and not self._writing:
-            self._write()
 
 
 def worth_keeping(stanza):

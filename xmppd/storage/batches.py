@@ -1,0 +1,59 @@
+"""Writes batched while one is under way.
+
+:class:`BatchedWrites` runs one write at a time: the items that come while
+it runs go together into the next one, one transaction (at most
+``MAX_BATCH`` items), so that a store keeps up with many writers without a
+transaction each (offline messages, XEP-0160; archived messages,
+XEP-0313)."""
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from . import StorageError
+
+MAX_BATCH = 500  # items in one transaction
+
+
+class BatchedWrites:
+    """``write(items)`` (a Deferred of one outcome per item) called with
+    the items that waited.  The Deferred of each :meth:`add` fires with its
+    outcome once the write holding it is committed, or fails with the
+    write's failure, which is logged once for the whole batch
+    (``what``: what the items are, for the log line)."""
+
+    def __init__(self, write, log, what):
+        self._write_many = write
+        self._log = log
+        self._what = what
+        self._waiting = []  # [(item, Deferred)]
+        self._writing = False
+
+    def add(self, item):
+        d = defer.Deferred()
+        self._waiting.append((item, d))
+        if not self._writing:
+            self._write()
+        return d
+
+    def _write(self):
+        batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+        self._writing = True
+        d = defer.maybeDeferred(self._write_many, [item for item, _ in batch])
+        d.addBoth(self._written, batch)
+
+    def _written(self, result, batch):
+        self._writing = False
+        if isinstance(result, Failure):
+            if result.check(StorageError):
+                self._log.error("storing {count} {what} failed: {error}", count=len(batch),
+                                what=self._what, error=result.value)
+            else:
+                self._log.failure("storing {count} {what} failed", result, count=len(batch),
+                                  what=self._what)
+            for _, d in batch:
+                d.errback(result)
+        else:
+            for (_, d), outcome in zip(batch, result):
+                d.callback(outcome)
+        if self._waiting and not self._writing:
+            self._write()
