@@ -5,7 +5,7 @@
 
 Starts each server as bench/run.py does (its own directory, certificate,
 accounts and rosters, pinned to CPU 0), with CSI on: xmppd's ``csi``
-module, Prosody's ``csi_simple``.  ``--users`` accounts on a ring of
+module (a standard one), Prosody's ``csi_simple``.  ``--users`` accounts on a ring of
 rosters (bench/accounts.py) log in and send initial presence; ``--observed``
 of them are watched.  Their contacts then play the same seeded script twice,
 for ``--seconds`` each: presence changes (a ``<status/>``), typing bursts to
@@ -48,18 +48,6 @@ LOGINS_IN_FLIGHT = 20
 KINDS = ("presence", "chat_states", "messages", "other")
 
 
-class XmppdCSI(run.Xmppd):
-    """xmppd as bench/run.py runs it, with the ``csi`` module on its host."""
-
-    def configure(self, certificate):
-        super().configure(certificate)
-        text = self.config.read_text()
-        if not text.rstrip().endswith(f'[hosts."{run.DOMAIN}"]'):
-            raise SystemExit("csi.py: bench/run.py's xmppd configuration no longer ends "
-                             "with the host's table")
-        self.config.write_text(text + 'modules_enabled = ["csi"]\n')
-
-
 class ProsodyCSI(run.Prosody):
     """Prosody as bench/run.py runs it, with ``csi_simple``."""
 
@@ -71,7 +59,7 @@ class ProsodyCSI(run.Prosody):
         self.config.write_text(text.replace('"blocklist";', '"blocklist"; "csi_simple";', 1))
 
 
-SERVERS = {"xmppd": XmppdCSI, "prosody": ProsodyCSI}
+SERVERS = {"xmppd": run.Xmppd, "prosody": ProsodyCSI}
 
 
 class Watched(Client):

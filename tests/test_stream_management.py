@@ -17,9 +17,9 @@ def a(h):
     return f"<a xmlns='{NS_SM}' h='{h}'/>"
 
 
-def make(tmp_path, extra=""):
-    server = make_server(tmp_path, modules=("bind", "presence", "message", "offline",
-                                            "stream_management", "ping"), extra=extra)
+def make(tmp_path, extra="", hosts=("example.com",)):
+    server = make_server(tmp_path, hosts, modules=("bind", "presence", "message", "offline",
+                                                   "stream_management", "ping"), extra=extra)
     for user in ("alice@example.com", "bob@example.com"):
         add_user(server, user)
     return server
@@ -378,3 +378,18 @@ def test_a_ping_timeout_hibernates_a_resumable_session(tmp_path):
     assert session_of(server).carrier is None
     _, got = resume(server, enabled["id"], 0)
     assert got[0].name == "resumed" and [e.name for e in got[1:]] == ["iq", "r"]
+
+
+def test_a_host_may_switch_it_off(tmp_path):
+    server = make(tmp_path, '[hosts."example.com"]\ndisabled_modules = ["stream_management"]',
+                  hosts=())
+    client = Client(server)
+    client.starttls()
+    client.open()
+    client.auth_plain("alice@example.com")
+    features = client.open()
+    assert (NS_SM, "sm") not in {(f.uri, f.name) for f in features.elements()}
+    client.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+    client.take()
+    client.send(ENABLE)
+    assert failure(client.take()[0]) == "unexpected-request"

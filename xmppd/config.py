@@ -26,7 +26,8 @@ from xmppd.options import (MODULE_NAME, Invalid, Table, boolean, choice, declare
 LOG_LEVELS = ("debug", "info", "warn", "error")
 # Feature modules a host may switch off with disabled_modules.
 OPTIONAL_MODULES = ("disco", "ping", "version", "time", "last", "vcard",
-                    "private", "blocking", "carbons", "offline")
+                    "private", "blocking", "carbons", "offline", "stream_management", "csi",
+                    "push")
 TLS_VERSIONS = ("1.2", "1.3")
 
 _T = TypeVar("_T")
