@@ -1,18 +1,24 @@
 """Contract of the ``archive`` store (xmppd.storage.kinds.ArchiveStore):
-XEP-0313 queries with XEP-0059 paging."""
+archive ids given by the caller, XEP-0313 queries with XEP-0059 paging."""
 
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy import Engine, event
 
-from xmppd.storage import UnknownArchiveId, UserNotFound
-from xmppd.storage.kinds import ArchivedMessage
+from xmppd.storage import StorageError, UnknownArchiveId, UserNotFound
+from xmppd.storage.kinds import BULK, ArchivedMessage, ArchiveRecord, lane, methods
 
 from .conftest import KEYS
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 WITH = ["bob@example.net/phone", "carol@example.com", "bob@example.net/laptop",
         "bob@example.net", "carol@example.com/x"]
+BASE = 1_811_000_000_000_000 << 12  # microseconds since 1970 shifted by 12 bits
+
+
+def archive_id(n: int) -> str:
+    return str(BASE + n)
 
 
 @pytest.fixture
@@ -23,9 +29,10 @@ def archive(store, alice):
 @pytest.fixture
 def ids(archive):
     """Five messages, a minute apart, with the correspondents of WITH."""
-    return [archive.append("alice", "example.org", jid, f"s{n}", T0 + timedelta(minutes=n),
-                           "in" if n % 2 else "out", f"<message id='s{n}'/>")
-            for n, jid in enumerate(WITH)]
+    for n, jid in enumerate(WITH):
+        archive.append("alice", "example.org", jid, f"s{n}", T0 + timedelta(minutes=n),
+                       "in" if n % 2 else "out", f"<message id='s{n}'/>", id=archive_id(n))
+    return [archive_id(n) for n in range(len(WITH))]
 
 
 def numbers(page):
@@ -45,12 +52,12 @@ def test_append_and_read_back(archive, ids):
 def test_timestamps_in_any_zone_are_utc(archive):
     paris = timezone(timedelta(hours=1))
     archive.append("alice", "example.org", "bob@example.net", None,
-                   datetime(2026, 12, 1, 13, 0, tzinfo=paris), "in", "<message/>")
+                   datetime(2026, 12, 1, 13, 0, tzinfo=paris), "in", "<message/>", id="1")
     [item] = archive.find("alice", "example.org").items
     assert item.timestamp == T0 and item.timestamp.utcoffset() == timedelta(0)
     with pytest.raises(ValueError):
         archive.append("alice", "example.org", "bob@example.net", None,
-                       datetime(2026, 12, 1), "in", "<message/>")
+                       datetime(2026, 12, 1), "in", "<message/>", id="2")
 
 
 def test_time_range_is_inclusive(archive, ids):
@@ -99,7 +106,7 @@ def test_empty_page_counts_only(archive, ids):
     assert (page.items, page.complete) == ([], False)
 
 
-@pytest.mark.parametrize("paging", ["after", "before"])
+@pytest.mark.parametrize("paging", ["after", "before", "after_id", "before_id"])
 def test_unknown_id(store, archive, ids, paging):
     with pytest.raises(UnknownArchiveId):
         archive.find("alice", "example.org", **{paging: "not-an-id"})
@@ -113,7 +120,8 @@ def test_unknown_id(store, archive, ids, paging):
 def test_scoped_per_name_and_account(store, archive, ids):
     store.open("accounts").create("bob", "example.org", KEYS)
     other = store.open("archive", "muc")
-    other.append("alice", "example.org", "room@conference.example.org/bob", None, T0, "in", "<m/>")
+    other.append("alice", "example.org", "room@conference.example.org/bob", None, T0, "in",
+                 "<m/>", id=ids[0])  # ids are unique in a named archive only
     assert numbers(archive.find("alice", "example.org")) == [0, 1, 2, 3, 4]
     assert len(other.find("alice", "example.org").items) == 1
     assert archive.find("bob", "example.org").items == []
@@ -121,7 +129,8 @@ def test_scoped_per_name_and_account(store, archive, ids):
 
 def test_delete_up_to_an_id(store, archive, ids):
     store.open("accounts").create("bob", "example.org", KEYS)
-    archive.append("bob", "example.org", "alice@example.org", None, T0, "in", "<m/>")
+    archive.append("bob", "example.org", "alice@example.org", None, T0, "in", "<m/>",
+                   id=archive_id(-1))
     assert archive.delete_until(up_to=ids[1], username="alice", domain="example.org") == 2
     assert numbers(archive.find("alice", "example.org")) == [2, 3, 4]
     assert len(archive.find("bob", "example.org").items) == 1
@@ -129,9 +138,11 @@ def test_delete_up_to_an_id(store, archive, ids):
 
 def test_retention_deletes_older_messages_of_everyone(store, archive, ids):
     store.open("accounts").create("bob", "example.org", KEYS)
-    archive.append("bob", "example.org", "alice@example.org", None, T0, "in", "<m/>")
+    archive.append("bob", "example.org", "alice@example.org", None, T0, "in", "<m/>",
+                   id=archive_id(5))
     other = store.open("archive", "muc")
-    other.append("alice", "example.org", "room@conference.example.org", None, T0, "in", "<m/>")
+    other.append("alice", "example.org", "room@conference.example.org", None, T0, "in", "<m/>",
+                 id=archive_id(6))
     assert archive.delete_until(before=T0 + timedelta(minutes=2)) == 3
     assert numbers(archive.find("alice", "example.org")) == [2, 3, 4]
     assert archive.find("bob", "example.org").items == []
@@ -146,10 +157,197 @@ def test_delete_needs_a_bound(archive, ids):
 
 def test_missing_account(archive):
     with pytest.raises(UserNotFound):
-        archive.append("bob", "example.org", "alice@example.org", None, T0, "in", "<m/>")
+        archive.append("bob", "example.org", "alice@example.org", None, T0, "in", "<m/>", id="1")
     assert archive.find("bob", "example.org").items == []
 
 
 def test_invalid_direction(archive):
     with pytest.raises(ValueError):
-        archive.append("alice", "example.org", "bob@example.net", None, T0, "sideways", "<m/>")
+        archive.append("alice", "example.org", "bob@example.net", None, T0, "sideways", "<m/>",
+                       id="1")
+
+
+def test_writes_are_bulk():
+    assert {name for name, method in methods("archive").items() if lane(method) == BULK} == {
+        "append", "append_many", "trim", "delete_until"}
+
+
+# Archive ids given by the caller
+
+
+def test_caller_ids_order_the_archive(archive):
+    for n, minute in ((3, 0), (1, 2), (2, 1)):  # neither stored nor stamped in their order
+        archive.append("alice", "example.org", "bob@example.net", f"s{n}",
+                       T0 + timedelta(minutes=minute), "in", "<m/>", id=archive_id(n))
+    page = archive.find("alice", "example.org")
+    assert [item.id for item in page.items] == [archive_id(1), archive_id(2), archive_id(3)]
+    assert numbers(page) == [1, 2, 3]
+    assert numbers(archive.find("alice", "example.org", before="", limit=1)) == [3]
+    assert numbers(archive.find("alice", "example.org", after=archive_id(1))) == [2, 3]
+
+
+def test_largest_id(archive):
+    archive.append("alice", "example.org", "bob@example.net", None, T0, "in", "<m/>",
+                   id=str(2**63 - 1))
+    assert [item.id for item in archive.find("alice", "example.org").items] == [str(2**63 - 1)]
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "+1", "007", "1.0", " 1", "", "x1", "\u0661",
+                                 str(2**63)])
+def test_invalid_ids(archive, bad):
+    with pytest.raises(ValueError):
+        archive.append("alice", "example.org", "bob@example.net", None, T0, "in", "<m/>", id=bad)
+    assert archive.find("alice", "example.org").items == []
+
+
+def test_an_id_is_unique_in_its_named_archive(store, archive, ids):
+    store.open("accounts").create("bob", "example.org", KEYS)
+    with pytest.raises(StorageError):
+        archive.append("bob", "example.org", "alice@example.org", None, T0, "in", "<m/>",
+                       id=ids[0])
+    with pytest.raises(StorageError):  # the whole batch fails
+        archive.append_many([record("bob", archive_id(10)), record("bob", ids[1])])
+    assert archive.find("bob", "example.org").items == []
+    store.open("archive", "muc").append("bob", "example.org", "alice@example.org", None, T0,
+                                        "in", "<m/>", id=ids[0])
+
+
+def record(username: str, id: str, with_jid: str = "carol@example.com") -> ArchiveRecord:
+    return ArchiveRecord(username, "example.org", id, with_jid, f"{username}-{id}", T0, "out",
+                         f"<message id='{id}'/>")
+
+
+def test_append_many_skips_missing_accounts(store, archive):
+    store.open("accounts").create("bob", "example.org", KEYS)
+    records = [record("alice", archive_id(1)), record("nobody", archive_id(2)),
+               record("bob", archive_id(3)), record("alice", archive_id(4))]
+    assert archive.append_many(records) == [True, False, True, True]
+    assert [item.id for item in archive.find("alice", "example.org").items] == [
+        archive_id(1), archive_id(4)]
+    [item] = archive.find("bob", "example.org").items
+    assert item == ArchivedMessage(archive_id(3), "carol@example.com", f"bob-{archive_id(3)}",
+                                   T0, "out", f"<message id='{archive_id(3)}'/>")
+    assert archive.append_many([]) == []
+    assert archive.append_many([record("nobody", archive_id(5))]) == [False]
+
+
+def test_append_many_checks_every_record_first(archive):
+    with pytest.raises(ValueError):
+        archive.append_many([record("alice", archive_id(1)), record("alice", "007")])
+    assert archive.find("alice", "example.org").items == []
+
+
+def test_append_many_looks_each_account_up_once(store, archive):
+    store.open("accounts").create("bob", "example.org", KEYS)
+    statements = []
+
+    def executed(connection, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    records = [record(("alice", "bob", "nobody")[n % 3], archive_id(n)) for n in range(30)]
+    event.listen(Engine, "before_cursor_execute", executed)
+    try:
+        assert archive.append_many(records) == [n % 3 != 2 for n in range(30)]
+    finally:
+        event.remove(Engine, "before_cursor_execute", executed)
+    assert sum("accounts" in statement for statement in statements) == 1
+    assert sum(statement.lstrip().startswith("INSERT") for statement in statements) == 1
+
+
+def test_last_id(store, archive):
+    assert archive.last_id() is None
+    store.open("accounts").create("bob", "example.org", KEYS)
+    archive.append_many([record("bob", archive_id(7)), record("alice", archive_id(3))])
+    store.open("archive", "muc").append_many([record("alice", archive_id(9))])
+    assert archive.last_id() == archive_id(7)
+    assert store.open("archive", "other").last_id() is None
+
+
+# Filters of XEP-0313 §4.1.3 and counts
+
+
+def test_ids_filter(store, archive, ids):
+    assert numbers(archive.find("alice", "example.org", ids=[ids[3], ids[1]])) == [1, 3]
+    assert numbers(archive.find("alice", "example.org", ids=[ids[1], ids[2], ids[3]],
+                                with_jid="bob@example.net")) == [2, 3]
+    page = archive.find("alice", "example.org", ids=ids[1:], limit=2)
+    assert (numbers(page), page.complete) == ([1, 2], False)
+    page = archive.find("alice", "example.org", ids=ids[1:], after=page.last, limit=2)
+    assert (numbers(page), page.complete) == ([3, 4], True)
+    assert archive.find("alice", "example.org", ids=[]).items == []
+    with pytest.raises(UnknownArchiveId):
+        archive.find("alice", "example.org", ids=[ids[0], archive_id(99)])
+    store.open("accounts").create("bob", "example.org", KEYS)
+    with pytest.raises(UnknownArchiveId):  # an id of someone else's archive
+        archive.find("bob", "example.org", ids=[ids[0]])
+
+
+def test_after_id_and_before_id_filter(archive, ids):
+    page = archive.find("alice", "example.org", after_id=ids[0], before_id=ids[4])
+    assert (numbers(page), page.complete) == ([1, 2, 3], True)
+    # Filters, not paging: the first page of what they let through...
+    page = archive.find("alice", "example.org", before_id=ids[4], limit=2)
+    assert (numbers(page), page.complete) == ([0, 1], False)
+    # ... or the last, with paging backward within them.
+    page = archive.find("alice", "example.org", after_id=ids[0], before="", limit=2)
+    assert (numbers(page), page.complete) == ([3, 4], False)
+    page = archive.find("alice", "example.org", after_id=ids[0], before=page.first, limit=2)
+    assert (numbers(page), page.complete) == ([1, 2], True)
+    assert numbers(archive.find("alice", "example.org", after_id=ids[1],
+                                with_jid="bob@example.net")) == [2, 3]
+    assert archive.find("alice", "example.org", after_id=ids[4]).items == []
+
+
+def test_count(archive, ids):
+    assert archive.find("alice", "example.org").count is None
+    page = archive.find("alice", "example.org", limit=2, count=True)
+    assert (numbers(page), page.count) == ([0, 1], 5)
+    page = archive.find("alice", "example.org", after=page.last, limit=2, count=True)
+    assert (numbers(page), page.count) == ([2, 3], 5)  # paging leaves the count alone
+    assert archive.find("alice", "example.org", limit=0, count=True).count == 5
+    assert archive.find("alice", "example.org", with_jid="bob@example.net", count=True,
+                        limit=1).count == 3
+    assert archive.find("alice", "example.org", with_jid="bob@example.net/laptop",
+                        count=True).count == 1
+    assert archive.find("alice", "example.org", start=T0 + timedelta(minutes=1),
+                        end=T0 + timedelta(minutes=3), count=True).count == 3
+    assert archive.find("alice", "example.org", after_id=ids[2], count=True).count == 2
+    assert archive.find("alice", "example.org", ids=ids[:2], count=True).count == 2
+    assert archive.find("alice", "example.org", with_jid="dave@example.com",
+                        count=True).count == 0
+    assert archive.find("nobody", "example.org", count=True).count == 0
+
+
+# Metadata (XEP-0313 §5) and quotas
+
+
+def test_bounds(store, archive):
+    assert archive.bounds("alice", "example.org") == (None, None)
+    assert archive.bounds("nobody", "example.org") == (None, None)
+    store.open("accounts").create("bob", "example.org", KEYS)
+    archive.append_many([record("bob", archive_id(1)), record("alice", archive_id(2)),
+                         record("alice", archive_id(3)), record("bob", archive_id(4))])
+    store.open("archive", "muc").append_many([record("alice", archive_id(9))])
+    first, last = archive.bounds("alice", "example.org")
+    assert (first.id, last.id) == (archive_id(2), archive_id(3))
+    assert first == archive.find("alice", "example.org").items[0]
+    archive.trim("alice", "example.org", 1)
+    first, last = archive.bounds("alice", "example.org")
+    assert first == last == archive.find("alice", "example.org").items[0]
+
+
+def test_trim_keeps_the_newest(store, archive, ids):
+    store.open("accounts").create("bob", "example.org", KEYS)
+    archive.append_many([record("bob", archive_id(-1))])
+    store.open("archive", "muc").append_many([record("alice", archive_id(-2))])
+    assert archive.trim("alice", "example.org", 2) == 3
+    assert numbers(archive.find("alice", "example.org")) == [3, 4]
+    assert archive.trim("alice", "example.org", 2) == 0
+    assert archive.trim("alice", "example.org", 5) == 0
+    assert archive.trim("alice", "example.org", 0) == 2
+    assert archive.find("alice", "example.org").items == []
+    assert len(archive.find("bob", "example.org").items) == 1
+    assert len(store.open("archive", "muc").find("alice", "example.org").items) == 1
+    assert archive.trim("nobody", "example.org", 0) == 0
+    with pytest.raises(ValueError):
+        archive.trim("bob", "example.org", -1)

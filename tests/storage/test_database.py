@@ -9,7 +9,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, make_url
+from sqlalchemy import create_engine, make_url, text
 
 from xmppd.storage import RosterItem, SchemaOutdated, StorageError
 from xmppd.storage.models import (
@@ -84,7 +84,7 @@ class TestDatabase:
         accounts.create("alice", "example.org", KEYS)
         roster.set_item("alice", "example.org", RosterItem("bob@example.net"))
 
-        assert empty_store.migrate() == ("0001", "0003")
+        assert empty_store.migrate() == ("0001", "0004")
         empty_store.check_schema()
         assert accounts.get_credentials("alice", "example.org") == KEYS
         assert roster.get("alice", "example.org") == (1, [RosterItem("bob@example.net")])
@@ -93,10 +93,40 @@ class TestDatabase:
         assert offline.append("alice", "example.org", "<message/>", 10)
         archive = empty_store.open("archive", "mam")
         archive.append("alice", "example.org", "bob@example.net", None,
-                       datetime.now(timezone.utc), "in", "<message/>")
+                       datetime.now(timezone.utc), "in", "<message/>", id="1")
         assert vcard.get("alice", "example.org", "") == "<vCard/>"
         assert offline.take_all("alice", "example.org") == ["<message/>"]
         assert len(archive.find("alice", "example.org").items) == 1
+
+    def test_upgrade_from_0003_keeps_the_archive(self, backend, empty_store):
+        engine = create_engine(backend.url)
+        try:
+            with engine.begin() as connection:
+                command.upgrade(alembic_config(connection), "0003")
+                connection.execute(text(
+                    "INSERT INTO accounts (username, domain, roster_version) "
+                    "VALUES ('alice', 'example.org', 0)"))
+                connection.execute(text(  # the id numbered by the database
+                    "INSERT INTO archive_messages (account_id, store, with_bare, with_resource,"
+                    " stamp, direction, stanza) SELECT id, 'mam', 'bob@example.net', '',"
+                    " CURRENT_TIMESTAMP, 'in', '<message/>' FROM accounts"))
+        finally:
+            engine.dispose()
+        [old] = empty_store.open("archive", "mam").find("alice", "example.org").items
+
+        assert empty_store.migrate() == ("0003", "0004")
+        archive = empty_store.open("archive", "mam")
+        archive.append("alice", "example.org", "bob@example.net", None,
+                       datetime.now(timezone.utc), "out", "<message/>", id="9")
+        with pytest.raises(StorageError):
+            archive.append("alice", "example.org", "bob@example.net", None,
+                           datetime.now(timezone.utc), "out", "<message/>", id="9")
+        empty_store.open("archive", "muc").append(
+            "alice", "example.org", "bob@example.net", None, datetime.now(timezone.utc), "out",
+            "<message/>", id="9")
+        assert archive.find("alice", "example.org").items[0] == old
+        assert [item.id for item in archive.find("alice", "example.org").items] == [old.id, "9"]
+        assert archive.last_id() == "9"
 
     def test_delete_account_cascades(self, backend, store):
         accounts = store.open("accounts")
@@ -106,7 +136,8 @@ class TestDatabase:
         store.open("keyval", "vcard").set("alice", "example.org", "", "<vCard/>")
         store.open("offline").append("alice", "example.org", "<message/>", 10)
         store.open("archive", "mam").append("alice", "example.org", "bob@example.net", "x",
-                                            datetime.now(timezone.utc), "out", "<message/>")
+                                            datetime.now(timezone.utc), "out", "<message/>",
+                                            id="1")
         accounts.delete("alice", "example.org")
         for model in (ScramCredential, RosterEntry, RosterGroup, UserValue, OfflineMessage,
                       ArchiveEntry):

@@ -160,21 +160,45 @@ class ArchivedMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class ArchiveRecord:
+    """One message to archive for the account ``username@domain`` under the
+    archive id ``id`` (:meth:`ArchiveStore.append_many`)."""
+
+    username: str
+    domain: str
+    id: str
+    with_jid: str  # a normalised bare or full JID
+    stanza_id: str | None
+    timestamp: datetime  # timezone-aware
+    direction: str  # one of DIRECTIONS
+    xml: str
+
+
+@dataclass(frozen=True, slots=True)
 class ArchivePage:
     """One page of a query (XEP-0059 §2, XEP-0313 §4.3): its messages in
     chronological order, the ids of the first and last (None on an empty
-    page), and whether the page completes the result in the direction of
-    paging (the ``complete`` attribute of XEP-0313's ``<fin/>``)."""
+    page), whether the page completes the result in the direction of
+    paging (the ``complete`` attribute of XEP-0313's ``<fin/>``), and, when
+    asked for, how many messages the whole result holds (XEP-0059 §2.7
+    ``<count/>``)."""
 
     items: list[ArchivedMessage]
     first: str | None
     last: str | None
     complete: bool
+    count: int | None = None
 
 
 class ArchiveStore(Protocol):
-    """A named message archive per user (XEP-0313).  Archive ids are
-    opaque strings that sort nowhere but in the store."""
+    """A named message archive per user (XEP-0313).
+
+    The caller gives each message its archive id (its XEP-0359 stanza-id),
+    so that it can stamp a message before the store has it: the decimal
+    string of an integer from 1 to 2**63 - 1, without leading zeros,
+    unique in the named archive (over all users), and increasing with time,
+    since the archive's order (XEP-0313 §3.1) is the order of the ids.
+    Storing an id the named archive already holds is a StorageError."""
 
     @bulk
     def append(
@@ -186,10 +210,22 @@ class ArchiveStore(Protocol):
         timestamp: datetime,
         direction: str,
         xml: str,
-    ) -> str:
+        *,
+        id: str,
+    ) -> None:
         """Archive a message exchanged with ``with_jid`` (a normalised bare
-        or full JID) at ``timestamp`` (timezone-aware); its archive id.
-        UserNotFound if no such account."""
+        or full JID) at ``timestamp`` (timezone-aware) under the archive id
+        ``id``.  UserNotFound if no such account."""
+
+    @bulk
+    def append_many(self, entries: Sequence[ArchiveRecord]) -> list[bool]:
+        """Archive several messages (accounts may differ) in one
+        transaction; for each, in order, whether it was stored (False: no
+        such account, the others are stored all the same)."""
+
+    def last_id(self) -> str | None:
+        """The largest id the named archive holds, over all users; None if
+        it is empty."""
 
     def find(
         self,
@@ -199,17 +235,38 @@ class ArchiveStore(Protocol):
         start: datetime | None = None,
         end: datetime | None = None,
         with_jid: str | None = None,
+        ids: Sequence[str] | None = None,
+        after_id: str | None = None,
+        before_id: str | None = None,
         after: str | None = None,
         before: str | None = None,
         limit: int = 50,
+        count: bool = False,
     ) -> ArchivePage:
         """A page of at most ``limit`` messages from ``start`` to ``end``
         (both inclusive, XEP-0313 §4.1.2), exchanged with ``with_jid``: a
         bare JID matches it and its full JIDs, a full JID only itself
-        (§4.1.1).  Paging (XEP-0059 §2.2, §2.5): the first messages after
-        the id ``after``; or the last ones before the id ``before``
-        (``before=""``: the last page); else the first page.  An unknown
-        ``after``/``before`` id is UnknownArchiveId (XEP-0059 §2.6)."""
+        (§4.1.1); only those of ``ids``, only those after the id
+        ``after_id`` and before the id ``before_id`` (exclusive, §4.1.3).
+        Paging (XEP-0059 §2.2, §2.5): the first messages after the id
+        ``after``; or the last ones before the id ``before``
+        (``before=""``: the last page); else the first page.  With
+        ``count``, the page tells how many messages match the filters (a
+        pass over them all: costly for a large archive).  An id of
+        ``ids``, ``after_id``, ``before_id``, ``after`` or ``before`` that
+        the user's archive does not hold is UnknownArchiveId (XEP-0313
+        §4.1.3, XEP-0059 §2.4)."""
+
+    def bounds(
+        self, username: str, domain: str
+    ) -> tuple[ArchivedMessage | None, ArchivedMessage | None]:
+        """The first and the last message of the user's archive (XEP-0313
+        §5 metadata); both None if it is empty (or no such account)."""
+
+    @bulk
+    def trim(self, username: str, domain: str, keep: int) -> int:
+        """Delete the user's messages but the newest ``keep`` (a quota: only
+        the oldest go, XEP-0313 §3.2); how many went."""
 
     @bulk
     def delete_until(

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Text,
     UniqueConstraint,
@@ -34,7 +35,7 @@ HASH_NAMES = ("SHA-1", "SHA-256")  # SCRAM hash functions, as named by IANA
 STORE_NAME_LENGTH = 64
 VALUE_KEY_LENGTH = BARE_JID_LENGTH  # keys are namespaces or bare JIDs
 STANZA_ID_LENGTH = 1023
-# 64-bit ids; SQLite's INTEGER PRIMARY KEY (its rowid) is 64-bit already.
+# 64-bit ids; SQLite's INTEGER is 64-bit already.
 BIG_ID = BigInteger().with_variant(Integer(), "sqlite")
 
 
@@ -146,16 +147,20 @@ class OfflineMessage(Base):
 class ArchiveEntry(Base):
     """A message of a named archive (XEP-0313) of one account: the
     correspondent's JID split in its bare JID and resource (empty for a bare
-    JID), so that a query matches either (§4.1.1); ``id`` orders them."""
+    JID), so that a query matches either (§4.1.1); ``id``, the archive id
+    the caller gave it, is unique in the named archive and orders them."""
 
     __tablename__ = "archive_messages"
     __table_args__ = (
+        PrimaryKeyConstraint("store", "id"),
         Index("ix_archive_messages_account_id_store_id", "account_id", "store", "id"),
+        Index("ix_archive_messages_account_id_store_with_bare_id",
+              "account_id", "store", "with_bare", "id"),
         Index("ix_archive_messages_account_id_store_stamp", "account_id", "store", "stamp"),
         CheckConstraint(column("direction").in_(DIRECTIONS), name="direction"),
     )
 
-    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
+    id: Mapped[int] = mapped_column(BIG_ID, autoincrement=False)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
     store: Mapped[str] = mapped_column(String(STORE_NAME_LENGTH))
     with_bare: Mapped[str] = mapped_column(String(BARE_JID_LENGTH))

@@ -1,15 +1,19 @@
 """The SQL message archive (:class:`xmppd.storage.kinds.ArchiveStore`,
-XEP-0313): rows of ``archive_messages``, ordered by their id, which is also
-the archive id (as text).  Timestamps are kept in UTC."""
+XEP-0313): rows of ``archive_messages``, keyed by the name of the archive
+and the archive id the caller gave (as an integer), and ordered by it.
+Timestamps are kept in UTC."""
 
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 
-from sqlalchemy import ColumnElement, delete, select
+from sqlalchemy import ColumnElement, delete, func, insert, select, tuple_
 
-from . import UnknownArchiveId
-from .kinds import DIRECTIONS, ArchivedMessage, ArchivePage
-from .models import ArchiveEntry
-from .sql_stores import account, account_id
+from . import UnknownArchiveId, UserNotFound
+from .kinds import DIRECTIONS, ArchivedMessage, ArchivePage, ArchiveRecord
+from .models import Account, ArchiveEntry
+from .sql_stores import account_id, named
+
+MAX_ID = 2**63 - 1
 
 
 def _utc(moment: datetime) -> datetime:
@@ -25,17 +29,48 @@ def _read_utc(moment: datetime) -> datetime:
     return moment.astimezone(timezone.utc)
 
 
+def _number(archive_id: str) -> int | None:
+    """The integer an archive id writes, None unless it is one from 1 to
+    MAX_ID in decimal digits without a leading zero."""
+    if archive_id.isascii() and archive_id.isdigit() and archive_id[0] != "0":
+        number = int(archive_id)
+        if number <= MAX_ID:
+            return number
+    return None
+
+
 def _row_id(archive_id: str) -> int:
-    try:
-        return int(archive_id)
-    except ValueError:
-        raise UnknownArchiveId(f"no archived message {archive_id!r}") from None
+    number = _number(archive_id)
+    if number is None:
+        raise UnknownArchiveId(f"no archived message {archive_id!r}")
+    return number
 
 
-def _message(entry: ArchiveEntry) -> ArchivedMessage:
-    with_jid = f"{entry.with_bare}/{entry.with_resource}" if entry.with_resource else entry.with_bare
-    return ArchivedMessage(str(entry.id), with_jid, entry.stanza_id, _read_utc(entry.stamp),
-                           entry.direction, entry.stanza)
+def _row(record: ArchiveRecord, store: str) -> dict:
+    """The columns of a new row, but its account; ValueError if the record
+    is invalid."""
+    number = _number(record.id)
+    if number is None:
+        raise ValueError(f"an archive id is a decimal integer from 1 to {MAX_ID}, "
+                         f"not {record.id!r}")
+    if record.direction not in DIRECTIONS:
+        raise ValueError(f"invalid direction {record.direction!r}; expected one of {DIRECTIONS}")
+    bare, _, resource = record.with_jid.partition("/")
+    return dict(store=store, id=number, with_bare=bare, with_resource=resource,
+                stanza_id=record.stanza_id, stamp=_utc(record.timestamp),
+                direction=record.direction, stanza=record.xml)
+
+
+# The columns of an ArchivedMessage: rows, not ORM objects, which cost more.
+_MESSAGE = select(ArchiveEntry.id, ArchiveEntry.with_bare, ArchiveEntry.with_resource,
+                  ArchiveEntry.stanza_id, ArchiveEntry.stamp, ArchiveEntry.direction,
+                  ArchiveEntry.stanza)
+
+
+def _message(row) -> ArchivedMessage:
+    with_jid = f"{row.with_bare}/{row.with_resource}" if row.with_resource else row.with_bare
+    return ArchivedMessage(str(row.id), with_jid, row.stanza_id, _read_utc(row.stamp),
+                           row.direction, row.stanza)
 
 
 class SQLArchive:
@@ -45,60 +80,119 @@ class SQLArchive:
         self._db = database
         self.name = name
 
-    def _of(self, username: str, domain: str) -> ColumnElement[bool]:
-        return (ArchiveEntry.account_id == account_id(username, domain)) & (
-            ArchiveEntry.store == self.name)
+    def _of(self, owner) -> ColumnElement[bool]:
+        """The rows of the account ``owner`` (an id or a subquery)."""
+        return (ArchiveEntry.account_id == owner) & (ArchiveEntry.store == self.name)
 
     def append(self, username: str, domain: str, with_jid: str, stanza_id: str | None,
-               timestamp: datetime, direction: str, xml: str) -> str:
-        if direction not in DIRECTIONS:
-            raise ValueError(f"invalid direction {direction!r}; expected one of {DIRECTIONS}")
-        bare, _, resource = with_jid.partition("/")
+               timestamp: datetime, direction: str, xml: str, *, id: str) -> None:
+        record = ArchiveRecord(username, domain, id, with_jid, stanza_id, timestamp,
+                               direction, xml)
+        if not self.append_many([record])[0]:
+            raise UserNotFound(f"no account {username}@{domain}")
+
+    def append_many(self, entries: Sequence[ArchiveRecord]) -> list[bool]:
+        rows = [_row(entry, self.name) for entry in entries]
+        users = [(entry.username, entry.domain) for entry in entries]
+        if not users:
+            return []
         with self._db.writing() as session:
-            entry = ArchiveEntry(
-                account_id=account(session, username, domain).id, store=self.name,
-                with_bare=bare, with_resource=resource, stanza_id=stanza_id,
-                stamp=_utc(timestamp), direction=direction, stanza=xml)
-            session.add(entry)
-            session.flush()
-            return str(entry.id)
+            # Shared locks: an account cannot go before its rows are in.
+            owners = {(row.username, row.domain): row.id for row in session.execute(
+                select(Account.id, Account.username, Account.domain)
+                .where(tuple_(Account.username, Account.domain).in_(sorted(set(users))))
+                .order_by(Account.id)
+                .with_for_update(read=True, key_share=True))}
+            kept = [dict(row, account_id=owners[user])
+                    for user, row in zip(users, rows) if user in owners]
+            if kept:
+                session.execute(insert(ArchiveEntry), kept)
+            return [user in owners for user in users]
+
+    def last_id(self) -> str | None:
+        with self._db.reading() as session:
+            top = session.scalar(
+                select(func.max(ArchiveEntry.id)).where(ArchiveEntry.store == self.name))
+        return None if top is None else str(top)
+
+    def _check_known(self, session, owner: int | None, archive_ids: Iterable[str]) -> None:
+        """UnknownArchiveId unless the account's archive holds every id."""
+        wanted = {archive_id: _row_id(archive_id) for archive_id in archive_ids}
+        if not wanted:
+            return
+        found = set() if owner is None else set(session.scalars(select(ArchiveEntry.id).where(
+            self._of(owner), ArchiveEntry.id.in_(sorted(set(wanted.values()))))))
+        for archive_id, number in wanted.items():
+            if number not in found:
+                raise UnknownArchiveId(f"no archived message {archive_id!r}")
 
     def find(self, username: str, domain: str, *, start: datetime | None = None,
              end: datetime | None = None, with_jid: str | None = None,
-             after: str | None = None, before: str | None = None,
-             limit: int = 50) -> ArchivePage:
+             ids: Sequence[str] | None = None, after_id: str | None = None,
+             before_id: str | None = None, after: str | None = None,
+             before: str | None = None, limit: int = 50, count: bool = False) -> ArchivePage:
         if limit < 0:
             raise ValueError(f"a page holds 0 messages or more, not {limit}")
-        owned = self._of(username, domain)
-        conditions = [owned]
-        if start is not None:
-            conditions.append(ArchiveEntry.stamp >= _utc(start))
-        if end is not None:
-            conditions.append(ArchiveEntry.stamp <= _utc(end))
-        if with_jid is not None:
-            bare, _, resource = with_jid.partition("/")
-            conditions.append(ArchiveEntry.with_bare == bare)
-            if resource:
-                conditions.append(ArchiveEntry.with_resource == resource)
         with self._db.reading() as session:
-            for archive_id, compare in ((after, ArchiveEntry.id.__gt__),
-                                        (before, ArchiveEntry.id.__lt__)):
-                if archive_id:  # before="" asks for the last page
-                    row_id = _row_id(archive_id)
-                    if session.scalar(select(ArchiveEntry.id).where(
-                            owned, ArchiveEntry.id == row_id)) is None:
-                        raise UnknownArchiveId(f"no archived message {archive_id!r}")
-                    conditions.append(compare(row_id))
+            owner = session.scalar(select(Account.id).where(named(username, domain)))
+            self._check_known(session, owner, [
+                *(archive_id for archive_id in (after_id, before_id) if archive_id is not None),
+                *(archive_id for archive_id in (after, before) if archive_id),  # before="" too
+                *(ids or ())])
+            if owner is None:
+                return ArchivePage([], None, None, True, 0 if count else None)
+            conditions = [self._of(owner)]
+            if start is not None:
+                conditions.append(ArchiveEntry.stamp >= _utc(start))
+            if end is not None:
+                conditions.append(ArchiveEntry.stamp <= _utc(end))
+            if with_jid is not None:
+                bare, _, resource = with_jid.partition("/")
+                conditions.append(ArchiveEntry.with_bare == bare)
+                if resource:
+                    conditions.append(ArchiveEntry.with_resource == resource)
+            if ids is not None:
+                conditions.append(ArchiveEntry.id.in_(sorted({_row_id(item) for item in ids})))
+            if after_id is not None:
+                conditions.append(ArchiveEntry.id > _row_id(after_id))
+            if before_id is not None:
+                conditions.append(ArchiveEntry.id < _row_id(before_id))
+            total = session.scalar(select(func.count()).where(*conditions)) if count else None
+            if after:
+                conditions.append(ArchiveEntry.id > _row_id(after))
+            if before:
+                conditions.append(ArchiveEntry.id < _row_id(before))
             backward = before is not None
             order = ArchiveEntry.id.desc() if backward else ArchiveEntry.id
-            items = [_message(entry) for entry in session.scalars(
-                select(ArchiveEntry).where(*conditions).order_by(order).limit(limit + 1))]
+            items = [_message(row) for row in session.execute(
+                _MESSAGE.where(*conditions).order_by(order).limit(limit + 1))]
         complete = len(items) <= limit
         items = items[:limit]
         if backward:
             items.reverse()
         return ArchivePage(items, items[0].id if items else None,
-                           items[-1].id if items else None, complete)
+                           items[-1].id if items else None, complete, total)
+
+    def bounds(self, username: str, domain: str
+               ) -> tuple[ArchivedMessage | None, ArchivedMessage | None]:
+        owned = self._of(account_id(username, domain))
+        with self._db.reading() as session:
+            first, last = (
+                session.execute(_MESSAGE.where(owned).order_by(order).limit(1)).first()
+                for order in (ArchiveEntry.id, ArchiveEntry.id.desc()))
+            return (first and _message(first), last and _message(last))
+
+    def trim(self, username: str, domain: str, keep: int) -> int:
+        if keep < 0:
+            raise ValueError(f"keep 0 messages or more, not {keep}")
+        owned = self._of(account_id(username, domain))
+        with self._db.writing() as session:
+            newest_gone = session.scalar(select(ArchiveEntry.id).where(owned)
+                                         .order_by(ArchiveEntry.id.desc()).offset(keep).limit(1))
+            if newest_gone is None:
+                return 0
+            return session.execute(
+                delete(ArchiveEntry).where(owned, ArchiveEntry.id <= newest_gone)).rowcount
 
     def delete_until(self, *, up_to: str | None = None, before: datetime | None = None,
                      username: str | None = None, domain: str | None = None) -> int:
