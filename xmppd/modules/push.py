@@ -152,7 +152,7 @@ class Push:
     def delivered(self, session, element):
         """Outbound filter: a stanza for a hibernating session may be
         notified."""
-        if session.hibernating:
+        if session.carrier is None and session.hibernating:
             self.note(session.jid.bare, element)
         return element
 
@@ -161,7 +161,10 @@ class Push:
         return False
 
     def presence(self, stanza):
-        if stanza.sender is not None and stanza.sender.bare != stanza.recipient.bare:
+        """A subscription request (cheapest test first: every presence
+        broadcast passes here)."""
+        if (stanza.type == "subscribe" and stanza.sender is not None
+                and stanza.sender.bare != stanza.recipient.bare):
             self.note(stanza.recipient.bare, stanza.element)
         return False
 
