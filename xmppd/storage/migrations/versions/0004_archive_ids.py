@@ -3,7 +3,7 @@ queries with one correspondent.
 
 Revision ID: 0004
 Revises: 0003
-Create Date: 2026-12-08 10:00:00
+Create Date: 2026-12-03 16:00:00
 """
 
 import sqlalchemy as sa
