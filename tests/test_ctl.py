@@ -680,3 +680,43 @@ def test_console_script_reports_a_missing_config(tmp_path):
     )
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr == f"xmppctl: {missing}: cannot read: No such file or directory\n"
+
+
+def archive(conf, *stamps, user="ann"):
+    """Messages archived for ``user`` at ``stamps`` (ISO dates)."""
+    from xmppd.storage.kinds import ArchiveRecord
+
+    store = SQLStore(configuration.load(conf).storage.url)
+    try:
+        store.open("archive", "mam").append_many([
+            ArchiveRecord(user, DOMAIN, str(i + 1), f"bob@{DOMAIN}", None,
+                          datetime.datetime.fromisoformat(stamp + "T00:00:00+00:00"), "in",
+                          "<message/>")
+            for i, stamp in enumerate(stamps)])
+    finally:
+        store.close()
+
+
+def test_mam_purge_of_one_account_before_a_date(ctl, conf):
+    ctl("adduser", f"ann@{DOMAIN}", "--password", "pw")
+    archive(conf, "2025-01-01", "2026-06-02")
+    assert ctl("mam", "purge", "--before", "2026-06-01", f"ann@{DOMAIN}") == (
+        0, f"deleted 1 archived message of ann@{DOMAIN} from before 2026-06-01T00:00:00Z\n", "")
+    assert ctl("mam", "purge", f"ann@{DOMAIN}")[1].startswith(
+        f"deleted 1 archived message of ann@{DOMAIN} from before ")
+
+
+def test_mam_purge_applies_the_retention_by_default(ctl, conf):
+    ctl("adduser", f"ann@{DOMAIN}", "--password", "pw")
+    archive(conf, "2000-01-01", "2999-01-01")
+    status, out, _ = ctl("mam", "purge")
+    assert status == 0 and out.startswith("deleted 1 archived message from before ")
+
+
+def test_mam_purge_needs_a_limit_when_archives_are_kept_for_ever(capsys, conf):
+    with open(conf, "a") as f:
+        f.write("\n[mam]\nmax_age = 0\n")
+    assert failure(capsys, "-c", conf, "mam", "purge") == (
+        f"mam.max_age is 0 in {conf} (archives are kept for ever): give --before DATE or a JID")
+    assert "invalid date 'soon'" in run(capsys, "-c", conf, "mam", "purge", "--before",
+                                        "soon")[2]

@@ -417,18 +417,26 @@ STANZA = ("<message to='bob@example.com/res' type='chat' xml:lang='fr' id='s&amp
           "<e:extra xmlns:f='urn:example:f'><f:g a='&quot;'/></e:extra></message>").encode()
 
 
+def without_stanza_id(message):
+    """The message without the archive's stanza-id (XEP-0359), which differs
+    for each."""
+    message.children = [child for child in message.children
+                        if getattr(child, "name", None) != "stanza-id"]
+    return message
+
+
 def test_stanza_split_at_every_boundary(server):
     bob = Client(server)
     bob.login("bob@example.com")
     alice = Client(server)
     reach(alice, "bound")
     alice.send(STANZA)
-    expected = bob.take()[0].toXml()
+    expected = without_stanza_id(bob.take()[0]).toXml()
     for i in range(1, len(STANZA)):
         alice.send(STANZA[:i])
         alice.send(STANZA[i:])
         [message] = bob.take()
-        assert message.toXml() == expected, f"split at {i}"
+        assert without_stanza_id(message).toXml() == expected, f"split at {i}"
         assert str(message.body) == "déjà vu — 😀 <&> <x>", f"split at {i}"
     assert not alice.closed
 

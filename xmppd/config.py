@@ -27,7 +27,7 @@ LOG_LEVELS = ("debug", "info", "warn", "error")
 # Feature modules a host may switch off with disabled_modules.
 OPTIONAL_MODULES = ("disco", "ping", "version", "time", "last", "vcard",
                     "private", "blocking", "carbons", "offline", "stream_management", "csi",
-                    "push")
+                    "push", "mam")
 TLS_VERSIONS = ("1.2", "1.3")
 
 _T = TypeVar("_T")

@@ -136,7 +136,25 @@ def _parser():
     sessions.add_argument("--json", action="store_true", help="print JSON")
     command("kick", cmd_kick, "end a session, or every session of an account").add_argument(
         "jid", metavar="JID", help="user@domain/resource for one session, user@domain for all")
+    mam = command("mam", None, "message archives (XEP-0313)").add_subparsers(
+        title="commands", metavar="COMMAND", required=True)
+    purge = mam.add_parser("purge", help="delete archived messages",
+                           description="delete archived messages: those before DATE, of JID "
+                                       "or of everyone (default: those older than mam.max_age)")
+    purge.set_defaults(run=cmd_mam_purge)
+    purge.add_argument("--before", metavar="DATE", type=_date,
+                       help="an ISO 8601 date or time, UTC unless it says otherwise")
+    purge.add_argument("jid", metavar="JID", nargs="?", help="only this account's (user@domain)")
     return parser
+
+
+def _date(text):
+    try:
+        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid date {text!r}: expected e.g. 2026-01-31 "
+                                         f"or 2026-01-31T12:00:00Z") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)
 
 
 def _port(text):
@@ -365,6 +383,27 @@ def cmd_users(args):
         accounts = store.list_accounts(domain)
     for jid in sorted(f"{username}@{domain}" for username, domain in accounts):
         print(jid)
+
+
+def cmd_mam_purge(args):
+    config = _load_config(args.config)
+    jid = None if args.jid is None else _account_jid(config, args.jid)
+    before = args.before
+    if before is None and jid is None:
+        max_age = config.options("mam").max_age
+        if not max_age:
+            raise Failure(f"mam.max_age is 0 in {config.path} (archives are kept for ever): "
+                          f"give --before DATE or a JID")
+        before = (datetime.datetime.now(datetime.timezone.utc)
+                  - datetime.timedelta(days=max_age))
+    if before is None:
+        before = datetime.datetime.now(datetime.timezone.utc)
+    with _store(config) as store:
+        deleted = store.open("archive", "mam").delete_until(
+            before=before, username=jid and jid.local, domain=jid and jid.domain)
+    whose = f"of {jid.bare_str} " if jid is not None else ""
+    print(f"deleted {_count(deleted, 'archived message')} {whose}"
+          f"from before {before.astimezone(datetime.timezone.utc):%Y-%m-%dT%H:%M:%SZ}")
 
 
 def cmd_migrate(args):

@@ -1,0 +1,531 @@
+"""Message archive management (XEP-0313 v1.1, ``urn:xmpp:mam:2``), with
+unique and stable stanza ids (XEP-0359) and result set management
+(XEP-0059).
+
+- What is archived (§7.1, XEP-0334 §4): one-to-one messages of type
+  ``chat`` or ``normal`` with a body, an encrypted payload or a
+  ``<store/>`` hint, but never with ``<no-store/>`` or
+  ``<no-permanent-store/>``; in both directions, for the local account on
+  each side: a message a local client sends (on its pre-event, after the
+  policies, as carbons' sent copies) in its archive, a message to a local
+  account (before delivery, carbons and offline storage) in the
+  recipient's.  Groupchat messages belong to the rooms' archives.
+- Stanza ids (XEP-0359 §3, §5): a message archived for its recipient gets
+  ``<stanza-id by='RECIPIENT' id='ARCHIVE ID'/>`` before it is delivered,
+  stored offline or copied, so each copy has the id a later query gives.
+  A ``stanza-id`` claiming to be by the recipient's account (or server) is
+  removed from every message to a local account first: only the archive
+  may say that.  The client's ``<origin-id/>`` is kept.
+- Archive ids are made by the server from its clock (microseconds shifted
+  by 12 bits plus random bits, always above the last one given, or found
+  in the store at start), so a message is not held up waiting for the
+  database.
+- Writes are batched (:class:`~xmppd.storage.batches.BatchedWrites`): the
+  messages that come while one write runs go together into the next.  A
+  message to a local account is delivered once its row is committed, so
+  what a client received (and acknowledged, XEP-0198) is in the archive
+  even if the server is then killed; the sender's own copy is written
+  without holding its stanza up.
+- Queries (§4): an iq-set ``<query queryid/>`` to the account's own bare
+  JID (or with no ``to``) with a data form of ``urn:xmpp:mam:2`` (fields
+  ``with``, ``start``, ``end``; and of ``#extended``: ``before-id``,
+  ``after-id``, ``ids``), XEP-0059 paging (``max``, ``after``, ``before``
+  with or without an id for the last page) and ``<flip-page/>``: one
+  ``<message><result queryid id><forwarded><delay/>ORIGINAL`` per item to
+  the querying resource, then the iq result ``<fin complete?><set>``
+  with ``first``, ``last`` and, for a query with one correspondent or
+  with ``max`` 0, ``count``.  A page is at most
+  ``mam.max_page`` (default ``mam.page``); asking for more is
+  ``policy-violation``; an unknown id is ``item-not-found``; a bad form
+  ``bad-request``.  An iq-get ``<query/>`` gives the form (§4.1).
+- Preferences (§6.1): ``<prefs default='always|never|roster'>`` with
+  ``<always/>`` and ``<never/>`` JID lists, per account (``keyval``),
+  ``mam.default`` until the account sets them; a JID in ``never`` is
+  never archived, one in ``always`` always, the others by the default.
+- Metadata (§6.2 of ``urn:xmpp:mam:2``, v1.1): ``<metadata/>`` gives the
+  ids and stamps of the first and last archived messages.
+- Retention: every ``mam.purge_interval`` seconds (the first time a
+  minute after start), account by account, messages older than
+  ``mam.max_age`` days go, and beyond ``mam.max_messages`` an account's
+  oldest; ``xmppctl mam purge`` does it at once.  An account's archive
+  goes with the account.
+- Advertised on the accounts: ``urn:xmpp:mam:2``, ``urn:xmpp:mam:2#extended``
+  and ``urn:xmpp:sid:0``.
+"""
+
+import secrets
+from datetime import datetime, timezone
+
+from twisted.internet import defer
+from twisted.words.xish import domish
+
+from xmppd.core.events import BARE, FULL, SESSION_UNBOUND, message_event, pre_events
+from xmppd.core.stanzas import StanzaError, make_stanza
+from xmppd.core.xmlstream import NS_CLIENT, parse_stanza
+from xmppd.jid import JID, InvalidJID
+from xmppd.options import (Option, Options, choice, integer, non_negative_number,
+                           positive_number)
+from xmppd.storage import StorageError, UnknownArchiveId
+from xmppd.storage.batches import BatchedWrites
+from xmppd.storage.kinds import ArchiveRecord
+from xmppd.wokkel_compat import data_form
+
+NS_MAM = "urn:xmpp:mam:2"
+NS_EXTENDED = "urn:xmpp:mam:2#extended"
+NS_SID = "urn:xmpp:sid:0"
+NS_RSM = "http://jabber.org/protocol/rsm"
+NS_FORWARD = "urn:xmpp:forward:0"
+NS_DELAY = "urn:xmpp:delay"
+NS_HINTS = "urn:xmpp:hints"
+KEPT = frozenset({  # payloads archived without a body
+    ("eu.siacs.conversations.axolotl", "encrypted"),  # XEP-0384 (OMEMO, legacy)
+    ("urn:xmpp:omemo:2", "encrypted"),  # XEP-0384
+    ("urn:xmpp:openpgp:0", "openpgp"),  # XEP-0373
+    ("jabber:x:encrypted", "x"),  # XEP-0027
+    (NS_HINTS, "store"),  # XEP-0334 §4
+})
+DEFAULTS = ("always", "never", "roster")
+INCOMING_PRIORITY = 20  # before carbons' received copies (10) and delivery
+OUTGOING_PRIORITY = -50  # after the policies (closed domains, blocking)
+FORM_FIELDS = ("with", "start", "end", "before-id", "after-id", "ids")
+
+OPTIONS = Options(  # [mam]
+    default=Option("always", choice(DEFAULTS)),
+    page=Option(50, integer(1)),
+    max_page=Option(250, integer(1)),
+    max_age=Option(365.0, non_negative_number),  # days; 0: kept for ever
+    max_messages=Option(0, integer(0)),  # per account; 0: no quota
+    purge_interval=Option(3600.0, positive_number),  # seconds
+)
+FIRST_PURGE = 60.0  # seconds after start
+
+
+class Prefs:
+    """An account's preferences (§6.1)."""
+
+    __slots__ = ("default", "always", "never")
+
+    def __init__(self, default, always=(), never=()):
+        self.default = default
+        self.always = frozenset(always)
+        self.never = frozenset(never)
+
+    def decides(self, contact):
+        """True or False for a bare JID (text) in a list, else None (the default)."""
+        if contact in self.never:
+            return False
+        if contact in self.always:
+            return True
+        return None
+
+
+class ArchiveIds:
+    """Archive ids from the clock: microseconds << 12 plus 12 random bits
+    (not guessable from the time alone), always increasing."""
+
+    def __init__(self, clock):
+        self._clock = clock
+        self._last = 0
+
+    def seen(self, archive_id):
+        """An id given before (the store's last, at start)."""
+        if archive_id is not None:
+            self._last = max(self._last, int(archive_id))
+
+    def next(self):
+        self._last = max(self._last + 1,
+                         int(self._clock.seconds() * 1_000_000) << 12 | secrets.randbits(12))
+        return str(self._last)
+
+
+class Archive:
+    """The archiving path, the queries and the preferences."""
+
+    def __init__(self, api, store):
+        self._api = api
+        self._store = store
+        self._values = api.open_store("keyval")
+        self._ids = ArchiveIds(api.clock)
+        self._prefs = {}  # bare JID -> Prefs, of accounts with a session
+        self._writes = BatchedWrites(self._store.append_many, api.log, "archived message(s)")
+        self._store.last_id().addCallbacks(
+            self._ids.seen, lambda failure: api.log.failure("cannot read the last archive id",
+                                                            failure))
+
+    # Archiving
+
+    def incoming(self, stanza):
+        """A message to a local account: strip forged ids, archive it for
+        the recipient, deliver it once committed."""
+        element, user = stanza.element, stanza.recipient.bare
+        if not self._api.enabled(user.domain):
+            return False
+        strip_stanza_ids(element, user.full)
+        if not archivable(element) or stanza.sender is None:
+            return False
+        d = self._decide(user, stanza.sender.bare)
+        d.addCallback(self._archive_incoming, stanza, user)
+        return d.addErrback(self._not_archived, stanza)
+
+    def _not_archived(self, failure, stanza):
+        """The message is delivered all the same (a failed write is logged
+        by the batch)."""
+        if not failure.check(StorageError):
+            self._api.log.failure("archiving {stanza!r} failed", failure, stanza=stanza)
+        return False
+
+    def _archive_incoming(self, archive, stanza, user):
+        if not archive:
+            return False
+        archive_id = self._ids.next()
+        mark = stanza.element.addElement((NS_SID, "stanza-id"))
+        mark["by"], mark["id"] = user.full, archive_id
+        d = self._write(user, archive_id, stanza.sender.full, "in", stanza.element.toXml(),
+                        stanza_id(stanza.element))
+        return d.addCallback(lambda _: False)
+
+    def outgoing(self, stanza):
+        """A message a local client sends: archived for the sender, not
+        held up."""
+        sender, element = stanza.sender, stanza.element
+        if (stanza.origin is None or not archivable(element)
+                or not self._api.enabled(sender.domain)):
+            return False
+        user = sender.bare
+        d = self._decide(user, stanza.recipient.bare)
+        # Serialised now: the recipient's stanza-id is added to it later.
+        d.addCallback(self._archive_outgoing, user, str(stanza.recipient), element.toXml(),
+                      stanza_id(element))
+        d.addErrback(lambda failure: None)  # logged by the batch
+        return False
+
+    def _archive_outgoing(self, archive, user, with_jid, xml, sent_id):
+        if archive:
+            return self._write(user, self._ids.next(), with_jid, "out", xml, sent_id)
+        return None
+
+    def _write(self, user, archive_id, with_jid, direction, xml, sent_id):
+        return self._writes.add(ArchiveRecord(
+            user.local, user.domain, archive_id, with_jid, sent_id,
+            datetime.fromtimestamp(self._api.clock.seconds(), timezone.utc), direction, xml))
+
+    def _decide(self, user, contact):
+        """Deferred: whether a message between ``user`` and ``contact``
+        (bare JIDs) is archived, by the user's preferences."""
+        def by_prefs(prefs):
+            decided = prefs.decides(contact.full)
+            if decided is not None or prefs.default != "roster":
+                return prefs.default == "always" if decided is None else decided
+            d = self._api.service("roster").roster(user)
+            return d.addCallback(lambda roster: any(item.jid == contact.full
+                                                    for item in roster[1]))
+        return self.prefs(user).addCallback(by_prefs)
+
+    # Preferences (§6.1)
+
+    def prefs(self, user):
+        cached = self._prefs.get(user)
+        if cached is not None:
+            return defer.succeed(cached)
+
+        def parse(text):
+            prefs = Prefs(self._api.options.default) if text is None else prefs_of(text)
+            if self._api.sessions.count(user):
+                self._prefs[user] = prefs
+            return prefs
+
+        return self._values.get(user.local, user.domain, "prefs").addCallback(parse)
+
+    def forget(self, session):
+        if not self._api.sessions.count(session.jid.bare):
+            self._prefs.pop(session.jid.bare, None)
+
+    def prefs_command(self, stanza):
+        user = own_account(stanza)
+        if stanza.element.getAttribute("type") == "get":
+            return self.prefs(user).addCallback(prefs_element)
+        prefs = parse_prefs(stanza.payload)
+        self._prefs.pop(user, None)
+        d = self._values.set(user.local, user.domain, "prefs", prefs_element(prefs).toXml())
+        return d.addCallback(lambda _: prefs_element(prefs))
+
+    # Queries (§4)
+
+    def form(self, stanza):
+        own_account(stanza)
+        query = domish.Element((NS_MAM, "query"))
+        query.addChild(query_form().toElement())
+        return query
+
+    def query(self, stanza):
+        user = own_account(stanza)
+        query = stanza.payload
+        filters = parse_filters(query)
+        limit, after, before = self._paging(query)
+        flip = next(query.elements(NS_MAM, "flip-page"), None) is not None
+        # Counted (XEP-0059 §2.7) when cheap (one correspondent) or asked
+        # for alone (max 0): counting a whole archive takes a scan.
+        count = limit == 0 or "with_jid" in filters
+        d = self._store.find(user.local, user.domain, limit=limit, after=after, before=before,
+                             count=count, **filters)
+        d.addCallbacks(self._send_page, unknown_id,
+                       callbackArgs=(stanza, user, query.getAttribute("queryid"), flip))
+        return d
+
+    def _paging(self, query):
+        """``max``, ``after``, ``before`` of XEP-0059 §2 (``before`` is ""
+        for the last page)."""
+        options = self._api.options
+        limit, after, before = options.page, None, None
+        rsm = next(query.elements(NS_RSM, "set"), None)
+        if rsm is not None:
+            for child in rsm.elements(NS_RSM):
+                text = str(child).strip()
+                if child.name == "max":
+                    if not text.isdigit():
+                        raise StanzaError("bad-request", "max is a number")
+                    limit = int(text)
+                elif child.name == "after":
+                    if not text:
+                        raise StanzaError("bad-request", "after needs an id")
+                    after = text
+                elif child.name == "before":
+                    before = text
+        if limit > options.max_page:
+            raise StanzaError("policy-violation", f"at most {options.max_page} per page")
+        return limit, after, before
+
+    def _send_page(self, page, stanza, user, queryid, flip):
+        items = list(reversed(page.items)) if flip else page.items
+        for item in items:
+            self._api.route(result_message(stanza.sender.full, user.full, queryid, item))
+        fin = domish.Element((NS_MAM, "fin"))
+        if page.complete:
+            fin["complete"] = "true"
+        rsm = fin.addElement((NS_RSM, "set"))
+        if items:
+            rsm.addElement("first", content=items[0].id)
+            rsm.addElement("last", content=items[-1].id)
+        if page.count is not None:
+            rsm.addElement("count", content=str(page.count))
+        return fin
+
+    def metadata(self, stanza):
+        user = own_account(stanza)
+
+        def answer(bounds):
+            metadata = domish.Element((NS_MAM, "metadata"))
+            for name, item in zip(("start", "end"), bounds):
+                if item is not None:
+                    edge = metadata.addElement(name)
+                    edge["id"], edge["timestamp"] = item.id, stamp(item.timestamp)
+            return metadata
+
+        return self._store.bounds(user.local, user.domain).addCallback(answer)
+
+
+class Retention:
+    """The background purge of archives (the operator's policy)."""
+
+    def __init__(self, api, store):
+        self._api = api
+        self._store = store
+        self._accounts = api.open_store("accounts")
+        self._timer = api.clock.callLater(FIRST_PURGE, self.purge)
+
+    @defer.inlineCallbacks
+    def purge(self):
+        """One pass over the accounts of the hosts this module serves."""
+        options, clock = self._api.options, self._api.clock
+        deleted = 0
+        try:
+            if options.max_age or options.max_messages:
+                cut = datetime.fromtimestamp(clock.seconds() - options.max_age * 86400,
+                                             timezone.utc)
+                for username, domain in (yield self._accounts.list()):
+                    if not self._api.enabled(domain):
+                        continue
+                    if options.max_age:
+                        deleted += yield self._store.delete_until(
+                            before=cut, username=username, domain=domain)
+                    if options.max_messages:
+                        deleted += yield self._store.trim(username, domain,
+                                                          options.max_messages)
+            if deleted:
+                self._api.log.info("archive retention: {count} message(s) purged",
+                                   count=deleted)
+        except Exception:
+            self._api.log.failure("archive retention failed")
+        finally:
+            self._timer = clock.callLater(self._api.options.purge_interval, self.purge)
+
+
+def archivable(element):
+    """§7.1 and XEP-0334: a chat or normal message with a body, an
+    encrypted payload or a store hint, and no no-store hints."""
+    if element.getAttribute("type", "normal") not in ("chat", "normal"):
+        return False
+    kept = False
+    for child in element.elements():
+        if child.uri == NS_HINTS and child.name in ("no-store", "no-permanent-store"):
+            return False
+        kept = kept or (child.uri, child.name) in KEPT or (
+            child.uri == NS_CLIENT and child.name == "body")
+    return kept
+
+
+def strip_stanza_ids(element, by):
+    """XEP-0359 §5: drop ``stanza-id`` elements claiming to be by ``by``
+    (the recipient's account) or by its server."""
+    domain = by.partition("@")[2]
+    element.children = [child for child in element.children
+                        if not (isinstance(child, domish.Element) and child.uri == NS_SID
+                                and child.name == "stanza-id"
+                                and child.getAttribute("by") in (by, domain))]
+
+
+def stanza_id(element):
+    """The id the sender gave a message: its ``origin-id`` (XEP-0359 §4),
+    else its ``id``."""
+    origin = next(element.elements(NS_SID, "origin-id"), None)
+    return element.getAttribute("id") if origin is None else origin.getAttribute("id")
+
+
+def by_payload(handlers):
+    """An iq handler calling ``handlers[payload name]``."""
+    def handle(stanza):
+        handler = handlers.get(stanza.payload.name)
+        if handler is None:
+            raise StanzaError("feature-not-implemented")
+        return handler(stanza)
+    return handle
+
+
+def own_account(stanza):
+    """The account a request is about: only its own clients may ask."""
+    sender, recipient = stanza.sender, stanza.recipient
+    if stanza.origin is None or recipient.local is None or sender.bare != recipient.bare:
+        raise StanzaError("forbidden", "an archive is its account's own")
+    return recipient.bare
+
+
+def stamp(moment):
+    """XEP-0082 DateTime, UTC."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text, name):
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise StanzaError("bad-request", f"{name} is not a XEP-0082 DateTime") from None
+    if moment.tzinfo is None:
+        raise StanzaError("bad-request", f"{name} needs a time zone")
+    return moment
+
+
+def query_form():
+    form = data_form.Form("form", formNamespace=NS_MAM)
+    form.addField(data_form.Field("jid-single", var="with"))
+    for var in ("start", "end", "before-id", "after-id"):
+        form.addField(data_form.Field("text-single", var=var))
+    form.addField(data_form.Field("text-multi", var="ids"))
+    return form
+
+
+def parse_filters(query):
+    """The keyword filters of the query's form (§4.1)."""
+    x = next(query.elements(data_form.NS_X_DATA, "x"), None)
+    if x is None:
+        return {}
+    try:
+        form = data_form.Form.fromElement(x)
+    except data_form.Error:
+        raise StanzaError("bad-request", "a malformed data form") from None
+    if form.formNamespace != NS_MAM:
+        raise StanzaError("bad-request", f"the form's FORM_TYPE must be {NS_MAM}")
+    filters = {}
+    for var, field in form.fields.items():
+        if var not in FORM_FIELDS:
+            raise StanzaError("bad-request", f"unknown field {var}")
+        values = [str(value) for value in field.values if str(value).strip()]
+        if not values:
+            continue
+        if var == "with":
+            try:
+                filters["with_jid"] = str(JID.parse(values[0]))
+            except InvalidJID:
+                raise StanzaError("jid-malformed", "with is not a JID") from None
+        elif var in ("start", "end"):
+            filters[var] = parse_time(values[0], var)
+        elif var == "ids":
+            filters["ids"] = values
+        else:
+            filters[var.replace("-", "_")] = values[0]
+    return filters
+
+
+def unknown_id(failure):
+    failure.trap(UnknownArchiveId)
+    raise StanzaError("item-not-found", "no such archived message")
+
+
+def result_message(to, archive, queryid, item):
+    """``<message><result queryid id><forwarded><delay/>ORIGINAL`` (§4.2)."""
+    message = make_stanza("message", to=to, from_=archive)
+    result = message.addElement((NS_MAM, "result"))
+    if queryid is not None:
+        result["queryid"] = queryid
+    result["id"] = item.id
+    forwarded = result.addElement((NS_FORWARD, "forwarded"))
+    forwarded.addElement((NS_DELAY, "delay"))["stamp"] = stamp(item.timestamp)
+    forwarded.addChild(parse_stanza(item.xml))
+    return message
+
+
+def prefs_element(prefs):
+    element = domish.Element((NS_MAM, "prefs"))
+    element["default"] = prefs.default
+    for name in ("always", "never"):
+        jids = element.addElement(name)
+        for jid in sorted(getattr(prefs, name)):
+            jids.addElement("jid", content=jid)
+    return element
+
+
+def parse_prefs(element):
+    default = element.getAttribute("default")
+    if default not in DEFAULTS:
+        raise StanzaError("bad-request", f"default is one of {', '.join(DEFAULTS)}")
+    lists = {}
+    for name in ("always", "never"):
+        jids = set()
+        for child in element.elements(NS_MAM, name):
+            for jid in child.elements(NS_MAM, "jid"):
+                try:
+                    jids.add(str(JID.parse(str(jid).strip()).bare))
+                except InvalidJID:
+                    raise StanzaError("jid-malformed", f"not a JID in {name}") from None
+        lists[name] = jids
+    return Prefs(default, lists["always"], lists["never"])
+
+
+def prefs_of(text):
+    return parse_prefs(parse_stanza(text))
+
+
+def setup(api):
+    store = api.open_store("archive")
+    archive = Archive(api, store)
+    Retention(api, store)
+    for feature in (NS_MAM, NS_EXTENDED, NS_SID):
+        api.account_feature(feature)
+    for type_, requests in (("get", {"query": archive.form, "prefs": archive.prefs_command,
+                                     "metadata": archive.metadata}),
+                            ("set", {"query": archive.query, "prefs": archive.prefs_command})):
+        api.handle_iq(type_, BARE, NS_MAM, by_payload(requests))
+    api.hook(SESSION_UNBOUND, archive.forget)
+    for event in pre_events("message"):
+        api.hook(event, archive.outgoing, priority=OUTGOING_PRIORITY)
+    for target in (BARE, FULL):
+        api.hook(message_event(target), archive.incoming, priority=INCOMING_PRIORITY)
