@@ -709,8 +709,7 @@ def test_mam_purge_of_one_account_before_a_date(ctl, conf):
 def test_mam_purge_applies_the_retention_by_default(ctl, conf):
     ctl("adduser", f"ann@{DOMAIN}", "--password", "pw")
     archive(conf, "2000-01-01", "2999-01-01")
-    status, out, _ = ctl("mam", "purge")
-    assert status == 0 and out.startswith("deleted 1 archived message from before ")
+    assert ctl("mam", "purge") == (0, "deleted 1 archived message older than mam.max_age\n", "")
 
 
 def test_mam_purge_needs_a_limit_when_archives_are_kept_for_ever(capsys, conf):
@@ -720,3 +719,11 @@ def test_mam_purge_needs_a_limit_when_archives_are_kept_for_ever(capsys, conf):
         f"mam.max_age is 0 in {conf} (archives are kept for ever): give --before DATE or a JID")
     assert "invalid date 'soon'" in run(capsys, "-c", conf, "mam", "purge", "--before",
                                         "soon")[2]
+
+
+def test_mam_purge_follows_each_hosts_retention(ctl, conf):
+    with open(conf, "a") as f:
+        f.write('\n[mam]\nmax_age = 0\n[hosts."example.com".mam]\nmax_age = 30\n')
+    ctl("adduser", f"ann@{DOMAIN}", "--password", "pw")
+    archive(conf, "2000-01-01", "2999-01-01")
+    assert ctl("mam", "purge") == (0, "deleted 1 archived message older than mam.max_age\n", "")

@@ -276,3 +276,14 @@ def test_retention_purges_old_messages_and_keeps_the_quota(tmp_path):
     bob.take()
     assert bodies(query(alice)[0]) == ["b", "c"]
     assert bodies(query(bob)[0]) == ["b", "c"]
+
+
+def test_retention_per_host(tmp_path):
+    server = make(tmp_path, '[mam]\nmax_age = 0\npurge_interval = 600\n'
+                            '[hosts."example.com".mam]\nmax_age = 1\n')
+    alice, bob = online(server, "alice@example.com"), online(server, "bob@example.com")
+    chat(alice, "bob@example.com", "old")
+    server.clock.advance(2 * 86400)
+    chat(alice, "bob@example.com", "new")
+    server.clock.advance(600)
+    assert bodies(query(alice)[0]) == ["new"]

@@ -91,3 +91,27 @@ def test_showing_the_version_again_applies_on_reload(tmp_path):
     reload(server, tmp_path, "[version]\nshow_os = true")
     assert NS_VERSION in disco_features(client)
     assert {"name", "version", "os"} <= set(children(payload(ask(client, NS_VERSION))))
+
+
+def test_a_host_section_sets_some_keys_for_its_domain(tmp_path):
+    config = parse('[ping]\nidle_timeout = 100\n[hosts."a.example"]\n'
+                   '[hosts."b.example"]\n[hosts."b.example".ping]\ntimeout = 5\n',
+                   str(tmp_path / "xmppd.toml"))
+    a, b = config.options("ping", "a.example"), config.options("ping", "b.example")
+    assert (a.idle_timeout, a.timeout) == (100.0, 60.0)
+    assert (b.idle_timeout, b.timeout) == (100.0, 5.0)  # the rest from [ping]
+    assert config.options("ping") == a
+
+
+@pytest.mark.parametrize("section, problem", [
+    ('[hosts."b.example".ping]\ntimeout = 0', 'hosts."b.example".ping.timeout: expected a '
+                                              'number > 0, got 0'),
+    ('[hosts."b.example".ping]\nsoon = 1', 'hosts."b.example".ping.soon: unknown key'),
+    ('[hosts."b.example"]\nping = 1', 'hosts."b.example".ping: expected a table, got 1'),
+])
+def test_a_bad_host_section_names_its_key(tmp_path, section, problem):
+    from xmppd.config import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        parse(section, str(tmp_path / "xmppd.toml"))
+    assert str(info.value).endswith(problem)

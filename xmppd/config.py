@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, TypeVar
 
@@ -133,6 +133,9 @@ class HostConfig:
     cross_domain_messages: bool = False
     disabled_modules: tuple[str, ...] = ()
     modules_enabled: tuple[str, ...] = ()  # more feature modules for this host only
+    # [hosts."DOMAIN".MODULE]: module -> the keys this host sets, checked values
+    module_options: Mapping[str, Mapping[str, Any]] = field(
+        default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
@@ -154,16 +157,21 @@ class Config:
     # The sections of feature modules the file has, by module name.
     module_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
-    def options(self, module: str) -> Any:
+    def options(self, module: str, host: str | None = None) -> Any:
         """The options of feature module ``module``: its section of the
-        file, else the defaults it declares."""
+        file, else the defaults it declares; for hosted domain ``host``,
+        with what its ``[hosts."DOMAIN".MODULE]`` section sets instead."""
         values = self.module_options.get(module)
-        if values is not None:
-            return values
-        declaration = declared(module)
-        if declaration is None:
-            raise LookupError(f"xmppd.modules.{module} declares no OPTIONS")
-        return declaration.defaults
+        if values is None:
+            declaration = declared(module)
+            if declaration is None:
+                raise LookupError(f"xmppd.modules.{module} declares no OPTIONS")
+            values = declaration.defaults
+        if host is not None:
+            own = self.hosts[host].module_options.get(module)
+            if own:
+                return replace(values, **own)
+        return values
 
 
 def load(path: str) -> Config:
@@ -331,9 +339,24 @@ def _host(name: str, table: Table) -> HostConfig:
                 choice(OPTIONAL_MODULES)(module, f"{table.child('disabled_modules')}[{i}]")
                 for i, module in enumerate(table.take("disabled_modules", strings, []))),
             modules_enabled=table.take("modules_enabled", _module_names, ()),
+            module_options=_host_module_options(table),
         ),
         table_hint=' (quote domain names: [hosts."example.com"])',
     )
+
+
+def _host_module_options(table: Table) -> Mapping[str, Mapping[str, Any]]:
+    """A host's tables named after a feature module that declares options:
+    the keys each sets, checked by the declaration."""
+    found = {}
+    for name in table.names():
+        declaration = declared(name)
+        if declaration is not None:
+            section = table.table(name)
+            given = section.names()
+            values = declaration.parse(section)
+            found[name] = MappingProxyType({key: getattr(values, key) for key in given})
+    return MappingProxyType(found)
 
 
 # Checks of the config file's own.

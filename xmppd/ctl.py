@@ -388,22 +388,35 @@ def cmd_users(args):
 def cmd_mam_purge(args):
     config = _load_config(args.config)
     jid = None if args.jid is None else _account_jid(config, args.jid)
-    before = args.before
-    if before is None and jid is None:
-        max_age = config.options("mam").max_age
-        if not max_age:
-            raise Failure(f"mam.max_age is 0 in {config.path} (archives are kept for ever): "
-                          f"give --before DATE or a JID")
-        before = (datetime.datetime.now(datetime.timezone.utc)
-                  - datetime.timedelta(days=max_age))
-    if before is None:
-        before = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    if args.before is None and jid is None:
+        _purge_by_retention(config, now)
+        return
+    before = now if args.before is None else args.before
     with _store(config) as store:
         deleted = store.open("archive", "mam").delete_until(
             before=before, username=jid and jid.local, domain=jid and jid.domain)
     whose = f"of {jid.bare_str} " if jid is not None else ""
     print(f"deleted {_count(deleted, 'archived message')} {whose}"
           f"from before {before.astimezone(datetime.timezone.utc):%Y-%m-%dT%H:%M:%SZ}")
+
+
+def _purge_by_retention(config, now):
+    """Each host's archives older than its ``mam.max_age`` days."""
+    ages = {host: config.options("mam", host).max_age for host in config.hosts}
+    if not any(ages.values()):
+        raise Failure(f"mam.max_age is 0 in {config.path} (archives are kept for ever): "
+                      f"give --before DATE or a JID")
+    deleted = 0
+    with _store(config) as store:
+        archive = store.open("archive", "mam")
+        for host, max_age in ages.items():
+            if max_age:
+                cut = now - datetime.timedelta(days=max_age)
+                for username, domain in store.list_accounts(host):
+                    deleted += archive.delete_until(before=cut, username=username,
+                                                    domain=domain)
+    print(f"deleted {_count(deleted, 'archived message')} older than mam.max_age")
 
 
 def cmd_migrate(args):

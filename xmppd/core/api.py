@@ -41,6 +41,11 @@ class ModuleAPI:
         server's current config: read when used, so a reload applies them."""
         return self._server.config.options(self.name)
 
+    def options_for(self, domain):
+        """This module's options for hosted ``domain``: with what its
+        ``[hosts."DOMAIN".MODULE]`` section sets instead."""
+        return self._server.config.options(self.name, domain)
+
     @property
     def hosts(self):
         return self._server.hosts

@@ -336,21 +336,20 @@ class Retention:
     @defer.inlineCallbacks
     def purge(self):
         """One pass over the accounts of the hosts this module serves."""
-        options, clock = self._api.options, self._api.clock
+        clock = self._api.clock
         deleted = 0
         try:
-            if options.max_age or options.max_messages:
-                cut = datetime.fromtimestamp(clock.seconds() - options.max_age * 86400,
-                                             timezone.utc)
-                for username, domain in (yield self._accounts.list()):
-                    if not self._api.enabled(domain):
-                        continue
-                    if options.max_age:
-                        deleted += yield self._store.delete_until(
-                            before=cut, username=username, domain=domain)
-                    if options.max_messages:
-                        deleted += yield self._store.trim(username, domain,
-                                                          options.max_messages)
+            for username, domain in (yield self._accounts.list()):
+                if not self._api.enabled(domain):
+                    continue
+                host = self._api.options_for(domain)
+                if host.max_age:
+                    cut = datetime.fromtimestamp(
+                        clock.seconds() - host.max_age * 86400, timezone.utc)
+                    deleted += yield self._store.delete_until(
+                        before=cut, username=username, domain=domain)
+                if host.max_messages:
+                    deleted += yield self._store.trim(username, domain, host.max_messages)
             if deleted:
                 self._api.log.info("archive retention: {count} message(s) purged",
                                    count=deleted)
