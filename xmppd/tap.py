@@ -47,7 +47,7 @@ log = Logger(namespace="xmppd")
 # depends on.
 MODULES = ("sasl", "bind", "legacy_session", "roster", "presence", "subscription", "ping", "disco",
            "caps", "version", "time", "last", "message", "offline", "closed_domain", "carbons",
-           "vcard", "private", "blocking", "stream_management", "push", "csi", "mam")
+           "vcard", "private", "blocking", "stream_management", "push", "csi")
 
 
 class Options(usage.Options):

@@ -106,7 +106,7 @@ class SQLArchive:
             kept = [dict(row, account_id=owners[user])
                     for user, row in zip(users, rows) if user in owners]
             if kept:
-                session.execute(insert(ArchiveEntry), kept)
+                session.execute(insert(ArchiveEntry.__table__), kept)
             return [user in owners for user in users]
 
     def last_id(self) -> str | None:
