@@ -159,6 +159,16 @@ class Client:
         self.stream.connectionLost(Failure(ConnectionDone()))
 
 
+def online(server, user, resource="res"):
+    """A client of ``user`` logged in on ``resource`` and available (its
+    initial presence sent, what it got since taken)."""
+    client = Client(server)
+    client.login(user, resource)
+    client.send("<presence/>")
+    client.take()
+    return client
+
+
 @implementer(ICarrier)
 class ElementCarrier:
     """A carrier that is not a TCP stream: it takes and yields elements

@@ -5,7 +5,7 @@ import types
 
 import pytest
 
-from tests.harness import Client, add_user, error_condition, make_server, reload
+from tests.harness import Client, add_user, error_condition, make_server, online, reload
 from xmppd.core.negotiation import SESSION_CARRIER_LOST
 from xmppd.core.xmlstream import parse_stanza
 from xmppd.jid import JID
@@ -32,14 +32,6 @@ def server(tmp_path):
             local, domain = user.split("@")
             server.sql.set_roster_item(local, domain, RosterItem(jid=other, subscription="both"))
     return server
-
-
-def online(server, user, resource="res"):
-    client = Client(server)
-    client.login(user, resource)
-    client.send("<presence/>")
-    client.take()
-    return client
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ paging (XEP-0059), in memory."""
 
 import pytest
 
-from tests.harness import Client, add_user, error_condition, make_server
+from tests.harness import Client, add_user, error_condition, make_server, online
 from xmppd.modules.mam import NS_MAM, NS_RSM, NS_SID
 
 NS_FORWARD = "urn:xmpp:forward:0"
@@ -21,14 +21,6 @@ def make(tmp_path, extra=""):
 @pytest.fixture
 def server(tmp_path):
     return make(tmp_path)
-
-
-def online(server, user, resource="r"):
-    client = Client(server)
-    client.login(user, resource)
-    client.send("<presence/>")
-    client.take()
-    return client
 
 
 @pytest.fixture
@@ -90,7 +82,7 @@ def test_both_sides_are_archived_and_the_delivered_message_has_its_id(server, al
     assert bodies(results) == ["hello"] and fin["type"] == "result"
     [result] = results
     assert next(result.elements(NS_MAM, "result"))["id"] == stanza_id["id"]
-    assert result["to"] == "bob@example.com/r" and result["from"] == "bob@example.com"
+    assert result["to"] == "bob@example.com/res" and result["from"] == "bob@example.com"
     assert next(forwarded_message(result).elements(NS_SID, "origin-id"))["id"] == "o1"
     results, _ = query(alice)
     assert bodies(results) == ["hello"]
@@ -143,9 +135,9 @@ def test_filter_with_start_end(server, alice, bob):
     assert bodies(query(alice, **{"with": "bob@example.com"})[0]) == ["one", "three"]
     assert bodies(query(alice, start="1970-01-01T00:00:30Z")[0]) == ["two", "three"]
     assert bodies(query(alice, end="1970-01-01T00:01:30Z")[0]) == ["one", "two"]
-    assert bodies(query(alice, **{"with": "bob@example.com/r"})[0]) == []  # sent to the bare JID
+    assert bodies(query(alice, **{"with": "bob@example.com/res"})[0]) == []  # sent to the bare JID
     bob.take()
-    assert bodies(query(bob, **{"with": "alice@example.com/r"})[0]) == ["one", "three"]
+    assert bodies(query(bob, **{"with": "alice@example.com/res"})[0]) == ["one", "three"]
 
 
 def test_paging_forwards_and_backwards(server, alice, bob):

@@ -2,7 +2,7 @@
 the roster to be read) holds back the stanzas sent after it on the same
 stream, from a client and from a server."""
 
-from tests.harness import Client, add_user
+from tests.harness import Client, add_user, online
 from tests.paused_storage import PausableRunner, pausable_server
 from tests.s2s_support import REMOTE, make_federation
 from tests.test_s2s_incoming import ALLOW, external
@@ -15,14 +15,6 @@ def mutual(server, a, b):
     for user, contact in ((a, b), (b, a)):
         local, domain = user.split("@")
         server.sql.set_roster_item(local, domain, RosterItem(jid=contact, subscription="both"))
-
-
-def online(server, user, resource):
-    client = Client(server)
-    client.login(user, resource)
-    client.send("<presence/>")
-    client.take()
-    return client
 
 
 def test_presence_is_reflected_before_a_later_ping_is_answered(tmp_path):

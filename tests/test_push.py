@@ -8,7 +8,8 @@ import types
 
 import pytest
 
-from tests.harness import Client, ElementCarrier, add_user, error_condition, make_server
+from tests.harness import (Client, ElementCarrier, add_user, error_condition, make_server,
+                           online)
 from xmppd.core.events import HOST, ROUTE_REMOTE
 from xmppd.core.negotiation import SESSION_CARRIER_LOST
 from xmppd.core.stanzas import StanzaError, error_reply
@@ -91,11 +92,7 @@ def world(tmp_path):
 
 def login(server, user=ALICE, resource="phone"):
     """``user`` connected on ``resource``, available."""
-    client = Client(server)
-    client.login(user, resource)
-    client.send("<presence/>")
-    client.take()
-    return client
+    return online(server, user, resource)
 
 
 def command(client, name, to="", **attributes):
