@@ -82,7 +82,7 @@ c2s_stanza_burst = 100000000
 
 PROSODY_CONFIG = """\
 -- Prosody for the benchmark: only what xmppd also does, nothing that limits.
-{gc}
+{settings}
 pidfile = "{dir}/prosody.pid"
 data_path = "{dir}/data"
 log = {{ {log_level} = "{dir}/prosody.log" }}
@@ -98,7 +98,7 @@ authentication = "internal_hashed"
 storage = "internal"
 modules_enabled = {{
     "roster"; "saslauth"; "tls"; "disco"; "ping"; "version"; "time";
-    "lastactivity"; "carbons"; "vcard_legacy"; "private"; "blocklist";
+    "lastactivity"; "carbons"; "vcard_legacy"; "private"; "blocklist";{modules}
 }}
 modules_disabled = {{ "s2s"; "s2s_auth_certs" }}
 certificates = "{dir}"
@@ -170,6 +170,7 @@ class Server:
 
 class Xmppd(Server):
     name = "xmppd"
+    host = ""  # more settings of the host's table
 
     def configure(self, certificate):
         certificates = self.dir / "certs"
@@ -179,7 +180,7 @@ class Xmppd(Server):
         self.config = self.dir / "xmppd.toml"
         self.config.write_text(XMPPD_CONFIG.format(
             log_level=self.log_level, certificates=certificates, port=self.port,
-            fd_limit=FD_LIMIT, domain=DOMAIN))
+            fd_limit=FD_LIMIT, domain=DOMAIN) + self.host)
         subprocess.run([sys.executable, str(BIN / "xmppctl"), "-c", str(self.config), "migrate"],
                        check=True, stdout=subprocess.DEVNULL)
 
@@ -202,7 +203,10 @@ class Prosody(Server):
 
     name = "prosody"
     user = "prosody"
-    gc = ""  # Prosody 0.12's default: incremental, threshold 105%, speed 500
+    # Lua lines of the global section; gc is Prosody 0.12's default:
+    # incremental, threshold 105%, speed 500.
+    settings = ""
+    modules = ""  # more of modules_enabled
 
     @staticmethod
     def check_installed():
@@ -224,7 +228,8 @@ class Prosody(Server):
         level = {"warn": "warn", "error": "error", "debug": "debug"}.get(self.log_level, "info")
         self.config = self.dir / "prosody.cfg.lua"
         self.config.write_text(PROSODY_CONFIG.format(
-            gc=self.gc, dir=self.dir, port=self.port, log_level=level, domain=DOMAIN))
+            settings=self.settings, modules=self.modules, dir=self.dir, port=self.port,
+            log_level=level, domain=DOMAIN))
         self._version = self.check_installed()
 
     def create_accounts(self, localparts, password, roster_users, roster_size):
@@ -247,10 +252,37 @@ class ProsodyGenerationalGC(Prosody):
     default incremental one, which dominates its cost per message here."""
 
     name = "prosody-gengc"
-    gc = 'gc = { mode = "generational" }'
+    settings = 'gc = { mode = "generational" }'
 
 
-KINDS = {"xmppd": Xmppd, "prosody": Prosody, "prosody-gengc": ProsodyGenerationalGC}
+class XmppdArchiving(Xmppd):
+    """xmppd with its message archive (XEP-0313) enabled for the host,
+    whether or not it is a standard module."""
+
+    name = "xmppd-mam"
+    host = 'modules_enabled = ["mam"]\n'
+
+
+class XmppdWithoutArchive(Xmppd):
+    """xmppd with its message archive switched off for the host."""
+
+    name = "xmppd-nomam"
+    host = 'disabled_modules = ["mam"]\n'
+
+
+class ProsodyArchiving(Prosody):
+    """Prosody with mod_mam archiving every one-to-one message, as
+    ``xmppd-mam`` does, in its internal storage (Debian's Prosody has no
+    LuaDBI for mod_storage_sql)."""
+
+    name = "prosody-mam"
+    settings = "default_archive_policy = true"
+    modules = ' "mam";'
+
+
+KINDS = {"xmppd": Xmppd, "xmppd-mam": XmppdArchiving, "xmppd-nomam": XmppdWithoutArchive,
+         "prosody": Prosody, "prosody-gengc": ProsodyGenerationalGC,
+         "prosody-mam": ProsodyArchiving}
 
 
 # Results
@@ -303,7 +335,9 @@ def parser():
     p.add_argument("--compare-prosody", action="store_true",
                    help="also benchmark Prosody (Debian package prosody)")
     p.add_argument("--servers", help="comma-separated servers to run instead: xmppd, "
-                   "prosody, prosody-gengc (Prosody with generational garbage collection)")
+                   "xmppd-mam and xmppd-nomam (with and without its message archive), "
+                   "prosody, prosody-gengc (Prosody with generational garbage collection), "
+                   "prosody-mam (Prosody archiving messages)")
     p.add_argument("--quick", action="store_true", help="a ~1 minute smoke run")
     p.add_argument("--runs", type=int, help="runs per server (default 3, quick 1)")
     p.add_argument("--memory-runs", type=int, default=1, help="memory phase runs per server")
@@ -363,8 +397,8 @@ def main(argv=None):
             print(f"# run {number}/{len(plan)}: {server.name} {','.join(phases)}",
                   file=sys.stderr)
             profile = None
-            if args.profile and server.name == "xmppd":
-                profile = Path(args.profile) / f"xmppd-{number}-{'-'.join(phases)}.txt"
+            if args.profile and isinstance(server, Xmppd):
+                profile = Path(args.profile) / f"{server.name}-{number}-{'-'.join(phases)}.txt"
             for record in _run(server, generator, phases, profile, args.py_spy):
                 records.append(record)
                 if output:
