@@ -279,3 +279,14 @@ def test_retention_per_host(tmp_path):
     chat(alice, "bob@example.com", "new")
     server.clock.advance(600)
     assert bodies(query(alice)[0]) == ["new"]
+
+
+def test_a_refused_message_is_not_archived_and_leaks_no_id(server, alice, bob):
+    alice.send("<message to='bob@example.com/gone' type='normal' id='n1'>"
+               "<body>refused</body></message>")
+    alice.send("<message to='nobody@example.com' type='chat' id='n2'><body>no one</body>"
+               "</message>")
+    errors = alice.take()
+    assert [e["type"] for e in errors] == ["error", "error"]
+    assert [list(e.elements(NS_SID, "stanza-id")) for e in errors] == [[], []]
+    assert bodies(query(bob)[0]) == []

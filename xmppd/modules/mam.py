@@ -161,7 +161,7 @@ class Archive:
         if not self._api.enabled(user.domain):
             return False
         strip_stanza_ids(element, user.full)
-        if not archivable(element) or stanza.sender is None:
+        if not archivable(element) or stanza.sender is None or refused(stanza, self._api.sessions):
             return False
         d = self._decide(user, stanza.sender.bare)
         d.addCallback(self._archive_incoming, stanza, user)
@@ -182,12 +182,23 @@ class Archive:
         mark["by"], mark["id"] = user.full, archive_id
         d = self._write(user, archive_id, stanza.sender.full, "in", stanza.element.toXml(),
                         stanza_id(stanza.element))
-        return d.addCallback(lambda _: False)
+        return d.addCallback(self._written, stanza.element, mark)
+
+    def _written(self, stored, element, mark):
+        """No archive (no such account): the message will be refused, and
+        must not carry an archive id."""
+        if not stored:
+            element.children.remove(mark)
+        return False
 
     def outgoing(self, stanza):
         """A message a local client sends: archived for the sender, not
         held up."""
         sender, element = stanza.sender, stanza.element
+        if element.getAttribute("type") == "error" and sender is not None:
+            # A refused message: the recipient's archive id stays with it.
+            strip_stanza_ids(element, sender.bare.full)
+            return False
         if (stanza.origin is None or not archivable(element)
                 or not self._api.enabled(sender.domain)):
             return False
@@ -357,6 +368,15 @@ class Retention:
             self._api.log.failure("archive retention failed")
         finally:
             self._timer = clock.callLater(self._api.options.purge_interval, self.purge)
+
+
+def refused(stanza, sessions):
+    """Whether a message to a full JID will be refused: a ``normal`` one to
+    a resource that is not bound (RFC 6121 §8.5.3.2.1; a ``chat`` one goes
+    to the bare JID instead)."""
+    recipient = stanza.recipient
+    return (recipient.resource is not None and stanza.type != "chat"
+            and sessions.get(recipient) is None)
 
 
 def archivable(element):
