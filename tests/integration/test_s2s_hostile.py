@@ -18,7 +18,7 @@ import pytest
 from tests.integration.conftest import ServerProcess, free_ports, prepare, read_to_end
 from tests.integration.test_c2s_slixmpp import parse_stream, stream_error_condition
 
-NEGOTIATION_TIMEOUT = 3.0
+NEGOTIATION_TIMEOUT = 8.0  # long enough to open every stream before the first times out
 HANDSHAKE_TIMEOUT = 1.0
 MAX_UNAUTHENTICATED = 12
 KEEPALIVE_INTERVAL = 0.5
