@@ -6,11 +6,21 @@ RFC 6120 §8.3.3 condition; :func:`error_reply` and :func:`iq_result` build
 the answers (§8.3.1, §8.2.3).
 """
 
+from datetime import datetime, timezone
+
 from twisted.words.xish import domish
 
 from xmppd.core.xmlstream import NS_CLIENT
 
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+# (namespace, name) of the end-to-end encrypted payloads a message may carry
+# instead of a body: what archives keep and push notifies.
+ENCRYPTED_PAYLOADS = frozenset({
+    ("eu.siacs.conversations.axolotl", "encrypted"),  # XEP-0384 (OMEMO, legacy)
+    ("urn:xmpp:omemo:2", "encrypted"),  # XEP-0384 (OMEMO)
+    ("urn:xmpp:openpgp:0", "openpgp"),  # XEP-0373
+    ("jabber:x:encrypted", "x"),  # XEP-0027
+})
 
 # RFC 6120 §8.3.3: the error type that goes with each defined condition.
 ERROR_TYPES = {
@@ -125,3 +135,12 @@ def error_reply(element, condition, text=None, type_=None):
     if condition.text:
         error.addElement((NS_STANZAS, "text"), content=condition.text)
     return reply
+
+
+def xep0082_stamp(moment):
+    """``moment`` (seconds of the clock, or an aware datetime) as a XEP-0082
+    DateTime in UTC to the microsecond, such as
+    ``2002-09-10T23:08:25.000000Z``: the stamps of one server sort as text."""
+    if not isinstance(moment, datetime):
+        moment = datetime.fromtimestamp(moment, timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -60,7 +60,7 @@ from twisted.internet import defer
 from twisted.words.xish import domish
 
 from xmppd.core.events import BARE, FULL, SESSION_UNBOUND, message_event, pre_events
-from xmppd.core.stanzas import StanzaError, make_stanza
+from xmppd.core.stanzas import ENCRYPTED_PAYLOADS, StanzaError, make_stanza, xep0082_stamp
 from xmppd.core.xmlstream import NS_CLIENT, parse_stanza
 from xmppd.jid import JID, InvalidJID
 from xmppd.options import (Option, Options, choice, integer, non_negative_number,
@@ -77,13 +77,7 @@ NS_RSM = "http://jabber.org/protocol/rsm"
 NS_FORWARD = "urn:xmpp:forward:0"
 NS_DELAY = "urn:xmpp:delay"
 NS_HINTS = "urn:xmpp:hints"
-KEPT = frozenset({  # payloads archived without a body
-    ("eu.siacs.conversations.axolotl", "encrypted"),  # XEP-0384 (OMEMO, legacy)
-    ("urn:xmpp:omemo:2", "encrypted"),  # XEP-0384
-    ("urn:xmpp:openpgp:0", "openpgp"),  # XEP-0373
-    ("jabber:x:encrypted", "x"),  # XEP-0027
-    (NS_HINTS, "store"),  # XEP-0334 §4
-})
+KEPT = ENCRYPTED_PAYLOADS | {(NS_HINTS, "store")}  # archived without a body (XEP-0334 §4)
 DEFAULTS = ("always", "never", "roster")
 INCOMING_PRIORITY = 20  # before carbons' received copies (10) and delivery
 OUTGOING_PRIORITY = -50  # after the policies (closed domains, blocking)
@@ -329,7 +323,7 @@ class Archive:
             for name, item in zip(("start", "end"), bounds):
                 if item is not None:
                     edge = metadata.addElement(name)
-                    edge["id"], edge["timestamp"] = item.id, stamp(item.timestamp)
+                    edge["id"], edge["timestamp"] = item.id, xep0082_stamp(item.timestamp)
             return metadata
 
         return self._store.bounds(user.local, user.domain).addCallback(answer)
@@ -428,11 +422,6 @@ def own_account(stanza):
     return recipient.bare
 
 
-def stamp(moment):
-    """XEP-0082 DateTime, UTC."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def parse_time(text, name):
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -497,7 +486,7 @@ def result_message(to, archive, queryid, item):
         result["queryid"] = queryid
     result["id"] = item.id
     forwarded = result.addElement((NS_FORWARD, "forwarded"))
-    forwarded.addElement((NS_DELAY, "delay"))["stamp"] = stamp(item.timestamp)
+    forwarded.addElement((NS_DELAY, "delay"))["stamp"] = xep0082_stamp(item.timestamp)
     forwarded.addChild(parse_stanza(item.xml))
     return message
 

@@ -26,11 +26,10 @@ reached it, may follow newer ones in the database.
 Advertises ``msgoffline`` (XEP-0160 §5).
 """
 
-from datetime import datetime, timezone
-
 from prometheus_client import Gauge
 
 from xmppd.core.events import MESSAGE_OFFLINE, SESSION_REACHABLE
+from xmppd.core.stanzas import xep0082_stamp
 from xmppd.core.xmlstream import NS_CLIENT, parse_stanza
 from xmppd.options import Option, Options, integer
 from xmppd.storage.batches import BatchedWrites
@@ -149,12 +148,6 @@ def with_delay(element, domain, seconds):
         return element.toXml()
     finally:
         element.children.remove(delay)
-
-
-def xep0082_stamp(seconds):
-    """A XEP-0082 DateTime in UTC to the microsecond, such as
-    ``2002-09-10T23:08:25.000000Z``: the stamps of one server sort as text."""
-    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def arrival(element, domain):

@@ -50,7 +50,7 @@ from weakref import WeakSet
 from xmppd.core.events import (BARE, FULL, HOST, MESSAGE_OFFLINE, SESSION_BOUND,
                                SESSION_RESUMED, iq_event,
                                presence_event)
-from xmppd.core.stanzas import StanzaError, make_stanza
+from xmppd.core.stanzas import ENCRYPTED_PAYLOADS, StanzaError, make_stanza
 from xmppd.core.xmlstream import NS_CLIENT, parse_stanza
 from xmppd.jid import JID, InvalidJID
 from xmppd.options import Option, Options, boolean, integer, non_negative_number
@@ -60,13 +60,7 @@ NS_PUSH = "urn:xmpp:push:0"
 NS_SUMMARY = "urn:xmpp:push:summary"
 NS_PUBSUB = "http://jabber.org/protocol/pubsub"
 NS_PUBLISH_OPTIONS = "http://jabber.org/protocol/pubsub#publish-options"
-NOTIFYING = frozenset({
-    ("urn:xmpp:jingle-message:0", "propose"),  # XEP-0353: a call
-    ("eu.siacs.conversations.axolotl", "encrypted"),  # XEP-0384 (OMEMO, legacy)
-    ("urn:xmpp:omemo:2", "encrypted"),  # XEP-0384 (OMEMO)
-    ("urn:xmpp:openpgp:0", "openpgp"),  # XEP-0373
-    ("jabber:x:encrypted", "x"),  # XEP-0027
-})
+NOTIFYING = ENCRYPTED_PAYLOADS | {("urn:xmpp:jingle-message:0", "propose")}  # XEP-0353: a call
 PRIORITY = 10  # on message/offline and presence: before offline storage and subscriptions
 FILTER_PRIORITY = 5  # outbound: ahead of stream management's queue
 MAX_WAIT_ERRORS = 3

@@ -57,6 +57,7 @@ from xmppd.core.api import AUTHENTICATED
 from xmppd.core.events import MESSAGE_OFFLINE, SESSION_UNBOUND
 from xmppd.core.negotiation import SESSION_CARRIER_LOST
 from xmppd.core.stanzas import NS_STANZAS, Stanza
+from xmppd.core.stream import cancelled
 from xmppd.jid import JID, InvalidJID
 from xmppd.options import Option, Options, integer, positive_number
 
@@ -111,11 +112,6 @@ def counter(text):
         return None
     value = int(text)
     return value if value <= MASK else None
-
-
-def cancelled(timer):
-    if timer is not None and timer.active():
-        timer.cancel()
 
 
 class StreamManagement:
