@@ -3,7 +3,7 @@ paging (XEP-0059), in memory."""
 
 import pytest
 
-from tests.harness import Client, add_user, error_condition, make_server, online
+from tests.harness import Client, add_user, error_condition, make_server, online, reload
 from xmppd.modules.mam import NS_MAM, NS_RSM, NS_SID
 
 NS_FORWARD = "urn:xmpp:forward:0"
@@ -290,3 +290,11 @@ def test_a_refused_message_is_not_archived_and_leaks_no_id(server, alice, bob):
     assert [e["type"] for e in errors] == ["error", "error"]
     assert [list(e.elements(NS_SID, "stanza-id")) for e in errors] == [[], []]
     assert bodies(query(bob)[0]) == []
+
+
+def test_a_reloaded_default_applies_to_accounts_without_preferences(server, alice, bob,
+                                                                     tmp_path):
+    chat(alice, "bob@example.com", "kept")
+    reload(server, tmp_path, "[mam]\ndefault = 'never'")
+    chat(alice, "bob@example.com", "not kept")
+    assert bodies(query(alice)[0]) == ["kept"]

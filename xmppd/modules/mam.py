@@ -54,12 +54,13 @@ unique and stable stanza ids (XEP-0359) and result set management
 """
 
 import secrets
+from collections import OrderedDict
 from datetime import datetime, timezone
 
 from twisted.internet import defer
 from twisted.words.xish import domish
 
-from xmppd.core.events import BARE, FULL, SESSION_UNBOUND, message_event, pre_events
+from xmppd.core.events import BARE, FULL, message_event, pre_events
 from xmppd.core.stanzas import ENCRYPTED_PAYLOADS, StanzaError, make_stanza, xep0082_stamp
 from xmppd.core.xmlstream import NS_CLIENT, parse_stanza
 from xmppd.jid import JID, InvalidJID
@@ -81,6 +82,7 @@ KEPT = ENCRYPTED_PAYLOADS | {(NS_HINTS, "store")}  # archived without a body (XE
 DEFAULTS = ("always", "never", "roster")
 INCOMING_PRIORITY = 20  # before carbons' received copies (10) and delivery
 OUTGOING_PRIORITY = -50  # after the policies (closed domains, blocking)
+PREFS_CACHED = 10000  # accounts whose preferences are kept in memory
 FORM_FIELDS = ("with", "start", "end", "before-id", "after-id", "ids")
 
 OPTIONS = Options(  # [mam]
@@ -140,7 +142,7 @@ class Archive:
         self._store = store
         self._values = api.open_store("keyval")
         self._ids = ArchiveIds(api.clock)
-        self._prefs = {}  # bare JID -> Prefs, of accounts with a session
+        self._prefs = OrderedDict()  # bare JID -> Prefs (default None: the operator's)
         self._writes = BatchedWrites(self._store.append_many, api.log, "archived message(s)")
         self._store.last_id().addCallbacks(
             self._ids.seen, lambda failure: api.log.failure("cannot read the last archive id",
@@ -229,30 +231,39 @@ class Archive:
     # Preferences (§6.1)
 
     def prefs(self, user):
+        """Deferred: the account's preferences, the operator's default
+        (``mam.default``, read now) where it set none."""
         cached = self._prefs.get(user)
         if cached is not None:
-            return defer.succeed(cached)
+            self._prefs.move_to_end(user)
+            return defer.succeed(self._effective(cached))
 
         def parse(text):
-            prefs = Prefs(self._api.options.default) if text is None else prefs_of(text)
-            if self._api.sessions.count(user):
-                self._prefs[user] = prefs
-            return prefs
+            # A write meanwhile (prefs_command) is newer: it wins.
+            prefs = self._remember(user, self._prefs.get(user) or (
+                Prefs(None) if text is None else prefs_of(text)))
+            return self._effective(prefs)
 
         return self._values.get(user.local, user.domain, "prefs").addCallback(parse)
 
-    def forget(self, session):
-        if not self._api.sessions.count(session.jid.bare):
-            self._prefs.pop(session.jid.bare, None)
+    def _remember(self, user, prefs):
+        self._prefs[user] = prefs
+        while len(self._prefs) > PREFS_CACHED:
+            self._prefs.popitem(last=False)
+        return prefs
+
+    def _effective(self, prefs):
+        if prefs.default is not None:
+            return prefs
+        return Prefs(self._api.options.default, prefs.always, prefs.never)
 
     def prefs_command(self, stanza):
         user = own_account(stanza)
         if stanza.element.getAttribute("type") == "get":
             return self.prefs(user).addCallback(prefs_element)
         prefs = parse_prefs(stanza.payload)
-        self._prefs.pop(user, None)
         d = self._values.set(user.local, user.domain, "prefs", prefs_element(prefs).toXml())
-        return d.addCallback(lambda _: prefs_element(prefs))
+        return d.addCallback(lambda _: prefs_element(self._remember(user, prefs)))
 
     # Queries (§4)
 
@@ -532,7 +543,6 @@ def setup(api):
                                      "metadata": archive.metadata}),
                             ("set", {"query": archive.query, "prefs": archive.prefs_command})):
         api.handle_iq(type_, BARE, NS_MAM, by_payload(requests))
-    api.hook(SESSION_UNBOUND, archive.forget)
     for event in pre_events("message"):
         api.hook(event, archive.outgoing, priority=OUTGOING_PRIORITY)
     for target in (BARE, FULL):
