@@ -179,6 +179,12 @@ def test_counters_wrap_at_two_to_the_32(server, bob):
     assert alice.take()[0]["h"] == "0"
 
 
+def test_an_ack_that_is_not_a_count_ends_the_stream(server):
+    alice, _ = managed(server)
+    alice.send(a("many"))
+    assert alice.closed and error_condition(alice.take()[-1]) == "bad-format"
+
+
 def test_an_ack_of_more_than_was_sent_ends_the_stream(server, bob):
     alice, _ = managed(server)
     chat(bob, "a")

@@ -159,8 +159,13 @@ class StreamManagement:
     def answer(self, stream, element):
         """``<a h/>`` from the client."""
         state = self._state(stream)
-        if state is not None:
-            self._acknowledged(stream.session, state, element.getAttribute("h"))
+        if state is None:
+            return True
+        h = counter(element.getAttribute("h"))
+        if h is None:
+            stream.session.close("bad-format", "h is not an unsigned 32-bit integer")
+        else:
+            self._acknowledged(stream.session, state, h)
         return True
 
     def _state(self, stream):
@@ -170,27 +175,22 @@ class StreamManagement:
             stream.send(failed("unexpected-request"))
         return state
 
-    def _acknowledged(self, session, state, text):
+    def _acknowledged(self, session, state, h):
         """Drop what ``h`` (the client's count) acknowledges; False (and
-        the stream closed) if it is not a count of what was sent."""
-        h = counter(text)
+        the stream closed) if it counts more than was sent."""
         waiting = len(state.unacked)
-        if h is not None:
-            new = (h - (state.sent - waiting)) & MASK
-            if new <= waiting:
-                for _ in range(new):
-                    state.unacked.popleft()
-                self._queued -= new
-                state.requested = False
-                if state.unacked and session.carrier is not None:
-                    self._request_later(session, state)
-                return True
-        if h is None:
-            session.close("bad-format", "h is not an unsigned 32-bit integer")
-        else:
+        new = (h - (state.sent - waiting)) & MASK
+        if new > waiting:
             session.close("undefined-condition",
                           f"handled-count-too-high: h={h}, send-count={state.sent}")
-        return False
+            return False
+        for _ in range(new):
+            state.unacked.popleft()
+        self._queued -= new
+        state.requested = False
+        if state.unacked and session.carrier is not None:
+            self._request_later(session, state)
+        return True
 
     def resume(self, stream, element):
         if stream.user is None or stream.session is not None:
@@ -211,7 +211,7 @@ class StreamManagement:
             return True
         state.expiry = cancelled(state.expiry)
         self._api.streams.resume(stream, session)
-        if not self._acknowledged(session, state, str(h)):
+        if not self._acknowledged(session, state, h):
             return True
         stream.send(nonza("resumed", h=state.handled, previd=previd))
         carrier = session.carrier
