@@ -10,6 +10,7 @@ of hanging it.  When a test fails, the end of the server log is shown with it.
 """
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -487,3 +488,39 @@ def run():
         asyncio.run(asyncio.wait_for(main(), timeout))
 
     return run
+
+
+_accounts = itertools.count(1)
+
+
+def new_accounts(deployment, *names):
+    """An account on ``deployment`` for each of ``names`` (made unique);
+    their usernames."""
+    users = []
+    for name in names:
+        user = f"{name}{next(_accounts)}"
+        password = f"{user}-secret"
+        run_xmppctl("-c", deployment.process.config_path, "adduser",
+                    f"{user}@{deployment.domain}", "--password", password)
+        deployment.passwords[user] = password
+        users.append(user)
+    return users
+
+
+async def settled(client):
+    """The server processed what ``client`` sent so far (a ping is answered
+    after the stanzas before it, RFC 6120 §10.1)."""
+    await client.xmpp.plugin["xep_0199"].send_ping(client.xmpp.boundjid.domain,
+                                                   timeout=STEP_TIMEOUT)
+
+
+def collect(client, event):
+    """A queue of what slixmpp's ``event`` brings ``client``."""
+    queue = asyncio.Queue()
+    client.xmpp.add_event_handler(event, queue.put_nowait)
+    return queue
+
+
+async def next_of(queue):
+    """The next item of ``queue``, within STEP_TIMEOUT."""
+    return await asyncio.wait_for(queue.get(), STEP_TIMEOUT)

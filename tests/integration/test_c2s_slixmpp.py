@@ -13,6 +13,8 @@ import xml.etree.ElementTree as ET
 import pytest
 from slixmpp.exceptions import IqError
 
+from tests.integration.conftest import settled
+
 NS_STREAMS = "http://etherx.jabber.org/streams"
 NS_STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams"
 NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
@@ -122,6 +124,7 @@ def test_scram_login_over_starttls_and_message_routing(server, run):
         assert bob.jid == "bob@example.test/phone"
 
         bob.xmpp.send_presence()  # available: bare-JID messages go to available resources
+        await settled(bob)  # before alice's bare-JID message, or it goes to bob's offline store
         forged = "mallory@example.test/forged"
         sent = alice.send_message(bob.jid, "to your full JID", mfrom=forged)
         assert sent["from"] == forged

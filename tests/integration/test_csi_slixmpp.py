@@ -3,17 +3,10 @@ own xep_0352 and xep_0085 plugins: an inactive client is sent only the
 newest chat state of a conversation, before the message that follows it;
 an active one gets every chat state."""
 
-from tests.integration.conftest import STEP_TIMEOUT
+from tests.integration.conftest import settled
 
 NS_CHATSTATES = "http://jabber.org/protocol/chatstates"
 STATES = ("active", "composing", "paused")
-
-
-async def settled(client):
-    """The server processed what ``client`` sent so far (a ping is answered
-    after the elements before it, RFC 6120 §10.1)."""
-    await client.xmpp.plugin["xep_0199"].send_ping(client.xmpp.boundjid.domain,
-                                                   timeout=STEP_TIMEOUT)
 
 
 async def typing_then_message(sender, recipient, states, body):

@@ -15,7 +15,8 @@ import pytest
 import trustme
 
 from tests.integration.conftest import (
-    DOMAIN, STEP_TIMEOUT, Clients, Deployment, prepare, run_xmppctl, write_certificate)
+    DOMAIN, STEP_TIMEOUT, Clients, Deployment, collect, next_of, prepare, run_xmppctl, settled,
+    write_certificate)
 from xmppd.storage.sql import SQLStore
 
 OTHER = "other.test"
@@ -67,24 +68,6 @@ async def online(clients, user, resource, priority=0, carbons=False):
     client.xmpp.send_presence(ppriority=priority)
     await settled(client)
     return client
-
-
-async def settled(client):
-    """Wait until the server processed what ``client`` sent so far (a ping
-    is answered after the stanzas before it)."""
-    await client.xmpp.plugin["xep_0199"].send_ping(client.xmpp.boundjid.domain,
-                                                   timeout=STEP_TIMEOUT)
-
-
-def collect(client, event):
-    """A queue of the stanzas of slixmpp ``event`` received by ``client``."""
-    queue = asyncio.Queue()
-    client.xmpp.add_event_handler(event, queue.put_nowait)
-    return queue
-
-
-async def next_of(queue):
-    return await asyncio.wait_for(queue.get(), STEP_TIMEOUT)
 
 
 async def next_non_error(client):

@@ -8,13 +8,11 @@ own, so no subscription or presence reaches the clients of other tests.
 """
 
 import asyncio
-import itertools
 
 import pytest
 
-from tests.integration.conftest import STEP_TIMEOUT, prepare, run_xmppctl
-
-_accounts = itertools.count(1)
+from tests.integration.conftest import (
+    STEP_TIMEOUT, collect, new_accounts, prepare, settled)
 
 
 @pytest.fixture(scope="module")
@@ -23,26 +21,6 @@ def server(tmp_path_factory):
     deployment.process.start()
     yield deployment
     deployment.process.check_clean_exit()
-
-
-def new_accounts(server, *names):
-    """Create an account for each of ``names`` (made unique); their usernames."""
-    users = []
-    for name in names:
-        user = f"{name}{next(_accounts)}"
-        password = f"{user}-secret"
-        run_xmppctl("-c", server.process.config_path, "adduser", f"{user}@{server.domain}",
-                    "--password", password)
-        server.passwords[user] = password
-        users.append(user)
-    return users
-
-
-def collect(client, event):
-    """A queue of the stanzas of slixmpp ``event`` that ``client`` receives."""
-    queue = asyncio.Queue()
-    client.xmpp.add_event_handler(event, queue.put_nowait)
-    return queue
 
 
 async def next_from(queue, sender):
@@ -68,12 +46,6 @@ async def online(clients, user, resource, status=None, **handlers):
     client.xmpp.send_presence(pstatus=status)
     await settled(client)
     return client
-
-
-async def settled(client):
-    """Wait until the server processed what ``client`` sent so far."""
-    await client.xmpp.plugin["xep_0199"].send_ping(client.xmpp.boundjid.domain,
-                                                   timeout=STEP_TIMEOUT)
 
 
 async def pushed(client, contact, subscription, ask=""):

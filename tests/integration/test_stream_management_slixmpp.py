@@ -15,8 +15,8 @@ import json
 
 import pytest
 
-from tests.integration.conftest import STEP_TIMEOUT, xmppctl_result
-from tests.integration.test_messaging_slixmpp import collect, settled, stored_offline
+from tests.integration.conftest import STEP_TIMEOUT, collect, settled, xmppctl_result
+from tests.integration.test_messaging_slixmpp import stored_offline
 
 COUNT = 20  # messages sent while the client is cut off
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
