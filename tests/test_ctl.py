@@ -682,17 +682,19 @@ def test_console_script_reports_a_missing_config(tmp_path):
     assert result.stderr == f"xmppctl: {missing}: cannot read: No such file or directory\n"
 
 
-def archive(conf, *stamps, user="ann"):
-    """Messages archived for ``user`` at ``stamps`` (ISO dates)."""
-    from xmppd.storage.kinds import ArchiveRecord
+def archive(conf, *dates, user="ann"):
+    """Messages archived for ``user`` at midnight UTC of ``dates``
+    (distinct ISO dates: the ids carry the time)."""
+    from xmppd.storage.kinds import ArchiveRecord, first_archive_id
 
     store = SQLStore(configuration.load(conf).storage.url)
     try:
         store.open("archive", "mam").append_many([
-            ArchiveRecord(user, DOMAIN, str(i + 1), f"bob@{DOMAIN}", None,
-                          datetime.datetime.fromisoformat(stamp + "T00:00:00+00:00"), "in",
-                          "<message/>")
-            for i, stamp in enumerate(stamps)])
+            ArchiveRecord(user, DOMAIN,
+                          str(first_archive_id(datetime.datetime.fromisoformat(
+                              date + "T00:00:00+00:00"))),
+                          f"bob@{DOMAIN}", None, "in", "<message/>")
+            for date in dates])
     finally:
         store.close()
 
@@ -708,7 +710,7 @@ def test_mam_purge_of_one_account_before_a_date(ctl, conf):
 
 def test_mam_purge_applies_the_retention_by_default(ctl, conf):
     ctl("adduser", f"ann@{DOMAIN}", "--password", "pw")
-    archive(conf, "2000-01-01", "2999-01-01")
+    archive(conf, "2000-01-01", "2040-01-01")
     assert ctl("mam", "purge") == (0, "deleted 1 archived message older than mam.max_age\n", "")
 
 
@@ -725,5 +727,5 @@ def test_mam_purge_follows_each_hosts_retention(ctl, conf):
     with open(conf, "a") as f:
         f.write('\n[mam]\nmax_age = 0\n[hosts."example.com".mam]\nmax_age = 30\n')
     ctl("adduser", f"ann@{DOMAIN}", "--password", "pw")
-    archive(conf, "2000-01-01", "2999-01-01")
+    archive(conf, "2000-01-01", "2040-01-01")
     assert ctl("mam", "purge") == (0, "deleted 1 archived message older than mam.max_age\n", "")

@@ -1,5 +1,6 @@
 """Contract of the ``archive`` store (xmppd.storage.kinds.ArchiveStore):
-archive ids given by the caller, XEP-0313 queries with XEP-0059 paging."""
+archive ids given by the caller, carrying their time, XEP-0313 queries with
+XEP-0059 paging."""
 
 from datetime import datetime, timedelta, timezone
 
@@ -7,18 +8,33 @@ import pytest
 from sqlalchemy import Engine, event
 
 from xmppd.storage import StorageError, UnknownArchiveId, UserNotFound
-from xmppd.storage.kinds import BULK, ArchivedMessage, ArchiveRecord, lane, methods
+from xmppd.storage.kinds import (
+    BULK,
+    ID_TIME_SHIFT,
+    ArchivedMessage,
+    ArchiveRecord,
+    archive_id_time,
+    first_archive_id,
+    lane,
+    methods,
+)
 
 from .conftest import KEYS
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+US = timedelta(microseconds=1)
+LAST = (1 << ID_TIME_SHIFT) - 1  # the low bits of a microsecond's last id
 WITH = ["bob@example.net/phone", "carol@example.com", "bob@example.net/laptop",
         "bob@example.net", "carol@example.com/x"]
-BASE = 1_811_000_000_000_000 << 12  # microseconds since 1970 shifted by 12 bits
 
 
 def archive_id(n: int) -> str:
-    return str(BASE + n)
+    """The id ``n`` after the first of T0 (n < 4096: in T0's microsecond)."""
+    return str(first_archive_id(T0) + n)
+
+
+def id_at(moment: datetime, low: int = 0) -> str:
+    return str(first_archive_id(moment) | low)
 
 
 @pytest.fixture
@@ -28,11 +44,12 @@ def archive(store, alice):
 
 @pytest.fixture
 def ids(archive):
-    """Five messages, a minute apart, with the correspondents of WITH."""
+    """Five messages, a minute apart from T0, with the correspondents of WITH."""
+    ids = [id_at(T0 + timedelta(minutes=n), low=n) for n in range(len(WITH))]
     for n, jid in enumerate(WITH):
-        archive.append("alice", "example.org", jid, f"s{n}", T0 + timedelta(minutes=n),
-                       "in" if n % 2 else "out", f"<message id='s{n}'/>", id=archive_id(n))
-    return [archive_id(n) for n in range(len(WITH))]
+        archive.append("alice", "example.org", jid, f"s{n}", "in" if n % 2 else "out",
+                       f"<message id='s{n}'/>", id=ids[n])
+    return ids
 
 
 def numbers(page):
@@ -49,21 +66,75 @@ def test_append_and_read_back(archive, ids):
     assert len(set(ids)) == 5
 
 
-def test_timestamps_in_any_zone_are_utc(archive):
+def test_the_time_is_the_ids_in_utc(archive):
     paris = timezone(timedelta(hours=1))
-    archive.append("alice", "example.org", "bob@example.net", None,
-                   datetime(2026, 12, 1, 13, 0, tzinfo=paris), "in", "<message/>", id="1")
+    archive.append("alice", "example.org", "bob@example.net", None, "in", "<message/>",
+                   id=id_at(datetime(2026, 12, 1, 13, 0, 0, 7, tzinfo=paris), low=LAST))
     [item] = archive.find("alice", "example.org").items
-    assert item.timestamp == T0 and item.timestamp.utcoffset() == timedelta(0)
+    assert item.timestamp == T0 + 7 * US and item.timestamp.utcoffset() == timedelta(0)
+
+
+def test_archive_id_time_round_trip():
+    for moment in (T0, T0 + 999_999 * US, datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=timezone.utc)):
+        first = first_archive_id(moment)
+        assert archive_id_time(str(first)) == moment
+        assert archive_id_time(str(first + LAST)) == moment
+        assert archive_id_time(str(first + LAST + 1)) == moment + US
+    assert first_archive_id(datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=timezone.utc)) == 4096
+    assert first_archive_id(T0) == 1_796_126_400_000_000 << 12
+    assert first_archive_id(T0.astimezone(timezone(timedelta(hours=-5)))) == first_archive_id(T0)
+    # The largest id (2**63 - 1), its time the last the ids can carry.
+    assert archive_id_time(str(2**63 - 1)) == datetime(2041, 5, 10, 11, 56, 53, 685247,
+                                                       tzinfo=timezone.utc)
     with pytest.raises(ValueError):
-        archive.append("alice", "example.org", "bob@example.net", None,
-                       datetime(2026, 12, 1), "in", "<message/>", id="2")
+        first_archive_id(datetime(2026, 12, 1))
 
 
 def test_time_range_is_inclusive(archive, ids):
     page = archive.find("alice", "example.org", start=T0 + timedelta(minutes=1),
                         end=T0 + timedelta(minutes=3))
     assert numbers(page) == [1, 2, 3]
+    paris = timezone(timedelta(hours=1))
+    assert numbers(archive.find("alice", "example.org",
+                                start=(T0 + timedelta(minutes=3)).astimezone(paris))) == [3, 4]
+    assert numbers(archive.find("alice", "example.org", end=T0 + timedelta(minutes=1) - US)) == [0]
+    with pytest.raises(ValueError):
+        archive.find("alice", "example.org", start=datetime(2026, 12, 1))
+
+
+def edges(archive) -> list[str]:
+    """Messages in the last id of T0's microsecond, in the first and last
+    ids of the next one, and in the first id of the one after."""
+    ids = [id_at(T0, LAST), id_at(T0 + US), id_at(T0 + US, LAST), id_at(T0 + 2 * US)]
+    archive.append_many([record("alice", archive_id) for archive_id in ids])
+    return ids
+
+
+def test_time_range_is_inclusive_to_the_microsecond(archive):
+    ids = edges(archive)
+
+    def found(**bounds):
+        return [item.id for item in archive.find("alice", "example.org", **bounds).items]
+
+    assert found(start=T0 + US, end=T0 + US) == ids[1:3]
+    assert found(start=T0, end=T0) == ids[:1]
+    assert found(end=T0 + US) == ids[:3]
+    assert found(start=T0 + US) == ids[1:]
+    assert found(start=T0 + 2 * US) == ids[3:]
+    assert found(start=T0 + 3 * US) == found(end=T0 - US) == []
+    assert archive.find("alice", "example.org", start=T0 + US, end=T0 + US,
+                        count=True).count == 2
+
+
+def test_time_range_beyond_the_ids(archive):
+    ids = edges(archive)
+    earliest = datetime.min.replace(tzinfo=timezone.utc)
+    latest = datetime.max.replace(tzinfo=timezone.utc)
+    for start, end, expected in ((earliest, latest, ids), (None, latest, ids),
+                                 (earliest, None, ids), (latest, None, []),
+                                 (None, earliest, []), (T0 + US, latest, ids[1:])):
+        page = archive.find("alice", "example.org", start=start, end=end, count=True)
+        assert ([item.id for item in page.items], page.count) == (expected, len(expected))
 
 
 def test_with_bare_jid_matches_its_full_jids(archive, ids):
@@ -120,7 +191,7 @@ def test_unknown_id(store, archive, ids, paging):
 def test_scoped_per_name_and_account(store, archive, ids):
     store.open("accounts").create("bob", "example.org", KEYS)
     other = store.open("archive", "muc")
-    other.append("alice", "example.org", "room@conference.example.org/bob", None, T0, "in",
+    other.append("alice", "example.org", "room@conference.example.org/bob", None, "in",
                  "<m/>", id=ids[0])  # ids are unique in a named archive only
     assert numbers(archive.find("alice", "example.org")) == [0, 1, 2, 3, 4]
     assert len(other.find("alice", "example.org").items) == 1
@@ -129,7 +200,7 @@ def test_scoped_per_name_and_account(store, archive, ids):
 
 def test_delete_up_to_an_id(store, archive, ids):
     store.open("accounts").create("bob", "example.org", KEYS)
-    archive.append("bob", "example.org", "alice@example.org", None, T0, "in", "<m/>",
+    archive.append("bob", "example.org", "alice@example.org", None, "in", "<m/>",
                    id=archive_id(-1))
     assert archive.delete_until(up_to=ids[1], username="alice", domain="example.org") == 2
     assert numbers(archive.find("alice", "example.org")) == [2, 3, 4]
@@ -138,15 +209,27 @@ def test_delete_up_to_an_id(store, archive, ids):
 
 def test_retention_deletes_older_messages_of_everyone(store, archive, ids):
     store.open("accounts").create("bob", "example.org", KEYS)
-    archive.append("bob", "example.org", "alice@example.org", None, T0, "in", "<m/>",
+    archive.append("bob", "example.org", "alice@example.org", None, "in", "<m/>",
                    id=archive_id(5))
     other = store.open("archive", "muc")
-    other.append("alice", "example.org", "room@conference.example.org", None, T0, "in", "<m/>",
+    other.append("alice", "example.org", "room@conference.example.org", None, "in", "<m/>",
                  id=archive_id(6))
     assert archive.delete_until(before=T0 + timedelta(minutes=2)) == 3
     assert numbers(archive.find("alice", "example.org")) == [2, 3, 4]
     assert archive.find("bob", "example.org").items == []
     assert len(other.find("alice", "example.org").items) == 1
+
+
+def test_retention_by_the_time_of_the_ids(archive):
+    ids = edges(archive)
+    assert archive.delete_until(before=datetime.min.replace(tzinfo=timezone.utc)) == 0
+    assert archive.delete_until(before=T0) == 0
+    assert archive.delete_until(before=T0 + US) == 1  # T0's last id, not the next microsecond's
+    assert [item.id for item in archive.find("alice", "example.org").items] == ids[1:]
+    assert archive.delete_until(before=T0 + 2 * US, username="alice", domain="example.org") == 2
+    assert archive.delete_until(before=datetime.max.replace(tzinfo=timezone.utc)) == 1
+    with pytest.raises(ValueError):
+        archive.delete_until(before=datetime(2026, 12, 1))
 
 
 def test_delete_needs_a_bound(archive, ids):
@@ -157,13 +240,13 @@ def test_delete_needs_a_bound(archive, ids):
 
 def test_missing_account(archive):
     with pytest.raises(UserNotFound):
-        archive.append("bob", "example.org", "alice@example.org", None, T0, "in", "<m/>", id="1")
+        archive.append("bob", "example.org", "alice@example.org", None, "in", "<m/>", id="1")
     assert archive.find("bob", "example.org").items == []
 
 
 def test_invalid_direction(archive):
     with pytest.raises(ValueError):
-        archive.append("alice", "example.org", "bob@example.net", None, T0, "sideways", "<m/>",
+        archive.append("alice", "example.org", "bob@example.net", None, "sideways", "<m/>",
                        id="1")
 
 
@@ -176,9 +259,9 @@ def test_writes_are_bulk():
 
 
 def test_caller_ids_order_the_archive(archive):
-    for n, minute in ((3, 0), (1, 2), (2, 1)):  # neither stored nor stamped in their order
-        archive.append("alice", "example.org", "bob@example.net", f"s{n}",
-                       T0 + timedelta(minutes=minute), "in", "<m/>", id=archive_id(n))
+    for n in (3, 1, 2):  # not stored in their order
+        archive.append("alice", "example.org", "bob@example.net", f"s{n}", "in", "<m/>",
+                       id=archive_id(n))
     page = archive.find("alice", "example.org")
     assert [item.id for item in page.items] == [archive_id(1), archive_id(2), archive_id(3)]
     assert numbers(page) == [1, 2, 3]
@@ -187,33 +270,34 @@ def test_caller_ids_order_the_archive(archive):
 
 
 def test_largest_id(archive):
-    archive.append("alice", "example.org", "bob@example.net", None, T0, "in", "<m/>",
+    archive.append("alice", "example.org", "bob@example.net", None, "in", "<m/>",
                    id=str(2**63 - 1))
-    assert [item.id for item in archive.find("alice", "example.org").items] == [str(2**63 - 1)]
+    [item] = archive.find("alice", "example.org").items
+    assert (item.id, item.timestamp) == (str(2**63 - 1), archive_id_time(str(2**63 - 1)))
 
 
 @pytest.mark.parametrize("bad", ["0", "-1", "+1", "007", "1.0", " 1", "", "x1", "\u0661",
                                  str(2**63)])
 def test_invalid_ids(archive, bad):
     with pytest.raises(ValueError):
-        archive.append("alice", "example.org", "bob@example.net", None, T0, "in", "<m/>", id=bad)
+        archive.append("alice", "example.org", "bob@example.net", None, "in", "<m/>", id=bad)
     assert archive.find("alice", "example.org").items == []
 
 
 def test_an_id_is_unique_in_its_named_archive(store, archive, ids):
     store.open("accounts").create("bob", "example.org", KEYS)
     with pytest.raises(StorageError):
-        archive.append("bob", "example.org", "alice@example.org", None, T0, "in", "<m/>",
+        archive.append("bob", "example.org", "alice@example.org", None, "in", "<m/>",
                        id=ids[0])
     with pytest.raises(StorageError):  # the whole batch fails
         archive.append_many([record("bob", archive_id(10)), record("bob", ids[1])])
     assert archive.find("bob", "example.org").items == []
-    store.open("archive", "muc").append("bob", "example.org", "alice@example.org", None, T0,
+    store.open("archive", "muc").append("bob", "example.org", "alice@example.org", None,
                                         "in", "<m/>", id=ids[0])
 
 
 def record(username: str, id: str, with_jid: str = "carol@example.com") -> ArchiveRecord:
-    return ArchiveRecord(username, "example.org", id, with_jid, f"{username}-{id}", T0, "out",
+    return ArchiveRecord(username, "example.org", id, with_jid, f"{username}-{id}", "out",
                          f"<message id='{id}'/>")
 
 

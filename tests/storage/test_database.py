@@ -3,19 +3,22 @@ failures, an account's data deleted with it, the SQLite file."""
 
 import os
 import sqlite3
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import DateTime, bindparam, create_engine, make_url, text
 
 from xmppd.storage import RosterItem, SchemaOutdated, StorageError
+from xmppd.storage.kinds import PubSubItem, archive_id_time, first_archive_id
 from xmppd.storage.models import (
     ArchiveEntry,
     Base,
     OfflineMessage,
+    PubSubItemRow,
+    PubSubNodeRow,
     RosterEntry,
     RosterGroup,
     ScramCredential,
@@ -84,7 +87,7 @@ class TestDatabase:
         accounts.create("alice", "example.org", KEYS)
         roster.set_item("alice", "example.org", RosterItem("bob@example.net"))
 
-        assert empty_store.migrate() == ("0001", "0004")
+        assert empty_store.migrate() == ("0001", "0006")
         empty_store.check_schema()
         assert accounts.get_credentials("alice", "example.org") == KEYS
         assert roster.get("alice", "example.org") == (1, [RosterItem("bob@example.net")])
@@ -92,8 +95,8 @@ class TestDatabase:
         vcard.set("alice", "example.org", "", "<vCard/>")
         assert offline.append("alice", "example.org", "<message/>", 10)
         archive = empty_store.open("archive", "mam")
-        archive.append("alice", "example.org", "bob@example.net", None,
-                       datetime.now(timezone.utc), "in", "<message/>", id="1")
+        archive.append("alice", "example.org", "bob@example.net", None, "in", "<message/>",
+                       id="1")
         assert vcard.get("alice", "example.org", "") == "<vCard/>"
         assert offline.take_all("alice", "example.org") == ["<message/>"]
         assert len(archive.find("alice", "example.org").items) == 1
@@ -114,19 +117,67 @@ class TestDatabase:
             engine.dispose()
         [old] = empty_store.open("archive", "mam").find("alice", "example.org").items
 
-        assert empty_store.migrate() == ("0003", "0004")
+        assert empty_store.migrate() == ("0003", "0006")
         archive = empty_store.open("archive", "mam")
-        archive.append("alice", "example.org", "bob@example.net", None,
-                       datetime.now(timezone.utc), "out", "<message/>", id="9")
+        archive.append("alice", "example.org", "bob@example.net", None, "out", "<message/>",
+                       id="9")
         with pytest.raises(StorageError):
-            archive.append("alice", "example.org", "bob@example.net", None,
-                           datetime.now(timezone.utc), "out", "<message/>", id="9")
+            archive.append("alice", "example.org", "bob@example.net", None, "out",
+                           "<message/>", id="9")
         empty_store.open("archive", "muc").append(
-            "alice", "example.org", "bob@example.net", None, datetime.now(timezone.utc), "out",
-            "<message/>", id="9")
+            "alice", "example.org", "bob@example.net", None, "out", "<message/>", id="9")
         assert archive.find("alice", "example.org").items[0] == old
         assert [item.id for item in archive.find("alice", "example.org").items] == [old.id, "9"]
         assert archive.last_id() == "9"
+
+    def test_upgrade_from_0005_reads_the_time_from_the_ids(self, backend, empty_store):
+        stamp = datetime(2026, 12, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+        archive_id = first_archive_id(stamp) | 0xABC  # as xmppd.modules.mam.ArchiveIds made it
+        engine = create_engine(backend.url)
+        try:
+            with engine.begin() as connection:
+                command.upgrade(alembic_config(connection), "0005")
+                connection.execute(text(
+                    "INSERT INTO accounts (username, domain, roster_version) "
+                    "VALUES ('alice', 'example.org', 0)"))
+                connection.execute(text(
+                    "INSERT INTO archive_messages (id, account_id, store, with_bare,"
+                    " with_resource, stanza_id, stamp, direction, stanza) SELECT :id, id, 'mam',"
+                    " 'bob@example.net', 'phone', 's1', :stamp, 'in', '<message/>'"
+                    " FROM accounts").bindparams(bindparam("stamp", type_=DateTime(timezone=True))),
+                    {"id": archive_id, "stamp": stamp})
+        finally:
+            engine.dispose()
+
+        assert empty_store.migrate() == ("0005", "0006")
+        empty_store.check_schema()
+        archive = empty_store.open("archive", "mam")
+        [item] = archive.find("alice", "example.org", start=stamp, end=stamp).items
+        assert (item.id, item.with_jid, item.stanza_id, item.timestamp, item.xml) == (
+            str(archive_id), "bob@example.net/phone", "s1", stamp, "<message/>")
+        assert archive.find("alice", "example.org", end=stamp - timedelta(microseconds=1),
+                            count=True).count == 0
+        assert archive.delete_until(before=stamp + timedelta(microseconds=1)) == 1
+
+    def test_downgrade_to_0005_writes_the_stamps_back(self, backend, store):
+        store.open("accounts").create("alice", "example.org", KEYS)
+        stamp = datetime(2026, 12, 1, 12, 0, 0, 999999, tzinfo=timezone.utc)
+        archive_id = first_archive_id(stamp) | 0xFFF
+        store.open("archive", "mam").append("alice", "example.org", "bob@example.net", None,
+                                            "in", "<message/>", id=str(archive_id))
+        engine = create_engine(backend.url)
+        try:
+            with engine.begin() as connection:
+                command.downgrade(alembic_config(connection), "0005")
+                written = connection.scalar(text("SELECT stamp FROM archive_messages"))
+        finally:
+            engine.dispose()
+        if backend.name == "sqlite":  # the form SQLAlchemy's DateTime reads back
+            written = datetime.fromisoformat(written).replace(tzinfo=timezone.utc)
+        assert written == stamp == archive_id_time(str(archive_id))
+        assert store.migrate() == ("0005", "0006")
+        [item] = store.open("archive", "mam").find("alice", "example.org").items
+        assert (item.id, item.timestamp) == (str(archive_id), stamp)
 
     def test_delete_account_cascades(self, backend, store):
         accounts = store.open("accounts")
@@ -136,11 +187,15 @@ class TestDatabase:
         store.open("keyval", "vcard").set("alice", "example.org", "", "<vCard/>")
         store.open("offline").append("alice", "example.org", "<message/>", 10)
         store.open("archive", "mam").append("alice", "example.org", "bob@example.net", "x",
-                                            datetime.now(timezone.utc), "out", "<message/>",
-                                            id="1")
+                                            "out", "<message/>", id="1")
+        pep = store.open("pubsub", "pep")
+        pep.create_node("alice@example.org", "urn:xmpp:avatar:data", {},
+                        account=("alice", "example.org"))
+        pep.publish("alice@example.org", "urn:xmpp:avatar:data",
+                    PubSubItem("1", "alice@example.org", "<data/>", datetime.now(timezone.utc)))
         accounts.delete("alice", "example.org")
         for model in (ScramCredential, RosterEntry, RosterGroup, UserValue, OfflineMessage,
-                      ArchiveEntry):
+                      ArchiveEntry, PubSubNodeRow, PubSubItemRow):
             assert row_count(backend, model) == 0
 
         accounts.create("alice", "example.org", {"SHA-256": KEYS["SHA-256"]})
@@ -149,6 +204,18 @@ class TestDatabase:
         assert store.open("keyval", "vcard").get_all("alice", "example.org") == {}
         assert store.open("offline").count("alice", "example.org") == 0
         assert store.open("archive", "mam").find("alice", "example.org").items == []
+        assert pep.nodes("alice@example.org") == []
+
+    def test_downgrade_from_0005_and_back(self, backend, store):
+        store.open("pubsub", "pep").create_node("alice@example.org", "urn:xmpp:tune", {})
+        engine = create_engine(backend.url)
+        try:
+            with engine.begin() as connection:
+                command.downgrade(alembic_config(connection), "0004")
+        finally:
+            engine.dispose()
+        assert store.migrate() == ("0004", "0006")
+        assert store.open("pubsub", "pep").nodes("alice@example.org") == []
 
 
 class TestSQLiteFile:

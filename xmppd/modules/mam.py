@@ -11,21 +11,25 @@ unique and stable stanza ids (XEP-0359) and result set management
   account (before delivery, carbons and offline storage) in the
   recipient's.  Groupchat messages belong to the rooms' archives.
 - Stanza ids (XEP-0359 §3, §5): a message archived for its recipient gets
-  ``<stanza-id by='RECIPIENT' id='ARCHIVE ID'/>`` before it is delivered,
-  stored offline or copied, so each copy has the id a later query gives.
-  A ``stanza-id`` claiming to be by the recipient's account (or server) is
-  removed from every message to a local account first: only the archive
-  may say that.  The client's ``<origin-id/>`` is kept.
+  ``<stanza-id by='RECIPIENT' id='ARCHIVE ID'/>`` once its row is
+  committed, before it is delivered, stored offline or copied, so each
+  copy has the id a later query gives (the archived copy itself goes
+  without it: a result carries the id).  A ``stanza-id`` claiming to be
+  by the recipient's account (or server) is removed from every message to
+  a local account first: only the archive may say that.  The client's
+  ``<origin-id/>`` is kept.
 - Archive ids are made by the server from its clock (microseconds shifted
   by 12 bits plus random bits, always above the last one given, or found
   in the store at start), so a message is not held up waiting for the
-  database.
+  database; an id is also the message's time, which the ``start`` and
+  ``end`` filters bound.
 - Writes are batched (:class:`~xmppd.storage.batches.BatchedWrites`): the
   messages that come while one write runs go together into the next.  A
   message to a local account is delivered once its row is committed, so
   what a client received (and acknowledged, XEP-0198) is in the archive
   even if the server is then killed; the sender's own copy is written
-  without holding its stanza up.
+  without holding its stanza up.  A message is serialised once for both
+  archives, and the preferences kept in memory decide without a Deferred.
 - Queries (§4): an iq-set ``<query queryid/>`` to the account's own bare
   JID (or with no ``to``) with a data form of ``urn:xmpp:mam:2`` (fields
   ``with``, ``start``, ``end``; and of ``#extended``: ``before-id``,
@@ -68,7 +72,7 @@ from xmppd.options import (Option, Options, choice, integer, non_negative_number
                            positive_number)
 from xmppd.storage import StorageError, UnknownArchiveId
 from xmppd.storage.batches import BatchedWrites
-from xmppd.storage.kinds import ArchiveRecord
+from xmppd.storage.kinds import ID_TIME_SHIFT, ArchiveRecord
 from xmppd.wokkel_compat import data_form
 
 NS_MAM = "urn:xmpp:mam:2"
@@ -116,8 +120,10 @@ class Prefs:
 
 
 class ArchiveIds:
-    """Archive ids from the clock: microseconds << 12 plus 12 random bits
-    (not guessable from the time alone), always increasing."""
+    """Archive ids from the clock (:data:`~xmppd.storage.kinds.ID_TIME_SHIFT`):
+    microseconds since the epoch, shifted, plus random low bits (not
+    guessable from the time alone), always increasing.  An id is also the
+    time its message was archived."""
 
     def __init__(self, clock):
         self._clock = clock
@@ -129,8 +135,8 @@ class ArchiveIds:
             self._last = max(self._last, int(archive_id))
 
     def next(self):
-        self._last = max(self._last + 1,
-                         int(self._clock.seconds() * 1_000_000) << 12 | secrets.randbits(12))
+        self._last = max(self._last + 1, int(self._clock.seconds() * 1_000_000) << ID_TIME_SHIFT
+                         | secrets.randbits(ID_TIME_SHIFT))
         return str(self._last)
 
 
@@ -144,6 +150,9 @@ class Archive:
         self._ids = ArchiveIds(api.clock)
         self._prefs = OrderedDict()  # bare JID -> Prefs (default None: the operator's)
         self._writes = BatchedWrites(self._store.append_many, api.log, "archived message(s)")
+        # The last message serialised for its sender's archive, reused for
+        # its recipient's when it did not change: (element, children, xml).
+        self._serialised = (None, 0, None)
         self._store.last_id().addCallbacks(
             self._ids.seen, lambda failure: api.log.failure("cannot read the last archive id",
                                                             failure))
@@ -156,12 +165,17 @@ class Archive:
         element, user = stanza.element, stanza.recipient.bare
         if not self._api.enabled(user.domain):
             return False
-        strip_stanza_ids(element, user.full)
+        stripped = strip_stanza_ids(element, user.full)
         if not archivable(element) or stanza.sender is None or refused(stanza, self._api.sessions):
             return False
-        d = self._decide(user, stanza.sender.bare)
-        d.addCallback(self._archive_incoming, stanza, user)
-        return d.addErrback(self._not_archived, stanza)
+        archive = self._decide(user, stanza.sender.bare)
+        if archive is True:
+            return self._archive_incoming(stanza, user, stripped)
+        if archive is False:
+            return False
+        archive.addCallback(lambda archive: archive and self._archive_incoming(
+            stanza, user, stripped))
+        return archive.addErrback(self._not_archived, stanza)
 
     def _not_archived(self, failure, stanza):
         """The message is delivered all the same (a failed write is logged
@@ -170,21 +184,24 @@ class Archive:
             self._api.log.failure("archiving {stanza!r} failed", failure, stanza=stanza)
         return False
 
-    def _archive_incoming(self, archive, stanza, user):
-        if not archive:
-            return False
+    def _archive_incoming(self, stanza, user, stripped):
+        element = stanza.element
+        serialised, children, xml = self._serialised
+        if stripped or serialised is not element or children != len(element.children):
+            xml = element.toXml()
         archive_id = self._ids.next()
-        mark = stanza.element.addElement((NS_SID, "stanza-id"))
-        mark["by"], mark["id"] = user.full, archive_id
-        d = self._write(user, archive_id, stanza.sender.full, "in", stanza.element.toXml(),
-                        stanza_id(stanza.element))
-        return d.addCallback(self._written, stanza.element, mark)
+        d = self._writes.add(ArchiveRecord(user.local, user.domain, archive_id,
+                                           stanza.sender.full, stanza_id(element), "in", xml))
+        return d.addCallbacks(self._written, self._not_archived,
+                              callbackArgs=(element, user.full, archive_id),
+                              errbackArgs=(stanza,))
 
-    def _written(self, stored, element, mark):
-        """No archive (no such account): the message will be refused, and
-        must not carry an archive id."""
-        if not stored:
-            element.children.remove(mark)
+    def _written(self, stored, element, by, archive_id):
+        """The id, once the recipient's archive holds the message (none if
+        there is no such account: the message will be refused)."""
+        if stored:
+            mark = element.addElement((NS_SID, "stanza-id"))
+            mark["by"], mark["id"] = by, archive_id
         return False
 
     def outgoing(self, stanza):
@@ -199,34 +216,42 @@ class Archive:
                 or not self._api.enabled(sender.domain)):
             return False
         user = sender.bare
-        d = self._decide(user, stanza.recipient.bare)
         # Serialised now: the recipient's stanza-id is added to it later.
-        d.addCallback(self._archive_outgoing, user, str(stanza.recipient), element.toXml(),
-                      stanza_id(element))
-        d.addErrback(lambda failure: None)  # logged by the batch
+        xml = element.toXml()
+        self._serialised = (element, len(element.children), xml)
+        archive = self._decide(user, stanza.recipient.bare)
+        record = (user, str(stanza.recipient), xml, stanza_id(element))
+        if archive is True:
+            self._archive_outgoing(True, *record)
+        elif archive is not False:
+            archive.addCallback(self._archive_outgoing, *record)
+            archive.addErrback(self._not_archived, stanza)
         return False
 
     def _archive_outgoing(self, archive, user, with_jid, xml, sent_id):
         if archive:
-            return self._write(user, self._ids.next(), with_jid, "out", xml, sent_id)
-        return None
-
-    def _write(self, user, archive_id, with_jid, direction, xml, sent_id):
-        return self._writes.add(ArchiveRecord(
-            user.local, user.domain, archive_id, with_jid, sent_id,
-            datetime.fromtimestamp(self._api.clock.seconds(), timezone.utc), direction, xml))
+            self._writes.add(ArchiveRecord(user.local, user.domain, self._ids.next(), with_jid,
+                                           sent_id, "out", xml), wait=False)
 
     def _decide(self, user, contact):
-        """Deferred: whether a message between ``user`` and ``contact``
-        (bare JIDs) is archived, by the user's preferences."""
-        def by_prefs(prefs):
-            decided = prefs.decides(contact.full)
-            if decided is not None or prefs.default != "roster":
-                return prefs.default == "always" if decided is None else decided
-            d = self._api.service("roster").roster(user)
-            return d.addCallback(lambda roster: any(item.jid == contact.full
-                                                    for item in roster[1]))
-        return self.prefs(user).addCallback(by_prefs)
+        """Whether a message between ``user`` and ``contact`` (bare JIDs) is
+        archived, by the user's preferences: True or False when the
+        preferences are at hand, else a Deferred of it."""
+        prefs = self._prefs.get(user)
+        if prefs is None:
+            return self.prefs(user).addCallback(self._by_prefs, user, contact)
+        self._prefs.move_to_end(user)
+        return self._by_prefs(prefs, user, contact)
+
+    def _by_prefs(self, prefs, user, contact):
+        decided = prefs.decides(contact.full)
+        if decided is not None:
+            return decided
+        default = prefs.default or self._api.options.default
+        if default != "roster":
+            return default == "always"
+        d = self._api.service("roster").roster(user)
+        return d.addCallback(lambda roster: any(item.jid == contact.full for item in roster[1]))
 
     # Preferences (§6.1)
 
@@ -400,12 +425,13 @@ def archivable(element):
 
 def strip_stanza_ids(element, by):
     """XEP-0359 §5: drop ``stanza-id`` elements claiming to be by ``by``
-    (the recipient's account) or by its server."""
-    domain = by.partition("@")[2]
-    element.children = [child for child in element.children
-                        if not (isinstance(child, domish.Element) and child.uri == NS_SID
-                                and child.name == "stanza-id"
-                                and child.getAttribute("by") in (by, domain))]
+    (the recipient's account) or by its server; whether there were any."""
+    claims = (by, by.partition("@")[2])
+    forged = [child for child in element.elements(NS_SID, "stanza-id")
+              if child.getAttribute("by") in claims]
+    for child in forged:
+        element.children.remove(child)
+    return bool(forged)
 
 
 def stanza_id(element):

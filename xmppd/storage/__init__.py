@@ -1,5 +1,6 @@
 """Storage for xmppd: accounts with SCRAM keys, RFC 6121 rosters, offline
-messages, small per-user key/value stores and message archives.
+messages, small per-user key/value stores, message archives and
+publish-subscribe nodes.
 
 The package is called, it never calls back: it imports neither
 ``xmppd.core`` nor ``xmppd.modules``.  Users are identified by the pair
@@ -34,6 +35,18 @@ class RosterFull(StorageError):
 class UnknownArchiveId(StorageError):
     """A page of an archive was asked for relative to an id it does not
     hold (XEP-0059 §2.6: ``item-not-found``)."""
+
+
+class NodeExists(StorageError):
+    """The pubsub node already exists (XEP-0060 §8.1: ``conflict``)."""
+
+
+class NodeNotFound(StorageError):
+    """No such pubsub node (XEP-0060: ``item-not-found``)."""
+
+
+class TooManyNodes(StorageError):
+    """The pubsub service already has as many nodes as it may."""
 
 
 class SchemaOutdated(StorageError):

@@ -28,8 +28,10 @@ class BatchedWrites:
         self._waiting = []  # [(item, Deferred)]
         self._writing = False
 
-    def add(self, item):
-        d = defer.Deferred()
+    def add(self, item, wait=True):
+        """Write ``item`` with the next batch; a Deferred of its outcome, or
+        None without ``wait`` (a failure is logged all the same)."""
+        d = defer.Deferred() if wait else None
         self._waiting.append((item, d))
         if not self._writing:
             self._write()
@@ -51,9 +53,11 @@ class BatchedWrites:
                 self._log.failure("storing {count} {what} failed", result, count=len(batch),
                                   what=self._what)
             for _, d in batch:
-                d.errback(result)
+                if d is not None:
+                    d.errback(result)
         else:
             for (_, d), outcome in zip(batch, result):
-                d.callback(outcome)
+                if d is not None:
+                    d.callback(outcome)
         if self._waiting and not self._writing:
             self._write()

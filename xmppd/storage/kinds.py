@@ -3,10 +3,10 @@
 A module asks for a store by kind, ``server.storage.open(kind, name)``
 (``ModuleAPI.open_store``); ``KINDS`` maps each kind to its interface.  The
 ``accounts``, ``roster`` and ``offline`` stores are shared by every module;
-``keyval`` and ``archive`` stores are scoped: each name is a store of its
-own (``SCOPED``).  The SQL implementation's methods block; the server's
-(:class:`xmppd.storage.deferred.AsyncStore`) return Deferreds of the same
-results, built from these interfaces.
+``keyval``, ``archive`` and ``pubsub`` stores are scoped: each name is a
+store of its own (``SCOPED``).  The SQL implementation's methods block; the
+server's (:class:`xmppd.storage.deferred.AsyncStore`) return Deferreds of
+the same results, built from these interfaces.
 
 Users are identified by ``(username, domain)``, both already normalised by
 the caller (RFC 7622).  Methods marked :func:`bulk` are high-volume writes
@@ -16,7 +16,7 @@ that may wait behind the reads logins and interactive requests need.
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
 from . import RosterItem, ScramKeys
@@ -144,6 +144,22 @@ class OfflineStore(Protocol):
 
 DIRECTIONS = ("in", "out")  # received by the owner, sent by the owner
 
+ID_TIME_SHIFT = 12  # an archive id: microseconds since the Unix epoch << 12 | 12 low bits
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def archive_id_time(archive_id: str) -> datetime:
+    """The time (UTC) the archive id ``archive_id`` carries."""
+    return _EPOCH + timedelta(microseconds=int(archive_id) >> ID_TIME_SHIFT)
+
+
+def first_archive_id(moment: datetime) -> int:
+    """The smallest archive id of the microsecond ``moment`` (timezone-aware)."""
+    if moment.tzinfo is None:
+        raise ValueError(f"a time needs a time zone: {moment!r}")
+    return ((moment - _EPOCH) // _MICROSECOND) << ID_TIME_SHIFT
+
 
 @dataclass(frozen=True, slots=True)
 class ArchivedMessage:
@@ -154,7 +170,7 @@ class ArchivedMessage:
     id: str
     with_jid: str
     stanza_id: str | None
-    timestamp: datetime  # UTC
+    timestamp: datetime  # UTC, archive_id_time(id)
     direction: str  # one of DIRECTIONS
     xml: str
 
@@ -169,7 +185,6 @@ class ArchiveRecord:
     id: str
     with_jid: str  # a normalised bare or full JID
     stanza_id: str | None
-    timestamp: datetime  # timezone-aware
     direction: str  # one of DIRECTIONS
     xml: str
 
@@ -196,8 +211,10 @@ class ArchiveStore(Protocol):
     The caller gives each message its archive id (its XEP-0359 stanza-id),
     so that it can stamp a message before the store has it: the decimal
     string of an integer from 1 to 2**63 - 1, without leading zeros,
-    unique in the named archive (over all users), and increasing with time,
-    since the archive's order (XEP-0313 §3.1) is the order of the ids.
+    unique in the named archive (over all users), and carrying the time
+    the message was archived (microseconds since the epoch in the bits
+    above ``ID_TIME_SHIFT``, :func:`first_archive_id`).  The archive's order
+    (XEP-0313 §3.1) and its ``start``/``end`` filters (§4.1.2) are by id.
     Storing an id the named archive already holds is a StorageError."""
 
     @bulk
@@ -207,15 +224,14 @@ class ArchiveStore(Protocol):
         domain: str,
         with_jid: str,
         stanza_id: str | None,
-        timestamp: datetime,
         direction: str,
         xml: str,
         *,
         id: str,
     ) -> None:
         """Archive a message exchanged with ``with_jid`` (a normalised bare
-        or full JID) at ``timestamp`` (timezone-aware) under the archive id
-        ``id``.  UserNotFound if no such account."""
+        or full JID) under the archive id ``id``.  UserNotFound if no such
+        account."""
 
     @bulk
     def append_many(self, entries: Sequence[ArchiveRecord]) -> list[bool]:
@@ -244,7 +260,8 @@ class ArchiveStore(Protocol):
         count: bool = False,
     ) -> ArchivePage:
         """A page of at most ``limit`` messages from ``start`` to ``end``
-        (both inclusive, XEP-0313 §4.1.2), exchanged with ``with_jid``: a
+        (timezone-aware, both inclusive to the microsecond, XEP-0313
+        §4.1.2: by the time their ids carry), exchanged with ``with_jid``: a
         bare JID matches it and its full JIDs, a full JID only itself
         (§4.1.1); only those of ``ids``, only those after the id
         ``after_id`` and before the id ``before_id`` (exclusive, §4.1.3).
@@ -278,8 +295,137 @@ class ArchiveStore(Protocol):
         domain: str | None = None,
     ) -> int:
         """Delete the messages up to the id ``up_to`` (inclusive) and/or
-        older than ``before`` (retention), of one user or, without
+        those whose id carries a time before ``before`` (retention), of one user or, without
         ``username``/``domain``, of every user; how many went."""
+
+
+AFFILIATIONS = ("owner", "publisher", "publish-only", "member", "outcast")  # XEP-0060 §4.1
+SUBSCRIPTION_STATES = ("subscribed", "pending", "unconfigured")  # XEP-0060 §4.2
+
+FormValues = Mapping[str, str | list[str]]  # data form values by field var (XEP-0004)
+
+
+@dataclass(frozen=True, slots=True)
+class PubSubItem:
+    """One item of a node (XEP-0060 §7.1): ``id`` is its ItemID,
+    ``payload`` the serialised XML of its payload ("" for none)."""
+
+    id: str
+    publisher: str  # JID text
+    payload: str
+    published: datetime  # timezone-aware; read back in UTC
+
+
+@dataclass(frozen=True, slots=True)
+class PubSubNode:
+    """A node (XEP-0060 §8.1) and its configuration by field var
+    (``pubsub#max_items``...)."""
+
+    name: str
+    config: dict[str, str | list[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class PubSubSubscription:
+    """A subscription to a node (XEP-0060 §6.1): its subscriber (a full or
+    bare JID), SubID, state (one of SUBSCRIPTION_STATES) and subscription
+    options by field var (§6.3)."""
+
+    jid: str
+    subid: str
+    state: str
+    options: dict[str, str | list[str]]
+
+
+class PubSubStore(Protocol):
+    """Nodes of publish-subscribe services (XEP-0060): ``service`` is a
+    bare JID (an account's personal eventing service, XEP-0163,
+    ``"user@domain"``) or a domain (``"pubsub.example.com"``).  The items
+    of a node are in the order of their publication (a republished item is
+    the newest); reads of an unknown node find nothing.  A NodeID has at
+    most 1023 characters, an ItemID or a SubID 255: a longer one is a
+    ValueError, as is a value of a configuration or of subscription options
+    that is neither a string nor a list of strings."""
+
+    def create_node(self, service: str, node: str, config: FormValues,
+                    account: tuple[str, str] | None = None,
+                    max_nodes: int | None = None) -> None:
+        """Create a node (XEP-0060 §8.1): NodeExists if it exists,
+        TooManyNodes if the service already has ``max_nodes`` nodes.  With
+        ``account`` (username, domain), the node belongs to that account
+        and goes when it is deleted: UserNotFound if no such account."""
+
+    def get_node(self, service: str, node: str) -> PubSubNode | None:
+        """A node; None if absent."""
+
+    def nodes(self, service: str) -> list[PubSubNode]:
+        """Every node of the service, sorted by name."""
+
+    def configure_node(self, service: str, node: str, config: FormValues) -> None:
+        """Replace the configuration of a node (XEP-0060 §8.2);
+        NodeNotFound if absent."""
+
+    def delete_node(self, service: str, node: str) -> bool:
+        """Delete a node with its items, affiliations and subscriptions
+        (XEP-0060 §8.4); False if absent."""
+
+    def publish(self, service: str, node: str, item: PubSubItem,
+                max_items: int | None = None) -> list[str]:
+        """Store an item (XEP-0060 §7.1): one with the same id is replaced
+        and becomes the newest.  Then keep only the newest ``max_items``
+        (None: no limit; 0: none, not even this one); the ids of the items
+        removed to make room, oldest first (not the replaced one, nor this
+        one).  NodeNotFound if the node is absent."""
+
+    def get_items(self, service: str, node: str, ids: Sequence[str] | None = None,
+                  limit: int | None = None) -> list[PubSubItem]:
+        """Items of a node, newest first (XEP-0060 §6.5): with ``ids``,
+        only those of them that exist; with ``limit``, the newest
+        ``limit``."""
+
+    def last_items(self, service: str, nodes: Sequence[str]) -> dict[str, PubSubItem]:
+        """The newest item of each node of ``nodes`` that has one, by
+        node (XEP-0060 §6.1.7), read at once."""
+
+    def count_items(self, service: str, node: str) -> int:
+        """How many items a node has."""
+
+    def retract(self, service: str, node: str, item_id: str) -> bool:
+        """Delete an item (XEP-0060 §7.2); False if absent."""
+
+    def purge(self, service: str, node: str) -> list[str]:
+        """Delete every item of a node (XEP-0060 §8.5); their ids, oldest
+        first."""
+
+    def affiliations(self, service: str, node: str) -> dict[str, str]:
+        """The affiliation (one of AFFILIATIONS) of each JID that has one
+        (XEP-0060 §8.9), by bare JID."""
+
+    def set_affiliation(self, service: str, node: str, jid: str,
+                        affiliation: str | None) -> None:
+        """Set the affiliation of a bare JID (XEP-0060 §8.9); None or
+        ``"none"`` removes it.  NodeNotFound if the node is absent."""
+
+    def subscriptions(self, service: str, node: str) -> list[PubSubSubscription]:
+        """The subscriptions to a node (XEP-0060 §8.8), sorted by JID and
+        SubID."""
+
+    def subscribe(self, service: str, node: str, subscription: PubSubSubscription) -> None:
+        """Add the subscription, or replace the one of the same JID and
+        SubID (XEP-0060 §6.1); NodeNotFound if the node is absent."""
+
+    def unsubscribe(self, service: str, node: str, jid: str, subid: str | None = None) -> bool:
+        """Remove the subscription of ``jid`` with ``subid``, or with None
+        every subscription of ``jid`` (XEP-0060 §6.2); False if there was
+        none."""
+
+    def subscriptions_of(self, service: str, jid: str) -> list[tuple[str, PubSubSubscription]]:
+        """The subscriptions of ``jid`` (that very JID text) to every node
+        of the service (XEP-0060 §5.6), as ``(node, subscription)`` sorted
+        by node and SubID."""
+
+    def delete_service(self, service: str) -> None:
+        """Delete every node of the service."""
 
 
 KINDS = {
@@ -288,8 +434,9 @@ KINDS = {
     "keyval": KeyValueStore,
     "offline": OfflineStore,
     "archive": ArchiveStore,
+    "pubsub": PubSubStore,
 }
-SCOPED = frozenset({"keyval", "archive"})
+SCOPED = frozenset({"keyval", "archive", "pubsub"})
 
 
 def methods(kind: str) -> dict[str, object]:

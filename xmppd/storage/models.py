@@ -26,15 +26,18 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from . import SUBSCRIPTIONS
-from .kinds import DIRECTIONS
+from .kinds import AFFILIATIONS, DIRECTIONS, SUBSCRIPTION_STATES
 
 PART_LENGTH = 1023  # octets in a localpart or domainpart (RFC 7622 §3.2, §3.3)
 BARE_JID_LENGTH = 2 * PART_LENGTH + 1
+JID_LENGTH = BARE_JID_LENGTH + 1 + PART_LENGTH  # a full JID
 NAME_LENGTH = 1023  # roster item and group names
 HASH_NAMES = ("SHA-1", "SHA-256")  # SCRAM hash functions, as named by IANA
 STORE_NAME_LENGTH = 64
 VALUE_KEY_LENGTH = BARE_JID_LENGTH  # keys are namespaces or bare JIDs
 STANZA_ID_LENGTH = 1023
+NODE_NAME_LENGTH = 1023  # pubsub NodeIDs: namespaces, mostly
+PUBSUB_ID_LENGTH = 255  # pubsub ItemIDs and SubIDs
 # 64-bit ids; SQLite's INTEGER is 64-bit already.
 BIG_ID = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -148,7 +151,8 @@ class ArchiveEntry(Base):
     """A message of a named archive (XEP-0313) of one account: the
     correspondent's JID split in its bare JID and resource (empty for a bare
     JID), so that a query matches either (§4.1.1); ``id``, the archive id
-    the caller gave it, is unique in the named archive and orders them."""
+    the caller gave it, is unique in the named archive, orders them and
+    carries the time it was archived (``xmppd.storage.kinds.first_archive_id``)."""
 
     __tablename__ = "archive_messages"
     __table_args__ = (
@@ -156,7 +160,6 @@ class ArchiveEntry(Base):
         Index("ix_archive_messages_account_id_store_id", "account_id", "store", "id"),
         Index("ix_archive_messages_account_id_store_with_bare_id",
               "account_id", "store", "with_bare", "id"),
-        Index("ix_archive_messages_account_id_store_stamp", "account_id", "store", "stamp"),
         CheckConstraint(column("direction").in_(DIRECTIONS), name="direction"),
     )
 
@@ -166,6 +169,73 @@ class ArchiveEntry(Base):
     with_bare: Mapped[str] = mapped_column(String(BARE_JID_LENGTH))
     with_resource: Mapped[str] = mapped_column(String(PART_LENGTH))
     stanza_id: Mapped[str | None] = mapped_column(String(STANZA_ID_LENGTH))
-    stamp: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     direction: Mapped[str] = mapped_column(String(3))
     stanza: Mapped[str] = mapped_column(Text)
+
+
+class PubSubNodeRow(Base):
+    """A node of a pubsub service (XEP-0060) in the named store; one of an
+    account (its personal eventing service, XEP-0163) goes with it."""
+
+    __tablename__ = "pubsub_nodes"
+    __table_args__ = (
+        UniqueConstraint("store", "service", "name"),
+        Index("ix_pubsub_nodes_account_id", "account_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    store: Mapped[str] = mapped_column(String(STORE_NAME_LENGTH))
+    service: Mapped[str] = mapped_column(String(BARE_JID_LENGTH))
+    name: Mapped[str] = mapped_column(String(NODE_NAME_LENGTH))
+    account_id: Mapped[int | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"))
+    config: Mapped[str] = mapped_column(Text)  # JSON
+
+
+class PubSubItemRow(Base):
+    """An item of a node; ``seq`` orders the items of a node by
+    publication, the newest highest."""
+
+    __tablename__ = "pubsub_items"
+    __table_args__ = (
+        PrimaryKeyConstraint("node_id", "id"),
+        Index("ix_pubsub_items_node_id_seq", "node_id", "seq", unique=True),
+    )
+
+    node_id: Mapped[int] = mapped_column(ForeignKey("pubsub_nodes.id", ondelete="CASCADE"))
+    id: Mapped[str] = mapped_column(String(PUBSUB_ID_LENGTH))
+    seq: Mapped[int] = mapped_column(BIG_ID)
+    publisher: Mapped[str] = mapped_column(String(JID_LENGTH))
+    payload: Mapped[str] = mapped_column(Text)
+    published: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PubSubAffiliationRow(Base):
+    """The affiliation of a bare JID with a node (XEP-0060 §4.1)."""
+
+    __tablename__ = "pubsub_affiliations"
+    __table_args__ = (
+        CheckConstraint(column("affiliation").in_(AFFILIATIONS), name="affiliation"),
+    )
+
+    node_id: Mapped[int] = mapped_column(
+        ForeignKey("pubsub_nodes.id", ondelete="CASCADE"), primary_key=True)
+    jid: Mapped[str] = mapped_column(String(BARE_JID_LENGTH), primary_key=True)
+    affiliation: Mapped[str] = mapped_column(String(12))
+
+
+class PubSubSubscriptionRow(Base):
+    """A subscription to a node (XEP-0060 §4.2), its options as JSON."""
+
+    __tablename__ = "pubsub_subscriptions"
+    __table_args__ = (
+        Index("ix_pubsub_subscriptions_jid_node_id", "jid", "node_id"),
+        CheckConstraint(column("state").in_(SUBSCRIPTION_STATES), name="state"),
+    )
+
+    node_id: Mapped[int] = mapped_column(
+        ForeignKey("pubsub_nodes.id", ondelete="CASCADE"), primary_key=True)
+    jid: Mapped[str] = mapped_column(String(JID_LENGTH), primary_key=True)
+    subid: Mapped[str] = mapped_column(String(PUBSUB_ID_LENGTH), primary_key=True)
+    state: Mapped[str] = mapped_column(String(12))
+    options: Mapped[str] = mapped_column(Text)  # JSON

@@ -10,10 +10,11 @@ SQLite databases run in WAL mode with ``synchronous=FULL`` and foreign keys
 enforced; SQLAlchemy, not the ``sqlite3`` module, begins their transactions,
 so that reads and schema changes are transactional too.
 
-Database failures surface as ``StorageError``; its subclasses ``UserExists``,
-``UserNotFound``, ``RosterFull`` and ``UnknownArchiveId`` report the state
-of the data, not a failure.  The stores themselves are in
-:mod:`xmppd.storage.sql_stores` and :mod:`xmppd.storage.sql_archive`.
+Database failures surface as ``StorageError``; its subclasses (``UserExists``,
+``UserNotFound``, ``RosterFull``, ``UnknownArchiveId``, ``NodeExists``...)
+report the state of the data, not a failure.  The stores themselves are in
+:mod:`xmppd.storage.sql_stores`, :mod:`xmppd.storage.sql_archive` and
+:mod:`xmppd.storage.sql_pubsub`.
 """
 
 import os
@@ -34,11 +35,13 @@ from . import SchemaOutdated, StorageError
 from .kinds import SCOPED, methods
 from .models import STORE_NAME_LENGTH
 from .sql_archive import SQLArchive
+from .sql_pubsub import SQLPubSub
 from .sql_stores import SQLAccounts, SQLKeyValues, SQLOffline, SQLRosters
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 _SQLITE_BEGIN = "xmppd_sqlite_begin"  # execution option: how to begin a transaction
+_SCOPED_STORES = {"keyval": SQLKeyValues, "archive": SQLArchive, "pubsub": SQLPubSub}
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -189,7 +192,7 @@ class SQLStore:
             return self._shared[kind]
         if not name or len(name) > STORE_NAME_LENGTH:
             raise ValueError(f"a {kind} store needs a name of 1 to {STORE_NAME_LENGTH} characters")
-        return (SQLKeyValues if kind == "keyval" else SQLArchive)(self, name)
+        return _SCOPED_STORES[kind](self, name)
 
     # Shortcuts to the typed stores for synchronous callers (xmppctl, tests)
 
