@@ -1,6 +1,8 @@
 """What the module API gives feature modules: dependencies, notification
 events, and service domains kept apart from hosted ones."""
 
+import types
+
 import pytest
 
 from tests.harness import Client, make_server
@@ -67,3 +69,12 @@ def test_a_failing_unbind_handler_does_not_stop_the_others(server):
     alice.login("alice@example.com", "a")
     alice.stream.connectionLost(None)
     assert [str(session.jid) for session in seen] == ["alice@example.com/a"]
+
+
+def test_a_module_is_off_where_a_module_it_depends_on_is_disabled(tmp_path):
+    server = make_server(tmp_path, hosts=(), modules=("bind",), extra=(
+        '[hosts."a.example"]\ndisabled_modules = ["vcard"]\n[hosts."b.example"]\n'))
+    server.load(types.SimpleNamespace(__name__="tests.avatars",
+                                      setup=lambda api: api.depends("vcard")))
+    assert not server.enabled("avatars", "a.example")
+    assert server.enabled("avatars", "b.example") and server.enabled("vcard", "b.example")

@@ -1,8 +1,8 @@
-"""The serial queue: in-order processing (RFC 6120 §10.1)."""
+"""The serial queue: in-order processing (RFC 6120 §10.1); serial jobs per key."""
 
 from twisted.internet import defer
 
-from xmppd.core.serial import SerialQueue
+from xmppd.core.serial import SerialJobs, SerialQueue
 
 
 def recording(pending):
@@ -113,3 +113,29 @@ def test_an_item_pushed_while_one_is_processed_waits_its_turn():
     first.callback(None)
     assert seen == [1, 2, 3, "pushed by 2"]
     assert not queue.busy and len(queue) == 0
+
+
+def test_jobs_of_one_key_wait_for_each_other_not_for_other_keys():
+    jobs = SerialJobs()
+    first, seen = defer.Deferred(), []
+
+    def job(name, result=None):
+        seen.append(name)
+        return result
+
+    done = jobs.run("alice", job, "a1", first)
+    later = jobs.run("alice", job, "a2", "second")
+    jobs.run("bob", job, "b1")
+    assert seen == ["a1", "b1"]
+    first.callback("first")
+    assert seen == ["a1", "b1", "a2"]
+    assert (done.result, later.result) == ("first", "second")
+    assert jobs._locks == {}
+
+
+def test_a_failed_job_fails_its_deferred_and_the_next_runs():
+    jobs = SerialJobs()
+    failed = jobs.run("alice", lambda: 1 / 0)
+    assert failed.result.check(ZeroDivisionError)
+    failed.addErrback(lambda failure: None)
+    assert jobs.run("alice", lambda: "next").result == "next"

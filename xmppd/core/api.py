@@ -102,7 +102,8 @@ class ModuleAPI:
 
     def depends(self, name):
         """Load feature module ``name`` first if it is not loaded yet (this
-        module needs its service or events)."""
+        module needs its service or events).  It is then enabled wherever
+        this module is, and a host that disables it disables this one."""
         self._server.require(name, by=self.name)
 
     def add_service(self, domain, host):

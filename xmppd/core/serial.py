@@ -14,11 +14,14 @@ change once it is stored.  While items wait, the queue can pause the source
 (``on_full``, e.g. stop reading the socket) and resume it (``on_drained``),
 so a client that sends faster than its stanzas are handled is slowed down
 instead of filling memory.
+
+:class:`SerialJobs` orders work a module does in the background, away from
+any stream: for one key (an account), one job at a time.
 """
 
 from collections import deque
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.logger import Logger
 
 log = Logger()
@@ -109,3 +112,29 @@ class SerialQueue:
     @staticmethod
     def _failed(failure, item):
         log.failure("processing {item!r} failed", failure, item=item)
+
+
+class SerialJobs:
+    """Runs the jobs of one key (an account, say) one at a time, in the
+    order given, and those of different keys independently: a job that
+    reads, then writes, what the next one reads (a module converting an
+    account's data) finishes before the next starts."""
+
+    __slots__ = ("_locks",)
+
+    def __init__(self):
+        self._locks = {}  # key -> its DeferredLock, while it has jobs
+
+    def run(self, key, job, *args):
+        """Deferred: the result of ``job(*args)``, called once the earlier
+        jobs of ``key`` are done."""
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = DeferredLock()
+
+        def done(result):
+            if not lock.locked and self._locks.get(key) is lock:
+                del self._locks[key]
+            return result
+
+        return lock.run(job, *args).addBoth(done)

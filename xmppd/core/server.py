@@ -45,6 +45,7 @@ class Server:
         self.loaded = set()  # names of the feature modules set up
         self.everywhere = set()  # modules enabled for every host (modules_enabled)
         self.needed_by = {}  # module name -> the modules that depend on it
+        self.depends_on = {}  # module name -> the modules it depends on
         self._enabled = {}  # hosted domain -> module -> enabled(): asked on every stanza
         self._ids = itertools.count(1)
 
@@ -75,6 +76,7 @@ class Server:
         wherever that one is."""
         if by is not None:
             self.needed_by.setdefault(name, set()).add(by)
+            self.depends_on.setdefault(by, set()).add(name)
             self._enabled.clear()
         if name not in self.loaded:
             self.load(importlib.import_module(f"xmppd.modules.{name}"), everywhere=False)
@@ -99,7 +101,8 @@ class Server:
     def enabled(self, module, domain):
         """Whether feature ``module`` serves hosted ``domain``: enabled for
         every host or in the host's ``modules_enabled``, or needed by a
-        module that serves it, and not in its ``disabled_modules``."""
+        module that serves it, and neither it nor a module it depends on in
+        the host's ``disabled_modules``."""
         answers = self._enabled.get(domain)
         if answers is None:
             if domain not in self.hosts:
@@ -112,13 +115,21 @@ class Server:
 
     def _serves(self, module, domain, _seen=()):
         host = self.hosts.get(domain)
-        if host is None or module in host.disabled_modules:
+        if host is None or self._switched_off(module, host):
             return False
         if module in self.everywhere or module in host.modules_enabled:
             return True
         seen = (*_seen, module)
         return any(self._serves(dependent, domain, seen)
                    for dependent in self.needed_by.get(module, ()) if dependent not in seen)
+
+    def _switched_off(self, module, host, _seen=()):
+        """Whether ``host`` disables ``module`` or a module it depends on."""
+        if module in host.disabled_modules:
+            return True
+        seen = (*_seen, module)
+        return any(self._switched_off(dependency, host, seen)
+                   for dependency in self.depends_on.get(module, ()) if dependency not in seen)
 
     def features_for(self, domain, table=None):
         """The disco features (of ``table``: the server's, by default) of
