@@ -3,6 +3,7 @@
 import pytest
 
 from tests.harness import Client, add_user, error_condition, make_server, reload
+from xmppd.jid import JID
 
 NS = "jabber:iq:private"
 PREFS = "<prefs xmlns='urn:example:prefs'><nick>Hamlet</nick></prefs>"
@@ -122,3 +123,27 @@ def test_max_size_follows_a_reload(server, tmp_path):
     assert error_condition(private(alice, "set", big)) == "not-acceptable"
     reload(server, tmp_path, "[private]\nmax_size = 4096")
     assert private(alice, "set", big)["type"] == "result"
+
+
+def test_the_service_tells_listeners_but_the_writer(server):
+    service = server.services["private"]
+    seen, told_writer = [], []
+
+    def writer(account, element):
+        told_writer.append(element.name)
+
+    service.listen(lambda account, element: seen.append((account.full, element.name)))
+    service.listen(writer)
+    alice = login(server)
+    private(alice, "set", PREFS + BOOKMARKS)
+    assert seen == [("alice@example.com", "prefs"), ("alice@example.com", "storage")]
+    assert told_writer == ["prefs", "storage"]
+    account = JID.parse("alice@example.com")
+    prefs = service.get(account, "urn:example:prefs", "prefs").result
+    assert str(prefs.nick) == "Hamlet"
+    prefs.nick.children[:] = ["Ophelia"]
+    service.set(account, prefs, writer=writer)
+    assert seen[-1] == ("alice@example.com", "prefs") and len(seen) == 3
+    assert told_writer == ["prefs", "storage"]
+    assert "Ophelia" in stored(private(alice, "get", "<prefs xmlns='urn:example:prefs'/>"))[0][2]
+    assert service.get(account, "urn:example:none", "x").result is None

@@ -3,6 +3,7 @@
 import pytest
 
 from tests.harness import Client, add_user, error_condition, make_server, reload
+from xmppd.jid import JID
 
 NS = "vcard-temp"
 VCARD = (f"<vCard xmlns='{NS}'><FN>Alice</FN><NICKNAME>al</NICKNAME>"
@@ -123,3 +124,25 @@ def test_max_size_follows_a_reload(server, tmp_path):
     assert error_condition(request(alice, "set", big)) == "not-acceptable"
     reload(server, tmp_path, "[vcard]\nmax_size = 4096")
     assert request(alice, "set", big)["type"] == "result"
+
+
+def test_the_service_tells_listeners_but_the_writer(server):
+    service = server.services["vcard"]
+    seen = []
+
+    def listener(account, vcard):
+        seen.append((account.full, fields(vcard)))
+
+    service.listen(listener)
+    alice = login(server, "alice@example.com")
+    request(alice, "set", VCARD)
+    assert seen == [("alice@example.com", {"FN": "Alice", "NICKNAME": "al"})]
+    account = JID.parse("alice@example.com")
+    vcard = service.get(account).result
+    assert fields(vcard) == {"FN": "Alice", "NICKNAME": "al"}
+    vcard.FN.children[:] = ["A. Liddell"]
+    service.set(account, vcard, writer=listener)
+    assert len(seen) == 1
+    result = request(alice, "get", f"<vCard xmlns='{NS}'/>").firstChildElement()
+    assert fields(result)["FN"] == "A. Liddell"
+    assert service.get(JID.parse("bob@example.com")).result is None

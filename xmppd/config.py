@@ -27,7 +27,8 @@ LOG_LEVELS = ("debug", "info", "warn", "error")
 # Feature modules a host may switch off with disabled_modules.
 OPTIONAL_MODULES = ("disco", "ping", "version", "time", "last", "vcard",
                     "private", "blocking", "carbons", "offline", "stream_management", "csi",
-                    "push", "mam")
+                    "push", "mam", "client_caps", "pep", "pubsub", "bookmarks",
+                    "avatar_conversion")
 TLS_VERSIONS = ("1.2", "1.3")
 
 _T = TypeVar("_T")

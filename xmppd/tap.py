@@ -46,8 +46,9 @@ log = Logger(namespace="xmppd")
 # modules_enabled lists others (see docs/features.md); each loads what it
 # depends on.
 MODULES = ("sasl", "bind", "legacy_session", "roster", "presence", "subscription", "ping", "disco",
-           "caps", "version", "time", "last", "message", "offline", "closed_domain", "carbons",
-           "vcard", "private", "blocking", "stream_management", "push", "csi")
+           "caps", "client_caps", "version", "time", "last", "message", "offline", "closed_domain",
+           "carbons", "vcard", "private", "blocking", "stream_management", "push", "csi", "pep",
+           "bookmarks", "avatar_conversion")
 
 
 class Options(usage.Options):

@@ -38,6 +38,8 @@ For a user who is not online the list is read from storage, and the check
 returns a Deferred: the stanza, and the sender's later ones, wait for it.
 
 Stored in the per-user ``blocking`` store: one key per blocked JID, value "".
+Publishes the ``blocking`` service (:class:`BlockLists`), whose
+``blocks(user, jid)`` other modules ask before sending on a user's behalf.
 Support is advertised as the ``urn:xmpp:blocking`` disco feature (§3.1).
 """
 
@@ -115,6 +117,14 @@ class BlockLists:
             return cached.jids
         return self.read(user)
 
+    def blocks(self, user, jid):
+        """Whether ``user`` (a bare JID) blocks ``jid`` (§6), or a Deferred
+        of it: for stanzas the server sends on the user's behalf."""
+        jids = self.get(user)
+        if type(jids) is set:
+            return _matches(jids, jid)
+        return jids.addCallback(_matches, jid)
+
     def changed(self, user, change):
         """After a stored change, apply ``change(jids)`` to the list in memory."""
         cached = self._online.get(user)
@@ -126,6 +136,7 @@ class BlockLists:
 
 def setup(api):
     lists = BlockLists(api)
+    api.provide("blocking", lists)
 
     def local_account(jid):
         """``jid``'s bare JID if it is an account of a host this module

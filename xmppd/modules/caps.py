@@ -22,13 +22,17 @@ NS_CAPS = "http://jabber.org/protocol/caps"
 NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 NODE = "https://xmppd.example/caps"
 IDENTITY_ATTRIBUTES = ("category", "type", (NS_XML, "lang"), "name")
+# The hash functions a verification string may use (§5.1), by their IANA
+# names, with hashlib's.
+HASHES = {"sha-1": "sha1", "sha-256": "sha256", "sha-512": "sha512"}
 
 
-def verification_string(query):
-    """The SHA-1 verification string of a disco#info ``<query/>`` (§5.1):
+def verification_string(query, hash_name="sha-1"):
+    """The verification string of a disco#info ``<query/>`` (§5.1):
     identities, features and extended information forms (XEP-0128), each
-    sorted, joined with '<', hashed and base64-encoded.  Python's string
-    order is code point order, which is the UTF-8 "i;octet" order asked for."""
+    sorted, joined with '<', hashed with ``hash_name`` (one of ``HASHES``)
+    and base64-encoded.  Python's string order is code point order, which
+    is the UTF-8 "i;octet" order asked for."""
     identities = sorted(
         tuple(identity.getAttribute(name, "") for name in IDENTITY_ATTRIBUTES)
         for identity in query.elements(NS_DISCO_INFO, "identity"))
@@ -39,7 +43,8 @@ def verification_string(query):
         for var, values in sorted(fields):
             parts.append(var)
             parts += sorted(values)
-    digest = hashlib.sha1("".join(part + "<" for part in parts).encode("utf-8")).digest()
+    digest = hashlib.new(HASHES[hash_name],
+                         "".join(part + "<" for part in parts).encode("utf-8")).digest()
     return base64.b64encode(digest).decode("ascii")
 
 

@@ -13,7 +13,8 @@
   ``both``, RFC 6121 §3) learn anything.  Others, and requests for accounts
   that do not exist, get ``service-unavailable`` for disco#info and an empty
   result for disco#items (§8, rules 1 and 2).  Authorised requests get the
-  identity ``account/registered`` with the disco features, and as items the
+  identity ``account/registered`` (and those modules add with
+  :meth:`DiscoService.add_account_identity`) with the disco features, and as items the
   account's resources: all connected ones for the account itself, the
   available ones for a subscriber.
 
@@ -69,6 +70,7 @@ class DiscoService:
         self._api = api
         self._items = {}  # domain -> [(jid, name)]
         self._nodes = []
+        self.account_identities = [ACCOUNT_IDENTITY]
 
     def serves(self, domain):
         """Whether service discovery is enabled for ``domain``."""
@@ -78,6 +80,11 @@ class DiscoService:
         """The server's disco#info ``<query/>`` for ``domain`` (mirroring
         ``node`` if given)."""
         return info_element([SERVER_IDENTITY], self._api.features(domain), node)
+
+    def add_account_identity(self, identity):
+        """Give accounts' disco#info the identity ``(category, type, name)``
+        too (such as XEP-0163's ``pubsub/pep``)."""
+        self.account_identities.append(identity)
 
     def add_item(self, domain, jid, name=None):
         """List ``jid`` among the items of the server ``domain`` (§4.1)."""
@@ -126,7 +133,7 @@ def setup(api):
             node = stanza.payload.getAttribute("node")
             if node is not None:
                 raise StanzaError("item-not-found")
-            return info_element([ACCOUNT_IDENTITY], sorted(
+            return info_element(disco.account_identities, sorted(
                 {*ACCOUNT_FEATURES, *api.account_features(stanza.recipient.domain)}))
 
         return _access(api, stanza).addCallback(answer)

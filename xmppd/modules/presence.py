@@ -41,7 +41,7 @@ from xmppd.core.events import (
     BARE, FULL, SESSION_AVAILABLE, SESSION_REACHABLE, SESSION_UNAVAILABLE,
     SESSION_UNBOUND,
     pre_events, presence_event)
-from xmppd.core.stanzas import StanzaError, make_stanza
+from xmppd.core.stanzas import StanzaError, child, make_stanza
 from xmppd.core.xmlstream import NS_CLIENT
 from xmppd.jid import JID
 from xmppd.storage import SUBSCRIBED_TO, SUBSCRIBERS
@@ -59,17 +59,17 @@ def readdressed(element, to, from_):
     for name, value in element.attributes.items():
         if name not in ("to", "from"):
             copy[name] = value
-    for child in element.elements():
-        copy.addChild(child)
+    for payload in element.elements():
+        copy.addChild(payload)
     return copy
 
 
 def priority_of(element):
     """The ``<priority/>`` of a presence stanza (RFC 6121 §4.7.2.3)."""
-    child = next(element.elements(NS_CLIENT, "priority"), None)
-    if child is None:
+    priority = child(element, NS_CLIENT, "priority")
+    if priority is None:
         return 0
-    text = str(child).strip()
+    text = str(priority).strip()
     if not _PRIORITY_VALUE.fullmatch(text) or not -128 <= int(text) <= 127:
         raise StanzaError("bad-request", "the priority is an integer from -128 to 127")
     return int(text)

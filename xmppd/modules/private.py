@@ -20,12 +20,18 @@ or the child itself, empty, when nothing was stored under it (§2.3).
 
 Stored in the ``keyval`` store named ``private``, keyed by
 ``"{namespace} {element name}"``.
+
+Publishes the ``private`` service (:class:`PrivateStorage`), through which
+other modules read and write an account's elements and hear of each one a
+client stores (bookmarks kept in step with PEP, XEP-0402 §5.3).
 """
 
+from twisted.internet import defer
 from twisted.words.xish import domish
 
 from xmppd.core.events import BARE
 from xmppd.core.stanzas import StanzaError
+from xmppd.core.xmlstream import parse_stanza
 from xmppd.options import Option, Options, integer
 
 NS_PRIVATE = "jabber:iq:private"
@@ -38,38 +44,86 @@ OPTIONS = Options(  # [private]
 )
 
 
-def setup(api):
-    private = api.open_store("keyval", STORE)
+class PrivateStorage:
+    """Accounts' private XML: the iq handlers and the ``private`` service."""
 
-    def get(stanza):
+    def __init__(self, api, store):
+        self._api = api
+        self._store = store
+        self._listeners = []
+
+    # Clients' requests
+
+    def query_get(self, stanza):
         user = _own(stanza)
         wanted = _children(stanza)
         if len({child.uri for child in wanted}) > 1:
             raise StanzaError("bad-request", "a get names one namespace only")
+
         def answer(stored):
             query = domish.Element((NS_PRIVATE, "query"))
             for child in wanted:
-                text = stored.get(_key(child))
+                text = stored.get(_key(child.uri, child.name))
                 query.addChild(child if text is None else domish.SerializedXML(text))
             return query
 
-        return private.get_all(user.local, user.domain).addCallback(answer)
+        return self._store.get_all(user.local, user.domain).addCallback(answer)
 
-    def set_(stanza):
+    def query_set(self, stanza):
         user = _own(stanza)
-        max_size = api.options.max_size
-        items = {}
-        for child in _children(stanza):
-            text = child.toXml()
-            if len(text.encode("utf-8")) > max_size:
-                raise StanzaError("not-acceptable",
-                                  f"<{child.name}/> is larger than {max_size} bytes")
-            items[_key(child)] = text
-        return private.set_many(user.local, user.domain, items)
+        children = _children(stanza)
+        items = {_key(child.uri, child.name): self._checked(child) for child in children}
+        d = self._store.set_many(user.local, user.domain, items)
+        return d.addCallback(lambda _: self._tell(None, user, children))
 
+    def _checked(self, element):
+        """``element`` serialised, if it is no larger than ``private.max_size``."""
+        text = element.toXml()
+        max_size = self._api.options.max_size
+        if len(text.encode("utf-8")) > max_size:
+            raise StanzaError("not-acceptable",
+                              f"<{element.name}/> is larger than {max_size} bytes")
+        return text
+
+    # The service
+
+    def listen(self, listener):
+        """Call ``listener(account, element)`` after each element stored for
+        an account (``account`` a bare JID): by its clients, or through
+        :meth:`set` by anyone but ``listener``.  A Deferred it returns
+        delays the client's answer; a failure is logged, never answered."""
+        self._listeners.append(listener)
+
+    def get(self, account, namespace, name):
+        """Deferred: the account's element ``<name xmlns=namespace/>`` as
+        stored, or None."""
+        d = self._store.get(account.local, account.domain, _key(namespace, name))
+        return d.addCallback(lambda text: None if text is None else parse_stanza(text))
+
+    def set(self, account, element, writer=None):
+        """Store ``element`` for the account, as its client's set would
+        (``not-acceptable`` if too large), and tell the listeners but
+        ``writer``; Deferred: done."""
+        d = self._store.set(account.local, account.domain, _key(element.uri, element.name),
+                            self._checked(element))
+        return d.addCallback(lambda _: self._tell(writer, account, [element]))
+
+    def _tell(self, writer, account, elements):
+        told = [defer.maybeDeferred(listener, account, element).addErrback(self._failed)
+                for listener in self._listeners if listener is not writer
+                for element in elements]
+        return defer.gatherResults(told).addCallback(lambda _: None)
+
+    def _failed(self, failure):
+        self._api.log.failure("a private storage listener failed", failure)
+
+
+def setup(api):
+    private = PrivateStorage(api, api.open_store("keyval", STORE))
+    api.provide("private", private)
     api.disco_feature(NS_PRIVATE)
-    api.handle_iq("get", BARE, NS_PRIVATE, get)
-    api.handle_iq("set", BARE, NS_PRIVATE, set_)
+    api.handle_iq("get", BARE, NS_PRIVATE, private.query_get)
+    api.handle_iq("set", BARE, NS_PRIVATE, private.query_set)
 
 
 def _own(stanza):
@@ -98,5 +152,5 @@ def _reserved(namespace):
             or namespace in RESERVED)
 
 
-def _key(child):
-    return f"{child.uri} {child.name}"
+def _key(namespace, name):
+    return f"{namespace} {name}"

@@ -16,15 +16,22 @@
 
 vCard-based avatars (XEP-0153) need nothing more from the server: it stores
 and serves the vCard, ``<PHOTO/>`` included, and leaves the
-``vcard-temp:x:update`` element of clients' presence as the clients sent it.
+``vcard-temp:x:update`` element of clients' presence as the clients sent it
+(where XEP-0398 conversion is enabled, that module adds the hash).
 
 Stored in the ``keyval`` store named ``vcard`` under the key ``""``.
+
+Publishes the ``vcard`` service (:class:`VCards`), through which other
+modules read and write an account's vCard and hear of each one its clients
+set (avatars kept in step with PEP, XEP-0398).
 """
 
+from twisted.internet import defer
 from twisted.words.xish import domish
 
 from xmppd.core.events import BARE
 from xmppd.core.stanzas import StanzaError
+from xmppd.core.xmlstream import parse_stanza
 from xmppd.options import Option, Options, integer
 
 NS_VCARD = "vcard-temp"
@@ -36,13 +43,18 @@ OPTIONS = Options(  # [vcard]
 )
 
 
-def setup(api):
-    vcards = api.open_store("keyval", STORE)
+class VCards:
+    """Accounts' vCards: the iq handlers and the ``vcard`` service."""
 
-    def get(stanza):
+    def __init__(self, api, store):
+        self._api = api
+        self._store = store
+        self._listeners = []
+
+    # Requests
+
+    def query_get(self, stanza):
         _vcard(stanza)
-        owner = stanza.recipient
-        d = vcards.get(owner.local, owner.domain, KEY)
         own = _is_own(stanza)
 
         def answer(stored):
@@ -52,21 +64,54 @@ def setup(api):
                 return domish.Element((NS_VCARD, "vCard"))
             raise StanzaError("service-unavailable")
 
-        return d.addCallback(answer)
+        owner = stanza.recipient
+        return self._store.get(owner.local, owner.domain, KEY).addCallback(answer)
 
-    def set_(stanza):
+    def query_set(self, stanza):
         if not _is_own(stanza):
             raise StanzaError("forbidden", "a vCard is set only by its own account")
-        text = _vcard(stanza).toXml()
-        max_size = api.options.max_size
+        return self.set(stanza.recipient, _vcard(stanza))
+
+    # The service
+
+    def listen(self, listener):
+        """Call ``listener(account, vcard)`` after each vCard stored for an
+        account (``account`` a bare JID): by its clients, or through
+        :meth:`set` by anyone but ``listener``.  A Deferred it returns
+        delays the client's answer; a failure is logged, never answered."""
+        self._listeners.append(listener)
+
+    def get(self, account):
+        """Deferred: the account's ``<vCard/>`` element, or None."""
+        d = self._store.get(account.local, account.domain, KEY)
+        return d.addCallback(lambda text: None if text is None else parse_stanza(text))
+
+    def set(self, account, vcard, writer=None):
+        """Store ``vcard`` for the account, as its client's set would
+        (``not-acceptable`` if larger than ``vcard.max_size``), and tell the
+        listeners but ``writer``; Deferred: done."""
+        text = vcard.toXml()
+        max_size = self._api.options.max_size
         if len(text.encode("utf-8")) > max_size:
             raise StanzaError("not-acceptable", f"the vCard is larger than {max_size} bytes")
-        user = stanza.recipient
-        return vcards.set(user.local, user.domain, KEY, text)
+        d = self._store.set(account.local, account.domain, KEY, text)
+        return d.addCallback(lambda _: self._tell(writer, account, vcard))
 
+    def _tell(self, writer, account, vcard):
+        told = [defer.maybeDeferred(listener, account, vcard).addErrback(self._failed)
+                for listener in self._listeners if listener is not writer]
+        return defer.gatherResults(told).addCallback(lambda _: None)
+
+    def _failed(self, failure):
+        self._api.log.failure("a vCard listener failed", failure)
+
+
+def setup(api):
+    vcards = VCards(api, api.open_store("keyval", STORE))
+    api.provide("vcard", vcards)
     api.disco_feature(NS_VCARD)
-    api.handle_iq("get", BARE, NS_VCARD, get)
-    api.handle_iq("set", BARE, NS_VCARD, set_)
+    api.handle_iq("get", BARE, NS_VCARD, vcards.query_get)
+    api.handle_iq("set", BARE, NS_VCARD, vcards.query_set)
 
 
 def _vcard(stanza):

@@ -1,0 +1,110 @@
+"""The elements of XEP-0060 both pubsub services build and read: request
+parts (§7.1 publish, the node attribute), the answer to an item retrieval
+(§6.5) and event notifications (§7.1.2.1 items, §7.2.2.1 retractions,
+§8.4.2 deletion, §8.5.2 purge)."""
+
+from twisted.words.xish import domish
+
+from xmppd.core.stanzas import StanzaError
+
+from . import NS_EVENT, NS_OWNER, NS_PUBSUB, error
+
+NS_DATA = "jabber:x:data"
+
+
+def node_name(element):
+    """The ``node`` of a request; ``bad-request`` with ``nodeid-required``
+    without one."""
+    name = element.getAttribute("node")
+    if not name:
+        raise error("bad-request", "nodeid-required")
+    return name
+
+
+def published_item(publish):
+    """``(item id or None, payload element)`` of a ``<publish/>`` (§7.1.1):
+    exactly one item with exactly one payload, else ``bad-request``
+    (§7.1.3.6)."""
+    items = list(publish.elements(NS_PUBSUB, "item"))
+    if len(items) != 1:
+        raise error("bad-request", "invalid-payload" if items else "item-required")
+    payloads = list(items[0].elements())
+    if len(payloads) != 1:
+        raise error("bad-request", "invalid-payload" if payloads else "payload-required")
+    return items[0].getAttribute("id") or None, payloads[0]
+
+
+def form_in(element):
+    """The data form (XEP-0004) inside ``element`` (or None)."""
+    return None if element is None else next(element.elements(NS_DATA, "x"), None)
+
+
+def publish_result(name, item_id):
+    answer = domish.Element((NS_PUBSUB, "pubsub"))
+    published = answer.addElement("publish")
+    published["node"] = name
+    published.addElement("item")["id"] = item_id
+    return answer
+
+
+def owner_payload(name, node=None, form=None):
+    """``<pubsub xmlns='…#owner'><NAME node?>FORM?</NAME></pubsub>``."""
+    payload = domish.Element((NS_OWNER, "pubsub"))
+    child = payload.addElement(name)
+    if node is not None:
+        child["node"] = node
+    if form is not None:
+        child.addChild(form)
+    return payload
+
+
+def items_element(uri, name, items, payloads=True):
+    """``<items node>`` in namespace ``uri`` with ``items``
+    (:class:`~xmppd.storage.kinds.PubSubItem`), with their payloads or not."""
+    element = domish.Element((uri, "items"))
+    element["node"] = name
+    for item in items:
+        entry = element.addElement("item")
+        entry["id"] = item.id
+        if payloads and item.payload:
+            entry.addRawXml(item.payload)
+    return element
+
+
+def retrieve(store, service, name, request):
+    """Deferred: the answer to ``<items/>`` (§6.5) of an allowed requester:
+    the items it names by id (§6.5.8), or the newest ``max_items`` (§6.5.7),
+    or all, oldest first."""
+    ids = [item.getAttribute("id") for item in request.elements(NS_PUBSUB, "item")]
+    limit = request.getAttribute("max_items")
+    if limit is not None and not limit.isdigit():
+        raise StanzaError("bad-request", "max_items is a number")
+
+    def answer(found):
+        result = domish.Element((NS_PUBSUB, "pubsub"))
+        result.addChild(items_element(NS_PUBSUB, name, found[::-1]))
+        return result
+    return store.get_items(service, name, ids=[i for i in ids if i] or None,
+                           limit=None if limit is None else int(limit)).addCallback(answer)
+
+
+def items_event(name, items, payloads):
+    event = domish.Element((NS_EVENT, "event"))
+    event.addChild(items_element(NS_EVENT, name, items, payloads))
+    return event
+
+
+def retract_event(name, ids):
+    event = domish.Element((NS_EVENT, "event"))
+    items = event.addElement("items")
+    items["node"] = name
+    for item_id in ids:
+        items.addElement("retract")["id"] = item_id
+    return event
+
+
+def node_event(kind, name):
+    """A ``<delete/>`` or ``<purge/>`` event."""
+    event = domish.Element((NS_EVENT, "event"))
+    event.addElement(kind)["node"] = name
+    return event
