@@ -4,7 +4,9 @@ Accounts are named by a pattern (``bench{}`` gives bench0, bench1, ...) and
 share one password.  The first ``roster_users`` accounts get rosters of
 ``roster_size`` contacts each (see :func:`contacts`), every item with
 subscription ``both``, as if each pair had completed the RFC 6121 §3
-handshake both ways.
+handshake both ways.  More rosters can be given as a mapping of account
+numbers to their contacts' numbers, such as a :func:`star`: one account
+with many contacts, each with that one account only.
 
 Two ways per server:
 
@@ -55,6 +57,24 @@ def contacts(index, users, size):
             for step in (offset, -offset)]
 
 
+def star(hub, size):
+    """Rosters of a star: account ``hub`` with the ``size`` accounts after
+    it as contacts, each of them with ``hub`` as its only contact."""
+    leaves = list(range(hub + 1, hub + 1 + size))
+    return {hub: leaves, **{leaf: [hub] for leaf in leaves}}
+
+
+def all_rosters(roster_users, roster_size, rosters=None):
+    """Account number -> its contacts' numbers: the ring of the first
+    ``roster_users``, then ``rosters`` (accounts outside the ring)."""
+    found = {i: contacts(i, roster_users, roster_size) for i in range(roster_users)}
+    for i, items in (rosters or {}).items():
+        if i in found:
+            raise ValueError(f"account {i} has a roster in the ring already")
+        found[i] = list(items)
+    return found
+
+
 def check_roster_shape(users, size):
     if size % 2 or size >= users:
         raise ValueError(f"roster size {size} must be even and smaller than the "
@@ -79,9 +99,10 @@ def _engine(config_path):
     return engine
 
 
-def xmppd_create_sql(config_path, domain, localparts, password, roster_users=0, roster_size=0):
-    """Accounts (and rosters) written straight into the database of
-    ``config_path`` in one transaction."""
+def xmppd_create_sql(config_path, domain, localparts, password, roster_users=0, roster_size=0,
+                     rosters=None):
+    """Accounts (and rosters, see :func:`all_rosters`) written straight
+    into the database of ``config_path`` in one transaction."""
     from sqlalchemy import insert, select
 
     from xmppd.core.scram import derive_all
@@ -104,8 +125,8 @@ def xmppd_create_sql(config_path, domain, localparts, password, roster_users=0, 
             rows = [{"account_id": ids[localparts[i]], "jid": f"{localparts[j]}@{domain}",
                      "name": None, "subscription": "both", "ask": False,
                      "pending_in": False, "approved": False}
-                    for i in range(roster_users)
-                    for j in contacts(i, roster_users, roster_size)]
+                    for i, items in all_rosters(roster_users, roster_size, rosters).items()
+                    for j in items]
             if rows:
                 db.execute(insert(RosterEntry.__table__), rows)
     finally:
@@ -181,17 +202,17 @@ def prosody_roster_file(domain, contact_names):
             f'{items}}};\n')
 
 
-def prosody_create_files(data_dir, domain, localparts, password, roster_users=0, roster_size=0):
+def prosody_create_files(data_dir, domain, localparts, password, roster_users=0, roster_size=0,
+                         rosters=None):
     account = prosody_account_file(password, str(uuid.uuid4()))
     for name in localparts:
         path = _user_file(data_dir, domain, "accounts", name)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(account)
-    for i in range(roster_users):
+    for i, items in all_rosters(roster_users, roster_size, rosters).items():
         path = _user_file(data_dir, domain, "roster", localparts[i])
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(prosody_roster_file(
-            domain, [localparts[j] for j in contacts(i, roster_users, roster_size)]))
+        path.write_text(prosody_roster_file(domain, [localparts[j] for j in items]))
 
 
 def prosody_delete_files(data_dir, domain, localparts):
@@ -230,17 +251,23 @@ def main(argv=None):
     parser.add_argument("--password", default=DEFAULT_PASSWORD)
     parser.add_argument("--roster-users", type=int, default=0)
     parser.add_argument("--roster-size", type=int, default=0)
+    parser.add_argument("--star-size", type=int, default=0,
+                        help="then one account with this many contacts (the accounts after "
+                             "it), each with that account only: the pep phase's rosters")
     args = parser.parse_args(argv)
     if args.via == {"xmppd": "prosodyctl", "prosody": "xmppctl"}[args.server]:
         parser.error(f"--via {args.via} is not for {args.server}")
     localparts = names(args.pattern, args.count)
     if args.roster_users:
         check_roster_shape(args.roster_users, args.roster_size)
+    rosters = star(args.roster_users, args.star_size) if args.star_size else None
+    if rosters and args.count < args.roster_users + 1 + args.star_size:
+        parser.error("--count is too small for the ring and the star")
     create = args.action == "create"
     if args.server == "xmppd" and args.via == "fast":
         if create:
             xmppd_create_sql(args.config, args.domain, localparts, args.password,
-                             args.roster_users, args.roster_size)
+                             args.roster_users, args.roster_size, rosters)
         else:
             xmppd_delete_sql(args.config, args.domain, localparts)
     elif args.server == "xmppd":
@@ -249,7 +276,7 @@ def main(argv=None):
     elif args.via == "fast":
         if create:
             prosody_create_files(args.data_dir, args.domain, localparts, args.password,
-                                 args.roster_users, args.roster_size)
+                                 args.roster_users, args.roster_size, rosters)
         else:
             prosody_delete_files(args.data_dir, args.domain, localparts)
     else:

@@ -4,7 +4,9 @@
         --pattern 'bench{}' --password secret --server-pid 1234
 
 Accounts must exist (see bench/accounts.py); the first ``--presence-users``
-of them need the rosters that accounts.py makes.  Phases (``--phases``):
+of them need the rosters that accounts.py makes, and with the ``pep`` phase
+the next 1 + ``--pep-contacts`` the star that its ``--star-size`` makes.
+Phases (``--phases``):
 
 - ``login``: ``--logins`` full logins (TCP, STARTTLS, SASL, bind, then
   ``</stream:stream>``) with ``--concurrency`` in flight: logins/s, p50/p99
@@ -16,10 +18,15 @@ of them need the rosters that accounts.py makes.  Phases (``--phases``):
   ``--roster-size`` contacts come online; then each repeatedly changes its
   presence, sending the next change when the server reflects the last one
   back (RFC 6121 §4.4.2): broadcast deliveries/s and p50/p99 latency.
+- ``pep``: a publisher with ``--pep-contacts`` contacts, all online with
+  entity capabilities (XEP-0115) that ask for notifications of its tune
+  node, publishes ``--pep-items`` items (XEP-0163) with ``--pep-window``
+  publishes in flight: notifications delivered/s and p50/p99 latency
+  (publish sent to notification received).
 - ``memory``: RSS of the server process (``--server-pid``) per bound, idle
   session at each count of ``--idle-sessions``.
-- ``cpu_per_stanza`` (whenever messages or presence ran): server CPU per
-  delivered message and per presence delivery.
+- ``cpu_per_stanza`` (whenever messages, presence or pep ran): server CPU
+  per delivered message, per presence delivery and per PEP notification.
 
 Every phase prints one JSON line on stdout and, at the end, a table on
 stderr.  Sent and delivered stanzas are counted in every phase; ``lost``
@@ -37,17 +44,30 @@ import json
 import multiprocessing
 import os
 import resource
+import secrets
 import sys
 import time
 from pathlib import Path
+from xml.sax.saxutils import quoteattr
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.accounts import DEFAULT_PASSWORD, DEFAULT_PATTERN, check_roster_shape, contacts
-from bench.xmppclient import MECHANISMS, Client, Target, XMPPError
+from bench.accounts import (
+    DEFAULT_PASSWORD,
+    DEFAULT_PATTERN,
+    check_roster_shape,
+    contacts,
+    star,
+)
+from bench.xmppclient import MECHANISMS, NS_DISCO_INFO, Caps, Client, Target, XMPPError
 
-PHASES = ("login", "messages", "presence", "memory")
+PHASES = ("login", "messages", "presence", "pep", "memory")
+NS_PUBSUB = "http://jabber.org/protocol/pubsub"
+NS_PUBSUB_EVENT = "http://jabber.org/protocol/pubsub#event"
+PEP_NODE = "http://jabber.org/protocol/tune"  # XEP-0118, a PEP node clients commonly follow
+PEP_CAPS_NODE = "https://xmppd.example/bench"
+PEP_WARMUP_ROUNDS = 40  # warm-up items at most, until every contact got one
 START_DELAY = 0.2  # seconds between announcing a measured window and its start
 DRAIN_TIMEOUT = 20.0  # seconds to wait for stanzas in flight after a window
 DRAIN_STALL = 3.0  # ... or for this long without any new delivery
@@ -118,6 +138,15 @@ class Worker:
         self.password = options["password"]
         self.pattern = options["pattern"]
         self.clients = {}  # user -> logged-in Client
+        self.pep_publisher = None  # the pep phase's publisher, if in this process
+        self.pep_contacts = []  # its contacts in this process
+        self.pep_token = None  # the prefix of this run's item ids
+        self.pep_serial = 0  # items published so far, numbering the ids
+        self.pep_warmed = set()  # contacts that got a warm-up item
+        self.pep_seen = set()  # (contact, item id) of the measured items received
+        self.pep_duplicates = 0
+        self.pep_last_ns = 0  # when the last measured item arrived
+        self.pep_done = None  # future: every measured item arrived
         self.reset()
 
     def _client(self, user, resource):
@@ -312,6 +341,169 @@ class Worker:
 
         return await self._window(start_at, end_at, kick)
 
+    # Personal eventing: one publisher, its contacts notified of each item
+
+    async def pep_publisher_online(self, user, timeout):
+        """The publisher sends initial presence (without caps: it wants no
+        notifications) and waits for the server to reflect it."""
+        self.pep_publisher = publisher = self.clients[user]
+        reflected = asyncio.get_running_loop().create_future()
+
+        def received(client, element):
+            if (element.name == "presence" and element.get("from") == client.jid
+                    and not reflected.done()):
+                reflected.set_result(None)
+
+        self._watch(publisher, received)
+        publisher.presence()
+        await asyncio.wait_for(reflected, timeout)
+        return {}
+
+    async def pep_contacts_online(self, users, hub, token, timeout, quiet=1.0):
+        """The contacts (``users``) send initial presence with caps that
+        want notifications of ``PEP_NODE``; wait until each has the
+        publisher's presence and nothing arrived for ``quiet`` seconds (the
+        server has queried the caps it did not know).  Notifications of
+        items whose id starts with ``token`` are counted from now on."""
+        self.reset()
+        self.pep_token = token
+        self.pep_contacts = [self.clients[u] for u in users]
+        self.pep_warmed = set()
+        hub = self.pattern.format(hub)
+        caps = Caps(PEP_CAPS_NODE, [NS_DISCO_INFO, "http://jabber.org/protocol/caps", PEP_NODE,
+                                    f"{PEP_NODE}+notify"], name="xmppd bench")
+        last = time.monotonic()
+        have_hub = set()
+
+        def received(client, element):
+            nonlocal last
+            last = time.monotonic()
+            if element.name == "message":
+                self._pep_notification(client, element)
+            elif (element.name == "presence" and element.get("type") is None
+                  and element.get("from", "").split("@", 1)[0] == hub):
+                have_hub.add(client.user)
+
+        for client in self.pep_contacts:
+            client.caps = caps
+            self._watch(client, received)
+            client.presence()
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if time.monotonic() - last > quiet and len(have_hub) == len(self.pep_contacts):
+                break
+            await asyncio.sleep(0.05)
+        return {"complete": len(have_hub), "seconds": time.monotonic() - started,
+                "disco_answered": sum(c.disco_answered for c in self.pep_contacts),
+                "errors": self.errors}
+
+    def _pep_notification(self, client, message):
+        """Count a notification (XEP-0163 §4.3) of this run's items."""
+        if message.get("type") == "error":
+            self._error(f"{client.bare}: message error")
+            return
+        event = message.child("event", NS_PUBSUB_EVENT)
+        items = None if event is None else event.child("items")
+        item = None if items is None else items.child("item")
+        item_id = None if item is None else item.get("id", "")
+        if item_id is None or not item_id.startswith(self.pep_token):
+            return  # not a notification, or of an earlier run's item (the last one)
+        if item_id[len(self.pep_token)] == "w":
+            self.pep_warmed.add(client.user)
+            return
+        now = time.monotonic_ns()
+        key = (client.user, item_id)
+        if key in self.pep_seen:
+            self.pep_duplicates += 1
+            return
+        self.pep_seen.add(key)
+        self.delivered += 1
+        self.pep_last_ns = now
+        self.latencies.append((now - int(item.children[0].child("title").text)) / 1e6)
+        done = self.pep_done
+        if done is not None and self.delivered >= self.expected and not done.done():
+            done.set_result(None)
+
+    async def _pep_publish(self, count, window, kind):
+        """Publish ``count`` items of ``kind`` ("w"arm-up or "m"easured),
+        ``window`` at a time, each stamped with the time it is sent; the
+        time the first was sent (ns) once every result came."""
+        publisher, token = self.pep_publisher, self.pep_token
+        finished = asyncio.get_running_loop().create_future()
+        results = 0
+        first_ns = None
+
+        def publish():
+            nonlocal first_ns
+            self.sent += 1
+            self.pep_serial += 1
+            item_id = f"{token}{kind}{self.pep_serial}"
+            now = time.monotonic_ns()
+            first_ns = first_ns or now
+            publisher.send(
+                f"<iq type='set' id='{item_id}'><pubsub xmlns='{NS_PUBSUB}'>"
+                f"<publish node={quoteattr(PEP_NODE)}><item id='{item_id}'>"
+                f"<tune xmlns='{PEP_NODE}'><artist>xmppd bench</artist><title>{now}</title>"
+                f"<length>{self.sent}</length></tune></item></publish></pubsub></iq>")
+
+        def received(client, element):
+            nonlocal results
+            if element.name != "iq" or not element.get("id", "").startswith(token):
+                return
+            results += 1
+            if element.get("type") != "result":
+                self._error(f"{client.bare}: publish failed: "
+                            f"{[c.name for e in element.children for c in e.children]}")
+            if self.sent < count:
+                publish()
+            elif results == count and not finished.done():
+                finished.set_result(None)
+
+        self._watch(publisher, received)
+        self.sent = 0
+        for _ in range(min(window, count)):
+            publish()
+        await finished
+        return first_ns
+
+    async def pep_warmup(self, publish, wait):
+        """Publish one warm-up item (if this process has the publisher);
+        wait up to ``wait`` seconds for every contact here to have one."""
+        if publish:
+            await self._pep_publish(1, 1, "w")
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and len(self.pep_warmed) < len(self.pep_contacts):
+            await asyncio.sleep(0.02)
+        return {"warmed": len(self.pep_warmed), "contacts": len(self.pep_contacts)}
+
+    async def pep(self, items, publish, window, start_at):
+        """The measured run: the publisher (if ``publish``, it is here)
+        publishes ``items`` from ``start_at``; every contact here waits for
+        all of them (or until deliveries stop)."""
+        self.delivered = self.pep_duplicates = self.pep_last_ns = 0
+        self.latencies, self.pep_seen = [], set()
+        self.expected = items * len(self.pep_contacts)
+        self.pep_done = asyncio.get_running_loop().create_future()
+        if self.expected == 0:
+            self.pep_done.set_result(None)
+        await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+        cpu = time.process_time()
+        first_ns = None
+        if publish:
+            first_ns = await self._pep_publish(items, window, "m")
+        started = last_change = time.monotonic()
+        previous = self.delivered
+        while not self.pep_done.done() and time.monotonic() - started < DRAIN_TIMEOUT:
+            await asyncio.wait({self.pep_done}, timeout=0.05)
+            if self.delivered != previous:
+                previous, last_change = self.delivered, time.monotonic()
+            elif time.monotonic() - last_change > DRAIN_STALL:
+                break
+        return {"first_ns": first_ns, "last_ns": self.pep_last_ns, "sent": self.sent,
+                "expected": self.expected, "delivered": self.delivered,
+                "duplicates": self.pep_duplicates, "latencies": self.latencies,
+                "errors": self.errors, "cpu_seconds": time.process_time() - cpu}
+
 
 def _worker_main(connection, options):
     raise_fd_limit()
@@ -367,6 +559,11 @@ class Workers:
     def all(self, command, **kwargs):
         return self.run(command, [kwargs] * len(self))
 
+    def one(self, index, command, **kwargs):
+        """Run ``command`` on worker ``index`` only."""
+        self.connections[index].send((command, kwargs))
+        return self.connections[index].recv()
+
     def stop(self, timeout=10.0):
         """Ask every worker to close its sessions and end; kill those that
         are still busy (after an interruption) once ``timeout`` is over."""
@@ -412,7 +609,8 @@ class Benchmark:
         self.workers = Workers(args.workers, {"target": target, "password": args.password,
                                               "pattern": args.pattern})
         self.records = []
-        self.base = args.presence_users  # accounts below this one have rosters
+        self.pep_publisher = args.presence_users  # then its contacts
+        self.base = args.presence_users + pep_accounts(args)  # accounts below have rosters
 
     def emit(self, record):
         record = {"server": self.args.label, **record}
@@ -567,6 +765,67 @@ class Benchmark:
                    "expected": expected, "delivered": delivered, "lost": expected - delivered,
                    **self._window_record(results, cpu, "deliveries"), "errors": errors})
 
+    def phase_pep(self):
+        args = self.args
+        hub = self.pep_publisher
+        users = list(range(hub, hub + 1 + args.pep_contacts))
+        per_worker = _split(users, len(self.workers))  # the publisher goes to worker 0
+        _, _, failed, errors = self._login(users, args.concurrency, True, "pep")
+        self._require_logins("pep", failed, errors)
+        self.workers.one(0, "pep_publisher_online", user=hub, timeout=DRAIN_TIMEOUT)
+        token = secrets.token_hex(4)  # this run's item ids: not the last item of a run before
+        started = time.monotonic()
+        online = self.workers.run("pep_contacts_online", [
+            {"users": [u for u in part if u != hub], "hub": hub, "token": token,
+             "timeout": DRAIN_TIMEOUT} for part in per_worker])
+        online_seconds = time.monotonic() - started
+        # The server knows the contacts' caps once a warm-up item reaches all.
+        warmed = rounds = 0
+        while warmed < args.pep_contacts and rounds < PEP_WARMUP_ROUNDS:
+            rounds += 1
+            warm = self.workers.run("pep_warmup", [{"publish": i == 0, "wait": 0.5}
+                                                   for i in range(len(self.workers))])
+            warmed = sum(w["warmed"] for w in warm)
+        time.sleep(0.5)
+        start_at = time.monotonic() + START_DELAY
+        self.workers.send("pep", [{"items": args.pep_items, "publish": i == 0,
+                                   "window": args.pep_window, "start_at": start_at}
+                                  for i in range(len(self.workers))])
+        time.sleep(max(0.0, start_at - time.monotonic()))
+        cpu_before, measured_from = self._cpu(), time.monotonic()
+        results = self.workers.collect()
+        measured = time.monotonic() - measured_from
+        cpu, waited = self._used(cpu_before, self._cpu(), measured)
+        self.workers.all("close_all")
+        expected = sum(r["expected"] for r in results)
+        delivered = sum(r["delivered"] for r in results)
+        last_ns = max(r["last_ns"] for r in results)
+        seconds = max(1e-9, (last_ns - results[0]["first_ns"]) / 1e9) if delivered else None
+        latencies = [x for r in results for x in r["latencies"]]
+        self.emit({
+            "phase": "pep", "contacts": args.pep_contacts, "items": args.pep_items,
+            "window": args.pep_window,
+            "online_with_publisher": sum(o["complete"] for o in online),
+            "online_seconds": _round(online_seconds, 2),
+            "disco_queries_answered": sum(o["disco_answered"] for o in online),
+            "warmup_items": rounds, "warmed": warmed,
+            "published": sum(r["sent"] for r in results), "expected": expected,
+            "delivered": delivered, "lost": expected - delivered,
+            "duplicates": sum(r["duplicates"] for r in results),
+            "deliveries_per_s": seconds and _round(delivered / seconds),
+            "publishes_per_s": seconds and _round(args.pep_items / seconds),
+            "p50_ms": _round(percentile(latencies, 50), 2),
+            "p99_ms": _round(percentile(latencies, 99), 2),
+            "server_cpu_pct": None if cpu is None else _round(100 * cpu / measured),
+            "server_cpu_us_per_delivery": (None if cpu is None or not delivered
+                                           else _round(1e6 * cpu / delivered)),
+            "others_cpu_pct": waited,
+            "gen_cpu_pct": [seconds and _round(100 * r["cpu_seconds"] / seconds)
+                            for r in results],
+            "seconds": _round(seconds, 2),
+            "errors": [e for r in results for e in r["errors"]][:ERRORS_KEPT],
+        })
+
     def phase_memory(self):
         args = self.args
         if args.server_pid is None:
@@ -600,13 +859,15 @@ class Benchmark:
         return rss
 
     def cpu_per_stanza(self):
-        found = {r["phase"]: r for r in self.records if r["phase"] in ("messages", "presence")}
+        found = {r["phase"]: r for r in self.records
+                 if r["phase"] in ("messages", "presence", "pep")}
         if not found:
             return
         self.emit({
             "phase": "cpu_per_stanza",
             "message_us": found.get("messages", {}).get("server_cpu_us_per_delivery"),
             "presence_delivery_us": found.get("presence", {}).get("server_cpu_us_per_delivery"),
+            "pep_delivery_us": found.get("pep", {}).get("server_cpu_us_per_delivery"),
         })
 
     def run(self, phases):
@@ -627,8 +888,10 @@ COLUMNS = {
     "messages": ("msgs_per_s", "p50_ms", "p99_ms", "server_cpu_pct", "others_cpu_pct", "lost"),
     "presence": ("deliveries_per_s", "p50_ms", "p99_ms", "server_cpu_pct", "others_cpu_pct",
                  "lost"),
+    "pep": ("deliveries_per_s", "publishes_per_s", "p50_ms", "p99_ms", "server_cpu_pct",
+            "others_cpu_pct", "lost"),
     "memory": ("sessions", "rss_mb", "kb_per_session"),
-    "cpu_per_stanza": ("message_us", "presence_delivery_us"),
+    "cpu_per_stanza": ("message_us", "presence_delivery_us", "pep_delivery_us"),
 }
 
 
@@ -673,6 +936,10 @@ def parser():
     p.add_argument("--padding", type=int, default=100, help="filler characters per body")
     p.add_argument("--presence-users", type=int, default=200)
     p.add_argument("--roster-size", type=int, default=20)
+    p.add_argument("--pep-contacts", type=int, default=200,
+                   help="contacts of the pep phase's publisher")
+    p.add_argument("--pep-items", type=int, default=200, help="items the publisher publishes")
+    p.add_argument("--pep-window", type=int, default=1, help="publishes in flight")
     p.add_argument("--idle-sessions", default="1000,10000",
                    help="session counts at which to measure memory")
     return p
@@ -690,6 +957,17 @@ def parse_args(argv=None):
     return args
 
 
+def pep_accounts(args):
+    """Accounts of the pep phase: the publisher, then its contacts."""
+    return 1 + args.pep_contacts if "pep" in args.phases else 0
+
+
+def rosters(args):
+    """The rosters besides the presence phase's ring (see bench/accounts.py):
+    the pep phase's star, from account ``--presence-users`` on."""
+    return star(args.presence_users, args.pep_contacts) if "pep" in args.phases else None
+
+
 def accounts_needed(args):
     """How many accounts (pattern numbers 0..N-1) the phases use."""
     others = [0]
@@ -699,7 +977,7 @@ def accounts_needed(args):
         others.append(2 * args.pairs)
     if "memory" in args.phases:
         others.append(max(args.idle_sessions, default=0))
-    return args.presence_users + max(others)
+    return args.presence_users + pep_accounts(args) + max(others)
 
 
 def main(argv=None):

@@ -11,7 +11,7 @@ directory.  Both servers get the same accounts and rosters (bench/accounts.py,
 fast paths).  Each server is pinned to CPU 0 and the load generator (this
 process and its workers) to CPU 1.
 
-Every run starts a fresh server, runs the login, messages and presence
+Every run starts a fresh server, runs the login, messages, presence and pep
 phases of bench/loadgen.py and stops it; runs alternate between the servers
 (xmppd, Prosody, xmppd, ...).  The memory phase needs its own fresh server
 and runs once per server (``--memory-runs``).  The medians over the runs
@@ -50,7 +50,7 @@ XMPPD_CONFIG = """\
 log_level = "{log_level}"
 
 [storage]
-url = "sqlite:///xmppd.sqlite"
+url = "{storage_url}"
 
 [tls]
 certificates = "{certificates}"
@@ -98,7 +98,7 @@ authentication = "internal_hashed"
 storage = "internal"
 modules_enabled = {{
     "roster"; "saslauth"; "tls"; "disco"; "ping"; "version"; "time";
-    "lastactivity"; "carbons"; "vcard_legacy"; "private"; "blocklist";{modules}
+    "lastactivity"; "carbons"; "vcard_legacy"; "private"; "blocklist"; "pep";{modules}
 }}
 modules_disabled = {{ "s2s"; "s2s_auth_certs" }}
 certificates = "{dir}"
@@ -171,6 +171,7 @@ class Server:
 class Xmppd(Server):
     name = "xmppd"
     host = ""  # more settings of the host's table
+    storage_url = "sqlite:///xmppd.sqlite"
 
     def configure(self, certificate):
         certificates = self.dir / "certs"
@@ -180,13 +181,13 @@ class Xmppd(Server):
         self.config = self.dir / "xmppd.toml"
         self.config.write_text(XMPPD_CONFIG.format(
             log_level=self.log_level, certificates=certificates, port=self.port,
-            fd_limit=FD_LIMIT, domain=DOMAIN) + self.host)
+            fd_limit=FD_LIMIT, domain=DOMAIN, storage_url=self.storage_url) + self.host)
         subprocess.run([sys.executable, str(BIN / "xmppctl"), "-c", str(self.config), "migrate"],
                        check=True, stdout=subprocess.DEVNULL)
 
-    def create_accounts(self, localparts, password, roster_users, roster_size):
+    def create_accounts(self, localparts, password, roster_users, roster_size, rosters=None):
         accounts.xmppd_create_sql(self.config, DOMAIN, localparts, password,
-                                  roster_users, roster_size)
+                                  roster_users, roster_size, rosters)
 
     def command(self):
         return [sys.executable, str(BIN / "twistd"), "-n", "--pidfile=", "xmppd",
@@ -232,9 +233,9 @@ class Prosody(Server):
             log_level=level, domain=DOMAIN))
         self._version = self.check_installed()
 
-    def create_accounts(self, localparts, password, roster_users, roster_size):
+    def create_accounts(self, localparts, password, roster_users, roster_size, rosters=None):
         accounts.prosody_create_files(self.dir / "data", DOMAIN, localparts, password,
-                                      roster_users, roster_size)
+                                      roster_users, roster_size, rosters)
         shutil.chown(self.dir, self.user, self.user)
         for path in self.dir.rglob("*"):
             shutil.chown(path, self.user, self.user)
@@ -270,6 +271,37 @@ class XmppdWithoutArchive(Xmppd):
     host = 'disabled_modules = ["mam"]\n'
 
 
+class XmppdArchivingPostgres(XmppdArchiving):
+    """``xmppd-mam`` storing in PostgreSQL: a database of its own, made
+    for the run and dropped after it, on the server of
+    ``XMPPD_BENCH_POSTGRES_URL`` (a SQLAlchemy URL)."""
+
+    name = "xmppd-mam-pg"
+
+    def configure(self, certificate):
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.engine import make_url
+
+        server = os.environ.get("XMPPD_BENCH_POSTGRES_URL")
+        if not server:
+            raise SystemExit("run.py: xmppd-mam-pg needs XMPPD_BENCH_POSTGRES_URL")
+        self._admin = create_engine(server, isolation_level="AUTOCOMMIT")
+        self._database = f"xmppd_bench_{os.getpid()}_{self.port}"
+        with self._admin.connect() as db:
+            db.execute(text(f'CREATE DATABASE "{self._database}"'))
+        url = make_url(server).set(database=self._database)
+        self.storage_url = url.render_as_string(hide_password=False)
+        super().configure(certificate)
+
+    def stop(self):
+        from sqlalchemy import text
+
+        super().stop()
+        with self._admin.connect() as db:
+            db.execute(text(f'DROP DATABASE IF EXISTS "{self._database}"'))
+        self._admin.dispose()
+
+
 class ProsodyArchiving(Prosody):
     """Prosody with mod_mam archiving every one-to-one message, as
     ``xmppd-mam`` does, in its internal storage (Debian's Prosody has no
@@ -281,6 +313,7 @@ class ProsodyArchiving(Prosody):
 
 
 KINDS = {"xmppd": Xmppd, "xmppd-mam": XmppdArchiving, "xmppd-nomam": XmppdWithoutArchive,
+         "xmppd-mam-pg": XmppdArchivingPostgres,
          "prosody": Prosody, "prosody-gengc": ProsodyGenerationalGC,
          "prosody-mam": ProsodyArchiving}
 
@@ -336,6 +369,7 @@ def parser():
                    help="also benchmark Prosody (Debian package prosody)")
     p.add_argument("--servers", help="comma-separated servers to run instead: xmppd, "
                    "xmppd-mam and xmppd-nomam (with and without its message archive), "
+                   "xmppd-mam-pg (archiving in PostgreSQL at $XMPPD_BENCH_POSTGRES_URL), "
                    "prosody, prosody-gengc (Prosody with generational garbage collection), "
                    "prosody-mam (Prosody archiving messages)")
     p.add_argument("--quick", action="store_true", help="a ~1 minute smoke run")
@@ -355,7 +389,8 @@ def parser():
 
 
 QUICK = ["--logins", "200", "--seconds", "3", "--pairs", "50", "--presence-users", "50",
-         "--roster-size", "10", "--idle-sessions", "1000"]
+         "--roster-size", "10", "--pep-contacts", "50", "--pep-items", "50",
+         "--idle-sessions", "1000"]
 DEFAULT = ["--seconds", "10"]
 
 
@@ -386,7 +421,7 @@ def main(argv=None):
         for server in servers:
             started = time.monotonic()
             server.create_accounts(localparts, generator.password, generator.presence_users,
-                                   generator.roster_size)
+                                   generator.roster_size, loadgen.rosters(generator))
             print(f"# {server.name} {server.version()}: {len(localparts)} accounts in "
                   f"{time.monotonic() - started:.1f} s", file=sys.stderr)
         timed = [p for p in generator.phases if p != "memory"]

@@ -10,11 +10,14 @@ Stanzas are written as preformatted strings.
 Once a client is logged in, every top-level element goes to
 ``client.on_stanza(element)``; iq requests addressed to the client are
 answered (a result for XEP-0199 pings, ``service-unavailable`` otherwise),
-so idle sessions survive server pings.
+so idle sessions survive server pings.  A client given :class:`Caps`
+announces them in its presence (:meth:`Client.presence`, XEP-0115) and
+answers disco#info queries (XEP-0030) with them.
 """
 
 import asyncio
 import base64
+import hashlib
 import os
 import pyexpat
 import ssl
@@ -30,6 +33,8 @@ NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
 NS_SESSION = "urn:ietf:params:xml:ns:xmpp-session"
 NS_PING = "urn:xmpp:ping"
+NS_CAPS = "http://jabber.org/protocol/caps"
+NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 MECHANISMS = ("PLAIN", "SCRAM-SHA-1", "SCRAM-SHA-256")
 
 
@@ -85,6 +90,32 @@ class Target:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         return context
+
+
+class Caps:
+    """A client's entity capabilities (XEP-0115): one identity and its
+    features, under ``node``; ``ver`` is their verification string (§5.1,
+    sha-1; no extended information forms)."""
+
+    def __init__(self, node, features, category="client", type_="pc", name=""):
+        self.node = node
+        self.identity = (category, type_, "", name)  # category, type, xml:lang, name
+        self.features = sorted(set(features))
+        text = "/".join(self.identity) + "<" + "".join(f + "<" for f in self.features)
+        self.ver = base64.b64encode(hashlib.sha1(text.encode("utf-8")).digest()).decode()
+        self.element = (f"<c xmlns='{NS_CAPS}' hash='sha-1' node={quoteattr(node)} "
+                        f"ver={quoteattr(self.ver)}/>")
+        category, type_, _, name = self.identity
+        self._info = (f"<identity category={quoteattr(category)} type={quoteattr(type_)}"
+                      + (f" name={quoteattr(name)}" if name else "") + "/>"
+                      + "".join(f"<feature var={quoteattr(f)}/>" for f in self.features))
+
+    def info(self, node):
+        """The children of the disco#info answer for ``node`` (None: the
+        client itself, or ``node#ver``), or None for an unknown node."""
+        if node in (None, f"{self.node}#{self.ver}"):
+            return self._info
+        return None
 
 
 class _StreamParser:
@@ -149,6 +180,8 @@ class Client(asyncio.Protocol):
         self._waiter = None
         self._stream_ended = False
         self._iq_serial = 0
+        self.caps = None  # Caps announced in presence() and told by disco#info
+        self.disco_answered = 0  # disco#info queries answered
 
     # asyncio.Protocol
 
@@ -221,15 +254,32 @@ class Client(asyncio.Protocol):
         payload = iq.children[0] if iq.children else None
         if payload is not None and payload.ns == NS_PING:
             self.send(f"<iq type='result' to={quoteattr(to)} id={quoteattr(id_)}/>")
-        else:
-            self.send(f"<iq type='error' to={quoteattr(to)} id={quoteattr(id_)}>"
-                      "<error type='cancel'><service-unavailable "
-                      "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>")
+            return
+        if (payload is not None and payload.ns == NS_DISCO_INFO and self.caps is not None
+                and iq.get("type") == "get"):
+            node = payload.get("node")
+            info = self.caps.info(node)
+            if info is not None:
+                self.disco_answered += 1
+                about = "" if node is None else f" node={quoteattr(node)}"
+                self.send(f"<iq type='result' to={quoteattr(to)} id={quoteattr(id_)}>"
+                          f"<query xmlns='{NS_DISCO_INFO}'{about}>{info}</query></iq>")
+                return
+        self.send(f"<iq type='error' to={quoteattr(to)} id={quoteattr(id_)}>"
+                  "<error type='cancel'><service-unavailable "
+                  "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>")
 
     # Output
 
     def send(self, text):
         self.transport.write(text.encode())
+
+    def presence(self, children=""):
+        """Send available presence with ``children`` (XML text), and the
+        client's caps if it has any."""
+        caps = "" if self.caps is None else self.caps.element
+        self.send(f"<presence>{children}{caps}</presence>" if children or caps
+                  else "<presence/>")
 
     def _restart(self):
         """Open a new stream (RFC 6120 §4.3.3) with a fresh parser."""
