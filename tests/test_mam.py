@@ -4,7 +4,7 @@ paging (XEP-0059), in memory."""
 import pytest
 
 from tests.harness import Client, add_user, error_condition, make_server, online, reload
-from xmppd.modules.mam import NS_MAM, NS_RSM, NS_SID
+from xmppd.archive import NS_MAM, NS_RSM, NS_SID
 
 NS_FORWARD = "urn:xmpp:forward:0"
 NS_X = "jabber:x:data"

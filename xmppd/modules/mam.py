@@ -30,24 +30,15 @@ unique and stable stanza ids (XEP-0359) and result set management
   even if the server is then killed; the sender's own copy is written
   without holding its stanza up.  A message is serialised once for both
   archives, and the preferences kept in memory decide without a Deferred.
-- Queries (§4): an iq-set ``<query queryid/>`` to the account's own bare
-  JID (or with no ``to``) with a data form of ``urn:xmpp:mam:2`` (fields
-  ``with``, ``start``, ``end``; and of ``#extended``: ``before-id``,
-  ``after-id``, ``ids``), XEP-0059 paging (``max``, ``after``, ``before``
-  with or without an id for the last page) and ``<flip-page/>``: one
-  ``<message><result queryid id><forwarded><delay/>ORIGINAL`` per item to
-  the querying resource, then the iq result ``<fin complete?><set>``
-  with ``first``, ``last`` and, for a query with one correspondent or
-  with ``max`` 0, ``count``.  A page is at most
-  ``mam.max_page`` (default ``mam.page``); asking for more is
-  ``policy-violation``; an unknown id is ``item-not-found``; a bad form
-  ``bad-request``.  An iq-get ``<query/>`` gives the form (§4.1).
+- Queries (§4) and metadata (§6.2), as :mod:`xmppd.archive` answers
+  them: an iq-set ``<query queryid/>`` to the account's own bare JID (or
+  with no ``to``), results to the querying resource; a page is at most
+  ``mam.max_page`` (default ``mam.page``).  An iq-get ``<query/>`` gives
+  the form (§4.1); ``<metadata/>`` the first and last messages.
 - Preferences (§6.1): ``<prefs default='always|never|roster'>`` with
   ``<always/>`` and ``<never/>`` JID lists, per account (``keyval``),
   ``mam.default`` until the account sets them; a JID in ``never`` is
   never archived, one in ``always`` always, the others by the default.
-- Metadata (§6.2 of ``urn:xmpp:mam:2``, v1.1): ``<metadata/>`` gives the
-  ids and stamps of the first and last archived messages.
 - Retention: every ``mam.purge_interval`` seconds (the first time a
   minute after start), account by account, messages older than
   ``mam.max_age`` days go, and beyond ``mam.max_messages`` an account's
@@ -57,37 +48,30 @@ unique and stable stanza ids (XEP-0359) and result set management
   and ``urn:xmpp:sid:0``.
 """
 
-import secrets
 from collections import OrderedDict
 from datetime import datetime, timezone
 
 from twisted.internet import defer
 from twisted.words.xish import domish
 
+from xmppd import archive as queries
+from xmppd.archive import NS_EXTENDED, NS_MAM, NS_SID, ArchiveIds, by_payload
 from xmppd.core.events import BARE, FULL, message_event, pre_events
-from xmppd.core.stanzas import ENCRYPTED_PAYLOADS, StanzaError, make_stanza, xep0082_stamp
+from xmppd.core.stanzas import ENCRYPTED_PAYLOADS, StanzaError
 from xmppd.core.xmlstream import NS_CLIENT, parse_stanza
 from xmppd.jid import JID, InvalidJID
 from xmppd.options import (Option, Options, choice, integer, non_negative_number,
                            positive_number)
-from xmppd.storage import StorageError, UnknownArchiveId
+from xmppd.storage import StorageError
 from xmppd.storage.batches import BatchedWrites
-from xmppd.storage.kinds import ID_TIME_SHIFT, ArchiveRecord
-from xmppd.wokkel_compat import data_form
+from xmppd.storage.kinds import ArchiveRecord
 
-NS_MAM = "urn:xmpp:mam:2"
-NS_EXTENDED = "urn:xmpp:mam:2#extended"
-NS_SID = "urn:xmpp:sid:0"
-NS_RSM = "http://jabber.org/protocol/rsm"
-NS_FORWARD = "urn:xmpp:forward:0"
-NS_DELAY = "urn:xmpp:delay"
 NS_HINTS = "urn:xmpp:hints"
 KEPT = ENCRYPTED_PAYLOADS | {(NS_HINTS, "store")}  # archived without a body (XEP-0334 §4)
 DEFAULTS = ("always", "never", "roster")
 INCOMING_PRIORITY = 20  # before carbons' received copies (10) and delivery
 OUTGOING_PRIORITY = -50  # after the policies (closed domains, blocking)
 PREFS_CACHED = 10000  # accounts whose preferences are kept in memory
-FORM_FIELDS = ("with", "start", "end", "before-id", "after-id", "ids")
 
 OPTIONS = Options(  # [mam]
     default=Option("always", choice(DEFAULTS)),
@@ -117,27 +101,6 @@ class Prefs:
         if contact in self.always:
             return True
         return None
-
-
-class ArchiveIds:
-    """Archive ids from the clock (:data:`~xmppd.storage.kinds.ID_TIME_SHIFT`):
-    microseconds since the epoch, shifted, plus random low bits (not
-    guessable from the time alone), always increasing.  An id is also the
-    time its message was archived."""
-
-    def __init__(self, clock):
-        self._clock = clock
-        self._last = 0
-
-    def seen(self, archive_id):
-        """An id given before (the store's last, at start)."""
-        if archive_id is not None:
-            self._last = max(self._last, int(archive_id))
-
-    def next(self):
-        self._last = max(self._last + 1, int(self._clock.seconds() * 1_000_000) << ID_TIME_SHIFT
-                         | secrets.randbits(ID_TIME_SHIFT))
-        return str(self._last)
 
 
 class Archive:
@@ -294,75 +257,15 @@ class Archive:
 
     def form(self, stanza):
         own_account(stanza)
-        query = domish.Element((NS_MAM, "query"))
-        query.addChild(query_form().toElement())
-        return query
+        return queries.form_answer()
 
     def query(self, stanza):
-        user = own_account(stanza)
-        query = stanza.payload
-        filters = parse_filters(query)
-        limit, after, before = self._paging(query)
-        flip = next(query.elements(NS_MAM, "flip-page"), None) is not None
-        # Counted (XEP-0059 §2.7) when cheap (one correspondent) or asked
-        # for alone (max 0): counting a whole archive takes a scan.
-        count = limit == 0 or "with_jid" in filters
-        d = self._store.find(user.local, user.domain, limit=limit, after=after, before=before,
-                             count=count, **filters)
-        d.addCallbacks(self._send_page, unknown_id,
-                       callbackArgs=(stanza, user, query.getAttribute("queryid"), flip))
-        return d
-
-    def _paging(self, query):
-        """``max``, ``after``, ``before`` of XEP-0059 §2 (``before`` is ""
-        for the last page)."""
         options = self._api.options
-        limit, after, before = options.page, None, None
-        rsm = next(query.elements(NS_RSM, "set"), None)
-        if rsm is not None:
-            for child in rsm.elements(NS_RSM):
-                text = str(child).strip()
-                if child.name == "max":
-                    if not text.isdigit():
-                        raise StanzaError("bad-request", "max is a number")
-                    limit = int(text)
-                elif child.name == "after":
-                    if not text:
-                        raise StanzaError("bad-request", "after needs an id")
-                    after = text
-                elif child.name == "before":
-                    before = text
-        if limit > options.max_page:
-            raise StanzaError("policy-violation", f"at most {options.max_page} per page")
-        return limit, after, before
-
-    def _send_page(self, page, stanza, user, queryid, flip):
-        items = list(reversed(page.items)) if flip else page.items
-        for item in items:
-            self._api.route(result_message(stanza.sender.full, user.full, queryid, item))
-        fin = domish.Element((NS_MAM, "fin"))
-        if page.complete:
-            fin["complete"] = "true"
-        rsm = fin.addElement((NS_RSM, "set"))
-        if items:
-            rsm.addElement("first", content=items[0].id)
-            rsm.addElement("last", content=items[-1].id)
-        if page.count is not None:
-            rsm.addElement("count", content=str(page.count))
-        return fin
+        return queries.query(self._store, own_account(stanza), stanza, options.page,
+                             options.max_page, self._api.route)
 
     def metadata(self, stanza):
-        user = own_account(stanza)
-
-        def answer(bounds):
-            metadata = domish.Element((NS_MAM, "metadata"))
-            for name, item in zip(("start", "end"), bounds):
-                if item is not None:
-                    edge = metadata.addElement(name)
-                    edge["id"], edge["timestamp"] = item.id, xep0082_stamp(item.timestamp)
-            return metadata
-
-        return self._store.bounds(user.local, user.domain).addCallback(answer)
+        return queries.metadata(self._store, own_account(stanza))
 
 
 class Retention:
@@ -441,91 +344,12 @@ def stanza_id(element):
     return element.getAttribute("id") if origin is None else origin.getAttribute("id")
 
 
-def by_payload(handlers):
-    """An iq handler calling ``handlers[payload name]``."""
-    def handle(stanza):
-        handler = handlers.get(stanza.payload.name)
-        if handler is None:
-            raise StanzaError("feature-not-implemented")
-        return handler(stanza)
-    return handle
-
-
 def own_account(stanza):
     """The account a request is about: only its own clients may ask."""
     sender, recipient = stanza.sender, stanza.recipient
     if stanza.origin is None or recipient.local is None or sender.bare != recipient.bare:
         raise StanzaError("forbidden", "an archive is its account's own")
     return recipient.bare
-
-
-def parse_time(text, name):
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise StanzaError("bad-request", f"{name} is not a XEP-0082 DateTime") from None
-    if moment.tzinfo is None:
-        raise StanzaError("bad-request", f"{name} needs a time zone")
-    return moment
-
-
-def query_form():
-    form = data_form.Form("form", formNamespace=NS_MAM)
-    form.addField(data_form.Field("jid-single", var="with"))
-    for var in ("start", "end", "before-id", "after-id"):
-        form.addField(data_form.Field("text-single", var=var))
-    form.addField(data_form.Field("text-multi", var="ids"))
-    return form
-
-
-def parse_filters(query):
-    """The keyword filters of the query's form (§4.1)."""
-    x = next(query.elements(data_form.NS_X_DATA, "x"), None)
-    if x is None:
-        return {}
-    try:
-        form = data_form.Form.fromElement(x)
-    except data_form.Error:
-        raise StanzaError("bad-request", "a malformed data form") from None
-    if form.formNamespace != NS_MAM:
-        raise StanzaError("bad-request", f"the form's FORM_TYPE must be {NS_MAM}")
-    filters = {}
-    for var, field in form.fields.items():
-        if var not in FORM_FIELDS:
-            raise StanzaError("bad-request", f"unknown field {var}")
-        values = [str(value) for value in field.values if str(value).strip()]
-        if not values:
-            continue
-        if var == "with":
-            try:
-                filters["with_jid"] = str(JID.parse(values[0]))
-            except InvalidJID:
-                raise StanzaError("jid-malformed", "with is not a JID") from None
-        elif var in ("start", "end"):
-            filters[var] = parse_time(values[0], var)
-        elif var == "ids":
-            filters["ids"] = values
-        else:
-            filters[var.replace("-", "_")] = values[0]
-    return filters
-
-
-def unknown_id(failure):
-    failure.trap(UnknownArchiveId)
-    raise StanzaError("item-not-found", "no such archived message")
-
-
-def result_message(to, archive, queryid, item):
-    """``<message><result queryid id><forwarded><delay/>ORIGINAL`` (§4.2)."""
-    message = make_stanza("message", to=to, from_=archive)
-    result = message.addElement((NS_MAM, "result"))
-    if queryid is not None:
-        result["queryid"] = queryid
-    result["id"] = item.id
-    forwarded = result.addElement((NS_FORWARD, "forwarded"))
-    forwarded.addElement((NS_DELAY, "delay"))["stamp"] = xep0082_stamp(item.timestamp)
-    forwarded.addChild(parse_stanza(item.xml))
-    return message
 
 
 def prefs_element(prefs):
