@@ -127,6 +127,28 @@ class S2SConfig:
 
 
 @dataclass(frozen=True)
+class ComponentConfig:
+    """``[components."DOMAIN"]``: one external component (XEP-0114)."""
+
+    domain: str
+    host: str  # the hosted domain it belongs to
+    secret: str = field(repr=False)  # never in a log line or a repr
+
+
+@dataclass(frozen=True)
+class ComponentsConfig:
+    """``[components]``: the external component listener (plain TCP, on the
+    loopback interface by default) and the components it accepts."""
+
+    listen: tuple[str, ...] = ()
+    auth_timeout: float = 10.0
+    max_stanza_size: int = 262144
+    max_output_buffer: int = 4194304
+    domains: Mapping[str, ComponentConfig] = field(
+        default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
 class HostConfig:
     """``[hosts."DOMAIN"]``: one hosted domain."""
 
@@ -153,6 +175,7 @@ class Config:
     limits: LimitsConfig = LimitsConfig()
     admin: AdminConfig = AdminConfig()
     metrics: MetricsConfig = MetricsConfig()
+    components: ComponentsConfig = ComponentsConfig()
     log_json: str | None = None
     modules_enabled: tuple[str, ...] | None = None  # None: the standard modules
     # The sections of feature modules the file has, by module name.
@@ -214,7 +237,7 @@ def _config(data: dict[str, Any], path: str) -> Config:
         storage=_storage(root.table("storage"), base),
         tls=_tls(root.table("tls"), base),
         c2s=_c2s(root.table("c2s")),
-        hosts=_hosts(root.table("hosts")),
+        hosts=(hosts := _hosts(root.table("hosts"))),
         s2s=_s2s(root.table("s2s"), base),
         limits=_section(root.table("limits"), LimitsConfig,
                         max_connections=integer(1), max_connections_per_ip=integer(1),
@@ -229,6 +252,7 @@ def _config(data: dict[str, Any], path: str) -> Config:
                         auth_account_lock_time=non_negative_number),
         admin=_admin(root.table("admin"), base),
         metrics=_section(root.table("metrics"), MetricsConfig, listen=strings),
+        components=_components(root.table("components"), hosts),
         module_options=_module_options(root),  # last: what the core left
     ))
 
@@ -302,6 +326,77 @@ def _s2s(table: Table, base: str) -> S2SConfig:
         max_output_buffer=table.take("max_output_buffer", integer(65536), 4194304),
         routes=pinned,
     ))
+
+
+# The component listener when components are configured and [components]
+# names none: loopback only, for XEP-0114 streams are not encrypted.
+COMPONENT_LISTEN = "tcp:5347:interface=127.0.0.1"
+
+
+def _components(table: Table, hosts: dict[str, HostConfig]) -> ComponentsConfig:
+    """``[components]``: the listener's keys, and one table per component."""
+    listen = table.take("listen", lambda v, k: None if v is None else strings(v, k), None)
+    auth_timeout = table.take("auth_timeout", positive_number, 10.0)
+    max_stanza_size = table.take("max_stanza_size", integer(10000), 262144)
+    max_output_buffer = table.take("max_output_buffer", integer(65536), 4194304)
+    found: dict[str, ComponentConfig] = {}
+    keys: dict[str, str] = {}
+    for name in table.names():
+        key = table.child(name)
+        try:
+            section = table.table(name)
+        except Invalid:
+            raise Invalid(key, 'unknown key (a component is a table: '
+                               '[components."gateway.example.com"])') from None
+        component = _component(name, section, hosts)
+        if component.domain in found:
+            raise Invalid(key, f"same domain as {keys[component.domain]}")
+        found[component.domain], keys[component.domain] = component, key
+    if listen is None:
+        listen = (COMPONENT_LISTEN,) if found else ()
+    return table.done(ComponentsConfig(
+        listen=listen, auth_timeout=auth_timeout, max_stanza_size=max_stanza_size,
+        max_output_buffer=max_output_buffer, domains=MappingProxyType(found)))
+
+
+def _component(name: str, table: Table, hosts: dict[str, HostConfig]) -> ComponentConfig:
+    domain = _domain(name, table.key)
+    if domain in hosts:
+        raise Invalid(table.key, f"{domain} is a hosted domain; a component needs its own")
+    secret = table.take("secret", _secret, None)
+    given = table.take("host", optional_string, None)
+    # [components.gateway.example.com] without quotes nests tables.
+    table.done(None, table_hint=' (quote domain names: [components."gateway.example.com"])')
+    if secret is None:
+        raise Invalid(table.child("secret"),
+                      "required: the secret the component authenticates with")
+    if given is None:
+        host = _parent_host(domain, hosts)
+        if host is None:
+            raise Invalid(table.child("host"),
+                          f"{domain} is not a subdomain of a hosted domain: "
+                          "name the hosted domain it belongs to")
+    else:
+        host = _domain(given, table.child("host"))
+        if host not in hosts:
+            raise Invalid(table.child("host"), f"{host} is not a hosted domain")
+    return ComponentConfig(domain=domain, host=host, secret=secret)
+
+
+def _secret(value: Any, key: str) -> str | None:
+    """A component's shared secret, never shown in an error (None: not given)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise Invalid(key, "expected a non-empty string")
+    return value
+
+
+def _parent_host(domain: str, hosts: Mapping[str, HostConfig]) -> str | None:
+    """The hosted domain ``domain`` is a subdomain of (the longest, if
+    several are), or None."""
+    parents = [host for host in hosts if domain.endswith("." + host)]
+    return max(parents, key=len, default=None)
 
 
 def _admin(table: Table, base: str) -> AdminConfig:

@@ -22,7 +22,8 @@ from xmppd.errors import StartupError
 # The longest path a UNIX socket address holds (sun_path, with its NUL).
 MAX_SOCKET_PATH = 107
 
-LISTENERS = ("c2s.listen", "c2s.direct_tls", "s2s.listen", "s2s.direct_tls", "metrics.listen")
+LISTENERS = ("c2s.listen", "c2s.direct_tls", "s2s.listen", "s2s.direct_tls", "components.listen",
+             "metrics.listen")
 
 
 def problems(config):

@@ -2,7 +2,8 @@
 
 This is the one place that wires xmppd together: config, storage (checked to
 be reachable and at the current schema), TLS certificates (one for every
-hosted domain), the server core with its feature modules, and the listeners.
+hosted domain), the server core with its feature modules, external components
+(XEP-0114, :mod:`xmppd.core.component`), and the listeners.
 
 Anything wrong at start-up ends the process with one line per problem,
 ``xmppd: FILE: KEY: PROBLEM``, and exit status 1, never a traceback or a
@@ -31,6 +32,7 @@ from xmppd.admin import AdminSocketService
 from xmppd.control import Controller
 from xmppd.core.server import Server
 from xmppd.core.c2s import ClientStreamFactory
+from xmppd.core.component import Components
 from xmppd.core.stream import ParserSweep
 from xmppd.core.tls import ServerTLS
 from xmppd.errors import StartupError
@@ -151,6 +153,7 @@ def build(config, reactor=None):
     default_host = next(iter(config.hosts))
     federation = Federation(server, reactor)
     federation.setServiceParent(top)
+    components = Components(server)  # after the modules: it lists itself in disco
 
     def c2s(direct):
         factory = ClientStreamFactory(server, direct_tls=direct)
@@ -161,6 +164,7 @@ def build(config, reactor=None):
     factories = {"c2s.listen": lambda: c2s(False), "c2s.direct_tls": lambda: c2s(True),
                  "s2s.listen": lambda: federation.listener_factory(False),
                  "s2s.direct_tls": lambda: federation.listener_factory(True),
+                 "components.listen": components.factory,
                  "metrics.listen": lambda: MetricsSite(server.metrics)}
     for key, description in preflight.listen_settings(config):
         Listener(config, key, description, factories[key](), reactor).setServiceParent(top)

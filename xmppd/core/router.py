@@ -13,6 +13,13 @@ The delivery table says what a domain is:
   its own bus only, so account modules (messages, offline storage,
   presence, rosters) never treat it as accounts; it belongs to the hosted
   domain it was added for;
+- a *component* domain (such as ``gateway.example.com``, an external
+  component, XEP-0114: :mod:`xmppd.core.component`), added with
+  :meth:`Router.add_component`: no events fire on it; its stanzas go down
+  the component's stream while it is connected (:meth:`Router.attach`),
+  else iq requests and answerable messages get ``service-unavailable``
+  (§10.4, XEP-0114) and the rest is dropped; it belongs to its hosted
+  domain too;
 - anything else is remote: the ``route/remote`` event (federation), else
   ``remote-server-not-found`` (§10.4.3).
 
@@ -53,12 +60,13 @@ class Router:
         self.hooks = hooks
         self.sessions = sessions
         self.services = {}  # service domain -> the hosted domain it belongs to
+        self.components = {}  # component domain -> the hosted domain it belongs to
+        self._attached = {}  # component domain -> its connected stream (``send``)
 
     def add_service(self, domain, host):
         """Serve ``domain`` as a service of hosted domain ``host``: its
         stanzas fire events on its own bus only."""
-        if domain in self.hosts or domain in self.services:
-            raise ValueError(f"{domain} is already served here")
+        self._check_free(domain)
         self.services[domain] = host
         self.hooks.isolate(domain)
 
@@ -66,12 +74,36 @@ class Router:
         self.services.pop(domain, None)
         self.hooks.forget(domain)
 
+    def add_component(self, domain, host):
+        """Route ``domain`` to an external component of hosted domain
+        ``host`` (connected later, with :meth:`attach`)."""
+        self._check_free(domain)
+        self.components[domain] = host
+
+    def _check_free(self, domain):
+        if domain in self.hosts or domain in self.services or domain in self.components:
+            raise ValueError(f"{domain} is already served here")
+
+    def attach(self, domain, stream):
+        """Deliver what is routed to component ``domain`` to ``stream``
+        (anything with ``send(element)``); False if another stream has it."""
+        return self._attached.setdefault(domain, stream) is stream
+
+    def detach(self, domain, stream):
+        """``stream`` no longer serves component ``domain``."""
+        if self._attached.get(domain) is stream:
+            del self._attached[domain]
+
+    def attached(self, domain):
+        """The stream of component ``domain``, or None when it is not connected."""
+        return self._attached.get(domain)
+
     def owner(self, domain):
-        """The hosted domain ``domain`` is or belongs to (a service's
-        host), or None for a remote domain."""
+        """The hosted domain ``domain`` is or belongs to (a service's or a
+        component's host), or None for a remote domain."""
         if domain in self.hosts:
             return domain
-        return self.services.get(domain)
+        return self.services.get(domain) or self.components.get(domain)
 
     def dispatch(self, stanza):
         """Route ``stanza``: its pre-event on the sender's domain, then its
@@ -93,6 +125,8 @@ class Router:
             service = False
         elif domain in self.services:
             service = True
+        elif domain in self.components:
+            return self._to_component(stanza)
         else:
             return then(self.hooks.fire(ROUTE_REMOTE, stanza),
                         lambda claimed: claimed or self.bounce(stanza, "remote-server-not-found"))
@@ -135,6 +169,15 @@ class Router:
         stanza is handled."""
         if not (stanza.type == "error" or (stanza.kind == "iq" and stanza.type == "result")):
             self.reply(stanza, error_reply(stanza.element, condition, text))
+        return True
+
+    def _to_component(self, stanza):
+        stream = self._attached.get(stanza.recipient.domain)
+        if stream is not None:
+            stream.send(stanza.element)
+        elif stanza.kind == "iq" or (stanza.kind == "message"
+                                     and stanza.type in _ANSWERABLE_MESSAGES):
+            self.bounce(stanza, "service-unavailable", "the component is not connected")
         return True
 
     def _default(self, stanza, target, service):
