@@ -1,6 +1,7 @@
 """Storage for xmppd: accounts with SCRAM keys, RFC 6121 rosters, offline
-messages, small per-user key/value stores, message archives and
-publish-subscribe nodes.
+messages, small per-user key/value stores, message archives,
+publish-subscribe nodes and the rooms of multi-user chat services with their
+archives.
 
 The package is called, it never calls back: it imports neither
 ``xmppd.core`` nor ``xmppd.modules``.  Users are identified by the pair
@@ -47,6 +48,18 @@ class NodeNotFound(StorageError):
 
 class TooManyNodes(StorageError):
     """The pubsub service already has as many nodes as it may."""
+
+
+class RoomExists(StorageError):
+    """The multi-user chat room already exists (XEP-0045 §10.1)."""
+
+
+class RoomNotFound(StorageError):
+    """No such multi-user chat room (XEP-0045: ``item-not-found``)."""
+
+
+class TooManyRooms(StorageError):
+    """The multi-user chat service already has as many rooms as it may."""
 
 
 class SchemaOutdated(StorageError):

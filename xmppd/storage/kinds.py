@@ -3,10 +3,11 @@
 A module asks for a store by kind, ``server.storage.open(kind, name)``
 (``ModuleAPI.open_store``); ``KINDS`` maps each kind to its interface.  The
 ``accounts``, ``roster`` and ``offline`` stores are shared by every module;
-``keyval``, ``archive`` and ``pubsub`` stores are scoped: each name is a
-store of its own (``SCOPED``).  The SQL implementation's methods block; the
-server's (:class:`xmppd.storage.deferred.AsyncStore`) return Deferreds of
-the same results, built from these interfaces.
+``keyval``, ``archive``, ``pubsub``, ``rooms`` and ``room_archive`` stores
+are scoped: each name is a store of its own (``SCOPED``).  The SQL
+implementation's methods block; the server's
+(:class:`xmppd.storage.deferred.AsyncStore`) return Deferreds of the same
+results, built from these interfaces.
 
 Users are identified by ``(username, domain)``, both already normalised by
 the caller (RFC 7622).  Methods marked :func:`bulk` are high-volume writes
@@ -428,6 +429,65 @@ class PubSubStore(Protocol):
         """Delete every node of the service."""
 
 
+ROOM_AFFILIATIONS = ("owner", "admin", "member", "outcast")  # XEP-0045 §5.2
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    """A room of a multi-user chat service (XEP-0045): its name (the room's
+    localpart, normalised), its configuration by muc#roomconfig field var
+    (§10.2), the ``<message/>`` that set its subject (serialised XML, ""
+    for none, §8.1) and its affiliations (one of ROOM_AFFILIATIONS) by bare
+    JID (§5.2)."""
+
+    name: str
+    config: dict[str, str | list[str]]
+    subject: str
+    affiliations: dict[str, str]
+
+
+class RoomStore(Protocol):
+    """Rooms of multi-user chat services (XEP-0045): ``service`` is the
+    service's domain (``conference.example.com``).  A room name has 1 to
+    1023 characters: another is a ValueError, as is an affiliation not of
+    ROOM_AFFILIATIONS or a configuration value that is neither a string nor
+    a list of strings.  The ``room_archive`` store of the same name holds
+    the rooms' archives (XEP-0313 §5)."""
+
+    def create_room(self, service: str, room: Room, max_rooms: int | None = None) -> None:
+        """Create a room with its configuration, subject and affiliations
+        (XEP-0045 §10.1): RoomExists if it exists, TooManyRooms if the
+        service already has ``max_rooms`` rooms."""
+
+    def get_room(self, service: str, name: str) -> Room | None:
+        """A room; None if absent."""
+
+    def rooms(self, service: str) -> list[Room]:
+        """Every room of the service, sorted by name, with its affiliations
+        (read in two queries, whatever the number of rooms)."""
+
+    def configure_room(self, service: str, name: str, config: FormValues) -> None:
+        """Replace the configuration of a room (XEP-0045 §10.2);
+        RoomNotFound if absent."""
+
+    def set_subject(self, service: str, name: str, subject: str) -> None:
+        """Replace the ``<message/>`` that set the subject (XEP-0045 §8.1,
+        "" for none); RoomNotFound if absent."""
+
+    def set_affiliation(self, service: str, name: str, jid: str,
+                        affiliation: str | None) -> None:
+        """Set the affiliation of a bare JID (XEP-0045 §9, §10); None or
+        ``"none"`` removes it.  RoomNotFound if the room is absent."""
+
+    def owned_rooms(self, service: str, jid: str) -> list[str]:
+        """The names of the rooms of the service of which the bare JID
+        ``jid`` is an owner, sorted."""
+
+    def delete_room(self, service: str, name: str) -> bool:
+        """Delete a room with its affiliations and its archive (XEP-0045
+        §10.9); False if absent."""
+
+
 KINDS = {
     "accounts": AccountStore,
     "roster": RosterStore,
@@ -435,8 +495,12 @@ KINDS = {
     "offline": OfflineStore,
     "archive": ArchiveStore,
     "pubsub": PubSubStore,
+    "rooms": RoomStore,
+    # ArchiveStore where a user (username, domain) is a room (name, service)
+    # of the rooms store of the same name: UserNotFound if there is no such room.
+    "room_archive": ArchiveStore,
 }
-SCOPED = frozenset({"keyval", "archive", "pubsub"})
+SCOPED = frozenset({"keyval", "archive", "pubsub", "rooms", "room_archive"})
 
 
 def methods(kind: str) -> dict[str, object]:

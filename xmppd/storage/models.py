@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from . import SUBSCRIPTIONS
-from .kinds import AFFILIATIONS, DIRECTIONS, SUBSCRIPTION_STATES
+from .kinds import AFFILIATIONS, DIRECTIONS, ROOM_AFFILIATIONS, SUBSCRIPTION_STATES
 
 PART_LENGTH = 1023  # octets in a localpart or domainpart (RFC 7622 §3.2, §3.3)
 BARE_JID_LENGTH = 2 * PART_LENGTH + 1
@@ -38,6 +38,7 @@ VALUE_KEY_LENGTH = BARE_JID_LENGTH  # keys are namespaces or bare JIDs
 STANZA_ID_LENGTH = 1023
 NODE_NAME_LENGTH = 1023  # pubsub NodeIDs: namespaces, mostly
 PUBSUB_ID_LENGTH = 255  # pubsub ItemIDs and SubIDs
+ROOM_NAME_LENGTH = PART_LENGTH  # a room's name is its localpart
 # 64-bit ids; SQLite's INTEGER is 64-bit already.
 BIG_ID = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -147,30 +148,41 @@ class OfflineMessage(Base):
     )
 
 
-class ArchiveEntry(Base):
-    """A message of a named archive (XEP-0313) of one account: the
-    correspondent's JID split in its bare JID and resource (empty for a bare
-    JID), so that a query matches either (§4.1.1); ``id``, the archive id
-    the caller gave it, is unique in the named archive, orders them and
-    carries the time it was archived (``xmppd.storage.kinds.first_archive_id``)."""
-
-    __tablename__ = "archive_messages"
-    __table_args__ = (
-        PrimaryKeyConstraint("store", "id"),
-        Index("ix_archive_messages_account_id_store_id", "account_id", "store", "id"),
-        Index("ix_archive_messages_account_id_store_with_bare_id",
-              "account_id", "store", "with_bare", "id"),
-        CheckConstraint(column("direction").in_(DIRECTIONS), name="direction"),
-    )
+class ArchivedColumns:
+    """The columns of a message of a named archive (XEP-0313), whoever owns
+    it: the correspondent's JID split in its bare JID and resource (empty
+    for a bare JID), so that a query matches either (§4.1.1); ``id``, the
+    archive id the caller gave it, is unique in the named archive, orders
+    them and carries the time it was archived
+    (``xmppd.storage.kinds.first_archive_id``)."""
 
     id: Mapped[int] = mapped_column(BIG_ID, autoincrement=False)
-    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
     store: Mapped[str] = mapped_column(String(STORE_NAME_LENGTH))
     with_bare: Mapped[str] = mapped_column(String(BARE_JID_LENGTH))
     with_resource: Mapped[str] = mapped_column(String(PART_LENGTH))
     stanza_id: Mapped[str | None] = mapped_column(String(STANZA_ID_LENGTH))
     direction: Mapped[str] = mapped_column(String(3))
     stanza: Mapped[str] = mapped_column(Text)
+
+
+def archive_table_args(table: str, owner: str) -> tuple:
+    """The keys, indexes and constraints of the archive ``table`` whose
+    column ``owner`` is its rows' owner."""
+    return (
+        PrimaryKeyConstraint("store", "id"),
+        Index(f"ix_{table}_{owner}_store_id", owner, "store", "id"),
+        Index(f"ix_{table}_{owner}_store_with_bare_id", owner, "store", "with_bare", "id"),
+        CheckConstraint(column("direction").in_(DIRECTIONS), name="direction"),
+    )
+
+
+class ArchiveEntry(ArchivedColumns, Base):
+    """A message of a named archive of one account."""
+
+    __tablename__ = "archive_messages"
+    __table_args__ = archive_table_args(__tablename__, "account_id")
+
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
 
 
 class PubSubNodeRow(Base):
@@ -239,3 +251,43 @@ class PubSubSubscriptionRow(Base):
     subid: Mapped[str] = mapped_column(String(PUBSUB_ID_LENGTH), primary_key=True)
     state: Mapped[str] = mapped_column(String(12))
     options: Mapped[str] = mapped_column(Text)  # JSON
+
+
+class MucRoomRow(Base):
+    """A room of a multi-user chat service (XEP-0045) in the named store:
+    its configuration as JSON, the message that set its subject."""
+
+    __tablename__ = "muc_rooms"
+    __table_args__ = (UniqueConstraint("store", "service", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    store: Mapped[str] = mapped_column(String(STORE_NAME_LENGTH))
+    service: Mapped[str] = mapped_column(String(PART_LENGTH))
+    name: Mapped[str] = mapped_column(String(ROOM_NAME_LENGTH))
+    config: Mapped[str] = mapped_column(Text)  # JSON
+    subject: Mapped[str] = mapped_column(Text)
+
+
+class MucAffiliationRow(Base):
+    """The affiliation of a bare JID with a room (XEP-0045 §5.2)."""
+
+    __tablename__ = "muc_affiliations"
+    __table_args__ = (
+        Index("ix_muc_affiliations_jid_room_id", "jid", "room_id"),
+        CheckConstraint(column("affiliation").in_(ROOM_AFFILIATIONS), name="affiliation"),
+    )
+
+    room_id: Mapped[int] = mapped_column(
+        ForeignKey("muc_rooms.id", ondelete="CASCADE"), primary_key=True)
+    jid: Mapped[str] = mapped_column(String(BARE_JID_LENGTH), primary_key=True)
+    affiliation: Mapped[str] = mapped_column(String(7))
+
+
+class RoomArchiveEntry(ArchivedColumns, Base):
+    """A message of a named archive of one room (XEP-0313 §5): it goes with
+    the room."""
+
+    __tablename__ = "room_archive_messages"
+    __table_args__ = archive_table_args(__tablename__, "room_id")
+
+    room_id: Mapped[int] = mapped_column(ForeignKey("muc_rooms.id", ondelete="CASCADE"))

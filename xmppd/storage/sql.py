@@ -11,15 +11,17 @@ enforced; SQLAlchemy, not the ``sqlite3`` module, begins their transactions,
 so that reads and schema changes are transactional too.
 
 Database failures surface as ``StorageError``; its subclasses (``UserExists``,
-``UserNotFound``, ``RosterFull``, ``UnknownArchiveId``, ``NodeExists``...)
-report the state of the data, not a failure.  The stores themselves are in
-:mod:`xmppd.storage.sql_stores`, :mod:`xmppd.storage.sql_archive` and
-:mod:`xmppd.storage.sql_pubsub`.
+``UserNotFound``, ``RosterFull``, ``UnknownArchiveId``, ``NodeExists``,
+``RoomExists``...) report the state of the data, not a failure.  The stores
+themselves are in :mod:`xmppd.storage.sql_stores`,
+:mod:`xmppd.storage.sql_archive` (the archives of accounts and of rooms),
+:mod:`xmppd.storage.sql_pubsub` and :mod:`xmppd.storage.sql_rooms`.
 """
 
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 from alembic import command
@@ -34,14 +36,16 @@ from sqlalchemy.orm import Session
 from . import SchemaOutdated, StorageError
 from .kinds import SCOPED, methods
 from .models import STORE_NAME_LENGTH
-from .sql_archive import SQLArchive
+from .sql_archive import ROOMS, SQLArchive
 from .sql_pubsub import SQLPubSub
+from .sql_rooms import SQLRooms
 from .sql_stores import SQLAccounts, SQLKeyValues, SQLOffline, SQLRosters
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 _SQLITE_BEGIN = "xmppd_sqlite_begin"  # execution option: how to begin a transaction
-_SCOPED_STORES = {"keyval": SQLKeyValues, "archive": SQLArchive, "pubsub": SQLPubSub}
+_SCOPED_STORES = {"keyval": SQLKeyValues, "archive": SQLArchive, "pubsub": SQLPubSub,
+                  "rooms": SQLRooms, "room_archive": partial(SQLArchive, owners=ROOMS)}
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -94,8 +98,8 @@ def _sqlite_file(path: Path, create: bool) -> None:
 
 
 class SQLStore:
-    """Accounts, rosters, per-user values, offline messages and archives in
-    the database at ``url`` (an SQLAlchemy URL, e.g.
+    """Accounts, rosters, per-user values, offline messages, archives,
+    pubsub nodes and multi-user chat rooms in the database at ``url`` (an SQLAlchemy URL, e.g.
     ``sqlite:////var/lib/xmppd/xmppd.sqlite`` or
     ``postgresql+psycopg://xmppd@/xmppd``).  Thread-safe.
 

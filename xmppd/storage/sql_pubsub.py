@@ -53,12 +53,13 @@ def _read_utc(moment: datetime) -> datetime:
     return moment.astimezone(timezone.utc)
 
 
-def _check_length(text: str, limit: int, what: str) -> None:
+def check_length(text: str, limit: int, what: str) -> None:
+    """ValueError if ``text`` (a ``what``) has more than ``limit`` characters."""
     if len(text) > limit:
         raise ValueError(f"a {what} has at most {limit} characters")
 
 
-def _dump(values: FormValues) -> str:
+def form_json(values: FormValues) -> str:
     """JSON of data form values; ValueError unless each is a string or a
     list of strings."""
     form = {}
@@ -113,8 +114,8 @@ class SQLPubSub:
     def create_node(self, service: str, node: str, config: FormValues,
                     account: tuple[str, str] | None = None,
                     max_nodes: int | None = None) -> None:
-        _check_length(node, NODE_NAME_LENGTH, "NodeID")
-        row = Node(store=self.name, service=service, name=node, config=_dump(config))
+        check_length(node, NODE_NAME_LENGTH, "NodeID")
+        row = Node(store=self.name, service=service, name=node, config=form_json(config))
         with self._db.writing() as session:
             if account is not None:
                 row.account_id = find_account(session, *account, lock=True).id
@@ -140,7 +141,7 @@ class SQLPubSub:
         return [PubSubNode(row.name, json.loads(row.config)) for row in rows]
 
     def configure_node(self, service: str, node: str, config: FormValues) -> None:
-        text = _dump(config)
+        text = form_json(config)
         with self._db.writing() as session:
             node_id = self._locked(session, service, node)
             session.execute(update(Node).where(Node.id == node_id).values(config=text))
@@ -158,7 +159,7 @@ class SQLPubSub:
 
     def publish(self, service: str, node: str, item: PubSubItem,
                 max_items: int | None = None) -> list[str]:
-        _check_length(item.id, PUBSUB_ID_LENGTH, "ItemID")
+        check_length(item.id, PUBSUB_ID_LENGTH, "ItemID")
         if max_items is not None and max_items < 0:
             raise ValueError(f"keep 0 items or more, not {max_items}")
         published = _utc(item.published)
@@ -261,8 +262,8 @@ class SQLPubSub:
         if subscription.state not in SUBSCRIPTION_STATES:
             raise ValueError(f"invalid subscription state {subscription.state!r}; "
                              f"expected one of {SUBSCRIPTION_STATES}")
-        _check_length(subscription.subid, PUBSUB_ID_LENGTH, "SubID")
-        options = _dump(subscription.options)
+        check_length(subscription.subid, PUBSUB_ID_LENGTH, "SubID")
+        options = form_json(subscription.options)
         with self._db.writing() as session:
             node_id = self._locked(session, service, node)
             row = session.get(Subscription, (node_id, subscription.jid, subscription.subid))
