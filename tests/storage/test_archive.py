@@ -1,6 +1,8 @@
-"""Contract of the ``archive`` store (xmppd.storage.kinds.ArchiveStore):
-archive ids given by the caller, carrying their time, XEP-0313 queries with
-XEP-0059 paging."""
+"""Contract of the ``archive`` and ``room_archive`` stores
+(xmppd.storage.kinds.ArchiveStore): archive ids given by the caller,
+carrying their time, XEP-0313 queries with XEP-0059 paging.  Each test runs
+on both kinds: the archives of accounts, and those of rooms (XEP-0313 §5),
+where ``(username, domain)`` is a room's ``(name, service)``."""
 
 from datetime import datetime, timedelta, timezone
 
@@ -13,6 +15,7 @@ from xmppd.storage.kinds import (
     ID_TIME_SHIFT,
     ArchivedMessage,
     ArchiveRecord,
+    Room,
     archive_id_time,
     first_archive_id,
     lane,
@@ -37,9 +40,35 @@ def id_at(moment: datetime, low: int = 0) -> str:
     return str(first_archive_id(moment) | low)
 
 
+OWNERS = {"archive": "accounts", "room_archive": "muc_rooms"}  # the tables of the owners
+
+
+@pytest.fixture(params=sorted(OWNERS))
+def kind(request):
+    return request.param
+
+
 @pytest.fixture
-def archive(store, alice):
-    return store.open("archive", "mam")
+def owner(store, kind):
+    """Makes ``(username, domain)`` own archives of the kind: an account, or
+    a room of the rooms stores ``mam`` and ``muc`` (those of the archives of
+    these names)."""
+
+    def make(username: str, domain: str = "example.org") -> None:
+        if kind == "archive":
+            store.open("accounts").create(username, domain, KEYS)
+        else:
+            for name in ("mam", "muc"):
+                store.open("rooms", name).create_room(domain, Room(username, {}, "", {}))
+
+    return make
+
+
+@pytest.fixture
+def archive(store, kind, owner):
+    """The archive ``mam`` of the kind; alice@example.org owns one."""
+    owner("alice")
+    return store.open(kind, "mam")
 
 
 @pytest.fixture
@@ -178,19 +207,19 @@ def test_empty_page_counts_only(archive, ids):
 
 
 @pytest.mark.parametrize("paging", ["after", "before", "after_id", "before_id"])
-def test_unknown_id(store, archive, ids, paging):
+def test_unknown_id(owner, archive, ids, paging):
     with pytest.raises(UnknownArchiveId):
         archive.find("alice", "example.org", **{paging: "not-an-id"})
     with pytest.raises(UnknownArchiveId):
         archive.find("alice", "example.org", **{paging: str(int(ids[-1]) + 1000)})
-    store.open("accounts").create("bob", "example.org", KEYS)
+    owner("bob")
     with pytest.raises(UnknownArchiveId):  # an id of someone else's archive
         archive.find("bob", "example.org", **{paging: ids[0]})
 
 
-def test_scoped_per_name_and_account(store, archive, ids):
-    store.open("accounts").create("bob", "example.org", KEYS)
-    other = store.open("archive", "muc")
+def test_scoped_per_name_and_account(store, owner, kind, archive, ids):
+    owner("bob")
+    other = store.open(kind, "muc")
     other.append("alice", "example.org", "room@conference.example.org/bob", None, "in",
                  "<m/>", id=ids[0])  # ids are unique in a named archive only
     assert numbers(archive.find("alice", "example.org")) == [0, 1, 2, 3, 4]
@@ -198,8 +227,8 @@ def test_scoped_per_name_and_account(store, archive, ids):
     assert archive.find("bob", "example.org").items == []
 
 
-def test_delete_up_to_an_id(store, archive, ids):
-    store.open("accounts").create("bob", "example.org", KEYS)
+def test_delete_up_to_an_id(owner, archive, ids):
+    owner("bob")
     archive.append("bob", "example.org", "alice@example.org", None, "in", "<m/>",
                    id=archive_id(-1))
     assert archive.delete_until(up_to=ids[1], username="alice", domain="example.org") == 2
@@ -207,11 +236,11 @@ def test_delete_up_to_an_id(store, archive, ids):
     assert len(archive.find("bob", "example.org").items) == 1
 
 
-def test_retention_deletes_older_messages_of_everyone(store, archive, ids):
-    store.open("accounts").create("bob", "example.org", KEYS)
+def test_retention_deletes_older_messages_of_everyone(store, owner, kind, archive, ids):
+    owner("bob")
     archive.append("bob", "example.org", "alice@example.org", None, "in", "<m/>",
                    id=archive_id(5))
-    other = store.open("archive", "muc")
+    other = store.open(kind, "muc")
     other.append("alice", "example.org", "room@conference.example.org", None, "in", "<m/>",
                  id=archive_id(6))
     assert archive.delete_until(before=T0 + timedelta(minutes=2)) == 3
@@ -250,8 +279,8 @@ def test_invalid_direction(archive):
                        id="1")
 
 
-def test_writes_are_bulk():
-    assert {name for name, method in methods("archive").items() if lane(method) == BULK} == {
+def test_writes_are_bulk(kind):
+    assert {name for name, method in methods(kind).items() if lane(method) == BULK} == {
         "append", "append_many", "trim", "delete_until"}
 
 
@@ -284,15 +313,15 @@ def test_invalid_ids(archive, bad):
     assert archive.find("alice", "example.org").items == []
 
 
-def test_an_id_is_unique_in_its_named_archive(store, archive, ids):
-    store.open("accounts").create("bob", "example.org", KEYS)
+def test_an_id_is_unique_in_its_named_archive(store, owner, kind, archive, ids):
+    owner("bob")
     with pytest.raises(StorageError):
         archive.append("bob", "example.org", "alice@example.org", None, "in", "<m/>",
                        id=ids[0])
     with pytest.raises(StorageError):  # the whole batch fails
         archive.append_many([record("bob", archive_id(10)), record("bob", ids[1])])
     assert archive.find("bob", "example.org").items == []
-    store.open("archive", "muc").append("bob", "example.org", "alice@example.org", None,
+    store.open(kind, "muc").append("bob", "example.org", "alice@example.org", None,
                                         "in", "<m/>", id=ids[0])
 
 
@@ -301,8 +330,8 @@ def record(username: str, id: str, with_jid: str = "carol@example.com") -> Archi
                          f"<message id='{id}'/>")
 
 
-def test_append_many_skips_missing_accounts(store, archive):
-    store.open("accounts").create("bob", "example.org", KEYS)
+def test_append_many_skips_missing_accounts(owner, archive):
+    owner("bob")
     records = [record("alice", archive_id(1)), record("nobody", archive_id(2)),
                record("bob", archive_id(3)), record("alice", archive_id(4))]
     assert archive.append_many(records) == [True, False, True, True]
@@ -321,8 +350,8 @@ def test_append_many_checks_every_record_first(archive):
     assert archive.find("alice", "example.org").items == []
 
 
-def test_append_many_looks_each_account_up_once(store, archive):
-    store.open("accounts").create("bob", "example.org", KEYS)
+def test_append_many_looks_each_account_up_once(owner, kind, archive):
+    owner("bob")
     statements = []
 
     def executed(connection, cursor, statement, parameters, context, executemany):
@@ -334,23 +363,23 @@ def test_append_many_looks_each_account_up_once(store, archive):
         assert archive.append_many(records) == [n % 3 != 2 for n in range(30)]
     finally:
         event.remove(Engine, "before_cursor_execute", executed)
-    assert sum("accounts" in statement for statement in statements) == 1
+    assert sum(OWNERS[kind] in statement for statement in statements) == 1
     assert sum(statement.lstrip().startswith("INSERT") for statement in statements) == 1
 
 
-def test_last_id(store, archive):
+def test_last_id(store, owner, kind, archive):
     assert archive.last_id() is None
-    store.open("accounts").create("bob", "example.org", KEYS)
+    owner("bob")
     archive.append_many([record("bob", archive_id(7)), record("alice", archive_id(3))])
-    store.open("archive", "muc").append_many([record("alice", archive_id(9))])
+    store.open(kind, "muc").append_many([record("alice", archive_id(9))])
     assert archive.last_id() == archive_id(7)
-    assert store.open("archive", "other").last_id() is None
+    assert store.open(kind, "other").last_id() is None
 
 
 # Filters of XEP-0313 §4.1.3 and counts
 
 
-def test_ids_filter(store, archive, ids):
+def test_ids_filter(owner, archive, ids):
     assert numbers(archive.find("alice", "example.org", ids=[ids[3], ids[1]])) == [1, 3]
     assert numbers(archive.find("alice", "example.org", ids=[ids[1], ids[2], ids[3]],
                                 with_jid="bob@example.net")) == [2, 3]
@@ -361,7 +390,7 @@ def test_ids_filter(store, archive, ids):
     assert archive.find("alice", "example.org", ids=[]).items == []
     with pytest.raises(UnknownArchiveId):
         archive.find("alice", "example.org", ids=[ids[0], archive_id(99)])
-    store.open("accounts").create("bob", "example.org", KEYS)
+    owner("bob")
     with pytest.raises(UnknownArchiveId):  # an id of someone else's archive
         archive.find("bob", "example.org", ids=[ids[0]])
 
@@ -405,13 +434,13 @@ def test_count(archive, ids):
 # Metadata (XEP-0313 §5) and quotas
 
 
-def test_bounds(store, archive):
+def test_bounds(store, owner, kind, archive):
     assert archive.bounds("alice", "example.org") == (None, None)
     assert archive.bounds("nobody", "example.org") == (None, None)
-    store.open("accounts").create("bob", "example.org", KEYS)
+    owner("bob")
     archive.append_many([record("bob", archive_id(1)), record("alice", archive_id(2)),
                          record("alice", archive_id(3)), record("bob", archive_id(4))])
-    store.open("archive", "muc").append_many([record("alice", archive_id(9))])
+    store.open(kind, "muc").append_many([record("alice", archive_id(9))])
     first, last = archive.bounds("alice", "example.org")
     assert (first.id, last.id) == (archive_id(2), archive_id(3))
     assert first == archive.find("alice", "example.org").items[0]
@@ -420,10 +449,10 @@ def test_bounds(store, archive):
     assert first == last == archive.find("alice", "example.org").items[0]
 
 
-def test_trim_keeps_the_newest(store, archive, ids):
-    store.open("accounts").create("bob", "example.org", KEYS)
+def test_trim_keeps_the_newest(store, owner, kind, archive, ids):
+    owner("bob")
     archive.append_many([record("bob", archive_id(-1))])
-    store.open("archive", "muc").append_many([record("alice", archive_id(-2))])
+    store.open(kind, "muc").append_many([record("alice", archive_id(-2))])
     assert archive.trim("alice", "example.org", 2) == 3
     assert numbers(archive.find("alice", "example.org")) == [3, 4]
     assert archive.trim("alice", "example.org", 2) == 0
@@ -431,7 +460,33 @@ def test_trim_keeps_the_newest(store, archive, ids):
     assert archive.trim("alice", "example.org", 0) == 2
     assert archive.find("alice", "example.org").items == []
     assert len(archive.find("bob", "example.org").items) == 1
-    assert len(store.open("archive", "muc").find("alice", "example.org").items) == 1
+    assert len(store.open(kind, "muc").find("alice", "example.org").items) == 1
     assert archive.trim("nobody", "example.org", 0) == 0
     with pytest.raises(ValueError):
         archive.trim("bob", "example.org", -1)
+
+
+# Archives of rooms (XEP-0313 §5)
+
+
+def test_a_room_archive_is_of_the_rooms_store_of_its_name(store):
+    service = "conference.example.org"
+    store.open("rooms", "muc").create_room(service, Room("lobby", {}, "", {}))
+    store.open("rooms", "other").create_room(service, Room("cellar", {}, "", {}))
+    store.open("accounts").create("cellar", service, KEYS)  # an account is no room
+    archive = store.open("room_archive", "muc")
+    archive.append("lobby", service, f"lobby@{service}/alice", None, "in", "<m/>", id="1")
+    for username, domain in (("cellar", service), ("lobby", "conference.example.net"),
+                             ("nobody", service)):
+        with pytest.raises(UserNotFound):
+            archive.append(username, domain, f"{username}@{domain}/alice", None, "in", "<m/>",
+                           id="2")
+        assert archive.find(username, domain, count=True).count == 0
+    with pytest.raises(UserNotFound):
+        store.open("room_archive", "other").append("lobby", service, "x@y/z", None, "in",
+                                                   "<m/>", id="3")
+    assert archive.append_many([ArchiveRecord("cellar", service, "4", "x@y", None, "in", "<m/>"),
+                                ArchiveRecord("lobby", service, "5", "x@y", None, "in", "<m/>")]
+                               ) == [False, True]
+    assert [item.id for item in archive.find("lobby", service).items] == ["1", "5"]
+    assert store.open("archive", "muc").find("cellar", service).items == []

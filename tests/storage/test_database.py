@@ -12,7 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import DateTime, bindparam, create_engine, make_url, text
 
 from xmppd.storage import RosterItem, SchemaOutdated, StorageError
-from xmppd.storage.kinds import PubSubItem, archive_id_time, first_archive_id
+from xmppd.storage.kinds import PubSubItem, Room, archive_id_time, first_archive_id
 from xmppd.storage.models import (
     ArchiveEntry,
     Base,
@@ -87,7 +87,7 @@ class TestDatabase:
         accounts.create("alice", "example.org", KEYS)
         roster.set_item("alice", "example.org", RosterItem("bob@example.net"))
 
-        assert empty_store.migrate() == ("0001", "0006")
+        assert empty_store.migrate() == ("0001", "0007")
         empty_store.check_schema()
         assert accounts.get_credentials("alice", "example.org") == KEYS
         assert roster.get("alice", "example.org") == (1, [RosterItem("bob@example.net")])
@@ -117,7 +117,7 @@ class TestDatabase:
             engine.dispose()
         [old] = empty_store.open("archive", "mam").find("alice", "example.org").items
 
-        assert empty_store.migrate() == ("0003", "0006")
+        assert empty_store.migrate() == ("0003", "0007")
         archive = empty_store.open("archive", "mam")
         archive.append("alice", "example.org", "bob@example.net", None, "out", "<message/>",
                        id="9")
@@ -132,7 +132,7 @@ class TestDatabase:
 
     def test_upgrade_from_0005_reads_the_time_from_the_ids(self, backend, empty_store):
         stamp = datetime(2026, 12, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
-        archive_id = first_archive_id(stamp) | 0xABC  # as xmppd.modules.mam.ArchiveIds made it
+        archive_id = first_archive_id(stamp) | 0xABC  # as xmppd.archive.ArchiveIds makes them
         engine = create_engine(backend.url)
         try:
             with engine.begin() as connection:
@@ -149,7 +149,7 @@ class TestDatabase:
         finally:
             engine.dispose()
 
-        assert empty_store.migrate() == ("0005", "0006")
+        assert empty_store.migrate() == ("0005", "0007")
         empty_store.check_schema()
         archive = empty_store.open("archive", "mam")
         [item] = archive.find("alice", "example.org", start=stamp, end=stamp).items
@@ -175,7 +175,7 @@ class TestDatabase:
         if backend.name == "sqlite":  # the form SQLAlchemy's DateTime reads back
             written = datetime.fromisoformat(written).replace(tzinfo=timezone.utc)
         assert written == stamp == archive_id_time(str(archive_id))
-        assert store.migrate() == ("0005", "0006")
+        assert store.migrate() == ("0005", "0007")
         [item] = store.open("archive", "mam").find("alice", "example.org").items
         assert (item.id, item.timestamp) == (str(archive_id), stamp)
 
@@ -214,8 +214,24 @@ class TestDatabase:
                 command.downgrade(alembic_config(connection), "0004")
         finally:
             engine.dispose()
-        assert store.migrate() == ("0004", "0006")
+        assert store.migrate() == ("0004", "0007")
         assert store.open("pubsub", "pep").nodes("alice@example.org") == []
+
+    def test_downgrade_from_0007_and_back(self, backend, store):
+        service = "conference.example.org"
+        store.open("rooms", "muc").create_room(
+            service, Room("lobby", {}, "", {"alice@example.org": "owner"}))
+        store.open("room_archive", "muc").append("lobby", service, "x@y/z", None, "in",
+                                                 "<message/>", id="1")
+        engine = create_engine(backend.url)
+        try:
+            with engine.begin() as connection:
+                command.downgrade(alembic_config(connection), "0006")
+        finally:
+            engine.dispose()
+        assert store.migrate() == ("0006", "0007")
+        assert store.open("rooms", "muc").rooms(service) == []
+        assert store.open("room_archive", "muc").find("lobby", service).items == []
 
 
 class TestSQLiteFile:
