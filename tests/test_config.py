@@ -473,3 +473,71 @@ def test_hostile_load_limits_have_defaults_and_are_checked(tmp_path):
             defaults.limits.auth_account_lock_after) == (1000, 10, 20)
     with pytest.raises(ConfigError, match="limits.c2s_stanza_rate"):
         parse(base + "[limits]\nc2s_stanza_rate = 0\n", str(tmp_path / "x.toml"))
+
+
+# External components (XEP-0114)
+
+COMPONENT_HOSTS = '[hosts."example.com"]\n[hosts."chat.example.org"]\n'
+
+
+def test_components_default_to_none_and_no_listener(tmp_path):
+    config = parse(COMPONENT_HOSTS, str(tmp_path / "x.toml"))
+    assert (config.components.listen, dict(config.components.domains)) == ((), {})
+
+
+def test_a_component_belongs_to_the_host_it_is_a_subdomain_of(tmp_path):
+    config = parse('[components."irc.chat.example.org"]\nsecret = "s"\n'
+                   '[components."Bot.Example.COM"]\nsecret = "t"\n' + COMPONENT_HOSTS,
+                   str(tmp_path / "x.toml"))
+    domains = config.components.domains
+    assert {d: (c.host, c.secret) for d, c in domains.items()} == {
+        "irc.chat.example.org": ("chat.example.org", "s"), "bot.example.com": ("example.com", "t")}
+    assert config.components.listen == ("tcp:5347:interface=127.0.0.1",)
+
+
+def test_a_component_with_an_explicit_host_and_listener(tmp_path):
+    config = parse('[components]\nlisten = ["tcp:6000:interface=::1"]\nauth_timeout = 3\n'
+                   '[components."bridge.elsewhere.net"]\nsecret = "s"\nhost = "example.com"\n'
+                   + COMPONENT_HOSTS, str(tmp_path / "x.toml"))
+    assert config.components.domains["bridge.elsewhere.net"].host == "example.com"
+    assert (config.components.listen, config.components.auth_timeout) == \
+        (("tcp:6000:interface=::1",), 3.0)
+
+
+@pytest.mark.parametrize("text, key, problem", [
+    ('[components."gw.elsewhere.net"]\nsecret = "s"\n', 'components."gw.elsewhere.net".host',
+     "not a subdomain of a hosted domain"),
+    ('[components."gw.elsewhere.net"]\nsecret = "s"\nhost = "nope.net"\n',
+     'components."gw.elsewhere.net".host', "nope.net is not a hosted domain"),
+    ('[components."gw.example.com"]\n', 'components."gw.example.com".secret', "required"),
+    ('[components."gw.example.com"]\nsecret = ""\n', 'components."gw.example.com".secret',
+     "expected a non-empty string"),
+    ('[components."gw.example.com"]\nsecret = "s"\nport = 1\n',
+     'components."gw.example.com".port', "unknown key"),
+    ('[components.gw.example.com]\nsecret = "s"\n', "components.gw.example",
+     'quote domain names'),
+    ('[components]\nlisen = ["tcp:1"]\n', "components.lisen", "a component is a table"),
+    ('[components."example.com"]\nsecret = "s"\n', 'components."example.com"',
+     "is a hosted domain"),
+    ('[components."bad..domain"]\nsecret = "s"\n', 'components."bad..domain"',
+     "not a valid domain name"),
+    ('[components]\nauth_timeout = 0\n', "components.auth_timeout", "a number > 0"),
+    ('[components]\nlisten = "tcp:1"\n', "components.listen", "an array of strings"),
+])
+def test_component_errors_name_the_file_and_key(tmp_path, text, key, problem):
+    path = str(tmp_path / "x.toml")
+    with pytest.raises(ConfigError) as caught:
+        parse(text + COMPONENT_HOSTS, path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: {key}: ") and problem in message
+    assert "\n" not in message
+
+
+def test_a_secret_is_never_shown(tmp_path):
+    path = str(tmp_path / "x.toml")
+    config = parse('[components."gw.example.com"]\nsecret = "do-not-show"\n' + COMPONENT_HOSTS,
+                   path)
+    assert "do-not-show" not in repr(config)
+    with pytest.raises(ConfigError) as caught:
+        parse('[components."gw.example.com"]\nsecret = 123456789\n' + COMPONENT_HOSTS, path)
+    assert "123456789" not in str(caught.value)
