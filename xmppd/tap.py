@@ -50,7 +50,7 @@ log = Logger(namespace="xmppd")
 MODULES = ("sasl", "bind", "legacy_session", "roster", "presence", "subscription", "ping", "disco",
            "caps", "client_caps", "version", "time", "last", "message", "offline", "closed_domain",
            "carbons", "vcard", "private", "blocking", "stream_management", "push", "csi", "pep",
-           "bookmarks", "avatar_conversion")
+           "bookmarks", "avatar_conversion", "muc")
 
 
 class Options(usage.Options):
