@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from tests.harness import (Client, ElementCarrier, add_user, error_condition, make_server,
+from tests.harness import (ElementCarrier, add_user, error_condition, make_server,
                            online)
 from xmppd.core.events import HOST, ROUTE_REMOTE
 from xmppd.core.negotiation import SESSION_CARRIER_LOST

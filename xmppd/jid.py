@@ -91,6 +91,14 @@ def normalize_domain(text: str) -> str:
     return _check_length("domainpart", domain)
 
 
+def domain_of(text: str | None) -> str | None:
+    """The normalised domain ``text`` names, or None."""
+    try:
+        return normalize_domain(text) if text else None
+    except InvalidJID:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class JID:
     """An XMPP address whose parts are already normalised.

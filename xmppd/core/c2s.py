@@ -54,7 +54,7 @@ from xmppd.core.carrier import ICarrier, IStreamReceiver
 from xmppd.core.events import STANZA_KINDS
 from xmppd.core.limits import ReadThrottle
 from xmppd.core.serial import SerialQueue
-from xmppd.core.stanzas import Stanza, StanzaError, error_reply
+from xmppd.core.stanzas import Stanza, StanzaError, error_reply, iq_problem
 from xmppd.core.stream import XmlStream, cancelled, new_stream_id
 from xmppd.core.xmlstream import NS_CLIENT, NS_STREAMS, NS_XML, StreamError
 from xmppd.jid import JID, InvalidJID
@@ -68,7 +68,6 @@ MAX_BACKLOG = 10  # elements received while a negotiation step is pending
 # Seconds a close (our closing tag or stream error, TLS close_notify) may
 # take to end the connection before it is aborted.
 CLOSE_GRACE = 5.0
-IQ_TYPES = ("get", "set", "result", "error")
 AVAILABILITY = (None, "unavailable")  # presence types that are not subscriptions
 
 
@@ -310,12 +309,9 @@ class ClientConnection:
             recipient = self.user if to is None else JID.parse(to)
         except InvalidJID as e:
             raise StanzaError("jid-malformed", str(e))
-        if element.name == "iq":
-            type_ = element.getAttribute("type")
-            if type_ not in IQ_TYPES or not element.getAttribute("id"):
-                raise StanzaError("bad-request", "an iq needs an id and a valid type")
-            if type_ in ("get", "set") and len(list(element.elements())) != 1:
-                raise StanzaError("bad-request", "an iq request has exactly one payload")
+        problem = iq_problem(element)
+        if problem is not None:
+            raise StanzaError("bad-request", problem)
         return Stanza(element, session.jid, recipient, session)
 
 

@@ -61,13 +61,11 @@ from xmppd.core.c2s import CLOSE_GRACE, default_host
 from xmppd.core.events import CONFIG_RELOADED, STANZA_KINDS
 from xmppd.core.limits import ConnectionCounter
 from xmppd.core.serial import SerialQueue
-from xmppd.core.stanzas import Stanza, error_reply
+from xmppd.core.stanzas import Stanza, error_reply, iq_problem
 from xmppd.core.stream import XmlStream, cancelled, new_stream_id
-from xmppd.core.xmlstream import NS_CLIENT, NS_STREAMS, StreamError
+from xmppd.core.xmlstream import NS_CLIENT, NS_STREAMS, StreamError, stream_error_condition
 from xmppd.errors import StartupError
-from xmppd.jid import JID, InvalidJID
-from xmppd.s2s.incoming import domain_of, iq_problem
-from xmppd.s2s.stream import stream_error_condition
+from xmppd.jid import JID, InvalidJID, domain_of
 
 log = Logger(namespace="xmppd.component")
 

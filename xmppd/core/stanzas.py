@@ -94,6 +94,21 @@ class Stanza:
         return f"<Stanza {self.kind} type={self.type} {self.sender} -> {self.recipient}>"
 
 
+IQ_TYPES = ("get", "set", "result", "error")
+
+
+def iq_problem(element):
+    """What breaks the iq rules of RFC 6120 §8.2.3, or None."""
+    if element.name != "iq":
+        return None
+    type_ = element.getAttribute("type")
+    if type_ not in IQ_TYPES or not element.getAttribute("id"):
+        return "an iq needs an id and a valid type"
+    if type_ in ("get", "set") and len(list(element.elements())) != 1:
+        return "an iq request has exactly one payload"
+    return None
+
+
 def copy_element(element):
     """A deep copy of a domish element (``copy.deepcopy`` cannot copy one)."""
     duplicate = domish.Element((element.uri, element.name), element.defaultUri,

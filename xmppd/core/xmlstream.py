@@ -340,3 +340,11 @@ def stream_header(stream_ns, stream_id=None, from_=None, to=None, lang="en",
         if value:
             attrs.append(f"{name}='{domish.escapeToXml(value, True)}'")
     return f"<?xml version='1.0'?><stream:stream {' '.join(attrs)}>".encode()
+
+
+def stream_error_condition(element):
+    """The defined condition of a received ``<stream:error/>`` (RFC 6120 §4.9.3)."""
+    for child in element.elements(NS_STREAM_ERRORS):
+        if child.name != "text":
+            return child.name
+    return "undefined-condition"

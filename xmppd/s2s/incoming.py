@@ -63,11 +63,11 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.words.xish import domish
 
-from xmppd.core.c2s import IQ_TYPES, NS_SASL, NS_TLS, default_host
+from xmppd.core.c2s import NS_SASL, NS_TLS, default_host
 from xmppd.core.events import STANZA_KINDS
-from xmppd.core.stanzas import Stanza, error_reply
+from xmppd.core.stanzas import Stanza, error_reply, iq_problem
 from xmppd.core.xmlstream import NS_CLIENT, NS_STREAMS, StreamError
-from xmppd.jid import JID, InvalidJID, normalize_domain
+from xmppd.jid import JID, InvalidJID, domain_of
 from xmppd.s2s.dialback import (
     NS_DIALBACK, NS_DIALBACK_FEATURE, DialbackError, dialback_element)
 from xmppd.core.stream import cancelled, new_stream_id
@@ -76,14 +76,6 @@ from xmppd.s2s.stream import ServerStream, check_header
 log = Logger(namespace="xmppd.s2s")
 
 EXTERNAL = "EXTERNAL"
-
-
-def domain_of(text):
-    """The normalised domain ``text`` names, or None."""
-    try:
-        return normalize_domain(text) if text else None
-    except InvalidJID:
-        return None
 
 
 class IncomingStream(ServerStream):
@@ -422,18 +414,6 @@ class IncomingStream(ServerStream):
         reply = error_reply(element, condition, text)
         reply["from"] = self.domain
         self.federation.api.route(reply)
-
-
-def iq_problem(element):
-    """What breaks the iq rules of RFC 6120 §8.2.3, or None."""
-    if element.name != "iq":
-        return None
-    type_ = element.getAttribute("type")
-    if type_ not in IQ_TYPES or not element.getAttribute("id"):
-        return "an iq needs an id and a valid type"
-    if type_ in ("get", "set") and len(list(element.elements())) != 1:
-        return "an iq request has exactly one payload"
-    return None
 
 
 class IncomingStreamFactory(Factory):

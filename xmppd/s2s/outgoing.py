@@ -68,7 +68,8 @@ from xmppd.core.stream import cancelled
 from xmppd.core.xmlstream import NS_STREAMS, StreamError
 from xmppd.s2s.dialback import (
     NS_DIALBACK, NS_DIALBACK_FEATURE, DialbackError, dialback_element, error_condition)
-from xmppd.s2s.incoming import EXTERNAL, domain_of
+from xmppd.jid import domain_of
+from xmppd.s2s.incoming import EXTERNAL
 from xmppd.s2s.stream import ServerStream, check_header
 
 log = Logger(namespace="xmppd.s2s")

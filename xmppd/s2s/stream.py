@@ -40,18 +40,11 @@ from twisted.logger import Logger
 
 from xmppd.core.serial import SerialQueue
 from xmppd.core.stream import XmlStream, tls_failure
-from xmppd.core.xmlstream import NS_CLIENT, NS_SERVER, NS_STREAM_ERRORS, NS_STREAMS, StreamError
+from xmppd.core.xmlstream import (NS_CLIENT, NS_SERVER, NS_STREAMS, StreamError,
+                                   stream_error_condition)
 from xmppd.s2s.dialback import S2S_PREFIXES
 
 log = Logger(namespace="xmppd.s2s")
-
-
-def stream_error_condition(element):
-    """The defined condition of a received ``<stream:error/>``."""
-    for child in element.elements(NS_STREAM_ERRORS):
-        if child.name != "text":
-            return child.name
-    return "undefined-condition"
 
 
 class ServerStream(XmlStream):

@@ -185,7 +185,8 @@ class SQLRosters:
         with self._db.writing() as session:
             owner = account(session, username, domain, lock=True)
             result = session.execute(
-                delete(RosterEntry).where(RosterEntry.account_id == owner.id, RosterEntry.jid == jid)
+                delete(RosterEntry).where(RosterEntry.account_id == owner.id,
+                                          RosterEntry.jid == jid)
             )
             if result.rowcount == 0:
                 return None
