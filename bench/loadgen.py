@@ -23,10 +23,18 @@ Phases (``--phases``):
   node, publishes ``--pep-items`` items (XEP-0163) with ``--pep-window``
   publishes in flight: notifications delivered/s and p50/p99 latency
   (publish sent to notification received).
+- ``muc``: ``--muc-occupants`` sessions enter one group chat room
+  (XEP-0045) at ``conference.DOMAIN``, the first creating it and accepting
+  the instant configuration; ``--muc-senders`` of them send groupchat
+  messages with ``--muc-window`` in flight each (the next when the room
+  reflects one back) for ``--seconds``: messages sent/s, deliveries/s
+  (every occupant gets every message), p50/p99 delivery latency, and of
+  the senders' own copies (the echo their next message waits for).
 - ``memory``: RSS of the server process (``--server-pid``) per bound, idle
   session at each count of ``--idle-sessions``.
-- ``cpu_per_stanza`` (whenever messages, presence or pep ran): server CPU
-  per delivered message, per presence delivery and per PEP notification.
+- ``cpu_per_stanza`` (whenever messages, presence, pep or muc ran): server
+  CPU per delivered message, per presence delivery, per PEP notification
+  and per group chat delivery.
 
 Every phase prints one JSON line on stdout and, at the end, a table on
 stderr.  Sent and delivered stanzas are counted in every phase; ``lost``
@@ -62,11 +70,15 @@ from bench.accounts import (
 )
 from bench.xmppclient import MECHANISMS, NS_DISCO_INFO, Caps, Client, Target, XMPPError
 
-PHASES = ("login", "messages", "presence", "pep", "memory")
+PHASES = ("login", "messages", "presence", "pep", "muc", "memory")
 NS_PUBSUB = "http://jabber.org/protocol/pubsub"
 NS_PUBSUB_EVENT = "http://jabber.org/protocol/pubsub#event"
 PEP_NODE = "http://jabber.org/protocol/tune"  # XEP-0118, a PEP node clients commonly follow
 PEP_CAPS_NODE = "https://xmppd.example/bench"
+NS_MUC = "http://jabber.org/protocol/muc"
+NS_MUC_USER = f"{NS_MUC}#user"
+NS_MUC_OWNER = f"{NS_MUC}#owner"
+MUC_ROOM = "bench"  # the muc phase's room: bench@conference.DOMAIN
 PEP_WARMUP_ROUNDS = 40  # warm-up items at most, until every contact got one
 START_DELAY = 0.2  # seconds between announcing a measured window and its start
 DRAIN_TIMEOUT = 20.0  # seconds to wait for stanzas in flight after a window
@@ -147,6 +159,7 @@ class Worker:
         self.pep_duplicates = 0
         self.pep_last_ns = 0  # when the last measured item arrived
         self.pep_done = None  # future: every measured item arrived
+        self.muc_occupants = []  # the muc phase's clients in this process, in the room
         self.reset()
 
     def _client(self, user, resource):
@@ -203,6 +216,7 @@ class Worker:
 
     async def close_all(self):
         clients, self.clients = list(self.clients.values()), {}
+        self.muc_occupants = []
         await asyncio.gather(*(c.close() for c in clients))
         return {"closed": len(clients)}
 
@@ -503,6 +517,116 @@ class Worker:
                 "expected": self.expected, "delivered": self.delivered,
                 "duplicates": self.pep_duplicates, "latencies": self.latencies,
                 "errors": self.errors, "cpu_seconds": time.process_time() - cpu}
+
+
+    # Group chat (XEP-0045): one room, every occupant gets every message
+
+    async def muc_enter(self, users, room, create, timeout, quiet=1.0):
+        """The sessions of ``users`` enter ``room`` (presence to ROOM/NICK,
+        the localpart as nick, no history) and wait for their own presence
+        (status 110), then until nothing arrived for ``quiet`` seconds (the
+        occupants' presence).  With ``create`` (the room's first occupant),
+        a new room (status 201) is unlocked at once: the instant
+        configuration (XEP-0045 §10.1.2) is accepted and its result waited
+        for, so that the others may enter."""
+        self.reset()
+        loop = asyncio.get_running_loop()
+        clients = [self.clients[u] for u in users]
+        inside, created = set(), False
+        configured = loop.create_future()
+        last = time.monotonic()
+
+        def received(client, element):
+            nonlocal last, created
+            last = time.monotonic()
+            if element.name == "iq" and element.get("id") == "muc-config":
+                if element.get("type") != "result":
+                    self._error(f"{client.bare}: the room's configuration failed: "
+                                f"{_conditions(element)}")
+                if not configured.done():
+                    configured.set_result(None)
+                return
+            if element.get("type") == "error":
+                self._error(f"{client.bare}: {element.name} error {_conditions(element)}")
+                return
+            if element.name != "presence" or element.get("from") != f"{room}/{client.user}":
+                return
+            x = element.child("x", NS_MUC_USER)
+            codes = {c.get("code") for c in x.children if c.name == "status"} if x else set()
+            if "110" in codes:
+                inside.add(client)
+            if "201" in codes and create and not created:
+                created = True
+                client.send(f"<iq type='set' to='{room}' id='muc-config'>"
+                            f"<query xmlns='{NS_MUC_OWNER}'>"
+                            "<x xmlns='jabber:x:data' type='submit'/></query></iq>")
+
+        for client in clients:
+            self._watch(client, received)
+            client.send(f"<presence to='{room}/{client.user}'><x xmlns='{NS_MUC}'>"
+                        "<history maxstanzas='0'/></x></presence>")
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if (len(inside) == len(clients) and time.monotonic() - last > quiet
+                    and (configured.done() or not created)):
+                break
+            await asyncio.sleep(0.05)
+        self.muc_occupants += [c for c in clients if c in inside]
+        return {"entered": len(inside), "created": created, "errors": self.errors,
+                "seconds": time.monotonic() - started}
+
+    async def muc(self, room, senders, window, occupants, padding, start_at, end_at):
+        """The measured window: the occupants ``senders`` (here) each keep
+        ``window`` groupchat messages in flight, sending the next when the
+        room reflects one of their own; every occupant here counts what it
+        gets.  Each message is expected by all ``occupants`` of the room."""
+        self.reset()
+        filler = "x" * padding
+        own = {client: f"{room}/{client.user}" for client in self.muc_occupants}
+        sending = {self.clients[u] for u in senders}
+        echoes = []  # latencies of the senders' own copies
+
+        def send(client):
+            self.sent += 1
+            self.expected += occupants
+            client.send(f"<message to='{room}' type='groupchat' id='g{self.sent}'>"
+                        f"<body>{time.monotonic_ns()} {filler}</body></message>")
+
+        def received(client, element):
+            if element.name != "message":
+                return
+            type_ = element.get("type")
+            if type_ == "error":
+                self._error(f"{client.bare}: message error {_conditions(element)}")
+                return
+            body = element.child("body")
+            if type_ != "groupchat" or body is None:
+                return  # the subject
+            now = time.monotonic_ns()
+            self.delivered += 1
+            if now <= self.end_ns:
+                self.window_delivered += 1
+                latency = (now - int(body.text.split(" ", 1)[0])) / 1e6
+                self.latencies.append(latency)
+                if client in sending and element.get("from") == own[client]:
+                    echoes.append(latency)
+                    send(client)
+
+        for client in self.muc_occupants:
+            self._watch(client, received)
+
+        def kick():
+            for client in sending:
+                for _ in range(window):
+                    send(client)
+
+        return {**await self._window(start_at, end_at, kick), "echoes": echoes}
+
+
+def _conditions(stanza):
+    """The conditions of an error stanza, for error texts."""
+    error = stanza.child("error")
+    return [] if error is None else [c.name for c in error.children]
 
 
 def _worker_main(connection, options):
@@ -826,6 +950,45 @@ class Benchmark:
             "errors": [e for r in results for e in r["errors"]][:ERRORS_KEPT],
         })
 
+    def phase_muc(self):
+        args = self.args
+        room = f"{MUC_ROOM}@{args.muc_service or 'conference.' + args.domain}"
+        users = list(range(self.base, self.base + args.muc_occupants))
+        per_worker = _split(users, len(self.workers))  # as _login spreads them
+        _, _, failed, errors = self._login(users, args.concurrency, True, "muc")
+        self._require_logins("muc", failed, errors)
+        started = time.monotonic()
+        first = self.workers.one(0, "muc_enter", users=users[:1], room=room, create=True,
+                                 timeout=DRAIN_TIMEOUT)
+        entered = [first, *self.workers.run("muc_enter", [
+            {"users": [u for u in part if u != users[0]], "room": room, "create": False,
+             "timeout": DRAIN_TIMEOUT} for part in per_worker])]
+        enter_seconds = time.monotonic() - started
+        occupants = sum(e["entered"] for e in entered)
+        if occupants < len(users):
+            raise SystemExit(f"loadgen: {len(users) - occupants} of {len(users)} sessions "
+                             f"did not enter {room}: "
+                             f"{[x for e in entered for x in e['errors']][:ERRORS_KEPT]}")
+        senders = set(users[:args.muc_senders])
+        results, cpu = self._window("muc", [
+            {"room": room, "senders": [u for u in part if u in senders],
+             "window": args.muc_window, "occupants": occupants, "padding": args.padding}
+            for part in per_worker])
+        sent, expected, delivered, errors = self._drain()
+        self.workers.all("close_all")
+        window = self._window_record(results, cpu, "deliveries")
+        echoes = [x for r in results for x in r["echoes"]]
+        self.emit({"phase": "muc", "room": room, "occupants": occupants,
+                   "senders": len(senders), "window": args.muc_window,
+                   "created": first["created"], "enter_seconds": _round(enter_seconds, 2),
+                   "sent": sent, "expected": expected, "delivered": delivered,
+                   "lost": expected - delivered,
+                   "msgs_per_s": _round(sum(r["sent"] for r in results) / args.seconds),
+                   **window,
+                   "echo_p50_ms": _round(percentile(echoes, 50), 2),
+                   "echo_p99_ms": _round(percentile(echoes, 99), 2),
+                   "errors": errors})
+
     def phase_memory(self):
         args = self.args
         if args.server_pid is None:
@@ -860,7 +1023,7 @@ class Benchmark:
 
     def cpu_per_stanza(self):
         found = {r["phase"]: r for r in self.records
-                 if r["phase"] in ("messages", "presence", "pep")}
+                 if r["phase"] in ("messages", "presence", "pep", "muc")}
         if not found:
             return
         self.emit({
@@ -868,6 +1031,7 @@ class Benchmark:
             "message_us": found.get("messages", {}).get("server_cpu_us_per_delivery"),
             "presence_delivery_us": found.get("presence", {}).get("server_cpu_us_per_delivery"),
             "pep_delivery_us": found.get("pep", {}).get("server_cpu_us_per_delivery"),
+            "muc_delivery_us": found.get("muc", {}).get("server_cpu_us_per_delivery"),
         })
 
     def run(self, phases):
@@ -890,8 +1054,11 @@ COLUMNS = {
                  "lost"),
     "pep": ("deliveries_per_s", "publishes_per_s", "p50_ms", "p99_ms", "server_cpu_pct",
             "others_cpu_pct", "lost"),
+    "muc": ("msgs_per_s", "deliveries_per_s", "p50_ms", "p99_ms", "echo_p50_ms", "echo_p99_ms",
+            "server_cpu_pct", "others_cpu_pct", "lost"),
     "memory": ("sessions", "rss_mb", "kb_per_session"),
-    "cpu_per_stanza": ("message_us", "presence_delivery_us", "pep_delivery_us"),
+    "cpu_per_stanza": ("message_us", "presence_delivery_us", "pep_delivery_us",
+                       "muc_delivery_us"),
 }
 
 
@@ -940,6 +1107,12 @@ def parser():
                    help="contacts of the pep phase's publisher")
     p.add_argument("--pep-items", type=int, default=200, help="items the publisher publishes")
     p.add_argument("--pep-window", type=int, default=1, help="publishes in flight")
+    p.add_argument("--muc-occupants", type=int, default=100,
+                   help="sessions in the muc phase's room")
+    p.add_argument("--muc-senders", type=int, default=5,
+                   help="occupants sending groupchat messages")
+    p.add_argument("--muc-window", type=int, default=1, help="messages in flight per sender")
+    p.add_argument("--muc-service", help="the group chat service (default conference.DOMAIN)")
     p.add_argument("--idle-sessions", default="1000,10000",
                    help="session counts at which to measure memory")
     return p
@@ -954,6 +1127,8 @@ def parse_args(argv=None):
     args.idle_sessions = [int(n) for n in args.idle_sessions.split(",") if n]
     if "presence" in args.phases:
         check_roster_shape(args.presence_users, args.roster_size)
+    if "muc" in args.phases and not 0 < args.muc_senders <= args.muc_occupants:
+        raise SystemExit("loadgen: --muc-senders must be between 1 and --muc-occupants")
     return args
 
 
@@ -975,6 +1150,8 @@ def accounts_needed(args):
         others.append(args.logins)
     if "messages" in args.phases:
         others.append(2 * args.pairs)
+    if "muc" in args.phases:
+        others.append(args.muc_occupants)
     if "memory" in args.phases:
         others.append(max(args.idle_sessions, default=0))
     return args.presence_users + pep_accounts(args) + max(others)

@@ -11,8 +11,8 @@ directory.  Both servers get the same accounts and rosters (bench/accounts.py,
 fast paths).  Each server is pinned to CPU 0 and the load generator (this
 process and its workers) to CPU 1.
 
-Every run starts a fresh server, runs the login, messages, presence and pep
-phases of bench/loadgen.py and stops it; runs alternate between the servers
+Every run starts a fresh server, runs the login, messages, presence, pep and
+muc phases of bench/loadgen.py and stops it; runs alternate between the servers
 (xmppd, Prosody, xmppd, ...).  The memory phase needs its own fresh server
 and runs once per server (``--memory-runs``).  The medians over the runs
 are printed at the end, as JSON lines and as a table.  See bench/README.md.
@@ -77,6 +77,13 @@ c2s_read_burst = 100000000
 c2s_stanza_rate = 100000000
 c2s_stanza_burst = 100000000
 
+# Group chat (muc, a standard module) with no limit on groupchat messages
+# per occupant (default 5 per second, bursts of 20: it would throttle the
+# muc phase's closed-loop senders).
+[muc]
+message_rate = 100000.0
+message_burst = 100000
+
 [hosts."{domain}"]
 """
 
@@ -104,6 +111,12 @@ modules_disabled = {{ "s2s"; "s2s_auth_certs" }}
 certificates = "{dir}"
 ssl = {{ certificate = "{dir}/{domain}.crt"; key = "{dir}/{domain}.key" }}
 VirtualHost "{domain}"
+
+-- Group chat, as xmppd's: a new room is locked until its owner configures
+-- it, anyone may create rooms; no mod_muc_limits (a message rate).
+Component "conference.{domain}" "muc"
+    muc_room_locking = true
+    restrict_room_creation = false
 """
 
 
@@ -390,7 +403,7 @@ def parser():
 
 QUICK = ["--logins", "200", "--seconds", "3", "--pairs", "50", "--presence-users", "50",
          "--roster-size", "10", "--pep-contacts", "50", "--pep-items", "50",
-         "--idle-sessions", "1000"]
+         "--muc-occupants", "50", "--idle-sessions", "1000"]
 DEFAULT = ["--seconds", "10"]
 
 

@@ -1,6 +1,7 @@
 """The benchmark's load generator works: it logs in to the real server
 (STARTTLS, SASL, bind), plays message ping-pong without losing a stanza,
-and reads the server's CPU time and memory.  (A smoke test of bench/, not a
+fills a group chat room and has its occupants get every message, and reads
+the server's CPU time and memory.  (A smoke test of bench/, not a
 measurement.)"""
 
 import asyncio
@@ -10,6 +11,7 @@ import pytest
 
 from bench.loadgen import ServerProcess, Worker
 from bench.xmppclient import Target
+from tests.integration.conftest import new_accounts, prepare
 
 TIMEOUT = 20.0
 
@@ -62,3 +64,42 @@ def test_ping_pong_delivers_every_message(server):
     assert counts["errors"] == []
     assert process.cpu_seconds() > cpu_before
     assert process.rss_bytes() > 10 * 2**20
+
+
+@pytest.fixture
+def muc_server(tmp_path):
+    """A server of the test's own with no groupchat message rate per
+    occupant, as bench/run.py configures it."""
+    deployment = prepare(tmp_path, "[muc]\nmessage_rate = 100000.0\nmessage_burst = 100000\n")
+    deployment.process.start()
+    yield deployment
+    deployment.process.check_clean_exit()
+
+
+def test_group_chat_reaches_every_occupant(muc_server):
+    occupants = ["alice", "bob", *new_accounts(muc_server, "occupant", "occupant", "occupant")]
+    room = f"bench@conference.{muc_server.domain}"
+
+    async def body():
+        worker = worker_for(muc_server, "PLAIN")
+        login = await worker.login(occupants, concurrency=5, keep=True, resource="muc")
+        assert login["failed"] == 0
+        first = await worker.muc_enter(occupants[:1], room, create=True, timeout=TIMEOUT)
+        assert (first["entered"], first["created"], first["errors"]) == (1, True, [])
+        rest = await worker.muc_enter(occupants[1:], room, create=False, timeout=TIMEOUT,
+                                      quiet=0.3)
+        assert (rest["entered"], rest["errors"]) == (4, [])
+        start = time.monotonic() + 0.1
+        window = await worker.muc(room, senders=occupants[:2], window=2, occupants=5,
+                                  padding=20, start_at=start, end_at=start + 1.0)
+        await drained(worker)
+        counts = worker.counts()
+        await worker.close_all()
+        return window, counts
+
+    window, counts = asyncio.run(asyncio.wait_for(body(), TIMEOUT))
+    assert window["sent"] > 4 and window["window_delivered"] > 20
+    assert len(window["latencies"]) == window["window_delivered"]
+    assert window["echoes"] and len(window["echoes"]) <= window["sent"]
+    assert counts["expected"] == 5 * counts["sent"] == counts["delivered"]
+    assert counts["errors"] == []
