@@ -44,12 +44,17 @@ class FakeCertificates:
 
 
 class TLSStringTransport(StringTransport):
-    """A string transport that records STARTTLS instead of doing it."""
+    """A string transport that records STARTTLS and TCP_NODELAY instead
+    of doing them."""
 
     tls = None
+    no_delay = False
 
     def startTLS(self, context):
         self.tls = context
+
+    def setTcpNoDelay(self, enabled):
+        self.no_delay = enabled
 
 
 def make_server(tmp_path, hosts=("example.com",), modules=MODULES, extra="",

@@ -37,6 +37,10 @@ def test_header_and_starttls_required(server):
     assert next(starttls.elements()).name == "required"
 
 
+def test_replies_are_not_held_back_by_nagles_algorithm(server):
+    assert Client(server).transport.no_delay is True
+
+
 def test_unknown_host(server):
     client = Client(server)
     client.send("<stream:stream xmlns='jabber:client' "

@@ -235,6 +235,12 @@ class XmlStream(Protocol):
     # Connection lifecycle
 
     def connectionMade(self):
+        # Stanzas are small and one write per reactor turn already carries
+        # all that turn queued: Nagle's algorithm would only hold a reply
+        # back until the peer's delayed ACK (up to 40 ms on Linux).
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
         peer = self.transport.getPeer()
         self.peer = peer_text(peer)
         self.address = address_of(peer)
