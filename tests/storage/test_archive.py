@@ -449,6 +449,22 @@ def test_bounds(store, owner, kind, archive):
     assert first == last == archive.find("alice", "example.org").items[0]
 
 
+def test_replace_keeps_the_id_and_changes_only_that_message(store, kind, owner, archive, ids):
+    owner("bob")
+    archive.append("bob", "example.org", "carol@example.com", "s9", "in", "<message id='s9'/>",
+                   id=archive_id(9999))
+    assert archive.replace("alice", "example.org", ids[1], "<message id='tombstone'/>")
+    page = archive.find("alice", "example.org")
+    assert [item.xml for item in page.items][:3] == [
+        "<message id='s0'/>", "<message id='tombstone'/>", "<message id='s2'/>"]
+    assert page.items[1].id == ids[1] and page.items[1].stanza_id == "s1"
+    assert not archive.replace("bob", "example.org", ids[1], "<message/>")  # alice's
+    assert not archive.replace("alice", "example.org", "0", "<message/>")
+    assert not archive.replace("alice", "example.org", "not-an-id", "<message/>")
+    assert not store.open(kind, "muc").replace("alice", "example.org", ids[1], "<message/>")
+    assert archive.find("bob", "example.org").items[0].xml == "<message id='s9'/>"
+
+
 def test_trim_keeps_the_newest(store, owner, kind, archive, ids):
     owner("bob")
     archive.append_many([record("bob", archive_id(-1))])

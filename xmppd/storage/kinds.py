@@ -281,6 +281,11 @@ class ArchiveStore(Protocol):
         """The first and the last message of the user's archive (XEP-0313
         §5 metadata); both None if it is empty (or no such account)."""
 
+    def replace(self, username: str, domain: str, archive_id: str, xml: str) -> bool:
+        """Replace the stanza of the user's message ``archive_id`` by
+        ``xml`` (a tombstone, XEP-0425 §5); False if there is no such
+        message."""
+
     @bulk
     def trim(self, username: str, domain: str, keep: int) -> int:
         """Delete the user's messages but the newest ``keep`` (a quota: only

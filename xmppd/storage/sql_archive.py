@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 
-from sqlalchemy import ColumnElement, delete, false, func, select, true, tuple_
+from sqlalchemy import ColumnElement, delete, false, func, select, true, tuple_, update
 from sqlalchemy.orm import InstrumentedAttribute
 
 from . import UnknownArchiveId, UserNotFound
@@ -243,6 +243,16 @@ class SQLArchive:
                 session.execute(self._message_rows.where(owned).order_by(order).limit(1)).first()
                 for order in (entry.id, entry.id.desc()))
             return (first and _message(first), last and _message(last))
+
+    def replace(self, username: str, domain: str, archive_id: str, xml: str) -> bool:
+        number = _number(archive_id)
+        if number is None:
+            return False
+        owned = self._of(self._owner(username, domain).scalar_subquery())
+        entry = self._entries
+        with self._db.writing() as session:
+            return session.execute(update(entry).where(owned, entry.id == number)
+                                   .values(stanza=xml)).rowcount == 1
 
     def trim(self, username: str, domain: str, keep: int) -> int:
         if keep < 0:
