@@ -24,7 +24,9 @@ Enforcement, on ``route/pre`` for every stanza (§3.3), with JIDs matched as
 
 - from a blocked JID to the user: presence is dropped without an answer,
   messages and iq requests are answered ``service-unavailable`` (so the
-  user appears offline), iq responses and errors are dropped;
+  user appears offline), iq responses and errors are dropped, and so are
+  groupchat messages (an error would make a room remove the user: a
+  blocked occupant is silenced, XEP-0045 §7.2.3);
 - from the user's client to a blocked JID: ``not-acceptable`` with
   ``<blocked xmlns='urn:xmpp:blocking:errors'/>``; available presence the
   server sends on the user's behalf (broadcasts) is dropped;
@@ -172,7 +174,7 @@ def setup(api):
                 api.reply(stanza, _blocked_error(stanza.element))
             return True
         if recipient_blocked and _matches(recipient_blocked, stanza.sender):
-            if stanza.kind != "presence":
+            if stanza.kind != "presence" and stanza.type != "groupchat":
                 api.bounce(stanza, "service-unavailable")
             return True
         return False
