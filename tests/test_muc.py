@@ -129,7 +129,7 @@ def test_groupchat_reaches_every_occupant_with_stanza_and_occupant_ids(server):
     say(carol, "intruder")
     [refused] = carol.take()
     assert error_condition(refused) == "not-acceptable"
-    assert alice.take() == []
+    assert [e.toXml() for e in alice.take()] == []
 
 
 def test_history_comes_before_the_subject_and_follows_the_limits(server):
@@ -298,6 +298,15 @@ def test_moderation_retracts_a_message_by_its_stanza_id(server):
     assert next(retract.elements("urn:xmpp:message-moderate:1", "moderated"))["by"] == \
         f"{ROOM}/alice"
     assert next(announced.elements("urn:xmpp:fasten:0", "apply-to"))["id"] == stanza_id
+    mam = iq(bob, "set", f"<query xmlns='{NS_MAM}'/>")
+    archived = [next(next(next(r.elements(NS_MAM, "result")).elements()).elements(
+        "jabber:client", "message")) for r in bob.take() if r.name == "message"]
+    assert mam["type"] == "result" and bodies(archived) == []
+    tombstone = next(archived[0].elements("urn:xmpp:message-retract:1", "retracted"))
+    assert next(tombstone.elements("urn:xmpp:message-moderate:1", "moderated"))["by"] == \
+        f"{ROOM}/alice"
+    assert next(archived[1].elements("urn:xmpp:message-retract:1", "retract"))["id"] == \
+        stanza_id
     unknown = moderate.replace(stanza_id, "123")
     assert error_condition(iq(alice, "set", unknown)) == "item-not-found"
 
@@ -409,10 +418,58 @@ def test_entering_without_a_nick_is_refused(server):
     assert error_condition(refused) == "jid-malformed"
 
 
-def test_a_bounced_groupchat_message_removes_the_ghost(server):
+def test_a_session_gone_is_removed_but_not_one_refusing_a_stanza(server):
     alice, bob = room_with(server)
-    bob.lose()
-    gone = [e for e in alice.take() if e.name == "presence"]
-    assert gone and gone[-1]["type"] == "unavailable"  # bob's session ended: directed presence
-    say(alice, "still there?")
-    assert bodies(alice.take()) == ["still there?"]
+    bob.lose()  # its directed presence goes: unavailable to the room
+    [gone] = alice.take()
+    assert gone["type"] == "unavailable" and gone["from"] == f"{ROOM}/bob"
+    carol = online(server, CAROL)
+    enter(carol, "carol")
+    alice.take()
+    error = ("<message type='error' to='{room}'><error type='{type}'><{condition} "
+             "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>")
+    carol.send(error.format(room=ROOM, type="modify", condition="not-acceptable"))
+    assert alice.take() == []
+    carol.send(error.format(room=ROOM, type="cancel", condition="service-unavailable"))
+    [ghost] = alice.take()
+    assert ghost["type"] == "unavailable" and codes(ghost) == {"333"}
+
+
+def test_non_anonymous_rooms_show_real_jids_to_everyone(server):
+    alice, bob = room_with(server, whois="anyone")
+    carol = online(server, CAROL)
+    received = [e for e in enter(carol, "carol") if e.name == "presence"]
+    assert [items(p).get("jid") for p in received] == [
+        "alice@example.com/res", "bob@example.com/res", "carol@example.com/res"]
+    assert codes(received[-1]) == {"110", "100", "170"}
+    configure(alice, whois="moderators")
+    [notice] = carol.take()
+    assert codes(notice) == {"104", "173"}
+
+
+def test_an_occupant_blocked_sends_nothing(server):
+    alice, bob = room_with(server)
+    alice.send(f"<iq type='set' id='b'><block xmlns='urn:xmpp:blocking'>"
+               f"<item jid='{ROOM}/bob'/></block></iq>")
+    alice.take()
+    say(bob, "can you hear me")
+    bob.send(f"<presence to='{ROOM}/bob'><status>here</status></presence>")
+    assert bodies(bob.take()) == ["can you hear me"]
+    assert [e.toXml() for e in alice.take()] == []
+
+
+def test_the_room_vcard(server):
+    alice, bob = room_with(server)
+    photo = "iVBORw0KGgo="
+    vcard = (f"<vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE><BINVAL>{photo}</BINVAL>"
+             f"</PHOTO></vCard>")
+    assert error_condition(iq(bob, "set", vcard)) == "forbidden"
+    assert iq(alice, "set", vcard)["type"] == "result"
+    [update] = bob.take()
+    hashed = str(next(next(update.elements("vcard-temp:x:update", "x")).elements()))
+    assert update["from"] == ROOM and len(hashed) == 40
+    read = iq(online(server, CAROL), "get", "<vCard xmlns='vcard-temp'/>")
+    assert photo in read.toXml()
+    info = iq(bob, "get", f"<query xmlns='{NS_INFO}'/>")
+    assert hashed in info.toXml()
+

@@ -25,7 +25,8 @@ it is inside the host's closed domain.
   (§7.8; an invitation to a members-only room by an admin, or by an
   occupant where ``allowinvites`` is on, makes the invitee a member),
   voice requests (§7.13) and their approval by a moderator (§8.6).  An
-  error bounced by an occupant's session removes that session (333).
+  error bounced by an occupant's session that says it is gone (XEP-0410
+  §4's conditions) removes that session (333).
 - Moderators and admins (§8, §9): kick (307), voice, moderator; ban (301),
   membership, admin, owner (§10.3-§10.7), each checked by
   :mod:`xmppd.muc.roles`; lists of affiliations and roles.  Owners
@@ -37,7 +38,8 @@ it is inside the host's closed domain.
   archive; ids a client put there are removed.  Occupant ids (XEP-0421) on
   presence and messages.  Moderation (XEP-0425, ``urn:xmpp:message-moderate:0``
   and ``:1``): a moderator retracts a message by its stanza id; the room
-  announces it in both forms and archives the announcement.
+  announces it in both forms, archives the announcement and keeps a
+  tombstone of the message in its place (XEP-0425 §5).
 - The room's archive (XEP-0313 §5) answers queries to the room's JID from
   anyone who could enter it (members of a members-only room, never
   outcasts) while ``muc#roomconfig_enablelogging`` is on; otherwise the
@@ -71,8 +73,8 @@ from xmppd import archive as queries
 from xmppd.archive import NS_DELAY, NS_MAM, NS_SID, ArchiveIds, by_payload, parse_time
 from xmppd.core.events import BARE, FULL, HOST, message_event, presence_event
 from xmppd.core.serial import SerialJobs
-from xmppd.core.stanzas import (StanzaError, child, copy_element, error_reply, make_stanza,
-                                 xep0082_stamp)
+from xmppd.core.stanzas import (NS_STANZAS, StanzaError, child, copy_element, error_reply,
+                                 make_stanza, xep0082_stamp)
 from xmppd.core.xmlstream import NS_CLIENT, parse_stanza
 from xmppd.jid import JID, InvalidJID
 from xmppd.modules.disco import NS_INFO, NS_ITEMS, info_element, items_element
@@ -101,6 +103,8 @@ NS_MODERATE_1 = "urn:xmpp:message-moderate:1"
 NS_RETRACT_0 = "urn:xmpp:message-retract:0"
 NS_RETRACT_1 = "urn:xmpp:message-retract:1"
 NS_HINTS = "urn:xmpp:hints"
+GONE = ("gone", "item-not-found", "recipient-unavailable", "redirect", "remote-server-not-found",
+        "remote-server-timeout", "service-unavailable")
 SERVICE_FEATURES = (NS_INFO, NS_ITEMS, NS_MUC)
 ROOM_FEATURES = (NS_INFO, NS_ITEMS, NS_MUC, NS_STABLE_ID, NS_SELF_PING, NS_SID, NS_OCCUPANT_ID,
                  NS_MODERATE_0, NS_MODERATE_1, NS_VCARD, NS_CONFERENCE)
@@ -137,6 +141,15 @@ def _room_jid(jid):
     if jid.local is None:
         raise StanzaError("jid-malformed", "a room JID has a localpart")
     return jid.bare
+
+
+def _gone(element):
+    """Whether an error bounced by an occupant's session says the session
+    is gone (the conditions XEP-0410 §4 lists), rather than refusing one
+    stanza."""
+    error = child(element, NS_CLIENT, "error")
+    return error is None or any(node.uri == NS_STANZAS and node.name in GONE
+                                for node in error.elements())
 
 
 def _x(element, uri):
@@ -250,7 +263,7 @@ class MUC:
         sender, nick, type_ = stanza.sender.full, stanza.recipient.resource, stanza.type
         occupant = room.sessions.get(sender) if room is not None else None
         if type_ == "error":
-            if occupant is not None:
+            if occupant is not None and _gone(stanza.element):
                 self._leave(room, occupant, sender, codes=(TECHNICAL_REMOVAL,))
             return True
         if type_ == "unavailable":
@@ -424,7 +437,7 @@ class MUC:
         sender, type_ = stanza.sender.full, stanza.type
         occupant = room.sessions.get(sender)
         if type_ == "error":
-            if occupant is not None:
+            if occupant is not None and _gone(stanza.element):
                 self._leave(room, occupant, sender, codes=(TECHNICAL_REMOVAL,))
             return True
         try:
@@ -861,6 +874,9 @@ class MUC:
         if reason is not None:
             moderated.addElement("reason", content=reason)
         message.addElement((NS_HINTS, "store"))
+        yield self._archive.replace(room.name, room.jid.domain, target,
+                                    _tombstone(page.items[0].xml, by, occupant, reason,
+                                               self._api.clock.seconds()))
         self._archived(room, message)
         room.broadcast(self._api.route, message)
 
@@ -1013,6 +1029,25 @@ def _archivable(message):
         kept = kept or (node.uri == NS_CLIENT and node.name in ("body", "subject")) or (
             node.uri == NS_HINTS and node.name == "store")
     return kept
+
+
+def _tombstone(xml, by, moderator, reason, now):
+    """What the archive keeps of a moderated message (XEP-0425 §5): its
+    addresses, id and occupant id, and who retracted it when and why."""
+    original = parse_stanza(xml)
+    tombstone = make_stanza("message", from_=original.getAttribute("from"), type_="groupchat",
+                            id_=original.getAttribute("id"))
+    retracted = tombstone.addElement((NS_RETRACT_1, "retracted"))
+    retracted["stamp"] = xep0082_stamp(now)
+    moderated = retracted.addElement((NS_MODERATE_1, "moderated"))
+    moderated["by"] = by
+    moderated.addElement((NS_OCCUPANT_ID, "occupant-id"))["id"] = moderator.occupant_id
+    if reason is not None:
+        retracted.addElement("reason", content=reason)
+    author = child(original, NS_OCCUPANT_ID, "occupant-id")
+    if author is not None:
+        tombstone.addChild(author)
+    return tombstone.toXml()
 
 
 def _avatar_hash(room):
