@@ -7,6 +7,7 @@ requests, moderation (XEP-0425), self-ping (XEP-0410), the room archive
 import pytest
 
 from tests.harness import add_user, error_condition, make_server, online
+from xmppd.control import Controller
 from xmppd.muc import NS_ADMIN, NS_MUC, NS_OCCUPANT_ID, NS_OWNER, NS_REQUEST, NS_USER
 from xmppd.tap import MODULES
 
@@ -473,3 +474,12 @@ def test_the_room_vcard(server):
     info = iq(bob, "get", f"<query xmlns='{NS_INFO}'/>")
     assert hashed in info.toXml()
 
+
+
+def test_occupants_are_told_when_the_server_stops(server):
+    alice, bob = room_with(server, persistentroom="1")
+    Controller(server, server.clock).stopService()
+    shutdown = [e for e in bob.take() if e.name == "presence"]
+    assert [(p["from"], codes(p)) for p in shutdown] == [
+        (f"{ROOM}/alice", {"332"}), (f"{ROOM}/bob", {"332", "110"})]
+    assert server.sql.open("rooms", "muc").get_room(SERVICE, "room") is not None

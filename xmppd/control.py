@@ -26,6 +26,7 @@ from twisted.logger import Logger
 
 from xmppd import config as configuration
 from xmppd import logs, systemd
+from xmppd.core.events import SERVER_STOPPING
 from xmppd.errors import StartupError
 from xmppd.preflight import LISTENERS, load_certificates, setting
 
@@ -48,9 +49,12 @@ class Controller(service.Service):
         self.reactor.callWhenRunning(self._install_signal_handlers)
 
     def stopService(self):
-        """End every session (a hibernating one too, XEP-0198: what it kept
-        goes to offline storage before the storage pool stops), then close
-        every other client and server stream, with ``system-shutdown``."""
+        """Tell the modules (``server/stopping``: group chat rooms say
+        goodbye), end every session (a hibernating one too, XEP-0198: what
+        it kept goes to offline storage before the storage pool stops), then
+        close every other client and server stream, with
+        ``system-shutdown``."""
+        self.server.hooks.notify(SERVER_STOPPING, None)
         for session in self.server.sessions.all():
             session.close("system-shutdown", "the server is shutting down")
         for stream in list(self.server.streams):

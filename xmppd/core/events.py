@@ -45,6 +45,9 @@ SESSION_UNAVAILABLE = "session/unavailable"
 # (XEP-0160) listens.
 SESSION_REACHABLE = "session/reachable"
 CONFIG_RELOADED = "config/reloaded"  # argument: the new Config; modules re-read settings
+# The server is stopping, its sessions still connected: the last stanzas
+# modules send before they end go out.  Argument: None.
+SERVER_STOPPING = "server/stopping"
 # A message for a local account with no resource to take it (RFC 6121
 # §8.5.2.2); argument: the Stanza.  Claimed by offline storage, if enabled.
 MESSAGE_OFFLINE = "message/offline"

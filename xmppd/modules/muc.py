@@ -26,7 +26,8 @@ it is inside the host's closed domain.
   occupant where ``allowinvites`` is on, makes the invitee a member),
   voice requests (§7.13) and their approval by a moderator (§8.6).  An
   error bounced by an occupant's session that says it is gone (XEP-0410
-  §4's conditions) removes that session (333).
+  §4's conditions) removes that session (333).  When the server stops,
+  every occupant gets its unavailable presence with 332.
 - Moderators and admins (§8, §9): kick (307), voice, moderator; ban (301),
   membership, admin, owner (§10.3-§10.7), each checked by
   :mod:`xmppd.muc.roles`; lists of affiliations and roles.  Owners
@@ -71,7 +72,7 @@ from twisted.words.xish import domish
 
 from xmppd import archive as queries
 from xmppd.archive import NS_DELAY, NS_MAM, NS_SID, ArchiveIds, by_payload, parse_time
-from xmppd.core.events import BARE, FULL, HOST, message_event, presence_event
+from xmppd.core.events import BARE, FULL, HOST, SERVER_STOPPING, message_event, presence_event
 from xmppd.core.serial import SerialJobs
 from xmppd.core.stanzas import (NS_STANZAS, StanzaError, child, copy_element, error_reply,
                                  make_stanza, xep0082_stamp)
@@ -82,7 +83,7 @@ from xmppd.muc import (
     AFFILIATION_REMOVED, BANNED, CONFIG_CHANGED, CREATED, KICKED, LOGGING_OFF, LOGGING_ON,
     MEMBERS_ONLY_REMOVED, NEW_NICK, NON_ANONYMOUS, NOW_NON_ANONYMOUS, NOW_SEMI_ANONYMOUS,
     NS_ADMIN, NS_CONFERENCE, NS_MUC, NS_OCCUPANT_ID, NS_OWNER, NS_REQUEST, NS_SELF_PING,
-    NS_STABLE_ID, NS_USER, NS_VCARD, SELF, TECHNICAL_REMOVAL)
+    NS_STABLE_ID, NS_USER, NS_VCARD, SELF, SHUTDOWN, TECHNICAL_REMOVAL)
 from xmppd.muc.config import (DEFAULTS, config_form, features, flag, info_form, read_form,
                               value)
 from xmppd.muc.roles import (AFFILIATIONS, ROLES, check_affiliation_change, check_role_change,
@@ -1005,7 +1006,17 @@ class MUC:
                                   for nick in sorted(room.occupants)])
         return self._in_room(stanza, answer)
 
-    # Start
+    # Start and stop
+
+    def stopping(self, _):
+        """The server stops: every occupant is told (332, §7.14) and the
+        rooms are left as they are stored."""
+        for room in list(self.rooms.values()):
+            for occupant in list(room.occupants.values()):
+                room.send_presence(self._api.route, occupant, "unavailable", (SHUTDOWN,))
+            room.occupants.clear()
+            room.sessions.clear()
+        self.rooms.clear()
 
     @defer.inlineCallbacks
     def drop_temporary(self, service):
@@ -1068,6 +1079,7 @@ def _avatar_hash(room):
 
 def setup(api):
     muc = MUC(api, api.open_store("rooms"), api.open_store("room_archive"))
+    api.hook(SERVER_STOPPING, muc.stopping)
     disco = api.service("disco")
     for host in api.hosts:
         if not api.enabled(host):
