@@ -7,6 +7,7 @@ requests, moderation (XEP-0425), self-ping (XEP-0410), the room archive
 import pytest
 
 from tests.harness import add_user, error_condition, make_server, online
+from tests.paused_storage import pausable_server
 from xmppd.control import Controller
 from xmppd.muc import NS_ADMIN, NS_MUC, NS_OCCUPANT_ID, NS_OWNER, NS_REQUEST, NS_USER
 from xmppd.tap import MODULES
@@ -483,3 +484,18 @@ def test_occupants_are_told_when_the_server_stops(server):
     assert [(p["from"], codes(p)) for p in shutdown] == [
         (f"{ROOM}/alice", {"332"}), (f"{ROOM}/bob", {"332", "110"})]
     assert server.sql.open("rooms", "muc").get_room(SERVICE, "room") is not None
+
+
+def test_history_and_queries_wait_for_the_messages_being_written(tmp_path):
+    server = pausable_server(tmp_path, modules=MODULES + ("muc",))
+    for user in (ALICE, BOB, CAROL):
+        add_user(server, user)
+    alice, bob = room_with(server)
+    carol = online(server, CAROL)
+    server.runner.pause()
+    say(alice, "just now")
+    enter(carol, "carol")
+    [(_, write, _, _)] = server.runner.calls  # the write only: the history read waits for it
+    assert write.__name__ == "room_archive_append_many"
+    server.runner.resume()
+    assert bodies(carol.take()) == ["just now"]

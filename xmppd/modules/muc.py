@@ -169,6 +169,7 @@ class MUC:
         self._ids = ArchiveIds(api.clock)
         self._writes = BatchedWrites(archive.append_many, api.log, "room message(s)")
         self._trims = {}  # room JID -> messages since its last trim (no logging)
+        self._unwritten = {}  # room JID -> the write of its newest message, until done
         archive.last_id().addCallbacks(self._ids.seen, lambda failure: api.log.failure(
             "cannot read the last room archive id", failure))
 
@@ -404,7 +405,8 @@ class MUC:
         limit = max(0, min(limit, options.max_history))
         if limit == 0 or max_chars == 0:
             return defer.succeed([])
-        d = self._archive.find(room.name, room.jid.domain, start=start, limit=limit, before="")
+        d = self._after_writes(room).addCallback(lambda _: self._archive.find(
+            room.name, room.jid.domain, start=start, limit=limit, before=""))
         return d.addCallback(self._history_messages, room, max_chars)
 
     def _history_messages(self, page, room, max_chars):
@@ -483,16 +485,19 @@ class MUC:
 
     def _archived(self, room, message):
         """Give ``message`` its stanza-id and write it to the room's archive
-        (not waited for: occupants get it at once)."""
+        (occupants get it at once; what reads the archive waits for the
+        write, :meth:`_after_writes`)."""
         if not _archivable(message):
             return
         archive_id = self._ids.next()
         xml = message.toXml()
         mark = message.addElement((NS_SID, "stanza-id"))
         mark["by"], mark["id"] = room.jid.full, archive_id
-        self._writes.add(ArchiveRecord(room.name, room.jid.domain, archive_id,
-                                       message["from"], message.getAttribute("id"), "in", xml),
-                         wait=False)
+        written = self._writes.add(ArchiveRecord(room.name, room.jid.domain, archive_id,
+                                                 message["from"], message.getAttribute("id"),
+                                                 "in", xml))
+        self._unwritten[room.jid] = written
+        written.addBoth(self._committed, room.jid, written)  # a failure is logged by the batch
         if not flag(room.config, "enablelogging"):
             count = self._trims.get(room.jid, 0) + 1
             keep = self._options(room.jid.domain).max_history
@@ -501,6 +506,21 @@ class MUC:
                 self._save(self._archive.trim(room.name, room.jid.domain, keep),
                            "a room's history")
             self._trims[room.jid] = count
+
+    def _committed(self, _, jid, written):
+        if self._unwritten.get(jid) is written:
+            del self._unwritten[jid]
+
+    def _after_writes(self, room):
+        """Deferred: fires once the room's messages sent so far are in its
+        archive (history and queries read what occupants already got)."""
+        done = defer.Deferred()
+        written = self._unwritten.get(room.jid)
+        if written is None:
+            done.callback(None)
+        else:
+            written.addBoth(lambda result: (done.callback(None), result)[1])
+        return done
 
     def _throttle(self, room, occupant):
         options = self._options(room.jid.domain)
@@ -849,6 +869,7 @@ class MUC:
         occupant = room.sessions.get(stanza.sender.full)
         if occupant is None or occupant.role != "moderator":
             raise StanzaError("forbidden", "only moderators retract messages")
+        yield self._after_writes(room)
         try:
             page = yield self._archive.find(room.name, room.jid.domain, ids=[target], limit=1)
         except UnknownArchiveId:
@@ -921,8 +942,9 @@ class MUC:
     def mam_query(self, stanza):
         def answer(room, stanza):
             options = self._options(room.jid.domain)
-            return queries.query(self._archive, self._archive_reader(room, stanza), stanza,
-                                 options.page, options.max_page, self._api.route)
+            reader = self._archive_reader(room, stanza)
+            return self._after_writes(room).addCallback(lambda _: queries.query(
+                self._archive, reader, stanza, options.page, options.max_page, self._api.route))
         return self._in_room(stanza, answer)
 
     def mam_form(self, stanza):
@@ -932,8 +954,11 @@ class MUC:
         return self._in_room(stanza, answer)
 
     def mam_metadata(self, stanza):
-        return self._in_room(stanza, lambda room, stanza: queries.metadata(
-            self._archive, self._archive_reader(room, stanza)))
+        def answer(room, stanza):
+            reader = self._archive_reader(room, stanza)
+            return self._after_writes(room).addCallback(
+                lambda _: queries.metadata(self._archive, reader))
+        return self._in_room(stanza, answer)
 
     def vcard_get(self, stanza):
         def answer(room, stanza):
