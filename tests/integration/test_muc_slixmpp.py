@@ -9,12 +9,15 @@ plugins (xep_0045, xep_0249, xep_0359, xep_0410, xep_0421, xep_0425):
   ids (XEP-0421), history on entering, a moderator retracting a message
   (XEP-0425) by its stanza id;
 - a direct invitation (XEP-0249) between two accounts, and a mediated one
-  (XEP-0045 §7.8.2) that makes the invitee a member of a members-only room.
+  (XEP-0045 §7.8.2) that makes the invitee a member of a members-only room;
+- a persistent room across a restart: occupants told of the shutdown (332),
+  its configuration, affiliations and history there after.
 
 The module runs a server of its own and each test makes accounts and rooms
 of its own.
 """
 
+import asyncio
 import itertools
 
 import pytest
@@ -173,3 +176,36 @@ def test_invitations(server, run):
         assert presence["muc"]["affiliation"] == "member"
 
     run(server, body)
+
+
+def test_a_persistent_room_outlives_a_restart(server, run):
+    owner_name, member_name = new_accounts(server, "owner", "member")
+    room = new_room()
+
+    async def before(clients):
+        owner = await login(clients, owner_name)
+        await create(owner, room, "boss", persistentroom=True, roomname="Kept")
+        muc = owner.xmpp.plugin["xep_0045"]
+        await muc.set_affiliation(room, "member", jid=JID(f"{member_name}@{DOMAIN}"), timeout=10)
+        owner.xmpp.send_message(room, "remember me", mtype="groupchat")
+        await settled(owner)
+        goodbye = collect(owner, f"muc::{room}::got_offline")
+        await asyncio.to_thread(server.process.stop)
+        presence = await next_of(goodbye)
+        assert {"332", "110"} <= {str(code) for code in presence["muc"]["status_codes"]}
+
+    run(server, before)
+    server.process.start()
+
+    async def after(clients):
+        member = await login(clients, member_name)
+        presence, _, _, history = await member.xmpp.plugin["xep_0045"].join_muc_wait(
+            room, "member", maxstanzas=5, timeout=10)
+        assert "201" not in {str(code) for code in presence["muc"]["status_codes"]}
+        assert presence["muc"]["affiliation"] == "member"
+        assert [m["body"] for m in history] == ["remember me"]
+        info = await member.xmpp.plugin["xep_0030"].get_info(room, timeout=10)
+        assert [identity[3] for identity in info["disco_info"]["identities"]] == ["Kept"]
+        assert "muc_persistent" in info["disco_info"]["features"]
+
+    run(server, after)
