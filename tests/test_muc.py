@@ -499,3 +499,18 @@ def test_history_and_queries_wait_for_the_messages_being_written(tmp_path):
     assert write.__name__ == "room_archive_append_many"
     server.runner.resume()
     assert bodies(carol.take()) == ["just now"]
+
+
+def test_two_accounts_entering_a_new_room_at_once(tmp_path):
+    server = pausable_server(tmp_path, modules=MODULES + ("muc",))
+    for user in (ALICE, BOB):
+        add_user(server, user)
+    alice, bob = online(server, ALICE), online(server, BOB)
+    server.runner.pause()
+    enter(alice, "alice")
+    enter(bob, "bob")
+    server.runner.resume()
+    first = [e for e in alice.take() + bob.take() if e.name == "presence"]
+    outcomes = sorted(str(sorted(codes(p))) if p.getAttribute("type") != "error"
+                      else error_condition(p) for p in first)
+    assert outcomes == ["['110', '170', '201']", "item-not-found"]  # the room is then locked

@@ -213,7 +213,11 @@ class MUC:
 
     @defer.inlineCallbacks
     def _create(self, jid, sender):
-        """Create room ``jid`` owned by ``sender`` (locked, §10.1.1)."""
+        """``(room, True)`` once room ``jid`` is created for ``sender``, its
+        owner (locked, §10.1.1); ``(room, False)`` if someone else's entering
+        created it meanwhile.  Run as a job of the room, after its loads."""
+        if jid in self.rooms:
+            return self.rooms[jid], False
         if not self._may_create(jid.domain, sender):
             raise StanzaError("not-allowed", "you may not create rooms here")
         options = self._options(jid.domain)
@@ -230,7 +234,7 @@ class MUC:
         except TooManyRooms:
             raise StanzaError("resource-constraint", "this service has too many rooms")
         self.rooms[jid] = room
-        return room
+        return room, True
 
     def _forget(self, room):
         """An empty room: a temporary one goes, a persistent one leaves memory."""
@@ -305,33 +309,18 @@ class MUC:
     @defer.inlineCallbacks
     def _enter(self, room, stanza):
         sender, jid, nick = stanza.sender, stanza.recipient.bare, stanza.recipient.resource
-        codes = []
+        bare, codes = sender.bare.full, []
         if room is None:
-            room = yield self._create(jid, sender)
-            codes.append(CREATED)
-        bare = sender.bare.full
-        affiliation = room.affiliation(bare)
-        if room.locked and affiliation != "owner":
-            raise StanzaError("item-not-found", "the room is being set up")
-        if affiliation == "outcast":
-            raise StanzaError("forbidden", "you are banned from this room")
-        if flag(room.config, "membersonly") and affiliation == "none":
-            raise StanzaError("registration-required", "the room is for members only")
+            room, created = yield self._jobs.run(jid, self._create, jid, sender)
+            if created:
+                codes.append(CREATED)
         x = _x(stanza.element, NS_MUC)
-        if flag(room.config, "passwordprotectedroom") and affiliation != "owner":
-            given = child(x, NS_MUC, "password") if x is not None else None
-            if given is None or str(given) != value(room.config, "roomsecret"):
-                raise StanzaError("not-authorized", "a password is needed")
-        holder = room.occupants.get(nick)
-        if holder is not None and holder.bare != bare:
-            raise StanzaError("conflict", "the nick is in use")
-        if (holder is None and affiliation not in ("admin", "owner")
-                and len(room.occupants) >= int(value(room.config, "maxusers"))):
-            raise StanzaError("service-unavailable", "the room is full")
+        self._admit(room, bare, nick, x)
         history = yield self._history(room, x)
+        # Checked again: the room may have changed while the history was read.
         if self.rooms.get(room.jid) is not room:  # destroyed meanwhile
             raise StanzaError("item-not-found", "no such room")
-        occupant = holder
+        occupant = self._admit(room, bare, nick, x)
         if occupant is None:
             occupant = room.occupants[nick] = Occupant(
                 nick, bare, room.entry_role(bare), room.occupant_id(bare))
@@ -346,6 +335,29 @@ class MUC:
             message["to"] = sender.full
             self._api.route(message)
         self._api.route(room.subject_message(sender.full))
+
+    def _admit(self, room, bare, nick, x):
+        """The occupant already holding ``nick`` for the account ``bare``
+        (another session of it), or None; the refusal of §7.2.4-§7.2.10 if
+        it may not enter."""
+        affiliation = room.affiliation(bare)
+        if room.locked and affiliation != "owner":
+            raise StanzaError("item-not-found", "the room is being set up")
+        if affiliation == "outcast":
+            raise StanzaError("forbidden", "you are banned from this room")
+        if flag(room.config, "membersonly") and affiliation == "none":
+            raise StanzaError("registration-required", "the room is for members only")
+        if flag(room.config, "passwordprotectedroom") and affiliation != "owner":
+            given = child(x, NS_MUC, "password") if x is not None else None
+            if given is None or str(given) != value(room.config, "roomsecret"):
+                raise StanzaError("not-authorized", "a password is needed")
+        holder = room.occupants.get(nick)
+        if holder is not None and holder.bare != bare:
+            raise StanzaError("conflict", "the nick is in use")
+        if (holder is None and affiliation not in ("admin", "owner")
+                and len(room.occupants) >= int(value(room.config, "maxusers"))):
+            raise StanzaError("service-unavailable", "the room is full")
+        return holder
 
     def _change_nick(self, room, occupant, nick):
         """§7.6: unavailable from the old nick with 303, then available
