@@ -170,6 +170,9 @@ class Server:
         wait_listening(self.process, self.port, self.log)
         return self.process.pid
 
+    def close(self):
+        """After the last run: remove what the server kept outside its directory."""
+
     def stop(self):
         if self.process is None or self.process.poll() is not None:
             return
@@ -286,7 +289,7 @@ class XmppdWithoutArchive(Xmppd):
 
 class XmppdArchivingPostgres(XmppdArchiving):
     """``xmppd-mam`` storing in PostgreSQL: a database of its own, made
-    for the run and dropped after it, on the server of
+    before the first run and dropped after the last, on the server of
     ``XMPPD_BENCH_POSTGRES_URL`` (a SQLAlchemy URL)."""
 
     name = "xmppd-mam-pg"
@@ -306,10 +309,9 @@ class XmppdArchivingPostgres(XmppdArchiving):
         self.storage_url = url.render_as_string(hide_password=False)
         super().configure(certificate)
 
-    def stop(self):
+    def close(self):
         from sqlalchemy import text
 
-        super().stop()
         with self._admin.connect() as db:
             db.execute(text(f'DROP DATABASE IF EXISTS "{self._database}"'))
         self._admin.dispose()
@@ -461,6 +463,7 @@ def main(argv=None):
     finally:
         for server in servers:
             server.stop()
+            server.close()
         if output:
             output.close()
         if args.keep:
