@@ -541,3 +541,35 @@ def test_a_secret_is_never_shown(tmp_path):
     with pytest.raises(ConfigError) as caught:
         parse('[components."gw.example.com"]\nsecret = 123456789\n' + COMPONENT_HOSTS, path)
     assert "123456789" not in str(caught.value)
+
+
+def test_http_is_off_by_default(tmp_path):
+    http = load(write(tmp_path, HOST)).http
+    assert http.listen == () and http.cors_origins == () and http.trusted_proxies == ()
+    assert http.access_log is False and http.max_request_size == 1048576
+
+
+def test_http_listeners_tls_or_loopback(tmp_path):
+    http = load(write(tmp_path, '[http]\nlisten = ["ssl:5281", "tcp:5280:interface=127.0.0.1", '
+                      "'tcp6:5280:interface=\\:\\:1', \"unix:/run/xmppd-http.sock\"]\n"
+                      'external_url = "https://{host}"\ntrusted_proxies = ["::1", "127.0.0.1"]\n'
+                      'cors_origins = ["https://chat.example.com"]\n' + HOST)).http
+    assert http.listen[0] == "ssl:5281" and len(http.listen) == 4
+    assert http.external_url == "https://{host}/"
+    assert http.trusted_proxies == ("::1", "127.0.0.1")
+
+
+@pytest.mark.parametrize("text,key,problem", [
+    ('listen = ["tcp:5280"]', "http.listen[0]", "plain HTTP only on a loopback interface"),
+    ('listen = ["tcp:5280:interface=0.0.0.0"]', "http.listen[0]", "plain HTTP only on a loopback"),
+    ('listen = ["ssl:5281", "tcp:80:interface=192.0.2.1"]', "http.listen[1]", "loopback"),
+    ('cors_origins = ["chat.example.com"]', "http.cors_origins[0]", "expected an origin"),
+    ('trusted_proxies = ["proxy.example.com"]', "http.trusted_proxies[0]", "an IP address"),
+    ('external_url = "ftp://example.com"', "http.external_url", "a URL"),
+    ('max_request_size = 10', "http.max_request_size", "1024"),
+    ('websocket_idle_timeout = 0', "http.websocket_idle_timeout", "> 0"),
+    ('listen_on = []', "http.listen_on", "unknown key"),
+])
+def test_http_errors_name_the_file_and_key(tmp_path, text, key, problem):
+    message = error(tmp_path, f"[http]\n{text}\n{HOST}")
+    assert message.startswith(f"{key}: ") and problem in message

@@ -11,6 +11,7 @@ the feature module of that name, which declares its keys itself (see
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -72,6 +73,23 @@ class MetricsConfig:
     """``[metrics]``: the OpenMetrics HTTP endpoint (off by default)."""
 
     listen: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HTTPConfig:
+    """``[http]``: the HTTP(S) listener of WebSocket, connection discovery
+    and the modules' resources (see docs/web.md); off unless ``listen`` is set."""
+
+    listen: tuple[str, ...] = ()
+    # The base URL of the web for a hosted domain: "{host}" is replaced.
+    external_url: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    trusted_proxies: tuple[str, ...] = ()
+    max_request_size: int = 1048576
+    timeout: float = 60.0  # an idle HTTP connection is closed
+    websocket_ping_interval: float = 60.0
+    websocket_idle_timeout: float = 300.0
+    access_log: bool = False
 
 
 @dataclass(frozen=True)
@@ -175,6 +193,7 @@ class Config:
     limits: LimitsConfig = LimitsConfig()
     admin: AdminConfig = AdminConfig()
     metrics: MetricsConfig = MetricsConfig()
+    http: HTTPConfig = HTTPConfig()
     components: ComponentsConfig = ComponentsConfig()
     log_json: str | None = None
     modules_enabled: tuple[str, ...] | None = None  # None: the standard modules
@@ -252,6 +271,11 @@ def _config(data: dict[str, Any], path: str) -> Config:
                         auth_account_lock_time=non_negative_number),
         admin=_admin(root.table("admin"), base),
         metrics=_section(root.table("metrics"), MetricsConfig, listen=strings),
+        http=_section(root.table("http"), HTTPConfig, listen=_http_listeners,
+                      external_url=_external_url, cors_origins=_origins,
+                      trusted_proxies=_addresses, max_request_size=integer(1024),
+                      timeout=positive_number, websocket_ping_interval=positive_number,
+                      websocket_idle_timeout=positive_number, access_log=boolean),
         components=_components(root.table("components"), hosts),
         module_options=_module_options(root),  # last: what the core left
     ))
@@ -397,6 +421,60 @@ def _parent_host(domain: str, hosts: Mapping[str, HostConfig]) -> str | None:
     several are), or None."""
     parents = [host for host in hosts if domain.endswith("." + host)]
     return max(parents, key=len, default=None)
+
+
+def _http_listeners(value: Any, key: str) -> tuple[str, ...]:
+    """HTTP listeners: ``ssl:PORT[:interface=...]`` (TLS with the hosts'
+    certificates, chosen by SNI), or plain HTTP on a loopback interface or
+    a UNIX socket only (for a reverse proxy that does TLS)."""
+    descriptions = strings(value, key)
+    for i, description in enumerate(descriptions):
+        kind, _, rest = description.partition(":")
+        if kind == "ssl" or kind == "unix":
+            continue
+        interface = re.search(r"(?:^|:)interface=((?:\\:|[^:])*)", rest)
+        if kind in ("tcp", "tcp6") and interface and _loopback(interface.group(1)):
+            continue
+        raise Invalid(f"{key}[{i}]", f"{quote(description)}: plain HTTP only on a loopback "
+                      'interface ("tcp:5280:interface=127.0.0.1", behind a proxy doing TLS); '
+                      'use "ssl:5281" for HTTPS with the hosts\' certificates')
+    return descriptions
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.replace("\\:", ":")).is_loopback
+    except ValueError:
+        return False
+
+
+def _external_url(value: Any, key: str) -> str | None:
+    if value is None:
+        return None
+    url = string(value, key)
+    if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", url.replace("{host}", "host")):
+        raise expected(key, 'a URL such as "https://{host}:5281/"', value)
+    return url if url.endswith("/") else url + "/"
+
+
+def _origins(value: Any, key: str) -> tuple[str, ...]:
+    """Web origins (RFC 6454) allowed to use the web by CORS, or "*"."""
+    origins = strings(value, key)
+    for i, origin in enumerate(origins):
+        if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+            raise expected(f"{key}[{i}]", 'an origin such as "https://chat.example.com" or "*"',
+                           origin)
+    return origins
+
+
+def _addresses(value: Any, key: str) -> tuple[str, ...]:
+    addresses = strings(value, key)
+    for i, address in enumerate(addresses):
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise expected(f"{key}[{i}]", "an IP address", address) from None
+    return tuple(str(ipaddress.ip_address(a)) for a in addresses)
 
 
 def _admin(table: Table, base: str) -> AdminConfig:

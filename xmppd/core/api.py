@@ -12,6 +12,7 @@ offers another goes through :meth:`ModuleAPI.provide` / :meth:`ModuleAPI.service
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from xmppd import http
 from xmppd.core.events import iq_event
 from xmppd.core.stanzas import StanzaError, error_reply, iq_result
 from xmppd.storage import StorageError
@@ -199,6 +200,32 @@ class ModuleAPI:
 
     def next_id(self):
         return self._server.next_id()
+
+    def http_resource(self, path, resource, max_request_size=None):
+        """Serve twisted.web ``resource`` under path prefix ``path``
+        (``"upload"``: ``https://HOST:PORT/upload/...``) on every HTTP
+        listener (``[http] listen``, docs/web.md), for every hosted domain
+        (the resource reads the request's ``Host`` itself).  The listener
+        answers CORS preflights and adds the CORS headers, and gives
+        ``request.getClientAddress()`` as the trusted proxies say.
+
+        Request bodies larger than ``max_request_size`` bytes (an int, or
+        a callable returning one, asked per request: a reload applies it;
+        default ``[http] max_request_size``) are refused with 413 before
+        they are read.  ValueError if ``path`` is taken or reserved
+        (``xmpp-websocket``, ``http-bind``, ``.well-known``)."""
+        segments = http.path_segments(path)
+        if segments in self._server.http_resources:
+            raise ValueError(f"/{path} is already served")
+        self._server.http_resources[segments] = (resource, max_request_size)
+
+    def http_base_url(self, host):
+        """The external base URL of the web for hosted domain ``host``,
+        ending with ``/`` (``https://example.com:5281/``): a module's
+        public URLs are ``base + "upload/..."``.  From ``[http]
+        external_url`` (``"https://{host}:5281/"``), else the first
+        listener; None when there is no HTTP listener."""
+        return http.base_url(self._server.config, host)
 
     def provide(self, name, service):
         """Publish ``service`` for other modules under ``name``."""

@@ -42,6 +42,7 @@ class Server:
         self.disco_features = {}  # module name -> set of namespaces
         self.account_features = {}  # module name -> namespaces of accounts' disco#info
         self.services = {}
+        self.http_resources = {}  # path segments -> (resource, body limit): api.http_resource
         self.loaded = set()  # names of the feature modules set up
         self.everywhere = set()  # modules enabled for every host (modules_enabled)
         self.needed_by = {}  # module name -> the modules that depend on it
