@@ -9,10 +9,11 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import DateTime, bindparam, create_engine, make_url, text
+from sqlalchemy import DateTime, bindparam, create_engine, inspect, make_url, text
 
 from xmppd.storage import RosterItem, SchemaOutdated, StorageError
-from xmppd.storage.kinds import PubSubItem, Room, archive_id_time, first_archive_id
+from xmppd.storage.kinds import (PubSubItem, Room, Upload, archive_id_time,
+                                 first_archive_id)
 from xmppd.storage.models import (
     ArchiveEntry,
     Base,
@@ -22,6 +23,7 @@ from xmppd.storage.models import (
     RosterEntry,
     RosterGroup,
     ScramCredential,
+    UploadRow,
     UserValue,
 )
 from xmppd.storage.sql import SQLStore, alembic_config
@@ -87,7 +89,7 @@ class TestDatabase:
         accounts.create("alice", "example.org", KEYS)
         roster.set_item("alice", "example.org", RosterItem("bob@example.net"))
 
-        assert empty_store.migrate() == ("0001", "0007")
+        assert empty_store.migrate() == ("0001", "0008")
         empty_store.check_schema()
         assert accounts.get_credentials("alice", "example.org") == KEYS
         assert roster.get("alice", "example.org") == (1, [RosterItem("bob@example.net")])
@@ -117,7 +119,7 @@ class TestDatabase:
             engine.dispose()
         [old] = empty_store.open("archive", "mam").find("alice", "example.org").items
 
-        assert empty_store.migrate() == ("0003", "0007")
+        assert empty_store.migrate() == ("0003", "0008")
         archive = empty_store.open("archive", "mam")
         archive.append("alice", "example.org", "bob@example.net", None, "out", "<message/>",
                        id="9")
@@ -149,7 +151,7 @@ class TestDatabase:
         finally:
             engine.dispose()
 
-        assert empty_store.migrate() == ("0005", "0007")
+        assert empty_store.migrate() == ("0005", "0008")
         empty_store.check_schema()
         archive = empty_store.open("archive", "mam")
         [item] = archive.find("alice", "example.org", start=stamp, end=stamp).items
@@ -175,7 +177,7 @@ class TestDatabase:
         if backend.name == "sqlite":  # the form SQLAlchemy's DateTime reads back
             written = datetime.fromisoformat(written).replace(tzinfo=timezone.utc)
         assert written == stamp == archive_id_time(str(archive_id))
-        assert store.migrate() == ("0005", "0007")
+        assert store.migrate() == ("0005", "0008")
         [item] = store.open("archive", "mam").find("alice", "example.org").items
         assert (item.id, item.timestamp) == (str(archive_id), stamp)
 
@@ -193,9 +195,11 @@ class TestDatabase:
                         account=("alice", "example.org"))
         pep.publish("alice@example.org", "urn:xmpp:avatar:data",
                     PubSubItem("1", "alice@example.org", "<data/>", datetime.now(timezone.utc)))
+        store.open("uploads").add(Upload("slot", "alice", "example.org", "a.jpg", 1,
+                                         "image/jpeg", datetime.now(timezone.utc)))
         accounts.delete("alice", "example.org")
         for model in (ScramCredential, RosterEntry, RosterGroup, UserValue, OfflineMessage,
-                      ArchiveEntry, PubSubNodeRow, PubSubItemRow):
+                      ArchiveEntry, PubSubNodeRow, PubSubItemRow, UploadRow):
             assert row_count(backend, model) == 0
 
         accounts.create("alice", "example.org", {"SHA-256": KEYS["SHA-256"]})
@@ -214,7 +218,7 @@ class TestDatabase:
                 command.downgrade(alembic_config(connection), "0004")
         finally:
             engine.dispose()
-        assert store.migrate() == ("0004", "0007")
+        assert store.migrate() == ("0004", "0008")
         assert store.open("pubsub", "pep").nodes("alice@example.org") == []
 
     def test_downgrade_from_0007_and_back(self, backend, store):
@@ -229,9 +233,26 @@ class TestDatabase:
                 command.downgrade(alembic_config(connection), "0006")
         finally:
             engine.dispose()
-        assert store.migrate() == ("0006", "0007")
+        assert store.migrate() == ("0006", "0008")
         assert store.open("rooms", "muc").rooms(service) == []
         assert store.open("room_archive", "muc").find("lobby", service).items == []
+
+    def test_downgrade_from_0008_and_back(self, backend, store):
+        store.open("accounts").create("alice", "example.org", KEYS)
+        uploads = store.open("uploads")
+        uploads.add(Upload("slot1", "alice", "example.org", "a.txt", 3, "text/plain",
+                           datetime(2026, 1, 2, tzinfo=timezone.utc)))
+        assert row_count(backend, UploadRow) == 1
+        engine = create_engine(backend.url)
+        try:
+            with engine.begin() as connection:
+                command.downgrade(alembic_config(connection), "0007")
+                assert "uploads" not in inspect(connection).get_table_names()
+        finally:
+            engine.dispose()
+        assert store.schema_status() == ("0007", "0008")
+        assert store.migrate() == ("0007", "0008")
+        assert uploads.uploads("alice", "example.org") == []
 
 
 class TestSQLiteFile:

@@ -1,7 +1,7 @@
 """Storage for xmppd: accounts with SCRAM keys, RFC 6121 rosters, offline
 messages, small per-user key/value stores, message archives,
-publish-subscribe nodes and the rooms of multi-user chat services with their
-archives.
+publish-subscribe nodes, the rooms of multi-user chat services with their
+archives, and the metadata of uploaded files.
 
 The package is called, it never calls back: it imports neither
 ``xmppd.core`` nor ``xmppd.modules``.  Users are identified by the pair
@@ -60,6 +60,17 @@ class RoomNotFound(StorageError):
 
 class TooManyRooms(StorageError):
     """The multi-user chat service already has as many rooms as it may."""
+
+
+class QuotaExceeded(StorageError):
+    """A new upload slot would exceed the account's quota (``kind``
+    ``"quota"``) or daily quota (``"daily"``, which frees at ``retry``, a
+    timezone-aware time, or None if it never will)."""
+
+    def __init__(self, message, kind, retry=None):
+        super().__init__(message)
+        self.kind = kind
+        self.retry = retry
 
 
 class SchemaOutdated(StorageError):

@@ -2,7 +2,7 @@
 
 A module asks for a store by kind, ``server.storage.open(kind, name)``
 (``ModuleAPI.open_store``); ``KINDS`` maps each kind to its interface.  The
-``accounts``, ``roster`` and ``offline`` stores are shared by every module;
+``accounts``, ``roster``, ``offline`` and ``uploads`` stores are shared by every module;
 ``keyval``, ``archive``, ``pubsub``, ``rooms`` and ``room_archive`` stores
 are scoped: each name is a store of its own (``SCOPED``).  The SQL
 implementation's methods block; the server's
@@ -493,6 +493,64 @@ class RoomStore(Protocol):
         §10.9); False if absent."""
 
 
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A slot of an HTTP upload service (XEP-0363 §4) of the account
+    ``username@domain``: ``id`` is the random part of its URLs (1 to 64
+    characters), ``size`` the bytes announced, ``stored`` the bytes
+    uploaded (None until the file is stored, then ``size``)."""
+
+    id: str
+    username: str
+    domain: str
+    filename: str  # sanitised, 1 to 255 characters
+    size: int
+    content_type: str  # at most 255 characters
+    created: datetime  # timezone-aware; read back in UTC
+    stored: int | None = None
+
+
+class UploadStore(Protocol):
+    """Slots and uploaded files of HTTP upload services (XEP-0363): only
+    their metadata (the files are kept elsewhere).  A slot goes with its
+    account.  A *pending* slot is one whose file is not stored yet."""
+
+    def add(self, upload: Upload, *, quota: int | None = None,
+            daily_quota: int | None = None, pending_since: datetime | None = None) -> None:
+        """Record a new slot, refused (nothing recorded) with QuotaExceeded
+        if the bytes of the account's slots would exceed ``quota``
+        (``kind="quota"``) or those of its slots created in the 24 hours
+        up to ``upload.created`` would exceed ``daily_quota``
+        (``kind="daily"``, with the time at which enough of them are older
+        than 24 hours as ``retry``).  Pending slots created before
+        ``pending_since`` (their URL expired) do not count.  UserNotFound
+        if no such account; ValueError for an id, filename or content type
+        out of bounds; a duplicate id is a StorageError."""
+
+    def get(self, id: str) -> Upload | None:
+        """A slot; None if absent."""
+
+    def mark_stored(self, id: str) -> bool:
+        """The file of pending slot ``id`` is stored (``stored`` becomes
+        its size); False if there is no such pending slot (absent, or
+        stored already)."""
+
+    def uploads(self, username: str, domain: str) -> list[Upload]:
+        """The account's slots, oldest first (empty if no such account)."""
+
+    def expired(self, domain: str, before: datetime, pending_before: datetime,
+                limit: int) -> list[str]:
+        """The ids of at most ``limit`` slots of the accounts of ``domain``
+        created before ``before``, or pending and created before
+        ``pending_before``, oldest first."""
+
+    def existing(self, ids: Sequence[str]) -> set[str]:
+        """Those of ``ids`` that are slots."""
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Delete the slots ``ids``; how many there were."""
+
+
 KINDS = {
     "accounts": AccountStore,
     "roster": RosterStore,
@@ -504,6 +562,7 @@ KINDS = {
     # ArchiveStore where a user (username, domain) is a room (name, service)
     # of the rooms store of the same name: UserNotFound if there is no such room.
     "room_archive": ArchiveStore,
+    "uploads": UploadStore,
 }
 SCOPED = frozenset({"keyval", "archive", "pubsub", "rooms", "room_archive"})
 

@@ -39,6 +39,8 @@ STANZA_ID_LENGTH = 1023
 NODE_NAME_LENGTH = 1023  # pubsub NodeIDs: namespaces, mostly
 PUBSUB_ID_LENGTH = 255  # pubsub ItemIDs and SubIDs
 ROOM_NAME_LENGTH = PART_LENGTH  # a room's name is its localpart
+UPLOAD_ID_LENGTH = 64  # the random part of an upload's URLs
+UPLOAD_NAME_LENGTH = 255  # an uploaded file's name, and its content type
 # 64-bit ids; SQLite's INTEGER is 64-bit already.
 BIG_ID = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -291,3 +293,23 @@ class RoomArchiveEntry(ArchivedColumns, Base):
     __table_args__ = archive_table_args(__tablename__, "room_id")
 
     room_id: Mapped[int] = mapped_column(ForeignKey("muc_rooms.id", ondelete="CASCADE"))
+
+
+class UploadRow(Base):
+    """A slot of an HTTP upload service (XEP-0363) and, once uploaded, its
+    file's metadata (the file is kept outside the database); it goes with
+    the account."""
+
+    __tablename__ = "uploads"
+    __table_args__ = (
+        Index("ix_uploads_account_id_created", "account_id", "created"),
+        Index("ix_uploads_created", "created"),
+    )
+
+    id: Mapped[str] = mapped_column(String(UPLOAD_ID_LENGTH), primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    filename: Mapped[str] = mapped_column(String(UPLOAD_NAME_LENGTH))
+    size: Mapped[int] = mapped_column(BigInteger)
+    content_type: Mapped[str] = mapped_column(String(UPLOAD_NAME_LENGTH))
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    stored: Mapped[int | None] = mapped_column(BigInteger)  # bytes; NULL until uploaded

@@ -15,7 +15,8 @@ Database failures surface as ``StorageError``; its subclasses (``UserExists``,
 ``RoomExists``...) report the state of the data, not a failure.  The stores
 themselves are in :mod:`xmppd.storage.sql_stores`,
 :mod:`xmppd.storage.sql_archive` (the archives of accounts and of rooms),
-:mod:`xmppd.storage.sql_pubsub` and :mod:`xmppd.storage.sql_rooms`.
+:mod:`xmppd.storage.sql_pubsub`, :mod:`xmppd.storage.sql_rooms` and
+:mod:`xmppd.storage.sql_uploads`.
 """
 
 import os
@@ -40,6 +41,7 @@ from .sql_archive import ROOMS, SQLArchive
 from .sql_pubsub import SQLPubSub
 from .sql_rooms import SQLRooms
 from .sql_stores import SQLAccounts, SQLKeyValues, SQLOffline, SQLRosters
+from .sql_uploads import SQLUploads
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -99,7 +101,8 @@ def _sqlite_file(path: Path, create: bool) -> None:
 
 class SQLStore:
     """Accounts, rosters, per-user values, offline messages, archives,
-    pubsub nodes and multi-user chat rooms in the database at ``url`` (an SQLAlchemy URL, e.g.
+    pubsub nodes, multi-user chat rooms and uploads' metadata in the
+    database at ``url`` (an SQLAlchemy URL, e.g.
     ``sqlite:////var/lib/xmppd/xmppd.sqlite`` or
     ``postgresql+psycopg://xmppd@/xmppd``).  Thread-safe.
 
@@ -134,7 +137,7 @@ class SQLStore:
             self._reads = self._engine.execution_options(isolation_level="REPEATABLE READ")
             self._writes = self._engine
         self._shared = {"accounts": SQLAccounts(self), "roster": SQLRosters(self),
-                        "offline": SQLOffline(self)}
+                        "offline": SQLOffline(self), "uploads": SQLUploads(self)}
 
     def close(self) -> None:
         """Close the pooled connections."""
