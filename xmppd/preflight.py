@@ -23,7 +23,7 @@ from xmppd.errors import StartupError
 MAX_SOCKET_PATH = 107
 
 LISTENERS = ("c2s.listen", "c2s.direct_tls", "s2s.listen", "s2s.direct_tls", "components.listen",
-             "metrics.listen")
+             "metrics.listen", "http.listen")
 
 
 def problems(config):
@@ -47,12 +47,21 @@ def server_endpoint(config, key, description, reactor):
     StartupError if it is not a valid endpoint string."""
     from twisted.internet.endpoints import serverFromString
     try:
-        return serverFromString(reactor, description)
+        return serverFromString(reactor, tls_listener(key, description)[0])
     except IndexError:
         reason = "no such socket was passed by systemd"
     except Exception as e:  # the endpoint parsers raise what their arguments do
         reason = e
     raise StartupError(f"{config.path}: {key}: bad endpoint {description!r}: {reason}")
+
+
+def tls_listener(key, description):
+    """``(endpoint description, tls)``: an HTTP listener's ``ssl:ARGS`` is
+    a TCP endpoint ``tcp:ARGS`` whose connections start TLS with the
+    hosts' certificates (chosen by SNI), as c2s direct TLS does."""
+    if key == "http.listen" and description.startswith("ssl:"):
+        return "tcp:" + description.removeprefix("ssl:"), True
+    return description, False
 
 
 def load_certificates(config):

@@ -35,7 +35,9 @@ from xmppd.core.c2s import ClientStreamFactory
 from xmppd.core.component import Components
 from xmppd.core.stream import ParserSweep
 from xmppd.core.tls import ServerTLS
+from xmppd.core.websocket import WebSocketFactory
 from xmppd.errors import StartupError
+from xmppd.http.listener import WebSite
 from xmppd.s2s.service import Federation
 from xmppd.storage import SchemaOutdated, StorageError
 from xmppd.storage.deferred import AsyncStore, StoragePool
@@ -165,9 +167,14 @@ def build(config, reactor=None):
                  "s2s.listen": lambda: federation.listener_factory(False),
                  "s2s.direct_tls": lambda: federation.listener_factory(True),
                  "components.listen": components.factory,
-                 "metrics.listen": lambda: MetricsSite(server.metrics)}
+                 "metrics.listen": lambda: MetricsSite(server.metrics),
+                 "http.listen": lambda: WebSite(server, WebSocketFactory(server, tls))}
     for key, description in preflight.listen_settings(config):
-        Listener(config, key, description, factories[key](), reactor).setServiceParent(top)
+        tls = preflight.tls_listener(key, description)[1]
+        factory = factories[key]()
+        if tls:
+            factory = TLSMemoryBIOFactory(ServerTLS(certificates, default_host), False, factory)
+        Listener(config, key, description, factory, reactor).setServiceParent(top)
     if config.admin.socket:
         AdminSocketService(config.admin.socket, controller, reactor).setServiceParent(top)
     # Last, so it starts after every listener and stops first.

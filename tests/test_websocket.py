@@ -1,0 +1,245 @@
+"""Client streams over WebSocket (RFC 7395), in memory: the HTTP site over
+a string transport, the client side spoken by the ``websockets`` library's
+sans-I/O protocol (an independent implementation of RFC 6455)."""
+
+import base64
+
+import pytest
+from twisted.internet.address import IPv4Address
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.uri import parse_uri
+
+from tests.harness import TLSStringTransport, add_user, error_condition, make_server, online
+from xmppd.core.websocket import NS_FRAMING, WebSocketFactory, parse_frame
+from xmppd.core.xmlstream import StreamError, parse_stanza
+from xmppd.http.listener import WebSite
+from xmppd.jid import JID
+
+OPEN = f"<open xmlns='{NS_FRAMING}' to='example.com' version='1.0'/>"
+SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+
+
+class WebSocketClient:
+    """A WebSocket client of ``server``'s HTTP site over a string transport."""
+
+    def __init__(self, server, subprotocols=("xmpp",), secure=True, address="192.0.2.7",
+                 headers=()):
+        self.server = server
+        self.transport = TLSStringTransport(peerAddress=IPv4Address("TCP", address, 40000))
+        site = WebSite(server, WebSocketFactory(server, tls=secure))
+        self.channel = site.buildProtocol(None)
+        self.transport.protocol = self.channel
+        self.channel.makeConnection(self.transport)
+        self.ws = ClientProtocol(parse_uri("wss://example.com/xmpp-websocket"),
+                                 subprotocols=list(subprotocols) or None)
+        request = self.ws.connect()
+        for name, value in headers:
+            request.headers[name] = value
+        self.ws.send_request(request)
+        self._write()
+        self.response = self.ws.handshake_exc is None and self.ws.state.name == "OPEN"
+
+    def _write(self):
+        for data in self.ws.data_to_send():
+            if data:
+                self.transport.protocol.dataReceived(data)
+        self._read()
+
+    def _read(self):
+        data = self.transport.value()
+        self.transport.clear()
+        if data:
+            self.ws.receive_data(data)
+        if self.transport.disconnecting and self.ws.state.name != "CLOSED":
+            self.ws.receive_eof()
+
+    def send(self, text):
+        self.ws.send_text(text.encode() if isinstance(text, str) else text)
+        self._write()
+
+    def send_binary(self, data):
+        self.ws.send_binary(data)
+        self._write()
+
+    def frames(self):
+        """The text frames the server sent since the last call, and the
+        close frame's code as an int, if one came."""
+        self._read()
+        found = []
+        for event in self.ws.events_received():
+            if isinstance(event, Frame) and event.opcode == Opcode.CLOSE:
+                found.append(int.from_bytes(event.data[:2], "big"))
+            elif isinstance(event, Frame) and event.opcode == Opcode.TEXT:
+                found.append(event.data.decode())
+            elif not isinstance(event, Frame):
+                self.handshake = event
+        return found
+
+    def elements(self):
+        return [parse_stanza(f) if isinstance(f, str) else f for f in self.frames()]
+
+
+@pytest.fixture
+def server(tmp_path):
+    server = make_server(tmp_path, extra='[http]\nlisten = ["ssl:5281"]')
+    add_user(server, "alice@example.com")
+    return server
+
+
+def test_a_handshake_without_the_xmpp_subprotocol_is_refused(server):
+    client = WebSocketClient(server, subprotocols=())
+    assert not client.response
+    assert client.ws.handshake_exc is not None
+    assert "400" in str(client.ws.handshake_exc)
+    assert server.connections.total == 0
+
+
+def test_open_is_answered_with_open_and_features(server):
+    client = WebSocketClient(server)
+    assert client.response
+    assert client.ws.subprotocol == "xmpp"
+    client.send(OPEN)
+    opened, features = client.elements()
+    assert (opened.uri, opened.name) == (NS_FRAMING, "open")
+    assert opened["from"] == "example.com" and opened["version"] == "1.0" and opened["id"]
+    assert features.name == "features"
+    mechanisms = [m for f in features.elements() if f.uri == SASL for m in f.elements()]
+    assert "PLAIN" in [str(m) for m in mechanisms]
+    assert server.connections.total == 1
+
+
+def login(client, resource="web"):
+    client.send(OPEN)
+    client.frames()
+    token = base64.b64encode(b"\0alice\0secret").decode()
+    client.send(f"<auth xmlns='{SASL}' mechanism='PLAIN'>{token}</auth>")
+    assert client.elements()[0].name == "success"
+    client.send(OPEN)  # the restart (RFC 7395 §3.5)
+    opened, features = client.elements()
+    assert opened.name == "open" and any(f.name == "bind" for f in features.elements())
+    client.send("<iq type='set' id='b' xmlns='jabber:client'><bind "
+                f"xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource>"
+                "</bind></iq>")
+    result = client.elements()[0]
+    assert result["type"] == "result"
+
+
+def test_sasl_bind_and_a_session_as_on_tcp(server):
+    add_user(server, "bob@example.com")
+    bob = online(server, "bob@example.com")
+    client = WebSocketClient(server)
+    login(client)
+    assert server.sessions.count(JID.parse("alice@example.com")) == 1
+    client.send("<message xmlns='jabber:client' to='bob@example.com/res' type='chat'>"
+                "<body>over a WebSocket</body></message>")
+    message = bob.take()[0]
+    assert message["from"] == "alice@example.com/web"
+    assert str(next(message.elements())) == "over a WebSocket"
+    bob.send("<message to='alice@example.com/web' type='chat'><body>over TCP</body></message>")
+    reply = client.elements()[0]
+    assert reply.name == "message" and reply["from"] == "bob@example.com/res"
+    assert reply.uri == "jabber:client"
+
+
+def test_close_is_answered_with_close_and_the_websocket_closes(server):
+    client = WebSocketClient(server)
+    client.send(OPEN)
+    client.frames()
+    client.send(f"<close xmlns='{NS_FRAMING}'/>")
+    frames = client.frames()
+    assert parse_stanza(frames[0]).name == "close" and frames[1] == 1000
+
+
+def test_a_frame_over_the_stanza_limit_is_a_policy_violation(server):
+    client = WebSocketClient(server)
+    client.send(OPEN)
+    client.frames()
+    limit = server.config.c2s.max_stanza_size
+    client.send("<message xmlns='jabber:client'><body>" + "x" * limit + "</body></message>")
+    error, close, code = client.elements()
+    assert error.name == "error" and error_condition(error) == "policy-violation"
+    assert close.name == "close" and code == 1000
+
+
+def test_a_binary_frame_closes_with_1003(server):
+    client = WebSocketClient(server)
+    client.send(OPEN)
+    client.frames()
+    client.send_binary(b"<presence/>")
+    assert client.frames() == [1003]
+
+
+def test_elements_before_open_are_refused(server):
+    client = WebSocketClient(server)
+    client.send("<presence xmlns='jabber:client'/>")
+    opened, error, close, code = client.elements()
+    assert opened.name == "open" and error_condition(error) == "not-authorized"
+
+
+def test_an_unencrypted_websocket_offers_nothing_and_takes_nothing(server):
+    client = WebSocketClient(server, secure=False, address="127.0.0.1")
+    client.send(OPEN)
+    opened, features = client.elements()
+    assert list(features.elements()) == []
+    token = base64.b64encode(b"\0alice\0secret").decode()
+    client.send(f"<auth xmlns='{SASL}' mechanism='PLAIN'>{token}</auth>")
+    error, close, code = client.elements()
+    assert error_condition(error) == "policy-violation"
+
+
+def test_a_trusted_proxy_that_terminated_tls_makes_it_secure(tmp_path):
+    server = make_server(tmp_path, extra='[http]\nlisten = ["tcp:5280:interface=127.0.0.1"]\n'
+                         'trusted_proxies = ["127.0.0.1"]')
+    client = WebSocketClient(server, secure=False, address="127.0.0.1",
+                             headers=[("X-Forwarded-Proto", "https"),
+                                      ("X-Forwarded-For", "198.51.100.9")])
+    client.send(OPEN)
+    opened, features = client.elements()
+    assert any(f.uri == SASL for f in features.elements())
+    assert server.connections.count("198.51.100.9") == 1
+
+
+def test_an_untrusted_peer_cannot_claim_tls_or_an_address(server):
+    client = WebSocketClient(server, secure=False, address="127.0.0.1",
+                             headers=[("X-Forwarded-Proto", "https"),
+                                      ("X-Forwarded-For", "198.51.100.9")])
+    client.send(OPEN)
+    opened, features = client.elements()
+    assert list(features.elements()) == []
+    assert server.connections.count("127.0.0.1") == 1
+
+
+def test_pings_and_the_idle_timeout(server):
+    client = WebSocketClient(server)
+    login(client)
+    http = server.config.http
+    server.clock.advance(http.websocket_ping_interval)
+    client._read()
+    pings = [e for e in client.ws.events_received() if e.opcode == Opcode.PING]
+    assert len(pings) == 1
+    client.ws.data_to_send()  # the pong is not sent: nothing comes from the client
+    server.clock.advance(http.websocket_idle_timeout)
+    frames = [f for f in client.frames()]
+    texts = [parse_stanza(f) for f in frames if isinstance(f, str)]
+    assert [error_condition(e) for e in texts if e.name == "error"] == ["connection-timeout"]
+    assert frames[-1] == 1000
+
+
+@pytest.mark.parametrize("payload,condition", [
+    (b"<presence/><presence/>", "not-well-formed"),
+    (b"<presence>", "not-well-formed"),
+    (b"<!DOCTYPE x [<!ENTITY a 'b'>]><presence/>", "restricted-xml"),
+    (b"<presence><!-- c --></presence>", "restricted-xml"),
+    (b"<?xml version='1.0'?><presence/>", None),
+])
+def test_frames_are_parsed_with_the_stream_restrictions(payload, condition):
+    with pytest.raises(StreamError) as info:
+        parse_frame(payload, 10000)
+    if condition is not None:
+        assert info.value.condition == condition
+
+
+def test_a_frame_is_one_element_in_jabber_client():
+    element = parse_frame(b"<message to='a@example.com'><body>hi</body></message>", 10000)
+    assert (element.uri, element.name) == ("jabber:client", "message")
