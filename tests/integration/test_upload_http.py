@@ -1,0 +1,118 @@
+"""HTTP file upload (XEP-0363) on the real server over real TLS: a slixmpp
+client finds the service in the host's disco#items, asks for a slot, PUTs
+the file to the HTTPS listener and downloads it byte-identical; a file
+over the limit is refused with ``file-too-large``; the PUT URL cannot be
+used twice.  (The HTTP side is the standard library's ``http.client``,
+verifying the server against the test CA.)"""
+
+import asyncio
+import http.client
+import os
+import socket
+import ssl
+from urllib.parse import urlsplit
+
+import pytest
+from slixmpp.exceptions import IqError
+from slixmpp.xmlstream import ET
+
+from tests.integration.conftest import DOMAIN, STEP_TIMEOUT, free_ports, prepare
+
+NS = "urn:xmpp:http:upload:0"
+LIMIT = 100_000
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory):
+    """The module's server with an HTTPS listener and the upload module."""
+    port, = free_ports(1)
+    deployment = prepare(tmp_path_factory.mktemp("xmppd-upload"),
+                         f'[http]\nlisten = ["ssl:{port}:interface=127.0.0.1"]\n'
+                         f'[upload]\nmax_file_size = {LIMIT}\n')
+    config = deployment.process.config_path
+    config.write_text(config.read_text() + 'modules_enabled = ["upload"]\n')
+    deployment.process.start()
+    yield deployment, port
+    deployment.process.check_clean_exit()
+
+
+class Connection(http.client.HTTPSConnection):
+    """HTTPS to 127.0.0.1, verifying the certificate of the URL's host."""
+
+    def connect(self):
+        sock = socket.create_connection(("127.0.0.1", self.port), STEP_TIMEOUT)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
+def fetch(deployment, method, url, body=None, headers=None):
+    """(status, headers, body) of one request (blocking)."""
+    parts = urlsplit(url)
+    context = ssl.create_default_context(cafile=str(deployment.ca_file))
+    connection = Connection(parts.hostname, parts.port, context=context,
+                            timeout=STEP_TIMEOUT)
+    try:
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        connection.request(method, target, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+async def slot(client, filename, size, content_type):
+    iq = client.xmpp.make_iq_get(ito=f"upload.{DOMAIN}")
+    request = ET.Element(f"{{{NS}}}request", filename=filename, size=str(size))
+    request.set("content-type", content_type)
+    iq.append(request)
+    answer = await iq.send(timeout=STEP_TIMEOUT)
+    found = answer.xml.find(f"{{{NS}}}slot")
+    return found.find(f"{{{NS}}}put").get("url"), found.find(f"{{{NS}}}get").get("url")
+
+
+def test_upload_and_download(web, run):
+    deployment, port = web
+    data = os.urandom(50_000)
+
+    async def body(clients):
+        alice = await clients.login("alice")
+        items = await alice.xmpp.plugin["xep_0030"].get_items(jid=DOMAIN, timeout=STEP_TIMEOUT)
+        assert f"upload.{DOMAIN}" in [item[0] for item in items["disco_items"]["items"]]
+        put, get = await slot(alice, "random data.bin", len(data), "application/octet-stream")
+        assert put.startswith(f"https://{DOMAIN}:{port}/upload/")
+        status, _, _ = await asyncio.to_thread(
+            fetch, deployment, "PUT", put, data, {"Content-Type": "application/octet-stream"})
+        assert status == 201
+        status, headers, got = await asyncio.to_thread(fetch, deployment, "GET", get)
+        assert status == 200
+        assert got == data
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["Content-Disposition"].startswith("attachment;")
+        status, _, _ = await asyncio.to_thread(
+            fetch, deployment, "PUT", put, data, {"Content-Type": "application/octet-stream"})
+        assert status == 409
+        status, _, part = await asyncio.to_thread(
+            fetch, deployment, "GET", get, headers={"Range": "bytes=0-9"})
+        assert (status, part) == (206, data[:10])
+
+    run(deployment, body)
+
+
+def test_over_the_limit_refused(web, run):
+    deployment, _ = web
+
+    async def body(clients):
+        bob = await clients.login("bob")
+        with pytest.raises(IqError) as refused:
+            await slot(bob, "big.bin", LIMIT + 1, "application/octet-stream")
+        error = refused.value.iq["error"]
+        assert error["condition"] == "not-acceptable"
+        too_large = error.xml.find(f"{{{NS}}}file-too-large")
+        assert too_large.find(f"{{{NS}}}max-file-size").text == str(LIMIT)
+        # A PUT of more than the limit is refused before it is read.
+        put, _ = await slot(bob, "small.bin", 10, "application/octet-stream")
+        status, _, _ = await asyncio.to_thread(
+            fetch, deployment, "PUT", put, b"x" * (LIMIT + 1),
+            {"Content-Type": "application/octet-stream"})
+        assert status == 413
+
+    run(deployment, body)
