@@ -166,12 +166,12 @@ class TestSlots:
         server.clock.advance(301)
         assert urls(request(alice, size=6))
 
-    def test_daily_quota_retry(self, tmp_path):
+    def test_daily_quota_retry(self, tmp_path, monkeypatch):
         server = make(tmp_path, "daily_quota = 20\n")
         alice = online(server, "alice@example.com")
         start = server.clock.seconds()
         put, _ = urls(request(alice, size=15))
-        web = Web(server.http_resources[("upload",)][0], server.clock, pytest.MonkeyPatch())
+        web = Web(server.http_resources[("upload",)][0], server.clock, monkeypatch)
         assert web.request("PUT", target(put), b"x" * 15, {"Content-Type": "image/jpeg"}
                            ).status == 201
         server.clock.advance(3600)
@@ -227,9 +227,9 @@ class TestFiles:
 
 
 class TestExpiry:
-    def test_old_files_and_unused_slots_go_in_batches(self, tmp_path):
+    def test_old_files_and_unused_slots_go_in_batches(self, tmp_path, monkeypatch):
         server = make(tmp_path, "sweep_batch = 2\nmax_age = 2.0\n")
-        web = Web(server.http_resources[("upload",)][0], server.clock, pytest.MonkeyPatch())
+        web = Web(server.http_resources[("upload",)][0], server.clock, monkeypatch)
         alice = online(server, "alice@example.com")
         files = tmp_path / "uploads" / "files"
         old = []
@@ -255,10 +255,10 @@ class TestExpiry:
         assert web.request("GET", target(young)).status == 200
         assert sorted(os.listdir(files)) == sorted([young.split("/")[-2], "B" * 32 + ".part"])
 
-    def test_kept_for_ever_with_max_age_0(self, tmp_path):
+    def test_kept_for_ever_with_max_age_0(self, tmp_path, monkeypatch):
         server = make(tmp_path, "max_age = 0.0\n")
         alice = online(server, "alice@example.com")
-        web = Web(server.http_resources[("upload",)][0], server.clock, pytest.MonkeyPatch())
+        web = Web(server.http_resources[("upload",)][0], server.clock, monkeypatch)
         put, get = urls(request(alice, "a.jpg", 1))
         assert web.request("PUT", target(put), b"x", {"Content-Type": "image/jpeg"}
                            ).status == 201
