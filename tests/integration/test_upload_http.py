@@ -2,17 +2,23 @@
 client finds the service in the host's disco#items, asks for a slot, PUTs
 the file to the HTTPS listener and downloads it byte-identical; a file
 over the limit is refused with ``file-too-large``; the PUT URL cannot be
-used twice.  (The HTTP side is the standard library's ``http.client``,
-verifying the server against the test CA.)"""
+used twice.  The HTTP side is slixmpp's own (its xep_0363 plugin, over
+aiohttp) for the upload and the download, and the standard library's
+``http.client`` for the refusals; both verify the server against the test
+CA, and resolve the test domain to 127.0.0.1 in process."""
 
 import asyncio
 import http.client
+import io
 import os
 import socket
 import ssl
 from urllib.parse import urlsplit
 
+import aiohttp
 import pytest
+from aiohttp.abc import AbstractResolver
+from slixmpp.plugins.xep_0363 import http_upload
 from slixmpp.exceptions import IqError
 from slixmpp.xmlstream import ET
 
@@ -59,6 +65,26 @@ def fetch(deployment, method, url, body=None, headers=None):
         connection.close()
 
 
+class Loopback(AbstractResolver):
+    """Every name is 127.0.0.1: the test domain never reaches a name server."""
+
+    async def resolve(self, host, port=0, family=socket.AF_INET):
+        return [{"hostname": host, "host": "127.0.0.1", "port": port,
+                 "family": socket.AF_INET, "proto": 0, "flags": socket.AI_NUMERICHOST}]
+
+    async def close(self):
+        pass
+
+
+def sessions(ca_file):
+    """aiohttp sessions trusting ``ca_file`` and resolving to loopback."""
+    def session(**options):
+        connector = aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=ca_file),
+                                         resolver=Loopback())
+        return aiohttp.ClientSession(connector=connector, **options)
+    return session
+
+
 async def slot(client, filename, size, content_type):
     iq = client.xmpp.make_iq_get(ito=f"upload.{DOMAIN}")
     request = ET.Element(f"{{{NS}}}request", filename=filename, size=str(size))
@@ -93,6 +119,28 @@ def test_upload_and_download(web, run):
         status, _, part = await asyncio.to_thread(
             fetch, deployment, "GET", get, headers={"Range": "bytes=0-9"})
         assert (status, part) == (206, data[:10])
+
+    run(deployment, body)
+
+
+def test_slixmpp_uploads_and_downloads(web, run, monkeypatch):
+    deployment, _ = web
+    monkeypatch.setattr(http_upload, "ClientSession", sessions(str(deployment.ca_file)))
+    data = os.urandom(70_000)
+
+    async def body(clients):
+        client = clients.new("alice", "uploader")
+        client.xmpp.register_plugin("xep_0363")
+        client.connect()
+        await client.wait_started()
+        url = await client.xmpp.plugin["xep_0363"].upload_file(
+            "photo.jpg", input_file=io.BytesIO(data), domain=DOMAIN, timeout=STEP_TIMEOUT)
+        assert client.xmpp.plugin["xep_0363"].max_file_size == LIMIT
+        async with sessions(str(deployment.ca_file))() as session:
+            async with session.get(url) as response:
+                assert response.status == 200
+                assert response.headers["Content-Type"] == "image/jpeg"
+                assert await response.read() == data
 
     run(deployment, body)
 
