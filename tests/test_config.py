@@ -99,7 +99,7 @@ def test_example_file_parses():
     # Its other values are the defaults, as it says.
     assert config.limits == LimitsConfig() and config.s2s == S2SConfig()
     assert set(config.module_options) == {"roster", "offline", "ping", "version", "vcard",
-                                          "private", "pep", "pubsub", "muc"}
+                                          "private", "pep", "pubsub", "muc", "upload"}
     assert all(values == declared(name).defaults
                for name, values in config.module_options.items())
     assert (config.c2s.handshake_timeout, config.c2s.max_output_buffer) == (10.0, 1048576)
@@ -339,7 +339,7 @@ def test_invalid_module_values(tmp_path, text, message):
      'hosts."example.com".disabled_modules[0]: expected one of "disco", "ping", "version",'
      ' "time", "last", "vcard", "private", "blocking", "carbons", "offline",'
      ' "stream_management", "csi", "push", "mam", "client_caps", "pep", "pubsub",'
-     ' "bookmarks", "avatar_conversion", "muc", got "roster"'),
+     ' "bookmarks", "avatar_conversion", "muc", "upload", got "roster"'),
 ])
 def test_invalid_host_keys(tmp_path, text, message):
     assert error(tmp_path, HOST + text) == message

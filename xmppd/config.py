@@ -29,7 +29,7 @@ LOG_LEVELS = ("debug", "info", "warn", "error")
 OPTIONAL_MODULES = ("disco", "ping", "version", "time", "last", "vcard",
                     "private", "blocking", "carbons", "offline", "stream_management", "csi",
                     "push", "mam", "client_caps", "pep", "pubsub", "bookmarks",
-                    "avatar_conversion", "muc")
+                    "avatar_conversion", "muc", "upload")
 TLS_VERSIONS = ("1.2", "1.3")
 
 _T = TypeVar("_T")
