@@ -55,9 +55,20 @@ def hostile(tmp_path):
     listener = Listener(s2s_port, ServerProcess(config, (deployment.c2s_port, s2s_port)))
     try:
         listener.process.start()
+        settle_probe(listener.process)
         yield listener
     finally:
         listener.process.check_clean_exit()
+
+
+def settle_probe(process):
+    """Wait until the server has seen the start-up probe's connection to
+    the s2s port close: until then it counts as an unauthenticated stream
+    from 127.0.0.1, one of the address's budget."""
+    deadline = time.monotonic() + 5
+    while "(? -> ?) closed" not in process.log_path.read_text(errors="replace"):
+        assert time.monotonic() < deadline, "the probe's connection was never closed"
+        time.sleep(0.05)
 
 
 async def keepalive_stream(port, opened):
