@@ -115,3 +115,20 @@ def test_a_bad_host_section_names_its_key(tmp_path, section, problem):
     with pytest.raises(ConfigError) as info:
         parse(section, str(tmp_path / "xmppd.toml"))
     assert str(info.value).endswith(problem)
+
+
+@pytest.mark.parametrize("value, problem", [
+    ("chat-rooms", None),
+    ("Conference", 'expected a DNS label (lower-case letters, digits, hyphens), got "Conference"'),
+    ("a.b", 'expected a DNS label (lower-case letters, digits, hyphens), got "a.b"'),
+    ("-x", 'expected a DNS label (lower-case letters, digits, hyphens), got "-x"'),
+    (3, "expected a DNS label (lower-case letters, digits, hyphens), got 3"),
+])
+def test_a_service_subdomain_is_a_dns_label(tmp_path, value, problem):
+    text = f'[muc]\nsubdomain = {value!r}\n'.replace("'", '"') + '[hosts."example.com"]\n'
+    if problem is None:
+        assert parse(text, str(tmp_path / "xmppd.toml")).options("muc").subdomain == value
+        return
+    with pytest.raises(ValueError) as info:
+        parse(text, str(tmp_path / "xmppd.toml"))
+    assert str(info.value).endswith(f"muc.subdomain: {problem}")

@@ -159,6 +159,16 @@ def strings(value: Any, key: str) -> tuple[str, ...]:
     return tuple(string(item, f"{key}[{i}]") for i, item in enumerate(value))
 
 
+_DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def dns_label(value: Any, key: str) -> str:
+    """One label of a domain name (a service's subdomain: ``conference``)."""
+    if not isinstance(value, str) or not _DNS_LABEL.fullmatch(value):
+        raise expected(key, "a DNS label (lower-case letters, digits, hyphens)", value)
+    return value
+
+
 def optional_string(value: Any, key: str) -> str | None:
     return None if value is None else string(value, key)
 

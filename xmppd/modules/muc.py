@@ -64,7 +64,6 @@ Occupants are not kept: clients enter again after a restart.
 
 import base64
 import hashlib
-import re
 from datetime import datetime, timezone
 
 from twisted.internet import defer
@@ -89,8 +88,8 @@ from xmppd.muc.config import (DEFAULTS, config_form, features, flag, info_form, 
 from xmppd.muc.roles import (AFFILIATIONS, ROLES, check_affiliation_change, check_role_change,
                              role_rank)
 from xmppd.muc.room import Occupant, Room
-from xmppd.options import (Invalid, Option, Options, choice, integer, positive_number,
-                           string, strings)
+from xmppd.options import (Option, Options, choice, dns_label, integer, positive_number,
+                           strings)
 from xmppd.storage import StorageError, TooManyRooms, UnknownArchiveId
 from xmppd.storage.batches import BatchedWrites
 from xmppd.storage.kinds import ArchiveRecord
@@ -109,20 +108,12 @@ GONE = ("gone", "item-not-found", "recipient-unavailable", "redirect", "remote-s
 SERVICE_FEATURES = (NS_INFO, NS_ITEMS, NS_MUC)
 ROOM_FEATURES = (NS_INFO, NS_ITEMS, NS_MUC, NS_STABLE_ID, NS_SELF_PING, NS_SID, NS_OCCUPANT_ID,
                  NS_MODERATE_0, NS_MODERATE_1, NS_VCARD, NS_CONFERENCE)
-_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 MAX_VCARD = 65536  # bytes of a room's vCard
 VCARD = "x-vcard"  # the config key of the room's vCard
 
 
-def label(value, key):
-    text = string(value, key)
-    if not _LABEL.fullmatch(text):
-        raise Invalid(f"{key}: expected a DNS label (letters, digits, hyphens), got {text!r}")
-    return text
-
-
 OPTIONS = Options(  # [muc]
-    subdomain=Option("conference", label),
+    subdomain=Option("conference", dns_label),
     create_rooms=Option("local", choice(("local", "admins", "anyone"))),
     admins=Option((), strings),  # bare JIDs: they create rooms and own every room
     max_rooms=Option(10000, integer(1)),  # per service

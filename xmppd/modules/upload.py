@@ -48,8 +48,8 @@ from xmppd import upload as slots
 from xmppd.core.events import HOST, SERVER_STOPPING
 from xmppd.core.stanzas import StanzaError, xep0082_stamp
 from xmppd.modules.disco import NS_INFO, NS_ITEMS, info_element, items_element
-from xmppd.options import (Invalid, Option, Options, integer, non_negative_number,
-                           optional_string, positive_number, string)
+from xmppd.options import (Option, Options, dns_label, integer, non_negative_number,
+                           optional_string, positive_number)
 from xmppd.storage import QuotaExceeded, UserNotFound
 from xmppd.storage.kinds import Upload
 from xmppd.upload.web import UploadResource
@@ -61,18 +61,10 @@ FEATURES = (NS_INFO, NS_ITEMS, NS_UPLOAD)
 MIB = 1024 * 1024
 FIRST_SWEEP = 60.0  # seconds after start
 PART_AGE = 3600.0  # seconds after which a leftover ``ID.part`` file is removed
-_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-
-
-def label(value, key):
-    text = string(value, key)
-    if not _LABEL.fullmatch(text):
-        raise Invalid(key, f"expected a DNS label (letters, digits, hyphens), got {text!r}")
-    return text
 
 
 OPTIONS = Options(  # [upload]
-    subdomain=Option("upload", label),
+    subdomain=Option("upload", dns_label),
     # The files and the signing secret; default: "uploads" beside the
     # SQLite database, else beside the config file.  Relative to the
     # config file's directory.
