@@ -181,3 +181,35 @@ def test_account_items_are_empty_for_strangers_and_unknown_accounts(server):
         for node in (None, "x"):
             query = result_query(disco(carol, NS_ITEMS, to, node))
             assert items(query) == [] and query.getAttribute("node") == node
+
+
+# Extended information forms (XEP-0128)
+
+
+def test_modules_add_extended_forms_to_the_server_info(server):
+    from xmppd.modules.caps import verification_string
+    from xmppd.wokkel_compat import data_form
+
+    def contact(domain):
+        if domain != "example.com":
+            return None
+        form = data_form.Form("result", formNamespace="http://jabber.org/network/serverinfo")
+        form.addField(data_form.Field("list-multi", var="admin-addresses",
+                                      values=["xmpp:admin@example.com"]))
+        return form
+
+    service = server.services["disco"]
+    before = verification_string(service.info("example.com"))
+    service.add_form(contact)
+    service.add_form(lambda domain: None)
+    alice = login(server, "alice@example.com")
+    query = result_query(disco(alice, NS_INFO, "example.com"))
+    [form] = [data_form.Form.fromElement(x) for x in query.elements(data_form.NS_X_DATA, "x")]
+    assert form.formType == "result"
+    assert form.formNamespace == "http://jabber.org/network/serverinfo"
+    assert form.fields["admin-addresses"].values == ["xmpp:admin@example.com"]
+    assert features(query) == EVERY_FEATURE  # the features stay as they were
+    # Entity capabilities hash the form too (XEP-0115 §5.4).
+    assert verification_string(service.info("example.com")) != before
+    quiet = result_query(disco(alice, NS_INFO, "quiet.example"))
+    assert list(quiet.elements(data_form.NS_X_DATA, "x")) == []

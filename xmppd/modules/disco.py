@@ -1,8 +1,10 @@
 """Service Discovery (XEP-0030).
 
-- disco#info to the server (§3.1): identity ``server/im`` named "xmppd" and
+- disco#info to the server (§3.1): identity ``server/im`` named "xmppd",
   the features every module enabled for the host advertises
-  (``api.disco_feature``); a ``node`` the server does not know is
+  (``api.disco_feature``) and the extended information forms of XEP-0128
+  that modules add (:meth:`DiscoService.add_form`, such as XEP-0157's
+  contact addresses); a ``node`` the server does not know is
   ``item-not-found`` (§3.2, §7) unless a module answers it (see
   :meth:`DiscoService.add_node`).
 - disco#items to the server (§4.1): the items other modules add with
@@ -70,6 +72,7 @@ class DiscoService:
         self._api = api
         self._items = {}  # domain -> [(jid, name)]
         self._nodes = []
+        self._forms = []
         self.account_identities = [ACCOUNT_IDENTITY]
 
     def serves(self, domain):
@@ -78,8 +81,20 @@ class DiscoService:
 
     def info(self, domain, node=None):
         """The server's disco#info ``<query/>`` for ``domain`` (mirroring
-        ``node`` if given)."""
-        return info_element([SERVER_IDENTITY], self._api.features(domain), node)
+        ``node`` if given), with the modules' extended information forms."""
+        query = info_element([SERVER_IDENTITY], self._api.features(domain), node)
+        for form in filter(None, (builder(domain) for builder in self._forms)):
+            query.addChild(form.toElement())
+        return query
+
+    def add_form(self, builder):
+        """Extend the server's disco#info with a form (XEP-0128 §2):
+        ``builder(domain)`` returns the ``result`` data form
+        (``wokkel.data_form.Form`` with its FORM_TYPE, one per FORM_TYPE,
+        §4) for hosted ``domain``, or None (the module is not enabled
+        there, or has nothing to say).  Asked on every request, so a form
+        follows a reloaded config; the forms are in the order added."""
+        self._forms.append(builder)
 
     def add_account_identity(self, identity):
         """Give accounts' disco#info the identity ``(category, type, name)``
