@@ -14,6 +14,9 @@ Phases (``--phases``):
 - ``messages``: ``--pairs`` pairs of sessions play closed-loop ping-pong
   with ``--window`` chat messages in flight per pair for ``--seconds``:
   delivered messages/s, p50/p99 delivery latency, server CPU%.
+- ``ws_messages``: the same ping-pong with every session over WebSocket
+  (RFC 7395, ``wss://DOMAIN:--ws-port/xmpp-websocket``, TLS from the
+  start, one element per frame).
 - ``presence``: the ``--presence-users`` accounts with rosters of
   ``--roster-size`` contacts come online; then each repeatedly changes its
   presence, sending the next change when the server reflects the last one
@@ -68,9 +71,10 @@ from bench.accounts import (
     contacts,
     star,
 )
-from bench.xmppclient import MECHANISMS, NS_DISCO_INFO, Caps, Client, Target, XMPPError
+from bench.xmppclient import (MECHANISMS, NS_DISCO_INFO, Caps, Client, Target, WebSocketClient,
+                              XMPPError)
 
-PHASES = ("login", "messages", "presence", "pep", "muc", "memory")
+PHASES = ("login", "messages", "ws_messages", "presence", "pep", "muc", "memory")
 NS_PUBSUB = "http://jabber.org/protocol/pubsub"
 NS_PUBSUB_EVENT = "http://jabber.org/protocol/pubsub#event"
 PEP_NODE = "http://jabber.org/protocol/tune"  # XEP-0118, a PEP node clients commonly follow
@@ -162,12 +166,13 @@ class Worker:
         self.muc_occupants = []  # the muc phase's clients in this process, in the room
         self.reset()
 
-    def _client(self, user, resource):
+    def _client(self, user, resource, websocket=False):
         localpart = self.pattern.format(user)
         password = self.password
         if isinstance(password, dict):
             password = password[localpart]
-        return Client(self.target, localpart, password, resource)
+        return (WebSocketClient if websocket else Client)(self.target, localpart, password,
+                                                          resource)
 
     def reset(self):
         self.sent = 0
@@ -185,9 +190,10 @@ class Worker:
 
     # Logins
 
-    async def login(self, users, concurrency, keep, resource):
-        """Log ``users`` in with at most ``concurrency`` logins in flight;
-        keep the sessions or end them at once."""
+    async def login(self, users, concurrency, keep, resource, websocket=False):
+        """Log ``users`` in with at most ``concurrency`` logins in flight
+        (over WebSocket with ``websocket``); keep the sessions or end them
+        at once."""
         self.reset()
         gate = asyncio.Semaphore(concurrency)
         latencies, failed = [], 0
@@ -195,7 +201,7 @@ class Worker:
         async def one(index):
             nonlocal failed
             async with gate:
-                client = self._client(index, resource)
+                client = self._client(index, resource, websocket)
                 try:
                     latencies.append(await client.login() * 1000)
                 except (XMPPError, OSError, asyncio.TimeoutError) as e:
@@ -729,7 +735,7 @@ class Benchmark:
         self.args = args
         self.server = ServerProcess(args.server_pid)
         target = Target(args.host, args.port, args.domain, args.tls, args.ca_file,
-                        args.mechanism, args.session_iq)
+                        args.mechanism, args.session_iq, args.ws_port)
         self.workers = Workers(args.workers, {"target": target, "password": args.password,
                                               "pattern": args.pattern})
         self.records = []
@@ -848,25 +854,31 @@ class Benchmark:
             "errors": errors,
         })
 
-    def phase_messages(self):
+    def phase_messages(self, phase="messages", websocket=False):
         args = self.args
         users = list(range(self.base, self.base + 2 * args.pairs))
         pairs = [(users[2 * p], users[2 * p + 1]) for p in range(args.pairs)]
         per_worker = _split(pairs, len(self.workers))
         results = self.workers.run("login", [
             {"users": [u for pair in part for u in pair], "concurrency": args.concurrency,
-             "keep": True, "resource": "messages"} for part in per_worker])
-        self._require_logins("messages", sum(r["failed"] for r in results),
+             "keep": True, "resource": phase, "websocket": websocket} for part in per_worker])
+        self._require_logins(phase, sum(r["failed"] for r in results),
                              [e for r in results for e in r["errors"]])
         results, cpu = self._window("messages", [
             {"pairs": part, "window": args.window, "padding": args.padding}
             for part in per_worker])
         sent, _, delivered, errors = self._drain()
         self.workers.all("close_all")
-        record = {"phase": "messages", "pairs": args.pairs, "window": args.window,
+        record = {"phase": phase, "pairs": args.pairs, "window": args.window,
                   "sent": sent, "delivered": delivered, "lost": sent - delivered,
                   **self._window_record(results, cpu, "msgs"), "errors": errors}
         self.emit(record)
+
+    def phase_ws_messages(self):
+        """The messages phase with every session over WebSocket (RFC 7395)."""
+        if self.args.ws_port is None:
+            raise SystemExit("loadgen: the ws_messages phase needs --ws-port")
+        self.phase_messages("ws_messages", websocket=True)
 
     def phase_presence(self):
         args = self.args
@@ -1023,7 +1035,7 @@ class Benchmark:
 
     def cpu_per_stanza(self):
         found = {r["phase"]: r for r in self.records
-                 if r["phase"] in ("messages", "presence", "pep", "muc")}
+                 if r["phase"] in ("messages", "ws_messages", "presence", "pep", "muc")}
         if not found:
             return
         self.emit({
@@ -1032,6 +1044,7 @@ class Benchmark:
             "presence_delivery_us": found.get("presence", {}).get("server_cpu_us_per_delivery"),
             "pep_delivery_us": found.get("pep", {}).get("server_cpu_us_per_delivery"),
             "muc_delivery_us": found.get("muc", {}).get("server_cpu_us_per_delivery"),
+            "ws_message_us": found.get("ws_messages", {}).get("server_cpu_us_per_delivery"),
         })
 
     def run(self, phases):
@@ -1050,6 +1063,8 @@ COLUMNS = {
     "login": ("logins_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_login", "server_cpu_pct",
               "others_cpu_pct", "lost"),
     "messages": ("msgs_per_s", "p50_ms", "p99_ms", "server_cpu_pct", "others_cpu_pct", "lost"),
+    "ws_messages": ("msgs_per_s", "p50_ms", "p99_ms", "server_cpu_pct", "others_cpu_pct",
+                    "lost"),
     "presence": ("deliveries_per_s", "p50_ms", "p99_ms", "server_cpu_pct", "others_cpu_pct",
                  "lost"),
     "pep": ("deliveries_per_s", "publishes_per_s", "p50_ms", "p99_ms", "server_cpu_pct",
@@ -1058,7 +1073,7 @@ COLUMNS = {
             "server_cpu_pct", "others_cpu_pct", "lost"),
     "memory": ("sessions", "rss_mb", "kb_per_session"),
     "cpu_per_stanza": ("message_us", "presence_delivery_us", "pep_delivery_us",
-                       "muc_delivery_us"),
+                       "muc_delivery_us", "ws_message_us"),
 }
 
 
@@ -1083,6 +1098,7 @@ def parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5222)
+    p.add_argument("--ws-port", type=int, help="HTTPS port of /xmpp-websocket (ws_messages)")
     p.add_argument("--domain", required=True)
     p.add_argument("--pattern", default=DEFAULT_PATTERN,
                    help="account localparts, formatted with the account number")

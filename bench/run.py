@@ -63,6 +63,10 @@ direct_tls = []
 [admin]
 socket = ""
 
+[http]
+# WebSocket (RFC 7395) for the ws_messages phase.
+listen = ["ssl:{http_port}:interface=127.0.0.1"]
+
 [limits]
 # One generator address opens every connection: the per-IP and total
 # connection limits (authenticated or not) must allow 10k sessions and
@@ -98,14 +102,16 @@ c2s_ports = {{ {port} }}
 c2s_direct_tls_ports = {{ }}
 s2s_ports = {{ }}
 http_ports = {{ }}
-https_ports = {{ }}
+https_ports = {{ {http_port} }}
+https_interfaces = {{ "127.0.0.1" }}
+https_ssl = {{ certificate = "{dir}/{domain}.crt"; key = "{dir}/{domain}.key" }}
 network_settings = {{ tcp_backlog = 1024 }}
 c2s_require_encryption = true
 authentication = "internal_hashed"
 storage = "internal"
 modules_enabled = {{
     "roster"; "saslauth"; "tls"; "disco"; "ping"; "version"; "time";
-    "lastactivity"; "carbons"; "vcard_legacy"; "private"; "blocklist"; "pep";{modules}
+    "lastactivity"; "carbons"; "vcard_legacy"; "private"; "blocklist"; "pep"; "websocket";{modules}
 }}
 modules_disabled = {{ "s2s"; "s2s_auth_certs" }}
 certificates = "{dir}"
@@ -157,6 +163,7 @@ class Server:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
+        self.http_port = free_port()  # HTTPS: WebSocket
         self.log = self.dir / "console.log"
         self.log_level = log_level
         self.process = None
@@ -197,7 +204,8 @@ class Xmppd(Server):
         self.config = self.dir / "xmppd.toml"
         self.config.write_text(XMPPD_CONFIG.format(
             log_level=self.log_level, certificates=certificates, port=self.port,
-            fd_limit=FD_LIMIT, domain=DOMAIN, storage_url=self.storage_url) + self.host)
+            http_port=self.http_port, fd_limit=FD_LIMIT, domain=DOMAIN,
+            storage_url=self.storage_url) + self.host)
         subprocess.run([sys.executable, str(BIN / "xmppctl"), "-c", str(self.config), "migrate"],
                        check=True, stdout=subprocess.DEVNULL)
 
@@ -246,7 +254,7 @@ class Prosody(Server):
         self.config = self.dir / "prosody.cfg.lua"
         self.config.write_text(PROSODY_CONFIG.format(
             settings=self.settings, modules=self.modules, dir=self.dir, port=self.port,
-            log_level=level, domain=DOMAIN))
+            http_port=self.http_port, log_level=level, domain=DOMAIN))
         self._version = self.check_installed()
 
     def create_accounts(self, localparts, password, roster_users, roster_size, rosters=None):
@@ -499,6 +507,7 @@ def _run(server, generator, phases, profile=None, py_spy=None):
     try:
         args = argparse.Namespace(**vars(generator))
         args.phases, args.port, args.server_pid, args.label = phases, server.port, pid, server.name
+        args.ws_port = server.http_port
         args.ca_file = str(_cert_path(server))
         records = loadgen.Benchmark(args).run(phases)
         print(loadgen.table(records), file=sys.stderr)

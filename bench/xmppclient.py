@@ -20,14 +20,20 @@ import base64
 import hashlib
 import os
 import pyexpat
+import re
 import ssl
 import time
 from dataclasses import dataclass
 from xml.sax.saxutils import escape, quoteattr
 
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.uri import parse_uri
+
 from xmppd.core import scram
 
 NS_STREAMS = "http://etherx.jabber.org/streams"
+NS_FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"  # RFC 7395 §3.3.2
 NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
 NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
@@ -79,6 +85,7 @@ class Target:
     ca_file: str | None = None  # None: no certificate verification
     mechanism: str = "PLAIN"
     session_iq: bool = False  # send the RFC 3921 session iq even when optional
+    ws_port: int | None = None  # the HTTPS port of /xmpp-websocket (RFC 7395)
 
     def ssl_context(self):
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -289,6 +296,8 @@ class Client(asyncio.Protocol):
                   f"xmlns:stream='{NS_STREAMS}' to={quoteattr(self.target.domain)} "
                   "version='1.0' xml:lang='en'>")
 
+    stream_end = "</stream:stream>"
+
     async def _features(self, timeout):
         await self._expect("stream", timeout, NS_STREAMS)
         return await self._expect("features", timeout, NS_STREAMS)
@@ -313,7 +322,11 @@ class Client(asyncio.Protocol):
         self.transport = await asyncio.wait_for(loop.start_tls(
             self.transport, self, _ssl_context(target), server_hostname=target.domain), timeout)
         self._restart()
-        features = await self._features(timeout)
+        await self._negotiate(await self._features(timeout), timeout)
+        return time.monotonic() - started
+
+    async def _negotiate(self, features, timeout):
+        """SASL, a new stream, bind; then stanzas go to ``on_stanza``."""
         await self._authenticate(features, timeout)
         self._restart()
         features = await self._features(timeout)
@@ -325,7 +338,6 @@ class Client(asyncio.Protocol):
         for element in self._inbox:
             self._element(element)
         self._inbox = []
-        return time.monotonic() - started
 
     async def _authenticate(self, features, timeout):
         mechanism = self.target.mechanism
@@ -404,13 +416,97 @@ class Client(asyncio.Protocol):
         if self.transport is None or self.closed is None or self.closed.done():
             return
         try:
-            self.send("</stream:stream>")
+            self.send(self.stream_end)
             await asyncio.wait_for(asyncio.shield(self.closed), timeout)
         except (asyncio.TimeoutError, RuntimeError, OSError):
             pass
         finally:
             if not self.closed.done():
                 self.transport.abort()
+
+
+_STANZA = re.compile(r"<(?:iq|message|presence)\b")
+
+
+class WebSocketClient(Client):
+    """One client over WebSocket (RFC 7395) at ``wss://DOMAIN:ws_port/xmpp-websocket``:
+    TLS from the start, then one element per text frame, ``<open/>`` and
+    ``<close/>`` for the stream's start and end.  The framing is the
+    ``websockets`` package's, sans I/O, under this asyncio protocol."""
+
+    stream_end = f"<close xmlns='{NS_FRAMING}'/>"
+
+    def __init__(self, target, user, password, resource="bench"):
+        super().__init__(target, user, password, resource)
+        self._ws = None
+        self._opened = None  # future: the WebSocket handshake's response
+
+    async def login(self, timeout=30.0):
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        self.closed = loop.create_future()
+        target = self.target
+        await asyncio.wait_for(loop.create_connection(
+            lambda: self, target.host, target.ws_port, ssl=_ssl_context(target),
+            server_hostname=target.domain), timeout)
+        self._ws = ClientProtocol(
+            parse_uri(f"wss://{target.domain}:{target.ws_port}/xmpp-websocket"),
+            subprotocols=["xmpp"], max_size=None)
+        self._opened = loop.create_future()
+        self._ws.send_request(self._ws.connect())
+        self._flush()
+        response = await asyncio.wait_for(self._opened, timeout)
+        if self._ws.handshake_exc is not None:
+            raise XMPPError(f"{self.bare}: WebSocket refused: {response.status_code}")
+        self._restart()
+        await self._negotiate(await self._features(timeout), timeout)
+        return time.monotonic() - started
+
+    def data_received(self, data):
+        ws = self._ws
+        ws.receive_data(data)
+        try:
+            for event in ws.events_received():
+                if not isinstance(event, Frame):
+                    self._opened.set_result(event)
+                elif event.opcode == Opcode.TEXT:
+                    self._parser.feed(event.data)
+        except pyexpat.ExpatError as e:
+            self._fail(XMPPError(f"{self.bare}: malformed XML from the server: {e}"))
+            self.transport.abort()
+        self._flush()  # pongs, the closing handshake
+        if ws.close_expected() and self.transport is not None:
+            self.transport.close()
+
+    def _flush(self):
+        for data in self._ws.data_to_send():
+            if data:
+                self.transport.write(data)
+
+    def send(self, text):
+        """Send one element; a stanza gets its ``jabber:client`` namespace
+        declared (RFC 7395 §3.3.3: no stream header declares it)."""
+        stanza = _STANZA.match(text)
+        if stanza is not None and "xmlns=" not in text[:text.find(">")]:
+            text = f"{text[:stanza.end()]} xmlns='jabber:client'{text[stanza.end():]}"
+        self._ws.send_text(text.encode())
+        self._flush()
+
+    def _restart(self):
+        self._parser = _StreamParser(lambda _: None, self._frame, self._end)
+        self._parser.feed(f"<frames xmlns='jabber:client' xmlns:stream='{NS_STREAMS}'>")
+        self._inbox = []
+        self.send(f"<open xmlns='{NS_FRAMING}' to={quoteattr(self.target.domain)} "
+                  "version='1.0'/>")
+
+    def _frame(self, element):
+        """One frame's element: ``<open/>`` stands for the stream header."""
+        if element.ns == NS_FRAMING and element.name == "open":
+            self._deliver(Element(NS_STREAMS, "stream", element.attrs))
+        elif element.ns == NS_FRAMING and element.name == "close":
+            self._end()
+        else:
+            self._element(element)
 
 
 _CONTEXTS = {}

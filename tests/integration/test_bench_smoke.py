@@ -11,7 +11,7 @@ import pytest
 
 from bench.loadgen import ServerProcess, Worker
 from bench.xmppclient import Target
-from tests.integration.conftest import new_accounts, prepare
+from tests.integration.conftest import free_ports, new_accounts, prepare
 
 TIMEOUT = 20.0
 
@@ -103,3 +103,40 @@ def test_group_chat_reaches_every_occupant(muc_server):
     assert window["echoes"] and len(window["echoes"]) <= window["sent"]
     assert counts["expected"] == 5 * counts["sent"] == counts["delivered"]
     assert counts["errors"] == []
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory):
+    """A server with an HTTPS listener for WebSocket (RFC 7395)."""
+    port, = free_ports(1)
+    deployment = prepare(tmp_path_factory.mktemp("xmppd-bench-ws"),
+                         f'[http]\nlisten = ["ssl:{port}:interface=127.0.0.1"]\n')
+    deployment.process.start()
+    yield deployment, port
+    deployment.process.check_clean_exit()
+
+
+def test_ping_pong_over_websocket_delivers_every_message(web):
+    deployment, port = web
+
+    async def body():
+        target = Target("127.0.0.1", deployment.c2s_port, deployment.domain,
+                        ca_file=str(deployment.ca_file), mechanism="SCRAM-SHA-256",
+                        ws_port=port)
+        worker = Worker({"target": target, "password": deployment.passwords,
+                         "pattern": "{}"})
+        login = await worker.login(["alice", "bob"], concurrency=2, keep=True,
+                                   resource="ws", websocket=True)
+        assert (login["failed"], login["errors"]) == (0, [])
+        assert all(client.jid.endswith("/ws") for client in worker.clients.values())
+        start = time.monotonic() + 0.1
+        window = await worker.messages([("alice", "bob")], window=3, start_at=start,
+                                       end_at=start + 1.0, padding=20)
+        await drained(worker)
+        counts = worker.counts()
+        await worker.close_all()
+        return window, counts
+
+    window, counts = asyncio.run(asyncio.wait_for(body(), TIMEOUT))
+    assert window["sent"] > 10 and window["errors"] == []
+    assert counts["delivered"] == counts["sent"] > 0
