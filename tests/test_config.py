@@ -573,3 +573,13 @@ def test_http_listeners_tls_or_loopback(tmp_path):
 def test_http_errors_name_the_file_and_key(tmp_path, text, key, problem):
     message = error(tmp_path, f"[http]\n{text}\n{HOST}")
     assert message.startswith(f"{key}: ") and problem in message
+
+
+def test_http_bosh_limits(tmp_path):
+    http = load(write(tmp_path, HOST)).http
+    assert (http.bosh_max_wait, http.bosh_max_hold, http.bosh_max_inactivity) == (60, 1, 60)
+    http = load(write(tmp_path, "[http]\nbosh_max_wait = 120\nbosh_max_hold = 2\n"
+                      "bosh_max_inactivity = 30\n" + HOST)).http
+    assert (http.bosh_max_wait, http.bosh_max_hold, http.bosh_max_inactivity) == (120, 2, 30)
+    message = error(tmp_path, f"[http]\nbosh_max_hold = 0\n{HOST}")
+    assert message.startswith("http.bosh_max_hold: ") and ">= 1" in message

@@ -53,7 +53,9 @@ def test_host_meta_lists_the_websocket_of_the_requested_host(server, host):
     status, headers, body = get(server, "/.well-known/host-meta.json", host=host)
     assert status == 200 and headers["content-type"] == "application/json"
     assert json.loads(body) == {"links": [{"rel": "urn:xmpp:alt-connections:websocket",
-                                           "href": f"wss://{domain}:5281/xmpp-websocket"}]}
+                                           "href": f"wss://{domain}:5281/xmpp-websocket"},
+                                          {"rel": "urn:xmpp:alt-connections:xbosh",
+                                           "href": f"https://{domain}:5281/http-bind"}]}
 
 
 def test_host_meta_of_a_domain_not_served_here_is_404(server):
@@ -156,3 +158,20 @@ def test_too_many_headers_are_refused(server):
 def test_a_malformed_request_gets_400_and_nothing_breaks(server):
     assert request(server, b"NOT HTTP AT ALL\r\n\r\n")[0] == 400
     assert get(server, "/.well-known/host-meta")[0] == 200
+
+
+def test_host_meta_lists_bosh(server):
+    status, headers, body = get(server, "/.well-known/host-meta", host="example.net")
+    assert (b'<Link rel="urn:xmpp:alt-connections:xbosh" '
+            b'href="https://example.net:5281/http-bind"/>') in body
+
+
+def test_http_bind_takes_bosh_bodies_only(server):
+    assert get(server, "/http-bind")[0] == 405
+    data = (b"<body xmlns='http://jabber.org/protocol/httpbind' xmlns:xmpp='urn:xmpp:xbosh' "
+            b"rid='1' to='example.com' wait='5' xmpp:version='1.0'/>")
+    raw = (b"POST /http-bind/ HTTP/1.1\r\nHost: example.com\r\nContent-Type: text/xml\r\n"
+           b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(data), data))
+    status, headers, body = request(server, raw)
+    assert status == 200 and headers["content-type"] == "text/xml; charset=utf-8"
+    assert b"sid=" in body and b'xmpp:restartlogic="true"' in body

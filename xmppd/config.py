@@ -90,6 +90,10 @@ class HTTPConfig:
     websocket_ping_interval: float = 60.0
     websocket_idle_timeout: float = 300.0
     access_log: bool = False
+    # BOSH (XEP-0124): the most a client may ask for, in seconds and requests
+    bosh_max_wait: int = 60
+    bosh_max_hold: int = 1
+    bosh_max_inactivity: int = 60
 
 
 @dataclass(frozen=True)
@@ -275,7 +279,9 @@ def _config(data: dict[str, Any], path: str) -> Config:
                       external_url=_external_url, cors_origins=_origins,
                       trusted_proxies=_addresses, max_request_size=integer(1024),
                       timeout=positive_number, websocket_ping_interval=positive_number,
-                      websocket_idle_timeout=positive_number, access_log=boolean),
+                      websocket_idle_timeout=positive_number, access_log=boolean,
+                      bosh_max_wait=integer(1), bosh_max_hold=integer(1),
+                      bosh_max_inactivity=integer(1)),
         components=_components(root.table("components"), hosts),
         module_options=_module_options(root),  # last: what the core left
     ))

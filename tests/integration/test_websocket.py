@@ -136,5 +136,5 @@ def test_host_meta_names_the_websocket(web):
     context.check_hostname = False  # the certificate names example.test, not 127.0.0.1
     with urllib.request.urlopen(request, context=context, timeout=STEP_TIMEOUT) as response:
         links = json.load(response)["links"]
-    assert links == [{"rel": "urn:xmpp:alt-connections:websocket",
-                      "href": f"wss://{DOMAIN}:{port}/xmpp-websocket"}]
+    assert {"rel": "urn:xmpp:alt-connections:websocket",
+            "href": f"wss://{DOMAIN}:{port}/xmpp-websocket"} in links

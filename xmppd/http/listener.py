@@ -2,6 +2,8 @@
 
 - ``/xmpp-websocket``: client streams over WebSocket (RFC 7395,
   :mod:`xmppd.core.websocket`);
+- ``/http-bind``: client streams over BOSH (XEP-0124, XEP-0206,
+  :mod:`xmppd.core.bosh`);
 - ``/.well-known/host-meta`` and ``/.well-known/host-meta.json``:
   connection discovery (XEP-0156 §3), for the host the request's ``Host``
   names;
@@ -35,6 +37,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from xmppd import domains
+from xmppd.core.bosh import BoshResource
 from xmppd.http import base_url
 from xmppd.http.forwarding import client_address, forwarded_secure
 
@@ -46,6 +49,7 @@ CORS_HEADERS = b"Content-Type, Authorization"
 CORS_MAX_AGE = b"86400"
 NS_XRD = "http://docs.oasis-open.org/ns/xri/xrd-1.0"
 WEBSOCKET_REL = "urn:xmpp:alt-connections:websocket"
+BOSH_REL = "urn:xmpp:alt-connections:xbosh"
 
 
 class WebRequest(Request):
@@ -171,6 +175,7 @@ class Root(Resource):
         super().__init__()
         self._server = server
         self.putChild(b"xmpp-websocket", WebSocketResource(websocket_factory))
+        self.putChild(b"http-bind", BoshResource(server, websocket_factory.tls))
         well_known = Resource()
         well_known.putChild(b"host-meta", HostMeta(server, json_format=False))
         well_known.putChild(b"host-meta.json", HostMeta(server, json_format=True))
@@ -219,12 +224,11 @@ class HostMeta(Resource):
 
 def connection_links(config, host):
     """``(rel, href)`` of the alternative connection methods of ``host``
-    (XEP-0156 §3): the WebSocket URL (RFC 7395 §4).  BOSH
-    (``urn:xmpp:alt-connections:xbosh``) is listed here once it is served."""
+    (XEP-0156 §3): the WebSocket URL (RFC 7395 §4) and the BOSH URL."""
     base = base_url(config, host)
     websocket = "wss://" + base.removeprefix("https://") if base.startswith("https://") \
         else "ws://" + base.removeprefix("http://")
-    return [(WEBSOCKET_REL, websocket + "xmpp-websocket")]
+    return [(WEBSOCKET_REL, websocket + "xmpp-websocket"), (BOSH_REL, base + "http-bind")]
 
 
 def _host(hostname):
