@@ -147,5 +147,6 @@ def test_a_browser_client_chats_with_a_slixmpp_client(web, run, tmp_path, transp
 
     run(deployment, body, timeout=BROWSER_TIMEOUT + 2 * STEP_TIMEOUT)
 
-    image = screenshot.read_bytes()
+    image = screenshot.read_bytes()  # a PNG of the page, 900 pixels wide as chat.mjs sets it
     assert image.startswith(PNG_SIGNATURE) and len(image) > 1000
+    assert image[12:16] == b"IHDR" and int.from_bytes(image[16:20], "big") == 900
