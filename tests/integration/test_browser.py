@@ -1,6 +1,6 @@
 """A real browser client: Strophe.js on a web page in headless Chromium logs
-in to xmppd over WebSocket (and BOSH, once the server has it), sends a
-message to a slixmpp client and shows its reply in the page.
+in to xmppd over WebSocket and over BOSH, sends a message to a slixmpp
+client and shows its reply in the page.
 
 ``tests/browser/chat.mjs`` (node, playwright-core) serves the page
 ``tests/browser/client.html`` on http://127.0.0.1:PORT/, another origin
@@ -46,13 +46,6 @@ def missing():
 
 pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
 
-TRANSPORTS = [
-    pytest.param("websocket", id="websocket"),
-    pytest.param("bosh", id="bosh", marks=pytest.mark.skipif(
-        not (REPO / "xmppd" / "core" / "bosh.py").exists(),
-        reason="xmppd has no BOSH (/http-bind) yet")),
-]
-
 
 def spki_sha256(certificate_file):
     """Base64 SHA-256 of the first certificate's SubjectPublicKeyInfo: what
@@ -92,11 +85,12 @@ async def browser_chat(options):
     return process.returncode, json.loads(lines[-1])
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("transport", ["websocket", "bosh"])
 def test_a_browser_client_chats_with_a_slixmpp_client(web, run, tmp_path, transport):
     deployment, https_port, page_port = web
     web_user, tcp_user = new_accounts(deployment, "browser", "replier")
     web_bare, tcp_bare = f"{web_user}@{DOMAIN}", f"{tcp_user}@{DOMAIN}"
+    # Strophe.js takes a wss:// service for WebSocket, an https:// one for BOSH.
     path = "xmpp-websocket" if transport == "websocket" else "http-bind"
     scheme = "wss" if transport == "websocket" else "https"
     screenshot = tmp_path / f"browser-{transport}.png"
