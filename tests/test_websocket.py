@@ -11,6 +11,7 @@ from websockets.frames import Frame, Opcode
 from websockets.uri import parse_uri
 
 from tests.harness import TLSStringTransport, add_user, error_condition, make_server, online
+from xmppd.control import Controller
 from xmppd.core.websocket import NS_FRAMING, WebSocketFactory, parse_frame
 from xmppd.core.xmlstream import StreamError, parse_stanza
 from xmppd.http.listener import WebSite
@@ -107,6 +108,16 @@ def test_open_is_answered_with_open_and_features(server):
     mechanisms = [m for f in features.elements() if f.uri == SASL for m in f.elements()]
     assert "PLAIN" in [str(m) for m in mechanisms]
     assert server.connections.total == 1
+
+
+def test_a_shutdown_ends_a_websocket_stream_with_system_shutdown(server):
+    client = WebSocketClient(server)
+    client.send(OPEN)
+    client.frames()
+    Controller(server, server.clock).stopService()
+    error, close, code = client.elements()
+    assert error.name == "error" and [c.name for c in error.elements()][0] == "system-shutdown"
+    assert (close.uri, close.name, code) == (NS_FRAMING, "close", 1000)
 
 
 def login(client, resource="web"):

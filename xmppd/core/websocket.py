@@ -258,6 +258,10 @@ class WebSocketCarrier(WebSocketServerProtocol):
         self._send(framing("close"))
         self._close_websocket(1000)
 
+    def stream_error(self, condition, text=None):
+        """As :meth:`close` (a shutdown closes ``server.streams`` with it)."""
+        self.close(condition, text)
+
     def _close_websocket(self, code, reason=None):
         self.closed = True
         self.sendCloseFrame(code, reason and reason.encode())
