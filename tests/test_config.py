@@ -339,7 +339,8 @@ def test_invalid_module_values(tmp_path, text, message):
      'hosts."example.com".disabled_modules[0]: expected one of "disco", "ping", "version",'
      ' "time", "last", "vcard", "private", "blocking", "carbons", "offline",'
      ' "stream_management", "csi", "push", "mam", "client_caps", "pep", "pubsub",'
-     ' "bookmarks", "avatar_conversion", "muc", "upload", got "roster"'),
+     ' "bookmarks", "avatar_conversion", "muc", "upload", "external_services",'
+     ' "contact_addresses", "outage_status", got "roster"'),
 ])
 def test_invalid_host_keys(tmp_path, text, message):
     assert error(tmp_path, HOST + text) == message

@@ -29,7 +29,8 @@ LOG_LEVELS = ("debug", "info", "warn", "error")
 OPTIONAL_MODULES = ("disco", "ping", "version", "time", "last", "vcard",
                     "private", "blocking", "carbons", "offline", "stream_management", "csi",
                     "push", "mam", "client_caps", "pep", "pubsub", "bookmarks",
-                    "avatar_conversion", "muc", "upload")
+                    "avatar_conversion", "muc", "upload", "external_services",
+                    "contact_addresses", "outage_status")
 TLS_VERSIONS = ("1.2", "1.3")
 
 _T = TypeVar("_T")

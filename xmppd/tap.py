@@ -52,7 +52,8 @@ log = Logger(namespace="xmppd")
 MODULES = ("sasl", "bind", "legacy_session", "roster", "presence", "subscription", "ping", "disco",
            "caps", "client_caps", "version", "time", "last", "message", "offline", "closed_domain",
            "carbons", "vcard", "private", "blocking", "stream_management", "push", "csi", "pep",
-           "bookmarks", "avatar_conversion", "muc")
+           "bookmarks", "avatar_conversion", "muc", "external_services", "contact_addresses",
+           "outage_status")
 
 
 class Options(usage.Options):
