@@ -6,11 +6,14 @@ import base64
 
 import pytest
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.uri import parse_uri
 
-from tests.harness import TLSStringTransport, add_user, error_condition, make_server, online
+from tests.harness import (Client, TLSStringTransport, add_user, error_condition, make_server,
+                           online)
 from xmppd.control import Controller
 from xmppd.core.websocket import NS_FRAMING, WebSocketFactory, parse_frame
 from xmppd.core.xmlstream import StreamError, parse_stanza
@@ -254,3 +257,183 @@ def test_frames_are_parsed_with_the_stream_restrictions(payload, condition):
 def test_a_frame_is_one_element_in_jabber_client():
     element = parse_frame(b"<message to='a@example.com'><body>hi</body></message>", 10000)
     assert (element.uri, element.name) == ("jabber:client", "message")
+
+
+# Stream management (XEP-0198) across WebSocket reconnects: a session
+# hibernates when its WebSocket is lost and is resumed on a new one, or on
+# TCP (and the reverse): a session may move between carriers.
+
+NS_SM = "urn:xmpp:sm:3"
+
+
+def lose(client):
+    """The connection under the WebSocket is gone: no <close/>, no close frame."""
+    client.transport.protocol.connectionLost(Failure(ConnectionDone()))
+
+
+def managed_websocket(server, resource="web"):
+    """alice@example.com/RESOURCE over WebSocket with resumable stream
+    management; the client and the id of its <enabled/>."""
+    client = WebSocketClient(server)
+    login(client, resource)
+    client.send(f"<enable xmlns='{NS_SM}' resume='true'/>")
+    [enabled] = client.elements()
+    assert (enabled.uri, enabled.name, enabled["resume"]) == (NS_SM, "enabled", "true")
+    return client, enabled["id"]
+
+
+def resume_websocket(server, previd, h):
+    """A new WebSocket that authenticates as alice and resumes ``previd``
+    instead of binding; the client and what it got."""
+    client = WebSocketClient(server)
+    client.send(OPEN)
+    client.frames()
+    token = base64.b64encode(b"\0alice\0secret").decode()
+    client.send(f"<auth xmlns='{SASL}' mechanism='PLAIN'>{token}</auth>")
+    assert client.elements()[0].name == "success"
+    client.send(OPEN)
+    opened, features = client.elements()
+    assert any((f.uri, f.name) == (NS_SM, "sm") for f in features.elements())
+    client.send(f"<resume xmlns='{NS_SM}' previd='{previd}' h='{h}'/>")
+    return client, client.elements()
+
+
+def chat_bodies(elements):
+    return [str(e.body) for e in elements if not isinstance(e, int) and e.name == "message"]
+
+
+def alice_session(server, resource="web"):
+    return server.sessions.get(JID.parse(f"alice@example.com/{resource}"))
+
+
+def to_alice(bob, body, resource="web"):
+    bob.send(f"<message to='alice@example.com/{resource}' type='chat'><body>{body}</body>"
+             "</message>")
+
+
+@pytest.fixture
+def bob(server):
+    add_user(server, "bob@example.com")
+    return online(server, "bob@example.com")
+
+
+def test_a_lost_websocket_hibernates_and_a_new_websocket_resumes(server, bob):
+    alice, previd = managed_websocket(server)
+    for body in ("one", "two", "three"):
+        to_alice(bob, body)
+    assert chat_bodies(alice.elements()) == ["one", "two", "three"]
+    alice.send(f"<a xmlns='{NS_SM}' h='1'/>")  # "one" only
+    assert alice.elements() == []
+    session = alice_session(server)
+    carrier = alice.transport.protocol
+    lose(alice)
+    assert carrier.closed and carrier not in server.streams
+    assert alice_session(server) is session and session.hibernating
+    assert server.connections.count("192.0.2.7") == 0  # the lost WebSocket is not counted
+    to_alice(bob, "while away")
+    assert bob.take() == []  # neither bounced nor an unavailable presence
+
+    new, got = resume_websocket(server, previd, 1)
+    assert (got[0].uri, got[0].name, got[0]["previd"]) == (NS_SM, "resumed", previd)
+    assert chat_bodies(got) == ["two", "three", "while away"]
+    assert got[-1].name == "r"
+    assert alice_session(server) is session and not session.hibernating
+    to_alice(bob, "after")
+    assert chat_bodies(new.elements()) == ["after"]
+    new.send(f"<a xmlns='{NS_SM}' h='5'/>")
+    new.send("<message xmlns='jabber:client' to='bob@example.com/res' type='chat'>"
+             "<body>back</body></message>")
+    [message] = bob.take()
+    assert message["from"] == "alice@example.com/web" and str(message.body) == "back"
+    new.send(f"<r xmlns='{NS_SM}'/>")
+    [answer] = new.elements()
+    assert (answer.name, answer["h"]) == ("a", "1")
+
+
+def test_a_websocket_session_resumes_over_tcp(server, bob):
+    alice, previd = managed_websocket(server)
+    to_alice(bob, "unacknowledged")
+    alice.elements()
+    lose(alice)
+    to_alice(bob, "while away")
+    tcp = Client(server)
+    tcp.starttls()
+    tcp.open()
+    assert tcp.auth_plain("alice@example.com").name == "success"
+    tcp.open()
+    tcp.send(f"<resume xmlns='{NS_SM}' previd='{previd}' h='0'/>")
+    got = tcp.take()
+    assert got[0].name == "resumed"
+    assert chat_bodies(got) == ["unacknowledged", "while away"]
+    assert alice_session(server).carrier is tcp.stream
+    to_alice(bob, "on tcp")
+    assert chat_bodies(tcp.take()) == ["on tcp"]
+
+
+def test_a_tcp_session_resumes_over_websocket(server, bob):
+    tcp = Client(server)
+    tcp.login("alice@example.com", "web")
+    tcp.send(f"<enable xmlns='{NS_SM}' resume='true'/>")
+    [enabled] = tcp.take()
+    to_alice(bob, "unacknowledged")
+    assert chat_bodies(tcp.take()) == ["unacknowledged"]
+    tcp.lose()
+    assert alice_session(server).hibernating
+    to_alice(bob, "while away")
+    new, got = resume_websocket(server, enabled["id"], 0)
+    assert got[0].name == "resumed"
+    assert chat_bodies(got) == ["unacknowledged", "while away"]
+    to_alice(bob, "on the web")
+    assert chat_bodies(new.elements()) == ["on the web"]
+
+
+def test_resuming_over_tcp_replaces_a_websocket_still_open(server, bob):
+    alice, previd = managed_websocket(server)
+    tcp = Client(server)
+    tcp.starttls()
+    tcp.open()
+    assert tcp.auth_plain("alice@example.com").name == "success"
+    tcp.open()
+    tcp.send(f"<resume xmlns='{NS_SM}' previd='{previd}' h='0'/>")
+    assert tcp.take()[0].name == "resumed"
+    error, close, code = alice.elements()
+    assert error_condition(error) == "conflict" and close.name == "close" and code == 1000
+    lose(alice)
+    assert alice_session(server).carrier is tcp.stream
+    to_alice(bob, "to tcp")
+    assert chat_bodies(tcp.take()) == ["to tcp"]
+
+
+def test_close_ends_a_managed_session_without_hibernation(server, bob):
+    alice, previd = managed_websocket(server)
+    to_alice(bob, "unacknowledged")
+    alice.elements()
+    alice.send(f"<close xmlns='{NS_FRAMING}'/>")
+    frames = alice.frames()
+    assert parse_stanza(frames[0]).name == "close" and frames[1] == 1000
+    assert alice_session(server) is None
+    assert server.sql.count_offline("alice", "example.com") == 1  # not acknowledged
+    _, got = resume_websocket(server, previd, 0)
+    assert (got[0].name, [c.name for c in got[0].elements()]) == ("failed", ["item-not-found"])
+
+
+def test_a_lost_websocket_without_resumption_ends_the_session(server, bob):
+    alice = WebSocketClient(server)
+    login(alice)
+    alice.send(f"<enable xmlns='{NS_SM}'/>")
+    assert alice.elements()[0].name == "enabled"
+    lose(alice)
+    assert alice_session(server) is None
+
+
+def test_a_hibernating_websocket_session_expires(server, bob):
+    alice, previd = managed_websocket(server)
+    lose(alice)
+    to_alice(bob, "kept offline")
+    alice.transport.clear()
+    server.clock.advance(server.config.c2s.resume_timeout - 1)
+    assert alice.transport.value() == b""  # no pings to a lost WebSocket
+    assert alice_session(server).hibernating
+    server.clock.advance(1)
+    assert alice_session(server) is None
+    assert server.sql.count_offline("alice", "example.com") == 1
