@@ -1,8 +1,9 @@
 """WebSocket (RFC 7395) on the real server over real TLS: a WebSocket
 client (the ``websockets`` library, SCRAM-SHA-256 by ``scramp``, both
 independent of xmppd) logs in and exchanges messages with a slixmpp TCP
-client; host-meta (XEP-0156) names the WebSocket; an element over the size
-limit gets ``policy-violation``."""
+client, and resumes its session (XEP-0198) on a new WebSocket after its
+connection is cut; host-meta (XEP-0156) names the WebSocket; an element
+over the size limit gets ``policy-violation``."""
 
 import asyncio
 import base64
@@ -16,6 +17,7 @@ from scramp import ScramClient
 from websockets.asyncio.client import connect
 
 from tests.integration.conftest import DOMAIN, STEP_TIMEOUT, free_ports, prepare
+from tests.integration.test_stream_management_slixmpp import until_session
 
 FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
 SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
@@ -138,3 +140,79 @@ def test_host_meta_names_the_websocket(web):
         links = json.load(response)["links"]
     assert {"rel": "urn:xmpp:alt-connections:websocket",
             "href": f"wss://{DOMAIN}:{port}/xmpp-websocket"} in links
+
+
+NS_SM = "urn:xmpp:sm:3"
+STANZAS = ("{jabber:client}message", "{jabber:client}presence", "{jabber:client}iq")
+
+
+async def authenticate(client, user, password):
+    """<open/>, SCRAM-SHA-256 and the restart, without binding (before a
+    resumption); the features of the restarted stream."""
+    await client.send(OPEN)
+    assert (await client.receive()).tag == f"{{{FRAMING}}}open"
+    await client.receive()  # features
+    scram = ScramClient(["SCRAM-SHA-256"], user, password)
+    first = base64.b64encode(scram.get_client_first().encode()).decode()
+    await client.send(f"<auth xmlns='{SASL}' mechanism='SCRAM-SHA-256'>{first}</auth>")
+    scram.set_server_first(base64.b64decode((await client.receive()).text).decode())
+    final = base64.b64encode(scram.get_client_final().encode()).decode()
+    await client.send(f"<response xmlns='{SASL}'>{final}</response>")
+    success = await client.receive()
+    assert success.tag == f"{{{SASL}}}success", ET.tostring(success)
+    await client.send(OPEN)
+    assert (await client.receive()).tag == f"{{{FRAMING}}}open"
+    return await client.receive()
+
+
+def test_a_websocket_session_is_resumed_on_a_new_websocket_after_a_cut(web, run):
+    """XEP-0198 §5 over RFC 7395: the TCP connection under the WebSocket is
+    aborted (no <close/>, no close frame), the session hibernates, a new
+    WebSocket resumes it and gets what a slixmpp client sent meanwhile."""
+    deployment, port = web
+    password = deployment.passwords["alice"]
+
+    async def body(clients):
+        bob = await clients.login("bob", "tcp")
+        async with websocket(deployment, port) as socket:
+            alice = WebSocketClient(socket)
+            jid = await alice.login("alice", password, resource="resumable")
+            await alice.send(f"<enable xmlns='{NS_SM}' resume='true'/>")
+            enabled = await alice.receive()
+            assert enabled.tag == f"{{{NS_SM}}}enabled" and enabled.get("resume") == "true"
+            bob.send_message(jid, "before the cut")
+            handled = 0
+            while True:
+                element = await alice.receive()
+                handled += element.tag in STANZAS
+                if element.tag == "{jabber:client}message":
+                    break
+            assert element.findtext("{jabber:client}body") == "before the cut"
+            await alice.send(f"<a xmlns='{NS_SM}' h='{handled}'/>")
+            socket.transport.abort()  # the TCP connection is cut
+        await until_session(deployment, jid, "hibernating")
+        bob.send_message(jid, "while away")
+        async with websocket(deployment, port) as socket:
+            alice = WebSocketClient(socket)
+            features = await authenticate(alice, "alice", password)
+            assert features.find(f"{{{NS_SM}}}sm") is not None
+            await alice.send(f"<resume xmlns='{NS_SM}' previd='{enabled.get('id')}' "
+                             f"h='{handled}'/>")
+            resumed = await alice.receive()
+            assert resumed.tag == f"{{{NS_SM}}}resumed", ET.tostring(resumed)
+            assert resumed.get("previd") == enabled.get("id")
+            bodies = []
+            while not bodies:
+                element = await alice.receive()
+                if element.tag == "{jabber:client}message":
+                    bodies.append(element.findtext("{jabber:client}body"))
+            assert bodies == ["while away"]  # "before the cut" was acknowledged
+            await alice.send(f"<message xmlns='jabber:client' to='bob@{DOMAIN}/tcp' "
+                             "type='chat'><body>resumed</body></message>")
+            message = await bob.next_message()
+            assert message["body"] == "resumed" and message["from"] == jid
+            await alice.send(f"<close xmlns='{FRAMING}'/>")
+            while (await alice.receive()).tag != f"{{{FRAMING}}}close":
+                pass
+
+    run(deployment, body)
