@@ -437,3 +437,17 @@ def test_a_hibernating_websocket_session_expires(server, bob):
     server.clock.advance(1)
     assert alice_session(server) is None
     assert server.sql.count_offline("alice", "example.com") == 1
+
+
+def test_a_close_frame_without_close_hibernates_as_a_lost_connection(server, bob):
+    """A browser leaving the page closes the WebSocket (1001, going away)
+    without ending the XMPP stream: the session can still be resumed."""
+    alice, previd = managed_websocket(server)
+    to_alice(bob, "unacknowledged")
+    alice.elements()
+    alice.ws.send_close(1001)
+    alice._write()
+    assert alice.frames() == [1000]  # the server's answering close frame, no <close/>
+    assert alice_session(server).hibernating
+    _, got = resume_websocket(server, previd, 0)
+    assert got[0].name == "resumed" and chat_bodies(got) == ["unacknowledged"]
