@@ -17,6 +17,9 @@ Phases (``--phases``):
 - ``ws_messages``: the same ping-pong with every session over WebSocket
   (RFC 7395, ``wss://DOMAIN:--ws-port/xmpp-websocket``, TLS from the
   start, one element per frame).
+- ``bosh_messages``: the same over BOSH (XEP-0124, XEP-0206,
+  ``https://DOMAIN:--ws-port/http-bind``): each message a request, one
+  request always held for what the server sends.
 - ``presence``: the ``--presence-users`` accounts with rosters of
   ``--roster-size`` contacts come online; then each repeatedly changes its
   presence, sending the next change when the server reflects the last one
@@ -71,10 +74,13 @@ from bench.accounts import (
     contacts,
     star,
 )
-from bench.xmppclient import (MECHANISMS, NS_DISCO_INFO, Caps, Client, Target, WebSocketClient,
-                              XMPPError)
+from bench.xmppclient import (MECHANISMS, NS_DISCO_INFO, BoshClient, Caps, Client, Target,
+                              WebSocketClient, XMPPError)
 
-PHASES = ("login", "messages", "ws_messages", "presence", "pep", "muc", "memory")
+CLIENTS = {"tcp": Client, "websocket": WebSocketClient, "bosh": BoshClient}
+
+PHASES = ("login", "messages", "ws_messages", "bosh_messages", "presence", "pep", "muc",
+          "memory")
 NS_PUBSUB = "http://jabber.org/protocol/pubsub"
 NS_PUBSUB_EVENT = "http://jabber.org/protocol/pubsub#event"
 PEP_NODE = "http://jabber.org/protocol/tune"  # XEP-0118, a PEP node clients commonly follow
@@ -166,13 +172,12 @@ class Worker:
         self.muc_occupants = []  # the muc phase's clients in this process, in the room
         self.reset()
 
-    def _client(self, user, resource, websocket=False):
+    def _client(self, user, resource, transport="tcp"):
         localpart = self.pattern.format(user)
         password = self.password
         if isinstance(password, dict):
             password = password[localpart]
-        return (WebSocketClient if websocket else Client)(self.target, localpart, password,
-                                                          resource)
+        return CLIENTS[transport](self.target, localpart, password, resource)
 
     def reset(self):
         self.sent = 0
@@ -190,10 +195,10 @@ class Worker:
 
     # Logins
 
-    async def login(self, users, concurrency, keep, resource, websocket=False):
+    async def login(self, users, concurrency, keep, resource, transport="tcp"):
         """Log ``users`` in with at most ``concurrency`` logins in flight
-        (over WebSocket with ``websocket``); keep the sessions or end them
-        at once."""
+        (over ``transport``: ``tcp``, ``websocket``, ``bosh``); keep the
+        sessions or end them at once."""
         self.reset()
         gate = asyncio.Semaphore(concurrency)
         latencies, failed = [], 0
@@ -201,7 +206,7 @@ class Worker:
         async def one(index):
             nonlocal failed
             async with gate:
-                client = self._client(index, resource, websocket)
+                client = self._client(index, resource, transport)
                 try:
                     latencies.append(await client.login() * 1000)
                 except (XMPPError, OSError, asyncio.TimeoutError) as e:
@@ -854,14 +859,14 @@ class Benchmark:
             "errors": errors,
         })
 
-    def phase_messages(self, phase="messages", websocket=False):
+    def phase_messages(self, phase="messages", transport="tcp"):
         args = self.args
         users = list(range(self.base, self.base + 2 * args.pairs))
         pairs = [(users[2 * p], users[2 * p + 1]) for p in range(args.pairs)]
         per_worker = _split(pairs, len(self.workers))
         results = self.workers.run("login", [
             {"users": [u for pair in part for u in pair], "concurrency": args.concurrency,
-             "keep": True, "resource": phase, "websocket": websocket} for part in per_worker])
+             "keep": True, "resource": phase, "transport": transport} for part in per_worker])
         self._require_logins(phase, sum(r["failed"] for r in results),
                              [e for r in results for e in r["errors"]])
         results, cpu = self._window("messages", [
@@ -878,7 +883,13 @@ class Benchmark:
         """The messages phase with every session over WebSocket (RFC 7395)."""
         if self.args.ws_port is None:
             raise SystemExit("loadgen: the ws_messages phase needs --ws-port")
-        self.phase_messages("ws_messages", websocket=True)
+        self.phase_messages("ws_messages", "websocket")
+
+    def phase_bosh_messages(self):
+        """The messages phase with every session over BOSH (XEP-0124, XEP-0206)."""
+        if self.args.ws_port is None:
+            raise SystemExit("loadgen: the bosh_messages phase needs --ws-port")
+        self.phase_messages("bosh_messages", "bosh")
 
     def phase_presence(self):
         args = self.args
@@ -1035,7 +1046,8 @@ class Benchmark:
 
     def cpu_per_stanza(self):
         found = {r["phase"]: r for r in self.records
-                 if r["phase"] in ("messages", "ws_messages", "presence", "pep", "muc")}
+                 if r["phase"] in ("messages", "ws_messages", "bosh_messages", "presence", "pep",
+                                   "muc")}
         if not found:
             return
         self.emit({
@@ -1045,6 +1057,8 @@ class Benchmark:
             "pep_delivery_us": found.get("pep", {}).get("server_cpu_us_per_delivery"),
             "muc_delivery_us": found.get("muc", {}).get("server_cpu_us_per_delivery"),
             "ws_message_us": found.get("ws_messages", {}).get("server_cpu_us_per_delivery"),
+            "bosh_message_us": found.get("bosh_messages", {}).get(
+                "server_cpu_us_per_delivery"),
         })
 
     def run(self, phases):
@@ -1065,6 +1079,8 @@ COLUMNS = {
     "messages": ("msgs_per_s", "p50_ms", "p99_ms", "server_cpu_pct", "others_cpu_pct", "lost"),
     "ws_messages": ("msgs_per_s", "p50_ms", "p99_ms", "server_cpu_pct", "others_cpu_pct",
                     "lost"),
+    "bosh_messages": ("msgs_per_s", "p50_ms", "p99_ms", "server_cpu_pct", "others_cpu_pct",
+                      "lost"),
     "presence": ("deliveries_per_s", "p50_ms", "p99_ms", "server_cpu_pct", "others_cpu_pct",
                  "lost"),
     "pep": ("deliveries_per_s", "publishes_per_s", "p50_ms", "p99_ms", "server_cpu_pct",
@@ -1073,7 +1089,7 @@ COLUMNS = {
             "server_cpu_pct", "others_cpu_pct", "lost"),
     "memory": ("sessions", "rss_mb", "kb_per_session"),
     "cpu_per_stanza": ("message_us", "presence_delivery_us", "pep_delivery_us",
-                       "muc_delivery_us", "ws_message_us"),
+                       "muc_delivery_us", "ws_message_us", "bosh_message_us"),
 }
 
 
@@ -1164,7 +1180,7 @@ def accounts_needed(args):
     others = [0]
     if "login" in args.phases:
         others.append(args.logins)
-    if "messages" in args.phases:
+    if {"messages", "ws_messages", "bosh_messages"} & set(args.phases):
         others.append(2 * args.pairs)
     if "muc" in args.phases:
         others.append(args.muc_occupants)

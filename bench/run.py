@@ -111,7 +111,7 @@ authentication = "internal_hashed"
 storage = "internal"
 modules_enabled = {{
     "roster"; "saslauth"; "tls"; "disco"; "ping"; "version"; "time";
-    "lastactivity"; "carbons"; "vcard_legacy"; "private"; "blocklist"; "pep"; "websocket";{modules}
+    "lastactivity"; "carbons"; "vcard_legacy"; "private"; "blocklist"; "pep"; "websocket"; "bosh";{modules}
 }}
 modules_disabled = {{ "s2s"; "s2s_auth_certs" }}
 certificates = "{dir}"

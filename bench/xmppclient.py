@@ -21,6 +21,7 @@ import hashlib
 import os
 import pyexpat
 import re
+import secrets
 import ssl
 import time
 from dataclasses import dataclass
@@ -507,6 +508,144 @@ class WebSocketClient(Client):
             self._end()
         else:
             self._element(element)
+
+
+NS_HTTPBIND = "http://jabber.org/protocol/httpbind"  # XEP-0124
+NS_XBOSH = "urn:xmpp:xbosh"  # XEP-0206
+
+
+class BoshClient(Client):
+    """One client over BOSH (XEP-0124, XEP-0206) at
+    ``https://DOMAIN:ws_port/http-bind``: a session of HTTP requests, each
+    a ``<body/>`` with the next ``rid``.  One request is always held by the
+    server (``hold=1``) for what it sends; stanzas go in a new request at
+    once (``requests=2``), which answers the held one.  A session creation
+    or a restart (``xmpp:restart``) stands for a new stream header."""
+
+    def __init__(self, target, user, password, resource="bench"):
+        super().__init__(target, user, password, resource)
+        self._http = None
+        self._url = f"https://127.0.0.1:{target.ws_port}/http-bind"
+        self._sid = None
+        self._rid = secrets.randbelow(2**40)
+        self._outgoing = []
+        self._inflight = 0
+        self._restarting = False
+        self._received = []  # the elements of the response being read
+        self._holding = False  # keep a request out for what the server sends (after login)
+
+    async def login(self, timeout=30.0):
+        import aiohttp
+
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        self.closed = loop.create_future()
+        self._http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=_ssl_context(self.target), limit=4),
+            timeout=aiohttp.ClientTimeout(total=timeout + 70))
+        self.transport = self  # abort() and close(), as loadgen calls them
+        self._restart()
+        await self._negotiate(await self._features(timeout), timeout)
+        self._holding = True
+        self._pump()
+        return time.monotonic() - started
+
+    def _restart(self):
+        self._inbox = []
+        self._restarting = True
+        if self._sid is not None:  # the new stream's features may come in any response
+            self._deliver(Element(NS_STREAMS, "stream", {}))
+        self._pump()
+
+    def send(self, text):
+        stanza = _STANZA.match(text)
+        if stanza is not None and "xmlns=" not in text[:text.find(">")]:
+            text = f"{text[:stanza.end()]} xmlns='jabber:client'{text[stanza.end():]}"
+        self._outgoing.append(text)
+        self._pump()
+
+    def _pump(self):
+        """A request with what waits to go, unless two are out already;
+        and one always out, to be held for what the server sends."""
+        if self.closed is None or self.closed.done() or self._inflight >= 2:
+            return
+        if not (self._outgoing or self._restarting or (self._holding and not self._inflight)):
+            return
+        self._rid += 1
+        domain = self.target.domain
+        if self._sid is None:
+            head = (f"<body xmlns='{NS_HTTPBIND}' xmlns:xmpp='{NS_XBOSH}' rid='{self._rid}' "
+                    f"to='{domain}' xml:lang='en' wait='60' hold='1' ver='1.6' "
+                    "xmpp:version='1.0'")
+        elif self._restarting:
+            head = (f"<body xmlns='{NS_HTTPBIND}' xmlns:xmpp='{NS_XBOSH}' rid='{self._rid}' "
+                    f"sid='{self._sid}' to='{domain}' xml:lang='en' xmpp:restart='true'")
+        else:
+            head = f"<body xmlns='{NS_HTTPBIND}' rid='{self._rid}' sid='{self._sid}'"
+        stream_start = self._restarting and self._sid is None  # a session's creation
+        self._restarting = False
+        payload, self._outgoing = "".join(self._outgoing), []
+        body = f"{head}>{payload}</body>" if payload else f"{head}/>"
+        self._inflight += 1
+        asyncio.get_running_loop().create_task(self._request(body, stream_start))
+
+    async def _request(self, body, stream_start):
+        try:
+            async with self._http.post(self._url, data=body.encode(), headers={
+                    "Host": f"{self.target.domain}:{self.target.ws_port}",
+                    "Content-Type": "text/xml; charset=utf-8"},
+                    server_hostname=self.target.domain) as response:
+                data = await response.read()
+                if response.status != 200:
+                    raise XMPPError(f"{self.bare}: BOSH: HTTP {response.status}")
+        except Exception as e:  # noqa: BLE001 - any failure ends the session
+            self._lost(e)
+            return
+        self._inflight -= 1
+        header = []
+        parser = _StreamParser(header.append, self._received.append, lambda: None)
+        parser.feed(data)
+        attrs = header[0].attrs if header else {}
+        if attrs.get("type") == "terminate":
+            self._lost(XMPPError(f"{self.bare}: BOSH terminated: {attrs.get('condition')}"))
+            return
+        self._sid = self._sid or attrs.get("sid")
+        if stream_start:
+            self._deliver(Element(NS_STREAMS, "stream", attrs))
+        elements, self._received = self._received, []
+        for element in elements:
+            self._element(element)
+        self._pump()
+
+    def _lost(self, error):
+        if self.closed is not None and not self.closed.done():
+            self.closed.set_result(error)
+        self._fail(XMPPError(f"{self.bare}: BOSH: {error}"))
+
+    def abort(self):
+        self._lost(XMPPError("aborted"))
+        if self._http is not None:
+            asyncio.get_running_loop().create_task(self._http.close())
+
+    async def close(self, timeout=5.0):
+        self.closing = True
+        if self._http is None:
+            return
+        if self._sid is not None and not self.closed.done():
+            self._rid += 1
+            body = (f"<body xmlns='{NS_HTTPBIND}' rid='{self._rid}' sid='{self._sid}' "
+                    "type='terminate'/>")
+            try:
+                async with self._http.post(self._url, data=body.encode(), headers={
+                        "Host": f"{self.target.domain}:{self.target.ws_port}",
+                        "Content-Type": "text/xml; charset=utf-8"},
+                        server_hostname=self.target.domain) as response:
+                    await response.read()
+            except Exception:  # noqa: BLE001 - closing anyway
+                pass
+        if not self.closed.done():
+            self.closed.set_result(None)
+        await self._http.close()
 
 
 _CONTEXTS = {}

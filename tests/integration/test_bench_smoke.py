@@ -107,7 +107,8 @@ def test_group_chat_reaches_every_occupant(muc_server):
 
 @pytest.fixture(scope="module")
 def web(tmp_path_factory):
-    """A server with an HTTPS listener for WebSocket (RFC 7395)."""
+    """A server with an HTTPS listener for WebSocket (RFC 7395) and BOSH
+    (XEP-0206)."""
     port, = free_ports(1)
     deployment = prepare(tmp_path_factory.mktemp("xmppd-bench-ws"),
                          f'[http]\nlisten = ["ssl:{port}:interface=127.0.0.1"]\n')
@@ -116,7 +117,8 @@ def web(tmp_path_factory):
     deployment.process.check_clean_exit()
 
 
-def test_ping_pong_over_websocket_delivers_every_message(web):
+@pytest.mark.parametrize("transport", ["websocket", "bosh"])
+def test_ping_pong_over_the_web_delivers_every_message(web, transport):
     deployment, port = web
 
     async def body():
@@ -126,9 +128,9 @@ def test_ping_pong_over_websocket_delivers_every_message(web):
         worker = Worker({"target": target, "password": deployment.passwords,
                          "pattern": "{}"})
         login = await worker.login(["alice", "bob"], concurrency=2, keep=True,
-                                   resource="ws", websocket=True)
+                                   resource=transport, transport=transport)
         assert (login["failed"], login["errors"]) == (0, [])
-        assert all(client.jid.endswith("/ws") for client in worker.clients.values())
+        assert all(client.jid.endswith(f"/{transport}") for client in worker.clients.values())
         start = time.monotonic() + 0.1
         window = await worker.messages([("alice", "bob")], window=3, start_at=start,
                                        end_at=start + 1.0, padding=20)
