@@ -448,6 +448,29 @@ def test_a_close_frame_without_close_hibernates_as_a_lost_connection(server, bob
     alice.ws.send_close(1001)
     alice._write()
     assert alice.frames() == [1000]  # the server's answering close frame, no <close/>
+    # The server has dropped the TCP connection, which may take a while to go:
+    # from the close frame on, the WebSocket carries nothing.
+    assert alice.transport.disconnecting and alice.transport.protocol.closed
     assert alice_session(server).hibernating
+    to_alice(bob, "while it goes")
+    assert bob.take() == [] and alice.transport.value() == b""
+    lose(alice)
     _, got = resume_websocket(server, previd, 0)
-    assert got[0].name == "resumed" and chat_bodies(got) == ["unacknowledged"]
+    assert got[0].name == "resumed"
+    assert chat_bodies(got) == ["unacknowledged", "while it goes"]
+
+
+def test_a_websocket_failed_by_a_protocol_error_carries_nothing_more(server, bob):
+    """An unmasked client frame fails the WebSocket (RFC 6455 §5.1: 1002)
+    and the server drops the connection: the session hibernates at once and
+    what is sent to it meanwhile waits for the resumption (no error)."""
+    alice, previd = managed_websocket(server)
+    alice.transport.protocol.dataReceived(b"\x81\x05hello")  # a text frame, not masked
+    alice.transport.clear()
+    assert alice.transport.disconnecting and alice.transport.protocol.closed
+    assert alice_session(server).hibernating
+    to_alice(bob, "while it goes")
+    assert bob.take() == [] and alice.transport.value() == b""
+    lose(alice)
+    _, got = resume_websocket(server, previd, 0)
+    assert got[0].name == "resumed" and chat_bodies(got) == ["while it goes"]

@@ -30,7 +30,13 @@ A WebSocket at ``/xmpp-websocket`` of the HTTP listener
   ``http.websocket_idle_timeout`` seconds is closed with
   ``connection-timeout``;
 - connections count against ``[limits]`` by the client's address (the one
-  a trusted proxy names), as TCP connections do.
+  a trusted proxy names), as TCP connections do;
+- the WebSocket is closed for the stream as soon as nothing more can be sent
+  on it (the client's close frame, a WebSocket protocol error, the
+  connection lost): then, as over TCP, the session hibernates if stream
+  management (XEP-0198) made it resumable, on any carrier, and ends
+  otherwise.  The client's ``<close/>`` ends the stream and the session
+  (no hibernation), as ``</stream:stream>`` does over TCP.
 """
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -339,6 +345,18 @@ class WebSocketCarrier(WebSocketServerProtocol):
         self._ping_timer = cancelled(self._ping_timer)
         if self.connection is not None:
             self.connection.carrier_lost()
+
+    def dropConnection(self, abort=False):
+        """autobahn drops the connection: after the client's close frame, a
+        failed WebSocket (a protocol error) or a closing handshake that did
+        not finish.  From now on nothing can be sent (autobahn raises
+        ``Disconnected``), though the connection may take a while to go:
+        the carrier is closed and its session ends or hibernates now, as
+        when the connection is lost (so what is sent to it meanwhile waits
+        for a resumption instead of failing the sender)."""
+        super().dropConnection(abort)
+        self.closed = True
+        self._stopped()
 
     def onClose(self, wasClean, code, reason):
         self.closed = True
