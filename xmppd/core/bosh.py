@@ -68,7 +68,7 @@ from xml.sax.saxutils import quoteattr
 from zope.interface import implementer
 
 from xmppd.core.c2s import ClientConnection
-from xmppd.core.carrier import ICarrier
+from xmppd.core.carrier import ICarrier, UnauthenticatedCount
 from xmppd.core.limits import address_of
 from xmppd.core.stream import MAX_HOLD, cancelled, new_stream_id, peer_text
 from xmppd.core.xmlstream import (NS_CLIENT, NS_STREAMS, NS_XML, STREAM_PREFIXES, StreamError,
@@ -232,7 +232,7 @@ class _Request:
 
 
 @implementer(ICarrier)
-class BoshSession:
+class BoshSession(UnauthenticatedCount):
     """One BOSH session: the carrier of one client stream (XEP-0206)."""
 
     def __init__(self, server, sessions, sid, address, peer, secure, wait, hold):
@@ -585,11 +585,6 @@ class BoshSession:
 
     def features(self):
         return []
-
-    def authenticated(self):
-        if self._unauthenticated is not None:
-            self.server.connections.release_unauthenticated(self._unauthenticated)
-            self._unauthenticated = None
 
     def backlogged(self):
         """Whether more than a quarter of ``c2s.max_output_buffer`` waits

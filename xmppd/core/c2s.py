@@ -50,7 +50,7 @@ from twisted.words.xish import domish
 from zope.interface import implementer
 
 from xmppd import logs
-from xmppd.core.carrier import ICarrier, IStreamReceiver
+from xmppd.core.carrier import ICarrier, IStreamReceiver, UnauthenticatedCount
 from xmppd.core.events import STANZA_KINDS
 from xmppd.core.limits import ReadThrottle
 from xmppd.core.serial import SerialQueue
@@ -316,7 +316,7 @@ class ClientConnection:
 
 
 @implementer(ICarrier)
-class ClientStream(XmlStream):
+class ClientStream(UnauthenticatedCount, XmlStream):
     """The TCP carrier of one client connection (STARTTLS or direct TLS)."""
 
     log = log
@@ -413,11 +413,6 @@ class ClientStream(XmlStream):
             return refusal
         self._counted = self._unauthenticated = address
         return None
-
-    def authenticated(self):
-        if self._unauthenticated is not None:
-            self.server.connections.release_unauthenticated(self._unauthenticated)
-            self._unauthenticated = None
 
     def dataReceived(self, data):
         super().dataReceived(data)

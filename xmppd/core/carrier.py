@@ -12,6 +12,37 @@ sees elements only, through :class:`ICarrier`, and receives them through
 from zope.interface import Attribute, Interface
 
 
+class ReadPauses:
+    """:meth:`ICarrier.pause` and :meth:`ICarrier.resume` for a carrier
+    reading from ``transport``: pauses are counted (flow control and the
+    read throttle may both pause it), reading resumes when none is left."""
+
+    _pauses = 0
+
+    def pause(self):
+        self._pauses += 1
+        if self._pauses == 1:
+            self.transport.pauseProducing()
+
+    def resume(self):
+        self._pauses -= 1
+        if self._pauses == 0 and not self.closed:
+            self.transport.resumeProducing()
+
+
+class UnauthenticatedCount:
+    """:meth:`ICarrier.authenticated`: the client's address, counted among
+    the unauthenticated connections (``_unauthenticated``) while the stream
+    negotiates, leaves that count."""
+
+    _unauthenticated = None
+
+    def authenticated(self):
+        if self._unauthenticated is not None:
+            self.server.connections.release_unauthenticated(self._unauthenticated)
+            self._unauthenticated = None
+
+
 class ICarrier(Interface):
     """What carries one stream's elements."""
 

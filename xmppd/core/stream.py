@@ -47,6 +47,7 @@ from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
 from xmppd.core import tls
+from xmppd.core.carrier import ReadPauses
 from xmppd.core.limits import ReadThrottle, address_of
 from xmppd.core.xmlstream import (
     NS_CLIENT, STREAM_PREFIXES, StreamError, StreamParser, serialize, stream_error_element,
@@ -154,7 +155,7 @@ class OutputBuffer:
 
 
 @implementer(IHandshakeListener)
-class XmlStream(Protocol):
+class XmlStream(ReadPauses, Protocol):
     """One TCP connection carrying XML streams.
 
     Subclasses set ``log`` and the log line formats (which get ``peer`` and
@@ -370,16 +371,6 @@ class XmlStream(Protocol):
         self.abort()
 
     # Reading
-
-    def pause(self):
-        self._pauses += 1
-        if self._pauses == 1:
-            self.transport.pauseProducing()
-
-    def resume(self):
-        self._pauses -= 1
-        if self._pauses == 0 and not self.closed:
-            self.transport.resumeProducing()
 
     def _traffic(self):
         self._last_traffic = self.clock.seconds()

@@ -47,7 +47,7 @@ from zope.interface import implementer
 
 from xmppd.core import tls
 from xmppd.core.c2s import ClientConnection, default_host
-from xmppd.core.carrier import ICarrier
+from xmppd.core.carrier import ICarrier, ReadPauses, UnauthenticatedCount
 from xmppd.core.limits import address_of
 from xmppd.core.stream import cancelled, new_stream_id, peer_text
 from xmppd.core.xmlstream import (NS_CLIENT, NS_STREAMS, NS_XML, STREAM_PREFIXES, StreamError,
@@ -86,7 +86,7 @@ def framing(name, **attributes):
 
 
 @implementer(ICarrier)
-class WebSocketCarrier(WebSocketServerProtocol):
+class WebSocketCarrier(ReadPauses, UnauthenticatedCount, WebSocketServerProtocol):
     """One client stream over one WebSocket (RFC 7395)."""
 
     def __init__(self, server):
@@ -291,26 +291,11 @@ class WebSocketCarrier(WebSocketServerProtocol):
     def features(self):
         return []
 
-    def authenticated(self):
-        if self._unauthenticated is not None:
-            self.server.connections.release_unauthenticated(self._unauthenticated)
-            self._unauthenticated = None
-
     def backlogged(self):
         return False
 
     def hold(self, writer):
         """Output is not bounded per WebSocket yet: nothing is held."""
-
-    def pause(self):
-        self._pauses += 1
-        if self._pauses == 1:
-            self.transport.pauseProducing()
-
-    def resume(self):
-        self._pauses -= 1
-        if self._pauses == 0 and not self.closed:
-            self.transport.resumeProducing()
 
     # Liveness (RFC 6455 §5.5.2, §5.5.3)
 
