@@ -14,6 +14,7 @@ from websockets.uri import parse_uri
 
 from tests.harness import (Client, TLSStringTransport, add_user, error_condition, make_server,
                            online)
+from tests.test_c2s import offline_bodies
 from xmppd.control import Controller
 from xmppd.core.websocket import NS_FRAMING, WebSocketFactory, parse_frame
 from xmppd.core.xmlstream import StreamError, parse_stanza
@@ -474,3 +475,46 @@ def test_a_websocket_failed_by_a_protocol_error_carries_nothing_more(server, bob
     lose(alice)
     _, got = resume_websocket(server, previd, 0)
     assert got[0].name == "resumed" and chat_bodies(got) == ["while it goes"]
+
+
+def not_reading_websocket(tmp_path):
+    """alice over WebSocket (``login``), whose connection's buffer is full;
+    bob on TCP."""
+    server = make_server(tmp_path, extra="[c2s]\nmax_output_buffer = 65536\n")
+    add_user(server, "alice@example.com")
+    add_user(server, "bob@example.com")
+    bob = Client(server)
+    bob.login("bob@example.com")
+    alice = WebSocketClient(server)
+    login(alice, "web")
+    alice.transport.producer.pauseProducing()  # the transport's buffer is full
+    return server, alice, bob
+
+
+def kilobyte_messages(count):
+    return "".join(f"<message to='alice@example.com/web' type='chat'><body>{'x' * 1000}"
+                   "</body></message>" for _ in range(count))
+
+
+def test_a_websocket_client_that_does_not_read_is_cut_off(tmp_path):
+    server, alice, bob = not_reading_websocket(tmp_path)
+    for _ in range(70):
+        bob.send(kilobyte_messages(1))
+        bob.transport.producerState = "producing"  # not held, for this test
+    assert alice.transport.disconnecting
+    assert len(alice.transport.value()) < 1000  # what waited is dropped
+    assert server.sessions.count() == 1  # alice's session ended at once
+    bob.send("<message to='alice@example.com/web' type='chat'><body>later</body></message>")
+    assert offline_bodies(server, "alice")[-1] == "later"
+    assert not bob.closed
+
+
+def test_writers_are_held_while_a_websocket_reader_is_backlogged(tmp_path):
+    server, alice, bob = not_reading_websocket(tmp_path)
+    bob.send(kilobyte_messages(10))
+    assert bob.transport.producerState == "producing"
+    bob.send(kilobyte_messages(10))  # past a quarter of the limit
+    assert bob.transport.producerState == "paused"
+    alice.transport.producer.resumeProducing()  # alice reads
+    assert bob.transport.producerState == "producing"
+    assert sum("xxxx" in f for f in alice.frames() if isinstance(f, str)) == 20

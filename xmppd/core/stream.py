@@ -154,8 +154,41 @@ class OutputBuffer:
         self.discard()
 
 
+class HeldWriters:
+    """Streams that write to this one faster than its peer reads are held
+    (:meth:`hold`): they stop reading until this one's output
+    (``_output``, an :class:`OutputBuffer`) drains, they or it are gone, or
+    :data:`MAX_HOLD` seconds pass.  Uses ``clock``, ``_held`` (a set) and
+    ``_hold_timer``."""
+
+    def backlogged(self):
+        """Whether more than a quarter of the output limit waits."""
+        output = self._output
+        return output is not None and output.size > output.limit / 4
+
+    def hold(self, writer):
+        """Stop ``writer`` (a stream writing to this one) reading until this
+        stream's output drains, it is gone, or :data:`MAX_HOLD` seconds pass."""
+        if writer is self or writer in self._held:
+            return
+        self._held.add(writer)
+        writer.pause()
+        if self._hold_timer is None:
+            self._hold_timer = self.clock.callLater(MAX_HOLD, self._release_held)
+
+    def _output_drained(self):
+        if not self.backlogged():
+            self._release_held()
+
+    def _release_held(self):
+        self._hold_timer = cancelled(self._hold_timer)
+        held, self._held = self._held, set()
+        for writer in held:
+            writer.resume()
+
+
 @implementer(IHandshakeListener)
-class XmlStream(ReadPauses, Protocol):
+class XmlStream(HeldWriters, ReadPauses, Protocol):
     """One TCP connection carrying XML streams.
 
     Subclasses set ``log`` and the log line formats (which get ``peer`` and
@@ -337,31 +370,6 @@ class XmlStream(ReadPauses, Protocol):
     def output_overflow(self):
         """More than :meth:`max_output_buffer` bytes wait for the peer."""
         self.close("policy-violation", "not reading what the server sends")
-
-    def backlogged(self):
-        """Whether more than a quarter of the output limit waits."""
-        output = self._output
-        return output is not None and output.size > output.limit / 4
-
-    def hold(self, writer):
-        """Stop ``writer`` (a stream writing to this one) reading until this
-        stream's output drains, it is gone, or :data:`MAX_HOLD` seconds pass."""
-        if writer is self or writer in self._held:
-            return
-        self._held.add(writer)
-        writer.pause()
-        if self._hold_timer is None:
-            self._hold_timer = self.clock.callLater(MAX_HOLD, self._release_held)
-
-    def _output_drained(self):
-        if not self.backlogged():
-            self._release_held()
-
-    def _release_held(self):
-        self._hold_timer = cancelled(self._hold_timer)
-        held, self._held = self._held, set()
-        for writer in held:
-            writer.resume()
 
     def handshake_stalled(self):
         """The TLS handshake did not finish in time: abort the connection."""

@@ -29,6 +29,11 @@ A WebSocket at ``/xmpp-websocket`` of the HTTP listener
   (RFC 6455 §5.5.2); a client from which nothing, pongs included, came for
   ``http.websocket_idle_timeout`` seconds is closed with
   ``connection-timeout``;
+- output is bounded as on TCP: once open, what autobahn writes goes
+  through an :class:`~xmppd.core.stream.OutputBuffer`; past
+  ``c2s.max_output_buffer`` bytes the client is not reading and the
+  connection is dropped (its session ends, or hibernates for stream
+  management), and streams writing to a backlogged one are held;
 - connections count against ``[limits]`` by the client's address (the one
   a trusted proxy names), as TCP connections do;
 - the WebSocket is closed for the stream as soon as nothing more can be sent
@@ -49,7 +54,7 @@ from xmppd.core import tls
 from xmppd.core.c2s import ClientConnection, default_host
 from xmppd.core.carrier import ICarrier, ReadPauses, UnauthenticatedCount
 from xmppd.core.limits import address_of
-from xmppd.core.stream import cancelled, new_stream_id, peer_text
+from xmppd.core.stream import HeldWriters, OutputBuffer, cancelled, new_stream_id, peer_text
 from xmppd.core.xmlstream import (NS_CLIENT, NS_STREAMS, NS_XML, STREAM_PREFIXES, StreamError,
                                   StreamParser, stream_error_element)
 from xmppd.http.forwarding import client_address, forwarded_secure
@@ -86,7 +91,7 @@ def framing(name, **attributes):
 
 
 @implementer(ICarrier)
-class WebSocketCarrier(ReadPauses, UnauthenticatedCount, WebSocketServerProtocol):
+class WebSocketCarrier(HeldWriters, ReadPauses, UnauthenticatedCount, WebSocketServerProtocol):
     """One client stream over one WebSocket (RFC 7395)."""
 
     def __init__(self, server):
@@ -102,6 +107,8 @@ class WebSocketCarrier(ReadPauses, UnauthenticatedCount, WebSocketServerProtocol
         self._oversized = False
         self._counted = self._unauthenticated = None
         self._pauses = 0
+        self._output = None  # OutputBuffer, once the WebSocket is open
+        self._held, self._hold_timer = set(), None
         self._last_traffic = 0.0
         self._idle_timer = self._ping_timer = None
 
@@ -143,6 +150,7 @@ class WebSocketCarrier(ReadPauses, UnauthenticatedCount, WebSocketServerProtocol
         log.info("c2s WebSocket connection from {peer}{tls}", peer=self.peer,
                  tls="" if self.secure else " (not encrypted)")
         self.server.streams.add(self)
+        self._bound_output()
         self.connection = ClientConnection(self.server, self)
         self._traffic()
         http = self.server.config.http
@@ -237,13 +245,14 @@ class WebSocketCarrier(ReadPauses, UnauthenticatedCount, WebSocketServerProtocol
     # ICarrier
 
     def send_element(self, element):
+        """Send ``element``; return whether the output is now backlogged."""
         if self.closed:
             return False
         if self._held_output is not None:
             self._held_output.append(element)
-        else:
-            self._send(element)
-        return False
+            return False
+        self._send(element)
+        return self.backlogged()
 
     def _send(self, element):
         self._traffic()
@@ -291,11 +300,27 @@ class WebSocketCarrier(ReadPauses, UnauthenticatedCount, WebSocketServerProtocol
     def features(self):
         return []
 
-    def backlogged(self):
-        return False
+    # Output bounds (as for TCP, xmppd.core.stream)
 
-    def hold(self, writer):
-        """Output is not bounded per WebSocket yet: nothing is held."""
+    def _bound_output(self):
+        """From now on what autobahn writes goes through an
+        :class:`OutputBuffer` of ``c2s.max_output_buffer`` bytes: past it
+        the client is not reading and the connection is dropped."""
+        limit = self.server.config.c2s.max_output_buffer
+        if not limit:
+            return
+        transport = self.transport
+        transport.unregisterProducer()  # the HTTP channel's: it handed the connection over
+        self._output = OutputBuffer(transport, self._output_drained, limit)
+        self.transport = _BoundedTransport(transport, self._output, self._output_overflow)
+
+    def _output_overflow(self):
+        if self.closed:
+            return
+        log.info("c2s stream error to {peer}: policy-violation not reading what the server "
+                 "sends", peer=self.peer)
+        self._output.discard()
+        self.dropConnection(abort=True)
 
     # Liveness (RFC 6455 §5.5.2, §5.5.3)
 
@@ -328,6 +353,7 @@ class WebSocketCarrier(ReadPauses, UnauthenticatedCount, WebSocketServerProtocol
     def _stopped(self):
         self._idle_timer = cancelled(self._idle_timer)
         self._ping_timer = cancelled(self._ping_timer)
+        self._release_held()  # the writers it held read again
         if self.connection is not None:
             self.connection.carrier_lost()
 
@@ -355,6 +381,25 @@ class WebSocketCarrier(ReadPauses, UnauthenticatedCount, WebSocketServerProtocol
             user = self.connection.user
             log.info("c2s WebSocket from {peer} closed{user}", peer=self.peer,
                      user=f" ({user})" if user else "")
+
+
+class _BoundedTransport:
+    """The transport under autobahn, its writes through an OutputBuffer;
+    anything else is the transport's."""
+
+    def __init__(self, transport, output, overflow):
+        self._transport = transport
+        self._output = output
+        self._overflow = overflow
+
+    def write(self, data):
+        output = self._output
+        output.write(data)
+        if output.size > output.limit:
+            self._overflow()
+
+    def __getattr__(self, name):
+        return getattr(self._transport, name)
 
 
 class WebSocketFactory(WebSocketServerFactory):
