@@ -113,6 +113,23 @@ class ModuleAPI:
         module hooks with ``host=domain``; nothing else sees them."""
         self._server.router.add_service(domain, host)
 
+    def add_services(self, label, name):
+        """Serve ``LABEL.HOST`` (``label(host)``: the label for that host)
+        for every host this module is enabled on, as :meth:`add_service`
+        does, listed in the host's disco#items (XEP-0030 §4.1) as ``name``
+        when the disco service is there; the ``(host, domain)`` pairs."""
+        disco = self.service("disco")
+        served = []
+        for host in self.hosts:
+            if not self.enabled(host):
+                continue
+            domain = f"{label(host)}.{host}"
+            self.add_service(domain, host)
+            if disco is not None:
+                disco.add_item(host, domain, name)
+            served.append((host, domain))
+        return served
+
     def owner(self, domain):
         """The hosted domain ``domain`` is or belongs to (for a service
         domain, the host it serves), or None if it is remote."""

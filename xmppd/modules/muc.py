@@ -1108,14 +1108,8 @@ def _avatar_hash(room):
 def setup(api):
     muc = MUC(api, api.open_store("rooms"), api.open_store("room_archive"))
     api.hook(SERVER_STOPPING, muc.stopping)
-    disco = api.service("disco")
-    for host in api.hosts:
-        if not api.enabled(host):
-            continue
-        domain = f"{api.options_for(host).subdomain}.{host}"
-        api.add_service(domain, host)
-        if disco is not None:
-            disco.add_item(host, domain, "Chatrooms")
+    for _, domain in api.add_services(lambda host: api.options_for(host).subdomain,
+                                      "Chatrooms"):
         muc.drop_temporary(domain)
         api.hook(presence_event(FULL), muc.presence, host=domain)
         api.hook(presence_event(BARE), lambda stanza: _no_nick(api, stanza), host=domain)

@@ -591,14 +591,7 @@ def _pubsub(child):
 
 def setup(api):
     service = PubSubService(api, api.open_store("pubsub", "pubsub"))
-    disco = api.service("disco")
-    for host in api.hosts:
-        if not api.enabled(host):
-            continue
-        domain = f"{SUBDOMAIN}.{host}"
-        api.add_service(domain, host)
-        if disco is not None:
-            disco.add_item(host, domain, "Publish-Subscribe")
+    for _, domain in api.add_services(lambda host: SUBDOMAIN, "Publish-Subscribe"):
         for type_ in ("get", "set"):
             api.handle_iq(type_, HOST, NS_PUBSUB, service.request, host=domain)
             api.handle_iq(type_, HOST, NS_OWNER, service.owner_request, host=domain)

@@ -270,16 +270,9 @@ def setup(api):
     secret = slots.load_secret(root)
     store = api.open_store("uploads")
     service = UploadService(api, store, secret)
-    disco = api.service("disco")
-    hosts = []
-    for host in api.hosts:
-        if not api.enabled(host):
-            continue
-        hosts.append(host)
-        domain = f"{api.options_for(host).subdomain}.{host}"
-        api.add_service(domain, host)
-        if disco is not None:
-            disco.add_item(host, domain, "HTTP File Upload")
+    served = api.add_services(lambda host: api.options_for(host).subdomain, "HTTP File Upload")
+    hosts = [host for host, _ in served]
+    for host, domain in served:
         api.handle_iq("get", HOST, NS_UPLOAD, service.request, host=domain)
         api.handle_iq("get", HOST, NS_INFO, service.info, host=domain)
         api.handle_iq("get", HOST, NS_ITEMS, service.items, host=domain)
