@@ -247,6 +247,15 @@ def prepare(directory, extra_config="", storage_url="sqlite:///xmppd.sqlite", se
     return Deployment(DOMAIN, c2s_port, direct_tls_port, ca_file, dict(PASSWORDS), process)
 
 
+def prepare_web(directory, extra_config=""):
+    """:func:`prepare` with an HTTPS listener (``[http]``: WebSocket, BOSH,
+    HTTP modules) on 127.0.0.1; ``(deployment, its port)``, not started."""
+    port, = free_ports(1)
+    deployment = prepare(directory, f'[http]\nlisten = ["ssl:{port}:interface=127.0.0.1"]\n'
+                         + extra_config)
+    return deployment, port
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     """xmppd for ``example.test`` on 127.0.0.1 with alice and bob, for the session."""

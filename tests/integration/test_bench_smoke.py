@@ -11,7 +11,7 @@ import pytest
 
 from bench.loadgen import ServerProcess, Worker
 from bench.xmppclient import Target
-from tests.integration.conftest import free_ports, new_accounts, prepare
+from tests.integration.conftest import new_accounts, prepare, prepare_web
 
 TIMEOUT = 20.0
 
@@ -109,9 +109,7 @@ def test_group_chat_reaches_every_occupant(muc_server):
 def web(tmp_path_factory):
     """A server with an HTTPS listener for WebSocket (RFC 7395) and BOSH
     (XEP-0206)."""
-    port, = free_ports(1)
-    deployment = prepare(tmp_path_factory.mktemp("xmppd-bench-ws"),
-                         f'[http]\nlisten = ["ssl:{port}:interface=127.0.0.1"]\n')
+    deployment, port = prepare_web(tmp_path_factory.mktemp("xmppd-bench-ws"))
     deployment.process.start()
     yield deployment, port
     deployment.process.check_clean_exit()

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from scramp import ScramClient
 
-from tests.integration.conftest import DOMAIN, STEP_TIMEOUT, free_ports, prepare
+from tests.integration.conftest import DOMAIN, STEP_TIMEOUT, prepare_web
 
 HTTPBIND = "http://jabber.org/protocol/httpbind"
 XBOSH = "urn:xmpp:xbosh"
@@ -24,9 +24,7 @@ SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 @pytest.fixture(scope="module")
 def web(tmp_path_factory):
     """The module's server, with an HTTPS listener; yields (deployment, port)."""
-    port, = free_ports(1)
-    deployment = prepare(tmp_path_factory.mktemp("xmppd-bosh"),
-                         f'[http]\nlisten = ["ssl:{port}:interface=127.0.0.1"]\n')
+    deployment, port = prepare_web(tmp_path_factory.mktemp("xmppd-bosh"))
     deployment.process.start()
     yield deployment, port
     deployment.process.check_clean_exit()

@@ -22,7 +22,7 @@ from slixmpp.plugins.xep_0363 import http_upload
 from slixmpp.exceptions import IqError
 from slixmpp.xmlstream import ET
 
-from tests.integration.conftest import DOMAIN, STEP_TIMEOUT, free_ports, prepare
+from tests.integration.conftest import DOMAIN, STEP_TIMEOUT, prepare_web
 
 NS = "urn:xmpp:http:upload:0"
 LIMIT = 100_000
@@ -31,10 +31,8 @@ LIMIT = 100_000
 @pytest.fixture(scope="module")
 def web(tmp_path_factory):
     """The module's server with an HTTPS listener and the upload module."""
-    port, = free_ports(1)
-    deployment = prepare(tmp_path_factory.mktemp("xmppd-upload"),
-                         f'[http]\nlisten = ["ssl:{port}:interface=127.0.0.1"]\n'
-                         f'[upload]\nmax_file_size = {LIMIT}\n')
+    deployment, port = prepare_web(tmp_path_factory.mktemp("xmppd-upload"),
+                                   f'[upload]\nmax_file_size = {LIMIT}\n')
     config = deployment.process.config_path
     config.write_text(config.read_text() + 'modules_enabled = ["upload"]\n')
     deployment.process.start()

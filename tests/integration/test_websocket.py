@@ -16,7 +16,7 @@ import pytest
 from scramp import ScramClient
 from websockets.asyncio.client import connect
 
-from tests.integration.conftest import DOMAIN, STEP_TIMEOUT, free_ports, prepare
+from tests.integration.conftest import DOMAIN, STEP_TIMEOUT, prepare_web
 from tests.integration.test_stream_management_slixmpp import until_session
 
 FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
@@ -28,9 +28,7 @@ OPEN = f"<open xmlns='{FRAMING}' to='{DOMAIN}' version='1.0'/>"
 @pytest.fixture(scope="module")
 def web(tmp_path_factory):
     """The module's server, with an HTTPS listener; yields (deployment, port)."""
-    port, = free_ports(1)
-    deployment = prepare(tmp_path_factory.mktemp("xmppd-web"),
-                         f'[http]\nlisten = ["ssl:{port}:interface=127.0.0.1"]\n')
+    deployment, port = prepare_web(tmp_path_factory.mktemp("xmppd-web"))
     deployment.process.start()
     yield deployment, port
     deployment.process.check_clean_exit()
