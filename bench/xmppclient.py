@@ -589,15 +589,20 @@ class BoshClient(Client):
         self._inflight += 1
         asyncio.get_running_loop().create_task(self._request(body, stream_start))
 
+    async def _post(self, body):
+        """The response's bytes to one request (XMPPError unless HTTP 200)."""
+        async with self._http.post(self._url, data=body.encode(), headers={
+                "Host": f"{self.target.domain}:{self.target.ws_port}",
+                "Content-Type": "text/xml; charset=utf-8"},
+                server_hostname=self.target.domain) as response:
+            data = await response.read()
+            if response.status != 200:
+                raise XMPPError(f"{self.bare}: BOSH: HTTP {response.status}")
+            return data
+
     async def _request(self, body, stream_start):
         try:
-            async with self._http.post(self._url, data=body.encode(), headers={
-                    "Host": f"{self.target.domain}:{self.target.ws_port}",
-                    "Content-Type": "text/xml; charset=utf-8"},
-                    server_hostname=self.target.domain) as response:
-                data = await response.read()
-                if response.status != 200:
-                    raise XMPPError(f"{self.bare}: BOSH: HTTP {response.status}")
+            data = await self._post(body)
         except Exception as e:  # noqa: BLE001 - any failure ends the session
             self._lost(e)
             return
@@ -636,11 +641,7 @@ class BoshClient(Client):
             body = (f"<body xmlns='{NS_HTTPBIND}' rid='{self._rid}' sid='{self._sid}' "
                     "type='terminate'/>")
             try:
-                async with self._http.post(self._url, data=body.encode(), headers={
-                        "Host": f"{self.target.domain}:{self.target.ws_port}",
-                        "Content-Type": "text/xml; charset=utf-8"},
-                        server_hostname=self.target.domain) as response:
-                    await response.read()
+                await self._post(body)
             except Exception:  # noqa: BLE001 - closing anyway
                 pass
         if not self.closed.done():
