@@ -34,7 +34,7 @@ from .models import (
     PubSubNodeRow,
     PubSubSubscriptionRow,
 )
-from .sql_stores import account as find_account
+from .sql_stores import account as find_account, put_value
 
 Node, Item = PubSubNodeRow, PubSubItemRow
 Affiliation, Subscription = PubSubAffiliationRow, PubSubSubscriptionRow
@@ -241,14 +241,8 @@ class SQLPubSub:
                              f"{AFFILIATIONS} or none")
         with self._db.writing() as session:
             node_id = self._locked(session, service, node)
-            row = session.get(Affiliation, (node_id, jid))
-            if affiliation is None:
-                if row is not None:
-                    session.delete(row)
-            elif row is None:
-                session.add(Affiliation(node_id=node_id, jid=jid, affiliation=affiliation))
-            else:
-                row.affiliation = affiliation
+            put_value(session, Affiliation, (node_id, jid), "affiliation", affiliation,
+                      node_id=node_id, jid=jid)
 
     def subscriptions(self, service: str, node: str) -> list[PubSubSubscription]:
         with self._db.reading() as session:

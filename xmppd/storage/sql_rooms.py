@@ -17,6 +17,7 @@ from . import RoomExists, RoomNotFound, TooManyRooms
 from .kinds import ROOM_AFFILIATIONS, FormValues, Room
 from .models import ROOM_NAME_LENGTH, MucAffiliationRow, MucRoomRow
 from .sql_pubsub import form_json
+from .sql_stores import put_value
 
 Row, Affiliation = MucRoomRow, MucAffiliationRow
 
@@ -113,14 +114,8 @@ class SQLRooms:
                                      .with_for_update(key_share=True))
             if room_id is None:
                 raise RoomNotFound(f"no room {name!r} at {service}")
-            row = session.get(Affiliation, (room_id, jid))
-            if affiliation is None:
-                if row is not None:
-                    session.delete(row)
-            elif row is None:
-                session.add(Affiliation(room_id=room_id, jid=jid, affiliation=affiliation))
-            else:
-                row.affiliation = affiliation
+            put_value(session, Affiliation, (room_id, jid), "affiliation", affiliation,
+                      room_id=room_id, jid=jid)
 
     def owned_rooms(self, service: str, jid: str) -> list[str]:
         with self._db.reading() as session:

@@ -39,6 +39,20 @@ def account(session: Session, username: str, domain: str, *, lock: bool = False)
     return found
 
 
+def put_value(session: Session, model, primary: tuple, column: str, value, /, **ids) -> None:
+    """Set ``column`` of the row of ``model`` whose primary key is
+    ``primary`` to ``value``, adding the row (its key columns ``ids``) if
+    absent; None deletes the row."""
+    row = session.get(model, primary)
+    if value is None:
+        if row is not None:
+            session.delete(row)
+    elif row is None:
+        session.add(model(**ids, **{column: value}))
+    else:
+        setattr(row, column, value)
+
+
 def account_id(username: str, domain: str):
     """A scalar subquery: the id of the account, NULL if none."""
     return select(Account.id).where(named(username, domain)).scalar_subquery()
@@ -224,15 +238,8 @@ class SQLKeyValues:
         with self._db.writing() as session:
             owner = account(session, username, domain, lock=True)
             for key, value in values.items():
-                row = session.get(UserValue, (owner.id, self.name, key))
-                if value is None:
-                    if row is not None:
-                        session.delete(row)
-                elif row is None:
-                    session.add(UserValue(account_id=owner.id, store=self.name, key=key,
-                                          value=value))
-                else:
-                    row.value = value
+                put_value(session, UserValue, (owner.id, self.name, key), "value", value,
+                          account_id=owner.id, store=self.name, key=key)
                 session.flush()  # in order: the item that fails is the one named
 
     def delete(self, username: str, domain: str, key: str) -> None:
