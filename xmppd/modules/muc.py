@@ -419,8 +419,11 @@ class MUC:
             delay = message.addElement((NS_DELAY, "delay"))
             delay["from"], delay["stamp"] = room.jid.full, xep0082_stamp(item.timestamp)
             messages.append(message)
-        if max_chars is not None:
-            while messages and sum(len(m.toXml()) for m in messages) > max_chars:
+        if max_chars is not None:  # the newest that fit, each serialised once
+            sizes = [len(m.toXml()) for m in messages]
+            total = sum(sizes)
+            while messages and total > max_chars:
+                total -= sizes.pop(0)
                 messages.pop(0)
         return messages
 
