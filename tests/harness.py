@@ -23,6 +23,7 @@ from xmppd.core.xmlstream import NS_STREAMS, StreamError, StreamParser, parse_st
 from xmppd.storage.deferred import AsyncStore, immediate_runner
 from xmppd.storage.sql import SQLStore
 from xmppd.tap import MODULES
+from xmppd.wokkel_compat import data_form
 
 HEADER = ("<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
           "xmlns:stream='http://etherx.jabber.org/streams' to='{to}' version='1.0'>")
@@ -172,6 +173,19 @@ def online(server, user, resource="res"):
     client.send("<presence/>")
     client.take()
     return client
+
+
+def info_forms(server, to="example.com", user="alice@example.com"):
+    """The extended information forms (XEP-0128) of the disco#info of
+    ``to``, as ``user`` (logged in here) reads them."""
+    client = Client(server)
+    client.login(user)
+    client.send(f"<iq type='get' id='d1' to='{to}'>"
+                "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+    [answer] = client.take()
+    assert answer["type"] == "result", answer.toXml()
+    return [data_form.Form.fromElement(x)
+            for x in answer.firstChildElement().elements(data_form.NS_X_DATA, "x")]
 
 
 @implementer(ICarrier)

@@ -3,9 +3,9 @@ server's disco#info, per host, following a reload, and its checked keys."""
 
 import pytest
 
-from tests.harness import Client, add_user, make_server, reload
+from tests.harness import add_user, make_server, reload
+from tests.harness import info_forms as forms
 from xmppd.config import ConfigError, parse
-from xmppd.wokkel_compat import data_form
 
 NS_INFO = "http://jabber.org/protocol/disco#info"
 SERVERINFO = "http://jabber.org/network/serverinfo"
@@ -28,17 +28,6 @@ def make(tmp_path, extra=CONFIG, modules=MODULES):
     server = make_server(tmp_path, hosts=(), modules=modules, extra=extra)
     add_user(server, "alice@example.com")
     return server
-
-
-def forms(server, to="example.com"):
-    """The extended information forms of the server's disco#info for ``to``."""
-    client = Client(server)
-    client.login("alice@example.com")
-    client.send(f"<iq type='get' id='d1' to='{to}'><query xmlns='{NS_INFO}'/></iq>")
-    [answer] = client.take()
-    assert answer["type"] == "result", answer.toXml()
-    return [data_form.Form.fromElement(x)
-            for x in answer.firstChildElement().elements(data_form.NS_X_DATA, "x")]
 
 
 def addresses(form):

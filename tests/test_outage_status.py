@@ -3,9 +3,9 @@ the server's disco#info, per host, following a reload, and its checked key."""
 
 import pytest
 
-from tests.harness import Client, add_user, make_server, reload
+from tests.harness import add_user, make_server, reload
+from tests.harness import info_forms as forms
 from xmppd.config import ConfigError, parse
-from xmppd.wokkel_compat import data_form
 
 NS_INFO = "http://jabber.org/protocol/disco#info"
 STATUS = "https://status.example.com/xmpp.json"
@@ -16,16 +16,6 @@ def make(tmp_path, extra):
     server = make_server(tmp_path, hosts=(), modules=("bind", "outage_status"), extra=extra)
     add_user(server, "alice@example.com")
     return server
-
-
-def forms(server, to="example.com"):
-    client = Client(server)
-    client.login("alice@example.com")
-    client.send(f"<iq type='get' id='d1' to='{to}'><query xmlns='{NS_INFO}'/></iq>")
-    [answer] = client.take()
-    assert answer["type"] == "result", answer.toXml()
-    return [data_form.Form.fromElement(x)
-            for x in answer.firstChildElement().elements(data_form.NS_X_DATA, "x")]
 
 
 def test_the_status_addresses_are_in_the_server_info(tmp_path):
