@@ -458,8 +458,8 @@ def test_migrate(ctl, conf):
 # cert
 
 
-def test_cert_ec_into_the_configured_directory(ctl, tree):
-    status, out, _ = ctl("cert", "Chat.Example.COM", "--ec")
+def test_cert_ec_by_default_into_the_configured_directory(ctl, tree):
+    status, out, _ = ctl("cert", "Chat.Example.COM")
     cert_path = tree / "certs" / "chat.example.com.crt"
     key_path = tree / "certs" / "chat.example.com.key"
     assert status == 0 and str(cert_path) in out and str(key_path) in out
@@ -482,8 +482,14 @@ def test_cert_out_and_force(capsys, tmp_path, monkeypatch):
     assert run(capsys, "cert", DOMAIN, "--force")[0] == 0
 
 
+def test_cert_rsa_on_request(ctl, tree):
+    assert ctl("cert", DOMAIN, "--key", "rsa", "--force")[0] == 0
+    cert = Certificate(str(tree / "certs" / f"{DOMAIN}.crt"), str(tree / "certs" / f"{DOMAIN}.key"))
+    assert isinstance(cert.x509.public_key(), rsa.RSAPublicKey)
+
+
 def test_make_self_signed(tmp_path):
-    cert_path, key_path = make_self_signed(DOMAIN, str(tmp_path))
+    cert_path, key_path = make_self_signed(DOMAIN, str(tmp_path), "rsa")
     cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
     key = serialization.load_pem_private_key(Path(key_path).read_bytes(), None)
     assert key.key_size == 2048

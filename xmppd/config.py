@@ -32,6 +32,7 @@ OPTIONAL_MODULES = ("disco", "ping", "version", "time", "last", "vcard",
                     "avatar_conversion", "muc", "upload", "external_services",
                     "contact_addresses", "outage_status")
 TLS_VERSIONS = ("1.2", "1.3")
+AUTHENTICATION = ("password", "anonymous")  # hosts."DOMAIN".authentication
 
 _T = TypeVar("_T")
 
@@ -177,6 +178,9 @@ class HostConfig:
 
     name: str
     cross_domain_messages: bool = False
+    # "password": accounts log in with SASL (their passwords or tokens);
+    # "anonymous": SASL ANONYMOUS only, a new account per session (XEP-0175).
+    authentication: str = "password"
     disabled_modules: tuple[str, ...] = ()
     modules_enabled: tuple[str, ...] = ()  # more feature modules for this host only
     # [hosts."DOMAIN".MODULE]: module -> the keys this host sets, checked values
@@ -516,6 +520,7 @@ def _host(name: str, table: Table) -> HostConfig:
         HostConfig(
             name=_domain(name, table.key),
             cross_domain_messages=table.take("cross_domain_messages", boolean, False),
+            authentication=table.take("authentication", choice(AUTHENTICATION), "password"),
             disabled_modules=tuple(
                 choice(OPTIONAL_MODULES)(module, f"{table.child('disabled_modules')}[{i}]")
                 for i, module in enumerate(table.take("disabled_modules", strings, []))),

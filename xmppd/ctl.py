@@ -125,7 +125,9 @@ def _parser():
     cert.add_argument("--out", metavar="DIR",
                       help="output directory (default: tls.certificates of the "
                            "configuration if it exists, else the current directory)")
-    cert.add_argument("--ec", action="store_true", help="P-256 key instead of RSA 2048")
+    cert.add_argument("--key", choices=("ec", "rsa"), default="ec",
+                      help="key type: P-256 (the default: the cheapest TLS handshake) "
+                           "or RSA 2048 (for very old clients)")
     cert.add_argument("--force", action="store_true", help="replace existing files")
 
     command("check", cmd_check, "validate the configuration, certificates and database")
@@ -289,7 +291,7 @@ def cmd_init(args):
     except configuration.ConfigError as e:
         raise Failure(e) from None
     os.makedirs(args.dir, exist_ok=True)
-    cert_path, key_path = _make_cert(domain, config.tls.certificates, "rsa", args.force)
+    cert_path, key_path = _make_cert(domain, config.tls.certificates, "ec", args.force)
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
     with _store(config, current=False) as store:
@@ -434,7 +436,7 @@ def cmd_cert(args):
     out = args.out
     if out is None:
         out = _load_config(args.config).tls.certificates if os.path.exists(args.config) else "."
-    cert_path, key_path = _make_cert(domain, out, "ec" if args.ec else "rsa", args.force)
+    cert_path, key_path = _make_cert(domain, out, args.key, args.force)
     print(f"certificate: {cert_path}")
     print(f"key:         {key_path}")
 
