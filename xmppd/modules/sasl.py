@@ -9,11 +9,15 @@ from one address, and for one account (the one the client named), each
 failure after the first is answered later and later; too many ban the
 address, or lock the account, for a while
 (:class:`~xmppd.core.limits.AuthThrottle`).  A locked account refuses every
-password login, the right password included, with the same
-``<not-authorized/>`` (§6.5.10), so the answer tells nothing of the
-password; its bound sessions go on.  The third failure on one stream, or a
-banned address, ends it with ``policy-violation``.  Success restarts the
-stream (§6.4.6).
+login, the right password included, with the same ``<not-authorized/>``
+(§6.5.10), so the answer tells nothing of the password; its bound sessions
+go on.  The third failure on one stream, or a banned address, ends it with
+``policy-violation``.  Success restarts the stream (§6.4.6).
+
+:class:`Authentication` is the exchange of one stream whatever its
+profile: this module's RFC 6120 framing (:class:`Rfc6120`), or SASL2's
+(XEP-0388, module ``sasl2``), which reaches it through the service
+``sasl`` (:meth:`Sasl.authentication`); failures of either count alike.
 """
 
 import base64
@@ -35,9 +39,12 @@ LOCKED = "the account is temporarily locked after too many failed authentication
 
 
 class Authentication:
-    """The SASL exchanges of one stream, until one succeeds."""
+    """The SASL exchanges of one stream, until one succeeds.  ``profile``
+    frames the exchange under way: ``challenge(data)``,
+    ``failure_element(condition, text)`` and ``succeeded(success)``."""
 
-    __slots__ = ("api", "accounts", "stream", "sasl", "mechanism", "failures", "account")
+    __slots__ = ("api", "accounts", "stream", "sasl", "mechanism", "failures", "account",
+                 "profile")
 
     def __init__(self, api, accounts, stream):
         self.api = api
@@ -48,73 +55,61 @@ class Authentication:
         self.mechanism = None
         self.failures = 0
         self.account = None  # the account named by the current attempt
+        self.profile = None
 
     def _credentials(self, username):
         self.account = JID(username, self.stream.domain, None)
         return self.accounts.get_credentials(username, self.stream.domain)
 
-    def received(self, element):
-        """Handle one SASL element: None, or a Deferred of its step."""
-        if element.name == "auth":
-            if self.api.streams.banned(self.stream):
-                self.stream.close("policy-violation", "too many failed authentications")
-                return None
-            if self.mechanism is not None:
-                return self._failure("malformed-request", "authentication in progress")
-            self.account = None
-            try:
-                self.mechanism = self.sasl.start(element.getAttribute("mechanism", ""))
-            except SaslFailure as e:
-                return self._failure(e.condition, e.text)
-            text = str(element).strip()
-            return self._step(None if text == "" else text)
-        if element.name == "response" and self.mechanism is not None:
-            return self._step(str(element).strip())
-        if element.name == "abort":
-            return self._failure("aborted")
-        return self._failure("malformed-request")
+    def begin(self, profile, start):
+        """Start an exchange framed by ``profile``: ``start()`` gives its
+        mechanism and the initial response (None for none), or raises
+        SaslFailure.  None, or a Deferred of the first step."""
+        if self.api.streams.banned(self.stream):
+            self.stream.close("policy-violation", "too many failed authentications")
+            return None
+        if self.mechanism is not None:
+            return self.fail("malformed-request", "authentication in progress")
+        self.profile = profile
+        self.account = None
+        try:
+            self.mechanism, data = start()
+        except SaslFailure as e:
+            return self.fail(e.condition, e.text)
+        return self.step(data)
 
-    def _step(self, text):
-        if text is None:
-            data = None
-        elif text == "=":
-            data = b""
-        else:
-            try:
-                data = base64.b64decode(text, validate=True)
-            except (binascii.Error, ValueError):
-                return self._failure("incorrect-encoding")
+    @property
+    def busy(self):
+        """Whether an exchange is under way."""
+        return self.mechanism is not None
+
+    def step(self, data):
+        """Feed the next client payload to the exchange under way."""
         d = self.mechanism.step(data)
         d.addCallbacks(self._stepped, self._step_failed)
         return d
 
     def _stepped(self, step):
-        if isinstance(step, Success):
-            if self.api.streams.locked(self.account):
-                return self._failure("not-authorized")
-            self._succeeded(step)
-            return
-        self._send("challenge", step.data)
+        if not isinstance(step, Success):
+            self.profile.challenge(step.data)
+            return None
+        self.account = JID(step.username, self.stream.domain, None)
+        if self.api.streams.locked(self.account):
+            return self.fail("not-authorized")
+        self.mechanism = None
+        return self.profile.succeeded(step)
 
     def _step_failed(self, failure):
         failure.trap(SaslFailure)
-        return self._failure(failure.value.condition, failure.value.text)
+        return self.fail(failure.value.condition, failure.value.text)
 
-    def _send(self, name, data):
-        element = domish.Element((NS_SASL, name))
-        if data:
-            element.addContent(base64.b64encode(data).decode("ascii"))
-        elif data is not None:
-            element.addContent("=")
-        self.stream.send(element)
-
-    def _failure(self, condition, text=None):
+    def fail(self, condition, text=None):
         """Answer with a SASL failure: at once for an abort, else after the
         delay the address and the account have earned (the stream waits
         meanwhile); for a locked account, always ``not-authorized``."""
         self.mechanism = None
         if condition == "aborted":
-            self.stream.send(failure_element(condition))
+            self.stream.send(self.profile.failure_element(condition))
             return None
         self.failures += 1
         streams, account, log = self.api.streams, self.account, self.api.log
@@ -135,7 +130,7 @@ class Authentication:
                      "authentications, the last from {peer}", account=account,
                      time=limits.auth_account_lock_time,
                      count=limits.auth_account_lock_after, peer=self.stream.peer)
-        failure = failure_element(condition, text)
+        failure = self.profile.failure_element(condition, text)
         if not delay:
             self._failed(failure)
             return None
@@ -144,14 +139,77 @@ class Authentication:
     def _failed(self, failure):
         self.stream.send(failure)
         if self.failures >= MAX_AUTH_FAILURES or self.api.streams.banned(self.stream):
-            self.stream.close("policy-violation", "too many failed authentication attempts")
+            self.stream.close("policy-violation", "too many failed authentications")
 
-    def _succeeded(self, success):
-        self.mechanism = None
-        del self.stream.state[self.api.name]
-        self.api.streams.authenticated(self.stream, success.username)
+    def done(self):
+        """The stream is authenticated: no more exchanges on it."""
+        del self.stream.state["sasl"]
+
+
+class Rfc6120:
+    """The framing of RFC 6120 §6.4 for one stream's exchanges."""
+
+    __slots__ = ("api", "authentication")
+
+    def __init__(self, api, authentication):
+        self.api = api
+        self.authentication = authentication
+
+    def received(self, element):
+        """Handle one SASL element: None, or a Deferred of its step."""
+        authentication = self.authentication
+        if element.name == "auth":
+            return authentication.begin(self, lambda: (
+                authentication.sasl.start(element.getAttribute("mechanism", "")),
+                _payload(element)))
+        if element.name == "response" and authentication.busy:
+            return self._step(element)
+        if element.name == "abort":
+            return authentication.fail("aborted")
+        return authentication.fail("malformed-request")
+
+    def _step(self, element):
+        try:
+            data = _payload(element)
+        except SaslFailure as e:
+            return self.authentication.fail(e.condition, e.text)
+        return self.authentication.step(data)
+
+    def challenge(self, data):
+        self._send("challenge", data)
+
+    @staticmethod
+    def failure_element(condition, text=None):
+        return failure_element(condition, text)
+
+    def succeeded(self, success):
+        stream = self.authentication.stream
+        self.authentication.done()
+        self.api.streams.authenticated(stream, success.username)
         self._send("success", success.additional_data)
-        self.stream.restart()
+        stream.restart()
+
+    def _send(self, name, data):
+        element = domish.Element((NS_SASL, name))
+        if data:
+            element.addContent(base64.b64encode(data).decode("ascii"))
+        elif data is not None:
+            element.addContent("=")
+        self.authentication.stream.send(element)
+
+
+def _payload(element):
+    """The decoded payload of ``<auth/>`` or ``<response/>``: None for none,
+    ``=`` for an empty one (RFC 6120 §6.4.2)."""
+    text = str(element).strip()
+    if element.name == "auth" and text == "":
+        return None
+    if text == "=":
+        return b""
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise SaslFailure("incorrect-encoding") from None
 
 
 def failure_element(condition, text=None):
@@ -163,23 +221,46 @@ def failure_element(condition, text=None):
     return failure
 
 
+class Sasl:
+    """The service ``sasl``: the one :class:`Authentication` of a stream."""
+
+    def __init__(self, api):
+        self._api = api
+        self._accounts = api.open_store("accounts")
+
+    def authentication(self, stream):
+        """The stream's Authentication (made at its first use); None once
+        the stream is authenticated."""
+        if stream.user is not None:
+            return None
+        authentication = stream.state.get("sasl")
+        if authentication is None:
+            authentication = stream.state["sasl"] = Authentication(
+                self._api, self._accounts, stream)
+        return authentication
+
+
 def setup(api):
-    accounts = api.open_store("accounts")
+    sasl = Sasl(api)
+    api.provide("sasl", sasl)
 
     def offer(stream):
-        authentication = stream.state.get(api.name)
-        if authentication is None:
-            authentication = stream.state[api.name] = Authentication(api, accounts, stream)
         mechanisms = domish.Element((NS_SASL, "mechanisms"))
-        for name in authentication.sasl.mechanisms:
+        for name in sasl.authentication(stream).sasl.mechanisms:
             mechanisms.addElement("mechanism", content=name)
         return mechanisms
 
     def received(stream, element):
-        authentication = stream.state.get(api.name)
-        if authentication is None or stream.user is not None:
+        authentication = sasl.authentication(stream)
+        if authentication is None:
             return False
-        return authentication.received(element) or True
+        profile = authentication.profile
+        if not isinstance(profile, Rfc6120):
+            if authentication.busy:
+                stream.close("policy-violation", "a SASL2 authentication is in progress")
+                return True
+            profile = authentication.profile = Rfc6120(api, authentication)
+        return profile.received(element) or True
 
     api.stream_feature(offer, ENCRYPTED)
     for name in ELEMENTS:
