@@ -8,6 +8,22 @@ whose subjectAltName dNSName covers it, wildcards included (RFC 6125 §6.4.3).
 
 Each certificate gets one OpenSSL context; a connection picks the context by
 the stream's ``to`` domain (STARTTLS) or by SNI (direct TLS).
+
+A reconnecting client resumes its TLS session (RFC 8446 §2.2, §4.6.1; RFC
+5077 for TLS 1.2) instead of a full handshake: the server keeps no session
+cache, it sends stateless tickets, encrypted with the random key OpenSSL
+gives each context.  The contexts live as long as the process (until a
+certificate reload makes new ones), so do their keys, in memory only: a
+restart or a reload rotates them, and tickets issued before fall back to a
+full handshake.  A ticket lasts :data:`SESSION_LIFETIME` seconds.  TLS 1.3
+resumption still runs an (EC)DHE exchange (psk_dhe_ke), so traffic keeps
+forward secrecy; the key only protects the resumption secrets.
+
+A ticket is decrypted with the key of the context the connection started
+with (the stream's domain, or the listener's default for direct TLS), before
+SNI switches context, and every context has the same session id context: a
+session resumes across the SNI switch, and under any domain this process
+hosts (clients offer a ticket only to the name they got it from).
 """
 
 import datetime
@@ -16,6 +32,7 @@ import os
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from OpenSSL import SSL, crypto
+from OpenSSL._util import lib as _openssl
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from zope.interface import implementer
 
@@ -23,6 +40,8 @@ MIN_VERSIONS = {"1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
 # Forward-secret AEAD suites only for TLS 1.2; TLS 1.3 suites are all good.
 CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20"
 ALPN = (b"xmpp-client", b"xmpp-server")
+SESSION_ID_CONTEXT = b"xmppd"  # the same for every context: see the module docstring
+SESSION_LIFETIME = 7200  # seconds a session ticket can be resumed (OpenSSL's default)
 
 
 class CertificateError(Exception):
@@ -57,8 +76,11 @@ class Certificate:
         """An OpenSSL server context for this certificate."""
         ctx = SSL.Context(SSL.TLS_METHOD)
         ctx.set_min_proto_version(MIN_VERSIONS[min_version])
-        ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE
-                        | SSL.OP_NO_TICKET)
+        ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
+        # Resumption by stateless tickets only: no session cache.
+        ctx.set_session_id(SESSION_ID_CONTEXT)
+        ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+        ctx.set_timeout(SESSION_LIFETIME)
         # Free a connection's read/write buffers while it is idle (most
         # sessions are): about 30 KB less per connection.
         ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
@@ -69,7 +91,8 @@ class Certificate:
             ctx.use_privatekey_file(self.key_path)
             ctx.check_privatekey()
         except (SSL.Error, crypto.Error) as e:
-            raise CertificateError(f"{self.cert_path} / {self.key_path}: {_ssl_reason(e)}") from None
+            raise CertificateError(
+                f"{self.cert_path} / {self.key_path}: {_ssl_reason(e)}") from None
         return ctx
 
 
@@ -169,6 +192,12 @@ class ServerTLS:
         return SSL.Connection(self._store.context(self._default), None)
 
 
+def session_reused(connection):
+    """Whether the established pyOpenSSL ``connection`` resumed a session
+    (pyOpenSSL has no public call for SSL_session_reused)."""
+    return bool(_openssl.SSL_session_reused(connection._ssl))
+
+
 # RFC 9266 §2: the exporter label of tls-exporter; 32 bytes of keying material.
 EXPORTER_LABEL = b"EXPORTER-Channel-Binding"
 
@@ -180,9 +209,9 @@ def channel_binding(connection, kind):
     - ``tls-exporter`` (RFC 9266): TLS 1.3 keying material;
     - ``tls-server-end-point`` (RFC 5929 §4): the hash of our certificate,
       with its signature's hash (SHA-256 for MD5 and SHA-1);
-    - ``tls-unique`` (RFC 5929 §3): the first Finished message, which for
-      a full handshake is the client's; undefined for TLS 1.3 (RFC 8446
-      §C.5), so None there.
+    - ``tls-unique`` (RFC 5929 §3): the first Finished message of the
+      last handshake: the client's in a full handshake, ours in a resumed
+      one (§3.1); undefined for TLS 1.3 (RFC 8446 §C.5), so None there.
     """
     if connection is None:
         return None
@@ -190,7 +219,10 @@ def channel_binding(connection, kind):
     if kind == "tls-exporter":
         return connection.export_keying_material(EXPORTER_LABEL, 32) if tls13 else None
     if kind == "tls-unique":
-        return None if tls13 else connection.get_peer_finished()
+        if tls13:
+            return None
+        return connection.get_finished() if session_reused(connection) else (
+            connection.get_peer_finished())
     if kind == "tls-server-end-point":
         certificate = connection.get_certificate()
         if certificate is None:
