@@ -1,4 +1,5 @@
-"""SCRAM key derivation (RFC 5802 §3, RFC 7677).
+"""SCRAM key derivation (RFC 5802 §3, RFC 7677, SCRAM-SHA-512 alike) and the
+downgrade protection hash of XEP-0474 §6.1.
 
 Only the verifier (salt, iteration count, StoredKey, ServerKey) is ever
 stored; passwords are prepared with the PRECIS OpaqueString profile
@@ -19,8 +20,11 @@ import secrets
 from precis_i18n import get_profile
 
 from xmppd.storage import ScramKeys
+from xmppd.storage.models import HASH_NAMES as _STORABLE
 
-HASHES = {"SHA-1": hashlib.sha1, "SHA-256": hashlib.sha256}
+HASHES = {"SHA-1": hashlib.sha1, "SHA-256": hashlib.sha256, "SHA-512": hashlib.sha512}
+# The verifiers a password gets: every supported hash the account store keeps.
+DERIVED = tuple(name for name in HASHES if name in _STORABLE)
 
 # RFC 7677 §4: the iteration count should be at least 4096.
 MIN_ITERATIONS = 4096
@@ -82,7 +86,7 @@ def server_signature(hash_name: str, key: bytes, auth_message: bytes) -> bytes:
 def derive_keys(
     password: str, hash_name: str, salt: bytes | None = None, iterations: int = MIN_ITERATIONS
 ) -> ScramKeys:
-    """The SCRAM verifier of ``password`` for ``hash_name`` ("SHA-1" or "SHA-256").
+    """The SCRAM verifier of ``password`` for ``hash_name`` (a key of ``HASHES``).
 
     A random 16-byte salt is drawn unless ``salt`` is given.
     """
@@ -100,8 +104,8 @@ def derive_keys(
 
 
 def derive_all(password: str, iterations: int = MIN_ITERATIONS) -> dict[str, ScramKeys]:
-    """Verifiers for every supported hash, each with its own salt."""
-    return {name: derive_keys(password, name, iterations=iterations) for name in HASHES}
+    """Verifiers for every hash of ``DERIVED``, each with its own salt."""
+    return {name: derive_keys(password, name, iterations=iterations) for name in DERIVED}
 
 
 def hash_name_of(keys: ScramKeys) -> str:
@@ -122,3 +126,14 @@ def check_password(password: str, keys: ScramKeys) -> bool:
     salted = salted_password(hash_name, prepared, keys.salt, keys.iterations)
     candidate = stored_key(hash_name, client_key(hash_name, salted))
     return hmac.compare_digest(candidate, keys.stored_key)
+
+
+def downgrade_hash(hash_name: str, mechanisms, channel_bindings) -> bytes:
+    """The hash of XEP-0474 §6.1 over what the stream features showed: the
+    SASL mechanism names sorted (i;octet, RFC 4790 §9.3) and joined by
+    %x1E, then, if XEP-0440 listed channel-binding types, %x1F and those
+    types sorted and joined alike."""
+    text = b"\x1e".join(sorted(name.encode("utf-8") for name in mechanisms))
+    if channel_bindings:
+        text += b"\x1f" + b"\x1e".join(sorted(kind.encode("utf-8") for kind in channel_bindings))
+    return hashlib.new(_digest_name(hash_name), text).digest()
