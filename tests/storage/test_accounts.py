@@ -43,6 +43,20 @@ def test_credentials(accounts):
     assert accounts.get_credentials("alice", "example.org") == new_keys
 
 
+def test_credentials_of_one_account_only(accounts):
+    """An account without verifiers has none (not None: it exists); each
+    account gets its own, by username and domain."""
+    accounts.create("alice", "example.org", {})
+    assert accounts.get_credentials("alice", "example.org") == {}
+    other = {"SHA-256": ScramKeys(b"other salt", 4096, b"\x06" * 32, b"\x07" * 32)}
+    accounts.create("alice", "example.net", other)
+    accounts.create("bob", "example.org", KEYS)
+    assert accounts.get_credentials("alice", "example.net") == other
+    assert accounts.get_credentials("bob", "example.org") == KEYS
+    assert accounts.get_credentials("alice", "example.org") == {}
+    assert accounts.get_credentials("bob", "example.net") is None
+
+
 def test_list(accounts):
     for user in [("zoe", "a.example"), ("bob", "b.example"), ("amy", "a.example")]:
         accounts.create(*user, KEYS)

@@ -9,7 +9,7 @@ Each method is one unit of work in one transaction of the database
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy import ColumnElement, delete, func, select, tuple_
+from sqlalchemy import ColumnElement, bindparam, delete, func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -56,6 +56,25 @@ def put_value(session: Session, model, primary: tuple, column: str, value, /, **
 def account_id(username: str, domain: str):
     """A scalar subquery: the id of the account, NULL if none."""
     return select(Account.id).where(named(username, domain)).scalar_subquery()
+
+
+# The reads of every login, built once (see SQLStore.rows): an account's
+# SCRAM verifiers (no row: no account; one row of NULLs: no verifier), a
+# user's value and values in a key/value store.
+_NAMED = named(bindparam("username"), bindparam("domain"))
+_CREDENTIALS = (
+    select(ScramCredential.hash_name, ScramCredential.salt, ScramCredential.iterations,
+           ScramCredential.stored_key, ScramCredential.server_key)
+    .select_from(Account)
+    .outerjoin(ScramCredential, ScramCredential.account_id == Account.id)
+    .where(_NAMED)
+)
+_VALUES = (
+    select(UserValue.key, UserValue.value)
+    .join(Account, UserValue.account_id == Account.id)
+    .where(_NAMED, UserValue.store == bindparam("store"))
+)
+_VALUE = _VALUES.where(UserValue.key == bindparam("key"))
 
 
 def _credential_rows(keys: dict[str, ScramKeys]) -> list[ScramCredential]:
@@ -107,18 +126,13 @@ class SQLAccounts:
             account(session, username, domain, lock=True).credentials = credentials
 
     def get_credentials(self, username: str, domain: str) -> dict[str, ScramKeys] | None:
-        with self._db.reading() as session:
-            found = session.scalar(
-                select(Account)
-                .where(named(username, domain))
-                .options(selectinload(Account.credentials))
-            )
-            if found is None:
-                return None
-            return {
-                row.hash_name: ScramKeys(row.salt, row.iterations, row.stored_key, row.server_key)
-                for row in found.credentials
-            }
+        rows = self._db.rows(_CREDENTIALS, username=username, domain=domain)
+        if not rows:
+            return None
+        return {
+            row.hash_name: ScramKeys(row.salt, row.iterations, row.stored_key, row.server_key)
+            for row in rows if row.hash_name is not None
+        }
 
     def delete(self, username: str, domain: str) -> None:
         with self._db.writing() as session:
@@ -221,15 +235,11 @@ class SQLKeyValues:
             UserValue.store == self.name)
 
     def get(self, username: str, domain: str, key: str) -> str | None:
-        with self._db.reading() as session:
-            return session.scalar(
-                select(UserValue.value).where(self._of(username, domain), UserValue.key == key))
+        rows = self._db.rows(_VALUE, username=username, domain=domain, store=self.name, key=key)
+        return rows[0].value if rows else None
 
     def get_all(self, username: str, domain: str) -> dict[str, str]:
-        with self._db.reading() as session:
-            rows = session.execute(
-                select(UserValue.key, UserValue.value).where(self._of(username, domain)))
-            return dict(rows.all())
+        return dict(self._db.rows(_VALUES, username=username, domain=domain, store=self.name))
 
     def set(self, username: str, domain: str, key: str, value: str) -> None:
         self.set_many(username, domain, {key: value})
