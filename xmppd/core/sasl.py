@@ -10,14 +10,15 @@ names).
 
 Channel binding: the -PLUS variants are offered only when the stream has a
 binding type (``CHANNEL_BINDINGS``: tls-exporter, RFC 9266, and
-tls-server-end-point, RFC 5929 §4; tls-unique is not offered, as RFC 9266
-§1 advises for TLS 1.2 and it does not exist for TLS 1.3); the types are
-shown with XEP-0440's ``<sasl-channel-binding/>``
+tls-server-end-point, RFC 5929 §4).  tls-unique is not offered: TLS 1.3 has
+none, and in TLS 1.2 without the extended master secret (RFC 7627), which
+the stream cannot check, it is open to the triple handshake attack (RFC 9266
+§1).  The types are shown with XEP-0440's ``<sasl-channel-binding/>``
 (``channel_binding_feature``).  As RFC 5802 §6 requires, a client that says
 ``y`` (it could bind but believes the server cannot) fails when a -PLUS
-mechanism was offered: that is a downgrade.  Every SCRAM server-first-message
-carries the ``h`` attribute of XEP-0474 §6.1, the hash of the mechanisms and
-binding types shown, which the client proof then signs.
+mechanism was offered: that is a downgrade.  Unless turned off, every SCRAM
+server-first-message carries the ``h`` attribute of XEP-0474 §6.1, the hash
+of the mechanisms and binding types shown, which the client proof signs.
 
 Each mechanism is a small state machine fed with the decoded payloads of
 <auth/> and <response/>; the stream does the XML and base64 (RFC 6120
@@ -80,7 +81,7 @@ DEFAULT_MECHANISMS = {
     ),
     "anonymous": ("ANONYMOUS",),
 }
-# The binding types offered, strongest first (XEP-0440 §5 prefers tls-exporter).
+# The binding types offered, strongest first (XEP-0440 prefers tls-exporter).
 CHANNEL_BINDINGS = ("tls-exporter", "tls-server-end-point")
 # RFC 4505 §3: the trace information is at most 255 characters.
 MAX_TRACE_LENGTH = 255
