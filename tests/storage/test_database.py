@@ -11,7 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import DateTime, bindparam, create_engine, inspect, make_url, text
 
-from xmppd.storage import RosterItem, SchemaOutdated, StorageError
+from xmppd.storage import RosterItem, SchemaOutdated, ScramKeys, StorageError
 from xmppd.storage.kinds import (PubSubItem, Room, Upload, archive_id_time,
                                  first_archive_id)
 from xmppd.storage.models import (
@@ -29,6 +29,8 @@ from xmppd.storage.models import (
 from xmppd.storage.sql import SQLStore, alembic_config
 
 from .conftest import KEYS, row_count
+
+SHA512_KEYS = ScramKeys(b"salt512", 4096, b"\x05" * 64, b"\x06" * 64)
 
 
 class TestDatabase:
@@ -89,7 +91,7 @@ class TestDatabase:
         accounts.create("alice", "example.org", KEYS)
         roster.set_item("alice", "example.org", RosterItem("bob@example.net"))
 
-        assert empty_store.migrate() == ("0001", "0008")
+        assert empty_store.migrate() == ("0001", "0009")
         empty_store.check_schema()
         assert accounts.get_credentials("alice", "example.org") == KEYS
         assert roster.get("alice", "example.org") == (1, [RosterItem("bob@example.net")])
@@ -119,7 +121,7 @@ class TestDatabase:
             engine.dispose()
         [old] = empty_store.open("archive", "mam").find("alice", "example.org").items
 
-        assert empty_store.migrate() == ("0003", "0008")
+        assert empty_store.migrate() == ("0003", "0009")
         archive = empty_store.open("archive", "mam")
         archive.append("alice", "example.org", "bob@example.net", None, "out", "<message/>",
                        id="9")
@@ -151,7 +153,7 @@ class TestDatabase:
         finally:
             engine.dispose()
 
-        assert empty_store.migrate() == ("0005", "0008")
+        assert empty_store.migrate() == ("0005", "0009")
         empty_store.check_schema()
         archive = empty_store.open("archive", "mam")
         [item] = archive.find("alice", "example.org", start=stamp, end=stamp).items
@@ -177,7 +179,7 @@ class TestDatabase:
         if backend.name == "sqlite":  # the form SQLAlchemy's DateTime reads back
             written = datetime.fromisoformat(written).replace(tzinfo=timezone.utc)
         assert written == stamp == archive_id_time(str(archive_id))
-        assert store.migrate() == ("0005", "0008")
+        assert store.migrate() == ("0005", "0009")
         [item] = store.open("archive", "mam").find("alice", "example.org").items
         assert (item.id, item.timestamp) == (str(archive_id), stamp)
 
@@ -218,7 +220,7 @@ class TestDatabase:
                 command.downgrade(alembic_config(connection), "0004")
         finally:
             engine.dispose()
-        assert store.migrate() == ("0004", "0008")
+        assert store.migrate() == ("0004", "0009")
         assert store.open("pubsub", "pep").nodes("alice@example.org") == []
 
     def test_downgrade_from_0007_and_back(self, backend, store):
@@ -233,7 +235,7 @@ class TestDatabase:
                 command.downgrade(alembic_config(connection), "0006")
         finally:
             engine.dispose()
-        assert store.migrate() == ("0006", "0008")
+        assert store.migrate() == ("0006", "0009")
         assert store.open("rooms", "muc").rooms(service) == []
         assert store.open("room_archive", "muc").find("lobby", service).items == []
 
@@ -250,9 +252,22 @@ class TestDatabase:
                 assert "uploads" not in inspect(connection).get_table_names()
         finally:
             engine.dispose()
-        assert store.schema_status() == ("0007", "0008")
-        assert store.migrate() == ("0007", "0008")
+        assert store.schema_status() == ("0007", "0009")
+        assert store.migrate() == ("0007", "0009")
         assert uploads.uploads("alice", "example.org") == []
+
+
+    def test_downgrade_from_0009_drops_sha512_verifiers(self, backend, store):
+        accounts = store.open("accounts")
+        accounts.create("alice", "example.org", {**KEYS, "SHA-512": SHA512_KEYS})
+        engine = create_engine(backend.url)
+        try:
+            with engine.begin() as connection:
+                command.downgrade(alembic_config(connection), "0008")
+        finally:
+            engine.dispose()
+        assert store.migrate() == ("0008", "0009")
+        assert accounts.get_credentials("alice", "example.org") == KEYS
 
 
 class TestSQLiteFile:

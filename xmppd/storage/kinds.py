@@ -40,7 +40,7 @@ def lane(method) -> str:
 
 class AccountStore(Protocol):
     """Accounts and their SCRAM keys (RFC 5802 §3), by hash name
-    (``"SHA-1"``, ``"SHA-256"``): never a password."""
+    (``"SHA-1"``, ``"SHA-256"``, ``"SHA-512"``): never a password."""
 
     def create(self, username: str, domain: str, keys: dict[str, ScramKeys]) -> None:
         """Create an account; UserExists if it exists."""
