@@ -3,10 +3,11 @@
 "HT").
 
 - §3.1: the SASL2 ``<inline/>`` of a password host (not an anonymous
-  one) offers ``<fast xmlns='urn:xmpp:fast:0'/>`` with HT-SHA-256-EXPR,
-  -ENDP and -UNIQ where the stream has that channel binding
-  (tls-exporter, tls-server-end-point, tls-unique) and HT-SHA-256-NONE.
-  These are not listed as SASL2 ``<mechanism/>``: they take no password.
+  one) offers ``<fast xmlns='urn:xmpp:fast:0'/>`` with HT-SHA-256-EXPR
+  and -ENDP where the stream has that channel binding (tls-exporter,
+  tls-server-end-point), and HT-SHA-256-NONE.  Not -UNIQ: tls-unique is
+  not offered (see :mod:`xmppd.core.sasl`).  These are not listed as
+  SASL2 ``<mechanism/>``: they take no password.
 - §3.2, §3.3: an ``<authenticate/>`` with a ``<user-agent id=.../>`` and
   ``<request-token mechanism=.../>`` (an offered one) that succeeds, by
   password or by token, gets ``<token expiry=... token=.../>`` in its
@@ -52,7 +53,7 @@ from sqlalchemy import make_url
 from twisted.internet import defer
 from twisted.words.xish import domish
 
-from xmppd.core.sasl import SaslFailure, Success
+from xmppd.core.sasl import CHANNEL_BINDINGS, SaslFailure, Success
 from xmppd.core.stanzas import xep0082_stamp
 from xmppd.jid import normalize_localpart
 from xmppd.options import Option, Options, integer, non_negative_number, optional_string
@@ -60,13 +61,12 @@ from xmppd.options import positive_number
 from xmppd.storage import StorageError
 
 NS_FAST = "urn:xmpp:fast:0"
-# The HT mechanisms (HT §2) by preference, with their channel binding.
-MECHANISMS = {
-    "HT-SHA-256-EXPR": "tls-exporter",
-    "HT-SHA-256-ENDP": "tls-server-end-point",
-    "HT-SHA-256-UNIQ": "tls-unique",
-    "HT-SHA-256-NONE": None,
-}
+# HT §2: the cb-type of each channel binding type in a mechanism's name.
+CB_TYPES = {"tls-exporter": "EXPR", "tls-server-end-point": "ENDP", "tls-unique": "UNIQ"}
+# The mechanisms by preference, with their channel binding: those SASL
+# offers (no tls-unique), then none.
+MECHANISMS = {**{f"HT-SHA-256-{CB_TYPES[kind]}": kind for kind in CHANNEL_BINDINGS},
+              "HT-SHA-256-NONE": None}
 SLOTS = ("new", "current")  # §5.1, checked in this order
 SECRET_BYTES = 32
 DAY = 86400.0
