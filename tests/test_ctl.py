@@ -1,6 +1,8 @@
 """Tests for xmppctl (xmppd.ctl) and xmppd.certs, run in-process on temporary trees."""
 
 import datetime
+import hashlib
+import hmac
 import io
 import json
 import os
@@ -15,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+from twisted.python.failure import Failure
 
 from xmppd import config as configuration
 from xmppd.certs import make_self_signed
@@ -332,6 +335,72 @@ def test_kick_when_the_server_is_not_running(ctl_failure, conf):
     path = configuration.load(conf).admin.socket
     assert ctl_failure("kick", f"alice@{DOMAIN}") == (
         f"xmppd is not running (no answer on {path}: No such file or directory)")
+
+
+def fast_tokens(conf):
+    """The FAST tokens (XEP-0484) of the tree's database, as the server
+    keeps them, and its clock."""
+    from twisted.internet.task import Clock
+
+    from xmppd.modules.fast import Tokens
+    from xmppd.storage.deferred import AsyncStore, immediate_runner
+
+    config = configuration.load(conf)
+    store = AsyncStore(SQLStore(config.storage.url), immediate_runner)
+    return Tokens(store.open("keyval", "fast"), store.open("accounts"), b"k" * 32, Clock(),
+                  lambda domain: config.options("fast", domain))
+
+
+def fired(d):
+    results = []
+    d.addBoth(results.append)
+    return results[0]
+
+
+def test_kick_tokens_deletes_the_accounts_tokens_and_ends_its_sessions(ctl, conf, server):
+    for user in ("ann", "bob"):
+        ctl("adduser", f"{user}@{DOMAIN}", "--password", "pw")
+    tokens = fast_tokens(conf)
+    issued = {(user, agent): fired(tokens.issue(user, DOMAIN, agent, "HT-SHA-256-NONE"))[0]
+              for user, agent in (("ann", "phone"), ("ann", "laptop"), ("bob", "phone"))}
+
+    def works(user, agent):
+        token = issued[user, agent]
+        proof = hmac.new(token.encode(), b"Initiator", hashlib.sha256).digest()
+        return not isinstance(fired(tokens.verify(user, DOMAIN, agent, "HT-SHA-256-NONE",
+                                                  proof, b"", None)), Failure)
+
+    assert works("ann", "phone") and works("ann", "laptop")
+    server.answer = {"ok": True, "ended": [f"ann@{DOMAIN}/phone"]}
+    assert ctl("kick", "--tokens", f"ANN@{DOMAIN}") == (0, (
+        f"deleted the FAST tokens of 2 clients of ann@{DOMAIN}\n"
+        f"ended 1 open session of ann@{DOMAIN}\n"), "")
+    assert not works("ann", "phone") and not works("ann", "laptop")
+    assert works("bob", "phone")
+    assert server.requests[0][1:3] == (
+        "end-sessions", {"jid": f"ann@{DOMAIN}", "reason": "kicked"})
+
+
+def test_kick_tokens_when_the_server_is_not_running(ctl, conf):
+    ctl("adduser", f"ann@{DOMAIN}", "--password", "pw")
+    fired(fast_tokens(conf).issue("ann", DOMAIN, "phone", "HT-SHA-256-NONE"))
+    path = configuration.load(conf).admin.socket
+    assert ctl("kick", "--tokens", f"ann@{DOMAIN}") == (
+        0, f"deleted the FAST tokens of 1 client of ann@{DOMAIN}\n", (
+            f"xmppctl: warning: the open sessions of ann@{DOMAIN} (if any) could not be "
+            f"ended: xmppd is not running (no answer on {path}: No such file or directory)\n"))
+    store = SQLStore(configuration.load(conf).storage.url)
+    try:
+        assert store.open("keyval", "fast").get_all("ann", DOMAIN) == {}
+    finally:
+        store.close()
+
+
+def test_kick_tokens_needs_an_account(ctl_failure, ctl):
+    ctl("adduser", f"ann@{DOMAIN}", "--password", "pw")
+    assert ctl_failure("kick", "--tokens", f"bob@{DOMAIN}") == f"user bob@{DOMAIN} does not exist"
+    assert ctl_failure("kick", "--tokens", f"ann@{DOMAIN}/phone") == (
+        f"'ann@{DOMAIN}/phone' is a full JID: give the bare JID ann@{DOMAIN}")
 
 
 def test_passwords_are_not_stored(ctl, conf):

@@ -4,9 +4,9 @@ Account and setup commands work on the configuration file and the database
 directly, never through the running server, so they can set a server up
 before its first start and manage accounts while it runs.  ``status``,
 ``reload``, ``sessions`` and ``kick`` talk to the running server through its
-admin socket (:mod:`xmppd.admin`), and so do ``deluser`` and ``passwd`` after
-the database change, to end the account's open sessions.  See
-docs/xmppctl.md.
+admin socket (:mod:`xmppd.admin`), and so do ``deluser``, ``passwd`` and
+``kick --tokens`` after the database change, to end the account's open
+sessions.  See docs/xmppctl.md.
 
 Every expected failure ends with one line on stderr, ``xmppctl: MESSAGE``,
 and a non-zero exit status.  Heavy libraries (SQLAlchemy, cryptography,
@@ -136,8 +136,13 @@ def _parser():
     sessions = command("sessions", cmd_sessions, "list the open sessions of the running server")
     sessions.add_argument("domain", metavar="DOMAIN", nargs="?", help="only this domain's")
     sessions.add_argument("--json", action="store_true", help="print JSON")
-    command("kick", cmd_kick, "end a session, or every session of an account").add_argument(
-        "jid", metavar="JID", help="user@domain/resource for one session, user@domain for all")
+    kick = command("kick", cmd_kick, "end a session, or every session of an account")
+    kick.add_argument("jid", metavar="JID",
+                      help="user@domain/resource for one session, user@domain for all")
+    kick.add_argument("--tokens", action="store_true",
+                      help="also delete the account's FAST tokens (XEP-0484), so that its "
+                           "clients must log in with the password again; works whether "
+                           "the server runs or not")
     mam = command("mam", None, "message archives (XEP-0313)").add_subparsers(
         title="commands", metavar="COMMAND", required=True)
     purge = mam.add_parser("purge", help="delete archived messages",
@@ -521,12 +526,29 @@ def cmd_sessions(args):
 
 
 def cmd_kick(args):
-    answer = _ask_server(_load_config(args.config), "end-sessions", jid=args.jid,
-                         reason="kicked")
+    config = _load_config(args.config)
+    if args.tokens:
+        _revoke_tokens(config, args.jid)
+        return
+    answer = _ask_server(config, "end-sessions", jid=args.jid, reason="kicked")
     if not answer["ended"]:
         raise Failure(f"no open session of {args.jid}")
     for jid in answer["ended"]:
         print(f"ended {jid}")
+
+
+def _revoke_tokens(config, text):
+    """Delete the FAST tokens of account *text* from the database, then
+    end its sessions if the server runs."""
+    jid = _account_jid(config, text)
+    with _store(config) as store:
+        if not store.account_exists(jid.local, jid.domain):
+            raise Failure(f"user {jid.bare_str} does not exist")
+        tokens = store.open("keyval", "fast")
+        clients = len(tokens.get_all(jid.local, jid.domain))
+        tokens.delete_all(jid.local, jid.domain)
+    print(f"deleted the FAST tokens of {_count(clients, 'client')} of {jid.bare_str}")
+    _end_sessions(config, jid, "kicked")
 
 
 def cmd_check(args):
