@@ -45,6 +45,18 @@ def test_an_already_fired_deferred_does_not_make_items_wait():
     assert seen == [1, 2] and not queue.busy
 
 
+def test_a_fired_deferred_waiting_on_another_makes_items_wait():
+    inner = defer.Deferred()
+    outer = defer.succeed(None).addCallback(lambda _: inner)  # fired, paused
+    seen, process = recording({1: outer})
+    queue = SerialQueue(process)
+    queue.push(1)
+    queue.push(2)
+    assert seen == [1] and queue.busy
+    inner.callback(None)
+    assert seen == [1, 2] and not queue.busy
+
+
 def test_a_failure_is_logged_and_the_queue_goes_on():
     first = defer.Deferred()
     seen, process = recording({1: first})

@@ -87,7 +87,8 @@ class SerialQueue:
                 result = None
             if result is not None and result is not True and isinstance(result, Deferred):
                 result.addErrback(self._failed, item)
-                if not result.called:
+                # Fired but paused: its callbacks wait for another Deferred.
+                if not result.called or result.paused:
                     result.addBoth(self._done)
                     return
             if not self._waiting:
