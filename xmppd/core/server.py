@@ -16,6 +16,7 @@ from xmppd.core.metrics import Metrics
 from xmppd.core.negotiation import Negotiation
 from xmppd.core.router import Router
 from xmppd.core.sessions import LocalSessionDirectory
+from xmppd.storage.memory import MemoryRouted
 
 
 class Server:
@@ -49,6 +50,21 @@ class Server:
         self.depends_on = {}  # module name -> the modules it depends on
         self._enabled = {}  # hosted domain -> module -> enabled(): asked on every stanza
         self._ids = itertools.count(1)
+
+    @property
+    def storage(self):
+        """Where modules open their stores (``open(kind, name)``)."""
+        return self._storage
+
+    @storage.setter
+    def storage(self, storage):
+        # The accounts of the anonymous hosts at start (XEP-0175) keep their
+        # data in memory, never in the database.
+        anonymous = [name for name, host in self.hosts.items()
+                     if host.authentication == "anonymous"]
+        if storage is not None and anonymous:
+            storage = MemoryRouted(storage, anonymous, lambda domain: self.router.owner(domain))
+        self._storage = storage
 
     def reconfigure(self, config, certificates):
         """Apply a reloaded config (see :mod:`xmppd.control`)."""
