@@ -114,7 +114,7 @@ def test_bytes_after_starttls_are_ignored(server):
 def test_direct_tls_offers_sasl_at_once(server):
     client = Client(server, direct_tls=True)
     features = client.open()
-    assert [e.name for e in features.elements()] == ["mechanisms"]
+    assert [e.name for e in features.elements()] == ["mechanisms", "authentication"]
 
 
 def test_plain_login_bind(server):

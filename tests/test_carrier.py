@@ -18,7 +18,7 @@ PLAIN_ALICE = base64.b64encode(b"\0alice\0secret").decode()
 def bind(carrier, resource="memory"):
     """SASL PLAIN and bind over ``carrier``; returns the bound full JID."""
     features = carrier.open()
-    assert [f.name for f in features.elements()] == ["mechanisms"]
+    assert [f.name for f in features.elements()] == ["mechanisms", "authentication"]
     carrier.receive(f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{PLAIN_ALICE}</auth>")
     assert [e.name for e in carrier.take()] == ["success"]
     assert carrier.restarts == 1

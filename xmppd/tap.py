@@ -49,11 +49,11 @@ log = Logger(namespace="xmppd")
 # The standard feature modules, enabled for every host unless the config's
 # modules_enabled lists others (see docs/features.md); each loads what it
 # depends on.
-MODULES = ("sasl", "bind", "legacy_session", "roster", "presence", "subscription", "ping", "disco",
-           "caps", "client_caps", "version", "time", "last", "message", "offline", "closed_domain",
-           "carbons", "vcard", "private", "blocking", "stream_management", "push", "csi", "pep",
-           "bookmarks", "avatar_conversion", "muc", "external_services", "contact_addresses",
-           "outage_status")
+MODULES = ("sasl", "sasl2", "bind", "bind2", "legacy_session", "roster", "presence",
+           "subscription", "ping", "disco", "caps", "client_caps", "version", "time", "last",
+           "message", "offline", "closed_domain", "carbons", "vcard", "private", "blocking",
+           "stream_management", "push", "csi", "pep", "bookmarks", "avatar_conversion", "muc",
+           "external_services", "contact_addresses", "outage_status", "fast")
 
 
 class Options(usage.Options):

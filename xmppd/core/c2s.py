@@ -176,6 +176,11 @@ class ClientConnection:
             raise StreamError("host-unknown")
         if not header.getAttribute("version", "").startswith("1."):
             raise StreamError("unsupported-version")
+        self.send_features()
+
+    def send_features(self):
+        """Send the stream features of the stream's state: after a header,
+        or after a SASL2 success (XEP-0388 §2.6.1: no restart)."""
         features = domish.Element((NS_STREAMS, "features"))
         for feature in self.carrier.features():
             features.addChild(feature)

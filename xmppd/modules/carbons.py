@@ -80,6 +80,13 @@ def setup(api):
             if FLAG in session.flags and session.available and session not in skip:
                 session.send(carbon(direction, element, user, session.jid))
 
+    def bind2_enable(stream, session, element, bound):
+        """XEP-0386 §3.2: carbons enabled with the binding."""
+        if element.name == "enable" and api.enabled(stream.domain):
+            api.sessions.set_flag(session, FLAG, True)
+
+    api.depends("bind2")
+    api.service("bind2").add_inline(NS_CARBONS, bind2_enable)
     api.disco_feature(NS_CARBONS)
     api.handle_iq("set", (BARE, HOST), NS_CARBONS, toggle)
     for event in pre_events("message"):

@@ -145,6 +145,13 @@ def setup(api):
     def unbound(session):
         session.state.pop("csi", None)
 
+    def bind2_state(stream, session, element, bound):
+        """XEP-0386 §3.2: the session begins in the state the client asks."""
+        if element.name == "inactive" and api.enabled(stream.domain):
+            session.state.setdefault("csi", Inactive())
+
+    api.depends("bind2")
+    api.service("bind2").add_inline(NS_CSI, bind2_state)
     api.stream_feature(offer, AUTHENTICATED)
     api.streams.on_element(NS_CSI, "inactive", inactive)
     api.streams.on_element(NS_CSI, "active", active)

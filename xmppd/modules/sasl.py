@@ -27,8 +27,10 @@ from twisted.internet import task
 from twisted.words.xish import domish
 
 from xmppd.core.api import ENCRYPTED
-from xmppd.core.sasl import SaslFailure, SaslServer, Success
+from xmppd.core.sasl import (DEFAULT_MECHANISMS, SaslFailure, SaslServer, Success,
+                             channel_binding_feature, check_mechanisms)
 from xmppd.jid import JID, normalize_localpart
+from xmppd.options import Invalid, Option, Options, strings
 
 NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 MAX_AUTH_FAILURES = 3
@@ -36,6 +38,22 @@ MAX_AUTH_FAILURES = 3
 # three, any other is a malformed request.
 ELEMENTS = ("auth", "response", "abort", "challenge", "success", "failure")
 LOCKED = "the account is temporarily locked after too many failed authentications"
+
+
+def _mechanisms(value, key):
+    """SASL mechanism names xmppd supports, strongest first."""
+    if value == ():
+        return ()
+    try:
+        return check_mechanisms(strings(value, key))
+    except ValueError as e:
+        raise Invalid(key, str(e)) from None
+
+
+OPTIONS = Options(  # [sasl], and [hosts."DOMAIN".sasl]
+    # Empty: the defaults of the host's authentication (DEFAULT_MECHANISMS).
+    mechanisms=Option((), _mechanisms),
+)
 
 
 class Authentication:
@@ -50,8 +68,12 @@ class Authentication:
         self.api = api
         self.accounts = accounts
         self.stream = stream
-        self.sasl = SaslServer(stream.domain, self._credentials, normalize_localpart,
-                               offload=api.streams.offload)
+        domain = stream.domain
+        self.sasl = SaslServer(
+            domain, self._credentials, normalize_localpart, offload=api.streams.offload,
+            mechanisms=(api.options_for(domain).mechanisms or DEFAULT_MECHANISMS[
+                api.config.hosts[domain].authentication]),
+            channel_binding=stream.channel_binding)
         self.mechanism = None
         self.failures = 0
         self.account = None  # the account named by the current attempt
@@ -93,11 +115,23 @@ class Authentication:
         if not isinstance(step, Success):
             self.profile.challenge(step.data)
             return None
+        if step.anonymous:
+            return self._create_anonymous(step)
         self.account = JID(step.username, self.stream.domain, None)
         if self.api.streams.locked(self.account):
             return self.fail("not-authorized")
         self.mechanism = None
         return self.profile.succeeded(step)
+
+    def _create_anonymous(self, step):
+        """SASL ANONYMOUS (XEP-0175): the account exists for the session."""
+        accounts = self.api.service("anonymous")
+        if accounts is None:
+            return self.fail("invalid-mechanism")
+        self.mechanism = None
+        d = accounts.create(self.stream, step.username)
+        d.addCallbacks(lambda _: self.profile.succeeded(step), self._step_failed)
+        return d
 
     def _step_failed(self, failure):
         failure.trap(SaslFailure)
@@ -229,9 +263,9 @@ class Sasl:
         self._accounts = api.open_store("accounts")
 
     def authentication(self, stream):
-        """The stream's Authentication (made at its first use); None once
-        the stream is authenticated."""
-        if stream.user is not None:
+        """The stream's Authentication (made at its first use); None before
+        TLS (RFC 6120 §5.3.1: no SASL offered) and once authenticated."""
+        if stream.user is not None or not stream.secure:
             return None
         authentication = stream.state.get("sasl")
         if authentication is None:
@@ -262,6 +296,11 @@ def setup(api):
             profile = authentication.profile = Rfc6120(api, authentication)
         return profile.received(element) or True
 
+    def channel_bindings(stream):
+        """XEP-0440: the channel-binding types of the -PLUS mechanisms."""
+        return channel_binding_feature(sasl.authentication(stream).sasl.channel_bindings)
+
     api.stream_feature(offer, ENCRYPTED)
+    api.stream_feature(channel_bindings, ENCRYPTED)
     for name in ELEMENTS:
         api.streams.on_element(NS_SASL, name, received)

@@ -130,10 +130,14 @@ class StreamManagement:
         return nonza("sm") if self._api.enabled(stream.domain) else None
 
     def enable(self, stream, element):
-        session = stream.session
-        if session is None or NAME in session.state or not self._api.enabled(stream.domain):
-            stream.send(failed("unexpected-request"))
-            return True
+        stream.send(self.enabled(stream.session, element))
+        return True
+
+    def enabled(self, session, element):
+        """The answer to ``<enable/>`` for ``session`` (None before binding)."""
+        if (session is None or NAME in session.state
+                or not self._api.enabled(session.jid.domain)):
+            return failed("unexpected-request")
         timeout = self._api.config.c2s.resume_timeout
         asked = counter(element.getAttribute("max"))
         if asked:
@@ -146,8 +150,7 @@ class StreamManagement:
             state = StreamState(None, 0)
             enabled = nonza("enabled")
         session.state[NAME] = state
-        stream.send(enabled)
-        return True
+        return enabled
 
     def request(self, stream, element):
         """``<r/>``: every stanza before it is handled (in-order processing)."""
@@ -193,35 +196,69 @@ class StreamManagement:
         return True
 
     def resume(self, stream, element):
+        answer, resend = self.resumed(stream, element)
+        if answer is not None:
+            stream.send(answer)
+        if resend is not None:
+            resend()
+        return True
+
+    def resumed(self, stream, element):
+        """Resume as ``<resume/>`` asks: the answer (``<resumed/>``,
+        ``<failed/>``, or None when the stream was closed instead) and the
+        call that resends what the client has not acknowledged, to make
+        once the answer is sent (or None)."""
         if stream.user is None or stream.session is not None:
-            stream.send(failed("unexpected-request"))
-            return True
+            return failed("unexpected-request"), None
         previd = element.getAttribute("previd") or ""
         h = counter(element.getAttribute("h"))
         if h is None:
-            stream.send(failed("bad-request"))
-            return True
+            return failed("bad-request"), None
         session = self._api.streams.find((NAME, previd))
         state = session.state.get(NAME) if session is not None else None
         if (state is None or session.unbound or session.ending
                 or session.jid.bare != stream.user):
             ended = self._ended.get(previd)
             known = ended is not None and ended[0] == stream.user
-            stream.send(failed("item-not-found", ended[1] if known else None))
-            return True
+            return failed("item-not-found", ended[1] if known else None), None
         state.expiry = cancelled(state.expiry)
         self._api.streams.resume(stream, session)
         if not self._acknowledged(session, state, h):
-            return True
-        stream.send(nonza("resumed", h=state.handled, previd=previd))
+            return None, None
+        return (nonza("resumed", h=state.handled, previd=previd),
+                lambda: self._resend(session, state))
+
+    def _resend(self, session, state):
         carrier = session.carrier
+        if carrier is None:
+            return
         for stanza in state.unacked:
             carrier.send_element(stanza)
         if state.unacked:
             self._send_request(session, state)
         self._api.log.info("{jid} resumed with {count} stanza(s) resent", jid=session.jid,
                            count=len(state.unacked))
-        return True
+
+    # Inline in SASL2 (XEP-0388) and Bind 2 (XEP-0386)
+
+    def sasl2_feature(self, stream):
+        return nonza("sm") if self._api.enabled(stream.domain) else None
+
+    def sasl2_resume(self, stream, request, success):
+        """``<resume/>`` in ``<authenticate/>`` (XEP-0198 §5 with XEP-0388):
+        its answer in ``<success/>``; a failure lets Bind 2 bind anew."""
+        resume = next(request.element.elements(NS_SM, "resume"), None)
+        if resume is None or not self._api.enabled(stream.domain):
+            return
+        answer, resend = self.resumed(stream, resume)
+        if answer is not None:
+            success.addChild(answer)
+        if resend is not None:
+            request.after.append(resend)
+
+    def bind2_enable(self, stream, session, element, bound):
+        if element.name == "enable":
+            bound.addChild(self.enabled(session, element))
 
     # Counting (session filters)
 
@@ -333,8 +370,12 @@ class StreamManagement:
 
 
 def setup(api):
+    api.depends("bind2")
     sm = StreamManagement(api)
     api.stream_feature(sm.feature, AUTHENTICATED)
+    api.service("sasl2").add_inline(sm.sasl2_feature)
+    api.service("sasl2").on_success(sm.sasl2_resume, priority=10)
+    api.service("bind2").add_inline(NS_SM, sm.bind2_enable)
     for name, handler in (("enable", sm.enable), ("r", sm.request), ("a", sm.answer),
                           ("resume", sm.resume)):
         api.streams.on_element(NS_SM, name, handler)

@@ -1,0 +1,279 @@
+"""SASL2 (XEP-0388) and Bind 2 (XEP-0386) on client streams, with the
+features negotiated inline: stream management (enable and resume),
+carbons, client state indication."""
+
+import base64
+
+import pytest
+
+from tests.harness import Client, add_user, make_server
+from xmppd.core import scram
+from xmppd.jid import JID
+from xmppd.modules.sasl2 import NS_SASL2
+
+NS_BIND2 = "urn:xmpp:bind:0"
+NS_SM = "urn:xmpp:sm:3"
+NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+ALICE = JID.parse("alice@example.com")
+UA = "<user-agent id='d4565fa7-4d72-4749-b3d3-740edbf87770'><software>Test</software>" \
+     "<device>Phone</device></user-agent>"
+
+
+@pytest.fixture
+def server(tmp_path):
+    server = make_server(tmp_path)
+    add_user(server, "alice@example.com")
+    add_user(server, "bob@example.com")
+    return server
+
+
+def b64(data):
+    return base64.b64encode(data).decode()
+
+
+def plain(user="alice", password="secret"):
+    return b64(f"\0{user}\0{password}".encode())
+
+
+def authenticate(client, inner="", mechanism="PLAIN", response=None, upgrade=None):
+    """Send <authenticate/> after STARTTLS; everything the server answered."""
+    upgrade = f" upgrade='{upgrade}'" if upgrade else ""
+    initial = "" if response is None else f"<initial-response>{response}</initial-response>"
+    client.send(f"<authenticate xmlns='{NS_SASL2}' mechanism='{mechanism}'{upgrade}>"
+                f"{initial}{inner}</authenticate>")
+    return client.take()
+
+
+def connected(server):
+    client = Client(server)
+    client.starttls()
+    features = client.open()
+    return client, features
+
+
+def child(element, namespace, name):
+    return next(element.elements(namespace, name), None)
+
+
+def test_the_feature_lists_mechanisms_upgrades_and_inline_features(server):
+    _, features = connected(server)
+    authentication = child(features, NS_SASL2, "authentication")
+    mechanisms = [str(m) for m in authentication.elements(NS_SASL2, "mechanism")]
+    legacy = [str(m) for m in child(features, NS_SASL, "mechanisms").elements()]
+    assert mechanisms == legacy and "SCRAM-SHA-256" in mechanisms
+    upgrades = [str(u) for u in authentication.elements(NS_SASL2, "upgrade")]
+    assert upgrades and all(u.startswith("SCRAM-") and not u.endswith("-PLUS")
+                            for u in upgrades)
+    inline = child(authentication, NS_SASL2, "inline")
+    bind = child(inline, NS_BIND2, "bind")
+    assert child(inline, NS_SM, "sm") is not None
+    assert {f["var"] for f in child(bind, NS_BIND2, "inline").elements()} == {
+        "urn:xmpp:carbons:2", "urn:xmpp:csi:0", NS_SM}
+
+
+def test_plain_success_without_restart_then_the_authenticated_features(server):
+    client, _ = connected(server)
+    success, features = authenticate(client, UA, response=plain())
+    assert (success.uri, success.name) == (NS_SASL2, "success")
+    assert str(child(success, NS_SASL2, "authorization-identifier")) == "alice@example.com"
+    assert features.name == "features"
+    names = {e.name for e in features.elements()}
+    assert "bind" in names and "authentication" not in names
+    # the same stream goes on: legacy binding works without a new header
+    client.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+    [result] = client.take()
+    assert result["type"] == "result"
+
+
+def test_a_wrong_password_fails_with_the_rfc6120_condition_and_text(server):
+    client, _ = connected(server)
+    [failure] = authenticate(client, response=plain(password="wrong"))
+    assert (failure.uri, failure.name) == (NS_SASL2, "failure")
+    assert child(failure, NS_SASL, "not-authorized") is not None
+    # the stream is unchanged: the right password may follow
+    success, _ = authenticate(client, response=plain())
+    assert success.name == "success"
+
+
+def test_failures_count_with_rfc6120_ones_and_end_the_stream(server):
+    client, _ = connected(server)
+    client.send(f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{plain(password='x')}</auth>")
+    answered = client.take()
+    answered += authenticate(client, response=plain(password="y"))
+    answered += authenticate(client, response=plain(password="z"))
+    assert answered[-1].name == "failure"  # the second waits 2 s, the third 4 more
+    for _ in range(6):
+        server.clock.advance(1)
+        answered += client.take()
+    *failures, error = answered
+    assert [(f.uri, f.name) for f in failures] == [
+        (NS_SASL, "failure"), (NS_SASL2, "failure"), (NS_SASL2, "failure")]
+    assert error.name == "error" and child(
+        error, "urn:ietf:params:xml:ns:xmpp-streams", "policy-violation") is not None
+    assert client.closed
+
+
+def test_an_unknown_mechanism_and_bad_base64_fail(server):
+    client, _ = connected(server)
+    [failure] = authenticate(client, mechanism="DIGEST-MD5", response=plain())
+    assert child(failure, NS_SASL, "invalid-mechanism") is not None
+    server.clock.advance(10)
+    client.take()
+    answered = authenticate(client, response="***")
+    server.clock.advance(10)
+    [failure] = answered + client.take()
+    assert child(failure, NS_SASL, "incorrect-encoding") is not None
+
+
+def scram_client(hash_name, password="secret", user="alice"):
+    """A SCRAM client (RFC 5802 §3) as generators of its messages."""
+    nonce = "clientnonce123"
+    bare = f"n={user},r={nonce}"
+    server_first = yield ("n,," + bare).encode()
+    fields = dict(f.split("=", 1) for f in server_first.decode().split(","))
+    salted = scram.salted_password(hash_name, password.encode(), base64.b64decode(fields["s"]),
+                                   int(fields["i"]))
+    without_proof = f"c={b64(b'n,,')},r={fields['r']}"
+    auth_message = f"{bare},{server_first.decode()},{without_proof}".encode()
+    key = scram.client_key(hash_name, salted)
+    signature = scram.client_signature(hash_name, scram.stored_key(hash_name, key),
+                                       auth_message)
+    proof = bytes(a ^ b for a, b in zip(key, signature))
+    server_final = yield f"{without_proof},p={b64(proof)}".encode()
+    expected = scram.server_signature(hash_name, scram.server_key(hash_name, salted),
+                                      auth_message)
+    assert server_final == b"v=" + base64.b64encode(expected)
+    yield salted
+
+
+def test_scram_with_challenge_response_and_additional_data(server):
+    client, _ = connected(server)
+    scram_run = scram_client("SHA-256")
+    [challenge] = authenticate(client, mechanism="SCRAM-SHA-256",
+                               response=b64(next(scram_run)))
+    assert challenge.name == "challenge"
+    final = scram_run.send(base64.b64decode(str(challenge)))
+    client.send(f"<response xmlns='{NS_SASL2}'>{b64(final)}</response>")
+    success, _ = client.take()
+    scram_run.send(base64.b64decode(str(child(success, NS_SASL2, "additional-data"))))
+
+
+def test_a_scram_upgrade_task_stores_the_new_verifier(server):
+    local = server.sql.get_credentials("alice", "example.com")
+    server.sql.set_credentials("alice", "example.com", {"SHA-1": local["SHA-1"]})
+    client, _ = connected(server)
+    scram_run = scram_client("SHA-1")
+    [challenge] = authenticate(client, mechanism="SCRAM-SHA-1", upgrade="SCRAM-SHA-256",
+                               response=b64(next(scram_run)))
+    client.send(f"<response xmlns='{NS_SASL2}'>"
+                f"{b64(scram_run.send(base64.b64decode(str(challenge))))}</response>")
+    [proceed] = client.take()
+    assert proceed.name == "continue"
+    assert [str(t) for t in child(proceed, NS_SASL2, "tasks").elements()] == [
+        "UPGR-SCRAM-SHA-256"]
+    scram_run.send(base64.b64decode(str(child(proceed, NS_SASL2, "additional-data"))))
+    client.send(f"<next xmlns='{NS_SASL2}' task='UPGR-SCRAM-SHA-256'/>")
+    [challenge] = client.take()
+    fields = dict(f.split("=", 1) for f in base64.b64decode(str(challenge)).decode().split(","))
+    assert set(fields) == {"s", "i"}
+    salted = scram.salted_password("SHA-256", b"secret", base64.b64decode(fields["s"]),
+                                   int(fields["i"]))
+    client.send(f"<response xmlns='{NS_SASL2}'>{b64(salted)}</response>")
+    success, _ = client.take()
+    assert success.name == "success"
+    stored = server.sql.get_credentials("alice", "example.com")
+    assert scram.check_password("secret", stored["SHA-256"])
+    assert stored["SHA-1"] == local["SHA-1"]
+
+
+def test_no_upgrade_task_when_the_account_has_the_hash(server):
+    client, _ = connected(server)
+    success, _ = authenticate(client, UA, response=plain(), upgrade="SCRAM-SHA-256")
+    assert success.name == "success"
+
+
+def test_an_upgrade_not_offered_fails(server):
+    client, _ = connected(server)
+    [failure] = authenticate(client, response=plain(), upgrade="SCRAM-MD5")
+    assert failure.name == "failure"
+
+
+def test_authenticate_again_after_success_ends_the_stream(server):
+    client, _ = connected(server)
+    authenticate(client, response=plain())
+    authenticate(client, response=plain())
+    assert client.closed
+
+
+def test_bind2_binds_a_stable_resource_from_the_tag_and_user_agent(server):
+    resources, clients = [], []
+    for _ in range(2):
+        client, _ = connected(server)
+        success, features = authenticate(
+            client, UA + f"<bind xmlns='{NS_BIND2}'><tag>Test</tag></bind>", response=plain())
+        jid = str(child(success, NS_SASL2, "authorization-identifier"))
+        assert child(success, NS_BIND2, "bound") is not None
+        assert "bind" not in {e.name for e in features.elements()}
+        resources.append(jid.split("/", 1)[1])
+        clients.append(client)
+    assert resources[0] == resources[1] and resources[0].startswith("Test/")
+    assert "d4565fa7" not in resources[0]
+    # the same client's earlier session is replaced (XEP-0386 §3.2)
+    assert clients[0].closed and not clients[1].closed
+    assert len(server.sessions.resources(ALICE)) == 1
+
+
+def test_bind2_without_user_agent_or_tag_gets_a_random_resource(server):
+    jids = set()
+    for _ in range(2):
+        client, _ = connected(server)
+        success, _ = authenticate(client, f"<bind xmlns='{NS_BIND2}'/>", response=plain())
+        jids.add(str(child(success, NS_SASL2, "authorization-identifier")))
+    assert len(jids) == 2 and all(j.startswith("alice@example.com/") for j in jids)
+
+
+def test_bind2_enables_carbons_csi_and_stream_management_inline(server):
+    client, _ = connected(server)
+    success, features = authenticate(
+        client, UA + f"<bind xmlns='{NS_BIND2}'><tag>T</tag>"
+        "<enable xmlns='urn:xmpp:carbons:2'/><inactive xmlns='urn:xmpp:csi:0'/>"
+        f"<enable xmlns='{NS_SM}' resume='true'/></bind>", response=plain())
+    enabled = child(child(success, NS_BIND2, "bound"), NS_SM, "enabled")
+    assert enabled is not None and enabled["resume"] == "true"
+    [session] = server.sessions.resources(ALICE)
+    assert "carbons" in session.flags
+    assert "csi" in session.state
+
+
+def test_sm_resume_inline_skips_binding_and_resends_what_was_unacknowledged(server):
+    client, _ = connected(server)
+    success, _ = authenticate(
+        client, UA + f"<bind xmlns='{NS_BIND2}'><tag>T</tag>"
+        f"<enable xmlns='{NS_SM}' resume='true'/></bind>", response=plain())
+    previd = child(child(success, NS_BIND2, "bound"), NS_SM, "enabled")["id"]
+    full = str(child(success, NS_SASL2, "authorization-identifier"))
+    client.send("<presence/>")
+    client.take()
+    bob = Client(server)
+    bob.login("bob@example.com")
+    bob.send(f"<message to='{full}' type='chat'><body>while away</body></message>")
+    client.lose()
+
+    again, _ = connected(server)
+    success, features, *received = authenticate(
+        again, UA + f"<resume xmlns='{NS_SM}' previd='{previd}' h='0'/>"
+        f"<bind xmlns='{NS_BIND2}'><tag>T</tag></bind>", response=plain())
+    assert features.name == "features"
+    assert child(success, NS_SM, "resumed") is not None
+    assert child(success, NS_BIND2, "bound") is None
+    assert str(child(success, NS_SASL2, "authorization-identifier")) == full
+    assert [str(m.body) for m in received if m.name == "message"] == ["while away"]
+
+
+def test_a_failed_inline_resume_reports_failed_and_binds_anew(server):
+    client, _ = connected(server)
+    success, _ = authenticate(
+        client, UA + f"<resume xmlns='{NS_SM}' previd='nope' h='0'/>"
+        f"<bind xmlns='{NS_BIND2}'><tag>T</tag></bind>", response=plain())
+    assert child(success, NS_SM, "failed") is not None
+    assert child(success, NS_BIND2, "bound") is not None
