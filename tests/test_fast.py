@@ -15,7 +15,7 @@ import pytest
 from twisted.python.failure import Failure
 from twisted.words.xish import domish
 
-from tests.harness import add_user, make_server
+from tests.harness import Client, add_user, make_server
 from xmppd.core.sasl import SaslFailure, Success
 from xmppd.core.scram import derive_all
 from xmppd.core.xmlstream import parse_stanza
@@ -532,3 +532,152 @@ def test_no_user_agent_id_fails_as_a_wrong_token(sasl2):
     _, service = sasl2
     _, step = ht_login(service, Stream(), "token", agent=None)
     assert condition(step) == "not-authorized"
+
+
+# On client streams, through SASL2 (XEP-0388)
+
+NS_SASL2 = "urn:xmpp:sasl:2"
+NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+
+
+@pytest.fixture
+def stream_server(tmp_path):
+    server = make_server(tmp_path, modules=("sasl2", "bind", "fast"),
+                         extra='[hosts."anon.example"]\nauthentication = "anonymous"')
+    add_user(server, "alice@example.com")
+    return server
+
+
+def connect(server, bindings=None, domain="example.com"):
+    """A client after STARTTLS (with ``bindings``: channel binding data by
+    type); the FAST mechanisms offered inline, or None."""
+    client = Client(server, domain)
+    if bindings is not None:
+        client.stream.channel_binding = bindings.get
+    client.starttls()
+    features = client.open()
+    authentication = next(features.elements(NS_SASL2, "authentication"), None)
+    inline = authentication and next(authentication.elements(NS_SASL2, "inline"), None)
+    element = inline and next(inline.elements(NS_FAST, "fast"), None)
+    return client, element and [str(m) for m in element.elements(NS_FAST, "mechanism")]
+
+
+def send_authenticate(client, mechanism, data, *children, agent=AGENT):
+    """Send ``<authenticate/>``; what the server answered."""
+    response = base64.b64encode(data).decode()
+    user_agent = f"<user-agent id='{agent}'/>" if agent else ""
+    client.send(f"<authenticate xmlns='{NS_SASL2}' mechanism='{mechanism}'>"
+                f"<initial-response>{response}</initial-response>{user_agent}"
+                + "".join(children) + "</authenticate>")
+    return client.take()
+
+
+def password_login(server, *children, bindings=None, agent=AGENT):
+    client, _ = connect(server, bindings)
+    success, _ = send_authenticate(client, "PLAIN", b"\0alice\0secret", *children, agent=agent)
+    assert success.name == "success", success.toXml()
+    return token_of(success)
+
+
+def token_login(server, token, mechanism=NONE, bindings=None, cb_data=b"", children=None):
+    """Log in with ``token``: (the <success/> or <failure/>, the client)."""
+    client, _ = connect(server, bindings)
+    answer = send_authenticate(client, mechanism,
+                               b"alice\0" + mac(token, b"Initiator", cb_data),
+                               *(children if children is not None else (fast_element(),)))
+    server.clock.advance(10)  # a failure's delay
+    return (answer + client.take())[0], client
+
+
+def additional_data(success):
+    return base64.b64decode(str(next(success.elements(NS_SASL2, "additional-data"))))
+
+
+def test_stream_offers_fast_inline(stream_server):
+    assert connect(stream_server)[1] == [NONE]
+    assert connect(stream_server, {"tls-exporter": b"e" * 32,
+                                   "tls-server-end-point": b"p" * 32})[1] == [EXPR, ENDP, NONE]
+    # Tokens take no password: not among the SASL2 mechanisms.
+    client = Client(stream_server)
+    client.starttls()
+    authentication = next(client.open().elements(NS_SASL2, "authentication"))
+    assert not any(str(m).startswith("HT-") for m in authentication.elements(NS_SASL2,
+                                                                              "mechanism"))
+    assert connect(stream_server, domain="anon.example")[1] is None
+
+
+def test_stream_token_lifecycle(stream_server):
+    token, expiry = password_login(stream_server, request_token())
+    assert expiry == "1970-01-22T00:00:00.000000Z"
+    success, client = token_login(stream_server, token)
+    assert success.name == "success"
+    assert additional_data(success) == mac(token, b"Responder")
+    assert str(next(success.elements(NS_SASL2, "authorization-identifier"))) == \
+        "alice@example.com"
+    assert client.stream.user.full == "alice@example.com"
+    assert token_of(success) is None
+    # A day later, the success brings a new token.  A client that missed
+    # it still logs in with the old one, and gets another (the missed one
+    # goes); once the new one is used, the old one is gone.
+    stream_server.clock.advance(DAY)
+    missed, _ = token_of(token_login(stream_server, token)[0])
+    rotated, _ = token_of(token_login(stream_server, token)[0])
+    assert token_login(stream_server, missed)[0].name == "failure"
+    assert token_login(stream_server, rotated)[0].name == "success"
+    assert token_login(stream_server, token)[0].name == "failure"
+    # It expires.
+    stream_server.clock.advance(21 * DAY)
+    failure, _ = token_login(stream_server, rotated)
+    assert failure.name == "failure" and next(failure.elements(NS_SASL, "not-authorized"))
+
+
+def test_stream_wrong_token_and_replay_fail_alike(stream_server):
+    token, _ = password_login(stream_server, request_token())
+    failures = [token_login(stream_server, "wrong")[0]]
+    assert token_login(stream_server, token, children=(fast_element(count="3"),))[0].name \
+        == "success"
+    failures.append(token_login(stream_server, token, children=(fast_element(count="3"),))[0])
+    failures.append(token_login(stream_server, token)[0])
+    assert [(f.name, [c.name for c in f.elements()]) for f in failures] == [
+        ("failure", ["not-authorized"])] * 3
+    assert token_login(stream_server, token, children=(fast_element(count="4"),))[0].name \
+        == "success"
+
+
+def test_stream_password_change_invalidates_tokens(stream_server):
+    token, _ = password_login(stream_server, request_token())
+    stream_server.sql.set_credentials("alice", "example.com", derive_all("secret"))
+    failure, _ = token_login(stream_server, token)
+    assert failure.name == "failure"
+    # The password still works, and gives a new token on request.
+    assert password_login(stream_server, request_token()) is not None
+
+
+def test_stream_channel_bound_tokens(stream_server):
+    bindings = {"tls-exporter": b"e" * 32, "tls-server-end-point": b"p" * 32}
+    for mechanism, kind in ((EXPR, "tls-exporter"), (ENDP, "tls-server-end-point")):
+        token, _ = password_login(stream_server, request_token(mechanism), bindings=bindings)
+        success, _ = token_login(stream_server, token, mechanism, bindings, bindings[kind])
+        assert success.name == "success"
+        assert additional_data(success) == hmac.new(
+            token.encode(), b"Responder" + bindings[kind], hashlib.sha256).digest()
+        other = {kind: b"o" * 32}
+        failure, _ = token_login(stream_server, token, mechanism, other, bindings[kind])
+        assert failure.name == "failure"
+        failure, _ = token_login(stream_server, token, NONE)
+        assert failure.name == "failure"
+
+
+def test_stream_invalidate(stream_server):
+    token, _ = password_login(stream_server, request_token())
+    success, _ = token_login(stream_server, token,
+                             children=(fast_element(invalidate="true"), request_token()))
+    new, _ = token_of(success)
+    assert token_login(stream_server, token)[0].name == "failure"
+    success, _ = token_login(stream_server, new, children=(fast_element(invalidate="1"),))
+    assert success.name == "success" and token_of(success) is None
+    assert token_login(stream_server, new)[0].name == "failure"
+
+
+def test_stream_no_token_without_user_agent(stream_server):
+    assert password_login(stream_server, request_token(), agent=None) is None
