@@ -5,7 +5,7 @@
 //
 // Usage: node fast.mjs '{"service": "xmpp://127.0.0.1:PORT", "domain": ...,
 //   "username": ..., "password": ..., "wrongPassword": ..., "tag": ...,
-//   "peer": BARE_JID, "body": ..., "stepTimeout": MS}'
+//   "peer": BARE_JID, "body": ..., "stepTimeout": MS, "wire": FILE}'
 // The server's certificate is trusted through NODE_EXTRA_CA_CERTS; the
 // service URL and the domain are given, so nothing is resolved.  Prints one
 // JSON line: what each login sent and received (see `observe`), and the
@@ -36,6 +36,8 @@
 //   token.  Tokens are per client: every login gives the same
 //   <user-agent id=.../>.
 
+import { appendFileSync } from "node:fs";
+
 import { client, xml } from "@xmpp/client";
 
 const NS_SASL2 = "urn:xmpp:sasl:2";
@@ -63,6 +65,21 @@ function childNames(element) {
   return element.getChildElements().map((child) => `{${child.getNS()}}${child.name}`);
 }
 
+// Every byte of a client's streams, to the file options.wire ("NAME C:"
+// what the client wrote, "NAME S:" what it read).
+function record(xmpp, name) {
+  const write = xmpp.write.bind(xmpp);
+  xmpp.write = (string) => {
+    appendFileSync(options.wire, `${name} C: ${string}\n`);
+    return write(string);
+  };
+  const onData = xmpp._onData.bind(xmpp);
+  xmpp._onData = (data) => {
+    appendFileSync(options.wire, `${name} S: ${data}\n`);
+    return onData(data);
+  };
+}
+
 // What one client sends and receives of SASL, SASL2, Bind2, FAST and stream
 // management: the facts the Python test asserts on.
 function observe(xmpp) {
@@ -72,6 +89,7 @@ function observe(xmpp) {
     attempts: [], // one per <authenticate/>, with its outcome
     legacyAuth: false, // an RFC 6120 <auth/> was sent
     legacyBind: false, // an RFC 6120 bind <iq/> was sent
+    smSent: [], // stream management <enable/> or <resume/> sent outside Bind2
     featuresAfterSuccess: null,
     streamHeaderFrom: null,
     errors: [],
@@ -104,6 +122,8 @@ function observe(xmpp) {
           /<initial-response>[^<]*<\/initial-response>/, "<initial-response>…</initial-response>"),
         outcome: null,
       });
+    } else if (element.is("enable", NS_SM) || element.is("resume", NS_SM)) {
+      seen.smSent.push(element.name);
     } else if (element.is("auth", NS_SASL)) {
       seen.legacyAuth = true;
     } else if (element.is("iq") && element.getChild("bind", NS_BIND)) {
@@ -157,16 +177,13 @@ function observe(xmpp) {
       }
     }
   });
-  xmpp.on("error", (error) => {
-    seen.errors.push({ name: error.name, condition: error.condition ?? null,
-      message: error.message });
-  });
+  xmpp.on("error", (error) => seen.errors.push(describe(error)));
   return seen;
 }
 
 // A client of the account; `token` is what its fetchToken returns, `saved`
 // collects what its saveToken is given.
-function newClient({ password, token = null, saved = [] }) {
+function newClient(name, { password, token = null, saved = [] }) {
   const xmpp = client({
     service: options.service,
     domain: options.domain,
@@ -177,6 +194,7 @@ function newClient({ password, token = null, saved = [] }) {
       xml("software", {}, "xmpp.js"), xml("device", {}, "xmppd integration test")),
   });
   xmpp.reconnect.stop(); // one connection per client: a failed login is final
+  record(xmpp, name);
   xmpp.fast.fetchToken = async () => token;
   xmpp.fast.saveToken = async (value) => {
     saved.push(value);
@@ -184,15 +202,29 @@ function newClient({ password, token = null, saved = [] }) {
   return { xmpp, seen: observe(xmpp), saved };
 }
 
+function describe(error) {
+  return { name: error.name, condition: error.condition ?? null, message: error.message };
+}
+
+// Log in; then a ping to the server, so that what the server sent before
+// its answer (the features after <success/>...) has been handled when the
+// state of stream management is read.
 async function login(entry) {
   try {
     const jid = await bounded(entry.xmpp.start(), "login");
-    entry.login = { online: true, jid: jid.toString(), sm: entry.xmpp.streamManagement.enabled };
+    entry.login = { online: true, jid: jid.toString() };
   } catch (error) {
-    entry.login = { online: false, error: { name: error.name,
-      condition: error.condition ?? null, message: error.message } };
+    entry.login = { online: false, error: describe(error) };
+    return false;
   }
-  return entry.login.online;
+  try {
+    await bounded(entry.xmpp.iqCaller.get(xml("ping", { xmlns: "urn:xmpp:ping" })), "a ping");
+    entry.login.ping = true;
+  } catch (error) {
+    entry.login.ping = describe(error);
+  }
+  entry.login.sm = entry.xmpp.streamManagement.enabled;
+  return true;
 }
 
 async function logout(entry) {
@@ -214,7 +246,7 @@ async function main() {
   const result = { userAgentId };
 
   // 1, 2: the password, SASL2 with Bind2, a FAST token requested.
-  const first = newClient({ password: options.password });
+  const first = newClient("first", { password: options.password });
   await login(first);
   await logout(first);
   result.first = report(first);
@@ -224,14 +256,14 @@ async function main() {
   // 4: the token with its last character changed, and a wrong password:
   // the server refuses both attempts (xmpp.js falls back to the password).
   const last = token.token.at(-1) === "A" ? "B" : "A";
-  const tampered = newClient({ password: options.wrongPassword,
+  const tampered = newClient("tampered", { password: options.wrongPassword,
     token: { ...token, token: token.token.slice(0, -1) + last } });
   await login(tampered);
   await logout(tampered);
   result.tampered = report(tampered);
 
   // 3: the token and a wrong password: only FAST can log in.
-  const fast = newClient({ password: options.wrongPassword, token });
+  const fast = newClient("fast", { password: options.wrongPassword, token });
   if (await login(fast)) {
     // 5: the session works: a message to the peer, whose reply comes back.
     const reply = new Promise((resolve) => {
