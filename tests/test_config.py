@@ -99,7 +99,8 @@ def test_example_file_parses():
     # Its other values are the defaults, as it says.
     assert config.limits == LimitsConfig() and config.s2s == S2SConfig()
     assert set(config.module_options) == {"roster", "offline", "ping", "version", "vcard",
-                                          "private", "pep", "pubsub", "muc", "upload"}
+                                          "private", "pep", "pubsub", "muc", "upload", "sasl",
+                                          "fast", "anonymous"}
     assert all(values == declared(name).defaults
                for name, values in config.module_options.items())
     assert (config.c2s.handshake_timeout, config.c2s.max_output_buffer) == (10.0, 1048576)

@@ -6,7 +6,8 @@ import base64
 
 import pytest
 
-from tests.harness import Client, add_user, make_server
+from tests.harness import Client, add_user, make_config, make_server
+from xmppd.config import ConfigError
 from xmppd.core import scram
 from xmppd.jid import JID
 from xmppd.modules.sasl2 import NS_SASL2
@@ -277,3 +278,22 @@ def test_a_failed_inline_resume_reports_failed_and_binds_anew(server):
         f"<bind xmlns='{NS_BIND2}'><tag>T</tag></bind>", response=plain())
     assert child(success, NS_SM, "failed") is not None
     assert child(success, NS_BIND2, "bound") is not None
+
+
+def test_mechanisms_are_configured_per_host(tmp_path):
+    server = make_server(tmp_path, hosts=("example.com", "example.org"), extra=(
+        '[sasl]\nmechanisms = ["SCRAM-SHA-256", "PLAIN"]\n'
+        '[hosts."example.org".sasl]\nmechanisms = ["SCRAM-SHA-512"]\n'))
+    for domain, expected in (("example.com", ["SCRAM-SHA-256", "PLAIN"]),
+                             ("example.org", ["SCRAM-SHA-512"])):
+        client = Client(server, domain=domain)
+        client.starttls()
+        features = client.open()
+        authentication = child(features, NS_SASL2, "authentication")
+        assert [str(m) for m in authentication.elements(NS_SASL2, "mechanism")] == expected
+        assert [str(m) for m in child(features, NS_SASL, "mechanisms").elements()] == expected
+
+
+def test_an_unknown_mechanism_in_the_config_names_its_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"sasl\.mechanisms.*DIGEST-MD5"):
+        make_config(tmp_path, extra='[sasl]\nmechanisms = ["DIGEST-MD5"]\n')

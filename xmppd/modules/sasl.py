@@ -42,8 +42,8 @@ LOCKED = "the account is temporarily locked after too many failed authentication
 
 def _mechanisms(value, key):
     """SASL mechanism names xmppd supports, strongest first."""
-    if value == ():
-        return ()
+    if isinstance(value, (list, tuple)) and not value:
+        return ()  # the defaults of the host's authentication
     try:
         return check_mechanisms(strings(value, key))
     except ValueError as e:
