@@ -681,3 +681,21 @@ def test_stream_invalidate(stream_server):
 
 def test_stream_no_token_without_user_agent(stream_server):
     assert password_login(stream_server, request_token(), agent=None) is None
+
+
+def test_stream_failures_count_for_the_account(tmp_path):
+    server = make_server(tmp_path, modules=("sasl2", "fast"),
+                         extra="[limits]\nauth_account_lock_after = 2")
+    add_user(server, "alice@example.com")
+    token, _ = password_login(server, request_token())
+    for _ in range(2):
+        assert token_login(server, "wrong")[0].name == "failure"
+    # Locked: the right token and the password are refused alike for a while.
+    failure, _ = token_login(server, token)
+    assert [c.name for c in failure.elements()] == ["not-authorized", "text"]
+    client, _ = connect(server)
+    answer = send_authenticate(client, "PLAIN", b"\0alice\0secret")
+    server.clock.advance(10)
+    assert (answer + client.take())[0].name == "failure"
+    server.clock.advance(300)
+    assert token_login(server, token)[0].name == "success"

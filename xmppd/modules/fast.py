@@ -19,7 +19,8 @@
   A wrong, expired or revoked token, another mechanism, an unknown user
   agent or account, and a replayed ``count`` (once a token was used with
   a count, each use needs a higher one) all fail alike: not-authorized.
-  They count as failed logins as any SASL2 failure does.
+  They count as failed logins of the address and of the account named,
+  as a wrong password does; a locked account refuses tokens too.
 - §3.5, §5.1: each user agent has a "new" and a "current" token; a use of
   the new one makes it current (the old current is gone).  A token used
   more than ``fast.rotate_after`` days after its issue is replaced by a
@@ -55,7 +56,7 @@ from twisted.words.xish import domish
 
 from xmppd.core.sasl import CHANNEL_BINDINGS, SaslFailure, Success
 from xmppd.core.stanzas import xep0082_stamp
-from xmppd.jid import normalize_localpart
+from xmppd.jid import JID, normalize_localpart
 from xmppd.options import Option, Options, integer, non_negative_number, optional_string
 from xmppd.options import positive_number
 from xmppd.storage import StorageError
@@ -325,6 +326,7 @@ class HashedToken:
             username = normalize_localpart(authcid)
         except ValueError:
             raise _not_authorized() from None
+        fast.named(stream, username)
         if not request.user_agent:
             raise _not_authorized()
         kind = MECHANISMS[self.name]
@@ -358,6 +360,13 @@ class Fast:
         self.log = api.log
         self.tokens = tokens
         self._api = api
+
+    def named(self, stream, username):
+        """The attempt names account ``username``: its failure counts for
+        that account too, as a password's does (delays, locking)."""
+        authentication = self._api.service("sasl").authentication(stream)
+        if authentication is not None:
+            authentication.account = JID(username, stream.domain, None)
 
     def offered(self, stream):
         """The HT mechanisms offered on ``stream`` (none on an anonymous
