@@ -11,6 +11,7 @@ from xmppd.config import ConfigError
 from xmppd.core import scram
 from xmppd.jid import JID
 from xmppd.modules.sasl2 import NS_SASL2
+from xmppd.tap import MODULES
 
 NS_BIND2 = "urn:xmpp:bind:0"
 NS_SM = "urn:xmpp:sm:3"
@@ -297,3 +298,18 @@ def test_mechanisms_are_configured_per_host(tmp_path):
 def test_an_unknown_mechanism_in_the_config_names_its_key(tmp_path):
     with pytest.raises(ConfigError, match=r"sasl\.mechanisms.*DIGEST-MD5"):
         make_config(tmp_path, extra='[sasl]\nmechanisms = ["DIGEST-MD5"]\n')
+
+
+def test_bind2_reports_the_archive_metadata_where_mam_serves(tmp_path):
+    server = make_server(tmp_path, modules=(*MODULES, "mam"))
+    add_user(server, "alice@example.com")
+    add_user(server, "bob@example.com")
+    bob = Client(server)
+    bob.login("bob@example.com")
+    bob.send("<message to='alice@example.com' type='chat'><body>archived</body></message>")
+    server.clock.advance(1)
+    client, _ = connected(server)
+    success, _ = authenticate(client, UA + f"<bind xmlns='{NS_BIND2}'/>", response=plain())
+    metadata = child(child(success, NS_BIND2, "bound"), "urn:xmpp:mam:2", "metadata")
+    assert metadata is not None
+    assert child(metadata, "urn:xmpp:mam:2", "end")["id"]

@@ -15,8 +15,9 @@
   replaced (``conflict``), as §3.2 asks.  Then each child of ``<bind/>`` in
   a listed namespace goes to its module, which may add its answer to the
   ``<bound/>`` element of ``<success/>``; the other modules'
-  :meth:`Bind2.on_bound` handlers add what every binding reports (the
-  archive's metadata).
+  :meth:`Bind2.on_bound` handlers add what every binding reports: the
+  archive's ``<metadata/>`` (XEP-0313 §6.2) when the ``mam`` module
+  serves the host, as §3.2 recommends.
 - The limit of resources per account (``c2s.max_resources``) applies as
   for RFC 6120 binding; past it the stream ends with ``policy-violation``
   (the authentication has succeeded by then).
@@ -29,6 +30,7 @@
 import hashlib
 import secrets
 
+from twisted.internet import defer
 from twisted.words.xish import domish
 
 from xmppd.jid import InvalidJID, normalize_resourcepart
@@ -53,7 +55,8 @@ class Bind2:
 
     def on_bound(self, handler):
         """``handler(stream, session, bound)`` after each Bind 2 binding:
-        it may add elements to ``<bound/>``."""
+        it may add elements to ``<bound/>``, and return a Deferred that
+        ``<success/>`` waits for."""
         self._bound.append(handler)
 
     def feature(self, stream):
@@ -84,8 +87,12 @@ class Bind2:
             handler = self._inline.get(child.uri)
             if handler is not None:
                 handler(stream, session, child, bound)
-        for handler in self._bound:
-            handler(stream, session, bound)
+        waits = [d for handler in self._bound
+                 if (d := handler(stream, session, bound)) is not None]
+        if not waits:
+            return None
+        return defer.gatherResults(waits, consumeErrors=True).addErrback(
+            lambda failure: api.log.failure("reporting a Bind 2 binding failed", failure))
 
     def _resource(self, user, tag, user_agent):
         if user_agent is None:

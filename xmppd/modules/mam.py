@@ -387,6 +387,15 @@ def setup(api):
     store = api.open_store("archive")
     archive = Archive(api, store)
     Retention(api, store)
+
+    def bound(stream, session, element):
+        """XEP-0386 §3.2: the state of the archive when Bind 2 binds."""
+        if api.enabled(stream.domain):
+            return queries.metadata(store, session.jid).addCallback(element.addChild)
+        return None
+
+    api.depends("bind2")
+    api.service("bind2").on_bound(bound)
     for feature in (NS_MAM, NS_EXTENDED, NS_SID):
         api.account_feature(feature)
     for type_, requests in (("get", {"query": archive.form, "prefs": archive.prefs_command,
