@@ -234,6 +234,17 @@ def test_password_change_invalidates_every_token(server, tokens):
     assert list(stored(server)) == [fast.agent_key("third")]
 
 
+def test_a_verifier_added_for_another_hash_keeps_the_tokens(server, tokens):
+    # A SCRAM upgrade (XEP-0388 §2.8) adds a verifier; the password is the same.
+    keys = derive_all("secret")
+    server.sql.set_credentials("alice", "example.com", {"SHA-1": keys["SHA-1"]})
+    token = issue(tokens)
+    server.sql.set_credentials("alice", "example.com", keys)
+    assert result(verify(tokens, token)).username == "alice"
+    server.sql.set_credentials("alice", "example.com", derive_all("secret"))
+    assert condition(verify(tokens, token)) == "not-authorized"
+
+
 def test_channel_binding_is_part_of_the_proof(server, tokens):
     exporter = bytes(range(32))
     token = issue(tokens, EXPR)

@@ -33,8 +33,8 @@
 
 Nothing in the database gives a token: the ``keyval`` store ``fast``
 keeps, per account and SHA-256 of the user agent id, each token's random
-nonce, mechanism, issue and expiry times, a fingerprint of the account's
-SCRAM StoredKeys and the last count; the token is HMAC-SHA-256 of all that
+nonce, mechanism, issue and expiry times, a digest of the account's
+SCRAM StoredKey and the last count; the token is HMAC-SHA-256 of all that
 with a server secret of 32 random bytes kept in ``fast.secret_file``
 (0600, made the first time).  Replacing the file revokes every token.
 An account keeps tokens for at most ``fast.max_clients`` user agents.
@@ -121,12 +121,23 @@ def agent_key(agent):
     return hashlib.sha256(agent.encode("utf-8")).hexdigest()
 
 
-def fingerprint(credentials):
-    """A digest of an account's SCRAM StoredKeys: it changes with the password."""
-    digest = hashlib.sha256()
-    for name in sorted(credentials):
-        digest.update(name.encode("ascii") + b"\0" + credentials[name].stored_key)
-    return digest.hexdigest()
+def fingerprint(credentials, name=None):
+    """``NAME:DIGEST`` of the account's SCRAM StoredKey for hash ``name``
+    (default: SHA-256, else the first it has): it changes with the
+    password, not when a verifier for another hash is added (an upgrade,
+    XEP-0388 §2.8).  None if there is no such verifier."""
+    if name is None:
+        name = "SHA-256" if "SHA-256" in credentials else min(credentials)
+    keys = credentials.get(name)
+    if keys is None:
+        return None
+    return name + ":" + hashlib.sha256(keys.stored_key).hexdigest()
+
+
+def _bound(record, credentials):
+    """Whether ``record`` was issued for the account's current password."""
+    name = record["credentials"].partition(":")[0]
+    return record["credentials"] == fingerprint(credentials, name)
 
 
 def ht(token, message):
@@ -147,7 +158,7 @@ class Use:
     key: str
     slot: str
     record: dict
-    credentials: str  # the fingerprint
+    credentials: dict  # the account's SCRAM verifiers by hash name
     count: int | None
     responder: bytes
 
@@ -190,10 +201,10 @@ class Tokens:
             raise _not_authorized()
         used = record.get("count")
         if (self._clock.seconds() >= record["expiry"]
-                or record["credentials"] != fingerprint(credentials)
+                or not _bound(record, credentials)
                 or (used is not None and (count is None or count <= used))):
             raise _not_authorized()
-        return Use(username, domain, key, slot, record, record["credentials"], count,
+        return Use(username, domain, key, slot, record, credentials, count,
                    ht(token, b"Responder" + cb_data))
 
     def rotation_due(self, use):
@@ -232,7 +243,7 @@ class Tokens:
         if not credentials:
             return None
         issued = yield self._save(username, domain, agent_key(agent), lambda entry: entry,
-                                  mechanism, fingerprint(credentials))
+                                  mechanism, credentials)
         return issued
 
     @defer.inlineCallbacks
@@ -251,13 +262,13 @@ class Tokens:
             entry["new"] = record = {
                 "nonce": base64.b64encode(secrets.token_bytes(16)).decode("ascii"),
                 "mechanism": mechanism, "issued": now, "expiry": expiry,
-                "credentials": credentials}
+                "credentials": fingerprint(credentials)}
             issued = (self.token(username, domain, key, record), expiry)
         updates = {key: json.dumps(entry) if entry else None}
         live = []
         for other, value in entries.items():
             records = [r for r in value.values()
-                       if r is not None and r["expiry"] > now and r["credentials"] == credentials]
+                       if r is not None and r["expiry"] > now and _bound(r, credentials)]
             if records:
                 live.append((max(r["issued"] for r in records), other))
             else:
