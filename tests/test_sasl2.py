@@ -242,6 +242,7 @@ def test_bind2_enables_carbons_csi_and_stream_management_inline(server):
         f"<enable xmlns='{NS_SM}' resume='true'/></bind>", response=plain())
     enabled = child(child(success, NS_BIND2, "bound"), NS_SM, "enabled")
     assert enabled is not None and enabled["resume"] == "true"
+    assert child(features, NS_SM, "sm") is None  # enabled already
     [session] = server.sessions.resources(ALICE)
     assert "carbons" in session.flags
     assert "csi" in session.state

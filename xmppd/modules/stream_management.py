@@ -127,7 +127,13 @@ class StreamManagement:
     # Negotiation
 
     def feature(self, stream):
-        return nonza("sm") if self._api.enabled(stream.domain) else None
+        """``<sm/>`` until the session has enabled it (with Bind 2, before
+        the features that follow a SASL2 success)."""
+        session = stream.session
+        if not self._api.enabled(stream.domain) or (
+                session is not None and NAME in session.state):
+            return None
+        return nonza("sm")
 
     def enable(self, stream, element):
         stream.send(self.enabled(stream.session, element))
