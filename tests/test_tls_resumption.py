@@ -3,11 +3,14 @@ Python's ``ssl`` client against the pyOpenSSL server connections of a
 :class:`~xmppd.core.tls.CertificateStore`, in memory.  A second handshake
 with the session of the first resumes, for TLS 1.3 and 1.2, across the SNI
 switch too; another process's contexts (other ticket keys) do not resume it;
-tls-unique follows the resumed handshake (RFC 5929 §3.1)."""
+tls-unique follows the resumed handshake (RFC 5929 §3.1), tls-server-end-point
+the certificate SNI chose (§4)."""
 
 import ssl
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from OpenSSL import SSL
 
 from xmppd.certs import make_self_signed
@@ -122,6 +125,24 @@ def test_tls_unique_of_a_resumed_session_is_the_servers_finished(certificates):
     unique = channel_binding(second.server, "tls-unique")
     assert unique == second.client.get_channel_binding("tls-unique")
     assert unique == second.server.get_finished() != second.server.get_peer_finished()
+
+
+def test_tls_server_end_point_is_of_the_certificate_sni_chose(certificates, tmp_path):
+    store = CertificateStore(certificates, ["a.test", "b.test"])
+    context = client_context("1.3")
+    expected = {domain: x509.load_pem_x509_certificate(
+        (tmp_path / f"{domain}.crt").read_bytes()).fingerprint(hashes.SHA256())
+        for domain in ("a.test", "b.test")}
+    assert expected["a.test"] != expected["b.test"]
+    for name in ("b.test", "a.test", "b.test"):
+        handshake = Handshake(store, "a.test", context, name)
+        assert channel_binding(handshake.server, "tls-server-end-point") == expected[name]
+    resumed = Handshake(store, "a.test", context, "b.test", handshake.client.session)
+    assert resumed.client.session_reused
+    assert channel_binding(resumed.server, "tls-server-end-point") == expected["b.test"]
+    assert len(channel_binding(resumed.server, "tls-exporter")) == 32
+    assert channel_binding(resumed.server, "tls-unique") is None  # TLS 1.3
+    assert channel_binding(resumed.server, "no-such-binding") is None
 
 
 def test_tls_1_1_is_still_refused(certificates):

@@ -28,6 +28,7 @@ hosts (clients offer a ticket only to the name they got it from).
 
 import datetime
 import os
+import weakref
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -215,15 +216,29 @@ def channel_binding(connection, kind):
     """
     if connection is None:
         return None
+    if kind == "tls-server-end-point":
+        return _end_point(connection)
+    if kind not in ("tls-exporter", "tls-unique"):
+        return None
     tls13 = connection.get_protocol_version_name() == "TLSv1.3"
     if kind == "tls-exporter":
         return connection.export_keying_material(EXPORTER_LABEL, 32) if tls13 else None
-    if kind == "tls-unique":
-        if tls13:
-            return None
-        return connection.get_finished() if session_reused(connection) else (
-            connection.get_peer_finished())
-    if kind == "tls-server-end-point":
+    if tls13:
+        return None
+    return connection.get_finished() if session_reused(connection) else (
+        connection.get_peer_finished())
+
+
+_END_POINTS = weakref.WeakKeyDictionary()  # SSL.Context -> its tls-server-end-point
+
+
+def _end_point(connection):
+    """tls-server-end-point of the certificate of ``connection``, hashed
+    once per context (a context has one certificate; SNI's switch gives the
+    connection another context)."""
+    context = connection.get_context()
+    found = _END_POINTS.get(context)
+    if found is None:
         certificate = connection.get_certificate()
         if certificate is None:
             return None
@@ -231,5 +246,5 @@ def channel_binding(connection, kind):
         algorithm = cert.signature_hash_algorithm
         if algorithm is None or algorithm.name in ("md5", "sha1"):
             algorithm = hashes.SHA256()
-        return cert.fingerprint(algorithm)
-    return None
+        found = _END_POINTS[context] = cert.fingerprint(algorithm)
+    return found
