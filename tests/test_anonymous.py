@@ -346,3 +346,36 @@ def test_anonymous_users_talk_to_each_other(server):
     first.receive(f"<message to='{second_jid}/r' type='chat'><body>hello</body></message>")
     [message] = second.take()
     assert (str(message.body), message["from"]) == ("hello", f"{first_jid}/r")
+
+
+# Through SASL
+
+
+def sasl_anonymous(server, address="192.0.2.1"):
+    """A client of the anonymous host after its <auth mechanism='ANONYMOUS'/>;
+    it and the server's answer."""
+    client = Client(server, GUEST, address=address)
+    client.starttls()
+    client.open()
+    client.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='ANONYMOUS'/>")
+    return client, client.take()[0]
+
+
+def test_a_sasl_anonymous_login_binds_a_fresh_account_that_goes_at_logout(server):
+    client, answer = sasl_anonymous(server)
+    assert answer.name == "success"
+    client.open()
+    client.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+    [bound] = client.take()
+    local, _, rest = str(next(bound.elements()).jid).partition("@")
+    assert rest.startswith(f"{GUEST}/")
+    assert memory(server).list_accounts() == [(local, GUEST)]
+    client.send("</stream:stream>")
+    assert memory(server).list_accounts() == [] and server.sql.list_accounts(GUEST) == []
+
+
+def test_a_refused_creation_is_a_sasl_temporary_auth_failure(tmp_path):
+    server = make(tmp_path, "[anonymous]\nmax_per_ip_burst = 1\n")
+    assert sasl_anonymous(server)[1].name == "success"
+    _, answer = sasl_anonymous(server)  # the first failure of the address: not delayed
+    assert (answer.name, answer.firstChildElement().name) == ("failure", "temporary-auth-failure")
