@@ -19,6 +19,7 @@ from tests.harness import Client, add_user, make_server
 from xmppd.core.sasl import SaslFailure, Success
 from xmppd.core.scram import derive_all
 from xmppd.core.xmlstream import parse_stanza
+from xmppd.datafiles import load_secret
 from xmppd.modules import fast
 from xmppd.modules.fast import NS_FAST, Tokens
 
@@ -286,17 +287,17 @@ def test_unreadable_records_are_ignored(server, tokens):
 
 def test_secret_file_is_made_private_once(tmp_path):
     path = str(tmp_path / "fast.secret")
-    secret = fast.load_secret(path)
+    secret = load_secret(path)
     assert len(secret) == 32
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert fast.load_secret(path) == secret
+    assert load_secret(path) == secret
 
 
 def test_short_secret_file_refused(tmp_path):
     path = tmp_path / "fast.secret"
     path.write_bytes(b"short")
     with pytest.raises(ValueError, match="fewer than 32 bytes"):
-        fast.load_secret(str(path))
+        load_secret(str(path))
 
 
 def test_secret_file_beside_the_database_or_configured(server, tmp_path):

@@ -151,15 +151,6 @@ class TestSigning:
         assert len(ids) == 100
         assert all(slots.ID.fullmatch(i) for i in ids)
 
-    def test_secret_made_once_and_private(self, tmp_path):
-        secret = slots.load_secret(tmp_path)
-        assert len(secret) == slots.SECRET_BYTES
-        assert stat.S_IMODE(os.stat(tmp_path / "secret").st_mode) == 0o600
-        assert slots.load_secret(tmp_path) == secret
-        (tmp_path / "secret").write_bytes(b"short")
-        with pytest.raises(ValueError):
-            slots.load_secret(tmp_path)
-
     def test_directory_private(self, tmp_path):
         files = slots.prepare_directory(tmp_path / "a" / "uploads")
         for directory in (files, files.parent):

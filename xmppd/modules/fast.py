@@ -45,17 +45,16 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import make_url
 from twisted.internet import defer
 from twisted.words.xish import domish
 
 from xmppd.core.sasl import CHANNEL_BINDINGS, SaslFailure, Success
 from xmppd.core.stanzas import xep0082_stamp
+from xmppd.datafiles import data_path, load_secret
 from xmppd.jid import JID, normalize_localpart
 from xmppd.options import Option, Options, integer, non_negative_number, optional_string
 from xmppd.options import positive_number
@@ -69,7 +68,6 @@ CB_TYPES = {"tls-exporter": "EXPR", "tls-server-end-point": "ENDP", "tls-unique"
 MECHANISMS = {**{f"HT-SHA-256-{CB_TYPES[kind]}": kind for kind in CHANNEL_BINDINGS},
               "HT-SHA-256-NONE": None}
 SLOTS = ("new", "current")  # §5.1, checked in this order
-SECRET_BYTES = 32
 DAY = 86400.0
 _COUNT = re.compile(r"[0-9]{1,18}")
 
@@ -86,34 +84,7 @@ OPTIONS = Options(  # [fast]
 
 def secret_path(config):
     """The secret file ``config`` gives (see ``fast.secret_file``)."""
-    base = os.path.dirname(config.path)
-    chosen = config.options("fast").secret_file
-    if chosen is not None:
-        return os.path.join(base, os.path.expanduser(chosen))
-    url = make_url(config.storage.url)
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        base = os.path.dirname(url.database)
-    return os.path.join(base, "fast.secret")
-
-
-def load_secret(path):
-    """The secret in ``path``: made at random (0600) the first time, read
-    afterwards; ValueError if the file is too short."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        with open(path, "rb") as file:
-            secret = file.read()
-        if len(secret) < SECRET_BYTES:
-            raise ValueError(f"{path} holds fewer than {SECRET_BYTES} bytes") from None
-        return secret
-    secret = secrets.token_bytes(SECRET_BYTES)
-    try:
-        os.write(fd, secret)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return secret
+    return data_path(config, config.options("fast").secret_file, "fast.secret")
 
 
 def agent_key(agent):

@@ -47,6 +47,7 @@ from twisted.words.xish import domish
 from xmppd import upload as slots
 from xmppd.core.events import HOST, SERVER_STOPPING
 from xmppd.core.stanzas import StanzaError, xep0082_stamp
+from xmppd.datafiles import data_path, load_secret
 from xmppd.modules.disco import NS_INFO, NS_ITEMS, info_element, items_element
 from xmppd.options import (Option, Options, dns_label, integer, non_negative_number,
                            optional_string, positive_number)
@@ -81,14 +82,7 @@ OPTIONS = Options(  # [upload]
 
 def directory(config):
     """The upload directory ``config`` gives (see ``upload.directory``)."""
-    base = os.path.dirname(config.path)
-    chosen = config.options("upload").directory
-    if chosen is not None:
-        return os.path.join(base, os.path.expanduser(chosen))
-    match = re.fullmatch(r"sqlite(?:\+\w+)?:///([^?]+)(\?.*)?", config.storage.url)
-    if match and match.group(1) != ":memory:":
-        return os.path.join(os.path.dirname(match.group(1)), "uploads")
-    return os.path.join(base, "uploads")
+    return data_path(config, config.options("upload").directory, "uploads")
 
 
 def file_too_large(limit):
@@ -267,7 +261,7 @@ class Sweep:
 def setup(api):
     root = directory(api.config)
     files = slots.prepare_directory(root)
-    secret = slots.load_secret(root)
+    secret = load_secret(os.path.join(root, "secret"))
     store = api.open_store("uploads")
     service = UploadService(api, store, secret)
     served = api.add_services(lambda host: api.options_for(host).subdomain, "HTTP File Upload")

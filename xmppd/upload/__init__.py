@@ -126,24 +126,3 @@ def prepare_directory(directory):
         each.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(each, 0o700)
     return files
-
-
-def load_secret(directory):
-    """The server's signing secret, in ``DIRECTORY/secret``: made at
-    random the first time (created 0600, never readable by others),
-    read afterwards.  ValueError if the file is too short."""
-    file = Path(directory) / "secret"
-    try:
-        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        secret = file.read_bytes()
-        if len(secret) < SECRET_BYTES:
-            raise ValueError(f"{file} holds fewer than {SECRET_BYTES} bytes") from None
-        return secret
-    secret = secrets.token_bytes(SECRET_BYTES)
-    try:
-        os.write(fd, secret)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return secret
