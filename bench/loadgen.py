@@ -10,7 +10,13 @@ Phases (``--phases``):
 
 - ``login``: ``--logins`` full logins (TCP, STARTTLS, SASL, bind, then
   ``</stream:stream>``) with ``--concurrency`` in flight: logins/s, p50/p99
-  latency (connect to bind result), server CPU ms per login.
+  latency (connect to bind result), server CPU ms per login.  With
+  ``--sasl2``, SASL2 (XEP-0388) with Bind2 (XEP-0386) inline instead.
+- ``fast_login``: each of the ``--logins`` accounts logs in once with its
+  password over SASL2 and gets a FAST token (XEP-0484), and once with the
+  token; then, measured, ``--fast-rounds`` times over, each logs in again
+  as a phone reconnecting does: its TLS session resumed, SASL2 with the
+  token (HT-SHA-256-NONE) and Bind2 inline, in one round trip after TLS.
 - ``messages``: ``--pairs`` pairs of sessions play closed-loop ping-pong
   with ``--window`` chat messages in flight per pair for ``--seconds``:
   delivered messages/s, p50/p99 delivery latency, server CPU%.
@@ -74,13 +80,13 @@ from bench.accounts import (
     contacts,
     star,
 )
-from bench.xmppclient import (MECHANISMS, NS_DISCO_INFO, BoshClient, Caps, Client, Target,
-                              WebSocketClient, XMPPError)
+from bench.xmppclient import (FAST_MECHANISM, MECHANISMS, NS_DISCO_INFO, BoshClient, Caps,
+                              Client, Reconnect, Target, WebSocketClient, XMPPError)
 
 CLIENTS = {"tcp": Client, "websocket": WebSocketClient, "bosh": BoshClient}
 
-PHASES = ("login", "messages", "ws_messages", "bosh_messages", "presence", "pep", "muc",
-          "memory")
+PHASES = ("login", "fast_login", "messages", "ws_messages", "bosh_messages", "presence", "pep",
+          "muc", "memory")
 NS_PUBSUB = "http://jabber.org/protocol/pubsub"
 NS_PUBSUB_EVENT = "http://jabber.org/protocol/pubsub#event"
 PEP_NODE = "http://jabber.org/protocol/tune"  # XEP-0118, a PEP node clients commonly follow
@@ -160,6 +166,7 @@ class Worker:
         self.password = options["password"]
         self.pattern = options["pattern"]
         self.clients = {}  # user -> logged-in Client
+        self.reconnects = {}  # user -> Reconnect: its FAST token and TLS session
         self.pep_publisher = None  # the pep phase's publisher, if in this process
         self.pep_contacts = []  # its contacts in this process
         self.pep_token = None  # the prefix of this run's item ids
@@ -172,12 +179,21 @@ class Worker:
         self.muc_occupants = []  # the muc phase's clients in this process, in the room
         self.reset()
 
-    def _client(self, user, resource, transport="tcp"):
+    def _client(self, user, resource, transport="tcp", profile="sasl"):
+        """A client of ``user``; ``profile``: ``sasl`` (RFC 6120), ``sasl2``
+        (XEP-0388 with Bind2), ``fast`` (SASL2 with the user's FAST token
+        and TLS session, once it has them)."""
         localpart = self.pattern.format(user)
         password = self.password
         if isinstance(password, dict):
             password = password[localpart]
-        return CLIENTS[transport](self.target, localpart, password, resource)
+        client = CLIENTS[transport](self.target, localpart, password, resource)
+        if profile != "sasl":
+            if transport != "tcp":
+                raise ValueError(f"the {profile} profile is over TCP only")
+            client.reconnect = (Reconnect(fast=False) if profile == "sasl2"
+                                else self.reconnects.setdefault(user, Reconnect()))
+        return client
 
     def reset(self):
         self.sent = 0
@@ -195,20 +211,28 @@ class Worker:
 
     # Logins
 
-    async def login(self, users, concurrency, keep, resource, transport="tcp"):
+    async def login(self, users, concurrency, keep, resource, transport="tcp", profile="sasl"):
         """Log ``users`` in with at most ``concurrency`` logins in flight
-        (over ``transport``: ``tcp``, ``websocket``, ``bosh``); keep the
-        sessions or end them at once."""
+        (over ``transport``: ``tcp``, ``websocket``, ``bosh``; with
+        ``profile``, see :meth:`_client`); keep the sessions or end them at
+        once.  With FAST, how many logins resumed TLS, used a token and got
+        a new one."""
         self.reset()
         gate = asyncio.Semaphore(concurrency)
         latencies, failed = [], 0
+        fast = {"tls_resumed": 0, "token_logins": 0, "new_tokens": 0}
 
         async def one(index):
             nonlocal failed
             async with gate:
-                client = self._client(index, resource, transport)
+                client = self._client(index, resource, transport, profile)
                 try:
                     latencies.append(await client.login() * 1000)
+                    if profile == "fast":
+                        reconnect = client.reconnect
+                        fast["tls_resumed"] += reconnect.tls_resumed
+                        fast["token_logins"] += reconnect.used_token
+                        fast["new_tokens"] += reconnect.new_token
                 except (XMPPError, OSError, asyncio.TimeoutError) as e:
                     failed += 1
                     self._error(f"{type(e).__name__}: {e}")
@@ -223,7 +247,7 @@ class Worker:
                     await client.close()
 
         await asyncio.gather(*(one(i) for i in users))
-        return {"latencies": latencies, "failed": failed, "errors": self.errors}
+        return {"latencies": latencies, "failed": failed, "errors": self.errors, **fast}
 
     async def close_all(self):
         clients, self.clients = list(self.clients.values()), {}
@@ -740,7 +764,7 @@ class Benchmark:
         self.args = args
         self.server = ServerProcess(args.server_pid)
         target = Target(args.host, args.port, args.domain, args.tls, args.ca_file,
-                        args.mechanism, args.session_iq, args.ws_port)
+                        args.mechanism, args.session_iq, args.ws_port, args.fast_count)
         self.workers = Workers(args.workers, {"target": target, "password": args.password,
                                               "pattern": args.pattern})
         self.records = []
@@ -768,10 +792,10 @@ class Benchmark:
         others = None if before[1] is None else after[1] - before[1] - server
         return server, None if others is None else _round(max(0.0, 100 * others / seconds))
 
-    def _login(self, users, concurrency, keep, resource):
+    def _login(self, users, concurrency, keep, resource, profile="sasl"):
         results = self.workers.run("login", [
             {"users": part, "concurrency": max(1, concurrency // len(self.workers)),
-             "keep": keep, "resource": resource}
+             "keep": keep, "resource": resource, "profile": profile}
             for part in _split(users, len(self.workers))])
         latencies = [x for r in results for x in r["latencies"]]
         failed = sum(r["failed"] for r in results)
@@ -837,27 +861,70 @@ class Benchmark:
 
     def phase_login(self):
         args = self.args
+        profile = "sasl2" if args.sasl2 else "sasl"
         users = list(range(self.base, self.base + args.logins))
-        self._login(users[:min(20, len(users))], args.concurrency, False, "warmup")
+        self._login(users[:min(20, len(users))], args.concurrency, False, "warmup", profile)
+        record = self._logins("login", users, 1, profile)
+        self.emit({**record, "mechanism": args.mechanism, "profile": profile})
+
+    def phase_fast_login(self):
+        """Every account gets a FAST token and a TLS session with a password
+        login, and uses the token once (the server's new token becomes its
+        current one, XEP-0484 §5.1): not measured.  Then the measured
+        logins with the current token, as a phone reconnecting again and
+        again makes them."""
+        args = self.args
+        users = list(range(self.base, self.base + args.logins))
+        started = time.monotonic()
+        for step in ("password", "first token use"):
+            results, _, failed, errors = self._login(users, args.concurrency, False, "fast",
+                                                     "fast")
+            self._require_logins(f"fast_login's {step} logins", failed, errors)
+            key = "new_tokens" if step == "password" else "token_logins"
+            done = sum(r[key] for r in results)
+            if done < len(users):
+                raise SystemExit(f"loadgen: {len(users) - done} of {len(users)} {step} logins "
+                                 f"had no FAST token")
+        setup = time.monotonic() - started
+        record = self._logins("fast_login", users, args.fast_rounds, "fast")
+        self.emit({**record, "mechanism": FAST_MECHANISM, "fast_count": args.fast_count,
+                   "setup_mechanism": args.mechanism, "setup_seconds": _round(setup, 2)})
+
+    def _logins(self, phase, users, rounds, profile):
+        """``rounds`` times, ``users`` log in and out: the record."""
+        args = self.args
         before = self._cpu()
         started = time.monotonic()
-        results, latencies, failed, errors = self._login(users, args.concurrency, False, "login")
+        results, latencies, failed, errors = [], [], 0, []
+        for _ in range(rounds):
+            round_results, round_latencies, round_failed, round_errors = self._login(
+                users, args.concurrency, False, phase, profile)
+            results += round_results
+            latencies += round_latencies
+            failed += round_failed
+            errors = (errors + round_errors)[:ERRORS_KEPT]
         elapsed = time.monotonic() - started
         cpu, waited = self._used(before, self._cpu(), elapsed)
         ok = len(latencies)
-        self.emit({
-            "phase": "login", "attempted": len(users), "logged_in": ok, "failed": failed,
-            "lost": len(users) - ok, "concurrency": args.concurrency,
-            "mechanism": args.mechanism, "tls": args.tls, "seconds": _round(elapsed, 2),
+        record = {
+            "phase": phase, "attempted": len(users) * rounds, "logged_in": ok, "failed": failed,
+            "lost": len(users) * rounds - ok, "concurrency": args.concurrency, "tls": args.tls,
+            "seconds": _round(elapsed, 2),
             "logins_per_s": _round(ok / elapsed),
             "p50_ms": _round(percentile(latencies, 50), 2),
             "p99_ms": _round(percentile(latencies, 99), 2),
-            "server_cpu_ms_per_login": None if cpu is None or not ok else _round(1000 * cpu / ok, 2),
+            "server_cpu_ms_per_login": (None if cpu is None or not ok
+                                        else _round(1000 * cpu / ok, 2)),
             "server_cpu_pct": None if cpu is None else _round(100 * cpu / elapsed),
             "others_cpu_pct": waited,
-            "gen_cpu_pct": [_round(100 * r["cpu"] / elapsed) for r in results],
+            "gen_cpu_pct": [_round(100 * sum(r["cpu"] for r in results[i::len(self.workers)])
+                                   / elapsed) for i in range(len(self.workers))],
             "errors": errors,
-        })
+        }
+        if profile == "fast":
+            record.update({key: sum(r[key] for r in results)
+                           for key in ("tls_resumed", "token_logins", "new_tokens")})
+        return record
 
     def phase_messages(self, phase="messages", transport="tcp"):
         args = self.args
@@ -1076,6 +1143,8 @@ class Benchmark:
 COLUMNS = {
     "login": ("logins_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_login", "server_cpu_pct",
               "others_cpu_pct", "lost"),
+    "fast_login": ("logins_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_login",
+                   "server_cpu_pct", "others_cpu_pct", "tls_resumed", "token_logins", "lost"),
     "messages": ("msgs_per_s", "p50_ms", "p99_ms", "server_cpu_pct", "others_cpu_pct", "lost"),
     "ws_messages": ("msgs_per_s", "p50_ms", "p99_ms", "server_cpu_pct", "others_cpu_pct",
                     "lost"),
@@ -1121,7 +1190,14 @@ def parser():
     p.add_argument("--password", default=DEFAULT_PASSWORD)
     p.add_argument("--server-pid", type=int, help="server process to measure (CPU, RSS)")
     p.add_argument("--label", default="server", help="name of the server in the output")
-    p.add_argument("--mechanism", choices=MECHANISMS, default="PLAIN")
+    p.add_argument("--mechanism", choices=MECHANISMS, default="PLAIN",
+                   help="the password mechanism (fast_login: of the logins that get tokens)")
+    p.add_argument("--sasl2", action="store_true",
+                   help="the login phase over SASL2 with Bind2 (XEP-0388, XEP-0386)")
+    p.add_argument("--fast-rounds", type=int, default=2,
+                   help="FAST logins per account in the fast_login phase")
+    p.add_argument("--fast-count", action="store_true",
+                   help="send a count with each FAST token use (XEP-0484 §3.4)")
     p.add_argument("--tls", choices=("1.2", "1.3"), default="1.3")
     p.add_argument("--ca-file", help="verify the server certificate against this file")
     p.add_argument("--session-iq", action="store_true", help="send the optional session iq")
@@ -1178,7 +1254,7 @@ def rosters(args):
 def accounts_needed(args):
     """How many accounts (pattern numbers 0..N-1) the phases use."""
     others = [0]
-    if "login" in args.phases:
+    if {"login", "fast_login"} & set(args.phases):
         others.append(args.logins)
     if {"messages", "ws_messages", "bosh_messages"} & set(args.phases):
         others.append(2 * args.pairs)

@@ -3,7 +3,14 @@
 Just enough of the protocol to drive a server hard from few CPU cycles:
 TCP, stream header, STARTTLS (§5), SASL PLAIN (RFC 4616) or SCRAM-SHA-1 /
 SCRAM-SHA-256 (RFC 5802, RFC 7677), resource binding (§7) and the optional
-RFC 3921 session iq.  Incoming XML goes through pyexpat into small
+RFC 3921 session iq.
+
+A client given a :class:`Reconnect` logs in as a phone coming back does:
+SASL2 (XEP-0388: ``<authenticate/>`` with its initial response and
+``<user-agent id/>``, no stream restart) with Bind2 inline (XEP-0386), a
+FAST token (XEP-0484, HT-SHA-256-NONE) once it has one, asked for with
+its first password login, and the TLS session of its last connection
+resumed (RFC 8446 §2.2).  Incoming XML goes through pyexpat into small
 :class:`Element` trees; nothing is validated beyond what the benchmark needs.
 Stanzas are written as preformatted strings.
 
@@ -18,13 +25,15 @@ answers disco#info queries (XEP-0030) with them.
 import asyncio
 import base64
 import hashlib
+import hmac
 import os
 import pyexpat
 import re
 import secrets
 import ssl
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from xml.sax.saxutils import escape, quoteattr
 
 from websockets.client import ClientProtocol
@@ -42,7 +51,11 @@ NS_SESSION = "urn:ietf:params:xml:ns:xmpp-session"
 NS_PING = "urn:xmpp:ping"
 NS_CAPS = "http://jabber.org/protocol/caps"
 NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
+NS_SASL2 = "urn:xmpp:sasl:2"
+NS_BIND2 = "urn:xmpp:bind:0"
+NS_FAST = "urn:xmpp:fast:0"
 MECHANISMS = ("PLAIN", "SCRAM-SHA-1", "SCRAM-SHA-256")
+FAST_MECHANISM = "HT-SHA-256-NONE"  # XEP-0484 §3.1 with draft-schmaus-kitten-sasl-ht §2
 
 
 class XMPPError(Exception):
@@ -87,9 +100,10 @@ class Target:
     mechanism: str = "PLAIN"
     session_iq: bool = False  # send the RFC 3921 session iq even when optional
     ws_port: int | None = None  # the HTTPS port of /xmpp-websocket (RFC 7395)
+    fast_count: bool = False  # send a count with each FAST token use (XEP-0484 §3.4)
 
-    def ssl_context(self):
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    def ssl_context(self, kind=ssl.SSLContext):
+        context = kind(ssl.PROTOCOL_TLS_CLIENT)
         version = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}[self.tls_version]
         context.minimum_version = context.maximum_version = version
         if self.ca_file:
@@ -98,6 +112,44 @@ class Target:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         return context
+
+
+class _ResumingContext(ssl.SSLContext):
+    """A client context that offers ``session`` in its next handshake
+    (asyncio's ``start_tls`` has no way to pass one)."""
+
+    session = None
+
+    def wrap_bio(self, incoming, outgoing, server_side=False, server_hostname=None,
+                 session=None):
+        return super().wrap_bio(incoming, outgoing, server_side, server_hostname,
+                                session or self.session)
+
+
+@dataclass
+class Reconnect:
+    """What one account's client keeps from one connection to the next:
+    its user agent id (XEP-0388 §2.3, a UUID), the TLS session to resume
+    (a context of the account's own: a session resumes only with the
+    context that made it), its FAST token and the count of its uses
+    (XEP-0484 §3.4); and what the last login did.  Without ``fast``, SASL2
+    and Bind2 only: no token, no TLS resumption."""
+
+    fast: bool = True
+    agent: str = field(default_factory=lambda: str(uuid.uuid4()))
+    context: ssl.SSLContext | None = None
+    token: str | None = None
+    count: int = 0
+    tls_resumed: bool = False
+    used_token: bool = False
+    new_token: bool = False
+
+    def tls_context(self, target):
+        if not self.fast:
+            return _ssl_context(target)
+        if self.context is None:
+            self.context = target.ssl_context(_ResumingContext)
+        return self.context
 
 
 class Caps:
@@ -172,11 +224,12 @@ class Client(asyncio.Protocol):
     session; afterwards :meth:`send` writes raw XML and ``on_stanza`` gets
     what arrives."""
 
-    def __init__(self, target, user, password, resource="bench"):
+    def __init__(self, target, user, password, resource="bench", reconnect=None):
         self.target = target
         self.user = user
         self.password = password
         self.resource = resource
+        self.reconnect = reconnect  # a Reconnect: SASL2, Bind2, FAST, TLS resumption
         self.bare = f"{user}@{target.domain}"
         self.jid = None  # the bound full JID
         self.on_stanza = None
@@ -320,21 +373,32 @@ class Client(asyncio.Protocol):
             raise XMPPError(f"{self.bare}: the server offers no STARTTLS")
         self.send(f"<starttls xmlns='{NS_TLS}'/>")
         await self._expect("proceed", timeout, NS_TLS)
+        reconnect = self.reconnect
+        context = _ssl_context(target) if reconnect is None else reconnect.tls_context(target)
         self.transport = await asyncio.wait_for(loop.start_tls(
-            self.transport, self, _ssl_context(target), server_hostname=target.domain), timeout)
+            self.transport, self, context, server_hostname=target.domain), timeout)
         self._restart()
         await self._negotiate(await self._features(timeout), timeout)
+        if reconnect is not None and reconnect.fast:  # the tickets came with the first data
+            tls = self.transport.get_extra_info("ssl_object")
+            reconnect.tls_resumed = tls.session_reused
+            context.session = tls.session
         return time.monotonic() - started
 
     async def _negotiate(self, features, timeout):
-        """SASL, a new stream, bind; then stanzas go to ``on_stanza``."""
-        await self._authenticate(features, timeout)
-        self._restart()
-        features = await self._features(timeout)
-        await self._bind(timeout)
-        session = features.child("session", NS_SESSION)
-        if session is not None and (self.target.session_iq or session.child("optional") is None):
-            await self._iq(f"<session xmlns='{NS_SESSION}'/>", timeout)
+        """SASL, a new stream, bind (or SASL2 with Bind2); then stanzas go
+        to ``on_stanza``."""
+        if self.reconnect is not None:
+            await self._authenticate2(features, timeout)
+        else:
+            await self._authenticate(features, timeout)
+            self._restart()
+            features = await self._features(timeout)
+            await self._bind(timeout)
+            session = features.child("session", NS_SESSION)
+            if session is not None and (self.target.session_iq
+                                        or session.child("optional") is None):
+                await self._iq(f"<session xmlns='{NS_SESSION}'/>", timeout)
         self.on_stanza = self.on_stanza or _ignore
         for element in self._inbox:
             self._element(element)
@@ -357,29 +421,107 @@ class Client(asyncio.Protocol):
         await self._sasl_result(timeout)
 
     async def _sasl_scram(self, hash_name, timeout):
-        nonce = base64.b64encode(os.urandom(18)).decode()
-        first_bare = f"n={_saslname(self.user)},r={nonce}"
-        self._auth(f"SCRAM-{hash_name}", f"n,,{first_bare}".encode())
+        scram_state = self._scram_first()
+        self._auth(f"SCRAM-{hash_name}", scram_state[0])
         challenge = await self._next(timeout)
         if challenge.name != "challenge":
             raise XMPPError(f"{self.bare}: SCRAM: expected a challenge, got {_describe(challenge)}")
-        server_first = base64.b64decode(challenge.text).decode()
+        final, expected = self._scram_final(hash_name, scram_state, challenge.text)
+        self.send(f"<response xmlns='{NS_SASL}'>{base64.b64encode(final).decode()}</response>")
+        success = await self._sasl_result(timeout)
+        if success.text.strip() and base64.b64decode(success.text) != expected:
+            raise XMPPError(f"{self.bare}: SCRAM: wrong server signature")
+
+    def _scram_first(self):
+        """The client-first message and what the final one needs."""
+        nonce = base64.b64encode(os.urandom(18)).decode()
+        first_bare = f"n={_saslname(self.user)},r={nonce}"
+        return f"n,,{first_bare}".encode(), nonce, first_bare
+
+    def _scram_final(self, hash_name, first, challenge):
+        """The client-final message answering ``challenge`` (base64 text)
+        and the server-final message expected."""
+        _, nonce, first_bare = first
+        server_first = base64.b64decode(challenge).decode()
         fields = dict(f.split("=", 1) for f in server_first.split(","))
         if not fields["r"].startswith(nonce):
             raise XMPPError(f"{self.bare}: SCRAM: the server changed the client nonce")
-        keys = _scram_keys(hash_name, self.password, base64.b64decode(fields["s"]), int(fields["i"]))
-        client_key, stored_key, server_key = keys
+        client_key, stored_key, server_key = _scram_keys(
+            hash_name, self.password, base64.b64decode(fields["s"]), int(fields["i"]))
         without_proof = f"c=biws,r={fields['r']}"
         auth_message = f"{first_bare},{server_first},{without_proof}".encode()
         signature = scram.client_signature(hash_name, stored_key, auth_message)
         proof = base64.b64encode(bytes(a ^ b for a, b in zip(client_key, signature))).decode()
-        self.send(f"<response xmlns='{NS_SASL}'>"
-                  f"{base64.b64encode(f'{without_proof},p={proof}'.encode()).decode()}</response>")
-        success = await self._sasl_result(timeout)
         expected = b"v=" + base64.b64encode(
             scram.server_signature(hash_name, server_key, auth_message))
-        if success.text.strip() and base64.b64decode(success.text) != expected:
-            raise XMPPError(f"{self.bare}: SCRAM: wrong server signature")
+        return f"{without_proof},p={proof}".encode(), expected
+
+    async def _authenticate2(self, features, timeout):
+        """SASL2 (XEP-0388 §2.3-§2.6) with Bind2 inline (XEP-0386 §2): with
+        the FAST token if the client has one (XEP-0484 §3.4), else with the
+        password mechanism, asking for a token (§3.3)."""
+        reconnect, user = self.reconnect, self.user
+        offered = features.child("authentication", NS_SASL2)
+        if offered is None:
+            raise XMPPError(f"{self.bare}: the server offers no SASL2")
+        inline = offered.child("inline")
+        fast = None if inline is None else inline.child("fast", NS_FAST)
+        fast_mechanisms = [] if fast is None else [m.text.strip() for m in fast.children]
+        token = reconnect.token
+        reconnect.used_token = token is not None
+        reconnect.new_token = False
+        scram_state = None
+        if token is not None:
+            if FAST_MECHANISM not in fast_mechanisms:
+                raise XMPPError(f"{self.bare}: the server offers no {FAST_MECHANISM}")
+            mechanism = FAST_MECHANISM
+            initial = user.encode() + b"\0" + _ht(token, b"Initiator")
+            reconnect.count += 1
+            count = f" count='{reconnect.count}'" if self.target.fast_count else ""
+            extra = f"<fast xmlns='{NS_FAST}'{count}/>"
+        else:
+            mechanism = self.target.mechanism
+            names = [m.text.strip() for m in offered.children if m.name == "mechanism"]
+            if mechanism not in names:
+                raise XMPPError(f"{self.bare}: SASL2 does not offer {mechanism} ({names})")
+            if mechanism == "PLAIN":
+                initial = f"\0{user}\0{self.password}".encode()
+            else:
+                scram_state = self._scram_first()
+                initial = scram_state[0]
+            extra = (f"<request-token xmlns='{NS_FAST}' mechanism='{FAST_MECHANISM}'/>"
+                     if reconnect.fast and FAST_MECHANISM in fast_mechanisms else "")
+        self.send(f"<authenticate xmlns='{NS_SASL2}' mechanism='{mechanism}'>"
+                  f"<initial-response>{base64.b64encode(initial).decode()}</initial-response>"
+                  f"<user-agent id='{reconnect.agent}'><software>xmppd bench</software>"
+                  f"</user-agent><bind xmlns='{NS_BIND2}'><tag>{escape(self.resource)}</tag>"
+                  f"</bind>{extra}</authenticate>")
+        expected = None
+        while True:
+            element = await self._next(timeout)
+            if element.ns != NS_SASL2 or element.name not in ("challenge", "success"):
+                raise XMPPError(f"{self.bare}: SASL2 {mechanism} failed: {_describe(element)}")
+            if element.name == "success":
+                break
+            if scram_state is None:
+                raise XMPPError(f"{self.bare}: SASL2: a challenge for {mechanism}")
+            final, expected = self._scram_final(mechanism.removeprefix("SCRAM-"), scram_state,
+                                                element.text)
+            self.send(f"<response xmlns='{NS_SASL2}'>{base64.b64encode(final).decode()}"
+                      "</response>")
+        data = element.child("additional-data")
+        data = b"" if data is None else base64.b64decode(data.text)
+        if token is not None:
+            expected = _ht(token, b"Responder")
+        if expected is not None and data != expected:
+            raise XMPPError(f"{self.bare}: SASL2 {mechanism}: wrong server signature")
+        issued = element.child("token", NS_FAST)
+        if issued is not None:
+            reconnect.token, reconnect.count, reconnect.new_token = issued.get("token"), 0, True
+        jid = element.child("authorization-identifier")
+        if jid is None or element.child("bound", NS_BIND2) is None:
+            raise XMPPError(f"{self.bare}: SASL2 success without a bound resource")
+        self.jid = jid.text.strip()
 
     def _auth(self, mechanism, initial):
         self.send(f"<auth xmlns='{NS_SASL}' mechanism='{mechanism}'>"
@@ -672,6 +814,11 @@ def _scram_keys(hash_name, password, salt, iterations):
         _SCRAM_CACHE[key] = (client_key, scram.stored_key(hash_name, client_key),
                              scram.server_key(hash_name, salted))
     return _SCRAM_CACHE[key]
+
+
+def _ht(token, message):
+    """HMAC-SHA-256 keyed with the token (draft-schmaus-kitten-sasl-ht §3.1)."""
+    return hmac.digest(token.encode(), message, "sha256")
 
 
 def _saslname(name):
