@@ -77,9 +77,9 @@ def test_sessions_lists_jid_address_tls_and_bind_time(server, admin):
 
     assert admin({"command": "sessions"}) == {"ok": True, "sessions": [
         {"jid": "alice@example.com/laptop", "address": "192.168.1.1:54321",
-         "tls": "TLSv1.3", "since": 1000.0},
+         "tls": "TLSv1.3", "since": 1000.0, "client": None},
         {"jid": "bob@example.com/phone", "address": "192.168.1.1:54321",
-         "tls": None, "since": 1005.0},
+         "tls": None, "since": 1005.0, "client": None},
     ]}
 
 

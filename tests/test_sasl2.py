@@ -246,6 +246,7 @@ def test_bind2_enables_carbons_csi_and_stream_management_inline(server):
     [session] = server.sessions.resources(ALICE)
     assert "carbons" in session.flags
     assert "csi" in session.state
+    assert session.client == "Test (Phone)"  # the user agent, for xmppctl sessions
 
 
 def test_sm_resume_inline_skips_binding_and_resends_what_was_unacknowledged(server):

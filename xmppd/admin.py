@@ -119,10 +119,12 @@ def _client_streams(server, jid):
 
 def _describe(session):
     """What ``xmppctl sessions`` shows of *session*: its full JID, client
-    address (``host:port``), TLS version and when it was bound."""
+    address (``host:port``), TLS version, when it was bound, and the
+    software and device its client gave (SASL2's user agent)."""
     carrier = session.carrier
     return {"jid": session.jid.full, "address": carrier and carrier.peer,
-            "tls": carrier and carrier.tls_version(), "since": session.since}
+            "tls": carrier and carrier.tls_version(), "since": session.since,
+            "client": session.client}
 
 
 class AdminFactory(Factory):

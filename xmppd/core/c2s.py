@@ -95,7 +95,7 @@ class AfterQueued:
 class ClientConnection:
     """One client's stream over a carrier: negotiation, then its session."""
 
-    __slots__ = ("server", "carrier", "domain", "lang", "user", "session", "state",
+    __slots__ = ("server", "carrier", "domain", "lang", "user", "session", "state", "client",
                  "_queue", "_auth_timer", "_stanza_rate", "_lost")
 
     def __init__(self, server, carrier):
@@ -106,6 +106,7 @@ class ClientConnection:
         self.user = None  # bare JID once authenticated
         self.session = None
         self.state = {}  # per-module negotiation state, by module name
+        self.client = None  # "software (device)" a SASL2 client gave (XEP-0388 §2.3)
         self._queue = None
         self._lost = False
         limits = server.config.limits

@@ -151,6 +151,7 @@ class Negotiation:
         server = self._server
         session = Session(stream.user.with_resource(resource), stream.carrier, self,
                           server.clock.seconds())
+        session.client = stream.client
         stream.bound(session)
         old = server.sessions.add(session)
         if old is not None:

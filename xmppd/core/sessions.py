@@ -83,15 +83,16 @@ class Session:
 
     ``last_active`` is when the client last sent anything and ``since`` when
     the resource was bound (seconds of the server clock), which ``xmppctl
-    sessions`` shows.  ``state`` holds per-session data of feature modules,
-    keyed by module name, for this process only.  ``ending``: the session
+    sessions`` shows, with ``client`` (what a SASL2 client said of
+    itself).  ``state`` holds per-session data of feature modules, keyed by
+    module name, for this process only.  ``ending``: the session
     has left the directory (nothing is routed to it) while the stanzas it
     sent are still processed; ``unbound``: ``session/unbound`` has fired
     (see :class:`~xmppd.core.negotiation.Negotiation`).
     """
 
     __slots__ = ("jid", "carrier", "negotiation", "available", "priority", "presence",
-                 "flags", "last_active", "since", "state", "ending", "unbound",
+                 "flags", "last_active", "since", "state", "ending", "unbound", "client",
                  "__weakref__")
 
     def __init__(self, jid, carrier, negotiation, now=0.0):
@@ -105,6 +106,7 @@ class Session:
         self.flags = NO_FLAGS
         self.state = {}
         self.ending = self.unbound = False
+        self.client = None  # the SASL2 user agent's software and device, if given
 
     @property
     def hibernating(self):

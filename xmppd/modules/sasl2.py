@@ -274,6 +274,9 @@ class Exchange:
         and the features of the authenticated stream."""
         stream, api = self.stream, self.service._api
         self.authentication.done()
+        request = self.request
+        if request.software is not None:
+            stream.client = request.software + (f" ({request.device})" if request.device else "")
         api.streams.authenticated(stream, success.username)
         element = _data_element("success", success.additional_data, "additional-data")
         element.addElement("authorization-identifier")  # filled in when sent
