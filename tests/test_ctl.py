@@ -470,6 +470,13 @@ def test_existing_user(ctl, ctl_failure, conf):
     assert_password(conf, "ann", "first")
 
 
+def test_no_accounts_added_on_an_anonymous_host(ctl_failure, conf):
+    Path(conf).write_text(Path(conf).read_text()
+                          + '\n[hosts."guest.example.com"]\nauthentication = "anonymous"\n')
+    assert ctl_failure("adduser", "ann@guest.example.com", "--password", "pw") == (
+        "guest.example.com is an anonymous host: its accounts are made at login")
+
+
 @pytest.mark.parametrize("argv", [["passwd", "--password", "pw"], ["deluser"]])
 def test_unknown_user(ctl_failure, argv):
     command, *options = argv

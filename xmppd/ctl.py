@@ -322,6 +322,8 @@ def cmd_adduser(args):
 
     config = _load_config(args.config)
     jid = _account_jid(config, args.jid)
+    if config.hosts[jid.domain].authentication == "anonymous":
+        raise Failure(f"{jid.domain} is an anonymous host: its accounts are made at login")
     with _store(config) as store:
         if store.account_exists(jid.local, jid.domain):
             raise Failure(f"user {jid.bare_str} already exists")
