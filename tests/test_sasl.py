@@ -113,18 +113,9 @@ class ScramKeysTests(SynchronousTestCase):
         self.assertTrue(scram.check_password("pe\u0301ncil", keys))
 
 
-class SaslTestCase(SynchronousTestCase):
-    def setUp(self):
-        self.accounts = {
-            "user": {
-                "SHA-1": vector_keys("SHA-1", SHA1_SALT),
-                "SHA-256": vector_keys("SHA-256", SHA256_SALT),
-            }
-        }
-        self.looked_up = []
-        self.server_nonce = SHA256_SERVER_NONCE
-        self.server = SaslServer(DOMAIN, self.lookup, normalize, nonce=lambda: self.server_nonce,
-                                 downgrade_protection=False)
+class SaslSteps:
+    """What SaslServer tests share: ``accounts`` by username, the
+    usernames looked up, and steps that must succeed or fail."""
 
     def lookup(self, username):
         self.looked_up.append(username)
@@ -137,6 +128,21 @@ class SaslTestCase(SynchronousTestCase):
         failure = self.failureResultOf(mechanism.step(data), SaslFailure)
         self.assertEqual(failure.value.condition, condition, data)
         return failure.value
+
+
+class SaslTestCase(SaslSteps, SynchronousTestCase):
+    def setUp(self):
+        self.accounts = {
+            "user": {
+                "SHA-1": vector_keys("SHA-1", SHA1_SALT),
+                "SHA-256": vector_keys("SHA-256", SHA256_SALT),
+            }
+        }
+        self.looked_up = []
+        self.server_nonce = SHA256_SERVER_NONCE
+        self.server = SaslServer(DOMAIN, self.lookup, normalize, nonce=lambda: self.server_nonce,
+                                 downgrade_protection=False)
+
 
 
 class SaslServerTests(SaslTestCase):

@@ -11,9 +11,9 @@ import hashlib
 import hmac
 
 import scramp
-from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.test_sasl import SaslSteps
 from xmppd.core import scram
 from xmppd.core.sasl import (
     NS_SASL_CB,
@@ -79,7 +79,7 @@ def ssdp(hash_name, text):
     return b"h=" + base64.b64encode(hashlib.new(DIGESTS[hash_name], text).digest())
 
 
-class PlusTestCase(SynchronousTestCase):
+class PlusTestCase(SaslSteps, SynchronousTestCase):
     def setUp(self):
         self.accounts = {"user": scram.derive_all("pencil")}
         self.accounts["user"]["SHA-512"] = scram.derive_keys("pencil", "SHA-512")
@@ -92,17 +92,6 @@ class PlusTestCase(SynchronousTestCase):
         kwargs.setdefault("channel_binding", self.bindings.get)
         return SaslServer(DOMAIN, self.lookup, str.lower, **kwargs)
 
-    def lookup(self, username):
-        self.looked_up.append(username)
-        return defer.succeed(self.accounts.get(username))
-
-    def step(self, mechanism, data):
-        return self.successResultOf(mechanism.step(data))
-
-    def step_fails(self, mechanism, data, condition):
-        failure = self.failureResultOf(mechanism.step(data), SaslFailure)
-        self.assertEqual(failure.value.condition, condition, data)
-        return failure.value
 
     def scramp_final(self, client, mechanism):
         """Feed ``client``'s first message; its final message."""
