@@ -523,6 +523,24 @@ async def settled(client):
                                                    timeout=STEP_TIMEOUT)
 
 
+async def replier(clients, user, received):
+    """``user`` logged in over TCP and available (a message to its bare
+    JID comes to it), answering each message with a body with
+    "USER read: BODY", after keeping it in ``received``."""
+    client = await clients.login(user, "tcp")
+
+    def reply(message):
+        if message["body"]:
+            received.append(message)
+            client.xmpp.send_message(mto=message["from"], mtype="chat",
+                                     mbody=f"{user} read: {message['body']}")
+
+    client.xmpp.add_event_handler("message", reply)
+    client.xmpp.send_presence()
+    await settled(client)
+    return client
+
+
 def collect(client, event):
     """A queue of what slixmpp's ``event`` brings ``client``."""
     queue = asyncio.Queue()

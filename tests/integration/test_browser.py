@@ -23,7 +23,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from tests.integration.conftest import DOMAIN, REPO, STEP_TIMEOUT, free_ports, new_accounts, prepare
+from tests.integration.conftest import (DOMAIN, REPO, STEP_TIMEOUT, free_ports, new_accounts,
+                                       prepare, replier)
 
 BROWSER_DIR = REPO / "tests" / "browser"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -98,16 +99,7 @@ def test_a_browser_client_chats_with_a_slixmpp_client(web, run, tmp_path, transp
     received = []
 
     async def body(clients):
-        replier = await clients.login(tcp_user, "tcp")
-
-        def reply(message):
-            if message["body"]:
-                received.append(message)
-                replier.xmpp.send_message(mto=message["from"], mtype="chat",
-                                          mbody=f"{tcp_user} read: {message['body']}")
-
-        replier.xmpp.add_event_handler("message", reply)
-        replier.xmpp.send_presence()
+        await replier(clients, tcp_user, received)
         status, result = await browser_chat({
             "chromium": str(CHROMIUM),
             "pagePort": page_port,

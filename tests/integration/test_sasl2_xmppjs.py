@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tests.integration.conftest import DOMAIN, REPO, STEP_TIMEOUT, new_accounts, settled
+from tests.integration.conftest import DOMAIN, REPO, STEP_TIMEOUT, new_accounts, replier
 
 XMPPJS_DIR = REPO / "tests" / "xmppjs"
 NODE = shutil.which("node")
@@ -114,17 +114,7 @@ def test_xmppjs_logs_in_with_sasl2_bind2_then_with_its_fast_token(server, run, t
     received = []
 
     async def body(clients):
-        replier = await clients.login(peer, "tcp")
-
-        def reply(message):
-            if message["body"]:
-                received.append(message)
-                replier.xmpp.send_message(mto=message["from"], mtype="chat",
-                                          mbody=f"{peer} read: {message['body']}")
-
-        replier.xmpp.add_event_handler("message", reply)
-        replier.xmpp.send_presence()  # available: a message to the bare JID comes to it
-        await settled(replier)
+        await replier(clients, peer, received)
         result = await xmppjs({
             "service": f"xmpp://127.0.0.1:{server.c2s_port}",
             "domain": DOMAIN,
