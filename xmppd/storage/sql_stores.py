@@ -9,7 +9,7 @@ Each method is one unit of work in one transaction of the database
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy import ColumnElement, bindparam, delete, func, select, tuple_
+from sqlalchemy import ColumnElement, bindparam, delete, func, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -75,6 +75,16 @@ _VALUES = (
     .where(_NAMED, UserValue.store == bindparam("store"))
 )
 _VALUE = _VALUES.where(UserValue.key == bindparam("key"))
+# The writes of a key/value store (a FAST token's count at every login).
+_OWNER = select(Account.id).where(_NAMED).with_for_update()
+_ONE_VALUE = ((UserValue.account_id == bindparam("owner"))
+              & (UserValue.store == bindparam("store_name"))
+              & (UserValue.key == bindparam("item_key")))
+_UPDATE_VALUE = update(UserValue).where(_ONE_VALUE).values(value=bindparam("new_value"))
+_INSERT_VALUE = insert(UserValue).values(
+    account_id=bindparam("owner"), store=bindparam("store_name"), key=bindparam("item_key"),
+    value=bindparam("new_value"))
+_DELETE_VALUE = delete(UserValue).where(_ONE_VALUE)
 
 
 def _credential_rows(keys: dict[str, ScramKeys]) -> list[ScramCredential]:
@@ -246,11 +256,17 @@ class SQLKeyValues:
 
     def set_many(self, username: str, domain: str, values: Mapping[str, str | None]) -> None:
         with self._db.writing() as session:
-            owner = account(session, username, domain, lock=True)
-            for key, value in values.items():
-                put_value(session, UserValue, (owner.id, self.name, key), "value", value,
-                          account_id=owner.id, store=self.name, key=key)
-                session.flush()  # in order: the item that fails is the one named
+            connection = session.connection()
+            owner = connection.execute(_OWNER, {"username": username, "domain": domain}).scalar()
+            if owner is None:
+                raise UserNotFound(f"no account {username}@{domain}")
+            for key, value in values.items():  # in order: the item that fails is the one named
+                row = {"owner": owner, "store_name": self.name, "item_key": key,
+                       "new_value": value}
+                if value is None:
+                    connection.execute(_DELETE_VALUE, row)
+                elif connection.execute(_UPDATE_VALUE, row).rowcount == 0:
+                    connection.execute(_INSERT_VALUE, row)
 
     def delete(self, username: str, domain: str, key: str) -> None:
         with self._db.writing() as session:
