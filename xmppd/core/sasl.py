@@ -44,6 +44,7 @@ import unicodedata
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import KW_ONLY, dataclass
+from functools import cached_property
 from typing import Protocol
 
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -207,10 +208,11 @@ class SaslServer:
         self._channel_binding = channel_binding
         self.downgrade_protection = downgrade_protection
 
-    @property
+    @cached_property
     def channel_bindings(self) -> tuple[str, ...]:
-        """The binding types this stream has now, strongest first; none
-        unless a -PLUS mechanism is configured."""
+        """The binding types this stream has, strongest first; none unless
+        a -PLUS mechanism is configured.  Asked once: the server is made
+        for a stream whose TLS is established."""
         if self._channel_binding is None or not any(map(_plus, self._configured)):
             return ()
         return tuple(kind for kind in CHANNEL_BINDINGS if self._channel_binding(kind))
@@ -224,6 +226,10 @@ class SaslServer:
     def offer(self) -> Offer:
         """What to show in the stream features: the mechanisms, and the
         binding types for ``channel_binding_feature``."""
+        return self._offer
+
+    @cached_property
+    def _offer(self) -> Offer:
         bindings = self.channel_bindings
         mechanisms = tuple(m for m in self._configured if bindings or not _plus(m))
         return Offer(mechanisms, bindings)
