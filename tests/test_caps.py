@@ -3,7 +3,7 @@ against the XEP's examples, the stream feature, and the caps node."""
 
 from twisted.words.xish import domish
 
-from tests.harness import Client, add_user, error_condition, make_server
+from tests.harness import Client, add_user, error_condition, make_config, make_server
 from xmppd.modules.caps import NODE, verification_string
 
 NS_CAPS = "http://jabber.org/protocol/caps"
@@ -157,3 +157,17 @@ def test_ver_changes_with_the_enabled_features(tmp_path):
     vers = {caps_of(features_after_auth(Client(server, domain=user.split("@")[1]), user))["ver"]
             for user in ("alice@example.com", "dave@quiet.example")}
     assert len(vers) == 2
+
+
+def test_ver_follows_a_reload_that_changes_the_features(tmp_path):
+    server = make_server(tmp_path, hosts=(), modules=MODULES, extra=HOSTS)
+    add_user(server, "alice@example.com")
+    before = caps_of(features_after_auth(Client(server), "alice@example.com"))["ver"]
+    assert caps_of(features_after_auth(Client(server), "alice@example.com"))["ver"] == before
+    server.reconfigure(make_config(
+        tmp_path, hosts=(), extra=HOSTS.replace('[hosts."example.com"]',
+                                                '[hosts."example.com"]\n'
+                                                'disabled_modules = ["version"]')),
+        server.certificates)
+    after = caps_of(features_after_auth(Client(server), "alice@example.com"))["ver"]
+    assert after != before

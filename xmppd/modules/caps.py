@@ -15,6 +15,7 @@ import hashlib
 
 from twisted.words.xish import domish
 
+from xmppd.core.events import CONFIG_RELOADED
 from xmppd.core.xmlstream import NS_XML
 from xmppd.wokkel_compat import data_form
 
@@ -65,13 +66,19 @@ def setup(api):
         return  # service discovery is not loaded (it must be loaded first)
     api.disco_feature(NS_CAPS)
 
+    versions = {}  # domain -> its verification string, until a reload
+
     def offer(stream):
-        if not disco.serves(stream.domain):
+        domain = stream.domain
+        if not disco.serves(domain):
             return None
+        ver = versions.get(domain)
+        if ver is None:
+            ver = versions[domain] = verification_string(disco.info(domain))
         caps = domish.Element((NS_CAPS, "c"))
         caps["hash"] = "sha-1"
         caps["node"] = NODE
-        caps["ver"] = verification_string(disco.info(stream.domain))
+        caps["ver"] = ver
         return caps
 
     def node_info(domain, node):
@@ -79,4 +86,5 @@ def setup(api):
         return info if node == f"{NODE}#{verification_string(info)}" else None
 
     api.stream_feature(offer)
+    api.hook(CONFIG_RELOADED, lambda config: versions.clear())
     disco.add_node(node_info)
