@@ -194,6 +194,9 @@ function newClient(name, { password, token = null, saved = [] }) {
       xml("software", {}, "xmpp.js"), xml("device", {}, "xmppd integration test")),
   });
   xmpp.reconnect.stop(); // one connection per client: a failed login is final
+  // xmpp.js waits 2 s for each step of opening and closing a stream; a
+  // loaded test machine may take longer.
+  xmpp.timeout = options.stepTimeout;
   record(xmpp, name);
   xmpp.fast.fetchToken = async () => token;
   xmpp.fast.saveToken = async (value) => {
