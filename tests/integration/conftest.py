@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -540,6 +541,26 @@ async def replier(clients, user, received):
     client.xmpp.send_presence()
     await settled(client)
     return client
+
+
+async def node_script(script, options, timeout, env=None):
+    """Run the node script ``script`` (a Path, run in its directory) with
+    ``options`` as its JSON argument; its exit status, the JSON of its last
+    line of output, and what it wrote to stderr."""
+    process = await asyncio.create_subprocess_exec(
+        shutil.which("node"), str(script), json.dumps(options), cwd=script.parent,
+        env=None if env is None else {**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
+    except asyncio.TimeoutError:
+        process.kill()
+        await process.wait()
+        pytest.fail(f"{script.name} took longer than {timeout:.0f} s")
+    lines = stdout.decode(errors="replace").strip().splitlines()
+    assert lines, f"{script.name} printed nothing (status {process.returncode}):\n" \
+                  f"{stderr.decode()}"
+    return process.returncode, json.loads(lines[-1]), stderr.decode()
 
 
 def collect(client, event):

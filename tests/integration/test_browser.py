@@ -12,10 +12,8 @@ certificate (its SPKI SHA-256).  Skipped, with the reason, without Debian's
 ``chromium`` or node and the packages of ``npm ci --prefix tests/browser``.
 """
 
-import asyncio
 import base64
 import hashlib
-import json
 import shutil
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tests.integration.conftest import (DOMAIN, REPO, STEP_TIMEOUT, free_ports, new_accounts,
-                                       prepare, replier)
+                                       node_script, prepare, replier)
 
 BROWSER_DIR = REPO / "tests" / "browser"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -72,18 +70,8 @@ def web(tmp_path_factory):
 
 async def browser_chat(options):
     """Run chat.mjs with ``options``; its exit status and JSON result."""
-    process = await asyncio.create_subprocess_exec(
-        NODE, str(BROWSER_DIR / "chat.mjs"), json.dumps(options), cwd=BROWSER_DIR,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), BROWSER_TIMEOUT)
-    except asyncio.TimeoutError:
-        process.kill()
-        await process.wait()
-        pytest.fail(f"the browser run took longer than {BROWSER_TIMEOUT:.0f} s")
-    lines = stdout.decode(errors="replace").strip().splitlines()
-    assert lines, f"chat.mjs printed nothing (status {process.returncode}):\n{stderr.decode()}"
-    return process.returncode, json.loads(lines[-1])
+    status, result, _ = await node_script(BROWSER_DIR / "chat.mjs", options, BROWSER_TIMEOUT)
+    return status, result
 
 
 @pytest.mark.parametrize("transport", ["websocket", "bosh"])

@@ -12,15 +12,14 @@ that.  Skipped, with the reason, without node or the packages of
 ``npm ci --prefix tests/xmppjs``.
 """
 
-import asyncio
 import json
-import os
 import shutil
 from datetime import datetime, timezone
 
 import pytest
 
-from tests.integration.conftest import DOMAIN, REPO, STEP_TIMEOUT, new_accounts, replier
+from tests.integration.conftest import (DOMAIN, REPO, STEP_TIMEOUT, new_accounts, node_script,
+                                       replier)
 
 XMPPJS_DIR = REPO / "tests" / "xmppjs"
 NODE = shutil.which("node")
@@ -50,24 +49,13 @@ async def xmppjs(options, ca_file, wire):
     carried (the file ``wire``) and the result are printed, for pytest to
     show if the test fails."""
     wire.touch()
-    options = {**options, "wire": str(wire)}
-    process = await asyncio.create_subprocess_exec(
-        NODE, str(XMPPJS_DIR / "fast.mjs"), json.dumps(options), cwd=XMPPJS_DIR,
-        env={**os.environ, "NODE_EXTRA_CA_CERTS": str(ca_file)},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), NODE_TIMEOUT)
-    except asyncio.TimeoutError:
-        process.kill()
-        await process.wait()
-        pytest.fail(f"fast.mjs took longer than {NODE_TIMEOUT:.0f} s")
+    status, result, stderr = await node_script(
+        XMPPJS_DIR / "fast.mjs", {**options, "wire": str(wire)}, NODE_TIMEOUT,
+        {"NODE_EXTRA_CA_CERTS": str(ca_file)})
     print(f"--- {wire} ---\n{wire.read_text()}")
-    lines = stdout.decode(errors="replace").strip().splitlines()
-    assert lines, f"fast.mjs printed nothing (status {process.returncode}):\n{stderr.decode()}"
-    print(f"--- fast.mjs result ---\n{lines[-1]}")
-    result = json.loads(lines[-1])
-    assert process.returncode == 0 and "error" not in result, (
-        f"fast.mjs failed: {result.get('error')}\n{stderr.decode()}")
+    print(f"--- fast.mjs result ---\n{json.dumps(result)}")
+    assert status == 0 and "error" not in result, (
+        f"fast.mjs failed: {result.get('error')}\n{stderr}")
     return result
 
 
