@@ -379,3 +379,15 @@ def test_a_refused_creation_is_a_sasl_temporary_auth_failure(tmp_path):
     assert sasl_anonymous(server)[1].name == "success"
     _, answer = sasl_anonymous(server)  # the first failure of the address: not delayed
     assert (answer.name, answer.firstChildElement().name) == ("failure", "temporary-auth-failure")
+
+
+def test_an_anonymous_account_is_an_account_anonymous_in_disco(server):
+    """XEP-0175 §2: disco#info of the account tells it is anonymous."""
+    carrier, jid = guest(server)
+    carrier.receive(f"<iq type='get' id='d' to='{jid}'>"
+                    "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+    [answer] = carrier.take()
+    identities = [(i["category"], i["type"]) for i in answer.firstChildElement().elements(
+        "http://jabber.org/protocol/disco#info", "identity")]
+    assert ("account", "anonymous") in identities
+    assert ("account", "registered") not in identities

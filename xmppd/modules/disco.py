@@ -15,7 +15,8 @@
   ``both``, RFC 6121 §3) learn anything.  Others, and requests for accounts
   that do not exist, get ``service-unavailable`` for disco#info and an empty
   result for disco#items (§8, rules 1 and 2).  Authorised requests get the
-  identity ``account/registered`` (and those modules add with
+  identity ``account/registered`` (``account/anonymous`` on an anonymous
+  host, XEP-0175 §2) (and those modules add with
   :meth:`DiscoService.add_account_identity`) with the disco features, and as items the
   account's resources: all connected ones for the account itself, the
   available ones for a subscriber.
@@ -33,6 +34,7 @@ NS_INFO = "http://jabber.org/protocol/disco#info"
 NS_ITEMS = "http://jabber.org/protocol/disco#items"
 SERVER_IDENTITY = ("server", "im", "xmppd")  # category, type, name
 ACCOUNT_IDENTITY = ("account", "registered", None)
+ANONYMOUS_IDENTITY = ("account", "anonymous", None)
 ACCOUNT_FEATURES = (NS_INFO, NS_ITEMS)
 
 
@@ -148,8 +150,13 @@ def setup(api):
             node = stanza.payload.getAttribute("node")
             if node is not None:
                 raise StanzaError("item-not-found")
-            return info_element(disco.account_identities, sorted(
-                {*ACCOUNT_FEATURES, *api.account_features(stanza.recipient.domain)}))
+            domain = stanza.recipient.domain
+            identities = disco.account_identities
+            if api.hosts[domain].authentication == "anonymous":
+                identities = [ANONYMOUS_IDENTITY if identity == ACCOUNT_IDENTITY else identity
+                              for identity in identities]
+            return info_element(identities, sorted(
+                {*ACCOUNT_FEATURES, *api.account_features(domain)}))
 
         return _access(api, stanza).addCallback(answer)
 
