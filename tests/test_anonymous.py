@@ -382,7 +382,8 @@ def test_a_refused_creation_is_a_sasl_temporary_auth_failure(tmp_path):
 
 
 def test_an_anonymous_account_is_an_account_anonymous_in_disco(server):
-    """XEP-0175 §2: disco#info of the account tells it is anonymous."""
+    """disco#info of the account says it is anonymous (the Registrar's
+    ``account/anonymous`` identity)."""
     carrier, jid = guest(server)
     carrier.receive(f"<iq type='get' id='d' to='{jid}'>"
                     "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>")

@@ -16,7 +16,7 @@
   that do not exist, get ``service-unavailable`` for disco#info and an empty
   result for disco#items (§8, rules 1 and 2).  Authorised requests get the
   identity ``account/registered`` (``account/anonymous`` on an anonymous
-  host, XEP-0175 §2) (and those modules add with
+  host: the XMPP Registrar's disco identities) (and those modules add with
   :meth:`DiscoService.add_account_identity`) with the disco features, and as items the
   account's resources: all connected ones for the account itself, the
   available ones for a subscriber.
