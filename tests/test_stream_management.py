@@ -399,3 +399,22 @@ def test_a_host_may_switch_it_off(tmp_path):
     client.take()
     client.send(ENABLE)
     assert failure(client.take()[0]) == "unexpected-request"
+
+
+def test_ending_an_account_unbinds_its_hibernating_session(server, bob):
+    """A deleted account's resumable session is not kept for a client that
+    could no longer authenticate to resume it; what it was not sent is
+    stored offline (the account still exists here) rather than lost."""
+    alice, enabled = managed(server)
+    alice.lose()
+    assert session_of(server).hibernating
+    chat(bob, "while away")
+
+    ended = server.negotiation.end_account(
+        JID.parse("alice@example.com"), "not-authorized", "the account was deleted")
+
+    assert ended == ["alice@example.com/res"]
+    assert session_of(server) is None
+    assert server.sql.count_offline("alice", "example.com") == 1
+    again, answers = resume(server, enabled.getAttribute("id"), 0)
+    assert failure(answers[0]) == "item-not-found"

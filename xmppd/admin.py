@@ -11,8 +11,8 @@ per line, ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``:
   time it was bound (``since``, seconds since the epoch);
 - ``{"command": "end-sessions", "jid": J, "reason": R}``: close with the
   stream error of :data:`END_REASONS` [R] the client streams of J: for a bare
-  JID, every stream authenticated as that account, bound or not; for a full
-  JID, the one bound to it.  The answer lists them (``ended``).
+  JID, every stream authenticated as that account, bound or not, and its
+  hibernating sessions; for a full JID, the one bound to it.  The answer lists them (``ended``).
 
 xmppctl is the client (:func:`xmppd.ctl.ask`).
 """
@@ -26,7 +26,6 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineOnlyReceiver
 
-from xmppd.core.c2s import ClientStream
 from xmppd.errors import StartupError
 from xmppd.jid import JID, InvalidJID, normalize_domain
 from xmppd.preflight import socket_answers
@@ -88,10 +87,7 @@ def _end_sessions(controller, request):
     jid = _parse(JID.parse, request.get("jid"), "JID")
     if jid.local is None:
         raise Refused(f"{jid} is not an account JID: expected user@domain[/resource]")
-    ended = []
-    for stream in _client_streams(controller.server, jid):
-        ended.append(stream.user.full if stream.session is None else stream.session.jid.full)
-        stream.connection.close(condition, text)  # ended by the server: never kept
+    ended = controller.server.negotiation.end_account(jid, condition, text)
     return {"ok": True, "ended": sorted(ended)}
 
 
@@ -106,15 +102,6 @@ def _parse(parser, text, what):
         return parser(text)
     except InvalidJID as e:
         raise Refused(f"invalid {what} {text!r}: {e}") from None
-
-
-def _client_streams(server, jid):
-    """The client streams authenticated as *jid*'s account, and bound to
-    *jid* if it is a full JID."""
-    return [stream for stream in server.streams
-            if isinstance(stream, ClientStream) and stream.user == jid.bare
-            and (jid.resource is None
-                 or stream.session is not None and stream.session.jid == jid)]
 
 
 def _describe(session):

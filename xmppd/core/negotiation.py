@@ -197,6 +197,26 @@ class Negotiation:
         self._server.sessions.remove(session)
         self._server.hooks.notify(SESSION_UNBOUND, session)
 
+    def end_account(self, jid, condition, text, keep=None):
+        """Close with stream error ``condition`` the client streams of
+        ``jid``'s account (for a full JID, the one bound to it), bound or
+        not, and unbind its hibernating sessions, all but the stream
+        ``keep``; the JIDs (full when bound) of what was ended."""
+        ended = []
+        for carrier in list(self._server.streams):
+            stream = getattr(carrier, "connection", None)
+            if (stream is None or stream is keep or stream.user != jid.bare
+                    or jid.resource is not None
+                    and (stream.session is None or stream.session.jid != jid)):
+                continue
+            ended.append(stream.user.full if stream.session is None else stream.session.jid.full)
+            stream.close(condition, text)
+        for session in self._server.sessions.resources(jid.bare):
+            if session.hibernating and jid.resource in (None, session.jid.resource):
+                ended.append(session.jid.full)
+                session.close(condition, text)
+        return ended
+
     def remember(self, key, session):
         """Find ``session`` by ``key`` (as long as it exists)."""
         self._keys[key] = session

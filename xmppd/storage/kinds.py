@@ -3,7 +3,7 @@
 A module asks for a store by kind, ``server.storage.open(kind, name)``
 (``ModuleAPI.open_store``); ``KINDS`` maps each kind to its interface.  The
 ``accounts``, ``roster``, ``offline`` and ``uploads`` stores are shared by every module;
-``keyval``, ``archive``, ``pubsub``, ``rooms`` and ``room_archive`` stores
+``keyval``, ``hostval``, ``archive``, ``pubsub``, ``rooms`` and ``room_archive`` stores
 are scoped: each name is a store of its own (``SCOPED``).  The SQL
 implementation's methods block; the server's
 (:class:`xmppd.storage.deferred.AsyncStore`) return Deferreds of the same
@@ -106,6 +106,32 @@ class KeyValueStore(Protocol):
 
     def delete_all(self, username: str, domain: str) -> None:
         """Delete every value of the user in this store."""
+
+
+class HostValueStore(Protocol):
+    """Values of a hosted domain rather than of an account (invitations,
+    API tokens, abuse reports...), by key; ``domain`` may be ``""`` for
+    values of the whole server.  Nothing here goes with an account."""
+
+    def get(self, domain: str, key: str) -> str | None:
+        """The value of ``key``; None if there is none."""
+
+    def items(self, domain: str) -> dict[str, str]:
+        """Every value of ``domain``, by key."""
+
+    def add(self, domain: str, key: str, value: str) -> bool:
+        """Store ``value`` under a new ``key``; False (and nothing changed)
+        if the key exists."""
+
+    def set(self, domain: str, key: str, value: str) -> None:
+        """Store ``value`` under ``key``, replacing any."""
+
+    def take(self, domain: str, key: str) -> str | None:
+        """Delete ``key`` and return its value, atomically: of two callers
+        taking one key, one gets the value and the other None."""
+
+    def delete(self, domain: str, key: str) -> bool:
+        """Delete ``key``; whether it existed."""
 
 
 class Appended(enum.Enum):
@@ -555,6 +581,7 @@ KINDS = {
     "accounts": AccountStore,
     "roster": RosterStore,
     "keyval": KeyValueStore,
+    "hostval": HostValueStore,
     "offline": OfflineStore,
     "archive": ArchiveStore,
     "pubsub": PubSubStore,
@@ -564,7 +591,7 @@ KINDS = {
     "room_archive": ArchiveStore,
     "uploads": UploadStore,
 }
-SCOPED = frozenset({"keyval", "archive", "pubsub", "rooms", "room_archive"})
+SCOPED = frozenset({"keyval", "hostval", "archive", "pubsub", "rooms", "room_archive"})
 
 
 def methods(kind: str) -> dict[str, object]:

@@ -35,6 +35,7 @@ NAME_LENGTH = 1023  # roster item and group names
 HASH_NAMES = ("SHA-1", "SHA-256", "SHA-512")  # SCRAM hash functions, as named by IANA
 STORE_NAME_LENGTH = 64
 VALUE_KEY_LENGTH = BARE_JID_LENGTH  # keys are namespaces or bare JIDs
+HOST_VALUE_KEY_LENGTH = 255  # ids and token hashes
 STANZA_ID_LENGTH = 1023
 NODE_NAME_LENGTH = 1023  # pubsub NodeIDs: namespaces, mostly
 PUBSUB_ID_LENGTH = 255  # pubsub ItemIDs and SubIDs
@@ -132,6 +133,18 @@ class UserValue(Base):
     )
     store: Mapped[str] = mapped_column(String(STORE_NAME_LENGTH), primary_key=True)
     key: Mapped[str] = mapped_column(String(VALUE_KEY_LENGTH), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class HostValue(Base):
+    """One value of a hosted domain (or of the server, domain ``""``) in
+    the store named by its caller: invitations, API tokens, reports."""
+
+    __tablename__ = "host_values"
+
+    store: Mapped[str] = mapped_column(String(STORE_NAME_LENGTH), primary_key=True)
+    domain: Mapped[str] = mapped_column(String(PART_LENGTH), primary_key=True)
+    key: Mapped[str] = mapped_column(String(HOST_VALUE_KEY_LENGTH), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
 
 

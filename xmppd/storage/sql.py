@@ -40,14 +40,15 @@ from .models import STORE_NAME_LENGTH
 from .sql_archive import ROOMS, SQLArchive
 from .sql_pubsub import SQLPubSub
 from .sql_rooms import SQLRooms
-from .sql_stores import SQLAccounts, SQLKeyValues, SQLOffline, SQLRosters
+from .sql_stores import SQLAccounts, SQLHostValues, SQLKeyValues, SQLOffline, SQLRosters
 from .sql_uploads import SQLUploads
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 _SQLITE_BEGIN = "xmppd_sqlite_begin"  # execution option: how to begin a transaction
-_SCOPED_STORES = {"keyval": SQLKeyValues, "archive": SQLArchive, "pubsub": SQLPubSub,
-                  "rooms": SQLRooms, "room_archive": partial(SQLArchive, owners=ROOMS)}
+_SCOPED_STORES = {"keyval": SQLKeyValues, "hostval": SQLHostValues, "archive": SQLArchive,
+                  "pubsub": SQLPubSub, "rooms": SQLRooms,
+                  "room_archive": partial(SQLArchive, owners=ROOMS)}
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

@@ -18,6 +18,7 @@ from .kinds import Appended
 from .models import (
     HASH_NAMES,
     Account,
+    HostValue,
     OfflineMessage,
     RosterEntry,
     RosterGroup,
@@ -276,6 +277,61 @@ class SQLKeyValues:
     def delete_all(self, username: str, domain: str) -> None:
         with self._db.writing() as session:
             session.execute(delete(UserValue).where(self._of(username, domain)))
+
+
+class _Taken(Exception):
+    """The key of an insert exists."""
+
+
+class SQLHostValues:
+    """:class:`~xmppd.storage.kinds.HostValueStore` named ``name`` in the
+    database."""
+
+    def __init__(self, database, name: str) -> None:
+        self._db = database
+        self.name = name
+
+    def _of(self, domain: str) -> ColumnElement[bool]:
+        return (HostValue.store == self.name) & (HostValue.domain == domain)
+
+    def get(self, domain: str, key: str) -> str | None:
+        with self._db.reading() as session:
+            return session.scalar(select(HostValue.value).where(
+                self._of(domain), HostValue.key == key))
+
+    def items(self, domain: str) -> dict[str, str]:
+        with self._db.reading() as session:
+            return dict(session.execute(
+                select(HostValue.key, HostValue.value).where(self._of(domain))).all())
+
+    def add(self, domain: str, key: str, value: str) -> bool:
+        try:
+            with self._db.writing() as session:
+                session.add(HostValue(store=self.name, domain=domain, key=key, value=value))
+                try:
+                    session.flush()
+                except IntegrityError:
+                    raise _Taken from None
+        except _Taken:
+            return False
+        return True
+
+    def set(self, domain: str, key: str, value: str) -> None:
+        with self._db.writing() as session:
+            updated = session.execute(update(HostValue).where(
+                self._of(domain), HostValue.key == key).values(value=value)).rowcount
+            if not updated:
+                session.add(HostValue(store=self.name, domain=domain, key=key, value=value))
+
+    def take(self, domain: str, key: str) -> str | None:
+        with self._db.writing() as session:
+            return session.execute(delete(HostValue).where(
+                self._of(domain), HostValue.key == key).returning(HostValue.value)).scalar()
+
+    def delete(self, domain: str, key: str) -> bool:
+        with self._db.writing() as session:
+            return session.execute(delete(HostValue).where(
+                self._of(domain), HostValue.key == key)).rowcount > 0
 
 
 class SQLOffline:
