@@ -585,3 +585,20 @@ def test_http_bosh_limits(tmp_path):
     assert (http.bosh_max_wait, http.bosh_max_hold, http.bosh_max_inactivity) == (120, 2, 30)
     message = error(tmp_path, f"[http]\nbosh_max_hold = 0\n{HOST}")
     assert message.startswith("http.bosh_max_hold: ") and ">= 1" in message
+
+
+def test_host_admins_are_normalised_account_jids(tmp_path):
+    config = load(write(tmp_path, HOST + 'admins = ["Alice@Example.COM", "bob@other.example"]\n'))
+    assert config.hosts["example.com"].admins == {"alice@example.com", "bob@other.example"}
+
+
+@pytest.mark.parametrize("value, problem", [
+    ('"alice@example.com"', "expected an array of strings"),
+    ('["example.com"]', "'example.com' is not an account JID (user@domain)"),
+    ('["alice@example.com/phone"]', "is not an account JID"),
+    ('["a@b@c"]', "not a valid JID"),
+])
+def test_invalid_host_admins(tmp_path, value, problem):
+    message = error(tmp_path, HOST + f"admins = {value}\n")
+    assert message.startswith('hosts."example.com".admins')
+    assert problem in message

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, TypeVar
 
-from xmppd import domains
+from xmppd import domains, jid
 from xmppd.options import (MODULE_NAME, Invalid, Table, boolean, choice, declared, expected,
                            integer, non_negative_number, optional_string, positive_number,
                            quote, string, strings)
@@ -181,6 +181,9 @@ class HostConfig:
     # "password": accounts log in with SASL (their passwords or tokens);
     # "anonymous": SASL ANONYMOUS only, a new account per session (XEP-0175).
     authentication: str = "password"
+    # Accounts (normalised bare JIDs) that administer the host: its admin
+    # commands (XEP-0133) and what else says so.
+    admins: frozenset[str] = frozenset()
     disabled_modules: tuple[str, ...] = ()
     modules_enabled: tuple[str, ...] = ()  # more feature modules for this host only
     # [hosts."DOMAIN".MODULE]: module -> the keys this host sets, checked values
@@ -521,6 +524,7 @@ def _host(name: str, table: Table) -> HostConfig:
             name=_domain(name, table.key),
             cross_domain_messages=table.take("cross_domain_messages", boolean, False),
             authentication=table.take("authentication", choice(AUTHENTICATION), "password"),
+            admins=table.take("admins", _accounts, []),
             disabled_modules=tuple(
                 choice(OPTIONAL_MODULES)(module, f"{table.child('disabled_modules')}[{i}]")
                 for i, module in enumerate(table.take("disabled_modules", strings, []))),
@@ -589,6 +593,20 @@ def _resolve_sqlite(url: str, base: str) -> str:
     if file in ("", ":memory:") or os.path.isabs(file):
         return url
     return scheme + os.path.join(base, file) + query
+
+
+def _accounts(value: Any, key: str) -> frozenset[str]:
+    """An array of account JIDs (``user@domain``), normalised (RFC 7622)."""
+    accounts = set()
+    for i, text in enumerate(strings(value, key)):
+        try:
+            account = jid.JID.parse(text)
+        except jid.InvalidJID as exc:
+            raise Invalid(f"{key}[{i}]", f"not a valid JID: {exc}") from None
+        if account.local is None or account.resource is not None:
+            raise Invalid(f"{key}[{i}]", f"{text!r} is not an account JID (user@domain)")
+        accounts.add(account.bare_str)
+    return frozenset(accounts)
 
 
 def _domain(name: str, key: str) -> str:

@@ -1,0 +1,110 @@
+"""Tests for the ``accounts`` service (xmppd.modules.accounts): accounts
+made, changed and deleted on the running server."""
+
+import pytest
+
+from tests.harness import Client, add_user, error_condition, make_server
+from xmppd.jid import JID
+from xmppd.modules.accounts import NotAPasswordHost, PasswordRefused
+from xmppd.storage import UserExists, UserNotFound
+
+ALICE = JID.parse("alice@example.com")
+
+
+@pytest.fixture
+def server(tmp_path):
+    server = make_server(tmp_path, hosts=(),
+                         modules=("bind", "accounts"),
+                         extra='[hosts."example.com"]\nadmins = ["boss@example.com"]\n'
+                               '[hosts."guest.example.com"]\nauthentication = "anonymous"\n')
+    add_user(server, "alice@example.com")
+    return server
+
+
+@pytest.fixture
+def accounts(server):
+    return server.services["accounts"]
+
+
+def result(deferred):
+    results = []
+    deferred.addBoth(results.append)
+    [value] = results
+    if hasattr(value, "raiseException"):
+        value.raiseException()
+    return value
+
+
+def closed_with(client):
+    [error] = [e for e in client.take() if e.name == "error"]
+    assert client.closed
+    return error_condition(error)
+
+
+def test_create_then_log_in(server, accounts):
+    result(accounts.create(JID.parse("carol@example.com"), "pässword"))
+    assert result(accounts.exists(JID.parse("carol@example.com"))) is True
+    Client(server).login("carol@example.com", password="pässword")
+    assert result(accounts.list("example.com")) == ["alice", "carol"]
+
+
+def test_create_refuses_taken_names_bad_passwords_and_anonymous_hosts(accounts):
+    with pytest.raises(UserExists):
+        result(accounts.create(ALICE, "x"))
+    with pytest.raises(PasswordRefused):
+        result(accounts.create(JID.parse("carol@example.com"), ""))
+    with pytest.raises(PasswordRefused):
+        result(accounts.create(JID.parse("carol@example.com"), "bell\x07"))
+    with pytest.raises(NotAPasswordHost):
+        result(accounts.create(JID.parse("carol@guest.example.com"), "x"))
+    with pytest.raises(NotAPasswordHost):
+        result(accounts.create(JID.parse("carol@elsewhere.example"), "x"))
+
+
+def test_set_password_ends_the_other_streams_with_reset(server, accounts):
+    asking, other = Client(server), Client(server)
+    asking.login("alice@example.com", "asking")
+    other.login("alice@example.com", "other")
+
+    ended = result(accounts.set_password(ALICE, "new", keep=_stream_of(server, "asking")))
+
+    assert ended == ["alice@example.com/other"]
+    assert closed_with(other) == "reset"
+    assert not asking.closed
+    assert plain(server, "secret") == "failure"
+    assert plain(server, "new") == "success"
+    with pytest.raises(UserNotFound):
+        result(accounts.set_password(JID.parse("nobody@example.com"), "x"))
+
+
+def plain(server, password):
+    """The outcome of a PLAIN login as alice with ``password``."""
+    client = Client(server)
+    client.starttls()
+    client.open()
+    return client.auth_plain("alice@example.com", password).name
+
+
+def _stream_of(server, resource):
+    [stream] = [carrier.connection for carrier in server.streams
+                if carrier.connection.session is not None
+                and carrier.connection.session.jid.resource == resource]
+    return stream
+
+
+def test_delete_removes_the_account_and_ends_its_sessions(server, accounts):
+    phone = Client(server)
+    phone.login("alice@example.com", "phone")
+
+    assert result(accounts.delete(ALICE)) == ["alice@example.com/phone"]
+
+    assert closed_with(phone) == "not-authorized"
+    assert result(accounts.exists(ALICE)) is False
+    with pytest.raises(UserNotFound):
+        result(accounts.delete(ALICE))
+
+
+def test_admins_are_those_of_the_host(accounts):
+    assert accounts.is_admin(JID.parse("boss@example.com/laptop"), "example.com")
+    assert not accounts.is_admin(ALICE, "example.com")
+    assert not accounts.is_admin(JID.parse("boss@example.com"), "guest.example.com")
