@@ -371,3 +371,30 @@ def test_block_and_unblock_send_presence_to_contacts_who_see_it(tmp_path):
     unblock(alice)
     assert [(p.recipient.full, str(p.element.show)) for p in seen] == [
         ("carol@other.example", "dnd")]
+
+
+# Other modules told of blocks (the reports of XEP-0377)
+
+
+def test_block_handlers_get_each_item_once_and_failures_do_not_undo_the_block(server, alice):
+    seen = []
+    lists = server.services["blocking"]
+    lists.on_block(lambda user, items: seen.append(
+        (user.full, {jid: [c.name for c in item.elements()] for jid, item in items.items()})))
+    lists.on_block(lambda user, items: 1 / 0)
+    block(alice, "Romeo@Montague.net", "iago@shakespeare.lit")
+    alice.send(f"<iq type='set' id='r'><block xmlns='{NS}'>"
+               "<item jid='x@y.example'><report xmlns='urn:example'/></item>"
+               "<item jid='X@y.example'><second xmlns='urn:example'/></item></block></iq>")
+    assert alice.take()[0]["type"] == "result"
+    assert seen == [("alice@example.com", {"romeo@montague.net": [], "iago@shakespeare.lit": []}),
+                    ("alice@example.com", {"x@y.example": ["report"]})]
+    assert blocklist(alice) == ["iago@shakespeare.lit", "romeo@montague.net", "x@y.example"]
+
+
+def test_block_handlers_are_not_told_of_refused_blocks_or_unblocks(server, alice):
+    seen = []
+    server.services["blocking"].on_block(lambda user, items: seen.append(items))
+    command(alice, "set", f"<block xmlns='{NS}'><item jid='@bad'/></block>")
+    unblock(alice, "x@y.example")
+    assert seen == []

@@ -16,6 +16,7 @@ the admin-socket commands start fast.
 
 import argparse
 import datetime
+import importlib
 import json
 import os
 import socket
@@ -25,6 +26,11 @@ from contextlib import contextmanager
 from xmppd import __version__
 
 DEFAULT_CONFIG = "/etc/xmppd/xmppd.toml"
+# Modules with commands of their own: each has add_commands(command), where
+# command(name, run, summary) adds a subcommand and returns its parser.
+COMMAND_MODULES = (
+    "xmppd.reports",  # reports (XEP-0377)
+)
 EXPIRY_WARNING = datetime.timedelta(days=30)
 
 CONFIG_TEMPLATE = """\
@@ -152,6 +158,8 @@ def _parser():
     purge.add_argument("--before", metavar="DATE", type=_date,
                        help="an ISO 8601 date or time, UTC unless it says otherwise")
     purge.add_argument("jid", metavar="JID", nargs="?", help="only this account's (user@domain)")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_commands(command)
     return parser
 
 

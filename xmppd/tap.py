@@ -53,7 +53,8 @@ MODULES = ("sasl", "sasl2", "bind", "bind2", "legacy_session", "roster", "presen
            "subscription", "ping", "disco", "caps", "client_caps", "version", "time", "last",
            "message", "offline", "closed_domain", "carbons", "vcard", "private", "blocking",
            "stream_management", "push", "csi", "pep", "bookmarks", "avatar_conversion", "muc",
-           "external_services", "contact_addresses", "outage_status", "fast", "anonymous")
+           "external_services", "contact_addresses", "outage_status", "fast", "anonymous",
+           "spam_reporting")
 
 
 class Options(usage.Options):

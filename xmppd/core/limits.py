@@ -12,6 +12,8 @@
   is refused for ``auth_ban_time`` seconds, after
   ``auth_account_lock_after`` the account refuses password logins for
   ``auth_account_lock_time`` seconds.
+- :class:`CreationBuckets`: a token bucket per key (host and address) for
+  what an address may create (anonymous accounts, registrations).
 
 All take the server's clock, so tests drive them with ``task.Clock``.
 """
@@ -219,3 +221,29 @@ class AuthThrottle:
         return max(delay, self.accounts.failed(account, limits.auth_failure_delay,
                                                limits.auth_account_lock_after,
                                                limits.auth_account_lock_time))
+
+
+class CreationBuckets:
+    """A token bucket per key (host and address): ``rate`` creations a
+    second, at most ``burst`` at once.  A bucket full again is forgotten,
+    and at most ``MAX_TRACKED`` are kept (the one used longest ago goes)."""
+
+    def __init__(self, clock):
+        self._clock = clock
+        self._buckets = {}  # key -> (tokens, time, time it is full), least recently used first
+
+    def take(self, key, rate, burst):
+        """Take a token for ``key``; whether there was one."""
+        now = self._clock.seconds()
+        tokens, last, _ = self._buckets.pop(key, (burst, now, now))
+        tokens = min(burst, tokens + (now - last) * rate)
+        taken = tokens >= 1
+        if taken:
+            tokens -= 1
+        while self._buckets:
+            oldest = next(iter(self._buckets))
+            if self._buckets[oldest][2] > now and len(self._buckets) < MAX_TRACKED:
+                break
+            del self._buckets[oldest]
+        self._buckets[key] = (tokens, now, now + (burst - tokens) / rate)
+        return taken

@@ -43,7 +43,7 @@ from twisted.internet import defer
 
 from xmppd.core.events import (CONFIG_RELOADED, MESSAGE_OFFLINE, SESSION_BOUND,
                                SESSION_UNBOUND)
-from xmppd.core.limits import MAX_TRACKED
+from xmppd.core.limits import CreationBuckets
 from xmppd.core.sasl import SaslFailure
 from xmppd.core.stream import cancelled
 from xmppd.jid import JID
@@ -58,32 +58,6 @@ OPTIONS = Options(  # [anonymous]
 
 UNBOUND_PRIORITY = -100  # after the other handlers, which may still read the account
 OFFLINE_PRIORITY = 20  # before push notifications and offline storage
-
-
-class CreationBuckets:
-    """A token bucket per key (host and address): ``rate`` creations a
-    second, at most ``burst`` at once.  A bucket full again is forgotten,
-    and at most ``MAX_TRACKED`` are kept (the one used longest ago goes)."""
-
-    def __init__(self, clock):
-        self._clock = clock
-        self._buckets = {}  # key -> (tokens, time, time it is full), least recently used first
-
-    def take(self, key, rate, burst):
-        """Take a token for ``key``; whether there was one."""
-        now = self._clock.seconds()
-        tokens, last, _ = self._buckets.pop(key, (burst, now, now))
-        tokens = min(burst, tokens + (now - last) * rate)
-        taken = tokens >= 1
-        if taken:
-            tokens -= 1
-        while self._buckets:
-            oldest = next(iter(self._buckets))
-            if self._buckets[oldest][2] > now and len(self._buckets) < MAX_TRACKED:
-                break
-            del self._buckets[oldest]
-        self._buckets[key] = (tokens, now, now + (burst - tokens) / rate)
-        return taken
 
 
 class AnonymousAccounts:

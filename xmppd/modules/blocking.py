@@ -41,7 +41,10 @@ returns a Deferred: the stanza, and the sender's later ones, wait for it.
 
 Stored in the per-user ``blocking`` store: one key per blocked JID, value "".
 Publishes the ``blocking`` service (:class:`BlockLists`), whose
-``blocks(user, jid)`` other modules ask before sending on a user's behalf.
+``blocks(user, jid)`` other modules ask before sending on a user's behalf,
+and whose ``on_block(handler)`` tells them of each stored block with its
+``<item/>`` elements, for what other specifications put in an item (the
+reports of XEP-0377, ``spam_reporting``).
 Support is advertised as the ``urn:xmpp:blocking`` disco feature (§3.1).
 """
 
@@ -82,6 +85,7 @@ class BlockLists:
         self._api = api
         self.store = api.open_store("keyval", STORE)
         self._online = {}  # bare JID -> _Cached
+        self._block_handlers = []
 
     def bound(self, session):
         user = session.jid.bare
@@ -126,6 +130,23 @@ class BlockLists:
         if type(jids) is set:
             return _matches(jids, jid)
         return jids.addCallback(_matches, jid)
+
+    def on_block(self, handler):
+        """Call ``handler(user, items)`` after each stored block command of
+        ``user`` (a bare JID): ``items`` maps each blocked JID (normalised
+        text) to its ``<item/>`` element.  The answer to the command waits
+        for a Deferred it returns; its failure is logged, and the block
+        stands (XEP-0377 §6: a block is done as if no report were there)."""
+        self._block_handlers.append(handler)
+
+    def blocked(self, user, items):
+        """Run the :meth:`on_block` handlers; a Deferred of their end."""
+        def run(handler):
+            d = defer.maybeDeferred(handler, user, items)
+            return d.addErrback(lambda failure: self._api.log.failure(
+                "a block handler failed for {user}", failure, user=user))
+
+        return defer.gatherResults([run(handler) for handler in self._block_handlers])
 
     def changed(self, user, change):
         """After a stored change, apply ``change(jids)`` to the list in memory."""
@@ -197,23 +218,25 @@ def setup(api):
         name = stanza.payload.name
         if name not in ("block", "unblock"):
             raise StanzaError("bad-request", "expected <block/> or <unblock/>")
-        jids = _items(stanza.payload)
+        items = _items(stanza.payload)
         if name == "block":
-            return block(user, jids)
-        return unblock(user, jids) if jids else unblock_all(user)
+            return block(user, items)
+        return unblock(user, list(items)) if items else unblock_all(user)
 
     def store(user, jids, value):
         """Set every JID of ``jids`` to ``value`` (None: delete) in one write."""
         return lists.store.set_many(user.local, user.domain, dict.fromkeys(jids, value))
 
-    def block(user, jids):
-        if not jids:
+    def block(user, items):
+        if not items:
             raise StanzaError("bad-request", "<block/> needs at least one item")
+        jids = list(items)
 
         def done(_):
             lists.changed(user, lambda blocked: blocked.update(jids))
             push(user, "block", jids)
             announce(user, jids, "send_unavailable")
+            return lists.blocked(user, items).addCallback(lambda _: None)
 
         return store(user, jids, "").addCallback(done)
 
@@ -304,14 +327,15 @@ def _blocked_error(element):
 
 
 def _items(command):
-    """The normalised JIDs of a command's items, without repeats."""
-    jids = {}
+    """A command's items by normalised JID, without repeats (the first
+    item of a JID)."""
+    items = {}
     for item in command.elements(NS_BLOCKING, "item"):
         try:
-            jids[JID.parse(item.getAttribute("jid", "")).full] = None
+            items.setdefault(JID.parse(item.getAttribute("jid", "")).full, item)
         except InvalidJID as e:
             raise StanzaError("jid-malformed", str(e))
-    return list(jids)
+    return items
 
 
 def _command(name, jids):
