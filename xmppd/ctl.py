@@ -29,6 +29,7 @@ DEFAULT_CONFIG = "/etc/xmppd/xmppd.toml"
 # Modules with commands of their own: each has add_commands(command), where
 # command(name, run, summary) adds a subcommand and returns its parser.
 COMMAND_MODULES = (
+    "xmppd.portable",  # export, import (XEP-0227)
     "xmppd.reports",  # reports (XEP-0377)
 )
 EXPIRY_WARNING = datetime.timedelta(days=30)
