@@ -59,11 +59,13 @@ class TLSStringTransport(StringTransport):
 
 
 def make_server(tmp_path, hosts=("example.com",), modules=MODULES, extra="",
-                runner=immediate_runner):
-    """A server on SQLite in memory whose storage calls go through ``runner``
-    (at once, by default), with ``modules`` loaded."""
-    store = SQLStore("sqlite://")
-    store.migrate()
+                runner=immediate_runner, store=None):
+    """A server on SQLite in memory (or on ``store``, another server's
+    ``sql``: that server restarted) whose storage calls go through
+    ``runner`` (at once, by default), with ``modules`` loaded."""
+    if store is None:
+        store = SQLStore("sqlite://")
+        store.migrate()
     server = Server(make_config(tmp_path, hosts, extra), AsyncStore(store, runner),
                     FakeCertificates(), Clock())
     server.sql = store

@@ -108,3 +108,39 @@ def test_admins_are_those_of_the_host(accounts):
     assert accounts.is_admin(JID.parse("boss@example.com/laptop"), "example.com")
     assert not accounts.is_admin(ALICE, "example.com")
     assert not accounts.is_admin(JID.parse("boss@example.com"), "guest.example.com")
+
+
+def test_a_disabled_account_cannot_log_in_until_enabled(tmp_path, server, accounts):
+    phone = Client(server)
+    phone.login("alice@example.com", "phone")
+
+    ended = result(accounts.disable(ALICE, "spam", by=JID.parse("boss@example.com")))
+
+    assert ended == ["alice@example.com/phone"]
+    assert closed_with(phone) == "not-authorized"
+    assert accounts.disabled(JID.parse("alice@example.com/other"))
+    client = Client(server)
+    client.starttls()
+    client.open()
+    answer = client.auth_plain("alice@example.com")
+    assert answer.name == "failure"
+    assert answer.firstChildElement().name == "account-disabled"
+    assert result(accounts.exists(ALICE)) is True
+    # Kept in the database: a restarted server refuses the login too.
+    restarted = make_server(tmp_path, hosts=(), modules=("bind", "accounts"),
+                            extra='[hosts."example.com"]\n', store=server.sql)
+    assert restarted.services["accounts"].disabled(ALICE)
+
+    assert result(accounts.enable(ALICE)) is True
+    assert result(accounts.enable(ALICE)) is False
+    assert plain(server, "secret") == "success"
+    with pytest.raises(UserNotFound):
+        result(accounts.disable(JID.parse("nobody@example.com")))
+
+
+def test_deleting_a_disabled_account_forgets_it(server, accounts):
+    result(accounts.disable(ALICE))
+    result(accounts.delete(ALICE))
+    result(accounts.create(ALICE, "secret"))
+    assert not accounts.disabled(ALICE)
+    assert plain(server, "secret") == "success"

@@ -14,17 +14,30 @@ commands (XEP-0133) and the HTTP admin API share.
   (§4.9.3.12), as ``xmppctl deluser`` has the server do.
 - :meth:`Accounts.is_admin`: an account of ``hosts."D".admins`` is an
   administrator of host D.
+- :meth:`Accounts.disable` keeps an account but refuses its logins, with
+  any mechanism (SASL ``account-disabled``, RFC 6120 §6.5.1), and ends its
+  sessions with ``not-authorized``, until :meth:`Accounts.enable`.  The
+  disabled accounts are kept in the ``hostval`` store ``disabled`` (the
+  account's domain, its localpart, the reason) and in memory, so that a
+  login pays no lookup for them.
 
 Accounts of anonymous hosts are made at login (``anonymous``), never here.
 """
 
+import json
+
 from twisted.internet import defer
 
+from xmppd.core.events import CONFIG_RELOADED
+
 from xmppd.core.scram import derive_all, prepare_password
+from xmppd.storage import UserNotFound
 
 # The stream errors closing an account's streams, as xmppd.admin's.
 PASSWORD_CHANGED = ("reset", "the password was changed")
 DELETED = ("not-authorized", "the account was deleted")
+DISABLED = ("not-authorized", "the account was disabled")
+DISABLED_STORE = "disabled"  # the hostval store of the disabled accounts
 
 
 class PasswordRefused(ValueError):
@@ -43,6 +56,48 @@ class Accounts:
     def __init__(self, api):
         self._api = api
         self._store = api.open_store("accounts")
+        self._disabled_store = api.open_store("hostval", DISABLED_STORE)
+        self._disabled = None  # bare JIDs (text) of the disabled accounts, once read
+        self._waiting = []  # Deferreds of callers of loaded() before then
+        self._loading = None  # the Deferred of the reading under way
+
+    def load(self):
+        """Read the disabled accounts of every password host (again after
+        a reload, which may add hosts), in the background.  Until it
+        succeeds, logins wait (:meth:`loaded`); if it fails, they fail, and
+        the next one reads again."""
+        domains = [domain for domain, host in self._api.hosts.items()
+                   if host.authentication == "password"]
+        self._loading = defer.gatherResults(
+            [self._disabled_store.items(domain) for domain in domains], consumeErrors=True)
+
+        def read(found):
+            self._disabled = {f"{local}@{domain}" for domain, locals_ in zip(domains, found)
+                              for local in locals_}
+            self._release(lambda d: d.callback(None))
+
+        def failed(failure):
+            self._api.log.failure("cannot read the disabled accounts", failure)
+            self._release(lambda d: d.errback(failure))
+
+        self._loading.addCallbacks(read, failed)
+        self._loading.addBoth(lambda _: setattr(self, "_loading", None))
+
+    def _release(self, fire):
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            fire(d)
+
+    def loaded(self):
+        """None if the disabled accounts are known, else a Deferred that
+        fires once they are (it fails if they cannot be read)."""
+        if self._disabled is not None:
+            return None
+        d = defer.Deferred()
+        self._waiting.append(d)
+        if self._loading is None:
+            self.load()
+        return d
 
     def _check(self, user, password=None):
         host = self._api.hosts.get(user.domain)
@@ -98,8 +153,45 @@ class Accounts:
         no such account."""
         self._check(user)
         yield self._store.delete(user.local, user.domain)
+        yield self._disabled_store.delete(user.domain, user.local)
+        if self._disabled is not None:
+            self._disabled.discard(user.bare_str)
         self._api.log.info("account {user} deleted", user=user.bare_str)
         return self._api.streams.end_account(user.bare, *DELETED, keep=keep)
+
+    def disabled(self, user):
+        """Whether account ``user`` (a JID) is disabled (False until the
+        disabled accounts are read: see :meth:`loaded`)."""
+        return self._disabled is not None and user.bare_str in self._disabled
+
+    @defer.inlineCallbacks
+    def disable(self, user, reason="", by=None):
+        """Disable account ``user`` and end its sessions: a Deferred of the
+        JIDs of the sessions ended; it fails with UserNotFound if there is
+        no such account."""
+        self._check(user)
+        if not (yield self.exists(user)):
+            raise UserNotFound(user.bare_str)
+        record = {"reason": reason, "by": None if by is None else by.bare_str,
+                  "time": self._api.clock.seconds()}
+        yield self._disabled_store.set(user.domain, user.local, json.dumps(record))
+        if self._disabled is not None:
+            self._disabled.add(user.bare_str)
+        self._api.log.info("account {user} disabled{reason}", user=user.bare_str,
+                           reason=f": {reason}" if reason else "")
+        return self._api.streams.end_account(user.bare, *DISABLED)
+
+    @defer.inlineCallbacks
+    def enable(self, user):
+        """Let disabled account ``user`` log in again: a Deferred of whether
+        it was disabled."""
+        self._check(user)
+        was = yield self._disabled_store.delete(user.domain, user.local)
+        if self._disabled is not None:
+            self._disabled.discard(user.bare_str)
+        if was:
+            self._api.log.info("account {user} enabled", user=user.bare_str)
+        return bool(was)
 
     def is_admin(self, user, domain):
         """Whether ``user`` (a JID) administers hosted ``domain``."""
@@ -108,4 +200,7 @@ class Accounts:
 
 
 def setup(api):
-    api.provide("accounts", Accounts(api))
+    accounts = Accounts(api)
+    api.provide("accounts", accounts)
+    accounts.load()
+    api.hook(CONFIG_RELOADED, lambda config: accounts.load())

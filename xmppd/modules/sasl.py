@@ -12,7 +12,9 @@ address, or lock the account, for a while
 login, the right password included, with the same ``<not-authorized/>``
 (§6.5.10), so the answer tells nothing of the password; its bound sessions
 go on.  The third failure on one stream, or a banned address, ends it with
-``policy-violation``.  Success restarts the stream (§6.4.6).
+``policy-violation``.  An account the ``accounts`` service disabled
+refuses every login, of any mechanism, with ``<account-disabled/>``
+(§6.5.1).  Success restarts the stream (§6.4.6).
 
 :class:`Authentication` is the exchange of one stream whatever its
 profile: this module's RFC 6120 framing (:class:`Rfc6120`), or SASL2's
@@ -38,6 +40,7 @@ MAX_AUTH_FAILURES = 3
 # three, any other is a malformed request.
 ELEMENTS = ("auth", "response", "abort", "challenge", "success", "failure")
 LOCKED = "the account is temporarily locked after too many failed authentications"
+DISABLED = "the account is disabled"
 
 
 def _mechanisms(value, key):
@@ -120,8 +123,18 @@ class Authentication:
         self.account = JID(step.username, self.stream.domain, None)
         if self.api.streams.locked(self.account):
             return self.fail("not-authorized")
+        accounts = self.api.service("accounts")
+        waiting = accounts.loaded()
+        if waiting is not None:
+            return waiting.addCallbacks(lambda _: self._stepped(step), self._unknown)
+        if accounts.disabled(self.account):
+            return self.fail("account-disabled", DISABLED)
         self.mechanism = None
         return self.profile.succeeded(step)
+
+    def _unknown(self, failure):
+        """The disabled accounts cannot be read: the login cannot be let in."""
+        return self.fail("temporary-auth-failure")
 
     def _create_anonymous(self, step):
         """SASL ANONYMOUS (XEP-0175): the account exists for the session."""
@@ -275,6 +288,7 @@ class Sasl:
 
 
 def setup(api):
+    api.depends("accounts")
     sasl = Sasl(api)
     api.provide("sasl", sasl)
 
