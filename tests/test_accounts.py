@@ -4,6 +4,7 @@ made, changed and deleted on the running server."""
 import pytest
 
 from tests.harness import Client, add_user, error_condition, make_server
+from xmppd.core.scram import DERIVED, check_password, derive_keys
 from xmppd.jid import JID
 from xmppd.modules.accounts import NotAPasswordHost, PasswordRefused
 from xmppd.storage import UserExists, UserNotFound
@@ -144,3 +145,16 @@ def test_deleting_a_disabled_account_forgets_it(server, accounts):
     result(accounts.create(ALICE, "secret"))
     assert not accounts.disabled(ALICE)
     assert plain(server, "secret") == "success"
+
+
+def test_a_plain_login_adds_the_verifiers_an_imported_account_lacks(server):
+    """Accounts imported from Prosody or ejabberd have SCRAM-SHA-1 keys
+    only: the first PLAIN login derives the others, so SCRAM-SHA-256 works."""
+    store = server.sql.open("accounts")
+    store.set_credentials("alice", "example.com", {"SHA-1": derive_keys("secret", "SHA-1")})
+
+    assert plain(server, "secret") == "success"
+
+    keys = store.get_credentials("alice", "example.com")
+    assert set(keys) == set(DERIVED)
+    assert all(check_password("secret", verifier) for verifier in keys.values())

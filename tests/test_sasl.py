@@ -419,6 +419,27 @@ class SaslPlainTests(SaslTestCase):
         self.accounts["user"] = {"SHA-1": self.accounts["user"]["SHA-1"]}
         self.assertEqual(self.step(self.server.start("PLAIN"), b"\0user\0pencil").username, "user")
 
+    def test_verifiers_an_account_lacks_are_derived_and_stored(self):
+        sha1_only = {"SHA-1": self.accounts["user"]["SHA-1"]}
+        self.accounts["user"] = dict(sha1_only)
+        added = []
+        server = SaslServer(DOMAIN, self.lookup, normalize,
+                            add_keys=lambda *args: added.append(args) or defer.succeed(True))
+        self.step_fails(server.start("PLAIN"), b"\0user\0Pencil", "not-authorized")
+        self.assertEqual(added, [])
+
+        self.assertEqual(self.step(server.start("PLAIN"), b"\0user\0pencil").username, "user")
+
+        [(username, keys, current)] = added
+        self.assertEqual((username, current), ("user", sha1_only))
+        self.assertEqual(set(keys), set(scram.DERIVED) - {"SHA-1"})
+        for name, verifier in keys.items():
+            self.assertEqual(scram.hash_name_of(verifier), name)
+            self.assertTrue(scram.check_password("pencil", verifier))
+        self.accounts["user"] = scram.derive_all("pencil")
+        self.step(server.start("PLAIN"), b"\0user\0pencil")
+        self.assertEqual(len(added), 1)  # nothing lacks
+
     def test_password_is_prepared(self):
         self.accounts["user"] = scram.derive_all("p\u00e9ncil")
         data = "\0user\0pe\u0301ncil".encode()

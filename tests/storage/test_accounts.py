@@ -43,6 +43,21 @@ def test_credentials(accounts):
     assert accounts.get_credentials("alice", "example.org") == new_keys
 
 
+def test_add_credentials_only_to_unchanged_keys(accounts):
+    sha1 = {"SHA-1": KEYS["SHA-1"]}
+    sha256 = {"SHA-256": ScramKeys(b"salt", 4096, b"\x04" * 32, b"\x05" * 32)}
+    assert not accounts.add_credentials("alice", "example.org", sha256, sha1)  # no account
+    accounts.create("alice", "example.org", sha1)
+
+    # The password changed since ``current`` was read: nothing added.
+    assert not accounts.add_credentials("alice", "example.org", sha256, {})
+    assert accounts.add_credentials("alice", "example.org", sha256, sha1)
+    assert accounts.get_credentials("alice", "example.org") == {**sha1, **sha256}
+    # A hash it has is not replaced.
+    assert not accounts.add_credentials("alice", "example.org", sha256, {**sha1, **sha256})
+    assert accounts.get_credentials("alice", "example.org") == {**sha1, **sha256}
+
+
 def test_credentials_of_one_account_only(accounts):
     """An account without verifiers has none (not None: it exists); each
     account gets its own, by username and domain."""

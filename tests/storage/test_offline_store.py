@@ -24,6 +24,9 @@ def test_append_take_count(offline):
     assert offline.append("bob", "example.org", "<message id='b'/>", 3)
     assert offline.count("alice", "example.org") == 3
     assert offline.total() == 4
+    assert offline.peek("alice", "example.org") == stanzas
+    assert offline.peek("nobody", "example.org") == []
+    assert offline.count("alice", "example.org") == 3
 
     assert offline.take_all("alice", "example.org") == stanzas
     assert offline.count("alice", "example.org") == 0

@@ -183,7 +183,11 @@ class SaslServer:
     ``check_mechanisms``); ``channel_binding`` gives the stream's binding
     data by type (``stream.channel_binding``), without which no -PLUS
     mechanism is offered; ``downgrade_protection`` adds XEP-0474's
-    attribute to SCRAM exchanges.
+    attribute to SCRAM exchanges.  ``add_keys(username, keys, current)``
+    stores the verifiers a PLAIN login derives for an account that lacks
+    some of ``scram.DERIVED`` (one imported with SCRAM-SHA-1 keys only),
+    if its verifiers are still ``current``: SCRAM with every hash works
+    for it from then on.
     """
 
     def __init__(
@@ -196,6 +200,7 @@ class SaslServer:
         mechanisms: Sequence[str] = DEFAULT_MECHANISMS["password"],
         channel_binding: ChannelBinding | None = None,
         downgrade_protection: bool = True,
+        add_keys: Callable[[str, dict, dict], Deferred] | None = None,
     ):
         self.domain = domain
         self._lookup = lookup
@@ -207,6 +212,7 @@ class SaslServer:
         self._configured = check_mechanisms(mechanisms)
         self._channel_binding = channel_binding
         self.downgrade_protection = downgrade_protection
+        self._add_keys = add_keys
 
     @cached_property
     def channel_bindings(self) -> tuple[str, ...]:
@@ -273,6 +279,18 @@ class SaslServer:
             own = False
         if not (own and domainpart.lower() == self.domain.lower()):
             raise SaslFailure("invalid-authzid")
+
+    def _complete(self, username: str, password: str, current: dict) -> None:
+        """PLAIN checked ``password``: derive the verifiers of the hashes of
+        ``scram.DERIVED`` the account lacks and store them, in the
+        background (the login does not wait)."""
+        missing = [name for name in scram.DERIVED if name not in current]
+        if not missing or self._add_keys is None:
+            return
+        d = self._offload(_derive, password, missing)
+        d.addCallback(lambda keys: self._add_keys(username, keys, current))
+        d.addErrback(lambda failure: log.failure(
+            "Storing the new verifiers of {username!r} failed", failure, username=username))
 
     def _lookup_keys(self, username: str) -> Deferred:
         """The user's SCRAM verifiers by hash name, or ``None`` for an unknown
@@ -442,12 +460,13 @@ class PlainMechanism(_Exchange):
         # An unknown user costs the same key derivation as a known one.
         d = self._server._offload(scram.check_password, password,
                                   keys or _fake_keys("SHA-256", username))
-        return d.addCallback(self._checked, username, keys is not None)
+        return d.addCallback(self._checked, username, password,
+                             None if keys is None else stored)
 
-    @staticmethod
-    def _checked(matches, username, known):
-        if not (matches and known):
+    def _checked(self, matches, username, password, stored):
+        if not (matches and stored):
             raise SaslFailure("not-authorized")
+        self._server._complete(username, password, stored)
         return Success(username)
 
 
@@ -472,6 +491,10 @@ class AnonymousMechanism(_Exchange):
             if any(unicodedata.category(c) == "Cc" for c in trace):
                 raise _malformed("control character in the trace information")
         return Success(self._server._normalize(str(uuid.uuid4())), anonymous=True)
+
+
+def _derive(password: str, names: Sequence[str]) -> dict[str, ScramKeys]:
+    return {name: scram.derive_keys(password, name) for name in names}
 
 
 def _plus(mechanism: str) -> bool:

@@ -76,7 +76,7 @@ class Authentication:
             domain, self._credentials, normalize_localpart, offload=api.streams.offload,
             mechanisms=(api.options_for(domain).mechanisms or DEFAULT_MECHANISMS[
                 api.config.hosts[domain].authentication]),
-            channel_binding=stream.channel_binding)
+            channel_binding=stream.channel_binding, add_keys=self._add_keys)
         self.mechanism = None
         self.failures = 0
         self.account = None  # the account named by the current attempt
@@ -85,6 +85,13 @@ class Authentication:
     def _credentials(self, username):
         self.account = JID(username, self.stream.domain, None)
         return self.accounts.get_credentials(username, self.stream.domain)
+
+    def _add_keys(self, username, keys, current):
+        d = self.accounts.add_credentials(username, self.stream.domain, keys, current)
+        d.addCallback(lambda added: added and self.api.log.info(
+            "{hashes} verifiers of {username}@{domain} derived at a PLAIN login",
+            hashes=", ".join(keys), username=username, domain=self.stream.domain))
+        return d
 
     def begin(self, profile, start):
         """Start an exchange framed by ``profile``: ``start()`` gives its

@@ -79,7 +79,7 @@ def user_element(store, username, domain, counts):
             store.get_values(username, domain, private_module.STORE), "private XML elements",
             counts)
     _values(user, (NS_PIE, "offline-messages"), dict(enumerate(
-        offline_messages(store, username, domain))), "offline messages", counts)
+        store.open("offline").peek(username, domain))), "offline messages", counts)
     _pep(store, user, f"{username}@{domain}", counts)
     _archive(store, user, username, domain, counts)
     return user
@@ -112,21 +112,6 @@ def _values(user, qname, values, kind, counts):
         for text in values.values():
             holder.addChild(parse_stanza(text))
         counts.add(kind, len(values))
-
-
-def offline_messages(store, username, domain):
-    """The account's offline messages, oldest first, left in place (the
-    offline store's interface only takes them)."""
-    from sqlalchemy import select
-
-    from xmppd.storage.models import OfflineMessage
-    from xmppd.storage.sql_stores import account_id
-
-    with store.reading() as session:
-        return list(session.scalars(
-            select(OfflineMessage.stanza)
-            .where(OfflineMessage.account_id == account_id(username, domain))
-            .order_by(OfflineMessage.id)))
 
 
 def _pep(store, user, service, counts):

@@ -51,6 +51,14 @@ class AccountStore(Protocol):
     def get_credentials(self, username: str, domain: str) -> dict[str, ScramKeys] | None:
         """The keys of an account; None if no such account."""
 
+    def add_credentials(
+        self, username: str, domain: str, keys: dict[str, ScramKeys],
+        current: dict[str, ScramKeys],
+    ) -> bool:
+        """Add ``keys`` (of hash names the account lacks) if the account's
+        keys are still ``current``; whether they were added (not if the
+        account is gone or its password changed meanwhile)."""
+
     def delete(self, username: str, domain: str) -> None:
         """Delete an account and everything stored for it; UserNotFound if
         none."""
@@ -161,6 +169,10 @@ class OfflineStore(Protocol):
 
     def take_all(self, username: str, domain: str) -> list[str]:
         """Remove and return the user's messages; empty if no such account."""
+
+    def peek(self, username: str, domain: str) -> list[str]:
+        """The user's messages, left in place (for an export); empty if no
+        such account."""
 
     def count(self, username: str, domain: str) -> int:
         """How many messages the user has (0 if no such account)."""

@@ -136,6 +136,21 @@ class SQLAccounts:
         with self._db.writing() as session:
             account(session, username, domain, lock=True).credentials = credentials
 
+    def add_credentials(self, username: str, domain: str, keys: dict[str, ScramKeys],
+                        current: dict[str, ScramKeys]) -> bool:
+        added = _credential_rows(keys)
+        with self._db.writing() as session:
+            try:
+                found = account(session, username, domain, lock=True)
+            except UserNotFound:
+                return False
+            rows = {row.hash_name: ScramKeys(row.salt, row.iterations, row.stored_key,
+                                             row.server_key) for row in found.credentials}
+            if rows != current or set(keys) & set(rows):
+                return False
+            found.credentials.extend(added)
+            return True
+
     def get_credentials(self, username: str, domain: str) -> dict[str, ScramKeys] | None:
         rows = self._db.rows(_CREDENTIALS, username=username, domain=domain)
         if not rows:
@@ -390,6 +405,13 @@ class SQLOffline:
             session.execute(
                 delete(OfflineMessage).where(OfflineMessage.id.in_([row.id for row in rows])))
             return [row.stanza for row in rows]
+
+    def peek(self, username: str, domain: str) -> list[str]:
+        with self._db.reading() as session:
+            return list(session.scalars(
+                select(OfflineMessage.stanza)
+                .where(OfflineMessage.account_id == account_id(username, domain))
+                .order_by(OfflineMessage.id)))
 
     def count(self, username: str, domain: str) -> int:
         with self._db.reading() as session:
