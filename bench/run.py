@@ -1,19 +1,21 @@
-"""Benchmark runner: xmppd, and with --compare-prosody Prosody, side by side.
+"""Benchmark runner: xmppd, Prosody and ejabberd side by side.
 
     python bench/run.py                      # xmppd alone, 3 runs, medians
     python bench/run.py --compare-prosody    # xmppd and Prosody, alternating
+    python bench/run.py --servers xmppd,prosody,ejabberd
     python bench/run.py --quick              # a ~1 minute smoke run
 
 Everything lives in a temporary directory that is removed at the end: one
-self-signed certificate (ECDSA P-256, used by both servers), an xmppd
+self-signed certificate (ECDSA P-256, used by every server), an xmppd
 configuration and SQLite database, a Prosody configuration and data
-directory.  Both servers get the same accounts and rosters (bench/accounts.py,
-fast paths).  Each server is pinned to CPU 0 and the load generator (this
-process and its workers) to CPU 1.
+directory, an ejabberd configuration with its Mnesia spool.  The servers
+get the same accounts and rosters (bench/accounts.py, fast paths).  Each
+server is pinned to CPU 0 and the load generator (this process and its
+workers) to CPU 1.
 
 Every run starts a fresh server, runs the login, messages, presence, pep and
 muc phases of bench/loadgen.py and stops it; runs alternate between the servers
-(xmppd, Prosody, xmppd, ...).  The memory phase needs its own fresh server
+(xmppd, Prosody, ejabberd, xmppd, ...).  The memory phase needs its own fresh server
 and runs once per server (``--memory-runs``).  The medians over the runs
 are printed at the end, as JSON lines and as a table.  See bench/README.md.
 """
@@ -124,6 +126,71 @@ VirtualHost "{domain}"
 Component "conference.{domain}" "muc"
     muc_room_locking = true
     restrict_room_creation = false
+"""
+
+EJABBERD_CONFIG = """\
+# ejabberd for the benchmark: the modules of Prosody's configuration.
+loglevel: {log_level}
+log_rotate_count: 0
+hosts:
+  - "{domain}"
+certfiles:
+  - "{pem}"
+listen:
+  -
+    port: {port}
+    ip: "127.0.0.1"
+    module: ejabberd_c2s
+    starttls_required: true
+    backlog: 1024
+  -
+    port: {http_port}
+    ip: "127.0.0.1"
+    module: ejabberd_http
+    tls: true
+    backlog: 1024
+    request_handlers:
+      /xmpp-websocket: ejabberd_http_ws
+      /http-bind: mod_bosh
+auth_method: internal
+auth_password_format: scram
+acl:
+  local:
+    user_regexp: ""
+access_rules:
+  local:
+    allow: local
+  c2s:
+    allow: all
+api_permissions:
+  "console commands":
+    from:
+      - ejabberd_ctl
+    who: all
+    what: "*"
+modules:
+  mod_roster: {{}}
+  mod_disco: {{}}
+  mod_ping: {{}}
+  mod_version: {{}}
+  mod_time: {{}}
+  mod_last: {{}}
+  mod_carboncopy: {{}}
+  mod_vcard: {{}}
+  mod_private: {{}}
+  mod_privacy: {{}}
+  mod_blocking: {{}}
+  mod_caps: {{}}
+  mod_pubsub:
+    plugins:
+      - "flat"
+      - "pep"
+  mod_offline: {{}}
+  mod_bosh: {{}}
+  mod_muc:
+    access_create: all
+    max_user_conferences: 1000
+  mod_admin_extra: {{}}
 """
 
 
@@ -277,6 +344,113 @@ class Prosody(Server):
         return self._version
 
 
+class Ejabberd(Server):
+    """ejabberd from its Debian package (``ejabberdctl foreground``), from a
+    private configuration (``--config-dir``: its own node name, cookie,
+    distribution port, Mnesia spool and logs in its directory; loopback
+    only), as the ``ejabberd`` user (never the system service), with one
+    Erlang scheduler: it is pinned to one CPU like the others.  The modules
+    are those of Prosody's configuration above; no traffic shaper, no
+    limits.  Accounts come from a XEP-0227 file (``import_piefxis``)."""
+
+    name = "ejabberd"
+    user = "ejabberd"
+    unsupported = ("fast_login",)  # Debian's ejabberd 23.01 has no SASL2 nor FAST
+    sasl2 = False
+
+    def configure(self, certificate):
+        if shutil.which("ejabberdctl", path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
+            raise SystemExit("run.py: ejabberd is not installed: apt-get install ejabberd")
+        pem = self.dir / f"{DOMAIN}.pem"
+        pem.write_bytes(certificate.with_suffix(".key").read_bytes()
+                        + certificate.with_suffix(".crt").read_bytes())
+        pem.chmod(0o600)
+        for directory in ("spool", "logs"):
+            (self.dir / directory).mkdir()
+        level = {"warn": "warning", "error": "error", "debug": "debug"}.get(self.log_level,
+                                                                            "info")
+        (self.dir / "ejabberd.yml").write_text(EJABBERD_CONFIG.format(
+            log_level=level, domain=DOMAIN, pem=pem, port=self.port, http_port=self.http_port))
+        (self.dir / "ejabberdctl.cfg").write_text(
+            f"ERLANG_NODE=bench-{os.getpid()}-{self.port}@localhost\n"
+            f"ERL_DIST_PORT={free_port()}\nINET_DIST_INTERFACE=127.0.0.1\n"
+            f'ERL_OPTIONS="-setcookie {os.urandom(16).hex()} +S 1:1 +SDcpu 1:1"\n'
+            f"SPOOL_DIR={self.dir / 'spool'}\nLOGS_DIR={self.dir / 'logs'}\n")
+        (self.dir / "inetrc").write_text('{lookup, ["file"]}.\n{resolv_conf, ""}.\n')
+        self._own()
+        self._version = self._package_version()
+        self.beam = None
+
+    def _own(self):
+        for path in (self.dir, *self.dir.rglob("*")):
+            shutil.chown(path, self.user, self.user)
+
+    @staticmethod
+    def _package_version():
+        found = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "ejabberd"],
+                               capture_output=True, text=True)
+        return found.stdout.strip() or "?"
+
+    def ctl(self, *args):
+        return ["setpriv", f"--reuid={self.user}", f"--regid={self.user}", "--init-groups",
+                "env", f"HOME={self.dir}", "ejabberdctl", "--config-dir", str(self.dir), *args]
+
+    def create_accounts(self, localparts, password, roster_users, roster_size, rosters=None):
+        users = self.dir / "users.xml"
+        accounts.ejabberd_piefxis_file(users, DOMAIN, localparts, password, roster_users,
+                                       roster_size, rosters)
+        self._own()
+        self.start()
+        try:
+            subprocess.run(self.ctl("import_piefxis", str(users)), check=True,
+                           stdout=subprocess.DEVNULL, cwd=self.dir)
+        finally:
+            self.stop()
+
+    def command(self):
+        return self.ctl("foreground")
+
+    def start(self):
+        """Start it; the pid of the Erlang VM (``ejabberdctl`` runs it as a
+        child of a shell), whose CPU time and memory the phases measure."""
+        super().start()
+        self.beam = _descendant(self.process.pid, "beam.smp")
+        return self.beam
+
+    def stop(self):
+        """SIGTERM to the VM, which stops ejabberd cleanly (OTP 19 and later)."""
+        if self.process is not None and self.process.poll() is None and self.beam:
+            try:
+                os.kill(self.beam, signal.SIGTERM)
+                self.process.wait(STOP_TIMEOUT)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        super().stop()
+
+    def version(self):
+        return self._version
+
+
+def _descendant(pid, name):
+    """The pid of the process called ``name`` below ``pid``."""
+    children = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except (OSError, ValueError):
+            continue
+        if entry.name.isdigit():
+            command, rest = stat.split("(", 1)[1].rsplit(")", 1)
+            children.setdefault(int(rest.split()[1]), []).append((int(entry.name), command))
+    queue = [pid]
+    while queue:
+        for child, command in children.get(queue.pop(), ()):
+            if command == name:
+                return child
+            queue.append(child)
+    raise SystemExit(f"run.py: no {name} process below {pid}")
+
+
 class ProsodyGenerationalGC(Prosody):
     """Prosody with Lua 5.4's generational garbage collector instead of its
     default incremental one, which dominates its cost per message here."""
@@ -343,7 +517,7 @@ class ProsodyArchiving(Prosody):
 KINDS = {"xmppd": Xmppd, "xmppd-mam": XmppdArchiving, "xmppd-nomam": XmppdWithoutArchive,
          "xmppd-mam-pg": XmppdArchivingPostgres,
          "prosody": Prosody, "prosody-gengc": ProsodyGenerationalGC,
-         "prosody-mam": ProsodyArchiving}
+         "prosody-mam": ProsodyArchiving, "ejabberd": Ejabberd}
 
 
 # Results
@@ -399,7 +573,7 @@ def parser():
                    "xmppd-mam and xmppd-nomam (with and without its message archive), "
                    "xmppd-mam-pg (archiving in PostgreSQL at $XMPPD_BENCH_POSTGRES_URL), "
                    "prosody, prosody-gengc (Prosody with generational garbage collection), "
-                   "prosody-mam (Prosody archiving messages)")
+                   "prosody-mam (Prosody archiving messages), ejabberd")
     p.add_argument("--quick", action="store_true", help="a ~1 minute smoke run")
     p.add_argument("--runs", type=int, help="runs per server (default 3, quick 1)")
     p.add_argument("--memory-runs", type=int, default=1, help="memory phase runs per server")
