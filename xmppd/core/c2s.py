@@ -43,6 +43,8 @@ A stream error sent before the requested domain is known has a response
 header from the first configured host (:func:`default_host`).
 """
 
+from time import perf_counter
+
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -302,10 +304,11 @@ class ClientConnection:
                 session.send(error_reply(element, e))
             return None
         previous, negotiation.sender = negotiation.sender, self.carrier
+        start = perf_counter()
         try:
-            with server.metrics.routing_seconds.time():
-                return server.router.dispatch(stanza)
+            return server.router.dispatch(stanza)
         finally:
+            server.metrics.routed(perf_counter() - start)
             negotiation.sender = previous
 
     def _validate(self, element, session):

@@ -304,11 +304,73 @@ class StreamParser:
 STREAM_PREFIXES = {NS_STREAMS: "stream"}
 
 
+# The namespaces domish writes with a prefix: those of the stream header's
+# declarations, and xml.
+_STREAM_PREFIXED = frozenset((*STREAM_PREFIXES, *domish.G_PREFIXES))
+
+
+class _Unusual(Exception):
+    """An element :func:`_write` leaves to domish's serialiser."""
+
+
 def serialize(element, prefixes=STREAM_PREFIXES):
     """An element as UTF-8 bytes, in the stream's default namespace, with the
-    prefixes the stream header declared (``{namespace: prefix}``)."""
-    return element.toXml(prefixes=prefixes, defaultUri=NS_CLIENT,
-                         prefixesInScope=[list(prefixes.values())]).encode("utf-8")
+    prefixes the stream header declared (``{namespace: prefix}``).
+
+    Written as domish's ``toXml`` writes it, but by :func:`_write`, about
+    twice as fast, for what stanzas are made of (default namespaces and
+    ``xml:`` attributes); an element with a namespace prefix of its own
+    goes to ``toXml``."""
+    prefixed = (_STREAM_PREFIXED if prefixes is STREAM_PREFIXES
+                else frozenset((*prefixes, *domish.G_PREFIXES)))
+    out = []
+    try:
+        _write(element, NS_CLIENT, prefixed, out)
+    except _Unusual:
+        return element.toXml(prefixes=prefixes, defaultUri=NS_CLIENT,
+                             prefixesInScope=[list(prefixes.values())]).encode("utf-8")
+    return "".join(out).encode("utf-8")
+
+
+def _write(element, parent_default, prefixed, out):
+    if element.localPrefixes:
+        raise _Unusual
+    default = element.defaultUri
+    if default is None:
+        default = parent_default
+    uri = element.uri
+    if uri is None:
+        uri = default
+    if uri != default or uri in prefixed:
+        raise _Unusual
+    name = element.name
+    out.append("<" + name if default == parent_default else f"<{name} xmlns='{default}'")
+    for key, value in element.attributes.items():
+        if key.__class__ is tuple:
+            if key[0] != NS_XML:
+                raise _Unusual
+            key = "xml:" + key[1]
+        out.append(f" {key}='{_escape_attribute(value)}'")
+    children = element.children
+    if not children:
+        out.append("/>")
+        return
+    out.append(">")
+    for child in children:
+        if child.__class__ is str:
+            out.append(child.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
+        elif isinstance(child, domish.SerializedXML):
+            out.append(child)
+        elif isinstance(child, str):
+            out.append(domish.escapeToXml(child))
+        else:
+            _write(child, default, prefixed, out)
+    out.append(f"</{name}>")
+
+
+def _escape_attribute(value):
+    return (value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("'", "&apos;").replace('"', "&quot;"))
 
 
 def parse_stanza(text):

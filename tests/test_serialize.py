@@ -1,0 +1,65 @@
+"""xmppd.core.xmlstream.serialize writes what domish's toXml writes, the
+way a stream sends it: the same bytes for parsed and built stanzas, and
+the unusual ones (own prefixes, namespaced attributes) left to domish."""
+
+import pytest
+from twisted.words.xish import domish
+
+from xmppd.core.xmlstream import (NS_CLIENT, NS_STREAMS, NS_XML, STREAM_PREFIXES,
+                                  parse_stanza, serialize)
+
+DIALBACK = {NS_STREAMS: "stream", "jabber:server:dialback": "db"}
+
+
+def domish_bytes(element, prefixes=STREAM_PREFIXES):
+    return element.toXml(prefixes=prefixes, defaultUri=NS_CLIENT,
+                         prefixesInScope=[list(prefixes.values())]).encode("utf-8")
+
+
+@pytest.mark.parametrize("text", [
+    "<message to='bob@example.com/r' type='chat' id='a&amp;b' xml:lang='en'>"
+    "<body>hi &lt;there&gt; &amp; &apos;q&apos; \"d\" ☃</body>"
+    "<active xmlns='http://jabber.org/protocol/chatstates'/></message>",
+    "<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='n' ver='v='/>"
+    "<x xmlns='vcard-temp:x:update'><photo/></x></presence>",
+    "<iq type='result' id='1'><query xmlns='jabber:iq:roster' ver='3'>"
+    "<item jid='a@b' name='A &amp; &quot;B&quot;' subscription='both'><group>G</group></item>"
+    "</query></iq>",
+    "<message><forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp='x'/>"
+    "<message xmlns='jabber:client' to='a'><body>x</body></message></forwarded></message>",
+    "<message><x xmlns:foo='urn:foo'><foo:bar/></x></message>",
+    "<message><html xmlns='http://jabber.org/protocol/xhtml-im'>"
+    "<body xmlns='http://www.w3.org/1999/xhtml'><p style='a'>x</p></body></html></message>",
+])
+def test_parsed_stanzas(text):
+    element = parse_stanza(text)
+    assert serialize(element) == domish_bytes(element)
+
+
+def built():
+    plain = domish.Element((None, "message"))
+    plain["to"] = "x"
+    plain.addElement("body", content="a<b & c>")
+    version = domish.Element((NS_CLIENT, "iq"))
+    version.addElement(("jabber:iq:version", "query")).addElement("name", content="xmppd")
+    error = domish.Element((NS_STREAMS, "error"))
+    error.addElement(("urn:ietf:params:xml:ns:xmpp-streams", "conflict"))
+    attributes = domish.Element((NS_CLIENT, "message"))
+    attributes[(NS_XML, "lang")] = "en"
+    attributes[("urn:other", "attr")] = "v"
+    raw = domish.Element((NS_CLIENT, "message"))
+    raw.addRawXml("<raw/>")
+    return [plain, version, error, attributes, raw]
+
+
+@pytest.mark.parametrize("element", built(), ids=lambda e: e.name)
+def test_built_stanzas(element):
+    assert serialize(element) == domish_bytes(element)
+
+
+def test_other_stream_prefixes():
+    result = domish.Element(("jabber:server:dialback", "result"))
+    result["to"] = "example.net"
+    result.addContent("key")
+    assert serialize(result, DIALBACK) == domish_bytes(result, DIALBACK) == (
+        b"<db:result to='example.net'>key</db:result>")
