@@ -188,6 +188,7 @@ class Worker:
         if isinstance(password, dict):
             password = password[localpart]
         client = CLIENTS[transport](self.target, localpart, password, resource)
+        client.local_addr = self.target.source(user)
         if profile != "sasl":
             if transport != "tcp":
                 raise ValueError(f"the {profile} profile is over TCP only")
@@ -764,7 +765,9 @@ class Benchmark:
         self.args = args
         self.server = ServerProcess(args.server_pid)
         target = Target(args.host, args.port, args.domain, args.tls, args.ca_file,
-                        args.mechanism, args.session_iq, args.ws_port, args.fast_count)
+                        args.mechanism, args.session_iq, args.ws_port, args.fast_count,
+                        tuple(f"127.0.1.{i}" for i in range(1, args.sources + 1))
+                        if args.sources > 1 else ())
         self.workers = Workers(args.workers, {"target": target, "password": args.password,
                                               "pattern": args.pattern})
         self.records = []
@@ -1223,6 +1226,9 @@ def parser():
     p.add_argument("--muc-service", help="the group chat service (default conference.DOMAIN)")
     p.add_argument("--idle-sessions", default="1000,10000",
                    help="session counts at which to measure memory")
+    p.add_argument("--sources", type=int, default=1,
+                   help="connect from this many loopback addresses (127.0.1.1, 127.0.1.2, "
+                        "...; 1: the system's choice): about 28,000 connections each")
     return p
 
 
@@ -1233,6 +1239,8 @@ def parse_args(argv=None):
     if unknown:
         raise SystemExit(f"loadgen: unknown phases {', '.join(sorted(unknown))}")
     args.idle_sessions = [int(n) for n in args.idle_sessions.split(",") if n]
+    if not 1 <= args.sources <= 254:
+        raise SystemExit("loadgen: --sources must be between 1 and 254")
     if "presence" in args.phases:
         check_roster_shape(args.presence_users, args.roster_size)
     if "muc" in args.phases and not 0 < args.muc_senders <= args.muc_occupants:

@@ -45,7 +45,10 @@ DOMAIN = "bench.test"
 SERVER_CPU, GENERATOR_CPU = 0, 1
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
-FD_LIMIT = 20000  # file descriptors for the server: 10k sessions and more
+# File descriptors for the server: 100k sessions and more, as far as this
+# process's hard limit allows (raising it needs CAP_SYS_RESOURCE).
+_HARD_FDS = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+FD_LIMIT = 120000 if _HARD_FDS == resource.RLIM_INFINITY else min(120000, _HARD_FDS)
 CPUS = os.sched_getaffinity(0)  # before the runner pins itself
 
 XMPPD_CONFIG = """\
@@ -375,6 +378,7 @@ class Ejabberd(Server):
             f"ERLANG_NODE=bench-{os.getpid()}-{self.port}@localhost\n"
             f"ERL_DIST_PORT={free_port()}\nINET_DIST_INTERFACE=127.0.0.1\n"
             f'ERL_OPTIONS="-setcookie {os.urandom(16).hex()} +S 1:1 +SDcpu 1:1"\n'
+            f"ERL_MAX_PORTS={FD_LIMIT}\n"
             f"SPOOL_DIR={self.dir / 'spool'}\nLOGS_DIR={self.dir / 'logs'}\n")
         (self.dir / "inetrc").write_text('{lookup, ["file"]}.\n{resolv_conf, ""}.\n')
         self._own()

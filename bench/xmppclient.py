@@ -101,6 +101,13 @@ class Target:
     session_iq: bool = False  # send the RFC 3921 session iq even when optional
     ws_port: int | None = None  # the HTTPS port of /xmpp-websocket (RFC 7395)
     fast_count: bool = False  # send a count with each FAST token use (XEP-0484 §3.4)
+    # Local addresses to connect from, by account number in turn: one
+    # address has about 28,000 ephemeral ports for one server port.
+    sources: tuple = ()
+
+    def source(self, number):
+        """The ``local_addr`` of account ``number``'s connections."""
+        return (self.sources[number % len(self.sources)], 0) if self.sources else None
 
     def ssl_context(self, kind=ssl.SSLContext):
         context = kind(ssl.PROTOCOL_TLS_CLIENT)
@@ -230,6 +237,7 @@ class Client(asyncio.Protocol):
         self.password = password
         self.resource = resource
         self.reconnect = reconnect  # a Reconnect: SASL2, Bind2, FAST, TLS resumption
+        self.local_addr = None  # connect from this (address, port)
         self.bare = f"{user}@{target.domain}"
         self.jid = None  # the bound full JID
         self.on_stanza = None
@@ -366,7 +374,7 @@ class Client(asyncio.Protocol):
         self.closed = loop.create_future()
         target = self.target
         await asyncio.wait_for(loop.create_connection(
-            lambda: self, target.host, target.port), timeout)
+            lambda: self, target.host, target.port, local_addr=self.local_addr), timeout)
         self._restart()
         features = await self._features(timeout)
         if features.child("starttls", NS_TLS) is None:
@@ -591,7 +599,7 @@ class WebSocketClient(Client):
         target = self.target
         await asyncio.wait_for(loop.create_connection(
             lambda: self, target.host, target.ws_port, ssl=_ssl_context(target),
-            server_hostname=target.domain), timeout)
+            server_hostname=target.domain, local_addr=self.local_addr), timeout)
         self._ws = ClientProtocol(
             parse_uri(f"wss://{target.domain}:{target.ws_port}/xmpp-websocket"),
             subprotocols=["xmpp"], max_size=None)
