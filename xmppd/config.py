@@ -30,7 +30,8 @@ OPTIONAL_MODULES = ("disco", "ping", "version", "time", "last", "vcard",
                     "private", "blocking", "carbons", "offline", "stream_management", "csi",
                     "push", "mam", "client_caps", "pep", "pubsub", "bookmarks",
                     "avatar_conversion", "muc", "upload", "external_services",
-                    "contact_addresses", "outage_status")
+                    "contact_addresses", "outage_status", "spam_reporting",
+                    "domain_blocklist", "stranger_limits", "adhoc", "admin_commands")
 TLS_VERSIONS = ("1.2", "1.3")
 AUTHENTICATION = ("password", "anonymous")  # hosts."DOMAIN".authentication
 
