@@ -54,7 +54,7 @@ MODULES = ("sasl", "sasl2", "bind", "bind2", "legacy_session", "roster", "presen
            "message", "offline", "closed_domain", "carbons", "vcard", "private", "blocking",
            "stream_management", "push", "csi", "pep", "bookmarks", "avatar_conversion", "muc",
            "external_services", "contact_addresses", "outage_status", "fast", "anonymous",
-           "spam_reporting", "domain_blocklist", "stranger_limits")
+           "spam_reporting", "domain_blocklist", "stranger_limits", "adhoc", "admin_commands")
 
 
 class Options(usage.Options):
@@ -154,6 +154,8 @@ def build(config, reactor=None):
     # thread pool finishes pending storage writes.
     controller = Controller(server, reactor)
     controller.setServiceParent(top)
+    # The admin socket's commands, for the admin ad-hoc commands too.
+    server.services["control"] = controller
     default_host = next(iter(config.hosts))
     federation = Federation(server, reactor)
     federation.setServiceParent(top)
