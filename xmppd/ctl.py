@@ -31,6 +31,7 @@ DEFAULT_CONFIG = "/etc/xmppd/xmppd.toml"
 COMMAND_MODULES = (
     "xmppd.portable",  # export, import (XEP-0227)
     "xmppd.reports",  # reports (XEP-0377)
+    "xmppd.invitations",  # invite (XEP-0401)
 )
 EXPIRY_WARNING = datetime.timedelta(days=30)
 

@@ -54,7 +54,8 @@ MODULES = ("sasl", "sasl2", "bind", "bind2", "legacy_session", "roster", "presen
            "message", "offline", "closed_domain", "carbons", "vcard", "private", "blocking",
            "stream_management", "push", "csi", "pep", "bookmarks", "avatar_conversion", "muc",
            "external_services", "contact_addresses", "outage_status", "fast", "anonymous",
-           "spam_reporting", "domain_blocklist", "stranger_limits", "adhoc", "admin_commands")
+           "spam_reporting", "domain_blocklist", "stranger_limits", "register", "invites",
+           "adhoc", "admin_commands")
 
 
 class Options(usage.Options):

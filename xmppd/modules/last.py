@@ -22,6 +22,7 @@ from twisted.words.xish import domish
 from xmppd.core.events import BARE, HOST, SESSION_UNAVAILABLE
 from xmppd.core.stanzas import StanzaError
 from xmppd.core.xmlstream import NS_CLIENT
+from xmppd.storage import UserNotFound
 
 NS_LAST = "jabber:iq:last"
 STORE, KEY = "last", "logout"
@@ -64,6 +65,7 @@ def setup(api):
             return
         value = f"{int(api.clock.seconds())} {_status(session.presence)}"
         d = logouts.set(user.local, user.domain, KEY, value)
+        d.addErrback(lambda failure: failure.trap(UserNotFound))  # the account was deleted
         d.addErrback(lambda failure: api.log.failure(
             "cannot record the logout of {user}", failure, user=user))
 

@@ -44,7 +44,7 @@ from xmppd.core.events import (
 from xmppd.core.stanzas import StanzaError, child, make_stanza
 from xmppd.core.xmlstream import NS_CLIENT
 from xmppd.jid import JID
-from xmppd.storage import SUBSCRIBED_TO, SUBSCRIBERS
+from xmppd.storage import SUBSCRIBED_TO, SUBSCRIBERS, UserNotFound
 
 SUBSCRIPTION_TYPES = ("subscribe", "subscribed", "unsubscribe", "unsubscribed")
 PRESENCE_TYPES = (None, "unavailable", "probe", "error", *SUBSCRIPTION_TYPES)
@@ -169,7 +169,9 @@ def setup(api):
 
     def run(session, fn, *args):
         """``fn(*args)``, a broadcast; True once it has gone out."""
-        d = fn(*args).addErrback(lambda failure: api.log.failure(
+        d = fn(*args)
+        d.addErrback(lambda failure: failure.trap(UserNotFound))  # the account was deleted
+        d.addErrback(lambda failure: api.log.failure(
             "presence broadcast of {session} failed", failure, session=session))
         return True if d.called else d.addCallback(lambda _: True)
 
