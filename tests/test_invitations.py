@@ -206,7 +206,7 @@ def test_invite_list_and_revoke(ctl, ctl_failure, conf):
     assert lines[1].endswith("  reusable  by alice@example.com")
     assert first not in out and second not in out
 
-    assert ctl(DOMAIN, "--revoke", first)[1] == \
+    assert ctl(DOMAIN, f"--revoke={first}")[1] == \
         f"revoked invitation {invitations.key(first)[:12]} on example.com\n"
     assert ctl(DOMAIN, "--revoke", invitations.key(second)[:12])[0] == 0
     assert records(conf) == {}
@@ -230,7 +230,8 @@ def test_invite_refuses_what_it_cannot_do(ctl, ctl_failure, capsys, conf):
         f"nowhere.example is not a hosted domain with password accounts in {conf}"
     assert ctl_failure("guest.example").startswith("guest.example is not a hosted domain")
     assert ctl_failure(DOMAIN, "--list", "--reusable") == \
-        "--expires, --reusable and --inviter make an invitation: not with --list or --revoke"
+        ("--expires, --reusable, --inviter and --admin make an invitation: "
+         "not with --list or --revoke")
     for bad in ("0", "forever", "400d"):
         status, _, err = ctl(DOMAIN, "--expires", bad)
         assert status == 2 and "--expires" in err
@@ -238,3 +239,26 @@ def test_invite_refuses_what_it_cannot_do(ctl, ctl_failure, capsys, conf):
     assert status == 2 and "not allowed with" in err
     assert records(conf) == {}
 
+
+
+def test_an_admin_invitation_and_the_admins_command(ctl, ctl_failure, conf, capsys):
+    status, out, _ = ctl(DOMAIN, "--admin")
+    assert status == 0 and ", single use, for an admin, expires " in out.splitlines()[0]
+    [token] = TOKEN.findall(out)
+    assert json.loads(records(conf)[invitations.key(token)])["admin"] is True
+    assert ctl_failure(DOMAIN, "--admin", "--reusable").startswith("an --admin invitation")
+    assert ctl_failure(DOMAIN, "--admin", "--inviter", "alice@example.com").startswith(
+        "an --admin invitation")
+
+    admins = SQLStore(configuration.load(str(conf)).storage.url)
+    try:
+        admins.open("hostval", "admins").set(DOMAIN, "alice", '{"invitation": "0123456789ab"}')
+    finally:
+        admins.close()
+    status, out, _ = run(capsys, "-c", conf, "admins", DOMAIN)
+    assert (status, out) == (0, "alice@example.com  (invitation 0123456789ab)\n")
+    status, out, err = run(capsys, "-c", conf, "admins", DOMAIN, "--revoke", "alice@example.com")
+    assert status == 0 and out == "alice@example.com is no admin of example.com any more\n"
+    assert "xmppd is not running" in err
+    assert failure(capsys, "-c", conf, "admins", DOMAIN, "--revoke", "alice@example.com") == \
+        "alice@example.com is no admin of example.com by invitation"

@@ -75,7 +75,7 @@ def test_an_operator_invitation(server, invites):
     assert made.token not in json.dumps(records)
     assert json.loads(records[made.key]) == {
         "inviter": None, "created": made.created.timestamp(),
-        "expires": made.expires.timestamp(), "reusable": False}
+        "expires": made.expires.timestamp(), "reusable": False, "admin": False}
 
 
 def test_a_users_invitation_says_whether_it_registers(server, invites):

@@ -337,6 +337,23 @@ def test_a_single_use_token_registers_one_account_a_reusable_one_several(server)
     assert exists(server, "many0@example.com") and exists(server, "many1@example.com")
 
 
+def test_an_admin_invitation_makes_an_admin_until_the_account_goes(server):
+    accounts = server.services["accounts"]
+    boss = JID.parse("boss@example.com")
+    made = invite(server, admin=True)
+    assert register(server, "boss", token=made.token)["type"] == "result"
+    assert accounts.is_admin(boss, "example.com")
+    assert not accounts.is_admin(boss, CLOSED)
+    assert not accounts.is_admin(JID.parse("boss@" + CLOSED), "example.com")
+    fired(accounts.delete(boss))
+    assert register(server, "boss", address="198.51.100.9")["type"] == "result"
+    assert not accounts.is_admin(boss, "example.com")
+    refusals = []
+    server.services["invites"].create("example.com", admin=True, reusable=True).addErrback(
+        refusals.append)
+    assert refusals[0].check(ValueError)
+
+
 def test_a_revoked_token_does_not_register(server):
     made = invite(server)
     client, _ = stream(server)

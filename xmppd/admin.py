@@ -13,6 +13,10 @@ per line, ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``:
   stream error of :data:`END_REASONS` [R] the client streams of J: for a bare
   JID, every stream authenticated as that account, bound or not, and its
   hibernating sessions; for a full JID, the one bound to it.  The answer lists them (``ended``).
+  With R ``account-deleted``, the server also forgets what it keeps in
+  memory of the account (disabled, admin: the ``accounts`` service);
+- ``{"command": "admin-revoked", "jid": J}``: J is no admin by invitation
+  any more (``xmppctl admins --revoke`` changed the database).
 
 xmppctl is the client (:func:`xmppd.ctl.ask`).
 """
@@ -88,11 +92,26 @@ def _end_sessions(controller, request):
     if jid.local is None:
         raise Refused(f"{jid} is not an account JID: expected user@domain[/resource]")
     ended = controller.server.negotiation.end_account(jid, condition, text)
+    if request["reason"] == "account-deleted":
+        _accounts(controller).forget(jid)
     return {"ok": True, "ended": sorted(ended)}
 
 
+def _admin_revoked(controller, request):
+    """``xmppctl admins --revoke`` took an account's admin invitation back."""
+    _accounts(controller).forget(_parse(JID.parse, request.get("jid"), "JID"), admin_only=True)
+    return {"ok": True}
+
+
+def _accounts(controller):
+    accounts = controller.server.services.get("accounts")
+    if accounts is None:
+        raise Refused("the server has no accounts service")
+    return accounts
+
+
 COMMANDS = {"status": _status, "reload": _reload, "sessions": _sessions,
-            "end-sessions": _end_sessions}
+            "end-sessions": _end_sessions, "admin-revoked": _admin_revoked}
 
 
 def _parse(parser, text, what):

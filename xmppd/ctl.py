@@ -364,6 +364,7 @@ def cmd_passwd(args):
 
 
 def cmd_deluser(args):
+    from xmppd.modules.accounts import MARKS
     from xmppd.storage import UserNotFound
 
     config = _load_config(args.config)
@@ -373,6 +374,8 @@ def cmd_deluser(args):
             store.delete_account(jid.local, jid.domain)
         except UserNotFound:
             raise Failure(f"user {jid.bare_str} does not exist") from None
+        for name in MARKS:  # disabled, admin by invitation
+            store.open("hostval", name).delete(jid.domain, jid.local)
     print(f"deleted {jid.bare_str}")
     _end_sessions(config, jid, "account-deleted")
 

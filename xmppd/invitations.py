@@ -63,6 +63,7 @@ class Invite:
     uri: str | None = None
     url: str | None = None
     ibr: bool = False
+    admin: bool = False  # the account registered with it becomes an admin of the domain
 
     @property
     def id(self):
@@ -71,7 +72,8 @@ class Invite:
     def value(self):
         """The record the store keeps (JSON)."""
         return json.dumps({"inviter": self.inviter, "created": self.created.timestamp(),
-                           "expires": self.expires.timestamp(), "reusable": self.reusable})
+                           "expires": self.expires.timestamp(), "reusable": self.reusable,
+                           "admin": self.admin})
 
     def expired(self, now):
         """Whether it has expired at ``now`` (seconds since the epoch)."""
@@ -91,12 +93,13 @@ def _moment(seconds):
     return datetime.fromtimestamp(seconds, timezone.utc)
 
 
-def make(domain, now, lifetime, inviter=None, reusable=False, base_url=None, ibr=True):
+def make(domain, now, lifetime, inviter=None, reusable=False, base_url=None, ibr=True,
+         admin=False):
     """A new invitation of ``domain`` with a fresh token, made at ``now``
     and valid ``lifetime`` seconds (see :func:`presented`)."""
     token = new_token()
     invite = Invite(key(token), domain, inviter, _moment(now), _moment(now + lifetime),
-                    reusable)
+                    reusable, admin=admin)
     return presented(invite, token, base_url, ibr)
 
 
@@ -112,7 +115,7 @@ def presented(invite, token, base_url=None, ibr=True):
     url = None if base_url is None else \
         f"{base_url}{PATH}/{quote(invite.domain, safe='')}/{token}"
     return Invite(invite.key, invite.domain, invite.inviter, invite.created, invite.expires,
-                  invite.reusable, token, uri, url, ibr)
+                  invite.reusable, token, uri, url, ibr, invite.admin)
 
 
 def parse(domain, key_, value):
@@ -121,7 +124,8 @@ def parse(domain, key_, value):
     try:
         record = json.loads(value)
         return Invite(key_, domain, record["inviter"], _moment(record["created"]),
-                      _moment(record["expires"]), bool(record["reusable"]))
+                      _moment(record["expires"]), bool(record["reusable"]),
+                      admin=bool(record.get("admin")))
     except (ValueError, TypeError, KeyError, OverflowError):
         return None
 
@@ -191,10 +195,20 @@ def add_commands(command):
     invite.add_argument("--inviter", metavar="JID",
                         help="an invitation from this account of DOMAIN: the new account "
                              "and it become contacts (XEP-0379)")
+    invite.add_argument("--admin", action="store_true",
+                        help="the account registered with it becomes an admin of DOMAIN "
+                             "(single use; see 'xmppctl admins')")
     action = invite.add_mutually_exclusive_group()
     action.add_argument("--list", action="store_true", help="list the valid invitations")
     action.add_argument("--revoke", metavar="TOKEN",
                         help="revoke the invitation of this token (or id, as listed)")
+
+
+    admins = command("admins", cmd_admins, "list the admins of a domain; take an admin "
+                     "invitation's rights back")
+    admins.add_argument("domain", metavar="DOMAIN")
+    admins.add_argument("--revoke", metavar="JID",
+                        help="this account, made an admin by an invitation, is one no more")
 
 
 def _duration(text):
@@ -212,10 +226,14 @@ def cmd_invite(args):
     host = config.hosts.get(domain)
     if host is None or host.authentication != "password":
         raise Failure(f"{domain} is not a hosted domain with password accounts in {config.path}")
-    making = args.expires is not None or args.reusable or args.inviter is not None
+    making = (args.expires is not None or args.reusable or args.inviter is not None
+              or args.admin)
     if making and (args.list or args.revoke is not None):
-        raise Failure("--expires, --reusable and --inviter make an invitation: "
+        raise Failure("--expires, --reusable, --inviter and --admin make an invitation: "
                       "not with --list or --revoke")
+    if args.admin and (args.reusable or args.inviter is not None):
+        raise Failure("an --admin invitation is the operator's, for one account: "
+                      "not with --reusable or --inviter")
     inviter = None if args.inviter is None else _account_jid(config, args.inviter)
     if inviter is not None and inviter.domain != domain:
         raise Failure(f"the inviter {inviter.bare_str} is not an account of {domain}")
@@ -234,7 +252,7 @@ def cmd_invite(args):
             register = config.options("register", domain)
             made = make(domain, time.time(), args.expires or config.options("invites", domain)
                         .expires, None if inviter is None else inviter.bare_str, args.reusable,
-                        http.base_url(config, domain), register.allow)
+                        http.base_url(config, domain), register.allow, args.admin)
             invites.add(domain, made.key, made.value())
             _show(made)
 
@@ -251,7 +269,7 @@ def _list(invites, domain, now):
     for invite in sorted(listed, key=lambda invite: invite.created):
         print(f"{invite.id}  expires {_when(invite.expires)}  "
               f"{'reusable' if invite.reusable else 'single use'}  "
-              f"by {invite.inviter or 'the operator'}")
+              f"by {invite.inviter or 'the operator'}{'  admin' if invite.admin else ''}")
     if not listed:
         print(f"no valid invitations on {domain}")
 
@@ -263,10 +281,42 @@ def _when(moment):
 def _show(invite):
     print(f"invitation {invite.id} to {invite.domain}, "
           f"{'reusable' if invite.reusable else 'single use'}, "
-          f"expires {_when(invite.expires)}")
+          f"{'for an admin, ' if invite.admin else ''}expires {_when(invite.expires)}")
     print(invite.uri)
     print(invite.url or "(no landing page: there is no [http] listener)")
     if not invite.ibr:
         print(f"xmppctl: warning: registration is off on {invite.domain}: set "
               f"[hosts.\"{invite.domain}\".register] allow = true (or [register]) "
               f"for the invitation to work", file=sys.stderr)
+
+
+# xmppctl admins
+
+
+def cmd_admins(args):
+    from xmppd.ctl import Failure, _account_jid, _ask_server, _domain, _load_config, _store
+    from xmppd.modules.accounts import ADMINS_STORE
+
+    config = _load_config(args.config)
+    domain = _domain(args.domain)
+    host = config.hosts.get(domain)
+    if host is None:
+        raise Failure(f"{domain} is not a hosted domain in {config.path}")
+    with _store(config) as store:
+        granted = store.open("hostval", ADMINS_STORE)
+        if args.revoke is None:
+            for jid in host.admins:
+                print(f"{jid}  (configuration)")
+            for local, value in sorted(granted.items(domain).items()):
+                print(f"{local}@{domain}  (invitation {json.loads(value).get('invitation')})")
+            return
+        jid = _account_jid(config, args.revoke)
+        if jid.domain != domain or not granted.delete(domain, jid.local):
+            raise Failure(f"{jid.bare_str} is no admin of {domain} by invitation"
+                          + (" (it is one in the configuration)"
+                             if jid.bare_str in host.admins else ""))
+    print(f"{jid.bare_str} is no admin of {domain} any more")
+    try:
+        _ask_server(config, "admin-revoked", jid=jid.bare_str)
+    except Failure as e:
+        print(f"xmppctl: note: {e}: a server started later knows", file=sys.stderr)

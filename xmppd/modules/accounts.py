@@ -13,13 +13,15 @@ commands (XEP-0133) and the HTTP admin API share.
   its streams and hibernating sessions with ``not-authorized``
   (§4.9.3.12), as ``xmppctl deluser`` has the server do.
 - :meth:`Accounts.is_admin`: an account of ``hosts."D".admins`` is an
-  administrator of host D.
+  administrator of host D, and so is an account registered with an admin
+  invitation (``xmppctl invite --admin``, :meth:`Accounts.make_admin`),
+  kept in the ``hostval`` store ``admins`` until ``xmppctl admins
+  --revoke`` or the account's deletion.
 - :meth:`Accounts.disable` keeps an account but refuses its logins, with
   any mechanism (SASL ``account-disabled``, RFC 6120 §6.5.1), and ends its
   sessions with ``not-authorized``, until :meth:`Accounts.enable`.  The
   disabled accounts are kept in the ``hostval`` store ``disabled`` (the
-  account's domain, its localpart, the reason) and in memory, so that a
-  login pays no lookup for them.
+  reason) and in memory (:class:`Marks`), so that a login pays no lookup.
 
 Accounts of anonymous hosts are made at login (``anonymous``), never here.
 """
@@ -38,6 +40,8 @@ PASSWORD_CHANGED = ("reset", "the password was changed")
 DELETED = ("not-authorized", "the account was deleted")
 DISABLED = ("not-authorized", "the account was disabled")
 DISABLED_STORE = "disabled"  # the hostval store of the disabled accounts
+ADMINS_STORE = "admins"  # ... of the admins made by invitations (xmppctl invite --admin)
+MARKS = (DISABLED_STORE, ADMINS_STORE)  # what goes with a deleted account
 
 
 class PasswordRefused(ValueError):
@@ -50,34 +54,34 @@ class NotAPasswordHost(ValueError):
     password (an anonymous host)."""
 
 
-class Accounts:
-    """The service ``accounts``."""
+class Marks:
+    """Accounts marked in a ``hostval`` store (the account's domain, its
+    localpart, a JSON record), also kept in memory, so that asking costs no
+    lookup: read at start and after every reload (which may add hosts).
+    Until the first reading succeeds, :meth:`loaded` has callers wait; if
+    it fails, they fail, and the next caller reads again."""
 
-    def __init__(self, api):
+    def __init__(self, api, name):
         self._api = api
-        self._store = api.open_store("accounts")
-        self._disabled_store = api.open_store("hostval", DISABLED_STORE)
-        self._disabled = None  # bare JIDs (text) of the disabled accounts, once read
+        self.name = name
+        self.store = api.open_store("hostval", name)
+        self._marked = None  # bare JIDs (text), once read
         self._waiting = []  # Deferreds of callers of loaded() before then
         self._loading = None  # the Deferred of the reading under way
 
     def load(self):
-        """Read the disabled accounts of every password host (again after
-        a reload, which may add hosts), in the background.  Until it
-        succeeds, logins wait (:meth:`loaded`); if it fails, they fail, and
-        the next one reads again."""
         domains = [domain for domain, host in self._api.hosts.items()
                    if host.authentication == "password"]
         self._loading = defer.gatherResults(
-            [self._disabled_store.items(domain) for domain in domains], consumeErrors=True)
+            [self.store.items(domain) for domain in domains], consumeErrors=True)
 
         def read(found):
-            self._disabled = {f"{local}@{domain}" for domain, locals_ in zip(domains, found)
-                              for local in locals_}
+            self._marked = {f"{local}@{domain}" for domain, locals_ in zip(domains, found)
+                            for local in locals_}
             self._release(lambda d: d.callback(None))
 
         def failed(failure):
-            self._api.log.failure("cannot read the disabled accounts", failure)
+            self._api.log.failure("cannot read the {name} accounts", failure, name=self.name)
             self._release(lambda d: d.errback(failure))
 
         self._loading.addCallbacks(read, failed)
@@ -89,15 +93,57 @@ class Accounts:
             fire(d)
 
     def loaded(self):
-        """None if the disabled accounts are known, else a Deferred that
+        """None if the marked accounts are known, else a Deferred that
         fires once they are (it fails if they cannot be read)."""
-        if self._disabled is not None:
+        if self._marked is not None:
             return None
         d = defer.Deferred()
         self._waiting.append(d)
         if self._loading is None:
             self.load()
         return d
+
+    def __contains__(self, user):
+        """Whether account ``user`` (a JID) is marked (False until read)."""
+        return self._marked is not None and user.bare_str in self._marked
+
+    def add(self, user, **record):
+        """Mark account ``user``, with ``record`` (and the time): a Deferred."""
+        record["time"] = self._api.clock.seconds()
+        d = self.store.set(user.domain, user.local, json.dumps(record))
+        return d.addCallback(lambda _: self._marked is not None
+                             and self._marked.add(user.bare_str))
+
+    def discard(self, user):
+        """Unmark account ``user``: a Deferred of whether it was marked."""
+        self.forget(user)
+        return self.store.delete(user.domain, user.local).addCallback(bool)
+
+    def forget(self, user):
+        """Unmark account ``user`` in memory only (``xmppctl`` changed the
+        database)."""
+        if self._marked is not None:
+            self._marked.discard(user.bare_str)
+
+
+class Accounts:
+    """The service ``accounts``."""
+
+    def __init__(self, api):
+        self._api = api
+        self._store = api.open_store("accounts")
+        self._disabled = Marks(api, DISABLED_STORE)
+        self._admins = Marks(api, ADMINS_STORE)
+
+    def load(self):
+        """Read the disabled accounts and the admins made by invitations."""
+        self._disabled.load()
+        self._admins.load()
+
+    def loaded(self):
+        """None if the disabled accounts are known, else a Deferred that
+        fires once they are (logins wait for it)."""
+        return self._disabled.loaded()
 
     def _check(self, user, password=None):
         host = self._api.hosts.get(user.domain)
@@ -153,16 +199,15 @@ class Accounts:
         no such account."""
         self._check(user)
         yield self._store.delete(user.local, user.domain)
-        yield self._disabled_store.delete(user.domain, user.local)
-        if self._disabled is not None:
-            self._disabled.discard(user.bare_str)
+        yield self._disabled.discard(user)
+        yield self._admins.discard(user)
         self._api.log.info("account {user} deleted", user=user.bare_str)
         return self._api.streams.end_account(user.bare, *DELETED, keep=keep)
 
     def disabled(self, user):
         """Whether account ``user`` (a JID) is disabled (False until the
         disabled accounts are read: see :meth:`loaded`)."""
-        return self._disabled is not None and user.bare_str in self._disabled
+        return user in self._disabled
 
     @defer.inlineCallbacks
     def disable(self, user, reason="", by=None):
@@ -172,11 +217,7 @@ class Accounts:
         self._check(user)
         if not (yield self.exists(user)):
             raise UserNotFound(user.bare_str)
-        record = {"reason": reason, "by": None if by is None else by.bare_str,
-                  "time": self._api.clock.seconds()}
-        yield self._disabled_store.set(user.domain, user.local, json.dumps(record))
-        if self._disabled is not None:
-            self._disabled.add(user.bare_str)
+        yield self._disabled.add(user, reason=reason, by=None if by is None else by.bare_str)
         self._api.log.info("account {user} disabled{reason}", user=user.bare_str,
                            reason=f": {reason}" if reason else "")
         return self._api.streams.end_account(user.bare, *DISABLED)
@@ -186,17 +227,33 @@ class Accounts:
         """Let disabled account ``user`` log in again: a Deferred of whether
         it was disabled."""
         self._check(user)
-        was = yield self._disabled_store.delete(user.domain, user.local)
-        if self._disabled is not None:
-            self._disabled.discard(user.bare_str)
+        was = yield self._disabled.discard(user)
         if was:
             self._api.log.info("account {user} enabled", user=user.bare_str)
-        return bool(was)
+        return was
 
     def is_admin(self, user, domain):
-        """Whether ``user`` (a JID) administers hosted ``domain``."""
+        """Whether ``user`` (a JID) administers hosted ``domain``: one of
+        its ``admins``, or an account an admin invitation made."""
         host = self._api.hosts.get(domain)
-        return host is not None and user.bare_str in host.admins
+        return host is not None and (user.bare_str in host.admins
+                                     or (user.domain == domain and user in self._admins))
+
+    def forget(self, user, admin_only=False):
+        """``xmppctl`` deleted account ``user`` (or, ``admin_only``, revoked
+        its admin invitation) in the database: forget it in memory."""
+        self._admins.forget(user)
+        if not admin_only:
+            self._disabled.forget(user)
+
+    @defer.inlineCallbacks
+    def make_admin(self, user, invitation):
+        """Make account ``user`` an admin of its host, as admin invitation
+        ``invitation`` (its id) says: a Deferred."""
+        self._check(user)
+        yield self._admins.add(user, invitation=invitation)
+        self._api.log.info("account {user} made an admin by invitation {id}",
+                           user=user.bare_str, id=invitation)
 
 
 def setup(api):

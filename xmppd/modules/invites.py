@@ -71,10 +71,12 @@ class Invites:
         register = self._api.service("register")
         return register is not None and register.allows(domain)
 
-    def create(self, domain, inviter=None, expires=None, reusable=False):
+    def create(self, domain, inviter=None, expires=None, reusable=False, admin=False):
         """A new invitation to hosted ``domain`` by ``inviter`` (the JID of
         an account of ``domain``, or None for the operator), valid
-        ``expires`` seconds (default ``[invites] expires``): a Deferred of
+        ``expires`` seconds (default ``[invites] expires``), making the
+        account registered with it an admin of ``domain`` if ``admin``
+        (single use, the operator's only): a Deferred of
         the :class:`~xmppd.invitations.Invite`, with its token, URI and
         landing page URL.  ValueError for a domain that is not a password
         host here, an inviter of another domain, or a lifetime of more than
@@ -84,12 +86,14 @@ class Invites:
             return defer.fail(ValueError(f"{domain} is not a host of password accounts here"))
         if inviter is not None and inviter.domain != domain:
             return defer.fail(ValueError(f"{inviter.bare_str} is not an account of {domain}"))
+        if admin and (reusable or inviter is not None):
+            return defer.fail(ValueError("an admin invitation is the operator's, for one account"))
         lifetime = expires or self._api.options_for(domain).expires
         if not 0 < lifetime <= invitations.MAX_LIFETIME:
             return defer.fail(ValueError(f"an invitation cannot be valid {lifetime} seconds"))
         invite = invitations.make(
             domain, self._now(), lifetime, None if inviter is None else inviter.bare_str, reusable,
-            self._api.http_base_url(domain), self._ibr(domain))
+            self._api.http_base_url(domain), self._ibr(domain), admin)
         d = self._store.add(domain, invite.key, invite.value())
         return d.addCallback(lambda _: invite)
 
@@ -153,7 +157,10 @@ class Invites:
         """Account ``user`` (a bare JID) was registered with ``invite``: an
         inviting user and ``user`` become contacts subscribed both ways
         (XEP-0379 §3), through the ``roster`` service, so both rosters are
-        pushed."""
+        pushed; with an admin invitation, ``user`` becomes an admin of its
+        host."""
+        if invite.admin:
+            yield self._api.service("accounts").make_admin(user, invite.id)
         roster = self._api.service("roster")
         if invite.inviter is None or roster is None:
             return
