@@ -342,7 +342,7 @@ def test_invalid_module_values(tmp_path, text, message):
      ' "stream_management", "csi", "push", "mam", "client_caps", "pep", "pubsub",'
      ' "bookmarks", "avatar_conversion", "muc", "upload", "external_services",'
      ' "contact_addresses", "outage_status", "spam_reporting", "domain_blocklist",'
-     ' "stranger_limits", "adhoc", "admin_commands", got "roster"'),
+     ' "stranger_limits", "adhoc", "admin_commands", "admin_api", got "roster"'),
 ])
 def test_invalid_host_keys(tmp_path, text, message):
     assert error(tmp_path, HOST + text) == message

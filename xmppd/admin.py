@@ -79,7 +79,7 @@ def _sessions(controller, request):
     domain = request.get("domain")
     if domain is not None:
         domain = _parse(normalize_domain, domain, "domain")
-    sessions = [_describe(s) for s in controller.server.sessions.all()
+    sessions = [describe_session(s) for s in controller.server.sessions.all()
                 if domain in (None, s.jid.domain)]
     return {"ok": True, "sessions": sorted(sessions, key=lambda s: s["jid"])}
 
@@ -123,7 +123,7 @@ def _parse(parser, text, what):
         raise Refused(f"invalid {what} {text!r}: {e}") from None
 
 
-def _describe(session):
+def describe_session(session):
     """What ``xmppctl sessions`` shows of *session*: its full JID, client
     address (``host:port``), TLS version, when it was bound, and the
     software and device its client gave (SASL2's user agent)."""

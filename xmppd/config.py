@@ -31,7 +31,8 @@ OPTIONAL_MODULES = ("disco", "ping", "version", "time", "last", "vcard",
                     "push", "mam", "client_caps", "pep", "pubsub", "bookmarks",
                     "avatar_conversion", "muc", "upload", "external_services",
                     "contact_addresses", "outage_status", "spam_reporting",
-                    "domain_blocklist", "stranger_limits", "adhoc", "admin_commands")
+                    "domain_blocklist", "stranger_limits", "adhoc", "admin_commands",
+                    "admin_api")
 TLS_VERSIONS = ("1.2", "1.3")
 AUTHENTICATION = ("password", "anonymous")  # hosts."DOMAIN".authentication
 

@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "xmppd.portable",  # export, import (XEP-0227)
     "xmppd.reports",  # reports (XEP-0377)
     "xmppd.invitations",  # invite (XEP-0401)
+    "xmppd.api_tokens",  # token (HTTP admin API)
 )
 EXPIRY_WARNING = datetime.timedelta(days=30)
 

@@ -55,7 +55,7 @@ MODULES = ("sasl", "sasl2", "bind", "bind2", "legacy_session", "roster", "presen
            "stream_management", "push", "csi", "pep", "bookmarks", "avatar_conversion", "muc",
            "external_services", "contact_addresses", "outage_status", "fast", "anonymous",
            "spam_reporting", "domain_blocklist", "stranger_limits", "register", "invites",
-           "adhoc", "admin_commands")
+           "adhoc", "admin_commands", "admin_api")
 
 
 class Options(usage.Options):

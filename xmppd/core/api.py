@@ -218,7 +218,7 @@ class ModuleAPI:
     def next_id(self):
         return self._server.next_id()
 
-    def http_resource(self, path, resource, max_request_size=None):
+    def http_resource(self, path, resource, max_request_size=None, cors=True):
         """Serve twisted.web ``resource`` under path prefix ``path``
         (``"upload"``: ``https://HOST:PORT/upload/...``) on every HTTP
         listener (``[http] listen``, docs/web.md), for every hosted domain
@@ -229,12 +229,16 @@ class ModuleAPI:
         Request bodies larger than ``max_request_size`` bytes (an int, or
         a callable returning one, asked per request: a reload applies it;
         default ``[http] max_request_size``) are refused with 413 before
-        they are read.  ValueError if ``path`` is taken or reserved
-        (``xmpp-websocket``, ``http-bind``, ``.well-known``)."""
+        they are read.  With ``cors=False`` the listener adds no CORS
+        headers and answers no preflight under ``path``: what no page of
+        another origin may call.  ValueError if ``path`` is taken or
+        reserved (``xmpp-websocket``, ``http-bind``, ``.well-known``)."""
         segments = http.path_segments(path)
         if segments in self._server.http_resources:
             raise ValueError(f"/{path} is already served")
         self._server.http_resources[segments] = (resource, max_request_size)
+        if not cors:
+            self._server.http_without_cors.add(segments)
 
     def http_base_url(self, host):
         """The external base URL of the web for hosted domain ``host``,

@@ -44,6 +44,7 @@ class Server:
         self.account_features = {}  # module name -> namespaces of accounts' disco#info
         self.services = {}
         self.http_resources = {}  # path segments -> (resource, body limit): api.http_resource
+        self.http_without_cors = set()  # path segments of those no browser may use
         self.loaded = set()  # names of the feature modules set up
         self.everywhere = set()  # modules enabled for every host (modules_enabled)
         self.needed_by = {}  # module name -> the modules that depend on it

@@ -96,7 +96,8 @@ class WebRequest(Request):
     def process(self):
         origin = self._header(b"origin")
         allowed = self._http.cors_origins
-        if origin is not None and ("*" in allowed or origin in allowed):
+        if origin is not None and ("*" in allowed or origin in allowed) \
+                and self.channel.site.cors(self.path):
             self.setHeader(b"Access-Control-Allow-Origin", "*" if "*" in allowed else origin)
             self.setHeader(b"Vary", b"Origin")
             if self.method == b"OPTIONS" and self.getHeader(b"access-control-request-method"):
@@ -152,6 +153,12 @@ class WebSite(Site):
             if limit is not None and _matches(prefix, segments):
                 return limit() if callable(limit) else limit
         return self.server.config.http.max_request_size
+
+    def cors(self, raw_path):
+        """Whether requests to ``raw_path`` get CORS headers (see
+        ``api.http_resource``)."""
+        segments = raw_path.split(b"?", 1)[0].strip(b"/").split(b"/")
+        return not any(_matches(prefix, segments) for prefix in self.server.http_without_cors)
 
     def log(self, request):
         if not self.server.config.http.access_log:
