@@ -17,6 +17,7 @@ from twisted.words.xish import domish
 from xmppd.core.xmlstream import parse_stanza
 from xmppd.modules import private as private_module
 from xmppd.modules import vcard as vcard_module
+from xmppd.modules.roster import item_element
 from xmppd.modules.subscription import REQUESTS
 from xmppd.pubsub import NS_OWNER, NS_PUBSUB
 from xmppd.pubsub.config import config_form
@@ -91,17 +92,7 @@ def _roster(store, user, username, domain, counts):
         return
     query = user.addElement((NS_ROSTER, "query"))
     for item in items:
-        element = query.addElement("item")
-        element["jid"] = item.jid
-        element["subscription"] = item.subscription
-        if item.name:
-            element["name"] = item.name
-        if item.ask:
-            element["ask"] = "subscribe"
-        if item.approved:
-            element["approved"] = "true"
-        for group in item.groups:
-            element.addElement("group", content=group)
+        query.addChild(item_element(item))
     counts.add("roster items", len(items))
 
 
