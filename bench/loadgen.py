@@ -177,6 +177,7 @@ class Worker:
         self.pep_last_ns = 0  # when the last measured item arrived
         self.pep_done = None  # future: every measured item arrived
         self.muc_occupants = []  # the muc phase's clients in this process, in the room
+        self.pacer = None  # the task sending open-loop presence updates
         self.reset()
 
     def _client(self, user, resource, transport="tcp", profile="sasl"):
@@ -356,7 +357,10 @@ class Worker:
         return {"complete": complete, "sessions": len(want),
                 "seconds": time.monotonic() - started}
 
-    async def presence(self, roster_size, start_at, end_at):
+    async def presence(self, roster_size, start_at, end_at, rate=None):
+        """Presence updates: closed-loop (each session sends its next one
+        when the server reflects the last), or open-loop at ``rate``
+        updates a second from this process, its sessions in turn."""
         self.reset()
 
         def update(client):
@@ -374,7 +378,7 @@ class Worker:
                 return
             now = time.monotonic_ns()
             if element.get("from") == client.jid:  # reflected: next change
-                if now < self.end_ns:
+                if now < self.end_ns and rate is None:
                     update(client)
                 return
             self.delivered += 1
@@ -386,10 +390,25 @@ class Worker:
             self._watch(client, received)
 
         def kick():
+            if rate is not None:
+                self.pacer = asyncio.ensure_future(self._paced(rate, end_at, update))
+                return
             for client in self.clients.values():
                 update(client)
 
         return await self._window(start_at, end_at, kick)
+
+    async def _paced(self, rate, end_at, send):
+        """Until ``end_at``, ``send(client)`` ``rate`` times a second, the
+        clients in turn, as many at each wake-up as are due."""
+        clients = list(self.clients.values())
+        started, done = time.monotonic(), 0
+        while (now := time.monotonic()) < end_at:
+            due = int((now - started) * rate) + 1
+            for _ in range(done, due):
+                send(clients[done % len(clients)])
+                done += 1
+            await asyncio.sleep(max(0.0, started + done / rate - time.monotonic()))
 
     # Personal eventing: one publisher, its contacts notified of each item
 
@@ -972,12 +991,14 @@ class Benchmark:
                                   roster_size=args.roster_size, timeout=DRAIN_TIMEOUT)
         online_seconds = time.monotonic() - started
         complete = sum(o["complete"] for o in online)
+        rate = args.presence_rate and args.presence_rate / len(self.workers)
         results, cpu = self._window("presence", [
-            {"roster_size": args.roster_size} for _ in per_worker])
+            {"roster_size": args.roster_size, "rate": rate} for _ in per_worker])
         sent, expected, delivered, errors = self._drain()
         self.workers.all("close_all")
         self.emit({"phase": "presence", "users": args.presence_users,
-                   "roster_size": args.roster_size, "online_with_all_contacts": complete,
+                   "roster_size": args.roster_size, "offered_per_s": args.presence_rate,
+                   "online_with_all_contacts": complete,
                    "online_seconds": _round(online_seconds, 2), "updates_sent": sent,
                    "expected": expected, "delivered": delivered, "lost": expected - delivered,
                    **self._window_record(results, cpu, "deliveries"), "errors": errors})
@@ -1153,8 +1174,8 @@ COLUMNS = {
                     "lost"),
     "bosh_messages": ("msgs_per_s", "p50_ms", "p99_ms", "server_cpu_pct", "others_cpu_pct",
                       "lost"),
-    "presence": ("deliveries_per_s", "p50_ms", "p99_ms", "server_cpu_pct", "others_cpu_pct",
-                 "lost"),
+    "presence": ("offered_per_s", "deliveries_per_s", "p50_ms", "p99_ms", "server_cpu_pct",
+                 "others_cpu_pct", "lost"),
     "pep": ("deliveries_per_s", "publishes_per_s", "p50_ms", "p99_ms", "server_cpu_pct",
             "others_cpu_pct", "lost"),
     "muc": ("msgs_per_s", "deliveries_per_s", "p50_ms", "p99_ms", "echo_p50_ms", "echo_p99_ms",
@@ -1214,6 +1235,9 @@ def parser():
     p.add_argument("--padding", type=int, default=100, help="filler characters per body")
     p.add_argument("--presence-users", type=int, default=200)
     p.add_argument("--roster-size", type=int, default=20)
+    p.add_argument("--presence-rate", type=float,
+                   help="presence updates a second, offered open-loop (default: closed-loop, "
+                        "each user's next update when the last is reflected)")
     p.add_argument("--pep-contacts", type=int, default=200,
                    help="contacts of the pep phase's publisher")
     p.add_argument("--pep-items", type=int, default=200, help="items the publisher publishes")
