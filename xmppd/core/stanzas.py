@@ -118,6 +118,20 @@ def copy_element(element):
     return duplicate
 
 
+def addressed_copy(element, to):
+    """A copy of stanza ``element`` addressed ``to``, for one recipient of
+    a fan-out: its own attributes and list of children, the children
+    themselves shared with ``element`` and every other copy (what the
+    server adds to or takes from a stanza on its way, a delay, a stanza
+    id, is a child of the stanza itself; nothing changes a child's
+    insides).  Several times cheaper than :func:`copy_element`."""
+    duplicate = domish.Element((element.uri, element.name), element.defaultUri,
+                               dict(element.attributes), dict(element.localPrefixes))
+    duplicate.children = list(element.children)
+    duplicate["to"] = to
+    return duplicate
+
+
 def make_stanza(kind, to=None, from_=None, type_=None, id_=None):
     element = domish.Element((NS_CLIENT, kind))
     for name, value in (("to", to), ("from", from_), ("type", type_), ("id", id_)):

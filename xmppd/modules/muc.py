@@ -73,8 +73,8 @@ from xmppd import archive as queries
 from xmppd.archive import NS_DELAY, NS_MAM, NS_SID, ArchiveIds, by_payload, parse_time
 from xmppd.core.events import BARE, FULL, HOST, SERVER_STOPPING, message_event, presence_event
 from xmppd.core.serial import SerialJobs
-from xmppd.core.stanzas import (NS_STANZAS, StanzaError, child, copy_element, error_reply,
-                                 make_stanza, xep0082_stamp)
+from xmppd.core.stanzas import (NS_STANZAS, StanzaError, addressed_copy, child, copy_element,
+                                 error_reply, make_stanza, xep0082_stamp)
 from xmppd.core.xmlstream import NS_CLIENT, parse_stanza
 from xmppd.jid import JID, InvalidJID
 from xmppd.modules.disco import NS_INFO, NS_ITEMS, info_element, items_element
@@ -557,9 +557,7 @@ class MUC:
         if _x(message, NS_USER) is None:
             message.addElement((NS_USER, "x"))
         for jid in target.sessions:
-            copy = copy_element(message)
-            copy["to"] = jid
-            self._api.route(copy)
+            self._api.route(addressed_copy(message, jid))
 
     def _mediated(self, room, occupant, stanza):
         """Invitations and declines (§7.8), voice requests and their

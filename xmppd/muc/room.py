@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import secrets
 
-from xmppd.core.stanzas import copy_element, make_stanza
+from xmppd.core.stanzas import addressed_copy, copy_element, make_stanza
 from xmppd.core.xmlstream import parse_stanza
 
 from . import NS_MUC, NS_OCCUPANT_ID, NS_USER, SELF
@@ -188,6 +188,4 @@ class Room:
     def broadcast(self, route, element):
         """A copy of ``element`` to every session in the room."""
         for _, jid in list(self.recipients()):
-            copy = copy_element(element)
-            copy["to"] = jid
-            route(copy)
+            route(addressed_copy(element, jid))
