@@ -63,3 +63,15 @@ def test_other_stream_prefixes():
     result.addContent("key")
     assert serialize(result, DIALBACK) == domish_bytes(result, DIALBACK) == (
         b"<db:result to='example.net'>key</db:result>")
+
+
+@pytest.mark.parametrize("element", [parse_stanza(
+    "<message to='a@example.com' xml:lang='en'><body>hi</body>"
+    "<x xmlns='urn:example'/></message>"), *built()], ids=lambda e: e.name)
+def test_standalone_elements_as_websocket_and_bosh_write_them(element):
+    """A WebSocket frame declares its namespaces (RFC 7395 §3.3.3); a BOSH
+    body's child has the stream prefix declared around it."""
+    assert serialize(element, default="", declared=False) == element.toXml(
+        prefixes=dict(STREAM_PREFIXES)).encode()
+    assert serialize(element, default="") == element.toXml(
+        prefixes=dict(STREAM_PREFIXES), prefixesInScope=["stream"]).encode()

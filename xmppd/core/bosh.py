@@ -71,8 +71,8 @@ from xmppd.core.c2s import ClientConnection
 from xmppd.core.carrier import ICarrier, UnauthenticatedCount
 from xmppd.core.limits import address_of
 from xmppd.core.stream import MAX_HOLD, cancelled, new_stream_id, peer_text
-from xmppd.core.xmlstream import (NS_CLIENT, NS_STREAMS, NS_XML, STREAM_PREFIXES, StreamError,
-                                  StreamParser, stream_error_element)
+from xmppd.core.xmlstream import (NS_CLIENT, NS_STREAMS, NS_XML, StreamError,
+                                  StreamParser, serialize, stream_error_element)
 from xmppd.jid import JID, InvalidJID
 
 log = Logger()
@@ -84,7 +84,6 @@ POLLING = 5  # seconds: the shortest interval between empty requests (§11)
 CONTENT_TYPE = b"text/xml; charset=utf-8"
 _WRAPPER = f"<stream:stream xmlns='{NS_CLIENT}' xmlns:stream='{NS_STREAMS}'>".encode()
 _DECLARATION = re.compile(rb"\A\s*<\?xml[^>]*\?>")
-_PREFIXES = dict(STREAM_PREFIXES)
 
 
 def parse_body(data, max_size):
@@ -127,7 +126,7 @@ def terminate_bytes(condition=None, payload=b""):
 
 
 def _serialise(element):
-    return element.toXml(prefixes=_PREFIXES, prefixesInScope=["stream"]).encode("utf-8")
+    return serialize(element, default="")  # in a <body/> declaring the stream prefix
 
 
 def _integer(text):

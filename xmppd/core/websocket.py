@@ -55,8 +55,8 @@ from xmppd.core.c2s import ClientConnection, default_host
 from xmppd.core.carrier import ICarrier, ReadPauses, UnauthenticatedCount
 from xmppd.core.limits import address_of
 from xmppd.core.stream import HeldWriters, OutputBuffer, cancelled, new_stream_id, peer_text
-from xmppd.core.xmlstream import (NS_CLIENT, NS_STREAMS, NS_XML, STREAM_PREFIXES, StreamError,
-                                  StreamParser, stream_error_element)
+from xmppd.core.xmlstream import (NS_CLIENT, NS_STREAMS, NS_XML, StreamError,
+                                  StreamParser, serialize, stream_error_element)
 from xmppd.http.forwarding import client_address, forwarded_secure
 
 log = Logger()
@@ -256,7 +256,7 @@ class WebSocketCarrier(HeldWriters, ReadPauses, UnauthenticatedCount, WebSocketS
 
     def _send(self, element):
         self._traffic()
-        self.sendMessage(element.toXml(prefixes=dict(STREAM_PREFIXES)).encode("utf-8"))
+        self.sendMessage(serialize(element, default="", declared=False))
 
     def close(self, condition=None, text=None):
         """A stream error (if ``condition``), ``<close/>`` and the

@@ -313,9 +313,12 @@ class _Unusual(Exception):
     """An element :func:`_write` leaves to domish's serialiser."""
 
 
-def serialize(element, prefixes=STREAM_PREFIXES):
+def serialize(element, prefixes=STREAM_PREFIXES, default=NS_CLIENT, declared=True):
     """An element as UTF-8 bytes, in the stream's default namespace, with the
-    prefixes the stream header declared (``{namespace: prefix}``).
+    prefixes the stream header declared (``{namespace: prefix}``).  For an
+    element on its own (a WebSocket frame, RFC 7395 §3.3.3), ``default``
+    is ``""`` (the element declares its namespace) and ``declared`` False
+    (a prefixed child declares its prefix).
 
     Written as domish's ``toXml`` writes it, but by :func:`_write`, about
     twice as fast, for what stanzas are made of (default namespaces and
@@ -325,10 +328,11 @@ def serialize(element, prefixes=STREAM_PREFIXES):
                 else frozenset((*prefixes, *domish.G_PREFIXES)))
     out = []
     try:
-        _write(element, NS_CLIENT, prefixed, out)
+        _write(element, default, prefixed, out)
     except _Unusual:
-        return element.toXml(prefixes=prefixes, defaultUri=NS_CLIENT,
-                             prefixesInScope=[list(prefixes.values())]).encode("utf-8")
+        in_scope = [list(prefixes.values())] if declared else None
+        return element.toXml(prefixes=dict(prefixes), defaultUri=default,
+                             prefixesInScope=in_scope).encode("utf-8")
     return "".join(out).encode("utf-8")
 
 
