@@ -16,7 +16,7 @@ from tests.harness import (Client, TLSStringTransport, add_user, error_condition
                            online)
 from tests.test_c2s import offline_bodies
 from xmppd.control import Controller
-from xmppd.core.websocket import NS_FRAMING, WebSocketFactory, parse_frame
+from xmppd.core.websocket import NS_FRAMING, FrameParser, WebSocketFactory
 from xmppd.core.xmlstream import StreamError, parse_stanza
 from xmppd.http.listener import WebSite
 from xmppd.jid import JID
@@ -250,14 +250,28 @@ def test_pings_and_the_idle_timeout(server):
 ])
 def test_frames_are_parsed_with_the_stream_restrictions(payload, condition):
     with pytest.raises(StreamError) as info:
-        parse_frame(payload, 10000)
+        FrameParser(10000).parse(payload)
     if condition is not None:
         assert info.value.condition == condition
 
 
 def test_a_frame_is_one_element_in_jabber_client():
-    element = parse_frame(b"<message to='a@example.com'><body>hi</body></message>", 10000)
+    element = FrameParser(10000).parse(b"<message to='a@example.com'><body>hi</body></message>")
     assert (element.uri, element.name) == ("jabber:client", "message")
+
+
+def test_one_parser_reads_the_frames_of_a_connection():
+    frames = FrameParser(10000)
+    first = frames.parse(b"<message to='a@example.com'><body>one</body></message>")
+    second = frames.parse(b" <presence xml:lang='en'/> ")
+    assert (str(first.body), second.name) == ("one", "presence")
+    # A frame ending inside an element, or in the middle of a tag, is refused:
+    # what follows it would otherwise be read as its continuation.
+    for payload in (b"<presence/><message>", b"<presence/><message to='>"):
+        with pytest.raises(StreamError):
+            FrameParser(10000).parse(payload)
+    assert frames.release() and not frames.release()
+    assert frames.parse(b"<iq type='get' id='1'/>").name == "iq"
 
 
 # Stream management (XEP-0198) across WebSocket reconnects: a session
@@ -518,3 +532,20 @@ def test_writers_are_held_while_a_websocket_reader_is_backlogged(tmp_path):
     alice.transport.producer.resumeProducing()  # alice reads
     assert bob.transport.producerState == "producing"
     assert sum("xxxx" in f for f in alice.frames() if isinstance(f, str)) == 20
+
+
+def test_the_parser_sweep_releases_a_quiet_websocket_parser(server):
+    from xmppd.core.stream import ParserSweep
+    add_user(server, "bob@example.com")
+    bob = online(server, "bob@example.com")
+    client = WebSocketClient(server)
+    login(client)
+    sweep = ParserSweep(server, server.clock, interval=5.0, quiet=10.0)
+    assert sweep.sweep() == 0  # it just spoke
+    server.clock.advance(11)
+    assert sweep.sweep() == 2 and sweep.sweep() == 0  # bob's TCP stream and the WebSocket
+    [carrier] = [s for s in server.streams if hasattr(s, "_frames")]
+    assert carrier._frames._parser is None
+    client.send("<message xmlns='jabber:client' to='bob@example.com/res' type='chat'>"
+                "<body>after a pause</body></message>")
+    assert [str(m.body) for m in bob.take() if m.name == "message"] == ["after a pause"]

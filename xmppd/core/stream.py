@@ -522,8 +522,9 @@ class XmlStream(HeldWriters, ReadPauses, Protocol):
 
 class ParserSweep(service.Service):
     """Every ``interval`` seconds, releases the parsers of the streams that
-    have been quiet for ``quiet`` seconds (:meth:`XmlStream.release_parser`):
-    one pass over ``server.streams`` instead of a timer per stream."""
+    have been quiet for ``quiet`` seconds (:meth:`XmlStream.release_parser`,
+    and WebSocket connections' own): one pass over ``server.streams``
+    instead of a timer per stream."""
 
     def __init__(self, server, clock, interval=5.0, quiet=10.0):
         self._server = server
@@ -545,4 +546,4 @@ class ParserSweep(service.Service):
     def sweep(self):
         idle_since = self._clock.seconds() - self._quiet
         return sum(1 for stream in list(self._server.streams)
-                   if isinstance(stream, XmlStream) and stream.release_parser(idle_since))
+                   if hasattr(stream, "release_parser") and stream.release_parser(idle_since))

@@ -69,17 +69,39 @@ _WRAPPER = f"<stream:stream xmlns='{NS_CLIENT}' xmlns:stream='{NS_STREAMS}'>".en
 UNSUPPORTED_DATA = 1003  # RFC 6455 §7.4.1
 
 
-def parse_frame(payload, max_size):
-    """The one element a text frame holds (RFC 7395 §3.3.1), parsed with
-    the stream's restrictions; StreamError if it is not exactly one
-    well-formed element of at most ``max_size`` bytes."""
-    elements = []
-    parser = StreamParser(lambda header: None, elements.append, lambda: None, max_size)
-    parser.feed(_WRAPPER)
-    parser.feed(payload)
-    if len(elements) != 1 or payload.rstrip()[-1:] != b">":
-        raise StreamError("not-well-formed", "a frame holds one complete element")
-    return elements[0]
+class FrameParser:
+    """The elements of a connection's text frames, one a frame (RFC 7395
+    §3.3.1), parsed with the stream's restrictions.  One expat parser
+    serves all the frames (a new one per frame cost a tenth of a frame's
+    handling); :meth:`release` drops it while the connection is quiet."""
+
+    def __init__(self, max_size):
+        self._max = max_size
+        self._parser = None
+        self._elements = []
+
+    def parse(self, payload):
+        """The one element of ``payload``; StreamError if it is not exactly
+        one well-formed element of at most ``max_size`` bytes."""
+        if self._parser is None:
+            self._parser = StreamParser(lambda header: None, self._elements.append,
+                                        lambda: None, self._max)
+            self._parser.feed(_WRAPPER)
+        try:
+            self._parser.feed(payload)
+            if len(self._elements) != 1 or not self._parser.between_stanzas():
+                raise StreamError("not-well-formed", "a frame holds one complete element")
+            return self._elements[0]
+        except StreamError:
+            self._parser = None
+            raise
+        finally:
+            self._elements.clear()
+
+    def release(self):
+        """Drop the expat parser (~10 KB); the next frame makes a new one."""
+        released, self._parser = self._parser is not None, None
+        return released
 
 
 def framing(name, **attributes):
@@ -110,6 +132,7 @@ class WebSocketCarrier(HeldWriters, ReadPauses, UnauthenticatedCount, WebSocketS
         self._output = None  # OutputBuffer, once the WebSocket is open
         self._held, self._hold_timer = set(), None
         self._last_traffic = 0.0
+        self._frames = FrameParser(server.config.c2s.max_stanza_size)
         self._idle_timer = self._ping_timer = None
 
     # The WebSocket handshake (RFC 6455 §4.2, RFC 7395 §3.1)
@@ -191,9 +214,14 @@ class WebSocketCarrier(HeldWriters, ReadPauses, UnauthenticatedCount, WebSocketS
             return
         self.connection.traffic(self._last_traffic)
         try:
-            self._element(parse_frame(payload, self.server.config.c2s.max_stanza_size))
+            self._element(self._frames.parse(payload))
         except StreamError as e:
             self.close(e.condition, e.text)
+
+    def release_parser(self, idle_since):
+        """Drop the frame parser if no frame came since ``idle_since`` (see
+        :class:`~xmppd.core.stream.ParserSweep`)."""
+        return self._last_traffic < idle_since and self._frames.release()
 
     def _element(self, element):
         if element.uri == NS_FRAMING and element.name == "open":

@@ -165,11 +165,16 @@ class StreamParser:
         one, primed with the stream header's namespaces.  Say whether it
         was dropped."""
         if (self._parser is None or self._header is None or self._stopped
-                or self._depth != 1 or self._current is not None or not self._between()):
+                or not self.between_stanzas()):
             return False
         self._parser = None
         self._boundary = self._fed
         return True
+
+    def between_stanzas(self):
+        """Whether all fed so far ends between two stanzas: none begun, no
+        tag half fed (as far as the last bytes tell)."""
+        return self._depth == 1 and self._current is None and self._between()
 
     def _between(self):
         """Whether the bytes fed end between two tags (no tag half fed), as
