@@ -16,6 +16,7 @@ from xmppd import config as configuration
 from zope.interface import implementer
 
 from xmppd.core.carrier import ICarrier
+from xmppd.core.events import ROUTE_REMOTE
 from xmppd.core.server import Server
 from xmppd.core.c2s import ClientConnection, ClientStream
 from xmppd.core.scram import derive_all
@@ -72,6 +73,14 @@ def make_server(tmp_path, hosts=("example.com",), modules=MODULES, extra="",
     # Clients authenticate with SASL, whichever feature modules a test loads.
     for name in dict.fromkeys(("sasl", *modules)):
         server.load(importlib.import_module(f"xmppd.modules.{name}"))
+    return server
+
+
+def keep_remote(server):
+    """Keep what ``server`` routes to remote domains in ``server.remote``
+    (elements) instead of sending it to federation; returns ``server``."""
+    server.remote = []
+    server.hooks.add(ROUTE_REMOTE, lambda stanza: server.remote.append(stanza.element) or True)
     return server
 
 

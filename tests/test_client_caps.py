@@ -4,8 +4,7 @@ verification, the cache, timeouts, and what forgets a full JID."""
 
 import pytest
 
-from tests.harness import Client, add_user, make_server
-from xmppd.core.events import ROUTE_REMOTE
+from tests.harness import add_user, Client, keep_remote, make_server
 from xmppd.core.stanzas import error_reply, iq_result, make_stanza
 from xmppd.core.xmlstream import parse_stanza
 from xmppd.modules.caps import NS_CAPS, NS_DISCO_INFO, verification_string
@@ -49,8 +48,7 @@ def server(tmp_path):
                          extra='[hosts."example.com"]\ncross_domain_messages = true')
     for user in (ALICE, BOB):
         add_user(server, user)
-    server.remote = []
-    server.hooks.add(ROUTE_REMOTE, lambda stanza: server.remote.append(stanza.element) or True)
+    keep_remote(server)
     server.notified = []
     tracker(server).listen(lambda jid, features: server.notified.append((jid, features)))
     return server

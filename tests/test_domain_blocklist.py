@@ -6,9 +6,8 @@ routed with no local origin, what goes to them is seen on ``route/remote``.
 
 import pytest
 
-from tests.harness import Client, add_user, error_condition, make_config, make_server
+from tests.harness import add_user, Client, error_condition, keep_remote, make_config, make_server
 from xmppd.config import ConfigError, parse
-from xmppd.core.events import ROUTE_REMOTE
 from xmppd.core.stanzas import make_stanza
 from xmppd.storage import RosterItem
 
@@ -22,8 +21,7 @@ def make(tmp_path, extra=SERVER_WIDE, hosts=HOSTS):
     server = make_server(tmp_path, hosts=hosts, modules=MODULES, extra=extra)
     for user in (ALICE, "bob@example.com", CAROL):
         add_user(server, user)
-    server.remote = []
-    server.hooks.add(ROUTE_REMOTE, lambda stanza: server.remote.append(stanza.element) or True)
+    keep_remote(server)
     return server
 
 

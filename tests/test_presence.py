@@ -3,8 +3,8 @@ directed presence, priority and the availability events, in memory."""
 
 import pytest
 
-from tests.harness import Client, add_user, error_condition, make_server
-from xmppd.core.events import ROUTE_REMOTE, SESSION_AVAILABLE, SESSION_UNAVAILABLE
+from tests.harness import add_user, Client, error_condition, keep_remote, make_server
+from xmppd.core.events import SESSION_AVAILABLE, SESSION_UNAVAILABLE
 from xmppd.core.stanzas import make_stanza
 from xmppd.storage import RosterItem
 
@@ -23,15 +23,7 @@ def new_server(tmp_path):
 @pytest.fixture
 def server(tmp_path):
     """The server, with what it routes to remote domains kept in ``server.remote``."""
-    server = new_server(tmp_path)
-    server.remote = []
-
-    def remote(stanza):
-        server.remote.append(stanza.element)
-        return True
-
-    server.hooks.add(ROUTE_REMOTE, remote)
-    return server
+    return keep_remote(new_server(tmp_path))
 
 
 def subscribe(server, user, contact, subscription):

@@ -11,8 +11,7 @@ limit is neither kept, delivered, notified nor answered.
 import pytest
 from twisted.logger import formatEvent, globalLogPublisher
 
-from tests.harness import Client, add_user, make_config, make_server
-from xmppd.core.events import ROUTE_REMOTE
+from tests.harness import add_user, Client, keep_remote, make_config, make_server
 from xmppd.core.stanzas import make_stanza
 from xmppd.modules.stranger_limits import OPTIONS
 from xmppd.storage import RosterItem
@@ -29,8 +28,7 @@ def make(tmp_path, extra=LIMITS, hosts=("example.com", "other.example")):
     server = make_server(tmp_path, hosts=hosts, modules=MODULES, extra=extra)
     for user in USERS + ["carol@other.example", "dan@other.example"]:
         add_user(server, user)
-    server.remote = []
-    server.hooks.add(ROUTE_REMOTE, lambda stanza: server.remote.append(stanza.element) or True)
+    keep_remote(server)
     return server
 
 

@@ -8,8 +8,7 @@ is seen on ``route/remote``.
 
 import pytest
 
-from tests.harness import Client, add_user, error_condition, make_server
-from xmppd.core.events import ROUTE_REMOTE
+from tests.harness import add_user, Client, error_condition, keep_remote, make_server
 from xmppd.core.stanzas import make_stanza
 from xmppd.storage import RosterItem
 
@@ -84,14 +83,7 @@ def server(tmp_path):
     server = make_server(tmp_path, modules=MODULES)
     add_user(server, ALICE)
     add_user(server, BOB)
-    server.remote = []
-
-    def remote(stanza):
-        server.remote.append(stanza.element)
-        return True
-
-    server.hooks.add(ROUTE_REMOTE, remote)
-    return server
+    return keep_remote(server)
 
 
 def login(server, user=ALICE, resource="a", available=True, roster=False):
