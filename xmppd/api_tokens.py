@@ -22,7 +22,7 @@ import json
 import secrets
 from dataclasses import dataclass
 
-from xmppd.invitations import DURATION, ID_LENGTH, UNITS, key, lookup_key, matching
+from xmppd.invitations import ID_LENGTH, duration, key, lookup_key, matching
 
 __all__ = ("STORE", "SERVER", "SCOPES", "Token", "make", "parse", "lookup_key", "add_commands")
 
@@ -86,7 +86,7 @@ def parse(key_, value):
                      None if domains is None else frozenset(map(str, domains)),
                      float(record["created"]), None if expires is None else float(expires),
                      label)
-    except (ValueError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
         return None
 
 
@@ -135,12 +135,11 @@ def _lifetime(text):
     them (``30d``), at most :data:`MAX_LIFETIME`."""
     import argparse
 
-    match = DURATION.fullmatch(text.strip().lower())
-    seconds = 0 if match is None else int(match.group(1)) * UNITS[match.group(2)]
-    if not 0 < seconds <= MAX_LIFETIME:
-        raise argparse.ArgumentTypeError(
-            f"not a duration of at most 10 years: {text!r} (use e.g. 3600, 12h, 30d, 52w)")
-    return seconds
+    try:
+        return duration(text, MAX_LIFETIME)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration of at most 10 years: {text!r} "
+                                         "(use e.g. 3600, 12h, 30d, 52w)") from None
 
 
 def cmd_create(args):

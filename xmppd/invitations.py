@@ -151,17 +151,16 @@ def matching(keys, token_or_id):
     return None
 
 
-def duration(text):
+def duration(text, maximum=MAX_LIFETIME):
     """Seconds in ``text``: a number with an optional unit s, m, h, d or w
-    (``7d``); ValueError if it is none, zero or more than
-    :data:`MAX_LIFETIME`."""
+    (``7d``); ValueError if it is none, zero or more than ``maximum``
+    (an invitation's :data:`MAX_LIFETIME`)."""
     match = DURATION.fullmatch(text.strip().lower())
     if match is None or int(match.group(1)) == 0:
         raise ValueError(f"not a duration: {text!r} (use e.g. 3600, 12h, 7d, 2w)")
     seconds = int(match.group(1)) * UNITS[match.group(2)]
-    if seconds > MAX_LIFETIME:
-        raise ValueError(f"{text!r} is longer than an invitation may be valid "
-                         f"({MAX_LIFETIME // 86400}d)")
+    if seconds > maximum:
+        raise ValueError(f"{text!r} is longer than {maximum // 86400}d")
     return seconds
 
 
