@@ -371,12 +371,12 @@ def cmd_deluser(args):
     config = _load_config(args.config)
     jid = _account_jid(config, args.jid)
     with _store(config) as store:
+        for name in MARKS:  # disabled, admin by invitation: before the account (see accounts)
+            store.open("hostval", name).delete(jid.domain, jid.local)
         try:
             store.delete_account(jid.local, jid.domain)
         except UserNotFound:
             raise Failure(f"user {jid.bare_str} does not exist") from None
-        for name in MARKS:  # disabled, admin by invitation
-            store.open("hostval", name).delete(jid.domain, jid.local)
     print(f"deleted {jid.bare_str}")
     _end_sessions(config, jid, "account-deleted")
 

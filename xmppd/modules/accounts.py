@@ -127,7 +127,11 @@ class Marks:
 
 
 class Accounts:
-    """The service ``accounts``."""
+    """The service ``accounts``.  Its users, which do not import this
+    module, find the refusal and the stream error of a deletion on it."""
+
+    PasswordRefused = PasswordRefused
+    DELETED = DELETED
 
     def __init__(self, api):
         self._api = api
@@ -198,9 +202,11 @@ class Accounts:
         JIDs of the sessions ended; it fails with UserNotFound if there is
         no such account."""
         self._check(user)
-        yield self._store.delete(user.local, user.domain)
+        # The marks first: a failure then leaves an account without rights,
+        # never an admin mark that a new account of the name would inherit.
         yield self._disabled.discard(user)
         yield self._admins.discard(user)
+        yield self._store.delete(user.local, user.domain)
         self._api.log.info("account {user} deleted", user=user.bare_str)
         return self._api.streams.end_account(user.bare, *DELETED, keep=keep)
 

@@ -121,7 +121,7 @@ class AdminCommands:
             yield self._accounts.create(user, password)
         except UserExists:
             raise StanzaError("conflict", f"{user} already exists") from None
-        except ValueError as e:  # the accounts service's PasswordRefused
+        except self._accounts.PasswordRefused as e:
             raise self._adhoc.bad_payload(str(e)) from None
         return self._adhoc.Done(note=f"{user} was added")
 
@@ -132,7 +132,7 @@ class AdminCommands:
             yield self._accounts.set_password(user, _raw(request.form, "password"))
         except UserNotFound:
             return self._failed(f"there is no account {user}")
-        except ValueError as e:  # the accounts service's PasswordRefused
+        except self._accounts.PasswordRefused as e:
             raise self._adhoc.bad_payload(str(e)) from None
         return self._adhoc.Done(note=f"the password of {user} was changed; "
                                      f"its sessions were ended")

@@ -74,7 +74,6 @@ NS_IBR_TOKEN = "urn:xmpp:ibr-token:0"
 NS_INVITE = "urn:xmpp:invite"  # the same, as clients of earlier drafts look for it
 SIMPLE_FIELDS = ("username", "password")  # of the schema (§4: no others)
 FORM_FIELDS = ("username", "password", "token")
-DELETED = ("not-authorized", "the account was deleted")
 NO_INVITATION = "the invitation is not valid: it was used, revoked or it expired"
 
 OPTIONS = Options(  # [register]
@@ -274,7 +273,7 @@ class Registration:
                 yield invites.restore(invite)
             if isinstance(e, UserExists):
                 raise StanzaError("conflict", "the username is taken") from None
-            if isinstance(e, ValueError):  # PasswordRefused
+            if isinstance(e, accounts.PasswordRefused):
                 raise StanzaError("not-acceptable", str(e)) from None
             raise
         state["registered"] = True
@@ -323,8 +322,9 @@ class Registration:
         if "username" in fields and not _names(fields["username"], user):
             raise StanzaError("not-allowed", "only the account's own password can be changed")
         password = _password(fields, self._api.options_for(user.domain), "bad-request")
-        d = self._api.service("accounts").set_password(user, password, keep=_stream(stanza))
-        d.addErrback(_refused)
+        accounts = self._api.service("accounts")
+        d = accounts.set_password(user, password, keep=_stream(stanza))
+        d.addErrback(_refused, accounts.PasswordRefused)
         return d.addCallback(lambda _: None)
 
     @defer.inlineCallbacks
@@ -333,12 +333,13 @@ class Registration:
         if roster is not None and subscriptions is not None:
             yield roster.change(user, self._cancel_subscriptions, roster, subscriptions, user)
         stream = _stream(stanza)
-        yield self._api.service("accounts").delete(user, keep=stream)
+        accounts = self._api.service("accounts")
+        yield accounts.delete(user, keep=stream)
         # §3.2: the result, then the stream error; handle_iq's own result
         # goes to the session ended here, which drops it.
         stanza.origin.send(iq_result(stanza.element))
         if stream is not None:
-            stream.close(*DELETED)
+            stream.close(*accounts.DELETED)
 
     @staticmethod
     @defer.inlineCallbacks
@@ -376,8 +377,8 @@ def _stream(stanza):
     return getattr(stanza.origin.carrier, "connection", None)
 
 
-def _refused(failure):
-    failure.trap(ValueError)  # PasswordRefused
+def _refused(failure, refusal):
+    failure.trap(refusal)
     raise StanzaError("not-acceptable", str(failure.value))
 
 
