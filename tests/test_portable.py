@@ -173,6 +173,24 @@ def test_import_is_idempotent(ctl, store, tmp_path):
     assert (message.direction, message.with_jid) == ("out", "bob@example.com")
 
 
+def test_messages_archived_in_one_second_are_all_imported(ctl, store, tmp_path):
+    """Prosody stamps its archive to the second: the ids of messages of one
+    second still differ, and a second import still adds nothing."""
+    results = "".join(
+        f"<result xmlns='urn:xmpp:mam:2' id='x{n}'><forwarded xmlns='urn:xmpp:forward:0'>"
+        "<delay xmlns='urn:xmpp:delay' stamp='2024-05-01T10:00:00Z'/>"
+        "<message xmlns='jabber:client' to='bob@example.com' from='ann@example.com/phone' "
+        f"type='chat'><body>message {n}</body></message></forwarded></result>"
+        for n in range(200))
+    path = write(tmp_path, pie(f"<user name='ann'>{sha1_credentials('pw')}"
+                               f"<archive xmlns='{PIE}#mam'>{results}</archive></user>"))
+    for _ in range(2):
+        assert ctl("import", path)[0] == 0
+    page = store.open("archive", "mam").find("ann", DOMAIN, limit=500)
+    assert sorted(m.xml.split("<body>")[1] for m in page.items) == sorted(
+        f"message {n}</body></message>" for n in range(200))
+
+
 def test_existing_account_keeps_its_password_and_gets_the_data(ctl, store, tmp_path):
     ctl("adduser", f"ann@{DOMAIN}", "--password", "new-password")
     path = write(tmp_path, pie(f"<user name='ann' password='old'>{ROSTER}</user>"))

@@ -38,11 +38,11 @@ URNs of §4, as the reporting reasons registry (§11.4) names them.
 """
 
 import json
-from datetime import datetime, timezone
 
 from twisted.internet import defer
 
 from xmppd.archive import ArchiveIds
+from xmppd.core.stanzas import xep0082_stamp
 from xmppd.jid import JID, InvalidJID
 from xmppd.options import Option, Options, boolean, integer
 from xmppd.reports import STORE
@@ -147,8 +147,7 @@ class Reports:
     @defer.inlineCallbacks
     def record(self, user, jid, report):
         report = {"reporter": user.full, "jid": jid, **report,
-                  "time": datetime.fromtimestamp(self._api.clock.seconds(), timezone.utc)
-                  .strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+                  "time": xep0082_stamp(self._api.clock.seconds())}
         if report.get("stanza_ids") and self._api.options_for(user.domain).include_messages:
             messages = yield self._messages(user, jid, report["stanza_ids"])
             if messages:
@@ -170,7 +169,7 @@ class Reports:
             except UnknownArchiveId:
                 continue
             found += [{"id": m.id, "with": m.with_jid, "direction": m.direction,
-                       "time": m.timestamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "xml": m.xml}
+                       "time": xep0082_stamp(m.timestamp), "xml": m.xml}
                       for m in page.items if _with(jid, m.with_jid)]
         return found
 

@@ -14,6 +14,7 @@ import os
 
 from twisted.words.xish import domish
 
+from xmppd.core.stanzas import xep0082_stamp
 from xmppd.core.xmlstream import parse_stanza
 from xmppd.modules import private as private_module
 from xmppd.modules import vcard as vcard_module
@@ -137,8 +138,7 @@ def _archive(store, user, username, domain, counts):
             result = holder.addElement((NS_MAM, "result"))
             result["id"] = message.id
             forwarded = result.addElement((NS_FORWARD, "forwarded"))
-            forwarded.addElement((NS_DELAY, "delay"))["stamp"] = (
-                message.timestamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+            forwarded.addElement((NS_DELAY, "delay"))["stamp"] = xep0082_stamp(message.timestamp)
             forwarded.addChild(parse_stanza(message.xml))
             counts.add("archived messages")
         if page.complete or page.last is None:

@@ -320,6 +320,8 @@ def _archive(config, data, archive, skip):
         outgoing = sender.bare == user.bare
         xml = message.toXml()
         digest = hashlib.sha256(f"{user.bare_str}\0{xml}".encode("utf-8")).digest()
+        if stamp.microsecond == 0:  # whole seconds (Prosody's): spread over the second
+            stamp = stamp.replace(microsecond=int.from_bytes(digest[2:5], "big") % 1_000_000)
         archive_id = first_archive_id(stamp.astimezone(timezone.utc)) | (
             int.from_bytes(digest[:2], "big") & 0xFFF)
         data.archive.append(ArchiveRecord(

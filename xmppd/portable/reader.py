@@ -174,8 +174,10 @@ class _File:
                 or os.path.commonpath([self.top, target]) != self.top:
             self.reader.on_skip(where, f"not a relative reference to a file under {self.top}")
             return
-        if target in self.chain or len(self.chain) > MAX_INCLUDE_DEPTH:
+        if target in self.chain:
             self.fail(f"{href} includes itself")
+        if len(self.chain) > MAX_INCLUDE_DEPTH:
+            self.fail(f"{href}: includes nested deeper than {MAX_INCLUDE_DEPTH}")
         _File(self.reader, target, self.top, root, self.host, self.chain + (target,)).parse()
 
     def _begin_user(self, uri, local, attrs):
