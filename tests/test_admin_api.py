@@ -448,6 +448,10 @@ def test_browsers_are_refused_and_no_cors_header_is_sent(tmp_path):
     answer = web("OPTIONS", "/admin/v1/users", headers=[
         ("Origin", "https://evil.example"), ("Access-Control-Request-Method", "POST")])
     assert answer.status != 204 and "access-control-allow-methods" not in answer.headers
+    # Nor when the path is percent-encoded: the listener decodes it as it routes.
+    answer = web("OPTIONS", "/%61dmin/v1/users", headers=[
+        ("Origin", "https://evil.example"), ("Access-Control-Request-Method", "POST")])
+    assert answer.status != 204 and "access-control-allow-methods" not in answer.headers
 
 
 def test_answers_are_not_cached(web, token):

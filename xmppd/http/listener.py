@@ -26,6 +26,7 @@ Every setting but ``listen`` is read per request: a reload applies it.
 """
 
 import json
+from urllib.parse import unquote_to_bytes
 from xml.sax.saxutils import quoteattr
 
 from autobahn.twisted.resource import WebSocketResource
@@ -148,7 +149,7 @@ class WebSite(Site):
 
     def body_limit(self, raw_path):
         """The largest body accepted for a request to ``raw_path``."""
-        segments = raw_path.split(b"?", 1)[0].strip(b"/").split(b"/")
+        segments = _segments(raw_path)
         for prefix, (_, limit) in self.server.http_resources.items():
             if limit is not None and _matches(prefix, segments):
                 return limit() if callable(limit) else limit
@@ -157,7 +158,7 @@ class WebSite(Site):
     def cors(self, raw_path):
         """Whether requests to ``raw_path`` get CORS headers (see
         ``api.http_resource``)."""
-        segments = raw_path.split(b"?", 1)[0].strip(b"/").split(b"/")
+        segments = _segments(raw_path)
         return not any(_matches(prefix, segments) for prefix in self.server.http_without_cors)
 
     def log(self, request):
@@ -169,6 +170,12 @@ class WebSite(Site):
                  method=request.method.decode("ascii", "replace"),
                  path=request.path.decode("utf-8", "replace"), code=request.code,
                  size=request.sentLength)
+
+
+def _segments(raw_path):
+    """The path segments of ``raw_path`` as twisted.web routes them
+    (percent-decoded): ``/%61dmin/`` is ``/admin/`` to the limits too."""
+    return [unquote_to_bytes(s) for s in raw_path.split(b"?", 1)[0].strip(b"/").split(b"/")]
 
 
 def _matches(prefix, segments):
