@@ -91,9 +91,10 @@ def _end_sessions(controller, request):
     jid = _parse(JID.parse, request.get("jid"), "JID")
     if jid.local is None:
         raise Refused(f"{jid} is not an account JID: expected user@domain[/resource]")
+    accounts = controller.server.services.get("accounts")
+    if request["reason"] == "account-deleted" and accounts is not None:
+        accounts.forget(jid)  # before the sessions end: nothing can fail after them
     ended = controller.server.negotiation.end_account(jid, condition, text)
-    if request["reason"] == "account-deleted":
-        _accounts(controller).forget(jid)
     return {"ok": True, "ended": sorted(ended)}
 
 
