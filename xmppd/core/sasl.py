@@ -287,7 +287,7 @@ class SaslServer:
         missing = [name for name in scram.DERIVED if name not in current]
         if not missing or self._add_keys is None:
             return
-        d = self._offload(_derive, password, missing)
+        d = self._offload(scram.derive_all, password, scram.MIN_ITERATIONS, missing)
         d.addCallback(lambda keys: self._add_keys(username, keys, current))
         d.addErrback(lambda failure: log.failure(
             "Storing the new verifiers of {username!r} failed", failure, username=username))
@@ -491,10 +491,6 @@ class AnonymousMechanism(_Exchange):
             if any(unicodedata.category(c) == "Cc" for c in trace):
                 raise _malformed("control character in the trace information")
         return Success(self._server._normalize(str(uuid.uuid4())), anonymous=True)
-
-
-def _derive(password: str, names: Sequence[str]) -> dict[str, ScramKeys]:
-    return {name: scram.derive_keys(password, name) for name in names}
 
 
 def _plus(mechanism: str) -> bool:

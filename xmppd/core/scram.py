@@ -16,6 +16,7 @@ stored; passwords are prepared with the PRECIS OpaqueString profile
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 
 from precis_i18n import get_profile
 
@@ -103,9 +104,11 @@ def derive_keys(
     )
 
 
-def derive_all(password: str, iterations: int = MIN_ITERATIONS) -> dict[str, ScramKeys]:
-    """Verifiers for every hash of ``DERIVED``, each with its own salt."""
-    return {name: derive_keys(password, name, iterations=iterations) for name in DERIVED}
+def derive_all(
+    password: str, iterations: int = MIN_ITERATIONS, names: Sequence[str] = DERIVED
+) -> dict[str, ScramKeys]:
+    """Verifiers for every hash of ``names`` (``DERIVED``), each with its own salt."""
+    return {name: derive_keys(password, name, iterations=iterations) for name in names}
 
 
 def hash_name_of(keys: ScramKeys) -> str:
