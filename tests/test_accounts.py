@@ -158,3 +158,22 @@ def test_a_plain_login_adds_the_verifiers_an_imported_account_lacks(server):
     keys = store.get_credentials("alice", "example.com")
     assert set(keys) == set(DERIVED)
     assert all(check_password("secret", verifier) for verifier in keys.values())
+
+
+def test_an_account_disabled_while_a_reload_reads_stays_disabled(tmp_path):
+    from tests.paused_storage import pausable_server
+
+    server = pausable_server(tmp_path, hosts=(), modules=("bind", "accounts"),
+                             extra='[hosts."example.com"]\n')
+    add_user(server, "alice@example.com")
+    accounts = server.services["accounts"]
+    server.runner.pause()
+    accounts.load()  # as after a reload: a read of the disabled accounts...
+    (read, fn, args, kw), admins = server.runner.calls  # the disabled, then the admins
+    server.runner.calls[:] = [admins]
+    before = fn(*args, **kw)  # ...made before alice is disabled...
+    disabled = accounts.disable(ALICE)
+    server.runner.flush()
+    result(disabled)
+    read.callback(before)  # ...whose answer comes after
+    assert accounts.disabled(ALICE)

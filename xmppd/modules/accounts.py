@@ -68,16 +68,18 @@ class Marks:
         self._marked = None  # bare JIDs (text), once read
         self._waiting = []  # Deferreds of callers of loaded() before then
         self._loading = None  # the Deferred of the reading under way
+        self._added = set()  # marked while it was under way: it may not see them
 
     def load(self):
         domains = [domain for domain, host in self._api.hosts.items()
                    if host.authentication == "password"]
+        self._added = set()
         self._loading = defer.gatherResults(
             [self.store.items(domain) for domain in domains], consumeErrors=True)
 
         def read(found):
-            self._marked = {f"{local}@{domain}" for domain, locals_ in zip(domains, found)
-                            for local in locals_}
+            self._marked = self._added | {f"{local}@{domain}" for domain, locals_
+                                          in zip(domains, found) for local in locals_}
             self._release(lambda d: d.callback(None))
 
         def failed(failure):
@@ -111,8 +113,13 @@ class Marks:
         """Mark account ``user``, with ``record`` (and the time): a Deferred."""
         record["time"] = self._api.clock.seconds()
         d = self.store.set(user.domain, user.local, json.dumps(record))
-        return d.addCallback(lambda _: self._marked is not None
-                             and self._marked.add(user.bare_str))
+        return d.addCallback(lambda _: self._mark(user.bare_str))
+
+    def _mark(self, jid):
+        if self._loading is not None:
+            self._added.add(jid)
+        if self._marked is not None:
+            self._marked.add(jid)
 
     def discard(self, user):
         """Unmark account ``user``: a Deferred of whether it was marked."""
