@@ -113,17 +113,21 @@ class OutputBuffer:
     64 KiB (plus one write) and :attr:`size`.
     """
 
+    __slots__ = ("_transport", "_drained", "limit", "_waiting", "size", "blocked")
+
     def __init__(self, transport, drained, limit):
         self._transport = transport
         self._drained = drained  # called after writing out what waited
         self.limit = limit  # bytes that may wait (read once per connection)
-        self._waiting = deque()
+        self._waiting = None  # a deque, made when a write has to wait
         self.size = 0
         self.blocked = False
         transport.registerProducer(self, True)
 
     def write(self, data):
         if self.blocked:
+            if self._waiting is None:
+                self._waiting = deque()
             self._waiting.append(data)
             self.size += len(data)
         else:
@@ -136,7 +140,7 @@ class OutputBuffer:
         self.size = 0
 
     def discard(self):
-        self._waiting.clear()
+        self._waiting = None
         self.size = 0
 
     def pauseProducing(self):
