@@ -43,7 +43,8 @@ Phases (``--phases``):
   (every occupant gets every message), p50/p99 delivery latency, and of
   the senders' own copies (the echo their next message waits for).
 - ``memory``: RSS of the server process (``--server-pid``) per bound, idle
-  session at each count of ``--idle-sessions``.
+  session at each count of ``--idle-sessions``, read once the RSS has
+  settled, after ``--idle-wait`` seconds.
 - ``cpu_per_stanza`` (whenever messages, presence, pep or muc ran): server
   CPU per delivered message, per presence delivery, per PEP notification
   and per group chat delivery.
@@ -1115,10 +1116,12 @@ class Benchmark:
             _, _, failed, errors = self._login(users, args.concurrency, True, "idle")
             self._require_logins("memory", failed, errors)
             logged_in = count
+            time.sleep(args.idle_wait)
             rss = self._settled_rss()
             self.emit({"phase": "memory", "sessions": count, "logged_in": count,
                        "baseline_rss_mb": _round(baseline / 2**20),
                        "rss_mb": _round(rss / 2**20),
+                       "idle_wait_s": args.idle_wait,
                        "kb_per_session": _round((rss - baseline) / count / 1024, 2)})
         self.workers.all("close_all")
 
@@ -1250,6 +1253,9 @@ def parser():
     p.add_argument("--muc-service", help="the group chat service (default conference.DOMAIN)")
     p.add_argument("--idle-sessions", default="1000,10000",
                    help="session counts at which to measure memory")
+    p.add_argument("--idle-wait", type=float, default=0.0,
+                   help="seconds the sessions stay idle before the memory is read (a server "
+                        "may release per-session buffers of quiet streams)")
     p.add_argument("--sources", type=int, default=1,
                    help="connect from this many loopback addresses (127.0.1.1, 127.0.1.2, "
                         "...; 1: the system's choice): about 28,000 connections each")
