@@ -44,7 +44,8 @@ Phases (``--phases``):
   the senders' own copies (the echo their next message waits for).
 - ``memory``: RSS of the server process (``--server-pid``) per bound, idle
   session at each count of ``--idle-sessions``, read once the RSS has
-  settled, after ``--idle-wait`` seconds.
+  settled, after ``--idle-wait`` seconds; the server's open files and the
+  time the sessions added at that count took to log in.
 - ``cpu_per_stanza`` (whenever messages, presence, pep or muc ran): server
   CPU per delivered message, per presence delivery, per PEP notification
   and per group chat delivery.
@@ -151,6 +152,10 @@ class ServerProcess:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) * 1024
         raise RuntimeError(f"no VmRSS for process {self.pid}")
+
+    def open_files(self):
+        """The file descriptors the server holds."""
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
 
 
 # Worker processes: each holds some clients on its own event loop
@@ -1113,7 +1118,9 @@ class Benchmark:
         logged_in = 0
         for count in sorted(args.idle_sessions):
             users = list(range(self.base + logged_in, self.base + count))
+            started = time.monotonic()
             _, _, failed, errors = self._login(users, args.concurrency, True, "idle")
+            login_s = time.monotonic() - started
             self._require_logins("memory", failed, errors)
             logged_in = count
             time.sleep(args.idle_wait)
@@ -1121,6 +1128,8 @@ class Benchmark:
             self.emit({"phase": "memory", "sessions": count, "logged_in": count,
                        "baseline_rss_mb": _round(baseline / 2**20),
                        "rss_mb": _round(rss / 2**20),
+                       "login_s": _round(login_s, 1),
+                       "open_files": self.server.open_files(),
                        "idle_wait_s": args.idle_wait,
                        "kb_per_session": _round((rss - baseline) / count / 1024, 2)})
         self.workers.all("close_all")
