@@ -70,6 +70,9 @@ class C2SConfig:
     handshake_timeout: float = 10.0
     max_output_buffer: int = 1048576
     resume_timeout: float = 300.0
+    # Load balancers whose connections begin with a PROXY protocol header
+    # (xmppd.core.proxy): normalised networks, such as "10.0.0.0/8".
+    proxy_protocol_from: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -337,7 +340,20 @@ def _c2s(table: Table) -> C2SConfig:
         handshake_timeout=table.take("handshake_timeout", positive_number, 10.0),
         max_output_buffer=table.take("max_output_buffer", integer(65536), 1048576),
         resume_timeout=table.take("resume_timeout", non_negative_number, 300.0),
+        proxy_protocol_from=table.take("proxy_protocol_from", _networks, []),
     ))
+
+
+def _networks(value: Any, key: str) -> tuple[str, ...]:
+    """IP addresses and networks (``"10.0.0.0/8"``), normalised."""
+    networks = []
+    for i, text in enumerate(strings(value, key)):
+        try:
+            networks.append(str(ipaddress.ip_network(text)))
+        except ValueError:
+            raise expected(f"{key}[{i}]", 'an IP address or network such as "10.0.0.0/8"',
+                           text) from None
+    return tuple(networks)
 
 
 def _s2s(table: Table, base: str) -> S2SConfig:

@@ -3,7 +3,8 @@
 This is the one place that wires xmppd together: config, storage (checked to
 be reachable and at the current schema), TLS certificates (one for every
 hosted domain), the server core with its feature modules, external components
-(XEP-0114, :mod:`xmppd.core.component`), and the listeners.
+(XEP-0114, :mod:`xmppd.core.component`), and the listeners (c2s ones read
+the PROXY protocol from the balancers configured, :mod:`xmppd.core.proxy`).
 
 Anything wrong at start-up ends the process with one line per problem,
 ``xmppd: FILE: KEY: PROBLEM``, and exit status 1, never a traceback or a
@@ -33,6 +34,7 @@ from xmppd.control import Controller
 from xmppd.core.server import Server
 from xmppd.core.c2s import ClientStreamFactory
 from xmppd.core.component import Components
+from xmppd.core.proxy import ProxyProtocolFactory
 from xmppd.core.stream import ParserSweep
 from xmppd.core.tls import ServerTLS
 from xmppd.core.websocket import WebSocketFactory
@@ -166,7 +168,8 @@ def build(config, reactor=None):
         factory = ClientStreamFactory(server, direct_tls=direct)
         if direct:
             factory = TLSMemoryBIOFactory(ServerTLS(certificates, default_host), False, factory)
-        return factory
+        # Below TLS: a balancer's PROXY header comes before the ClientHello.
+        return ProxyProtocolFactory(server, factory)
 
     factories = {"c2s.listen": lambda: c2s(False), "c2s.direct_tls": lambda: c2s(True),
                  "s2s.listen": lambda: federation.listener_factory(False),
