@@ -176,7 +176,9 @@ def setup(api):
             return False
         found = (None if outbound is None else lists.get(outbound),
                  None if inbound is None else lists.get(inbound))
-        if all(jids is None or type(jids) is set for jids in found):  # in memory
+        if not found[0] and not found[1]:  # no lists, or empty ones in memory
+            return False
+        if not any(isinstance(jids, defer.Deferred) for jids in found):  # in memory
             return refuse(stanza, *found)
         d = defer.gatherResults([defer.maybeDeferred(lambda jids=jids: jids) for jids in found],
                                 consumeErrors=True)
