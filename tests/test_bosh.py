@@ -3,6 +3,7 @@ over string transports, one connection per request, the server's clock
 injected; responses read with the standard library's XML parser."""
 
 import base64
+import dataclasses
 import hashlib
 import xml.etree.ElementTree as ET
 
@@ -14,7 +15,7 @@ from twisted.python.failure import Failure
 from tests.harness import TLSStringTransport, add_user, make_server, online
 from xmppd.core.bosh import NS_HTTPBIND, NS_XBOSH, parse_body
 from xmppd.core.websocket import WebSocketFactory
-from xmppd.core.xmlstream import StreamError
+from xmppd.core.xmlstream import FrameParser, StreamError
 from xmppd.http.listener import WebSite
 from xmppd.jid import JID
 
@@ -152,7 +153,7 @@ def test_login_restart_bind_and_messages_with_a_tcp_client(server):
 
 def test_stanzas_in_the_body_namespace_are_read_as_jabber_client():
     body = parse_body(f"<body xmlns='{NS_HTTPBIND}' rid='1'><message to='a@example.com'>"
-                      "<body>hi</body></message></body>".encode(), 10000)
+                      "<body>hi</body></message></body>".encode(), FrameParser(10000))
     message = next(body.elements())
     assert (message.uri, message.name) == ("jabber:client", "message")
     assert next(message.elements()).uri == "jabber:client"
@@ -320,4 +321,59 @@ def test_an_unencrypted_session_offers_nothing_and_takes_nothing(server):
 
 def test_a_parse_error_is_a_stream_error():
     with pytest.raises(StreamError):
-        parse_body(b"<body xmlns='http://jabber.org/protocol/httpbind'><a></body>", 10000)
+        parse_body(b"<body xmlns='http://jabber.org/protocol/httpbind'><a></body>",
+                   FrameParser(10000))
+
+
+def test_one_parser_serves_every_body_and_recovers_from_a_broken_one(server):
+    first = BoshClient(server)
+    first.create()
+    resource = first.site.resource.children[b"http-bind"]
+    parser = resource._parser
+    broken = first.post(b"<body xmlns='http://jabber.org/protocol/httpbind' rid='1'><a></body>")
+    assert broken.response().get("condition") == "bad-request"
+    second = BoshClient(server, address="192.0.2.8")
+    pending, body = second.create()
+    assert pending.status == 200 and body.get("sid") != first.sid
+    assert resource._parser is parser  # the same FrameParser, with a new expat parser inside
+    token = base64.b64encode(b"\0alice\0secret").decode()
+    auth = first.body(f"<auth xmlns='{SASL}' mechanism='PLAIN'>{token}</auth>")
+    assert auth.response()[0].tag == f"{{{SASL}}}success"
+
+
+def test_the_body_size_limit_follows_a_reload(server):
+    client = BoshClient(server)
+    client.create()
+    server.config = dataclasses.replace(
+        server.config, c2s=dataclasses.replace(server.config.c2s, max_stanza_size=1000))
+    big = "<message xmlns='jabber:client'><body>" + "x" * 2000 + "</body></message>"
+    assert client.body(big).response().get("condition") == "policy-violation"
+
+
+def test_each_held_request_waits_its_own_wait(server):
+    client = BoshClient(server)
+    client.login()  # the session's wait timer is set now, for 30 s
+    server.clock.advance(10)
+    held = client.body()
+    server.clock.advance(20)
+    assert not held.answered  # the timer fired for it, 20 s early: set again
+    server.clock.advance(9)
+    assert not held.answered
+    server.clock.advance(1)
+    assert len(held.response()) == 0 and server.sessions.count(JID.parse("alice@example.com"))
+
+
+def test_inactivity_counts_from_the_last_answered_request(server):
+    client = BoshClient(server)
+    client.login()
+    session = next(s for s in server.streams if hasattr(s, "sid"))
+    server.clock.advance(50)
+    held = client.body()
+    server.clock.advance(30)  # answered empty after wait: inactive from now
+    assert held.answered
+    server.clock.advance(59)
+    assert server.sessions.count(JID.parse("alice@example.com")) == 1
+    server.clock.advance(1)
+    assert server.sessions.count(JID.parse("alice@example.com")) == 0
+    assert not [call for call in server.clock.getDelayedCalls()
+                if getattr(call.func, "__self__", None) is session]  # no timer left

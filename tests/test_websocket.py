@@ -16,8 +16,8 @@ from tests.harness import (Client, TLSStringTransport, add_user, error_condition
                            online)
 from tests.test_c2s import offline_bodies
 from xmppd.control import Controller
-from xmppd.core.websocket import NS_FRAMING, FrameParser, WebSocketFactory
-from xmppd.core.xmlstream import StreamError, parse_stanza
+from xmppd.core.websocket import NS_FRAMING, WebSocketFactory
+from xmppd.core.xmlstream import FrameParser, StreamError, parse_stanza
 from xmppd.http.listener import WebSite
 from xmppd.jid import JID
 

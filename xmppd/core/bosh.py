@@ -49,11 +49,13 @@ as over TCP and WebSocket: SASL, bind, stream management, CSI.  BOSH is
 terminated TLS; otherwise no features are offered and nothing but the
 stream header is taken (xmppd has no plaintext client streams).  Bodies
 are parsed with the restricted parser of :mod:`xmppd.core.xmlstream` (no
-DTD, entities, comments or PIs) and at most ``c2s.max_stanza_size`` bytes
-(else ``policy-violation``); a body that is not XML gets HTTP 400 with
-``bad-request``.  A session counts against ``[limits]`` by the client's
-address as one connection, as a WebSocket does.  Channel binding is not
-offered: a session's requests may come over several TLS connections.
+DTD, entities, comments or PIs; one expat parser for all the bodies a
+listener receives, as for a WebSocket's frames) and at most
+``c2s.max_stanza_size`` bytes (else ``policy-violation``); a body that is
+not XML gets HTTP 400 with ``bad-request``.  A session counts against
+``[limits]`` by the client's address as one connection, as a WebSocket
+does.  Channel binding is not offered: a session's requests may come over
+several TLS connections.
 """
 
 import hashlib
@@ -71,8 +73,8 @@ from xmppd.core.c2s import ClientConnection
 from xmppd.core.carrier import ICarrier, UnauthenticatedCount
 from xmppd.core.limits import address_of
 from xmppd.core.stream import MAX_HOLD, cancelled, new_stream_id, peer_text
-from xmppd.core.xmlstream import (NS_CLIENT, NS_STREAMS, NS_XML, StreamError,
-                                  StreamParser, serialize, stream_error_element)
+from xmppd.core.xmlstream import (NS_CLIENT, NS_STREAMS, NS_XML, FrameParser, StreamError,
+                                  serialize, stream_error_element)
 from xmppd.jid import JID, InvalidJID
 
 log = Logger()
@@ -82,23 +84,17 @@ NS_XBOSH = "urn:xmpp:xbosh"
 VERSION = (1, 11)
 POLLING = 5  # seconds: the shortest interval between empty requests (§11)
 CONTENT_TYPE = b"text/xml; charset=utf-8"
-_WRAPPER = f"<stream:stream xmlns='{NS_CLIENT}' xmlns:stream='{NS_STREAMS}'>".encode()
 _DECLARATION = re.compile(rb"\A\s*<\?xml[^>]*\?>")
 
 
-def parse_body(data, max_size):
+def parse_body(data, parser):
     """The ``<body/>`` of a request, its payload in ``jabber:client``
     (XEP-0206 §2: clients may leave stanzas in the body's namespace);
-    StreamError if it is not one well-formed ``<body/>`` of at most
-    ``max_size`` bytes in the restricted XML of streams."""
-    data = _DECLARATION.sub(b"", data, count=1)
-    elements = []
-    parser = StreamParser(lambda header: None, elements.append, lambda: None, max_size)
-    parser.feed(_WRAPPER)
-    parser.feed(data)
-    if len(elements) != 1 or data.rstrip()[-1:] != b">":
-        raise StreamError("not-well-formed", "a request is one complete <body/>")
-    body = elements[0]
+    StreamError if it is not one well-formed ``<body/>`` in the restricted
+    XML of streams, within ``parser``'s size limit (a
+    :class:`~xmppd.core.xmlstream.FrameParser`: one expat parser serves
+    every body, as it serves a WebSocket's frames)."""
+    body = parser.parse(_DECLARATION.sub(b"", data, count=1))
     if (body.uri, body.name) != (NS_HTTPBIND, "body"):
         raise StreamError("not-well-formed", "expected <body/> of " + NS_HTTPBIND)
     for child in body.elements():
@@ -152,13 +148,16 @@ class BoshResource(Resource):
         self._server = server
         self.tls = tls
         self.sessions = {}  # by sid
+        self._parser = self._parser_size = None  # one FrameParser for every body
 
     def render_POST(self, request):
         request.setHeader(b"Content-Type", CONTENT_TYPE)
         request.setHeader(b"Cache-Control", b"no-store")
-        config = self._server.config
+        max_size = self._server.config.c2s.max_stanza_size
+        if self._parser_size != max_size:  # the first body, or a reload changed the limit
+            self._parser, self._parser_size = FrameParser(max_size), max_size
         try:
-            body = parse_body(request.content.read(), config.c2s.max_stanza_size)
+            body = parse_body(request.content.read(), self._parser)
         except StreamError as e:
             if e.condition == "policy-violation":
                 return terminate_bytes("policy-violation")
@@ -222,11 +221,11 @@ class BoshResource(Resource):
 class _Request:
     """An HTTP request of a session, from its arrival to its response."""
 
-    __slots__ = ("rid", "http", "body", "timer", "gone")
+    __slots__ = ("rid", "http", "body", "deadline", "gone")
 
     def __init__(self, rid, http, body):
         self.rid, self.http, self.body = rid, http, body
-        self.timer = None
+        self.deadline = None  # when it is answered empty, once held
         self.gone = False
 
 
@@ -266,7 +265,10 @@ class BoshSession(UnauthenticatedCount):
         self._pauses = 0
         self._writers, self._hold_timer = set(), None
         self._last_request = self.clock.seconds()
-        self._inactivity_timer = None
+        # One timer each for `wait` and `inactivity`, moved on when it fires
+        # early rather than cancelled and made again for every request.
+        self._wait_timer = self._inactivity_timer = None
+        self._idle_since = None  # since when no request waits (§10)
 
     # Requests
 
@@ -313,7 +315,7 @@ class BoshSession(UnauthenticatedCount):
     def received(self, http, body, rid):
         """A request of the session (§8, §14)."""
         now = self.clock.seconds()
-        self._inactivity_timer = cancelled(self._inactivity_timer)
+        self._idle_since = None
         if rid in self._replies:  # §14.3: the response again
             self._write(http, self._replies[rid])
             self._idle()
@@ -407,24 +409,31 @@ class BoshSession(UnauthenticatedCount):
         self.connection.stream_opened(self._header(body, self.connection.domain))
 
     def _hold(self, request):
-        request.timer = self.clock.callLater(self.wait, self._waited, request)
+        request.deadline = self.clock.seconds() + self.wait
         self._held.append(request)
         self._held.sort(key=lambda held: held.rid)
+        if self._wait_timer is None:
+            self._wait_timer = self.clock.callLater(self.wait, self._waited)
 
-    def _waited(self, request):
-        """``wait`` seconds passed: answered empty (§8)."""
-        request.timer = None
-        if request in self._held:
+    def _waited(self):
+        """The held requests of ``wait`` seconds ago are answered empty (§8);
+        the timer is set again for the oldest one left."""
+        self._wait_timer = None
+        now = self.clock.seconds()
+        expired = [request for request in self._held if request.deadline <= now]
+        for request in expired:
             self._held.remove(request)
             self._answer(request)
-            self._idle()
+        if self._held:
+            self._wait_timer = self.clock.callLater(
+                min(r.deadline for r in self._held) - now, self._waited)
+        self._idle()
 
     def _request_gone(self, request):
         """The client closed the request before its response."""
         request.gone = True
         if request in self._held:
             self._held.remove(request)
-            request.timer = cancelled(request.timer)
             self._lost.add(request.rid)
             self._idle()
 
@@ -438,7 +447,6 @@ class BoshSession(UnauthenticatedCount):
         self._idle()
 
     def _answer(self, request):
-        request.timer = cancelled(request.timer)
         payload = b"".join(self._output)
         self._output, self._output_size = [], 0
         attributes = {}
@@ -473,13 +481,23 @@ class BoshSession(UnauthenticatedCount):
             http.finish()
 
     def _idle(self):
-        """With no request left, the session is inactive (§10)."""
-        if not self._held and not self._pending and self._inactivity_timer is None:
+        """With no request left, the session is inactive (§10) from now."""
+        if self._held or self._pending or self._idle_since is not None:
+            return
+        self._idle_since = self.clock.seconds()
+        if self._inactivity_timer is None:
             self._inactivity_timer = self.clock.callLater(self.inactivity, self._inactive)
 
     def _inactive(self):
+        """``inactivity`` seconds after the session was last left without a
+        request, unless requests came since (then the timer moves on)."""
         self._inactivity_timer = None
-        if self.closed:
+        if self._idle_since is None:
+            return  # a request waits: _idle sets the timer again
+        left = self._idle_since + self.inactivity - self.clock.seconds()
+        if left > 0:
+            self._inactivity_timer = self.clock.callLater(left, self._inactive)
+        elif self.closed:
             self._gone()
         else:
             log.info("c2s BOSH session from {peer} inactive for {seconds} s", peer=self.peer,
@@ -534,23 +552,22 @@ class BoshSession(UnauthenticatedCount):
         waiting = sorted(self._held + [r for r in self._pending.values() if not r.gone],
                          key=lambda request: request.rid)
         self._held, self._pending = [], {}
+        self._wait_timer = cancelled(self._wait_timer)
         payload = b"".join(self._output)
         self._output, self._output_size = [], 0
         for request in waiting[:-1]:
-            request.timer = cancelled(request.timer)
             self._write(request.http, body_bytes({}))
         if final is not None:
             data = final(payload)
             if waiting:
-                waiting[-1].timer = cancelled(waiting[-1].timer)
                 self._write(waiting[-1].http, data)
             else:
                 self._final = data
         self._release()
         if self._final is None:
             self._gone()
-        else:
-            self._inactivity_timer = cancelled(self._inactivity_timer)
+        else:  # kept for the client's next request, for `inactivity` seconds from now
+            self._inactivity_timer, self._idle_since = cancelled(self._inactivity_timer), None
             self._idle()
 
     def _release(self):

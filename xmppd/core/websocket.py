@@ -55,8 +55,8 @@ from xmppd.core.c2s import ClientConnection, default_host
 from xmppd.core.carrier import ICarrier, ReadPauses, UnauthenticatedCount
 from xmppd.core.limits import address_of
 from xmppd.core.stream import HeldWriters, OutputBuffer, cancelled, new_stream_id, peer_text
-from xmppd.core.xmlstream import (NS_CLIENT, NS_STREAMS, NS_XML, StreamError,
-                                  StreamParser, serialize, stream_error_element)
+from xmppd.core.xmlstream import (NS_STREAMS, NS_XML, FrameParser, StreamError, serialize,
+                                  stream_error_element)
 from xmppd.http.forwarding import client_address, forwarded_secure
 
 log = Logger()
@@ -65,43 +65,7 @@ NS_FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
 SUBPROTOCOL = "xmpp"
 # What each frame is parsed in: the element inherits jabber:client and
 # may use the stream: prefix (RFC 7395 §3.3.3).
-_WRAPPER = f"<stream:stream xmlns='{NS_CLIENT}' xmlns:stream='{NS_STREAMS}'>".encode()
 UNSUPPORTED_DATA = 1003  # RFC 6455 §7.4.1
-
-
-class FrameParser:
-    """The elements of a connection's text frames, one a frame (RFC 7395
-    §3.3.1), parsed with the stream's restrictions.  One expat parser
-    serves all the frames (a new one per frame cost a tenth of a frame's
-    handling); :meth:`release` drops it while the connection is quiet."""
-
-    def __init__(self, max_size):
-        self._max = max_size
-        self._parser = None
-        self._elements = []
-
-    def parse(self, payload):
-        """The one element of ``payload``; StreamError if it is not exactly
-        one well-formed element of at most ``max_size`` bytes."""
-        if self._parser is None:
-            self._parser = StreamParser(lambda header: None, self._elements.append,
-                                        lambda: None, self._max)
-            self._parser.feed(_WRAPPER)
-        try:
-            self._parser.feed(payload)
-            if len(self._elements) != 1 or not self._parser.between_stanzas():
-                raise StreamError("not-well-formed", "a frame holds one complete element")
-            return self._elements[0]
-        except StreamError:
-            self._parser = None
-            raise
-        finally:
-            self._elements.clear()
-
-    def release(self):
-        """Drop the expat parser (~10 KB); the next frame makes a new one."""
-        released, self._parser = self._parser is not None, None
-        return released
 
 
 def framing(name, **attributes):

@@ -306,6 +306,46 @@ class StreamParser:
             raise _Stop()
 
 
+# What frames are parsed in (FrameParser): a client stream's header.
+_WRAPPER = f"<stream:stream xmlns='{NS_CLIENT}' xmlns:stream='{NS_STREAMS}'>".encode()
+
+
+class FrameParser:
+    """Elements that come one a frame: a WebSocket's text frames (RFC 7395
+    §3.3.1), BOSH request bodies (XEP-0124 §4), parsed with the stream's
+    restrictions as if in a ``jabber:client`` stream.  One expat parser
+    serves all the frames (a new one per frame cost a tenth of a frame's
+    handling); :meth:`release` drops it while the connection is quiet."""
+
+    def __init__(self, max_size):
+        self._max = max_size
+        self._parser = None
+        self._elements = []
+
+    def parse(self, payload):
+        """The one element of ``payload``; StreamError if it is not exactly
+        one well-formed element of at most ``max_size`` bytes."""
+        if self._parser is None:
+            self._parser = StreamParser(lambda header: None, self._elements.append,
+                                        lambda: None, self._max)
+            self._parser.feed(_WRAPPER)
+        try:
+            self._parser.feed(payload)
+            if len(self._elements) != 1 or not self._parser.between_stanzas():
+                raise StreamError("not-well-formed", "a frame holds one complete element")
+            return self._elements[0]
+        except StreamError:
+            self._parser = None
+            raise
+        finally:
+            self._elements.clear()
+
+    def release(self):
+        """Drop the expat parser (~10 KB); the next frame makes a new one."""
+        released, self._parser = self._parser is not None, None
+        return released
+
+
 STREAM_PREFIXES = {NS_STREAMS: "stream"}
 
 
