@@ -81,3 +81,23 @@ def test_a_batch_holds_at_most_max_batch_items():
     writes.finish()
     writes.finish()
     assert [len(batch) for batch in writes.batches] == [1, MAX_BATCH, 1]
+
+
+def test_callbacks_get_their_outcome_and_one_that_raises_stops_no_other():
+    writes = Writes()
+    batched = BatchedWrites(writes, Logger(), "items")
+    seen = []
+
+    def raising(outcome, name):
+        raise RuntimeError(name)
+
+    batched.add("a", wait=False)
+    batched.then("b", seen.append)
+    batched.then("c", raising, "c")
+    batched.then("d", lambda outcome, name: seen.append((outcome, name)), "d")
+    writes.finish()
+    writes.finish()
+    assert seen == [True, (True, "d")]
+    batched.then("e", seen.append)
+    writes.finish(StorageError("disk full"))
+    assert seen[-1].check(StorageError)

@@ -5,6 +5,8 @@ import pytest
 
 from tests.harness import Client, add_user, error_condition, make_server, online, reload
 from xmppd.archive import NS_MAM, NS_RSM, NS_SID
+from xmppd.storage import StorageError
+from xmppd.storage.sql_archive import SQLArchive
 
 NS_FORWARD = "urn:xmpp:forward:0"
 NS_X = "jabber:x:data"
@@ -307,3 +309,16 @@ def test_a_reloaded_default_applies_to_accounts_without_preferences(server, alic
     reload(server, tmp_path, "[mam]\ndefault = 'never'")
     chat(alice, "bob@example.com", "not kept")
     assert bodies(query(alice)[0]) == ["kept"]
+
+
+def test_a_message_whose_archiving_failed_is_delivered_without_an_id(tmp_path, monkeypatch):
+    def failing(self, entries):
+        raise StorageError("disk full")
+
+    monkeypatch.setattr(SQLArchive, "append_many", failing)
+    server = make(tmp_path)
+    alice, bob = online(server, "alice@example.com"), online(server, "bob@example.com")
+    chat(alice, "bob@example.com", "hello")
+    [message] = bob.take()
+    assert str(message.body) == "hello"
+    assert list(message.elements(NS_SID, "stanza-id")) == []
