@@ -603,3 +603,33 @@ def test_invalid_host_admins(tmp_path, value, problem):
     message = error(tmp_path, HOST + f"admins = {value}\n")
     assert message.startswith('hosts."example.com".admins')
     assert problem in message
+
+
+PG = '[storage]\nurl = "postgresql+psycopg://xmppd@db/xmppd"\n'
+
+
+def test_cluster_section(tmp_path):
+    config = load(write(tmp_path, PG + '[cluster]\nredis = "redis://10.0.0.5:6380/2"\n'
+                        'node = "xmppd-1"\nheartbeat = 5\nprefix = "chat"\n' + HOST))
+    assert (config.cluster.redis, config.cluster.node, config.cluster.heartbeat,
+            config.cluster.prefix) == ("redis://10.0.0.5:6380/2", "xmppd-1", 5, "chat")
+    assert load(write(tmp_path, HOST)).cluster.redis is None
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[cluster]\nredis = "redis://127.0.0.1"\n',
+     "cluster.redis: the nodes of a cluster share their storage: storage.url must name "
+     "a PostgreSQL database, not SQLite"),
+    (PG + '[cluster]\nredis = "http://127.0.0.1"\n',
+     'cluster.redis: expected a Redis URL such as "redis://127.0.0.1:6379/0", '
+     'got "http://127.0.0.1"'),
+    (PG + '[cluster]\nredis = "redis://r"\nnode = "a b"\n',
+     "cluster.node: expected up to 64 letters, digits, '.', '_' or '-', got \"a b\""),
+    (PG + '[cluster]\nredis = "redis://r"\nheartbeat = 0\n',
+     "cluster.heartbeat: expected a number > 0, got 0"),
+    (PG + '[s2s]\nlisten = ["tcp:5269"]\n[cluster]\nredis = "redis://r"\n',
+     "cluster.redis: a peer's dialback verification may reach any node: set the same "
+     "s2s.dialback_secret on every node"),
+])
+def test_invalid_cluster(tmp_path, text, message):
+    assert error(tmp_path, text + HOST) == message

@@ -7,7 +7,7 @@ from tests.harness import Client, add_user, error_condition, make_server, reload
 from xmppd.control import Controller
 from xmppd.core.events import SESSION_RESUMED
 from xmppd.jid import JID
-from xmppd.modules.stream_management import MASK, NAME, NS_SM
+from xmppd.modules.stream_management import MASK, NAME, NS_SM, SM_ABANDON
 
 ENABLE = f"<enable xmlns='{NS_SM}' resume='true'/>"
 R = f"<r xmlns='{NS_SM}'/>"
@@ -418,3 +418,40 @@ def test_ending_an_account_unbinds_its_hibernating_session(server, bob):
     assert server.sql.count_offline("alice", "example.com") == 1
     again, answers = resume(server, enabled.getAttribute("id"), 0)
     assert failure(answers[0]) == "item-not-found"
+
+
+class Told:
+    """A cluster node stand-in: what this node tells the others."""
+
+    node = "a"
+
+    def __init__(self):
+        self.told = []
+
+    def tell(self, event, argument):
+        self.told.append((event, argument))
+
+
+def test_a_resume_of_another_nodes_session_tells_that_node(server):
+    server.cluster = Told()
+    client, got = resume(server, "b.ABCDEF", 0)
+    assert failure(got[0]) == "item-not-found"
+    assert server.cluster.told == [(SM_ABANDON, "alice@example.com b.ABCDEF")]
+    resume(server, "nope", 0)  # no node named: nothing told
+    assert len(server.cluster.told) == 1
+
+
+def test_a_hibernating_session_another_node_could_not_resume_ends_here(server, bob):
+    alice, enabled = managed(server)
+    alice.send("<presence/>")
+    alice.take()
+    alice.lose()
+    chat(bob, "kept")
+    server.hooks.notify(SM_ABANDON, f"bob@example.com {enabled['id']}")  # not alice's
+    assert session_of(server).hibernating
+    server.hooks.notify(SM_ABANDON, f"alice@example.com {enabled['id']}")
+    assert session_of(server) is None
+    later = Client(server)
+    later.login("alice@example.com", "new")
+    later.send("<presence/>")
+    assert bodies(later.take()) == ["kept"]  # offline, not lost

@@ -156,6 +156,17 @@ class S2SConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """``[cluster]``: several xmppd processes serving the same domains
+    (docs/cluster.md); off unless ``redis`` is set."""
+
+    redis: str | None = None  # redis://HOST:PORT/DB
+    node: str | None = None  # this process's name; None: host name and pid
+    heartbeat: float = 15.0  # a node silent this long is dead
+    prefix: str = "xmppd"  # of every Redis key and channel
+
+
+@dataclass(frozen=True)
 class ComponentConfig:
     """``[components."DOMAIN"]``: one external component (XEP-0114)."""
 
@@ -212,6 +223,7 @@ class Config:
     metrics: MetricsConfig = MetricsConfig()
     http: HTTPConfig = HTTPConfig()
     components: ComponentsConfig = ComponentsConfig()
+    cluster: ClusterConfig = ClusterConfig()
     log_json: str | None = None
     modules_enabled: tuple[str, ...] | None = None  # None: the standard modules
     # The sections of feature modules the file has, by module name.
@@ -270,11 +282,11 @@ def _config(data: dict[str, Any], path: str) -> Config:
         log_level=root.take("log_level", choice(LOG_LEVELS), "info"),
         log_json=_optional_path(root.take("log_json", optional_string, None), base),
         modules_enabled=root.take("modules_enabled", _optional_module_names, None),
-        storage=_storage(root.table("storage"), base),
+        storage=(storage := _storage(root.table("storage"), base)),
         tls=_tls(root.table("tls"), base),
         c2s=_c2s(root.table("c2s")),
         hosts=(hosts := _hosts(root.table("hosts"))),
-        s2s=_s2s(root.table("s2s"), base),
+        s2s=(s2s := _s2s(root.table("s2s"), base)),
         limits=_section(root.table("limits"), LimitsConfig,
                         max_connections=integer(1), max_connections_per_ip=integer(1),
                         c2s_read_rate=integer(1024), c2s_read_burst=integer(10000),
@@ -296,6 +308,7 @@ def _config(data: dict[str, Any], path: str) -> Config:
                       bosh_max_wait=integer(1), bosh_max_hold=integer(1),
                       bosh_max_inactivity=integer(1)),
         components=_components(root.table("components"), hosts),
+        cluster=_cluster(root.table("cluster"), storage, s2s),
         module_options=_module_options(root),  # last: what the core left
     ))
 
@@ -316,6 +329,34 @@ def _section(table: Table, kind: type[_T], **checks: Callable[[Any, str], Any]) 
     defaults = kind()
     return table.done(kind(**{name: table.take(name, check, getattr(defaults, name))
                               for name, check in checks.items()}))
+
+
+def _cluster(table: Table, storage: StorageConfig, s2s: S2SConfig) -> ClusterConfig:
+    cluster = _section(table, ClusterConfig, redis=_redis_url, node=_node_name,
+                       heartbeat=positive_number, prefix=_node_name)
+    if cluster.redis is None:
+        return cluster
+    if storage.url.startswith("sqlite"):
+        raise Invalid("cluster.redis", "the nodes of a cluster share their storage: "
+                      "storage.url must name a PostgreSQL database, not SQLite")
+    if (s2s.listen or s2s.direct_tls) and s2s.dialback_secret is None:
+        raise Invalid("cluster.redis", "a peer's dialback verification may reach any node: "
+                      "set the same s2s.dialback_secret on every node")
+    return cluster
+
+
+def _redis_url(value: Any, key: str) -> str | None:
+    if value is not None and (not isinstance(value, str)
+                              or not re.match(r"rediss?://[^/\s]", value)):
+        raise expected(key, 'a Redis URL such as "redis://127.0.0.1:6379/0"', value)
+    return value
+
+
+def _node_name(value: Any, key: str) -> str | None:
+    if value is not None and (not isinstance(value, str)
+                              or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value)):
+        raise expected(key, "up to 64 letters, digits, '.', '_' or '-'", value)
+    return value
 
 
 def _storage(table: Table, base: str) -> StorageConfig:

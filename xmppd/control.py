@@ -102,10 +102,13 @@ class Controller(service.Service):
     def status(self):
         server = self.server
         s2s = server.services.get("s2s")
-        return {
+        status = {
             "uptime": round(self.reactor.seconds() - self.started, 1),
             "connections": server.connections.total,
             "sessions": server.sessions.count(),
             "hosts": sorted(server.hosts),
             "s2s_peers": sorted(s2s.peers()) if s2s is not None else [],
         }
+        if server.cluster is not None:
+            status["cluster"] = server.cluster.status()
+        return status

@@ -512,6 +512,12 @@ def cmd_status(args):
     print(f"connections: {status['connections']}")
     print(f"sessions: {status['sessions']}")
     print(f"s2s peers: {', '.join(status['s2s_peers']) or 'none'}")
+    cluster = status.get("cluster")
+    if cluster is not None:
+        print(f"cluster node: {cluster['node']}")
+        for name, node in sorted(cluster["nodes"].items()):
+            print(f"  node {name}: pid {node.get('pid')}, {node.get('sessions')} sessions, "
+                  f"stream lag {node.get('lag')}")
 
 
 def cmd_reload(args):

@@ -30,8 +30,8 @@ def problems(config):
     """Every problem found with ``config`` (a loaded
     :class:`xmppd.config.Config`), as one-line messages; empty if none."""
     found = []
-    for check in (_storage, _log_json, _admin_socket, _listeners, _routes, _certificates,
-                  _modules):
+    for check in (_storage, _cluster, _log_json, _admin_socket, _listeners, _routes,
+                  _certificates, _modules):
         found.extend(f"{config.path}: {problem}" for problem in check(config))
     return found
 
@@ -116,6 +116,26 @@ def _storage(config):
         dialect.import_dbapi()
     except ImportError as e:
         return [f"storage.url: the driver for {parsed.drivername} is not installed ({e})"]
+    return []
+
+
+def _cluster(config):
+    """The cluster's Redis answers (a TCP connection and, unless over TLS,
+    a PING: any answer, "-NOAUTH" too, shows a Redis)."""
+    url = config.cluster.redis
+    if url is None:
+        return []
+    from xmppd.cluster.node import redis_address
+    host, port, _, _, _, tls = redis_address(url)
+    try:
+        with socket.create_connection((host, port), timeout=5) as connection:
+            if not tls:
+                connection.sendall(b"PING\r\n")
+                if connection.recv(64)[:1] not in (b"+", b"-"):
+                    return [f"cluster.redis: {host}:{port} does not answer as Redis does"]
+    except OSError as e:
+        return [f"cluster.redis: cannot reach Redis at {host}:{port}: "
+                f"{e.strerror or e}".rstrip()]
     return []
 
 

@@ -3,7 +3,8 @@
 This is the one place that wires xmppd together: config, storage (checked to
 be reachable and at the current schema), TLS certificates (one for every
 hosted domain), the server core with its feature modules, external components
-(XEP-0114, :mod:`xmppd.core.component`), and the listeners (c2s ones read
+(XEP-0114, :mod:`xmppd.core.component`), the cluster node when
+``[cluster]`` names a Redis (:mod:`xmppd.cluster`), and the listeners (c2s ones read
 the PROXY protocol from the balancers configured, :mod:`xmppd.core.proxy`).
 
 Anything wrong at start-up ends the process with one line per problem,
@@ -30,6 +31,7 @@ from twisted.web.server import Site
 from xmppd import __version__, logs, preflight
 from xmppd import config as configuration
 from xmppd.admin import AdminSocketService
+from xmppd.cluster.node import ClusterNode
 from xmppd.control import Controller
 from xmppd.core.server import Server
 from xmppd.core.c2s import ClientStreamFactory
@@ -151,6 +153,12 @@ def build(config, reactor=None):
     server = Server(config, None, certificates, reactor)
     server.storage = AsyncStore(store, server.metrics.timed_runner(pool.run))
     server.offload = pool.run
+    if config.cluster.redis:
+        # Stopped after the listeners, before the thread pool: what is left
+        # in its stream once its sessions have ended goes to storage.
+        cluster = server.cluster = ClusterNode(server, config, reactor)
+        server.sessions = server.router.sessions = cluster.directory
+        cluster.setServiceParent(top)
     server.load_modules(config.modules_enabled or MODULES)
     ParserSweep(server, reactor).setServiceParent(top)
     # Stopped after the listeners: streams get system-shutdown, then the

@@ -62,6 +62,12 @@ class ModuleAPI:
         return self._server.storage.open(kind, name or self.name)
 
     @property
+    def node(self):
+        """The name of this process as a node of a cluster, or None."""
+        cluster = self._server.cluster
+        return None if cluster is None else cluster.node
+
+    @property
     def streams(self):
         """Stream negotiation and the session lifecycle, for the modules
         that take part in them (SASL, bind, stream management...): the
@@ -113,11 +119,16 @@ class ModuleAPI:
         module hooks with ``host=domain``; nothing else sees them."""
         self._server.router.add_service(domain, host)
 
-    def add_services(self, label, name):
+    def add_services(self, label, name, placed=None):
         """Serve ``LABEL.HOST`` (``label(host)``: the label for that host)
         for every host this module is enabled on, as :meth:`add_service`
         does, listed in the host's disco#items (XEP-0030 §4.1) as ``name``
-        when the disco service is there; the ``(host, domain)`` pairs."""
+        when the disco service is there; the ``(host, domain)`` pairs.
+
+        ``placed(domain)``: the service keeps state in memory, so one node
+        of a cluster serves it at a time and the others forward to it
+        (docs/cluster.md); called when this process starts serving it:
+        at once, or when its cluster node takes it over."""
         disco = self.service("disco")
         served = []
         for host in self.hosts:
@@ -125,6 +136,8 @@ class ModuleAPI:
                 continue
             domain = f"{label(host)}.{host}"
             self.add_service(domain, host)
+            if placed is not None:
+                self._server.router.place(domain, placed)
             if disco is not None:
                 disco.add_item(host, domain, name)
             served.append((host, domain))
@@ -214,6 +227,18 @@ class ModuleAPI:
         """Answer ``stanza`` with a stanza error (unless it is an error or
         an iq result); True, so a handler can ``return api.bounce(...)``."""
         return self._server.router.bounce(stanza, condition, text)
+
+    def undeliverable(self, recipient, element):
+        """Handle ``element``, sent to session ``recipient`` (a full JID)
+        that may not have got it (:meth:`~xmppd.core.router.Router.undeliverable`)."""
+        self._server.router.undeliverable(recipient, element)
+
+    def tell_cluster(self, event, argument):
+        """Fire notification ``event`` with ``argument`` (a string) on the
+        other nodes of the cluster, if this process is one (to drop what
+        they keep of changed data, docs/cluster.md); nothing otherwise."""
+        if self._server.cluster is not None:
+            self._server.cluster.tell(event, argument)
 
     def next_id(self):
         return self._server.next_id()

@@ -35,6 +35,10 @@ SESSION_BOUND = "session/bound"  # a resource was bound; argument: the Session
 SESSION_UNBOUND = "session/unbound"  # a session ended; argument: the Session
 # A hibernating session has a connection again (XEP-0198); argument: the Session
 SESSION_RESUMED = "session/resumed"
+# A session of another node of the cluster ended with its node (it died);
+# argument: its record (xmppd.cluster.directory.RemoteRecord): its contacts
+# are told it is unavailable.
+SESSION_LOST = "session/lost"
 # A session became available / unavailable (RFC 6121 §4.2, §4.5); argument:
 # the Session.  Fired by the presence module after it updated the session.
 SESSION_AVAILABLE = "session/available"

@@ -12,7 +12,10 @@ The delivery table says what a domain is:
   module that serves it (:meth:`Router.add_service`): its stanzas fire on
   its own bus only, so account modules (messages, offline storage,
   presence, rosters) never treat it as accounts; it belongs to the hosted
-  domain it was added for;
+  domain it was added for.  In a cluster, a service that keeps its state
+  in memory (:meth:`Router.place`: group chat) is served by one node at a
+  time, and the other nodes route its stanzas to that node, after the
+  pre-events (:meth:`Router.routed`);
 - a *component* domain (such as ``gateway.example.com``, an external
   component, XEP-0114: :mod:`xmppd.core.component`), added with
   :meth:`Router.add_component`: no events fire on it; its stanzas go down
@@ -45,13 +48,14 @@ nobody claims gets the RFC's default:
 
 from twisted.logger import Logger
 
-from xmppd.core.events import BARE, FULL, HOST, ROUTE_REMOTE, then
+from xmppd.core.events import BARE, FULL, HOST, MESSAGE_OFFLINE, ROUTE_REMOTE, then
 from xmppd.core.stanzas import Stanza, error_reply
 from xmppd.jid import JID, InvalidJID
 
 log = Logger()
 
 _ANSWERABLE_MESSAGES = (None, "normal", "chat")
+NS_CARBONS = "urn:xmpp:carbons:2"
 
 
 class Router:
@@ -62,6 +66,12 @@ class Router:
         self.services = {}  # service domain -> the hosted domain it belongs to
         self.components = {}  # component domain -> the hosted domain it belongs to
         self._attached = {}  # component domain -> its connected stream (``send``)
+        # Service domains one cluster node serves at a time -> what to call
+        # when this process starts serving one (:meth:`place`).
+        self.placed = {}
+        # The ClusterNode when this process is one: ``owner(domain)``, the
+        # node serving a placed domain (None: this one), and ``route_to``.
+        self.cluster = None
 
     def add_service(self, domain, host):
         """Serve ``domain`` as a service of hosted domain ``host``: its
@@ -69,6 +79,15 @@ class Router:
         self._check_free(domain)
         self.services[domain] = host
         self.hooks.isolate(domain)
+
+    def place(self, domain, started):
+        """Service ``domain`` keeps state in memory: in a cluster, one node
+        serves it and the others route its stanzas there; ``started(domain)``
+        is called when this process starts serving it (at once outside a
+        cluster)."""
+        self.placed[domain] = started
+        if self.cluster is None:
+            started(domain)
 
     def remove_service(self, domain):
         self.services.pop(domain, None)
@@ -119,11 +138,29 @@ class Router:
             return True
         return claimed.addCallback(lambda claimed: claimed or self._post(stanza, target))
 
-    def _post(self, stanza, target):
+    def routed(self, element):
+        """A stanza another cluster node routed here for a service this node
+        serves: its pre-events ran there."""
+        try:
+            recipient = JID.parse(element["to"])
+            sender = JID.parse(element["from"])
+        except (KeyError, InvalidJID) as e:
+            log.warn("dropping a routed stanza with a bad address: {e}", e=e)
+            return True
+        stanza = Stanza(element, sender, recipient)
+        target = HOST if recipient.local is None else BARE if recipient.resource is None else FULL
+        return self._post(stanza, target, here=True)
+
+    def _post(self, stanza, target, here=False):
         domain = stanza.recipient.domain
         if domain in self.hosts:
             service = False
         elif domain in self.services:
+            if not here and self.cluster is not None and domain in self.placed:
+                node = self.cluster.owner(domain)
+                if node is not None:
+                    self.cluster.route_to(node, stanza)
+                    return True
             service = True
         elif domain in self.components:
             return self._to_component(stanza)
@@ -170,6 +207,32 @@ class Router:
         if not (stanza.type == "error" or (stanza.kind == "iq" and stanza.type == "result")):
             self.reply(stanza, error_reply(stanza.element, condition, text))
         return True
+
+    def undeliverable(self, recipient, element):
+        """``element`` went to the session of ``recipient`` (a full JID),
+        which may not have got it: its session ended with stanzas not
+        acknowledged (XEP-0198 §4), or was gone when the stanza reached its
+        cluster node.  Handled as RFC 6121 §8.5.3.2 has it for an
+        unavailable resource: iq requests get ``service-unavailable``;
+        normal and chat messages go to offline storage
+        (``message/offline``), else, with a body, back to their sender as
+        ``service-unavailable``; presence, errors, headlines, groupchat
+        messages and carbon copies are dropped (state, or copies of what
+        another resource got)."""
+        kind, type_ = element.name, element.getAttribute("type")
+        try:
+            sender = JID.parse(element.getAttribute("from") or recipient.domain)
+        except InvalidJID:
+            return
+        stanza = Stanza(element, sender, recipient, None)
+        if kind == "iq":
+            if type_ in ("get", "set"):
+                self.bounce(stanza, "service-unavailable")
+        elif kind == "message" and type_ in _ANSWERABLE_MESSAGES and not any(
+                child.uri == NS_CARBONS for child in element.elements()):
+            then(self.hooks.fire(MESSAGE_OFFLINE, stanza),
+                 lambda claimed: claimed or element.body is None
+                 or self.bounce(stanza, "service-unavailable"))
 
     def _to_component(self, stanza):
         stream = self._attached.get(stanza.recipient.domain)

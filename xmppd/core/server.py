@@ -31,6 +31,7 @@ class Server:
         self.clock = clock
         self.hooks = Hooks()
         self.sessions = LocalSessionDirectory()
+        self.cluster = None  # the ClusterNode when this process is one (xmppd.cluster)
         self.connections = ConnectionCounter()
         self.streams = set()  # open client and server streams (their carriers)
         self.metrics = Metrics(self)

@@ -64,6 +64,11 @@ class SessionDirectory(Protocol):
     def count(self, bare_jid=None):
         """How many sessions are bound (for ``bare_jid``, or in all)."""
 
+    def here(self, bare_jid):
+        """How many of ``bare_jid``'s sessions this process holds (what
+        it keeps of an account while the account is connected here, it
+        drops when this reaches 0)."""
+
     def add(self, session):
         """Register ``session``; return the record it replaces, if any."""
 
@@ -156,6 +161,9 @@ class LocalSessionDirectory:
         if bare_jid is not None:
             return len(self._by_bare.get(bare_jid, ()))
         return sum(len(r) for r in self._by_bare.values())
+
+    def here(self, bare_jid):
+        return len(self._by_bare.get(bare_jid, ()))
 
     def add(self, session):
         """Register ``session``; return the session it replaces, if any."""

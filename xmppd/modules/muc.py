@@ -1110,8 +1110,7 @@ def setup(api):
     muc = MUC(api, api.open_store("rooms"), api.open_store("room_archive"))
     api.hook(SERVER_STOPPING, muc.stopping)
     for _, domain in api.add_services(lambda host: api.options_for(host).subdomain,
-                                      "Chatrooms"):
-        muc.drop_temporary(domain)
+                                      "Chatrooms", placed=muc.drop_temporary):
         api.hook(presence_event(FULL), muc.presence, host=domain)
         api.hook(presence_event(BARE), lambda stanza: _no_nick(api, stanza), host=domain)
         for target in (BARE, FULL):

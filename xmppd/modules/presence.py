@@ -38,7 +38,7 @@ import re
 from twisted.internet import defer
 
 from xmppd.core.events import (
-    BARE, FULL, SESSION_AVAILABLE, SESSION_REACHABLE, SESSION_UNAVAILABLE,
+    BARE, FULL, SESSION_AVAILABLE, SESSION_LOST, SESSION_REACHABLE, SESSION_UNAVAILABLE,
     SESSION_UNBOUND,
     pre_events, presence_event)
 from xmppd.core.stanzas import StanzaError, child, make_stanza
@@ -215,6 +215,14 @@ def setup(api):
             unavailable(session, make_stanza("presence", from_=session.jid.full,
                                              type_="unavailable"))
 
+    def lost(record):
+        """A session of a cluster node that died: unavailable to its
+        contacts and the account's other resources (its directed presence
+        went with its node)."""
+        if record.available:
+            run(record, broadcast_unavailable, record,
+                make_stanza("presence", from_=record.jid.full, type_="unavailable"), set())
+
     def to_bare(stanza):
         if stanza.type == "probe":
             answer_probe(stanza)
@@ -264,3 +272,4 @@ def setup(api):
     api.hook(presence_event(BARE), to_bare)
     api.hook(presence_event(FULL), to_full)
     api.hook(SESSION_UNBOUND, dropped)
+    api.hook(SESSION_LOST, lost)

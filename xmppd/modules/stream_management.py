@@ -42,8 +42,11 @@ and resumption, with no stanza lost.
   stanzas handled as above.
 
 Ids are ``NODE.RANDOM``: NODE names the process that holds the session
-(a random tag now), so that the nodes of a cluster can send a resumption
-to the one that has it.  The state lives in memory, so it survives a
+(its cluster node name, else a random tag).  A session is resumed only on
+its node; a ``<resume/>`` that reaches another node fails with
+``item-not-found`` and that node tells the session's node to end it at
+once, its unacknowledged messages going to offline storage
+(docs/cluster.md).  The state lives in memory, so it survives a
 ``reload``; a hibernating session has no connection for the ping module
 to test, and resumption or its timeout ends it instead.
 """
@@ -54,17 +57,16 @@ from collections import OrderedDict, deque
 from twisted.words.xish import domish
 
 from xmppd.core.api import AUTHENTICATED
-from xmppd.core.events import MESSAGE_OFFLINE, SESSION_UNBOUND
+from xmppd.core.events import SESSION_UNBOUND
 from xmppd.core.negotiation import SESSION_CARRIER_LOST
-from xmppd.core.stanzas import NS_STANZAS, Stanza
+from xmppd.core.stanzas import NS_STANZAS
 from xmppd.core.stream import cancelled
-from xmppd.jid import JID, InvalidJID
 from xmppd.options import Option, Options, integer, positive_number
 
 NS_SM = "urn:xmpp:sm:3"
-NS_CARBONS = "urn:xmpp:carbons:2"
 NAME = "stream_management"
 MASK = 0xFFFFFFFF  # counters wrap at 2^32 (§4)
+SM_ABANDON = "stream_management/abandon"  # from another cluster node: "BARE-JID ID"
 ENDED_REMEMBERED = 10000  # ids of ended sessions whose h a failed resume tells
 
 OPTIONS = Options(  # [stream_management]
@@ -120,7 +122,7 @@ class StreamManagement:
 
     def __init__(self, api):
         self._api = api
-        self._node = secrets.token_hex(4)
+        self._node = api.node or secrets.token_hex(4)
         self._queued = 0  # unacknowledged stanzas of all sessions
         self._ended = OrderedDict()  # id -> (bare JID, h) of sessions that ended
 
@@ -224,6 +226,10 @@ class StreamManagement:
         state = session.state.get(NAME) if session is not None else None
         if (state is None or session.unbound or session.ending
                 or session.jid.bare != stream.user):
+            if session is None and previd.rpartition(".")[0] not in ("", self._node):
+                # Kept by another node: it ends the session at once (its
+                # unacknowledged messages go to offline storage).
+                self._api.tell_cluster(SM_ABANDON, f"{stream.user.full} {previd}")
             ended = self._ended.get(previd)
             known = ended is not None and ended[0] == stream.user
             return failed("item-not-found", ended[1] if known else None), None
@@ -233,6 +239,14 @@ class StreamManagement:
             return None, None
         return (nonza("resumed", h=state.handled, previd=previd),
                 lambda: self._resend(session, state))
+
+    def abandon(self, argument):
+        """Another node's client could not resume session ``previd`` there:
+        end it here if it hibernates (docs/cluster.md)."""
+        user, _, previd = (argument or "").partition(" ")
+        session = self._api.streams.find((NAME, previd))
+        if session is not None and session.hibernating and session.jid.bare.full == user:
+            session.close("conflict", "resumed on another node")
 
     def _resend(self, session, state):
         carrier = session.carrier
@@ -354,26 +368,7 @@ class StreamManagement:
                 self._ended.popitem(last=False)
         self._queued -= len(state.unacked)
         for element in state.unacked:
-            self._undelivered(session, element)
-
-    def _undelivered(self, session, element):
-        """A stanza the client may not have got (§4): offline, bounced or
-        dropped, as RFC 6121 §8.5.3.2 has it for an unavailable resource."""
-        kind, type_ = element.name, element.getAttribute("type")
-        try:
-            sender = JID.parse(element.getAttribute("from") or session.jid.domain)
-        except InvalidJID:
-            return
-        stanza = Stanza(element, sender, session.jid, None)
-        if kind == "iq":
-            if type_ in ("get", "set"):
-                self._api.bounce(stanza, "service-unavailable")
-        elif kind == "message" and type_ in (None, "normal", "chat") and not any(
-                child.uri == NS_CARBONS for child in element.elements()):
-            claimed = self._api.fire(MESSAGE_OFFLINE, stanza)
-            if claimed is False and element.body is not None:
-                self._api.bounce(stanza, "service-unavailable")
-
+            self._api.undeliverable(session.jid, element)
 
 def setup(api):
     api.depends("bind2")
@@ -389,3 +384,4 @@ def setup(api):
     api.streams.add_outbound_filter(sm.outbound)
     api.hook(SESSION_CARRIER_LOST, sm.carrier_lost)
     api.hook(SESSION_UNBOUND, sm.unbound)
+    api.hook(SM_ABANDON, sm.abandon)

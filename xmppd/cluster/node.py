@@ -1,0 +1,467 @@
+"""One node of a cluster: its heartbeat, its stream of stanzas, and the
+reaping of dead nodes (docs/cluster.md).
+
+Redis keys, under ``cluster.prefix`` (``P``):
+
+- ``P:node:NAME``: the node's heartbeat, a key that expires after
+  ``cluster.heartbeat`` seconds unless renewed (every third of it);
+  ``P:nodes``: the set of node names.
+- ``P:sessions:NAME``: a hash of the node's bound sessions, full JID to
+  record (:func:`xmppd.cluster.directory.encode`); each change is also
+  published on channel ``P:directory``, which every node follows to keep
+  its mirror (:class:`~xmppd.cluster.directory.ClusterDirectory`).
+- ``P:stream:NAME``: a Redis Stream of the stanzas other nodes route to the
+  node's sessions (fields ``j``, the full JID, and ``x``, the stanza; or
+  ``c``/``t``, a stream error to close the session with).  The node reads it
+  through consumer group ``xmppd`` (``XREADGROUP``) and, once a batch is
+  delivered, acknowledges and deletes its entries (``XACK``, ``XDEL``): the
+  stream holds only what is not yet handled.
+- channel ``P:events``: notifications of one node for the others
+  (``tell``: caches to drop).
+- ``P:service:DOMAIN``: the lease of a service that keeps its state in
+  memory (group chat, :meth:`~xmppd.core.router.Router.place`), held by
+  the node that serves it and renewed with its heartbeat; the other nodes
+  route the service's stanzas to that node's stream (field ``r``).  When
+  the node dies, its lease expires and another node takes the service
+  over: its persistent rooms come back from storage, their occupants
+  rejoin (XEP-0410 self-pings tell clients to).
+
+Nothing routed is lost silently (RFC 6121 §8.5.3.2): a stanza for a session
+that is gone when its entry is read, or whose node's stream no longer
+exists (``XADD NOMKSTREAM`` answers nil), is handled as undeliverable
+(:meth:`~xmppd.core.router.Router.undeliverable`: offline, bounced or
+dropped as for an unavailable resource).  A node whose heartbeat key has
+expired is reaped by the first survivor to take ``P:reap:NAME``: its
+session records are dropped everywhere (their contacts get unavailable
+presence, ``session/lost``) and its stream is taken whole and deleted in
+one script, each entry handled as undeliverable; a stanza sent after that
+finds no stream.  A node stopping does the same with its own stream once
+its sessions have ended, and a node starting under the name of one that
+died reaps that one first.
+
+Redis is reached with txredisapi (a Twisted client): three connections,
+one for commands (in order, pipelined by the reactor), one blocked in
+``XREADGROUP``, one subscribed to the channels.
+"""
+
+import json
+import os
+import socket
+from urllib.parse import unquote, urlsplit
+
+import txredisapi
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.ssl import optionsForClientTLS
+from twisted.logger import Logger
+
+from xmppd.cluster.directory import ClusterDirectory, RemoteRecord, encode
+from xmppd.core.events import SESSION_LOST
+from xmppd.core.stanzas import Stanza
+from xmppd.core.xmlstream import FrameParser, StreamError, serialize
+from xmppd.jid import JID, InvalidJID
+
+log = Logger(namespace="xmppd.cluster")
+
+GROUP = "xmppd"
+READ_COUNT = 200  # entries per XREADGROUP
+READ_BLOCK = 1000  # ms an XREADGROUP waits for entries
+# Takes a stream whole: its entries, and the stream deleted, atomically.
+TAKE_STREAM = ("local entries = redis.call('XRANGE', KEYS[1], '-', '+') "
+               "redis.call('DEL', KEYS[1]) return entries")
+# Takes or renews the lease of a placed service for ARGV[1], ARGV[2] ms;
+# returns the node that holds it.
+LEASE = ("local owner = redis.call('GET', KEYS[1]) "
+         "if owner == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return owner end "
+         "if not owner then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) "
+         "return ARGV[1] end return owner")
+# Lets a lease go if ARGV[1] holds it.
+RELEASE = ("if redis.call('GET', KEYS[1]) == ARGV[1] then "
+           "return redis.call('DEL', KEYS[1]) end return 0")
+
+
+def redis_address(url):
+    """``(host, port, db, username, password, tls)`` of a ``redis://`` URL."""
+    parts = urlsplit(url)
+    db = parts.path.strip("/")
+    return (parts.hostname or "127.0.0.1", parts.port or 6379, int(db) if db else 0,
+            unquote(parts.username) if parts.username else None,
+            unquote(parts.password) if parts.password else None, parts.scheme == "rediss")
+
+
+def default_name():
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class _Subscriber(txredisapi.SubscriberProtocol):
+    """The connection that follows the directory and event channels."""
+
+    @defer.inlineCallbacks
+    def connectionMade(self):
+        yield super().connectionMade()
+        node = self.factory.node
+        yield self.subscribe([node.directory_channel, node.events_channel])
+        node.subscribed()
+
+    def messageReceived(self, pattern, channel, message):
+        self.factory.node.received(channel, message)
+
+
+class ClusterNode(service.Service):
+    """This process as a node of the cluster ``config.cluster`` describes;
+    ``directory`` is the session directory the server routes with."""
+
+    def __init__(self, server, config, reactor):
+        cluster = config.cluster
+        self.node = cluster.node or default_name()
+        self._server = server
+        self._reactor = reactor
+        self._heartbeat = cluster.heartbeat
+        self._url = cluster.redis
+        prefix = cluster.prefix
+        self._prefix = prefix
+        self.nodes_key = f"{prefix}:nodes"
+        self.directory_channel = f"{prefix}:directory"
+        self.events_channel = f"{prefix}:events"
+        self.stream = self.stream_key(self.node)
+        self.directory = ClusterDirectory(self, server.sessions)
+        self._router = server.router
+        self._router.cluster = self
+        self.placement = {}  # placed service domain -> the node serving it
+        self._parser = FrameParser(max(config.c2s.max_stanza_size, config.s2s.max_stanza_size))
+        self._cmd = self._reader = self._subscriber = None
+        self._beat = None
+        self._reading = None
+        self.lag = 0  # entries read in the last batch of this node's stream
+        self.nodes = {}  # node name -> what its last heartbeat said (pid, sessions, lag)
+
+    def status(self):
+        """This node's name and the live nodes' last heartbeats (``xmppctl status``)."""
+        return {"node": self.node, "nodes": self.nodes, "services": self.placement}
+
+    def key(self, kind, node):
+        return f"{self._prefix}:{kind}:{node}"
+
+    def stream_key(self, node):
+        return self.key("stream", node)
+
+    # Start and stop
+
+    def startService(self):
+        super().startService()
+        host, port, db, username, password, tls = redis_address(self._url)
+        options = dict(dbid=db, password=password, username=username, convertNumbers=False,
+                       ssl_context_factory=tls)
+        self._cmd = txredisapi.lazyConnection(host, port, **options)
+        self._reader = txredisapi.lazyConnection(host, port, **options)
+        factory = txredisapi.SubscriberFactory(isLazy=True)
+        factory.protocol = _Subscriber
+        factory.node = self
+        factory.dbid, factory.password, factory.username = db, password, username
+        endpoint = HostnameEndpoint(self._reactor, host, port)
+        if tls:
+            endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
+        factory.startConnecting(endpoint)
+        self._subscriber = factory
+        self._starting = self._start()
+        self._starting.addErrback(lambda failure: log.failure(
+            "cannot join the cluster", failure))
+
+    @defer.inlineCallbacks
+    def _start(self):
+        yield self._reap(self.node)  # what a former process of this name left
+        try:
+            yield self._cmd.execute_command("XGROUP", "CREATE", self.stream, GROUP, "$",
+                                            "MKSTREAM")
+        except txredisapi.ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+        yield self._beat_once()
+        yield self._leases()
+        self._beat = task.LoopingCall(self._tick)
+        self._beat.clock = self._reactor
+        self._beat.start(self._heartbeat / 3, now=False)
+        self._reading = self._read()
+        log.info("cluster node {node} joined", node=self.node)
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        super().stopService()
+        if self._beat is not None and self._beat.running:
+            self._beat.stop()
+        try:
+            yield self._starting
+            # The sessions have ended (the listeners stopped first): what is
+            # left in the stream is handled here, then the node is gone.
+            entries = yield self._cmd.execute_command("EVAL", TAKE_STREAM, 1, self.stream)
+            self._undeliverable(entries)
+            yield self._cmd.execute_command("DEL", self.key("sessions", self.node),
+                                            self.key("node", self.node))
+            yield self._cmd.execute_command("SREM", self.nodes_key, self.node)
+            yield self._publish_directory("gone", self.node)
+            for domain in self._router.placed:
+                yield self._cmd.execute_command("EVAL", RELEASE, 1, self.key("service", domain),
+                                                self.node)
+        except Exception:
+            log.failure("cannot leave the cluster cleanly")
+        for connection in (self._reader, self._cmd, self._subscriber):
+            try:
+                yield connection.disconnect()
+            except Exception:
+                pass
+
+    # Heartbeat and reaping
+
+    def _beat_once(self):
+        ms = str(int(self._heartbeat * 1000))
+        state = json.dumps({"pid": os.getpid(), "sessions": self.directory.count(),
+                            "lag": self.lag}, separators=(",", ":"))
+        self._cmd.execute_command("SADD", self.nodes_key, self.node)
+        return self._cmd.execute_command("SET", self.key("node", self.node), state, "PX", ms)
+
+    @defer.inlineCallbacks
+    def _tick(self):
+        """Renew the heartbeat, read the others' and reap the dead."""
+        try:
+            yield self._beat_once()
+            nodes = sorted((yield self._cmd.execute_command("SMEMBERS", self.nodes_key)))
+            states = (yield self._cmd.execute_command(
+                "MGET", *[self.key("node", node) for node in nodes])) if nodes else []
+            view = {}
+            for node, state in zip(nodes, states):
+                if state is None:
+                    yield self._reap(node)
+                else:
+                    view[node] = json.loads(state)
+            self.nodes = view
+            yield self._leases()
+        except Exception:
+            log.failure("cluster heartbeat failed")
+
+    @defer.inlineCallbacks
+    def _leases(self):
+        """Take or renew the services this node serves; learn who serves the others."""
+        ms = str(int(self._heartbeat * 1000))
+        for domain, started in self._router.placed.items():
+            owner = yield self._cmd.execute_command("EVAL", LEASE, 1,
+                                                    self.key("service", domain), self.node, ms)
+            before, self.placement[domain] = self.placement.get(domain), owner
+            if owner == self.node and before != self.node:
+                log.info("cluster node {node} serves {domain}", node=self.node, domain=domain)
+                started(domain)
+
+    def owner(self, domain):
+        """The node serving placed service ``domain``; None when it is this
+        one (or while none is known)."""
+        owner = self.placement.get(domain)
+        return None if owner == self.node else owner
+
+    def route_to(self, node, stanza):
+        """Route ``stanza`` to the service ``node`` serves."""
+        d = self._cmd.execute_command("XADD", self.stream_key(node), "NOMKSTREAM", "*", "r", "1",
+                                      "x", serialize(stanza.element, default="", declared=False))
+
+        def added(entry):
+            if entry is None:
+                self._bounce_routed(stanza.element)
+
+        def failed(failure):
+            log.failure("cannot route to cluster node {node}", failure, node=node)
+            self._bounce_routed(stanza.element)
+
+        d.addCallbacks(added, failed)
+
+    @defer.inlineCallbacks
+    def _reap(self, node):
+        """Take over what dead node ``node`` left, unless another node does."""
+        ms = str(int(self._heartbeat * 1000))
+        taken = yield self._cmd.execute_command("SET", self.key("reap", node), self.node,
+                                                "NX", "PX", ms)
+        if taken is None:
+            return
+        fields = yield self._cmd.execute_command("HGETALL", self.key("sessions", node))
+        yield self._cmd.execute_command("DEL", self.key("sessions", node))
+        yield self._cmd.execute_command("SREM", self.nodes_key, node)
+        yield self._publish_directory("gone", node)
+        entries = yield self._cmd.execute_command("EVAL", TAKE_STREAM, 1,
+                                                  self.stream_key(node))
+        lost = []
+        for full, text in zip(fields[::2], fields[1::2]):
+            try:
+                lost.append(RemoteRecord(JID.parse(full), node, json.loads(text), self))
+            except (InvalidJID, ValueError, KeyError, TypeError):
+                continue
+        for record in lost:
+            self._server.hooks.notify(SESSION_LOST, record)
+        self._undeliverable(entries)
+        if lost or entries:
+            log.warn("cluster node {dead} is gone: {sessions} sessions lost, {entries} "
+                     "stanzas for them handled here", dead=node, sessions=len(lost),
+                     entries=len(entries or ()))
+
+    # The directory
+
+    def subscribed(self):
+        """The channels are followed (again): load the other nodes' records."""
+        d = self._load_mirror()
+        d.addErrback(lambda failure: log.failure("cannot read the cluster's sessions",
+                                                 failure))
+
+    @defer.inlineCallbacks
+    def _load_mirror(self):
+        nodes = yield self._cmd.execute_command("SMEMBERS", self.nodes_key)
+        for node in nodes:
+            if node == self.node:
+                continue
+            fields = yield self._cmd.execute_command("HGETALL", self.key("sessions", node))
+            for full, text in zip(fields[::2], fields[1::2]):
+                self.directory.mirror_set(node, full, text)
+
+    def received(self, channel, message):
+        try:
+            event = json.loads(message)
+            node = event["n"]
+        except (ValueError, KeyError, TypeError):
+            return
+        if channel == self.events_channel:
+            if node != self.node:
+                self._server.hooks.notify(event.get("e"), event.get("a"))
+            return
+        op = event.get("op")
+        if op == "gone":
+            self.directory.mirror_forget(node)
+        elif node == self.node:
+            return
+        elif op == "set":
+            self.directory.mirror_set(node, event.get("j"), event.get("r"))
+        elif op == "del":
+            self.directory.mirror_del(node, event.get("j"))
+
+    def publish_set(self, session):
+        text = encode(session)
+        full = session.jid.full
+        self._cmd.execute_command("HSET", self.key("sessions", self.node), full, text)
+        self._publish_directory("set", self.node, j=full, r=text)
+
+    def publish_del(self, session):
+        full = session.jid.full
+        self._cmd.execute_command("HDEL", self.key("sessions", self.node), full)
+        self._publish_directory("del", self.node, j=full)
+
+    def _publish_directory(self, op, node, **fields):
+        return self._cmd.execute_command(
+            "PUBLISH", self.directory_channel,
+            json.dumps({"n": node, "op": op, **fields}, separators=(",", ":")))
+
+    def tell(self, event, argument):
+        """Fire notification ``event`` with ``argument`` (a string) on the
+        other nodes."""
+        self._cmd.execute_command("PUBLISH", self.events_channel, json.dumps(
+            {"n": self.node, "e": event, "a": argument}, separators=(",", ":")))
+
+    # Stanzas between nodes
+
+    def forward(self, node, jid, element):
+        """Route ``element`` to session ``jid`` of ``node``."""
+        d = self._cmd.execute_command("XADD", self.stream_key(node), "NOMKSTREAM", "*",
+                                      "j", jid.full,
+                                      "x", serialize(element, default="", declared=False))
+
+        def added(entry):
+            if entry is None:  # the node is gone, its stream taken
+                self._router.undeliverable(jid, element)
+
+        def failed(failure):
+            log.failure("cannot route to cluster node {node}", failure, node=node)
+            self._router.undeliverable(jid, element)
+
+        d.addCallbacks(added, failed)
+
+    def forward_close(self, node, jid, condition, text=None):
+        self._cmd.execute_command("XADD", self.stream_key(node), "NOMKSTREAM", "*",
+                                  "j", jid.full, "c", condition, "t", text or "")
+
+    def parse(self, xml):
+        return self._parser.parse(xml)
+
+    @defer.inlineCallbacks
+    def _read(self):
+        while self.running:
+            try:
+                reply = yield self._reader.execute_command(
+                    "XREADGROUP", "GROUP", GROUP, self.node, "COUNT", str(READ_COUNT),
+                    "BLOCK", str(READ_BLOCK), "STREAMS", self.stream, ">")
+            except Exception:
+                if not self.running:
+                    return
+                log.failure("cannot read this node's cluster stream")
+                yield task.deferLater(self._reactor, 1.0, lambda: None)
+                continue
+            if not reply:
+                self.lag = 0
+                continue
+            entries = reply[0][1]
+            self.lag = len(entries)
+            for _, fields in entries:
+                self._deliver(fields)
+            ids = [entry_id for entry_id, _ in entries]
+            self._cmd.execute_command("XACK", self.stream, GROUP, *ids)
+            self._cmd.execute_command("XDEL", self.stream, *ids)
+
+    def _deliver(self, fields):
+        """Deliver one entry of this node's stream to its local session."""
+        entry = dict(zip(fields[::2], fields[1::2]))
+        if "r" in entry:
+            element = self._element(entry)
+            if element is not None:
+                self._router.routed(element)
+            return
+        try:
+            jid = JID.parse(entry["j"])
+        except (KeyError, InvalidJID):
+            return
+        session = self.directory.local.get(jid)
+        if "c" in entry:
+            if session is not None:
+                session.close(entry["c"], entry.get("t") or None)
+            return
+        element = self._element(entry)
+        if element is None:
+            return
+        if session is not None:
+            session.send(element)
+        else:
+            self._router.undeliverable(jid, element)
+
+    def _element(self, entry):
+        try:
+            return self.parse(entry["x"].encode())
+        except (KeyError, StreamError) as e:
+            log.warn("dropping a malformed entry of a cluster stream: {e}", e=e)
+            return None
+
+    def _bounce_routed(self, element):
+        try:
+            stanza = Stanza(element, JID.parse(element["from"]), JID.parse(element["to"]))
+        except (KeyError, InvalidJID):
+            return
+        self._router.bounce(stanza, "service-unavailable", "the service is moving to another node")
+
+    def _undeliverable(self, entries):
+        """Handle the entries of a stream taken whole: their sessions are gone."""
+        for _, fields in entries or ():
+            entry = dict(zip(fields[::2], fields[1::2]))
+            if "c" in entry:
+                continue
+            element = self._element(entry)
+            if "r" in entry:  # for a service of the node, which moves
+                if element is not None:
+                    self._bounce_routed(element)
+                continue
+            try:
+                jid = JID.parse(entry.get("j", ""))
+            except InvalidJID:
+                continue
+            if element is not None:
+                self._router.undeliverable(jid, element)
