@@ -18,6 +18,10 @@ Redis keys, under ``cluster.prefix`` (``P``):
   stream holds only what is not yet handled.
 - channel ``P:events``: notifications of one node for the others
   (``tell``: caches to drop).
+- ``P:components:all``: external components (XEP-0114) by the node they
+  are connected to, followed through the directory channel too: the
+  other nodes route a component's stanzas to that node (field ``r``), and
+  a second connection of it elsewhere is refused.
 - ``P:service:DOMAIN``: the lease of a service that keeps its state in
   memory (group chat, :meth:`~xmppd.core.router.Router.place`), held by
   the node that serves it and renewed with its heartbeat; the other nodes
@@ -50,6 +54,7 @@ import socket
 from urllib.parse import unquote, urlsplit
 
 import txredisapi
+from prometheus_client import Gauge
 from twisted.application import service
 from twisted.internet import defer, task
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
@@ -129,12 +134,22 @@ class ClusterNode(service.Service):
         self._router = server.router
         self._router.cluster = self
         self.placement = {}  # placed service domain -> the node serving it
+        self.components = {}  # component domain -> the other node it is connected to
+        self._metrics(server.metrics.registry)
         self._parser = FrameParser(max(config.c2s.max_stanza_size, config.s2s.max_stanza_size))
         self._cmd = self._reader = self._subscriber = None
         self._beat = None
         self._reading = None
         self.lag = 0  # entries read in the last batch of this node's stream
         self.nodes = {}  # node name -> what its last heartbeat said (pid, sessions, lag)
+
+    def _metrics(self, registry):
+        Gauge("xmppd_cluster_nodes", "Live nodes of the cluster, this one included",
+              registry=registry).set_function(lambda: len(self.nodes))
+        Gauge("xmppd_cluster_remote_sessions", "Sessions bound on the other nodes",
+              registry=registry).set_function(self.directory.remote_count)
+        Gauge("xmppd_cluster_stream_lag", "Entries of this node's stream in its last read",
+              registry=registry).set_function(lambda: self.lag)
 
     def status(self):
         """This node's name and the live nodes' last heartbeats (``xmppctl status``)."""
@@ -283,6 +298,10 @@ class ClusterNode(service.Service):
         fields = yield self._cmd.execute_command("HGETALL", self.key("sessions", node))
         yield self._cmd.execute_command("DEL", self.key("sessions", node))
         yield self._cmd.execute_command("SREM", self.nodes_key, node)
+        components = yield self._cmd.execute_command("HGETALL", self.key("components", "all"))
+        for domain, owner in zip(components[::2], components[1::2]):
+            if owner == node:
+                yield self._cmd.execute_command("HDEL", self.key("components", "all"), domain)
         yield self._publish_directory("gone", node)
         entries = yield self._cmd.execute_command("EVAL", TAKE_STREAM, 1,
                                                   self.stream_key(node))
@@ -308,8 +327,17 @@ class ClusterNode(service.Service):
         d.addErrback(lambda failure: log.failure("cannot read the cluster's sessions",
                                                  failure))
 
+    def _forget_components(self, node):
+        for domain, owner in list(self.components.items()):
+            if owner == node:
+                del self.components[domain]
+
     @defer.inlineCallbacks
     def _load_mirror(self):
+        fields = yield self._cmd.execute_command("HGETALL", self.key("components", "all"))
+        for domain, node in zip(fields[::2], fields[1::2]):
+            if node != self.node:
+                self.components[domain] = node
         nodes = yield self._cmd.execute_command("SMEMBERS", self.nodes_key)
         for node in nodes:
             if node == self.node:
@@ -331,8 +359,14 @@ class ClusterNode(service.Service):
         op = event.get("op")
         if op == "gone":
             self.directory.mirror_forget(node)
+            self._forget_components(node)
         elif node == self.node:
             return
+        elif op == "component":
+            if event.get("on"):
+                self.components[event.get("d")] = node
+            elif self.components.get(event.get("d")) == node:
+                del self.components[event.get("d")]
         elif op == "set":
             self.directory.mirror_set(node, event.get("j"), event.get("r"))
         elif op == "del":
@@ -348,6 +382,21 @@ class ClusterNode(service.Service):
         full = session.jid.full
         self._cmd.execute_command("HDEL", self.key("sessions", self.node), full)
         self._publish_directory("del", self.node, j=full)
+
+    def publish_component(self, domain, connected):
+        """External component ``domain`` is (or no longer is) connected here."""
+        key = self.key("components", "all")
+        if connected:
+            self._cmd.execute_command("HSET", key, domain, self.node)
+        else:
+            self._cmd.execute_command("EVAL", "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] "
+                                      "then redis.call('HDEL', KEYS[1], ARGV[1]) end", 1, key,
+                                      domain, self.node)
+        self._publish_directory("component", self.node, d=domain, on=connected)
+
+    def component_node(self, domain):
+        """The other node external component ``domain`` is connected to, or None."""
+        return self.components.get(domain)
 
     def _publish_directory(self, op, node, **fields):
         return self._cmd.execute_command(

@@ -105,13 +105,21 @@ class Router:
 
     def attach(self, domain, stream):
         """Deliver what is routed to component ``domain`` to ``stream``
-        (anything with ``send(element)``); False if another stream has it."""
-        return self._attached.setdefault(domain, stream) is stream
+        (anything with ``send(element)``); False if another stream has it
+        (here, or on another node of the cluster)."""
+        if self.cluster is not None and self.cluster.component_node(domain) is not None:
+            return False
+        attached = self._attached.setdefault(domain, stream) is stream
+        if attached and self.cluster is not None:
+            self.cluster.publish_component(domain, True)
+        return attached
 
     def detach(self, domain, stream):
         """``stream`` no longer serves component ``domain``."""
         if self._attached.get(domain) is stream:
             del self._attached[domain]
+            if self.cluster is not None:
+                self.cluster.publish_component(domain, False)
 
     def attached(self, domain):
         """The stream of component ``domain``, or None when it is not connected."""
@@ -163,6 +171,11 @@ class Router:
                     return True
             service = True
         elif domain in self.components:
+            if not here and self.cluster is not None and domain not in self._attached:
+                node = self.cluster.component_node(domain)
+                if node is not None:  # connected to another node of the cluster
+                    self.cluster.route_to(node, stanza)
+                    return True
             return self._to_component(stanza)
         else:
             return then(self.hooks.fire(ROUTE_REMOTE, stanza),
