@@ -259,3 +259,12 @@ def test_domain_normaliser_shared_with_the_configuration():
     assert domains.to_ascii("bücher.example") == "xn--bcher-kva.example"
     with pytest.raises(domains.InvalidDomain, match="empty label"):
         domains.normalize("a..b")
+
+
+def test_normalised_text_is_split_without_normalising_again():
+    jid = JID.normalised("alice@example.com/phone/1")
+    assert (jid.local, jid.domain, jid.resource) == ("alice", "example.com", "phone/1")
+    assert jid == JID.parse("alice@example.com/phone/1")
+    assert JID.normalised("example.com").local is None
+    with pytest.raises(InvalidJID):
+        JID.normalised("alice@")

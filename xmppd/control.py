@@ -33,7 +33,8 @@ from xmppd.preflight import LISTENERS, load_certificates, setting
 log = Logger()
 
 # Settings read only at start.
-RESTART_ONLY = ("storage.url", *LISTENERS, "admin.socket", "log_json")
+RESTART_ONLY = ("storage.url", *LISTENERS, "admin.socket", "log_json", "cluster.redis",
+                "cluster.node", "cluster.heartbeat", "cluster.prefix")
 
 
 class Controller(service.Service):

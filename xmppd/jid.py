@@ -125,6 +125,19 @@ class JID:
         return cls.make(local, domain, resource if slash else None)
 
     @classmethod
+    def normalised(cls, text: str) -> JID:
+        """A JID from the text form of one xmppd normalised already (a
+        cluster node's records and streams): split, not normalised again
+        (the first normalisation of a JID costs tens of microseconds)."""
+        rest, slash, resource = text.partition("/")
+        local, at, domain = rest.partition("@")
+        if not at:
+            local, domain = None, rest
+        if not domain:
+            raise InvalidJID("empty domainpart")
+        return cls(local, domain, resource if slash else None)
+
+    @classmethod
     def make(
         cls, local: str | None, domain: str, resource: str | None = None
     ) -> JID:

@@ -134,17 +134,17 @@ class ClusterDirectory:
     def mirror_set(self, node, full, text):
         """Node ``node`` published the record ``text`` of ``full`` (a string)."""
         try:
-            jid = JID.parse(full)
+            jid = JID.normalised(full)
             record = RemoteRecord(jid, node, json.loads(text), self._cluster)
-        except (InvalidJID, ValueError, KeyError, TypeError):
+        except (InvalidJID, ValueError, KeyError, TypeError, AttributeError):
             return
         self._remote.setdefault(jid.bare, {})[jid.resource] = record
 
     def mirror_del(self, node, full):
         """Node ``node`` unbound ``full``."""
         try:
-            jid = JID.parse(full)
-        except InvalidJID:
+            jid = JID.normalised(full)
+        except (InvalidJID, AttributeError):
             return
         self._drop(jid, node)
 

@@ -186,12 +186,7 @@ class ClusterNode(service.Service):
     @defer.inlineCallbacks
     def _start(self):
         yield self._reap(self.node)  # what a former process of this name left
-        try:
-            yield self._cmd.execute_command("XGROUP", "CREATE", self.stream, GROUP, "$",
-                                            "MKSTREAM")
-        except txredisapi.ResponseError as e:
-            if "BUSYGROUP" not in str(e):
-                raise
+        yield self._create_group()
         yield self._beat_once()
         yield self._leases()
         self._beat = task.LoopingCall(self._tick)
@@ -201,14 +196,39 @@ class ClusterNode(service.Service):
         log.info("cluster node {node} joined", node=self.node)
 
     @defer.inlineCallbacks
+    def _rejoin(self):
+        """Make this node's stream again and publish its sessions' records."""
+        try:
+            yield self._create_group()
+            yield self._beat_once()
+            self.republish()
+        except Exception:
+            log.failure("cannot join the cluster again")
+            yield task.deferLater(self._reactor, 1.0, lambda: None)
+
+    def _create_group(self):
+        d = self._cmd.execute_command("XGROUP", "CREATE", self.stream, GROUP, "$", "MKSTREAM")
+        d.addErrback(lambda failure: None if "BUSYGROUP" in str(failure.value) else failure)
+        return d
+
+    def republish(self):
+        """Write every local session's record again (Redis may have lost them)."""
+        for session in self.directory.local.all():
+            self.publish_set(session)
+
+    @defer.inlineCallbacks
     def stopService(self):
         super().stopService()
         if self._beat is not None and self._beat.running:
             self._beat.stop()
         try:
             yield self._starting
-            # The sessions have ended (the listeners stopped first): what is
-            # left in the stream is handled here, then the node is gone.
+            # The reader first ends its last read (its entries delivered or
+            # undeliverable, acknowledged); the sessions have ended (the
+            # controller stopped first): what is left in the stream is
+            # handled here, then the node is gone.
+            if self._reading is not None:
+                yield self._reading
             entries = yield self._cmd.execute_command("EVAL", TAKE_STREAM, 1, self.stream)
             self._undeliverable(entries)
             yield self._cmd.execute_command("DEL", self.key("sessions", self.node),
@@ -308,7 +328,7 @@ class ClusterNode(service.Service):
         lost = []
         for full, text in zip(fields[::2], fields[1::2]):
             try:
-                lost.append(RemoteRecord(JID.parse(full), node, json.loads(text), self))
+                lost.append(RemoteRecord(JID.normalised(full), node, json.loads(text), self))
             except (InvalidJID, ValueError, KeyError, TypeError):
                 continue
         for record in lost:
@@ -322,7 +342,9 @@ class ClusterNode(service.Service):
     # The directory
 
     def subscribed(self):
-        """The channels are followed (again): load the other nodes' records."""
+        """The channels are followed (again): load the other nodes' records,
+        and write this node's (Redis may have restarted without them)."""
+        self.republish()
         d = self._load_mirror()
         d.addErrback(lambda failure: log.failure("cannot read the cluster's sessions",
                                                  failure))
@@ -441,9 +463,15 @@ class ClusterNode(service.Service):
                 reply = yield self._reader.execute_command(
                     "XREADGROUP", "GROUP", GROUP, self.node, "COUNT", str(READ_COUNT),
                     "BLOCK", str(READ_BLOCK), "STREAMS", self.stream, ">")
-            except Exception:
+            except Exception as e:
                 if not self.running:
                     return
+                if "NOGROUP" in str(e):
+                    # Redis lost the stream (restarted without its data, or
+                    # this node stalled past its heartbeat and was reaped).
+                    log.warn("this node's cluster stream is gone: joining again")
+                    yield self._rejoin()
+                    continue
                 log.failure("cannot read this node's cluster stream")
                 yield task.deferLater(self._reactor, 1.0, lambda: None)
                 continue
@@ -467,7 +495,7 @@ class ClusterNode(service.Service):
                 self._router.routed(element)
             return
         try:
-            jid = JID.parse(entry["j"])
+            jid = JID.normalised(entry["j"])
         except (KeyError, InvalidJID):
             return
         session = self.directory.local.get(jid)
@@ -509,7 +537,7 @@ class ClusterNode(service.Service):
                     self._bounce_routed(element)
                 continue
             try:
-                jid = JID.parse(entry.get("j", ""))
+                jid = JID.normalised(entry.get("j", ""))
             except InvalidJID:
                 continue
             if element is not None:
