@@ -41,6 +41,7 @@ The ``stream`` modules get is a :class:`~xmppd.core.c2s.ClientConnection`:
 ``channel_binding(kind)``.
 """
 
+import json
 from bisect import insort
 from weakref import WeakValueDictionary
 
@@ -58,6 +59,9 @@ log = Logger(namespace="xmppd.core.c2s")
 # the Session.  A module that claims it keeps the session bound, without a
 # carrier, until it calls resume or unbind.
 SESSION_CARRIER_LOST = "session/carrier-lost"
+# Another node of the cluster ended an account's streams (end_account): its
+# streams here end too.  Argument: JSON [JID, condition, text].
+ACCOUNT_END = "account/end"
 
 
 def stream_element_event(namespace, name):
@@ -85,6 +89,7 @@ class Negotiation:
         # around the routing): what is delivered to a backlogged carrier
         # meanwhile holds it.
         self.sender = None
+        server.hooks.add(ACCOUNT_END, self._end_told)
 
     # Features and elements
 
@@ -156,7 +161,8 @@ class Negotiation:
         old = server.sessions.add(session)
         if old is not None:
             old.close("conflict", "replaced by a new session")
-            self.unbind(old)  # before the new one is bound
+            if isinstance(old, Session):  # not another cluster node's, which unbinds it
+                self.unbind(old)  # before the new one is bound
         server.hooks.notify(SESSION_BOUND, session)
         return session
 
@@ -201,7 +207,21 @@ class Negotiation:
         """Close with stream error ``condition`` the client streams of
         ``jid``'s account (for a full JID, the one bound to it), bound or
         not, and unbind its hibernating sessions, all but the stream
-        ``keep``; the JIDs (full when bound) of what was ended."""
+        ``keep``; the JIDs (full when bound) of what was ended here.  The
+        other nodes of a cluster end theirs (:data:`ACCOUNT_END`): a
+        password change, a deletion or a disabling holds everywhere."""
+        ended = self._end_here(jid, condition, text, keep)
+        cluster = self._server.cluster
+        if cluster is not None:
+            cluster.tell(ACCOUNT_END, json.dumps([jid.full, condition, text]))
+        return ended
+
+    def _end_told(self, argument):
+        """Another node of the cluster ended an account: its streams here end."""
+        full, condition, text = json.loads(argument)
+        self._end_here(JID.normalised(full), condition, text)
+
+    def _end_here(self, jid, condition, text, keep=None):
         ended = []
         for carrier in list(self._server.streams):
             stream = getattr(carrier, "connection", None)
@@ -212,7 +232,8 @@ class Negotiation:
             ended.append(stream.user.full if stream.session is None else stream.session.jid.full)
             stream.close(condition, text)
         for session in self._server.sessions.resources(jid.bare):
-            if session.hibernating and jid.resource in (None, session.jid.resource):
+            if (isinstance(session, Session)  # another node's ends there
+                    and session.hibernating and jid.resource in (None, session.jid.resource)):
                 ended.append(session.jid.full)
                 session.close(condition, text)
         return ended

@@ -21,7 +21,8 @@ commands (XEP-0133) and the HTTP admin API share.
   any mechanism (SASL ``account-disabled``, RFC 6120 §6.5.1), and ends its
   sessions with ``not-authorized``, until :meth:`Accounts.enable`.  The
   disabled accounts are kept in the ``hostval`` store ``disabled`` (the
-  reason) and in memory (:class:`Marks`), so that a login pays no lookup.
+  reason) and in memory (:class:`Marks`), so that a login pays no lookup;
+  the other nodes of a cluster are told of each change of a mark.
 
 Accounts of anonymous hosts are made at login (``anonymous``), never here.
 """
@@ -42,6 +43,9 @@ DISABLED = ("not-authorized", "the account was disabled")
 DISABLED_STORE = "disabled"  # the hostval store of the disabled accounts
 ADMINS_STORE = "admins"  # ... of the admins made by invitations (xmppctl invite --admin)
 MARKS = (DISABLED_STORE, ADMINS_STORE)  # what goes with a deleted account
+# Told to the other nodes of a cluster (api.tell_cluster), which keep the
+# marks in memory too; argument: JSON [store, bare JID, marked].
+MARK_CHANGED = "accounts/mark"
 
 
 class PasswordRefused(ValueError):
@@ -113,7 +117,8 @@ class Marks:
         """Mark account ``user``, with ``record`` (and the time): a Deferred."""
         record["time"] = self._api.clock.seconds()
         d = self.store.set(user.domain, user.local, json.dumps(record))
-        return d.addCallback(lambda _: self._mark(user.bare_str))
+        d.addCallback(lambda _: self._mark(user.bare_str))
+        return d.addCallback(lambda _: self._tell(user, True))
 
     def _mark(self, jid):
         if self._loading is not None:
@@ -123,14 +128,30 @@ class Marks:
 
     def discard(self, user):
         """Unmark account ``user``: a Deferred of whether it was marked."""
-        self.forget(user)
-        return self.store.delete(user.domain, user.local).addCallback(bool)
+        self._unmark(user.bare_str)
+        d = self.store.delete(user.domain, user.local)
+        return d.addCallback(lambda was: self._tell(user, False) or bool(was))
 
     def forget(self, user):
         """Unmark account ``user`` in memory only (``xmppctl`` changed the
-        database)."""
+        database), here and on the other nodes of a cluster."""
+        self._unmark(user.bare_str)
+        self._tell(user, False)
+
+    def _unmark(self, jid):
         if self._marked is not None:
-            self._marked.discard(user.bare_str)
+            self._marked.discard(jid)
+
+    def _tell(self, user, marked):
+        """The other nodes of a cluster keep the marks in memory too."""
+        self._api.tell_cluster(MARK_CHANGED, json.dumps([self.name, user.bare_str, marked]))
+
+    def told(self, jid, marked):
+        """Another node of the cluster marked (or unmarked) ``jid`` (text)."""
+        if marked:
+            self._mark(jid)
+        else:
+            self._unmark(jid)
 
 
 class Accounts:
@@ -259,6 +280,13 @@ class Accounts:
         if not admin_only:
             self._disabled.forget(user)
 
+    def mark_changed_elsewhere(self, argument):
+        """Another node of the cluster changed a mark (:data:`MARK_CHANGED`)."""
+        name, jid, marked = json.loads(argument)
+        for marks in (self._disabled, self._admins):
+            if marks.name == name:
+                marks.told(jid, marked)
+
     @defer.inlineCallbacks
     def make_admin(self, user, invitation):
         """Make account ``user`` an admin of its host, as admin invitation
@@ -274,3 +302,4 @@ def setup(api):
     api.provide("accounts", accounts)
     accounts.load()
     api.hook(CONFIG_RELOADED, lambda config: accounts.load())
+    api.hook(MARK_CHANGED, accounts.mark_changed_elsewhere)

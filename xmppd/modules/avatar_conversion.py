@@ -21,7 +21,8 @@ by the server (XEP-0398).
   something: once its photo was removed during the session, or in an
   ``<x/>`` the client sent; otherwise its presence is left as it is (the
   presence of accounts without avatars costs nothing more).  The hash is
-  kept while the account has sessions.
+  kept while the account has sessions on this node; the other nodes of a
+  cluster are told when a vCard is set, and read the hash again.
 
 What the server writes is not converted back.  A conversion that cannot
 be made (no data item, data that is not base64 or whose SHA-1 is not its
@@ -43,6 +44,7 @@ from xmppd.core.events import SESSION_UNBOUND, pre_events
 from xmppd.core.serial import SerialJobs
 from xmppd.core.stanzas import StanzaError, child
 from xmppd.core.xmlstream import parse_stanza
+from xmppd.jid import JID
 
 NS_DATA = "urn:xmpp:avatar:data"
 NS_METADATA = "urn:xmpp:avatar:metadata"
@@ -50,6 +52,9 @@ NS_VCARD = "vcard-temp"
 NS_UPDATE = "vcard-temp:x:update"
 NS_CONVERSION = "urn:xmpp:pep-vcard-conversion:0"
 PRESENCE_PRIORITY = -90  # on the pre-events: after the policies, before the presence module
+# Told to the other nodes of a cluster (api.tell_cluster), whose hashes of
+# the vCard's photo are stale; argument: the account's bare JID.
+VCARD_CHANGED = "vcard/changed"
 
 
 class Unconvertible(Exception):
@@ -156,6 +161,7 @@ class AvatarConversion:
         self._jobs = SerialJobs()
         self._hashes = {}  # account -> SHA-1 of its vCard's photo ("": none)
         self._removed = set()  # accounts whose photo went during their sessions
+        self._told = 0  # vCard changes other nodes told of
         # Bound once: what this module writes names it as the publisher or
         # writer, and the services tell every listener but that one.
         self._pep_listener = self._pep_changed
@@ -174,7 +180,7 @@ class AvatarConversion:
         return self._jobs.run(account, job, *args).addErrback(failed)
 
     def _learn(self, account, vcard):
-        if self._api.sessions.count(account):
+        if self._api.sessions.here(account):
             sha1 = photo_hash(vcard)
             if self._hashes.get(account) and not sha1:
                 self._removed.add(account)
@@ -196,6 +202,7 @@ class AvatarConversion:
         vcard = with_photo(vcard, avatar)
         yield self._vcards.set(account, vcard, writer=self._vcard_listener)
         self._learn(account, vcard)
+        self._api.tell_cluster(VCARD_CHANGED, account.full)
 
     @defer.inlineCallbacks
     def _pep_avatar(self, account, info):
@@ -222,7 +229,16 @@ class AvatarConversion:
         if not self._api.enabled(account.domain):
             return None
         self._learn(account, vcard)
+        self._api.tell_cluster(VCARD_CHANGED, account.full)
         return self._run(account, self._to_pep, account, vcard)
+
+    def vcard_changed_elsewhere(self, account):
+        """Another node of the cluster set the vCard of ``account`` (text):
+        its hash is read again with the next presence."""
+        self._told += 1
+        account = JID.normalised(account)
+        if self._hashes.pop(account, None):
+            self._removed.add(account)  # what _learn does, should the photo be gone
 
     @defer.inlineCallbacks
     def _to_pep(self, account, vcard):
@@ -269,9 +285,11 @@ class AvatarConversion:
         if known is not None:
             self._add_hash(account, stanza.element, update, known)
             return False
+        told = self._told
 
         def found(vcard):
-            self._learn(account, vcard)
+            if told == self._told:  # else another node's vCard may be newer
+                self._learn(account, vcard)
             self._add_hash(account, stanza.element, update, photo_hash(vcard))
             return False
 
@@ -290,7 +308,7 @@ class AvatarConversion:
         update.addElement((NS_UPDATE, "photo"), content=sha1 or None)
 
     def forget(self, session):
-        if not self._api.sessions.count(session.jid.bare):
+        if not self._api.sessions.here(session.jid.bare):
             self._hashes.pop(session.jid.bare, None)
             self._removed.discard(session.jid.bare)
 
@@ -303,3 +321,4 @@ def setup(api):
     for event in pre_events("presence"):
         api.hook(event, conversion.presence, priority=PRESENCE_PRIORITY)
     api.hook(SESSION_UNBOUND, conversion.forget)
+    api.hook(VCARD_CHANGED, conversion.vcard_changed_elsewhere)

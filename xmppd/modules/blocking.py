@@ -34,7 +34,8 @@ Enforcement, on ``route/pre`` for every stanza (§3.3), with JIDs matched as
   and its own server.
 
 The block lists of users with a bound resource are kept in memory (read at
-bind, forgotten with the last session), so between online users the check
+bind, forgotten with the last session of this process, read again when
+another node of a cluster changed one), so between online users the check
 is a few dictionary lookups, and nothing more while their lists are empty.
 For a user who is not online the list is read from storage, and the check
 returns a Deferred: the stanza, and the sender's later ones, wait for it.
@@ -63,6 +64,9 @@ FLAG = "blocklist"  # a session's flag: it asked for the block list, so it gets 
 # On the pre-events: after the closed-domain policy (100), ahead of what
 # copies or stores stanzas.
 PRIORITY = 50
+# Told to the other nodes of a cluster (api.tell_cluster), whose copies of
+# the block list are stale; argument: the account's bare JID.
+CHANGED = "blocking/changed"
 
 
 class _Cached:
@@ -95,8 +99,19 @@ class BlockLists:
 
     def unbound(self, session):
         user = session.jid.bare
-        if not self._api.sessions.count(user):
+        if not self._api.sessions.here(user):
             self._online.pop(user, None)
+
+    def changed_elsewhere(self, user):
+        """Another node of the cluster changed the block list of ``user``
+        (text): it is read again."""
+        user = JID.normalised(user)
+        cached = self._online.get(user)
+        if cached is not None:
+            cached.generation += 1  # a reading under way is done again
+            if cached.jids is not None:
+                cached.jids = None
+                self._load(user, cached)
 
     def _load(self, user, cached):
         generation = cached.generation
@@ -149,7 +164,9 @@ class BlockLists:
         return defer.gatherResults([run(handler) for handler in self._block_handlers])
 
     def changed(self, user, change):
-        """After a stored change, apply ``change(jids)`` to the list in memory."""
+        """After a stored change, apply ``change(jids)`` to the list in
+        memory, and tell the other nodes of a cluster."""
+        self._api.tell_cluster(CHANGED, user.full)
         cached = self._online.get(user)
         if cached is not None:
             cached.generation += 1
@@ -297,6 +314,7 @@ def setup(api):
         api.hook(event, check, priority=PRIORITY)
     api.hook(SESSION_BOUND, lists.bound)
     api.hook(SESSION_UNBOUND, lists.unbound)
+    api.hook(CHANGED, lists.changed_elsewhere)
 
 
 def _same_account_or_own_server(sender, recipient):

@@ -39,6 +39,8 @@ unique and stable stanza ids (XEP-0359) and result set management
   ``<always/>`` and ``<never/>`` JID lists, per account (``keyval``),
   ``mam.default`` until the account sets them; a JID in ``never`` is
   never archived, one in ``always`` always, the others by the default.
+  The other nodes of a cluster are told of a change (``mam/prefs``) and
+  read the preferences again.
 - Retention: every ``mam.purge_interval`` seconds (the first time a
   minute after start), account by account, messages older than
   ``mam.max_age`` days go, and beyond ``mam.max_messages`` an account's
@@ -73,6 +75,9 @@ DEFAULTS = ("always", "never", "roster")
 INCOMING_PRIORITY = 20  # before carbons' received copies (10) and delivery
 OUTGOING_PRIORITY = -50  # after the policies (closed domains, blocking)
 PREFS_CACHED = 10000  # accounts whose preferences are kept in memory
+# Told to the other nodes of a cluster (api.tell_cluster), whose copies of
+# the preferences are stale; argument: the account's bare JID.
+PREFS_CHANGED = "mam/prefs"
 
 OPTIONS = Options(  # [mam]
     default=Option("always", choice(DEFAULTS)),
@@ -113,6 +118,7 @@ class Archive:
         self._values = api.open_store("keyval")
         self._ids = ArchiveIds(api.clock)
         self._prefs = OrderedDict()  # bare JID -> Prefs (default None: the operator's)
+        self._told = 0  # changes of preferences other nodes told of
         self._writes = BatchedWrites(self._store.append_many, api.log, "archived message(s)")
         # The last message serialised for its sender's archive, reused for
         # its recipient's when it did not change: (element, children, xml,
@@ -237,11 +243,13 @@ class Archive:
         if cached is not None:
             self._prefs.move_to_end(user)
             return defer.succeed(self._effective(cached))
+        told = self._told
 
         def parse(text):
             # A write meanwhile (prefs_command) is newer: it wins.
-            prefs = self._remember(user, self._prefs.get(user) or (
-                Prefs(None) if text is None else prefs_of(text)))
+            prefs = self._prefs.get(user) or (Prefs(None) if text is None else prefs_of(text))
+            if told == self._told:  # else another node's write may be newer
+                self._remember(user, prefs)
             return self._effective(prefs)
 
         return self._values.get(user.local, user.domain, "prefs").addCallback(parse)
@@ -263,7 +271,13 @@ class Archive:
             return self.prefs(user).addCallback(prefs_element)
         prefs = parse_prefs(stanza.payload)
         d = self._values.set(user.local, user.domain, "prefs", prefs_element(prefs).toXml())
+        d.addCallback(lambda _: self._api.tell_cluster(PREFS_CHANGED, user.full))
         return d.addCallback(lambda _: prefs_element(self._remember(user, prefs)))
+
+    def prefs_changed_elsewhere(self, user):
+        """Another node of the cluster changed the preferences of ``user`` (text)."""
+        self._told += 1
+        self._prefs.pop(JID.normalised(user), None)
 
     # Queries (§4)
 
@@ -424,3 +438,4 @@ def setup(api):
         api.hook(event, archive.outgoing, priority=OUTGOING_PRIORITY)
     for target in (BARE, FULL):
         api.hook(message_event(target), archive.incoming, priority=INCOMING_PRIORITY)
+    api.hook(PREFS_CHANGED, archive.prefs_changed_elsewhere)

@@ -37,6 +37,9 @@ NS_ROSTER = "jabber:iq:roster"
 FLAG = "roster"  # a session's flag: it asked for the roster, so it gets pushes (§2.1.6)
 NS_ROSTERVER = "urn:xmpp:features:rosterver"
 MAX_TEXT = 1023  # longest item name or group name, in characters
+# Told to the other nodes of a cluster (api.tell_cluster), whose copies of
+# the roster are stale; argument: the account's bare JID.
+CHANGED = "roster/changed"
 
 OPTIONS = Options(  # [roster]
     max_items=Option(1000, integer(1)),
@@ -74,7 +77,8 @@ class RosterService:
     The rosters of accounts with a bound session are kept in memory: presence
     broadcasts and probes read them all the time.  Every change goes through
     :meth:`store` or :meth:`remove`, which drop the copy; a read that was
-    under way during a change is not kept (``_generation``).
+    under way during a change is not kept (``_generation``).  Another node
+    of a cluster may change a roster too: it tells this one (:data:`CHANGED`).
     """
 
     def __init__(self, api):
@@ -84,17 +88,22 @@ class RosterService:
         self._cache = {}  # bare JID -> (version, items), for accounts online
         self._generation = {}  # bare JID -> changes made, while online
         api.hook(SESSION_UNBOUND, self._unbound)
+        api.hook(CHANGED, self._changed_elsewhere)
 
     def roster(self, user):
         """Deferred ``(version, items)`` of the roster of ``user`` (a bare JID)."""
         cached = self._cache.get(user)
         if cached is not None:
             return defer.succeed(cached)
+        # Kept only if read while the account is online here: only then
+        # does a change another node tells of count in its generation.
+        here = self._api.sessions.here(user)
         generation = self._generation.get(user, 0)
         d = self.items.get(user.local, user.domain)
 
         def keep(result):
-            if self._api.sessions.count(user) and self._generation.get(user, 0) == generation:
+            if (here and self._api.sessions.here(user)
+                    and self._generation.get(user, 0) == generation):
                 self._cache[user] = result
             return result
 
@@ -116,9 +125,15 @@ class RosterService:
         self._cache.pop(user, None)
         self._generation[user] = self._generation.get(user, 0) + 1
 
+    def _changed_elsewhere(self, user):
+        """Another node of the cluster changed the roster of ``user`` (text)."""
+        user = JID.normalised(user)
+        if self._api.sessions.here(user):
+            self._changed(user)
+
     def _unbound(self, session):
         user = session.jid.bare
-        if not self._api.sessions.count(user):
+        if not self._api.sessions.here(user):
             self._cache.pop(user, None)
             self._generation.pop(user, None)
 
@@ -157,6 +172,7 @@ class RosterService:
 
         def stored(version):
             self._changed(user)
+            self._api.tell_cluster(CHANGED, user.full)
             self.push(user, item, version)
             return version
 
@@ -170,6 +186,7 @@ class RosterService:
         def removed(version):
             self._changed(user)
             if version is not None:
+                self._api.tell_cluster(CHANGED, user.full)
                 self.push(user, item, version, remove=True)
 
         return d.addCallback(removed)
