@@ -8,6 +8,7 @@ import base64
 import hashlib
 
 import pytest
+from twisted.internet import defer
 
 from tests.harness import Client, add_user, error_condition, make_server, online
 from xmppd.jid import JID
@@ -23,23 +24,29 @@ SHA1 = hashlib.sha1(base64.b64decode(BINVAL)).hexdigest()
 
 
 class Peer:
-    """The cluster node's side modules use (``tell``), with the other node
-    in memory: what one node tells fires on the other at once, as the
-    events channel delivers it."""
+    """The cluster node's side modules use (``tell``, ``lock``), with the
+    other node in memory: what one node tells fires on the other at once,
+    as the events channel delivers it; the locks are the two nodes'."""
 
-    def __init__(self, name, other):
+    def __init__(self, name, other, locks):
         self.node = name
         self.other = other
+        self.locks = locks
 
     def tell(self, event, argument):
         self.other.hooks.notify(event, argument)
+
+    def lock(self, name):
+        lock = self.locks.setdefault(name, defer.DeferredLock())
+        return lock.acquire().addCallback(lambda lock: lock.release)
 
 
 @pytest.fixture
 def nodes(tmp_path):
     one = make_server(tmp_path, modules=(*MODULES, "mam"))
     two = make_server(tmp_path, modules=(*MODULES, "mam"), store=one.sql)
-    one.cluster, two.cluster = Peer("one", two), Peer("two", one)
+    locks = {}
+    one.cluster, two.cluster = Peer("one", two, locks), Peer("two", one, locks)
     for user in ("alice@example.com", "bob@example.com"):
         add_user(one, user)
     return one, two
@@ -196,3 +203,15 @@ def test_ending_one_resource_reaches_the_node_it_is_on(nodes):
     assert closed_with(b) == "conflict"
     assert not c.closed
 
+
+
+def test_a_roster_changes_on_one_node_while_the_other_holds_its_lock_waits(nodes):
+    one, two = nodes
+    alice = login(one)
+    release = result(two.cluster.lock("roster:alice@example.com"))
+    alice.send(f"<iq type='set' id='add'><query xmlns='{NS_ROSTER}'>"
+               "<item jid='carol@example.com'/></query></iq>")
+    assert [e for e in alice.take() if e.name == "iq"] == []  # waits for node two
+    release()
+    answers = [e for e in alice.take() if e.name == "iq" and e.getAttribute("id") == "add"]
+    assert [a["type"] for a in answers] == ["result"]

@@ -16,6 +16,9 @@ Redis keys, under ``cluster.prefix`` (``P``):
   through consumer group ``xmppd`` (``XREADGROUP``) and, once a batch is
   delivered, acknowledges and deletes its entries (``XACK``, ``XDEL``): the
   stream holds only what is not yet handled.
+- ``P:lock:NAME``: a lock (:meth:`ClusterNode.lock`) for what one node at
+  a time may change: an account's roster (RFC 6121 §3 subscription states
+  are read, then written).
 - channel ``P:events``: notifications of one node for the others
   (``tell``: caches to drop).
 - ``P:components:all``: external components (XEP-0114) by the node they
@@ -81,7 +84,7 @@ LEASE = ("local owner = redis.call('GET', KEYS[1]) "
          "if owner == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return owner end "
          "if not owner then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) "
          "return ARGV[1] end return owner")
-# Lets a lease go if ARGV[1] holds it.
+# Lets a lease or lock go if ARGV[1] holds it.
 RELEASE = ("if redis.call('GET', KEYS[1]) == ARGV[1] then "
            "return redis.call('DEL', KEYS[1]) end return 0")
 
@@ -452,6 +455,19 @@ class ClusterNode(service.Service):
     def forward_close(self, node, jid, condition, text=None):
         self._cmd.execute_command("XADD", self.stream_key(node), "NOMKSTREAM", "*",
                                   "j", jid.full, "c", condition, "t", text or "")
+
+    @defer.inlineCallbacks
+    def lock(self, name, ttl=10.0):
+        """Take the cluster-wide lock ``name`` (``P:lock:NAME``), waiting
+        while another holder has it; a Deferred of the function that lets
+        it go.  It lapses after ``ttl`` seconds if its holder dies."""
+        key, token = self.key("lock", name), os.urandom(9).hex()
+        delay = 0.005
+        while not (yield self._cmd.execute_command("SET", key, token, "NX", "PX",
+                                                   str(int(ttl * 1000)))):
+            yield task.deferLater(self._reactor, delay, lambda: None)
+            delay = min(delay * 2, 0.2)
+        return lambda: self._cmd.execute_command("EVAL", RELEASE, 1, key, token)
 
     def parse(self, xml):
         return self._parser.parse(xml)

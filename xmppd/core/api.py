@@ -24,6 +24,10 @@ ENCRYPTED = "encrypted"
 AUTHENTICATED = "authenticated"
 
 
+def _nothing():
+    """Lets go of a lock that outside a cluster is not taken."""
+
+
 class ModuleAPI:
     """What a feature module may use of the server."""
 
@@ -239,6 +243,14 @@ class ModuleAPI:
         they keep of changed data, docs/cluster.md); nothing otherwise."""
         if self._server.cluster is not None:
             self._server.cluster.tell(event, argument)
+
+    def cluster_lock(self, name):
+        """A Deferred that fires, once lock ``name`` is held on every node of
+        the cluster, with the function that lets it go (at once, outside a
+        cluster): for a change that reads then writes shared data."""
+        if self._server.cluster is None:
+            return defer.succeed(_nothing)
+        return self._server.cluster.lock(name)
 
     def next_id(self):
         return self._server.next_id()

@@ -17,7 +17,8 @@ Publishes the ``roster`` service (:class:`RosterService`): pushes, and
 changes to an account's roster run one at a time so that subscription
 handling (RFC 6121 §3) never loses a concurrent change.  Those changes come
 from several streams (the account's sessions, its contacts' servers), so
-they go through one :class:`~xmppd.core.serial.SerialQueue` per roster.
+they go through one :class:`~xmppd.core.serial.SerialQueue` per roster,
+and, in a cluster, under the roster's cluster-wide lock (docs/cluster.md).
 """
 
 import dataclasses
@@ -150,8 +151,21 @@ class RosterService:
 
     def _run_change(self, change):
         user, fn, args, result = change
-        d = defer.maybeDeferred(fn, *args)
+        # Other nodes of a cluster change this roster too (the contacts'
+        # subscriptions): one change at a time in the whole cluster.
+        d = self._api.cluster_lock(f"roster:{user.full}")
+        d.addCallback(self._locked_change, fn, args)
         return d.addBoth(self._change_done, user, result)
+
+    @staticmethod
+    def _locked_change(release, fn, args):
+        d = defer.maybeDeferred(fn, *args)
+
+        def done(outcome):
+            release()
+            return outcome
+
+        return d.addBoth(done)
 
     def _change_done(self, outcome, user, result):
         queue = self._changes.get(user)
