@@ -234,9 +234,9 @@ class ClusterNode(service.Service):
                 yield self._reading
             entries = yield self._cmd.execute_command("EVAL", TAKE_STREAM, 1, self.stream)
             self._undeliverable(entries)
+            yield self._cmd.execute_command("SREM", self.nodes_key, self.node)
             yield self._cmd.execute_command("DEL", self.key("sessions", self.node),
                                             self.key("node", self.node))
-            yield self._cmd.execute_command("SREM", self.nodes_key, self.node)
             yield self._publish_directory("gone", self.node)
             for domain in self._router.placed:
                 yield self._cmd.execute_command("EVAL", RELEASE, 1, self.key("service", domain),
@@ -318,6 +318,9 @@ class ClusterNode(service.Service):
                                                 "NX", "PX", ms)
         if taken is None:
             return
+        if node != self.node and (yield self._cmd.execute_command("EXISTS",
+                                                                  self.key("node", node))):
+            return  # alive after all (it started again meanwhile)
         fields = yield self._cmd.execute_command("HGETALL", self.key("sessions", node))
         yield self._cmd.execute_command("DEL", self.key("sessions", node))
         yield self._cmd.execute_command("SREM", self.nodes_key, node)
@@ -334,6 +337,8 @@ class ClusterNode(service.Service):
                 lost.append(RemoteRecord(JID.normalised(full), node, json.loads(text), self))
             except (InvalidJID, ValueError, KeyError, TypeError):
                 continue
+        self.directory.mirror_forget(node)  # before "gone" comes back: nothing routed there
+        self._forget_components(node)
         for record in lost:
             self._server.hooks.notify(SESSION_LOST, record)
         self._undeliverable(entries)

@@ -28,6 +28,13 @@ stores, in one storage call, which a graceful shutdown lets finish.  Only a
 headline nobody claimed is looked up (dropped for an account, refused for
 none).
 
+A message a session may not have got (its session ended with it not
+acknowledged, XEP-0198; or its cluster node died: ``Router.undeliverable``)
+comes to ``MESSAGE_OFFLINE`` too: the account's other resources that would
+take it sent to the bare JID take it first (§8.5.3.2.1), else it is stored.
+A copy of a message sent to the bare JID may so reach a resource that had
+its own copy: clients tell them apart by their ids (XEP-0359).
+
 Publishes the ``message`` service (:class:`MessageDelivery`): which sessions
 receive a message, for modules such as carbons that act on the others.
 """
@@ -35,6 +42,7 @@ receive a message, for modules such as carbons that act on the others.
 from xmppd.core.events import BARE, FULL, MESSAGE_OFFLINE, message_event, then
 
 TYPES = ("normal", "chat", "groupchat", "headline", "error")
+OTHER_RESOURCES_PRIORITY = 30  # on message/offline: before anonymous accounts, push, storage
 
 
 def message_type(stanza):
@@ -110,6 +118,16 @@ def setup(api):
         return then(api.fire(MESSAGE_OFFLINE, stanza),
                     lambda stored: stored or not_stored(stanza))
 
+    def to_other_resources(stanza):
+        """A message for a resource that is gone: to the others that would
+        take it sent to the bare JID (none when fired by ``deliver``)."""
+        sessions = [session for session in delivery.for_bare(stanza.recipient.bare,
+                                                              message_type(stanza))
+                    if session.jid != stanza.recipient]
+        for session in sessions:
+            session.send(stanza.element)
+        return bool(sessions)
+
     def not_stored(stanza):
         if message_type(stanza) in ("normal", "chat"):
             return api.bounce(stanza, "service-unavailable")
@@ -130,3 +148,4 @@ def setup(api):
 
     api.hook(message_event(BARE), to_bare)
     api.hook(message_event(FULL), to_full)
+    api.hook(MESSAGE_OFFLINE, to_other_resources, priority=OTHER_RESOURCES_PRIORITY)
