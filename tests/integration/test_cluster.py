@@ -225,7 +225,7 @@ def test_no_message_lost_when_a_node_is_killed(cluster, shared):
             (time.monotonic(), str(presence["from"]))))
         outcome = await measure(ports, shared.ca_file, DOMAIN,
                                 {user: shared.passwords[user] for user in users[:5]},
-                                cluster.pid("c"), messages=300, rate=150.0, heartbeat=HEARTBEAT)
+                                cluster.pid("c"), messages=1000, rate=250.0, heartbeat=HEARTBEAT)
         cluster.killed.add("c")
         assert cluster.nodes["c"].process.process.poll() == -signal.SIGKILL
         assert (outcome.lost, outcome.duplicated) == (0, 0), outcome
