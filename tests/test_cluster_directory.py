@@ -139,3 +139,18 @@ def test_a_gone_node_takes_its_records_along(directory):
 def test_bad_records_are_ignored(directory, full, text):
     directory.mirror_set("b", full, text)
     assert directory.remote_count() == 0
+
+
+def test_an_account_gone_from_every_other_node_is_announced(cluster):
+    gone = []
+    directory = ClusterDirectory(cluster, offline=gone.append)
+    directory.mirror_set("b", "alice@example.com/laptop", record())
+    directory.mirror_set("c", "alice@example.com/tablet", record())
+    directory.mirror_del("b", "alice@example.com/laptop")
+    assert gone == []  # still on c
+    directory.mirror_forget("c")
+    assert gone == [ALICE]
+    directory.add(session("phone"))
+    directory.mirror_set("b", "alice@example.com/laptop", record())
+    directory.mirror_del("b", "alice@example.com/laptop")
+    assert gone == [ALICE]  # bound here

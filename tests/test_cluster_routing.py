@@ -5,7 +5,8 @@ that node; what it routes here is served here."""
 import pytest
 
 from tests.harness import Client, add_user, make_server, online
-from xmppd.core.events import SESSION_LOST
+from xmppd.cluster.directory import ClusterDirectory
+from xmppd.core.events import ACCOUNT_OFFLINE, SESSION_LOST
 from xmppd.core.xmlstream import parse_stanza
 from xmppd.jid import JID
 from xmppd.storage import RosterItem
@@ -129,3 +130,36 @@ def test_contacts_of_a_lost_session_get_unavailable_presence(server):
     got = bob.take()
     assert any(e.name == "presence" and e.getAttribute("type") == "unavailable"
                and e["from"] == "alice@example.com/gone" for e in got), [e.toXml() for e in got]
+
+
+def test_a_block_list_of_an_account_bound_elsewhere_is_kept_until_it_leaves(tmp_path):
+    server = make_server(tmp_path)
+    for user in ("alice@example.com", "bob@example.com"):
+        add_user(server, user)
+    directory = ClusterDirectory(Quiet(), server.sessions,
+                                 lambda bare: server.hooks.notify(ACCOUNT_OFFLINE, bare))
+    server.sessions = server.router.sessions = directory
+    directory.mirror_set("b", "alice@example.com/laptop",
+                         '{"a":true,"p":0,"f":[],"x":"","h":false}')
+    lists = server.services["blocking"]
+    bob = online(server, "bob@example.com")
+    bob.send("<message to='alice@example.com/laptop' type='chat'><body>hi</body></message>")
+    assert ALICE_BARE in lists._online  # read once, then kept
+    directory.mirror_del("b", "alice@example.com/laptop")
+    assert ALICE_BARE not in lists._online
+
+
+ALICE_BARE = JID.parse("alice@example.com")
+
+
+class Quiet:
+    """A cluster node that publishes nothing and forwards nowhere."""
+
+    def publish_set(self, session):
+        pass
+
+    def publish_del(self, session):
+        pass
+
+    def forward(self, node, jid, element):
+        pass

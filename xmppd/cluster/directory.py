@@ -74,10 +74,13 @@ class ClusterDirectory:
     ``cluster`` publishes this node's changes and reaches other nodes
     (:class:`xmppd.cluster.node.ClusterNode`)."""
 
-    def __init__(self, cluster, local=None):
+    def __init__(self, cluster, local=None, offline=None):
         self._cluster = cluster
         self.local = local if local is not None else LocalSessionDirectory()
         self._remote = {}  # bare JID -> {resource: RemoteRecord}
+        # Called with a bare JID whose last session, on other nodes, ended
+        # while none is bound here.
+        self._offline = offline
 
     # SessionDirectory
 
@@ -158,6 +161,7 @@ class ClusterDirectory:
                     del resources[resource]
             if not resources:
                 del self._remote[bare]
+                self._went_offline(bare)
         return gone
 
     def remote_count(self, node=None):
@@ -173,4 +177,10 @@ class ClusterDirectory:
         del resources[jid.resource]
         if not resources:
             del self._remote[jid.bare]
+            if node is not None:  # not replaced by a session bound here
+                self._went_offline(jid.bare)
         return record
+
+    def _went_offline(self, bare):
+        if self._offline is not None and not self.local.count(bare):
+            self._offline(bare)

@@ -65,7 +65,7 @@ from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 
 from xmppd.cluster.directory import ClusterDirectory, RemoteRecord, encode
-from xmppd.core.events import SESSION_LOST
+from xmppd.core.events import ACCOUNT_OFFLINE, SESSION_LOST
 from xmppd.core.stanzas import Stanza
 from xmppd.core.xmlstream import FrameParser, StreamError, serialize
 from xmppd.jid import JID, InvalidJID
@@ -133,7 +133,8 @@ class ClusterNode(service.Service):
         self.directory_channel = f"{prefix}:directory"
         self.events_channel = f"{prefix}:events"
         self.stream = self.stream_key(self.node)
-        self.directory = ClusterDirectory(self, server.sessions)
+        self.directory = ClusterDirectory(
+            self, server.sessions, lambda bare: server.hooks.notify(ACCOUNT_OFFLINE, bare))
         self._router = server.router
         self._router.cluster = self
         self.placement = {}  # placed service domain -> the node serving it

@@ -52,7 +52,7 @@ Support is advertised as the ``urn:xmpp:blocking`` disco feature (§3.1).
 from twisted.internet import defer
 from twisted.words.xish import domish
 
-from xmppd.core.events import BARE, SESSION_BOUND, SESSION_UNBOUND, pre_events
+from xmppd.core.events import ACCOUNT_OFFLINE, BARE, SESSION_BOUND, SESSION_UNBOUND, pre_events
 from xmppd.core.stanzas import StanzaError, error_reply, make_stanza
 from xmppd.jid import JID, InvalidJID
 from xmppd.storage import SUBSCRIBERS
@@ -82,8 +82,8 @@ class _Cached:
 
 
 class BlockLists:
-    """Users' blocked JIDs: in memory for users with bound sessions, read
-    from storage for the others."""
+    """Users' blocked JIDs: in memory for users with bound sessions (on
+    any node of a cluster), read from storage for the others."""
 
     def __init__(self, api):
         self._api = api
@@ -98,8 +98,11 @@ class BlockLists:
             self._load(user, cached)
 
     def unbound(self, session):
-        user = session.jid.bare
-        if not self._api.sessions.here(user):
+        self.offline(session.jid.bare)
+
+    def offline(self, user):
+        """Forget the list of ``user`` once it has no session on any node."""
+        if not self._api.sessions.count(user):
             self._online.pop(user, None)
 
     def changed_elsewhere(self, user):
@@ -132,10 +135,14 @@ class BlockLists:
         return self.store.get_all(user.local, user.domain).addCallback(set)
 
     def get(self, user):
-        """The set of JIDs ``user`` blocked, or a Deferred of it."""
+        """The set of JIDs ``user`` blocked, or a Deferred of it.  The list
+        of a user bound on another node of a cluster is kept from its first
+        read on, as for a user bound here."""
         cached = self._online.get(user)
         if cached is not None and cached.jids is not None:
             return cached.jids
+        if cached is None and self._api.sessions.count(user) and self._api.enabled(user.domain):
+            self._load(user, self._online.setdefault(user, _Cached()))
         return self.read(user)
 
     def blocks(self, user, jid):
@@ -314,6 +321,7 @@ def setup(api):
         api.hook(event, check, priority=PRIORITY)
     api.hook(SESSION_BOUND, lists.bound)
     api.hook(SESSION_UNBOUND, lists.unbound)
+    api.hook(ACCOUNT_OFFLINE, lists.offline)
     api.hook(CHANGED, lists.changed_elsewhere)
 
 

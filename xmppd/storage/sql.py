@@ -124,9 +124,11 @@ class SQLStore:
             if sqlite and parsed.database not in (None, "", ":memory:"):
                 _sqlite_file(Path(parsed.database), create)
             # A server database can drop connections (a restart, a failover):
-            # check each before use.  A local SQLite file cannot.
+            # check each before use.  A local SQLite file cannot.  As many
+            # connections kept as the storage pool has threads (its 8): past
+            # the engine's default 5, each use would open and close one.
             try:
-                self._engine = create_engine(parsed, pool_pre_ping=not sqlite)
+                self._engine = create_engine(parsed, pool_pre_ping=not sqlite, pool_size=8)
             except ImportError as exc:
                 raise StorageError(
                     f"the driver for {parsed.drivername} is not installed ({exc})") from exc
