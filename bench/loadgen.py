@@ -3,6 +3,14 @@
     python bench/loadgen.py --host 127.0.0.1 --port 5222 --domain example.com \\
         --pattern 'bench{}' --password secret --server-pid 1234
 
+A server of several processes (cluster nodes, docs/cluster.md) is given as
+lists: ``--port 5222,5322 --server-pid 1234,1235`` (and ``--ws-port``, one
+per port).  Account number i logs in to port i mod the number of ports; the
+server's CPU time and RSS are the sums over its processes.  The messages
+phase pairs consecutive accounts, so with two ports (or more) the two
+sessions of every pair are on different ports: every message crosses from
+one node to another.
+
 Accounts must exist (see bench/accounts.py); the first ``--presence-users``
 of them need the rosters that accounts.py makes, and with the ``pep`` phase
 the next 1 + ``--pep-contacts`` the star that its ``--star-size`` makes.
@@ -42,7 +50,7 @@ Phases (``--phases``):
   reflects one back) for ``--seconds``: messages sent/s, deliveries/s
   (every occupant gets every message), p50/p99 delivery latency, and of
   the senders' own copies (the echo their next message waits for).
-- ``memory``: RSS of the server process (``--server-pid``) per bound, idle
+- ``memory``: RSS of the server (``--server-pid``) per bound, idle
   session at each count of ``--idle-sessions``, read once the RSS has
   settled, after ``--idle-wait`` seconds; the server's open files and the
   time the sessions added at that count took to log in.
@@ -53,7 +61,11 @@ Phases (``--phases``):
 Every phase prints one JSON line on stdout and, at the end, a table on
 stderr.  Sent and delivered stanzas are counted in every phase; ``lost``
 must be 0.  Latencies compare ``time.monotonic_ns()`` stamps carried in the
-stanzas, a clock shared by all processes of the machine.
+stanzas, a clock shared by all processes of the machine.  The CPU figures
+of a phase: the server's (``server_cpu_pct``), the rest of its CPUs' busy
+time when each server process is pinned to one (``others_cpu_pct``), and
+the busy time of the whole machine (``machine_cpu_pct``, up to 100 per
+CPU).
 
 The clients run in ``--workers`` processes (each an asyncio loop); each
 reports its CPU use during the measured window (``gen_cpu_pct``), so a
@@ -116,46 +128,66 @@ def raise_fd_limit():
 
 
 class ServerProcess:
-    """CPU time and RSS of a process (all its threads), from /proc."""
+    """CPU time and RSS of the server's processes (all their threads,
+    summed), from /proc; none given: nothing is measured."""
 
-    def __init__(self, pid):
-        self.pid = pid
+    def __init__(self, *pids):
+        self.pids = pids
         self._tick = os.sysconf("SC_CLK_TCK")
 
     def cpu_seconds(self):
-        if self.pid is None:
+        if not self.pids:
             return None
-        with open(f"/proc/{self.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / self._tick  # utime + stime
+        total = 0
+        for pid in self.pids:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        return total / self._tick
 
     def others_seconds(self):
-        """CPU time used so far on the server's CPU, when the server is
-        pinned to one: the busy time of that CPU (/proc/stat), to be
-        compared with the server's own."""
-        if self.pid is None:
+        """CPU time used so far on the server's CPUs, when each of its
+        processes is pinned to one: the busy time of those CPUs
+        (/proc/stat), to be compared with the server's own."""
+        if not self.pids:
             return None
-        cpus = os.sched_getaffinity(self.pid)
-        if len(cpus) != 1:
-            return None
-        name = f"cpu{next(iter(cpus))} "
+        cpus = set()
+        for pid in self.pids:
+            pinned = os.sched_getaffinity(pid)
+            if len(pinned) != 1:
+                return None
+            cpus |= pinned
+        return self._busy({f"cpu{cpu}" for cpu in cpus})
+
+    def machine_seconds(self):
+        """CPU time used so far by the whole machine, all CPUs together."""
+        return self._busy({"cpu"}) if self.pids else None
+
+    def _busy(self, names):
+        """The busy time of the /proc/stat lines ``names`` ("cpu" is all)."""
+        busy = 0
         with open("/proc/stat") as f:
             for line in f:
-                if line.startswith(name):
-                    user, nice, system, _, _, irq, softirq, steal = map(int, line.split()[1:9])
-                    return (user + nice + system + irq + softirq + steal) / self._tick
-        return None
+                fields = line.split()
+                if fields and fields[0] in names:
+                    user, nice, system, _, _, irq, softirq, steal = map(int, fields[1:9])
+                    busy += user + nice + system + irq + softirq + steal
+        return busy / self._tick
 
     def rss_bytes(self):
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise RuntimeError(f"no VmRSS for process {self.pid}")
+        return sum(_rss(pid) for pid in self.pids)
 
     def open_files(self):
         """The file descriptors the server holds."""
-        return len(os.listdir(f"/proc/{self.pid}/fd"))
+        return sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in self.pids)
+
+
+def _rss(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 # Worker processes: each holds some clients on its own event loop
@@ -165,10 +197,13 @@ class Worker:
     """The commands a worker process runs on its event loop, one at a time."""
 
     def __init__(self, options):
-        """``options``: the ``target``, the account name ``pattern`` (users
-        are given as what it formats: numbers, or names with ``"{}"``) and
-        the ``password``, or a dict of passwords by localpart."""
-        self.target = options["target"]
+        """``options``: the ``target`` (or a list of them: account number
+        i logs in to target i mod their number), the account name
+        ``pattern`` (users are given as what it formats: numbers, or names
+        with ``"{}"``) and the ``password``, or a dict of passwords by
+        localpart."""
+        target = options["target"]
+        self.targets = target if isinstance(target, list) else [target]
         self.password = options["password"]
         self.pattern = options["pattern"]
         self.clients = {}  # user -> logged-in Client
@@ -194,8 +229,10 @@ class Worker:
         password = self.password
         if isinstance(password, dict):
             password = password[localpart]
-        client = CLIENTS[transport](self.target, localpart, password, resource)
-        client.local_addr = self.target.source(user)
+        target = (self.targets[user % len(self.targets)] if len(self.targets) > 1
+                  else self.targets[0])
+        client = CLIENTS[transport](target, localpart, password, resource)
+        client.local_addr = target.source(user)
         if profile != "sasl":
             if transport != "tcp":
                 raise ValueError(f"the {profile} profile is over TCP only")
@@ -788,12 +825,13 @@ class Benchmark:
 
     def __init__(self, args):
         self.args = args
-        self.server = ServerProcess(args.server_pid)
-        target = Target(args.host, args.port, args.domain, args.tls, args.ca_file,
-                        args.mechanism, args.session_iq, args.ws_port, args.fast_count,
-                        tuple(f"127.0.1.{i}" for i in range(1, args.sources + 1))
-                        if args.sources > 1 else ())
-        self.workers = Workers(args.workers, {"target": target, "password": args.password,
+        self.server = ServerProcess(*(args.server_pid or ()))
+        sources = (tuple(f"127.0.1.{i}" for i in range(1, args.sources + 1))
+                   if args.sources > 1 else ())
+        targets = [Target(args.host, port, args.domain, args.tls, args.ca_file, args.mechanism,
+                          args.session_iq, ws_port, args.fast_count, sources)
+                   for port, ws_port in zip(args.port, args.ws_port or [None] * len(args.port))]
+        self.workers = Workers(args.workers, {"target": targets, "password": args.password,
                                               "pattern": args.pattern})
         self.records = []
         self.pep_publisher = args.presence_users  # then its contacts
@@ -805,20 +843,22 @@ class Benchmark:
         print(json.dumps(record), flush=True)
 
     def _cpu(self):
-        """CPU seconds so far: the server's, and its CPU's in all."""
-        return self.server.cpu_seconds(), self.server.others_seconds()
+        """CPU seconds so far: the server's, its CPUs' in all, the machine's."""
+        return (self.server.cpu_seconds(), self.server.others_seconds(),
+                self.server.machine_seconds())
 
     @staticmethod
     def _used(before, after, seconds):
-        """CPU seconds the server used between two ``_cpu()`` readings, and
-        the share of ``seconds`` its CPU spent on anything else (other
-        processes, interrupt work): above a few percent the numbers are
-        disturbed."""
+        """CPU seconds the server used between two ``_cpu()`` readings, the
+        share of ``seconds`` its CPUs spent on anything else (other
+        processes, interrupt work: above a few percent the numbers are
+        disturbed), and the machine's busy share of ``seconds`` (all CPUs)."""
         if before[0] is None:
-            return None, None
+            return None, None, None
         server = after[0] - before[0]
         others = None if before[1] is None else after[1] - before[1] - server
-        return server, None if others is None else _round(max(0.0, 100 * others / seconds))
+        return (server, None if others is None else _round(max(0.0, 100 * others / seconds)),
+                _round(100 * (after[2] - before[2]) / seconds))
 
     def _login(self, users, concurrency, keep, resource, profile="sasl"):
         results = self.workers.run("login", [
@@ -870,7 +910,7 @@ class Benchmark:
 
     def _window_record(self, results, used, delivered_key):
         seconds = self.args.seconds
-        cpu, waited = used
+        cpu, waited, machine = used
         latencies = [x for r in results for x in r["latencies"]]
         window_delivered = sum(r["window_delivered"] for r in results)
         return {
@@ -880,7 +920,7 @@ class Benchmark:
             "server_cpu_pct": None if cpu is None else _round(100 * cpu / seconds),
             "server_cpu_us_per_delivery": (None if cpu is None or not window_delivered
                                            else _round(1e6 * cpu / window_delivered)),
-            "others_cpu_pct": waited,
+            "others_cpu_pct": waited, "machine_cpu_pct": machine,
             "gen_cpu_pct": [_round(r["gen_cpu_pct"]) for r in results],
             "seconds": seconds,
         }
@@ -932,7 +972,7 @@ class Benchmark:
             failed += round_failed
             errors = (errors + round_errors)[:ERRORS_KEPT]
         elapsed = time.monotonic() - started
-        cpu, waited = self._used(before, self._cpu(), elapsed)
+        cpu, waited, machine = self._used(before, self._cpu(), elapsed)
         ok = len(latencies)
         record = {
             "phase": phase, "attempted": len(users) * rounds, "logged_in": ok, "failed": failed,
@@ -944,7 +984,7 @@ class Benchmark:
             "server_cpu_ms_per_login": (None if cpu is None or not ok
                                         else _round(1000 * cpu / ok, 2)),
             "server_cpu_pct": None if cpu is None else _round(100 * cpu / elapsed),
-            "others_cpu_pct": waited,
+            "others_cpu_pct": waited, "machine_cpu_pct": machine,
             "gen_cpu_pct": [_round(100 * sum(r["cpu"] for r in results[i::len(self.workers)])
                                    / elapsed) for i in range(len(self.workers))],
             "errors": errors,
@@ -955,6 +995,8 @@ class Benchmark:
         return record
 
     def phase_messages(self, phase="messages", transport="tcp"):
+        """Pairs of consecutive accounts: on different ports when there are
+        several, so that every message goes from one node to another."""
         args = self.args
         users = list(range(self.base, self.base + 2 * args.pairs))
         pairs = [(users[2 * p], users[2 * p + 1]) for p in range(args.pairs)]
@@ -1039,7 +1081,7 @@ class Benchmark:
         cpu_before, measured_from = self._cpu(), time.monotonic()
         results = self.workers.collect()
         measured = time.monotonic() - measured_from
-        cpu, waited = self._used(cpu_before, self._cpu(), measured)
+        cpu, waited, machine = self._used(cpu_before, self._cpu(), measured)
         self.workers.all("close_all")
         expected = sum(r["expected"] for r in results)
         delivered = sum(r["delivered"] for r in results)
@@ -1063,7 +1105,7 @@ class Benchmark:
             "server_cpu_pct": None if cpu is None else _round(100 * cpu / measured),
             "server_cpu_us_per_delivery": (None if cpu is None or not delivered
                                            else _round(1e6 * cpu / delivered)),
-            "others_cpu_pct": waited,
+            "others_cpu_pct": waited, "machine_cpu_pct": machine,
             "gen_cpu_pct": [seconds and _round(100 * r["cpu_seconds"] / seconds)
                             for r in results],
             "seconds": _round(seconds, 2),
@@ -1111,7 +1153,7 @@ class Benchmark:
 
     def phase_memory(self):
         args = self.args
-        if args.server_pid is None:
+        if not args.server_pid:
             raise SystemExit("loadgen: the memory phase needs --server-pid")
         self._login(list(range(self.base, self.base + 20)), 20, False, "warmup")
         baseline = self._settled_rss()
@@ -1178,20 +1220,22 @@ class Benchmark:
 
 COLUMNS = {
     "login": ("logins_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_login", "server_cpu_pct",
-              "others_cpu_pct", "lost"),
+              "others_cpu_pct", "machine_cpu_pct", "lost"),
     "fast_login": ("logins_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_login",
-                   "server_cpu_pct", "others_cpu_pct", "tls_resumed", "token_logins", "lost"),
-    "messages": ("msgs_per_s", "p50_ms", "p99_ms", "server_cpu_pct", "others_cpu_pct", "lost"),
+                   "server_cpu_pct", "others_cpu_pct", "machine_cpu_pct", "tls_resumed",
+                   "token_logins", "lost"),
+    "messages": ("msgs_per_s", "p50_ms", "p99_ms", "server_cpu_pct", "others_cpu_pct",
+                 "machine_cpu_pct", "lost"),
     "ws_messages": ("msgs_per_s", "p50_ms", "p99_ms", "server_cpu_pct", "others_cpu_pct",
-                    "lost"),
+                    "machine_cpu_pct", "lost"),
     "bosh_messages": ("msgs_per_s", "p50_ms", "p99_ms", "server_cpu_pct", "others_cpu_pct",
-                      "lost"),
+                      "machine_cpu_pct", "lost"),
     "presence": ("offered_per_s", "deliveries_per_s", "p50_ms", "p99_ms", "server_cpu_pct",
-                 "others_cpu_pct", "lost"),
+                 "others_cpu_pct", "machine_cpu_pct", "lost"),
     "pep": ("deliveries_per_s", "publishes_per_s", "p50_ms", "p99_ms", "server_cpu_pct",
-            "others_cpu_pct", "lost"),
+            "others_cpu_pct", "machine_cpu_pct", "lost"),
     "muc": ("msgs_per_s", "deliveries_per_s", "p50_ms", "p99_ms", "echo_p50_ms", "echo_p99_ms",
-            "server_cpu_pct", "others_cpu_pct", "lost"),
+            "server_cpu_pct", "others_cpu_pct", "machine_cpu_pct", "lost"),
     "memory": ("sessions", "rss_mb", "kb_per_session"),
     "cpu_per_stanza": ("message_us", "presence_delivery_us", "pep_delivery_us",
                        "muc_delivery_us", "ws_message_us", "bosh_message_us"),
@@ -1218,13 +1262,18 @@ def cell(value):
 def parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=5222)
-    p.add_argument("--ws-port", type=int, help="HTTPS port of /xmpp-websocket (ws_messages)")
+    p.add_argument("--port", type=_numbers, default="5222",
+                   help="c2s port, or comma-separated ports: account i logs in to port i mod "
+                        "their number")
+    p.add_argument("--ws-port", type=_numbers,
+                   help="HTTPS port of /xmpp-websocket (ws_messages), one per --port")
     p.add_argument("--domain", required=True)
     p.add_argument("--pattern", default=DEFAULT_PATTERN,
                    help="account localparts, formatted with the account number")
     p.add_argument("--password", default=DEFAULT_PASSWORD)
-    p.add_argument("--server-pid", type=int, help="server process to measure (CPU, RSS)")
+    p.add_argument("--server-pid", type=_numbers,
+                   help="server process to measure (CPU, RSS), or comma-separated processes "
+                        "(summed)")
     p.add_argument("--label", default="server", help="name of the server in the output")
     p.add_argument("--mechanism", choices=MECHANISMS, default="PLAIN",
                    help="the password mechanism (fast_login: of the logins that get tokens)")
@@ -1271,8 +1320,15 @@ def parser():
     return p
 
 
+def _numbers(text):
+    """A comma-separated list of numbers (ports, pids)."""
+    return [int(n) for n in text.split(",") if n]
+
+
 def parse_args(argv=None):
     args = parser().parse_args(argv)
+    if args.ws_port and len(args.ws_port) != len(args.port):
+        raise SystemExit("loadgen: --ws-port needs one port per --port")
     args.phases = [p for p in args.phases.split(",") if p]
     unknown = set(args.phases) - set(PHASES)
     if unknown:

@@ -11,7 +11,8 @@ configuration and SQLite database, a Prosody configuration and data
 directory, an ejabberd configuration with its Mnesia spool.  The servers
 get the same accounts and rosters (bench/accounts.py, fast paths).  Each
 server is pinned to CPU 0 and the load generator (this process and its
-workers) to CPU 1.
+workers) to CPU 1; the second node of ``xmppd-cluster2`` shares CPU 1 with
+the generator, and its accounts log in to both nodes in turn.
 
 Every run starts a fresh server, runs the login, messages, presence, pep and
 muc phases of bench/loadgen.py and stops it; runs alternate between the servers
@@ -231,37 +232,52 @@ class Server:
     name = None
     unsupported = ()  # phases the server cannot run
     sasl2 = True  # whether it can run the login phase with --sasl2
+    nodes = 1  # processes, each with a c2s and an HTTPS port of its own
 
     def __init__(self, directory, certificate, log_level):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.http_port = free_port()  # HTTPS: WebSocket
+        self.ports = [free_port() for _ in range(self.nodes)]
+        self.http_ports = [free_port() for _ in range(self.nodes)]  # HTTPS: WebSocket
+        self.port, self.http_port = self.ports[0], self.http_ports[0]
         self.log = self.dir / "console.log"
         self.log_level = log_level
         self.process = None
         self.configure(certificate)
 
     def start(self):
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                self.command(), cwd=self.dir, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, preexec_fn=pinned(SERVER_CPU))
+        """Start it; the pids whose CPU time and memory the phases measure."""
+        self.process = self.launch(self.command(), SERVER_CPU, self.log)
         wait_listening(self.process, self.port, self.log)
-        return self.process.pid
+        return [self.process.pid]
+
+    def launch(self, command, cpu, log):
+        """``command`` run from the server's directory on ``cpu``, its
+        output appended to ``log``."""
+        with open(log, "ab") as out:
+            return subprocess.Popen(command, cwd=self.dir, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, preexec_fn=pinned(cpu))
 
     def close(self):
         """After the last run: remove what the server kept outside its directory."""
 
     def stop(self):
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
+        terminate(self.process)
+
+
+def terminate(*processes):
+    """SIGTERM to those of ``processes`` still running; SIGKILL to any that
+    has not ended ``STOP_TIMEOUT`` seconds later."""
+    running = [p for p in processes if p is not None and p.poll() is None]
+    for process in running:
+        process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    for process in running:
         try:
-            self.process.wait(STOP_TIMEOUT)
+            process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+            process.kill()
+            process.wait()
 
 
 class Xmppd(Server):
@@ -270,15 +286,19 @@ class Xmppd(Server):
     storage_url = "sqlite:///xmppd.sqlite"
 
     def configure(self, certificate):
+        """A configuration per node (``xmppd.toml`` for one), then the schema."""
         certificates = self.dir / "certs"
         certificates.mkdir()
         for suffix in (".crt", ".key"):
             shutil.copy(certificate.with_suffix(suffix), certificates / f"{DOMAIN}{suffix}")
-        self.config = self.dir / "xmppd.toml"
-        self.config.write_text(XMPPD_CONFIG.format(
-            log_level=self.log_level, certificates=certificates, port=self.port,
-            http_port=self.http_port, fd_limit=FD_LIMIT, domain=DOMAIN,
-            storage_url=self.storage_url) + self.host)
+        self.configs = [self.dir / ("xmppd.toml" if self.nodes == 1 else f"xmppd-{n + 1}.toml")
+                        for n in range(self.nodes)]
+        for node, config in enumerate(self.configs):
+            config.write_text(XMPPD_CONFIG.format(
+                log_level=self.log_level, certificates=certificates, port=self.ports[node],
+                http_port=self.http_ports[node], fd_limit=FD_LIMIT, domain=DOMAIN,
+                storage_url=self.storage_url) + self.host + self.node_settings(node))
+        self.config = self.configs[0]
         subprocess.run([sys.executable, str(BIN / "xmppctl"), "-c", str(self.config), "migrate"],
                        check=True, stdout=subprocess.DEVNULL)
 
@@ -286,9 +306,13 @@ class Xmppd(Server):
         accounts.xmppd_create_sql(self.config, DOMAIN, localparts, password,
                                   roster_users, roster_size, rosters)
 
-    def command(self):
+    def node_settings(self, node):
+        """More TOML for node ``node``'s configuration (from 0)."""
+        return ""
+
+    def command(self, node=0):
         return [sys.executable, str(BIN / "twistd"), "-n", "--pidfile=", "xmppd",
-                "--config", str(self.config)]
+                "--config", str(self.configs[node])]
 
     def version(self):
         import xmppd
@@ -419,7 +443,7 @@ class Ejabberd(Server):
         child of a shell), whose CPU time and memory the phases measure."""
         super().start()
         self.beam = _descendant(self.process.pid, "beam.smp")
-        return self.beam
+        return [self.beam]
 
     def stop(self):
         """SIGTERM to the VM, which stops ejabberd cleanly (OTP 19 and later)."""
@@ -478,12 +502,12 @@ class XmppdWithoutArchive(Xmppd):
     host = 'disabled_modules = ["mam"]\n'
 
 
-class XmppdArchivingPostgres(XmppdArchiving):
-    """``xmppd-mam`` storing in PostgreSQL: a database of its own, made
-    before the first run and dropped after the last, on the server of
+class XmppdPostgres(Xmppd):
+    """xmppd storing in PostgreSQL: a database of its own, made before the
+    first run and dropped after the last, on the server of
     ``XMPPD_BENCH_POSTGRES_URL`` (a SQLAlchemy URL)."""
 
-    name = "xmppd-mam-pg"
+    name = "xmppd-pg"
 
     def configure(self, certificate):
         from sqlalchemy import create_engine, text
@@ -491,7 +515,7 @@ class XmppdArchivingPostgres(XmppdArchiving):
 
         server = os.environ.get("XMPPD_BENCH_POSTGRES_URL")
         if not server:
-            raise SystemExit("run.py: xmppd-mam-pg needs XMPPD_BENCH_POSTGRES_URL")
+            raise SystemExit(f"run.py: {self.name} needs XMPPD_BENCH_POSTGRES_URL")
         self._admin = create_engine(server, isolation_level="AUTOCOMMIT")
         self._database = f"xmppd_bench_{os.getpid()}_{self.port}"
         with self._admin.connect() as db:
@@ -508,6 +532,65 @@ class XmppdArchivingPostgres(XmppdArchiving):
         self._admin.dispose()
 
 
+class XmppdArchivingPostgres(XmppdPostgres, XmppdArchiving):
+    """``xmppd-mam`` storing in PostgreSQL, as ``xmppd-pg`` does."""
+
+    name = "xmppd-mam-pg"
+
+
+class XmppdCluster(XmppdPostgres):
+    """``xmppd-pg`` as a cluster of ``nodes`` (docs/cluster.md): the same
+    database, ``[cluster]`` on the Redis of ``XMPPD_BENCH_REDIS_URL`` under
+    a key prefix of its own (its keys deleted after the last run), each
+    node with ports of its own; node 1 is pinned to the server's CPU, node
+    2 to the generator's."""
+
+    name = "xmppd-cluster1"
+    node_cpus = (SERVER_CPU, GENERATOR_CPU)
+
+    def configure(self, certificate):
+        self.redis = os.environ.get("XMPPD_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+        self.prefix = f"xmppd-bench-{os.getpid()}-{self.port}"
+        self.processes = []
+        super().configure(certificate)
+
+    def node_settings(self, node):
+        return (f'\n[cluster]\nredis = "{self.redis}"\nnode = "node{node + 1}"\n'
+                f'prefix = "{self.prefix}"\n')
+
+    def start(self):
+        """Start the nodes one after the other; their pids."""
+        self.processes = []
+        for node, cpu in enumerate(self.node_cpus[:self.nodes]):
+            log = self.dir / f"node{node + 1}.log"
+            self.processes.append(self.launch(self.command(node), cpu, log))
+            wait_listening(self.processes[-1], self.ports[node], log)
+        self.process = self.processes[0]
+        return [process.pid for process in self.processes]
+
+    def stop(self):
+        terminate(*self.processes)
+
+    def close(self):
+        import redis
+
+        client = redis.Redis.from_url(self.redis)
+        try:
+            keys = list(client.scan_iter(match=f"{self.prefix}:*", count=1000))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+            super().close()
+
+
+class XmppdTwoNodes(XmppdCluster):
+    """``xmppd-cluster1`` with two nodes."""
+
+    name = "xmppd-cluster2"
+    nodes = 2
+
+
 class ProsodyArchiving(Prosody):
     """Prosody with mod_mam archiving every one-to-one message, as
     ``xmppd-mam`` does, in its internal storage (Debian's Prosody has no
@@ -519,7 +602,8 @@ class ProsodyArchiving(Prosody):
 
 
 KINDS = {"xmppd": Xmppd, "xmppd-mam": XmppdArchiving, "xmppd-nomam": XmppdWithoutArchive,
-         "xmppd-mam-pg": XmppdArchivingPostgres,
+         "xmppd-mam-pg": XmppdArchivingPostgres, "xmppd-pg": XmppdPostgres,
+         "xmppd-cluster1": XmppdCluster, "xmppd-cluster2": XmppdTwoNodes,
          "prosody": Prosody, "prosody-gengc": ProsodyGenerationalGC,
          "prosody-mam": ProsodyArchiving, "ejabberd": Ejabberd}
 
@@ -575,7 +659,10 @@ def parser():
                    help="also benchmark Prosody (Debian package prosody)")
     p.add_argument("--servers", help="comma-separated servers to run instead: xmppd, "
                    "xmppd-mam and xmppd-nomam (with and without its message archive), "
-                   "xmppd-mam-pg (archiving in PostgreSQL at $XMPPD_BENCH_POSTGRES_URL), "
+                   "xmppd-pg and xmppd-mam-pg (storing, archiving in PostgreSQL at "
+                   "$XMPPD_BENCH_POSTGRES_URL), xmppd-cluster1 and xmppd-cluster2 (xmppd-pg as "
+                   "one and two cluster nodes, Redis at $XMPPD_BENCH_REDIS_URL, default "
+                   "redis://127.0.0.1:6379/0), "
                    "prosody, prosody-gengc (Prosody with generational garbage collection), "
                    "prosody-mam (Prosody archiving messages), ejabberd")
     p.add_argument("--quick", action="store_true", help="a ~1 minute smoke run")
@@ -677,22 +764,24 @@ def _certificate(workdir):
 
 
 def _run(server, generator, phases, profile=None, py_spy=None):
-    """Start ``server``, run ``phases`` against it, stop it; the records.
-    With ``profile``, py-spy samples the server meanwhile and
+    """Start ``server``, run ``phases`` against it (each account on one of
+    its nodes' ports in turn), stop it; the records.  With ``profile``,
+    py-spy samples the server (its first node) meanwhile and
     bench/profile.py summarises the samples in that file."""
-    pid = server.start()
+    pids = server.start()
     sampler = None
     if profile:
         profile.parent.mkdir(parents=True, exist_ok=True)
         raw = profile.with_suffix(".folded")
-        sampler = subprocess.Popen([py_spy, "record", "--pid", str(pid), "--rate", "100",
+        sampler = subprocess.Popen([py_spy, "record", "--pid", str(pids[0]), "--rate", "100",
                                     "--format", "raw", "--output", str(raw)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1)
     try:
         args = argparse.Namespace(**vars(generator))
-        args.phases, args.port, args.server_pid, args.label = phases, server.port, pid, server.name
-        args.ws_port = server.http_port
+        args.phases, args.port, args.server_pid, args.label = (phases, server.ports, pids,
+                                                               server.name)
+        args.ws_port = server.http_ports
         args.ca_file = str(_cert_path(server))
         records = loadgen.Benchmark(args).run(phases)
         print(loadgen.table(records), file=sys.stderr)
