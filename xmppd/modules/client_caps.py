@@ -7,7 +7,10 @@ server (XEP-0115), for personal eventing's filtered notifications
   entity), recorded for the sender's full JID.  Unavailable presence from
   that JID, or its local session ending, forgets it.  Presence without
   ``<c/>`` changes nothing (§8.4); caps without a node or ver, or with a
-  part longer than ``MAX_LENGTH``, are ignored.
+  part longer than ``MAX_LENGTH``, are ignored.  In a cluster, presence
+  sent on behalf of a client bound on another node (an answer to a probe)
+  is left to that node: it follows the client's presence, and the
+  client's answers to queries reach it, not this one.
 - Resolved (§6.2): the features of a ``(hash, ver)`` seen before come
   from a cache of the ``CACHE_SIZE`` most recently used (§8.2); otherwise
   the server (the domain of the local account involved) asks the entity,
@@ -34,6 +37,7 @@ from collections import OrderedDict
 
 from xmppd.core.events import (BARE, FULL, HOST, IQ_RESPONSES, SESSION_UNBOUND, iq_event,
                                pre_event, presence_event)
+from xmppd.core.sessions import Session
 from xmppd.core.stanzas import child, make_stanza
 from xmppd.modules.caps import (HASHES, IDENTITY_ATTRIBUTES, NS_CAPS, NS_DISCO_INFO,
                                 verification_string)
@@ -129,9 +133,14 @@ class ClientCaps:
         return False
 
     def inbound(self, stanza):
-        """Presence to a local account."""
+        """Presence to a local account; in a cluster, not that of a client
+        bound on another node (a probe's answer, sent on its behalf): its
+        own node follows it."""
         sender = stanza.sender
         if sender is not None and sender.resource is not None:
+            session = None if self._api.node is None else self._api.sessions.get(sender)
+            if session is not None and not isinstance(session, Session):
+                return False
             available = self._presence(stanza, stanza.recipient.domain)
             if available is not None and self._followers:
                 account = stanza.recipient.bare

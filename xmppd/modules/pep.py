@@ -30,6 +30,18 @@
   gets the last item of each node it is interested in (XEP-0163 §4.3.1,
   ``pubsub#send_last_published_item`` ``on_sub_and_presence``), stamped
   with its publication time (XEP-0203).
+- In a cluster (docs/cluster.md) each resource is notified by the node it
+  is bound to, a remote entity by the node that received its presence
+  last.  The publishing node tells the others the event
+  (``pep/notified``) with the available resources, wherever bound, of the
+  local contacts whose presence the account receives (its roster's ``to``
+  and ``both``, RFC 6121 §4.2.2); each node notifies, among them and the
+  account's resources, those bound on it that want the event (their
+  capabilities are known there), and the entities whose presence it
+  received (``client_caps`` passes on the presence of clients bound on it
+  and of remote entities only).  A node receiving a remote entity's
+  presence tells the others to forget it (``pep/heard``): the peer's
+  next connection may reach another node.
 - The account's disco#info has the identity ``pubsub/pep`` and the
   pubsub features (XEP-0163 §6).
 
@@ -37,6 +49,7 @@ Explicit subscriptions to PEP nodes (XEP-0060 §6.1) are not offered:
 ``feature-not-implemented`` with ``<unsupported feature='subscribe'/>``.
 """
 
+import json
 import secrets
 from datetime import datetime, timezone
 
@@ -44,6 +57,7 @@ from twisted.internet import defer
 from twisted.words.xish import domish
 
 from xmppd.core.events import BARE, SESSION_AVAILABLE
+from xmppd.core.sessions import Session
 from xmppd.core.stanzas import StanzaError, make_stanza, xep0082_stamp
 from xmppd.jid import JID, InvalidJID
 from xmppd.options import Option, Options, integer
@@ -54,7 +68,7 @@ from xmppd.pubsub.elements import (form_in, items_event, node_event,
                                    retract_event, retrieve)
 from xmppd.pubsub.config import (PEP_DEFAULTS, check_preconditions, config_form, enabled,
                                  max_items, read_form, read_publish_options, reconfigure)
-from xmppd.storage import NodeExists, TooManyNodes
+from xmppd.storage import SUBSCRIBED_TO, NodeExists, TooManyNodes
 from xmppd.storage.kinds import PubSubItem
 
 NS_DELAY = "urn:xmpp:delay"
@@ -66,6 +80,10 @@ FEATURES = ("access-open", "access-presence", "access-roster", "access-whitelist
             "presence-notifications", "publish", "publish-options", "purge-nodes",
             "retract-items", "retrieve-affiliations", "retrieve-default", "retrieve-items")
 SETTABLE_AFFILIATIONS = ("member", "outcast", "none")
+# From another cluster node: JSON {"a": account, "n": node, "c": its
+# configuration, "x": the event, "j": contacts' full JIDs}; and "ACCOUNT FULL-JID".
+NOTIFIED = "pep/notified"
+HEARD = "pep/heard"
 
 OPTIONS = Options(  # [pep]
     max_nodes=Option(100, integer(1)),  # per account
@@ -401,17 +419,70 @@ class Pep:
 
     def notify(self, account, name, config, event):
         """Send the event ``event()`` about node ``name`` to the account's
-        resources and its contacts that want it and may have it."""
+        resources and its contacts that want it and may have it (in a
+        cluster, those this node serves, and the other nodes theirs)."""
         if not enabled(config, "pubsub#deliver_notifications"):
             return
-        own = [session.jid.full for session in self._api.sessions.resources(account)
+        if self._api.node is None:
+            self._send(account, name, config, lambda: event().toXml(),
+                       self._api.sessions.resources(account), self._recipients.get(account, ()))
+        else:
+            self._notify_cluster(account, name, config, event().toXml()).addErrback(
+                self._failed, account)
+
+    @defer.inlineCallbacks
+    def _notify_cluster(self, account, name, config, xml):
+        """Tell the other nodes the event ``xml`` with the available
+        resources, wherever bound, of the local contacts whose presence the
+        account receives (RFC 6121 §4.2.2: its roster's "to" and "both"), and
+        notify those this node serves."""
+        sessions = self._api.sessions
+        contacts = []
+        for item in (yield self._api.service("roster").roster(account))[1]:
+            if item.subscription in SUBSCRIBED_TO:
+                contacts += [session.jid.full for session in
+                             sessions.resources(JID.parse(item.jid)) if session.available]
+        self._api.tell_cluster(NOTIFIED, json.dumps(
+            {"a": account.full, "n": name, "c": config, "x": xml, "j": contacts},
+            separators=(",", ":")))
+        self._served(account, name, config, xml, contacts)
+
+    def notified(self, argument):
+        """Another node of the cluster notified (``NOTIFIED``): the
+        recipients this node serves."""
+        try:
+            fields = json.loads(argument)
+            account = JID.parse(fields["a"])
+            name, config, xml, contacts = fields["n"], fields["c"], fields["x"], fields["j"]
+        except (ValueError, KeyError, TypeError, InvalidJID):
+            return
+        self._served(account, name, config, xml, contacts)
+
+    def _served(self, account, name, config, xml, contacts):
+        """Notify (in a cluster) the account's resources bound here, those of
+        ``contacts`` (full JIDs) bound here, and the entities whose presence
+        to the account this node received."""
+        sessions = self._api.sessions
+        here = set(self._recipients.get(account, ()))
+        for full in contacts:
+            session = sessions.get(JID.parse(full))
+            if isinstance(session, Session) and session.available:
+                here.add(full)
+        self._send(account, name, config, lambda: xml,
+                   [session for session in sessions.resources(account)
+                    if isinstance(session, Session)], here)
+
+    def _send(self, account, name, config, event, resources, contacts):
+        """Send the event (serialised, ``event()``) to the sessions among
+        ``resources`` (the account's) and the full JIDs among ``contacts``
+        that want it, the contacts if they may have it."""
+        own = [session.jid.full for session in resources
                if session.available and self._interested(session.jid.full, name)]
-        others = [full for full in self._recipients.get(account, ())
-                  if self._interested(full, name)]
+        others = [full for full in contacts if self._interested(full, name)]
         if not own and not others:
             return
         # Serialised once for every recipient.
-        xml = event().toXml()
+        xml = event()
         for full in own:
             self._api.route(self._message(account, full, config, xml))
         if others:
@@ -463,7 +534,19 @@ class Pep:
         elif full not in self._recipients.get(account, ()):
             self._recipients.setdefault(account, set()).add(full)
             self._accounts_of.setdefault(full, set()).add(account)
+            if self._api.node is not None and self._api.owner(JID.parse(full).domain) is None:
+                self._api.tell_cluster(HEARD, f"{account.full} {full}")
             self.send_last(account, full)
+
+    def heard(self, argument):
+        """Another node of the cluster received available presence from
+        the remote entity ``FULL`` to ``ACCOUNT`` (``HEARD``): that node
+        notifies it now."""
+        account, _, full = argument.partition(" ")
+        try:
+            self._forget(JID.parse(account), full)
+        except InvalidJID:
+            pass
 
     def _forget(self, account, full):
         for table, key, value in ((self._recipients, account, full),
@@ -541,6 +624,8 @@ def setup(api):
         api.handle_iq(type_, BARE, NS_PUBSUB, pep.request)
         api.handle_iq(type_, BARE, NS_OWNER, pep.owner_request)
     api.hook(SESSION_AVAILABLE, pep.available)
+    api.hook(NOTIFIED, pep.notified)
+    api.hook(HEARD, pep.heard)
     caps = api.service("client_caps")
     if caps is not None:
         caps.listen(pep.capabilities)
