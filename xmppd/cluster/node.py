@@ -33,9 +33,11 @@ Redis keys, under ``cluster.prefix`` (``P``):
   over: its persistent rooms come back from storage, their occupants
   rejoin (XEP-0410 self-pings tell clients to).
 
-Nothing routed is lost silently (RFC 6121 §8.5.3.2): a stanza for a session
-that is gone when its entry is read, or whose node's stream no longer
-exists (``XADD NOMKSTREAM`` answers nil), is handled as undeliverable
+A node appends what it routes to another node in one script call per
+stream and reactor turn (``XADD NOMKSTREAM`` for each entry).  Nothing
+routed is lost silently (RFC 6121 §8.5.3.2): a stanza for a session that
+is gone when its entry is read, or whose node's stream no longer exists
+(the ``XADD`` answers nil), is handled as undeliverable
 (:meth:`~xmppd.core.router.Router.undeliverable`: offline, bounced or
 dropped as for an unavailable resource).  A node whose heartbeat key has
 expired is reaped by the first survivor to take ``P:reap:NAME``: its
@@ -84,6 +86,13 @@ LEASE = ("local owner = redis.call('GET', KEYS[1]) "
          "if owner == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return owner end "
          "if not owner then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) "
          "return ARGV[1] end return owner")
+# Appends entries to a stream that exists: ARGV holds, for each, its number
+# of fields then the fields; 1 or 0 (no stream) for each.
+APPEND = ("local added, i = {}, 1 "
+          "while i <= #ARGV do local n = tonumber(ARGV[i]) "
+          "local id = redis.call('XADD', KEYS[1], 'NOMKSTREAM', '*', unpack(ARGV, i + 1, i + n)) "
+          "added[#added + 1] = id and 1 or 0 i = i + n + 1 end return added")
+APPEND_BATCH = 500  # entries per script call at most
 # Lets a lease or lock go if ARGV[1] holds it.
 RELEASE = ("if redis.call('GET', KEYS[1]) == ARGV[1] then "
            "return redis.call('DEL', KEYS[1]) end return 0")
@@ -146,6 +155,8 @@ class ClusterNode(service.Service):
         self._reading = None
         self.lag = 0  # entries read in the last batch of this node's stream
         self.nodes = {}  # node name -> what its last heartbeat said (pid, sessions, lag)
+        self._outgoing = {}  # node -> entries for its stream, sent at the end of the turn
+        self._flush = None
 
     def _metrics(self, registry):
         Gauge("xmppd_cluster_nodes", "Live nodes of the cluster, this one included",
@@ -225,6 +236,9 @@ class ClusterNode(service.Service):
         super().stopService()
         if self._beat is not None and self._beat.running:
             self._beat.stop()
+        if self._flush is not None:
+            self._flush.cancel()
+            self._send_batches()
         try:
             yield self._starting
             # The reader first ends its last read (its entries delivered or
@@ -298,18 +312,9 @@ class ClusterNode(service.Service):
 
     def route_to(self, node, stanza):
         """Route ``stanza`` to the service ``node`` serves."""
-        d = self._cmd.execute_command("XADD", self.stream_key(node), "NOMKSTREAM", "*", "r", "1",
-                                      "x", serialize(stanza.element, default="", declared=False))
-
-        def added(entry):
-            if entry is None:
-                self._bounce_routed(stanza.element)
-
-        def failed(failure):
-            log.failure("cannot route to cluster node {node}", failure, node=node)
-            self._bounce_routed(stanza.element)
-
-        d.addCallbacks(added, failed)
+        self._append(node, ("r", "1", "x", serialize(stanza.element, default="",
+                                                     declared=False)),
+                     self._bounce_routed, stanza.element)
 
     @defer.inlineCallbacks
     def _reap(self, node):
@@ -444,23 +449,50 @@ class ClusterNode(service.Service):
 
     def forward(self, node, jid, element):
         """Route ``element`` to session ``jid`` of ``node``."""
-        d = self._cmd.execute_command("XADD", self.stream_key(node), "NOMKSTREAM", "*",
-                                      "j", jid.full,
-                                      "x", serialize(element, default="", declared=False))
-
-        def added(entry):
-            if entry is None:  # the node is gone, its stream taken
-                self._router.undeliverable(jid, element)
-
-        def failed(failure):
-            log.failure("cannot route to cluster node {node}", failure, node=node)
-            self._router.undeliverable(jid, element)
-
-        d.addCallbacks(added, failed)
+        self._append(node, ("j", jid.full, "x", serialize(element, default="", declared=False)),
+                     self._router.undeliverable, jid, element)
 
     def forward_close(self, node, jid, condition, text=None):
-        self._cmd.execute_command("XADD", self.stream_key(node), "NOMKSTREAM", "*",
-                                  "j", jid.full, "c", condition, "t", text or "")
+        self._append(node, ("j", jid.full, "c", condition, "t", text or ""))
+
+    def _append(self, node, fields, failed=None, *args):
+        """Add an entry of ``fields`` to the stream of ``node``, with the
+        entries of the same reactor turn, in one script call (a command
+        per stanza cost more in the client than in Redis); ``failed(*args)``
+        if the stream is gone or Redis cannot be reached."""
+        batch = self._outgoing.get(node)
+        if batch is None:
+            batch = self._outgoing[node] = []
+            if self._flush is None:
+                self._flush = self._reactor.callLater(0, self._send_batches)
+        batch.append((fields, failed, args))
+
+    def _send_batches(self):
+        self._flush = None
+        batches, self._outgoing = self._outgoing, {}
+        for node, entries in batches.items():
+            for start in range(0, len(entries), APPEND_BATCH):
+                self._send_batch(node, entries[start:start + APPEND_BATCH])
+
+    def _send_batch(self, node, entries):
+        arguments = []
+        for fields, _, _ in entries:
+            arguments.append(len(fields))
+            arguments.extend(fields)
+        d = self._cmd.execute_command("EVAL", APPEND, 1, self.stream_key(node), *arguments)
+
+        def added(results):
+            for (_, failed, args), added in zip(entries, results):
+                if not added and failed is not None:  # the node is gone, its stream taken
+                    failed(*args)
+
+        def not_added(failure):
+            log.failure("cannot route to cluster node {node}", failure, node=node)
+            for _, failed, args in entries:
+                if failed is not None:
+                    failed(*args)
+
+        d.addCallbacks(added, not_added)
 
     @defer.inlineCallbacks
     def lock(self, name, ttl=10.0):
