@@ -633,3 +633,10 @@ def test_cluster_section(tmp_path):
 ])
 def test_invalid_cluster(tmp_path, text, message):
     assert error(tmp_path, text + HOST) == message
+
+
+def test_the_redis_password_is_never_shown(tmp_path):
+    config = load(write(tmp_path, PG + '[cluster]\nredis = "redis://u:hunter2@r:6379/1"\n' + HOST))
+    assert "hunter2" not in repr(config)
+    assert error(tmp_path, PG + '[cluster]\nredis = "redis://r/one"\n' + HOST).startswith(
+        "cluster.redis: expected a Redis URL")

@@ -160,7 +160,8 @@ class ClusterConfig:
     """``[cluster]``: several xmppd processes serving the same domains
     (docs/cluster.md); off unless ``redis`` is set."""
 
-    redis: str | None = None  # redis://HOST:PORT/DB
+    # redis://[USER:PASSWORD@]HOST:PORT/DB: a password is never in a repr
+    redis: str | None = field(default=None, repr=False)
     node: str | None = None  # this process's name; None: host name and pid
     heartbeat: float = 15.0  # a node silent this long is dead
     prefix: str = "xmppd"  # of every Redis key and channel
@@ -347,7 +348,7 @@ def _cluster(table: Table, storage: StorageConfig, s2s: S2SConfig) -> ClusterCon
 
 def _redis_url(value: Any, key: str) -> str | None:
     if value is not None and (not isinstance(value, str)
-                              or not re.match(r"rediss?://[^/\s]", value)):
+                              or not re.fullmatch(r"rediss?://[^/\s]+(/[0-9]*)?", value)):
         raise expected(key, 'a Redis URL such as "redis://127.0.0.1:6379/0"', value)
     return value
 
