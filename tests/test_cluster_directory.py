@@ -154,3 +154,11 @@ def test_an_account_gone_from_every_other_node_is_announced(cluster):
     directory.mirror_set("b", "alice@example.com/laptop", record())
     directory.mirror_del("b", "alice@example.com/laptop")
     assert gone == [ALICE]  # bound here
+
+
+def test_a_session_unbound_is_not_published_again(directory, cluster):
+    phone = session("phone")
+    directory.add(phone)
+    directory.remove(phone)
+    directory.set_presence(phone, False, 0, None)  # its unavailable presence, after
+    assert [entry[0] for entry in cluster.published] == ["set", "del"]

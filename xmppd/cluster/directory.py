@@ -126,11 +126,13 @@ class ClusterDirectory:
 
     def set_presence(self, session, available, priority, presence):
         self.local.set_presence(session, available, priority, presence)
-        self._cluster.publish_set(session)
+        if self.local.get(session.jid) is session:  # not one unbound already
+            self._cluster.publish_set(session)
 
     def set_flag(self, session, name, on=True):
         self.local.set_flag(session, name, on)
-        self._cluster.publish_set(session)
+        if self.local.get(session.jid) is session:
+            self._cluster.publish_set(session)
 
     # The mirror, kept by ClusterNode
 

@@ -535,7 +535,10 @@ class ClusterNode(service.Service):
             entries = reply[0][1]
             self.lag = len(entries)
             for _, fields in entries:
-                self._deliver(fields)
+                try:
+                    self._deliver(fields)
+                except Exception:
+                    log.failure("cannot deliver an entry of this node's cluster stream")
             ids = [entry_id for entry_id, _ in entries]
             self._cmd.execute_command("XACK", self.stream, GROUP, *ids)
             self._cmd.execute_command("XDEL", self.stream, *ids)
