@@ -283,6 +283,17 @@ class ElementCarrier:
         self.pauses -= 1
 
 
+def result(deferred):
+    """What ``deferred``, already fired (no reactor here), fired with; its
+    failure raised."""
+    results = []
+    deferred.addBoth(results.append)
+    [value] = results
+    if hasattr(value, "raiseException"):
+        value.raiseException()
+    return value
+
+
 def error_condition(element):
     """The defined condition of a stanza or stream error element."""
     error = element if element.name == "error" else next(

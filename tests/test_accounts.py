@@ -3,7 +3,7 @@ made, changed and deleted on the running server."""
 
 import pytest
 
-from tests.harness import Client, add_user, error_condition, make_server
+from tests.harness import Client, add_user, error_condition, make_server, result
 from xmppd.core.scram import DERIVED, check_password, derive_keys
 from xmppd.jid import JID
 from xmppd.modules.accounts import NotAPasswordHost, PasswordRefused
@@ -25,15 +25,6 @@ def server(tmp_path):
 @pytest.fixture
 def accounts(server):
     return server.services["accounts"]
-
-
-def result(deferred):
-    results = []
-    deferred.addBoth(results.append)
-    [value] = results
-    if hasattr(value, "raiseException"):
-        value.raiseException()
-    return value
 
 
 def closed_with(client):

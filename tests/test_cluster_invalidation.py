@@ -10,7 +10,7 @@ import hashlib
 import pytest
 from twisted.internet import defer
 
-from tests.harness import Client, add_user, error_condition, make_server, online
+from tests.harness import Client, add_user, error_condition, make_server, online, result
 from xmppd.jid import JID
 from xmppd.tap import MODULES
 
@@ -56,15 +56,6 @@ def login(server, user="alice@example.com", resource="res"):
     client = Client(server)
     client.login(user, resource)
     return client
-
-
-def result(deferred):
-    results = []
-    deferred.addBoth(results.append)
-    [value] = results
-    if hasattr(value, "raiseException"):
-        value.raiseException()
-    return value
 
 
 def iq(client, type_, payload, id_="q"):
