@@ -7,6 +7,7 @@ import socket
 
 import pytest
 from twisted.application import service
+from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactor
 
@@ -196,6 +197,37 @@ def test_startup_error_stops_what_started_and_exits(configure):
     assert stderr.getvalue() == "xmppd: /x.toml: admin.socket: the socket is in use\n"
     assert first.stopped and failing.stopped and not never.stopped
     assert not first.running and not top.running
+
+
+class SlowPart(service.Service):
+    """A part whose stop ends when the test says."""
+
+    def __init__(self, name, log):
+        self.name, self.log = name, log
+        self.done = defer.Deferred()
+
+    def stopService(self):
+        super().stopService()
+        self.log.append(f"{self.name} stopping")
+        return self.done.addCallback(lambda _: self.log.append(f"{self.name} stopped"))
+
+
+def test_parts_stop_one_after_another_the_last_started_first(configure):
+    top, _ = root(configure())
+    log = []
+    pool, cluster, listener = (SlowPart(name, log) for name in ("pool", "cluster", "listener"))
+    for part in (pool, cluster, listener):
+        part.setServiceParent(top)
+    top.startService()
+    stopped = top.stopService()
+    assert log == ["listener stopping"]
+    listener.done.callback(None)
+    assert log[-1] == "cluster stopping"
+    cluster.done.callback(None)
+    pool.done.callback(None)
+    assert stopped.called
+    assert log == ["listener stopping", "listener stopped", "cluster stopping",
+                   "cluster stopped", "pool stopping", "pool stopped"]
 
 
 class Port:

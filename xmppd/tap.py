@@ -21,6 +21,7 @@ import sys
 from prometheus_client.twisted import MetricsResource
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
+from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -129,6 +130,20 @@ class XmppdService(service.MultiService):
             listening.append(f"admin.socket {self.config.admin.socket}")
         log.info("listening: {listening}", listening=", ".join(listening) or "nothing")
         log.info("ready")
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        """Stop the parts one after another, the last started first, each
+        once the one before has stopped (twisted's MultiService stops them
+        all at once): the listeners, the sessions, the cluster node, and
+        last the storage threads, which then finish every write the others
+        made while stopping."""
+        service.Service.stopService(self)
+        for part in reversed(list(self)):
+            try:
+                yield part.stopService()
+            except Exception:
+                log.failure("cannot stop {part}", part=part)
 
     def _abort(self, error):
         for part in reversed(list(self)):

@@ -153,6 +153,26 @@ class ClusterDirectory:
             return
         self._drop(jid, node)
 
+    def mirror_load(self, node, records):
+        """Node ``node``'s records are ``records`` (full JID string to
+        record text): those it no longer has are dropped."""
+        kept = set()
+        for full, text in records.items():
+            try:
+                kept.add(JID.normalised(full))
+            except InvalidJID:
+                continue
+            self.mirror_set(node, full, text)
+        for resources in list(self._remote.values()):
+            for record in list(resources.values()):
+                if record.node == node and record.jid not in kept:
+                    self._drop(record.jid, node)
+
+    def mirrored_nodes(self):
+        """The nodes the mirror holds records of."""
+        return {record.node for resources in self._remote.values()
+                for record in resources.values()}
+
     def mirror_forget(self, node):
         """Node ``node`` is gone: its records, which are dropped."""
         gone = []

@@ -93,9 +93,17 @@ APPEND = ("local added, i = {}, 1 "
           "local id = redis.call('XADD', KEYS[1], 'NOMKSTREAM', '*', unpack(ARGV, i + 1, i + n)) "
           "added[#added + 1] = id and 1 or 0 i = i + n + 1 end return added")
 APPEND_BATCH = 500  # entries per script call at most
+# Claims component ARGV[1] for node ARGV[2] unless another node has it;
+# returns the node that has it.
+CLAIM = ("local owner = redis.call('HGET', KEYS[1], ARGV[1]) "
+         "if owner then return owner end "
+         "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) return ARGV[2]")
 # Lets a lease or lock go if ARGV[1] holds it.
 RELEASE = ("if redis.call('GET', KEYS[1]) == ARGV[1] then "
            "return redis.call('DEL', KEYS[1]) end return 0")
+# Lets field ARGV[1] of hash KEYS[1] go if ARGV[2] holds it.
+RELEASE_FIELD = ("if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then "
+                 "return redis.call('HDEL', KEYS[1], ARGV[1]) end return 0")
 
 
 def redis_address(url):
@@ -109,6 +117,26 @@ def redis_address(url):
 
 def default_name():
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def connect(node, url, reactor):
+    """The three connections of ``node`` to the Redis at ``url``: commands
+    and reader (txredisapi handlers, reconnecting), and the subscriber
+    (started; it calls ``node.subscribed`` and ``node.received``)."""
+    host, port, db, username, password, tls = redis_address(url)
+    options = dict(dbid=db, password=password, username=username, convertNumbers=False,
+                   ssl_context_factory=tls)
+    cmd = txredisapi.lazyConnection(host, port, **options)
+    reader = txredisapi.lazyConnection(host, port, **options)
+    factory = txredisapi.SubscriberFactory(isLazy=True)
+    factory.protocol = _Subscriber
+    factory.node = node
+    factory.dbid, factory.password, factory.username = db, password, username
+    endpoint = HostnameEndpoint(reactor, host, port)
+    if tls:
+        endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
+    factory.startConnecting(endpoint)
+    return cmd, reader, factory
 
 
 class _Subscriber(txredisapi.SubscriberProtocol):
@@ -129,7 +157,7 @@ class ClusterNode(service.Service):
     """This process as a node of the cluster ``config.cluster`` describes;
     ``directory`` is the session directory the server routes with."""
 
-    def __init__(self, server, config, reactor):
+    def __init__(self, server, config, reactor, connect=connect):
         cluster = config.cluster
         self.node = cluster.node or default_name()
         self._server = server
@@ -150,8 +178,10 @@ class ClusterNode(service.Service):
         self.components = {}  # component domain -> the other node it is connected to
         self._metrics(server.metrics.registry)
         self._parser = FrameParser(max(config.c2s.max_stanza_size, config.s2s.max_stanza_size))
+        self._connect = connect
         self._cmd = self._reader = self._subscriber = None
         self._beat = None
+        self._beating = None  # fires once the heartbeat stopped and its last tick ended
         self._reading = None
         self.lag = 0  # entries read in the last batch of this node's stream
         self.nodes = {}  # node name -> what its last heartbeat said (pid, sessions, lag)
@@ -180,20 +210,7 @@ class ClusterNode(service.Service):
 
     def startService(self):
         super().startService()
-        host, port, db, username, password, tls = redis_address(self._url)
-        options = dict(dbid=db, password=password, username=username, convertNumbers=False,
-                       ssl_context_factory=tls)
-        self._cmd = txredisapi.lazyConnection(host, port, **options)
-        self._reader = txredisapi.lazyConnection(host, port, **options)
-        factory = txredisapi.SubscriberFactory(isLazy=True)
-        factory.protocol = _Subscriber
-        factory.node = self
-        factory.dbid, factory.password, factory.username = db, password, username
-        endpoint = HostnameEndpoint(self._reactor, host, port)
-        if tls:
-            endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
-        factory.startConnecting(endpoint)
-        self._subscriber = factory
+        self._cmd, self._reader, self._subscriber = self._connect(self, self._url, self._reactor)
         self._starting = self._start()
         self._starting.addErrback(lambda failure: log.failure(
             "cannot join the cluster", failure))
@@ -204,9 +221,11 @@ class ClusterNode(service.Service):
         yield self._create_group()
         yield self._beat_once()
         yield self._leases()
+        if not self.running:  # stopped meanwhile
+            return
         self._beat = task.LoopingCall(self._tick)
         self._beat.clock = self._reactor
-        self._beat.start(self._heartbeat / 3, now=False)
+        self._beating = self._beat.start(self._heartbeat / 3, now=False)
         self._reading = self._read()
         log.info("cluster node {node} joined", node=self.node)
 
@@ -231,38 +250,47 @@ class ClusterNode(service.Service):
         for session in self.directory.local.all():
             self.publish_set(session)
 
-    @defer.inlineCallbacks
     def stopService(self):
+        """Leave the cluster (at most ``heartbeat`` seconds: past that, with
+        Redis unreachable, the other nodes take over what is left as for a
+        node that died), then close the connections."""
         super().stopService()
-        if self._beat is not None and self._beat.running:
-            self._beat.stop()
-        if self._flush is not None:
-            self._flush.cancel()
-            self._send_batches()
-        try:
-            yield self._starting
-            # The reader first ends its last read (its entries delivered or
-            # undeliverable, acknowledged); the sessions have ended (the
-            # controller stopped first): what is left in the stream is
-            # handled here, then the node is gone.
-            if self._reading is not None:
-                yield self._reading
-            entries = yield self._cmd.execute_command("EVAL", TAKE_STREAM, 1, self.stream)
-            self._undeliverable(entries)
-            yield self._cmd.execute_command("SREM", self.nodes_key, self.node)
-            yield self._cmd.execute_command("DEL", self.key("sessions", self.node),
-                                            self.key("node", self.node))
-            yield self._publish_directory("gone", self.node)
-            for domain in self._router.placed:
-                yield self._cmd.execute_command("EVAL", RELEASE, 1, self.key("service", domain),
-                                                self.node)
-        except Exception:
-            log.failure("cannot leave the cluster cleanly")
-        for connection in (self._reader, self._cmd, self._subscriber):
-            try:
-                yield connection.disconnect()
-            except Exception:
-                pass
+        leaving = self._leave()
+        leaving.addTimeout(self._heartbeat, self._reactor)
+        leaving.addErrback(lambda failure: log.failure(
+            "cannot leave the cluster cleanly: the other nodes take over what is left "
+            "when this node's heartbeat expires", failure))
+        leaving.addBoth(lambda _: defer.DeferredList(
+            [defer.maybeDeferred(connection.disconnect)
+             for connection in (self._reader, self._cmd, self._subscriber)],
+            consumeErrors=True))
+        return leaving
+
+    @defer.inlineCallbacks
+    def _leave(self):
+        yield self._starting
+        if self._beat is not None:
+            if self._beat.running:
+                self._beat.stop()
+            yield self._beating  # a tick under way ends (a lease it renews is let go below)
+        # The reader first ends its last read (its entries delivered or
+        # undeliverable, acknowledged); the sessions have ended (the
+        # controller stopped first): what is left in the stream is handled
+        # here, with what this node still routes to the others, then the
+        # node is gone.
+        if self._reading is not None:
+            yield self._reading
+        yield self._flush_now()
+        entries = yield self._cmd.execute_command("EVAL", TAKE_STREAM, 1, self.stream)
+        self._undeliverable(entries)
+        yield self._flush_now()  # what handling them routed (a bounce to another node)
+        yield self._cmd.execute_command("SREM", self.nodes_key, self.node)
+        yield self._cmd.execute_command("DEL", self.key("sessions", self.node),
+                                        self.key("node", self.node))
+        yield self._publish_directory("gone", self.node)
+        for domain in self._router.placed:
+            yield self._cmd.execute_command("EVAL", RELEASE, 1, self.key("service", domain),
+                                            self.node)
 
     # Heartbeat and reaping
 
@@ -270,7 +298,7 @@ class ClusterNode(service.Service):
         ms = str(int(self._heartbeat * 1000))
         state = json.dumps({"pid": os.getpid(), "sessions": self.directory.count(),
                             "lag": self.lag}, separators=(",", ":"))
-        self._cmd.execute_command("SADD", self.nodes_key, self.node)
+        self._fire("SADD", self.nodes_key, self.node)
         return self._cmd.execute_command("SET", self.key("node", self.node), state, "PX", ms)
 
     @defer.inlineCallbacks
@@ -285,8 +313,11 @@ class ClusterNode(service.Service):
             for node, state in zip(nodes, states):
                 if state is None:
                     yield self._reap(node)
-                else:
-                    view[node] = json.loads(state)
+                    continue
+                try:
+                    view[node] = dict(json.loads(state))
+                except (ValueError, TypeError):
+                    view[node] = {}  # alive all the same: its key is there
             self.nodes = view
             yield self._leases()
         except Exception:
@@ -318,7 +349,12 @@ class ClusterNode(service.Service):
 
     @defer.inlineCallbacks
     def _reap(self, node):
-        """Take over what dead node ``node`` left, unless another node does."""
+        """Take over what dead node ``node`` left, unless another node does.
+
+        Its stream is taken (and deleted) first and handled at once; only
+        then is the node dropped from the cluster, so that a reaping that
+        fails midway is done again, by this node or another, at a later tick.
+        """
         ms = str(int(self._heartbeat * 1000))
         taken = yield self._cmd.execute_command("SET", self.key("reap", node), self.node,
                                                 "NX", "PX", ms)
@@ -328,13 +364,6 @@ class ClusterNode(service.Service):
                                                                   self.key("node", node))):
             return  # alive after all (it started again meanwhile)
         fields = yield self._cmd.execute_command("HGETALL", self.key("sessions", node))
-        yield self._cmd.execute_command("DEL", self.key("sessions", node))
-        yield self._cmd.execute_command("SREM", self.nodes_key, node)
-        components = yield self._cmd.execute_command("HGETALL", self.key("components", "all"))
-        for domain, owner in zip(components[::2], components[1::2]):
-            if owner == node:
-                yield self._cmd.execute_command("HDEL", self.key("components", "all"), domain)
-        yield self._publish_directory("gone", node)
         entries = yield self._cmd.execute_command("EVAL", TAKE_STREAM, 1,
                                                   self.stream_key(node))
         lost = []
@@ -343,7 +372,7 @@ class ClusterNode(service.Service):
                 lost.append(RemoteRecord(JID.normalised(full), node, json.loads(text), self))
             except (InvalidJID, ValueError, KeyError, TypeError):
                 continue
-        self.directory.mirror_forget(node)  # before "gone" comes back: nothing routed there
+        self.directory.mirror_forget(node)  # nothing is routed there any more
         self._forget_components(node)
         for record in lost:
             self._server.hooks.notify(SESSION_LOST, record)
@@ -352,6 +381,14 @@ class ClusterNode(service.Service):
             log.warn("cluster node {dead} is gone: {sessions} sessions lost, {entries} "
                      "stanzas for them handled here", dead=node, sessions=len(lost),
                      entries=len(entries or ()))
+        yield self._cmd.execute_command("DEL", self.key("sessions", node))
+        components = yield self._cmd.execute_command("HGETALL", self.key("components", "all"))
+        for domain, owner in zip(components[::2], components[1::2]):
+            if owner == node:
+                yield self._cmd.execute_command("HDEL", self.key("components", "all"), domain)
+        yield self._cmd.execute_command("SREM", self.nodes_key, node)
+        yield self._publish_directory("gone", node)
+        yield self._cmd.execute_command("EVAL", RELEASE, 1, self.key("reap", node), self.node)
 
     # The directory
 
@@ -370,24 +407,35 @@ class ClusterNode(service.Service):
 
     @defer.inlineCallbacks
     def _load_mirror(self):
+        """Make the mirror what Redis holds: what changed while the channels
+        were not followed (a node gone, a session unbound) was not heard."""
         fields = yield self._cmd.execute_command("HGETALL", self.key("components", "all"))
-        for domain, node in zip(fields[::2], fields[1::2]):
-            if node != self.node:
-                self.components[domain] = node
-        nodes = yield self._cmd.execute_command("SMEMBERS", self.nodes_key)
+        self.components = {domain: node for domain, node in zip(fields[::2], fields[1::2])
+                           if node != self.node}
+        nodes = set((yield self._cmd.execute_command("SMEMBERS", self.nodes_key)))
+        nodes.discard(self.node)
+        for node in self.directory.mirrored_nodes() - nodes:
+            self.directory.mirror_forget(node)
         for node in nodes:
-            if node == self.node:
-                continue
             fields = yield self._cmd.execute_command("HGETALL", self.key("sessions", node))
-            for full, text in zip(fields[::2], fields[1::2]):
-                self.directory.mirror_set(node, full, text)
+            self.directory.mirror_load(node, dict(zip(fields[::2], fields[1::2])))
 
     def received(self, channel, message):
+        """A message of channel ``channel``: a directory change or an event."""
         try:
             event = json.loads(message)
             node = event["n"]
         except (ValueError, KeyError, TypeError):
+            log.warn("ignoring a malformed message of cluster channel {channel}",
+                     channel=channel)
             return
+        try:
+            self._received(channel, event, node)
+        except Exception:
+            log.failure("cannot handle a message of cluster channel {channel}",
+                        channel=channel)
+
+    def _received(self, channel, event, node):
         if channel == self.events_channel:
             if node != self.node:
                 self._server.hooks.notify(event.get("e"), event.get("a"))
@@ -411,39 +459,60 @@ class ClusterNode(service.Service):
     def publish_set(self, session):
         text = encode(session)
         full = session.jid.full
-        self._cmd.execute_command("HSET", self.key("sessions", self.node), full, text)
+        self._fire("HSET", self.key("sessions", self.node), full, text)
         self._publish_directory("set", self.node, j=full, r=text)
 
     def publish_del(self, session):
         full = session.jid.full
-        self._cmd.execute_command("HDEL", self.key("sessions", self.node), full)
+        self._fire("HDEL", self.key("sessions", self.node), full)
         self._publish_directory("del", self.node, j=full)
 
     def publish_component(self, domain, connected):
-        """External component ``domain`` is (or no longer is) connected here."""
+        """External component ``domain`` is (or no longer is) connected
+        here.  A component connected to two nodes at once stays on the
+        first to claim it; the other closes its stream with ``conflict``."""
         key = self.key("components", "all")
-        if connected:
-            self._cmd.execute_command("HSET", key, domain, self.node)
-        else:
-            self._cmd.execute_command("EVAL", "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] "
-                                      "then redis.call('HDEL', KEYS[1], ARGV[1]) end", 1, key,
-                                      domain, self.node)
-        self._publish_directory("component", self.node, d=domain, on=connected)
+        if not connected:
+            self._fire("EVAL", RELEASE_FIELD, 1, key, domain, self.node)
+            self._publish_directory("component", self.node, d=domain, on=False)
+            return
+        d = self._cmd.execute_command("EVAL", CLAIM, 1, key, domain, self.node)
+
+        def claimed(owner):
+            if owner == self.node:
+                return self._publish_directory("component", self.node, d=domain, on=True)
+            self.components[domain] = owner
+            stream = self._router.attached(domain)
+            if stream is not None:
+                stream.stream_error("conflict", f"{domain} is connected to another node")
+
+        d.addCallback(claimed)
+        d.addErrback(lambda failure: log.failure(
+            "cannot publish component {domain} to the cluster", failure, domain=domain))
 
     def component_node(self, domain):
         """The other node external component ``domain`` is connected to, or None."""
         return self.components.get(domain)
 
     def _publish_directory(self, op, node, **fields):
-        return self._cmd.execute_command(
-            "PUBLISH", self.directory_channel,
-            json.dumps({"n": node, "op": op, **fields}, separators=(",", ":")))
+        return self._fire("PUBLISH", self.directory_channel,
+                          json.dumps({"n": node, "op": op, **fields}, separators=(",", ":")))
 
     def tell(self, event, argument):
         """Fire notification ``event`` with ``argument`` (a string) on the
         other nodes."""
-        self._cmd.execute_command("PUBLISH", self.events_channel, json.dumps(
+        self._fire("PUBLISH", self.events_channel, json.dumps(
             {"n": self.node, "e": event, "a": argument}, separators=(",", ":")))
+
+    def _fire(self, *command):
+        """Send ``command`` without waiting for its answer; a failure (the
+        connection lost before it) is logged.  The Deferred of its answer,
+        or of None when it failed."""
+        d = self._cmd.execute_command(*command)
+        d.addErrback(lambda failure: log.warn(
+            "cluster command {command} failed: {error}", command=command[0],
+            error=failure.getErrorMessage()))
+        return d
 
     # Stanzas between nodes
 
@@ -470,9 +539,16 @@ class ClusterNode(service.Service):
     def _send_batches(self):
         self._flush = None
         batches, self._outgoing = self._outgoing, {}
-        for node, entries in batches.items():
-            for start in range(0, len(entries), APPEND_BATCH):
-                self._send_batch(node, entries[start:start + APPEND_BATCH])
+        return [self._send_batch(node, entries[start:start + APPEND_BATCH])
+                for node, entries in batches.items()
+                for start in range(0, len(entries), APPEND_BATCH)]
+
+    def _flush_now(self):
+        """Send what waits for the end of the turn; a Deferred fired once
+        every entry is added or handled as undeliverable."""
+        if self._flush is not None:
+            self._flush.cancel()
+        return defer.DeferredList(self._send_batches())
 
     def _send_batch(self, node, entries):
         arguments = []
@@ -493,6 +569,7 @@ class ClusterNode(service.Service):
                     failed(*args)
 
         d.addCallbacks(added, not_added)
+        return d
 
     @defer.inlineCallbacks
     def lock(self, name, ttl=10.0):
@@ -540,8 +617,8 @@ class ClusterNode(service.Service):
                 except Exception:
                     log.failure("cannot deliver an entry of this node's cluster stream")
             ids = [entry_id for entry_id, _ in entries]
-            self._cmd.execute_command("XACK", self.stream, GROUP, *ids)
-            self._cmd.execute_command("XDEL", self.stream, *ids)
+            self._fire("XACK", self.stream, GROUP, *ids)
+            self._fire("XDEL", self.stream, *ids)
 
     def _deliver(self, fields):
         """Deliver one entry of this node's stream to its local session."""

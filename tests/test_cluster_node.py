@@ -1,0 +1,254 @@
+"""Tests for xmppd.cluster.node: nodes of one cluster on an in-memory Redis
+(tests/fake_redis.py), each a server with its clock: stanzas between
+nodes, the reaping of a dead node, a node leaving, and what a node does
+with Redis unreachable or with malformed data in it."""
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from tests.fake_redis import FakeRedis
+from tests.harness import add_user, make_server, online
+from xmppd.cluster.node import ClusterNode
+from xmppd.config import ClusterConfig
+from xmppd.core.events import ACCOUNT_OFFLINE
+from xmppd.jid import JID
+from xmppd.storage import RosterItem
+
+HEARTBEAT = 3.0
+ALICE, BOB = "alice@example.com", "bob@example.com"
+RECORD = '{"a":true,"p":0,"f":[],"x":"","h":false}'
+
+
+@pytest.fixture
+def redis():
+    return FakeRedis()
+
+
+@pytest.fixture
+def nodes(tmp_path, redis):
+    """``nodes(NAME...)``: servers that are nodes of one cluster, on one
+    database (alice and bob are contacts of each other)."""
+    made = {}
+
+    def make(*names):
+        for name in names:
+            (tmp_path / name).mkdir()
+            first = next(iter(made.values()), None)
+            server = make_server(tmp_path / name, store=first.sql if first else None)
+            config = replace(server.config, cluster=ClusterConfig(
+                redis="redis://127.0.0.1:6379/0", node=name, heartbeat=HEARTBEAT, prefix="t"))
+            server.cluster = ClusterNode(server, config, server.clock, connect=redis.connect)
+            server.sessions = server.router.sessions = server.cluster.directory
+            server.cluster.startService()
+            made[name] = server
+            if first is None:
+                for user in (ALICE, BOB):
+                    add_user(server, user)
+                for user, contact in ((ALICE, BOB), (BOB, ALICE)):
+                    server.sql.set_roster_item(*user.split("@"), RosterItem(
+                        jid=contact, subscription="both"))
+        settle(made)
+        return [made[name] for name in names]
+
+    make.all = made
+    return make
+
+
+def settle(servers):
+    """Run what the nodes' clocks have due now, until nothing is left."""
+    servers = list(servers.values()) if isinstance(servers, dict) else servers
+    for _ in range(50):
+        if not any(call.getTime() <= server.clock.seconds()
+                   for server in servers for call in server.clock.getDelayedCalls()):
+            return
+        for server in servers:
+            server.clock.advance(0)
+    raise AssertionError("the nodes never settle")
+
+
+def advance(servers, seconds):
+    for server in servers:
+        server.clock.advance(seconds)
+    settle(servers)
+
+
+def message(to, body="hi"):
+    return f"<message to='{to}' type='chat' id='m-{body}'><body>{body}</body></message>"
+
+
+def bodies(client):
+    return [str(e.body) for e in client.take() if e.name == "message" and e.body]
+
+
+def offline_count(server, user):
+    return server.sql.count_offline(*user.split("@"))
+
+
+def test_a_message_reaches_a_session_on_another_node(nodes):
+    a, b = nodes("a", "b")
+    alice = online(a, ALICE)
+    bob = online(b, BOB)
+    settle([a, b])
+    alice.send(message(f"{BOB}/res"))
+    settle([a, b])
+    assert bodies(bob) == ["hi"]
+
+
+def test_a_dead_node_is_reaped_once_what_waited_for_it_handled(nodes, redis):
+    a, b = nodes("a", "b")
+    alice = online(a, ALICE)
+    online(b, BOB)
+    settle([a, b])
+    alice.take()
+    b.cluster.running = False  # b stops reading: it died
+    b.clock.advance(1.0)  # its last blocked read ends
+    alice.send(message(f"{BOB}/res", "waiting"))
+    settle([a])
+    redis.call("DEL", "t:node:b")  # its heartbeat expires
+    advance([a], HEARTBEAT / 3)
+    got = alice.take()
+    assert any(e.name == "presence" and e.getAttribute("type") == "unavailable"
+               and e["from"] == f"{BOB}/res" for e in got), [e.toXml() for e in got]
+    assert offline_count(a, BOB) == 1
+    assert redis.call("SMEMBERS", "t:nodes") == ["a"]
+    assert redis.call("EXISTS", "t:stream:b", "t:sessions:b") == 0
+    assert a.sessions.get(JID.parse(f"{BOB}/res")) is None
+
+
+def test_a_reaping_that_fails_midway_is_done_again_without_duplicates(nodes, redis):
+    a, b = nodes("a", "b")
+    alice = online(a, ALICE)
+    online(b, BOB)
+    settle([a, b])
+    b.cluster.running = False
+    b.clock.advance(1.0)
+    alice.send(message(f"{BOB}/res", "waiting"))
+    settle([a])
+    redis.call("DEL", "t:node:b")
+    redis.fail = lambda command: command[:2] == ("DEL", "t:sessions:b")
+    advance([a], HEARTBEAT / 3)
+    assert "b" in redis.call("SMEMBERS", "t:nodes")  # still to be reaped
+    assert offline_count(a, BOB) == 1  # what its stream held is handled
+    redis.fail = None
+    redis.call("DEL", "t:reap:b")  # the reaper's lock lapses
+    advance([a], HEARTBEAT / 3)
+    assert redis.call("SMEMBERS", "t:nodes") == ["a"]
+    assert offline_count(a, BOB) == 1
+
+
+def test_a_malformed_heartbeat_does_not_stop_the_others(nodes, redis):
+    a, = nodes("a")
+    redis.call("SADD", "t:nodes", "x")
+    redis.call("SET", "t:node:x", "{not json")
+    advance([a], HEARTBEAT / 3)
+    assert a.cluster.nodes["x"] == {}
+    assert a.cluster.nodes["a"]["sessions"] == 0
+    assert redis.call("PTTL", "t:node:a") > 0
+
+
+def test_malformed_channel_messages_are_ignored(nodes):
+    a, = nodes("a")
+    channel = a.cluster.directory_channel
+    for text in ("not json", "[1]", '{"n":"b","op":"set","j":"@@","r":"{}"}',
+                 '{"n":"b","op":"set","j":"bob@example.com/x","r":"[]"}',
+                 '{"n":"b","op":"component","d":[1],"on":true}'):
+        a.cluster.received(channel, text)
+    a.cluster.received(a.cluster.events_channel, '{"n":"b","e":[7],"a":null}')
+    a.cluster.received(channel, json.dumps({"n": "b", "op": "set", "j": f"{BOB}/x",
+                                            "r": RECORD}))
+    assert a.sessions.count(JID.parse(BOB)) == 1
+
+
+def test_the_mirror_is_made_whole_when_the_channels_come_back(nodes, redis):
+    a, b = nodes("a", "b")
+    bob = online(b, BOB)
+    settle([a, b])
+    assert a.sessions.count(JID.parse(BOB)) == 1
+    offline = []
+    a.hooks.add(ACCOUNT_OFFLINE, offline.append)
+    # Bob leaves and a node "c" goes while a does not follow the channels.
+    redis.subscribers.remove(a.cluster)
+    bob.lose()
+    redis.call("HSET", "t:sessions:c", f"{ALICE}/gone", RECORD)
+    a.cluster.directory.mirror_set("c", f"{ALICE}/gone", RECORD)
+    settle([a, b])
+    assert a.sessions.count(JID.parse(BOB)) == 1  # not heard
+    redis.subscribers.append(a.cluster)
+    a.cluster.subscribed()
+    settle([a, b])
+    assert a.sessions.count(JID.parse(BOB)) == 0
+    assert a.sessions.count(JID.parse(ALICE)) == 0  # c is no node of the cluster
+    assert sorted(str(bare) for bare in offline) == [ALICE, BOB]
+
+
+class ComponentStream:
+    def __init__(self):
+        self.errors = []
+
+    def send(self, element):
+        pass
+
+    def stream_error(self, condition, text=None):
+        self.errors.append(condition)
+
+
+def test_a_component_connected_to_two_nodes_at_once_stays_on_the_first(nodes, redis):
+    a, b = nodes("a", "b")
+    for server in (a, b):
+        server.router.add_component("gw.example.com", "example.com")
+    first, second = ComponentStream(), ComponentStream()
+    assert a.router.attach("gw.example.com", first)
+    assert b.router.attach("gw.example.com", second)  # before b heard of a's
+    settle([a, b])
+    assert first.errors == [] and second.errors == ["conflict"]
+    assert redis.call("HGET", "t:components:all", "gw.example.com") == "a"
+    b.router.detach("gw.example.com", second)
+    settle([a, b])
+    assert redis.call("HGET", "t:components:all", "gw.example.com") == "a"
+    assert b.cluster.component_node("gw.example.com") == "a"
+
+
+def test_a_stopping_node_stores_what_its_stream_still_holds(nodes, redis):
+    a, b = nodes("a", "b")
+    alice = online(a, ALICE)
+    settle([a, b])
+    alice.take()
+    # An entry for a session of b's that has gone, not yet read.
+    b.cluster.running = False
+    b.clock.advance(1.0)
+    redis.call("XADD", "t:stream:b", "*", "j", f"{BOB}/res", "x",
+               "<message xmlns='jabber:client' from='alice@example.com/res' "
+               "to='bob@example.com/res' type='chat'><body>late</body></message>")
+    b.cluster.running = True
+    stopped = b.cluster.stopService()
+    settle([a, b])
+    assert stopped.called
+    assert offline_count(b, BOB) == 1
+    assert redis.call("SMEMBERS", "t:nodes") == ["a"]
+    assert redis.call("EXISTS", "t:stream:b", "t:node:b", "t:sessions:b") == 0
+
+
+def test_a_node_stops_within_its_heartbeat_when_redis_is_unreachable(nodes, redis):
+    a, = nodes("a")
+    redis.down = True
+    stopped = a.cluster.stopService()
+    advance([a], 1.0)
+    assert not stopped.called
+    advance([a], HEARTBEAT)
+    assert stopped.called
+    assert redis.subscribers == []  # its connections are closed
+
+
+def test_a_stopping_node_waits_for_its_heartbeat_under_way(nodes, redis):
+    a, = nodes("a")
+    started = []
+    a.router.place("conference.example.com", started.append)
+    redis.down = True
+    advance([a], HEARTBEAT / 3)  # a tick starts, and waits for Redis
+    stopped = a.cluster.stopService()
+    redis.up()
+    advance([a], 1.0)  # the reader's last read ends
+    assert stopped.called
+    assert redis.call("EXISTS", "t:service:conference.example.com", "t:node:a") == 0
