@@ -11,6 +11,7 @@ accounts of its own.  Needs XMPPD_TEST_POSTGRES_URL and XMPPD_TEST_REDIS_URL.
 """
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
@@ -128,11 +129,10 @@ class Cluster:
         return lasting
 
 
-@pytest.fixture
-def cluster(shared, database, tmp_path):
-    """Nodes a, b and c, started; those not killed must exit cleanly, and
-    then leave nothing in Redis that does not expire."""
-    cluster = Cluster(shared, database, tmp_path, f"xmppdtest{secrets.token_hex(4)}")
+@contextlib.contextmanager
+def started(cluster):
+    """``cluster`` started; afterwards the nodes not killed must exit
+    cleanly, and then leave nothing in Redis that does not expire."""
     try:
         cluster.start()
         yield cluster
@@ -144,6 +144,14 @@ def cluster(shared, database, tmp_path):
         failures.append(f"the nodes left keys in Redis after they stopped: {leftovers}")
     if failures:
         pytest.fail("\n".join(failures), pytrace=False)
+
+
+@pytest.fixture
+def cluster(shared, database, tmp_path):
+    """Nodes a, b and c (:func:`started`)."""
+    with started(Cluster(shared, database, tmp_path,
+                         f"xmppdtest{secrets.token_hex(4)}")) as cluster:
+        yield cluster
 
 
 def run_on(cluster, body, timeout=30.0):
