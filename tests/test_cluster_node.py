@@ -138,6 +138,25 @@ def test_a_reaping_that_fails_midway_is_done_again_without_duplicates(nodes, red
     assert offline_count(a, BOB) == 1
 
 
+def test_a_node_cut_off_from_redis_lets_the_others_renew_before_reaping(nodes, redis):
+    a, b = nodes("a", "b")
+    online(b, BOB)
+    settle([a, b])
+    redis.down = True
+    advance([a, b], HEARTBEAT)  # their ticks wait for Redis
+    redis.call("DEL", "t:node:a", "t:node:b")  # both heartbeats lapsed meanwhile
+    redis.up()  # a's tick goes on first: b's heartbeat is not renewed yet
+    settle([a, b])
+    advance([a, b], HEARTBEAT / 3)
+    assert sorted(redis.call("SMEMBERS", "t:nodes")) == ["a", "b"]
+    assert a.sessions.count(JID.parse(BOB)) == 1
+    redis.call("DEL", "t:node:b")
+    b.cluster.running = False
+    b.cluster._beat.stop()  # b dies
+    advance([a], HEARTBEAT / 3)
+    assert redis.call("SMEMBERS", "t:nodes") == ["a"]
+
+
 def test_a_malformed_heartbeat_does_not_stop_the_others(nodes, redis):
     a, = nodes("a")
     redis.call("SADD", "t:nodes", "x")

@@ -182,6 +182,7 @@ class ClusterNode(service.Service):
         self._cmd = self._reader = self._subscriber = None
         self._beat = None
         self._beating = None  # fires once the heartbeat stopped and its last tick ended
+        self._beaten = None  # when the heartbeat was last renewed, by the clock
         self._reading = None
         self.lag = 0  # entries read in the last batch of this node's stream
         self.nodes = {}  # node name -> what its last heartbeat said (pid, sessions, lag)
@@ -295,24 +296,36 @@ class ClusterNode(service.Service):
     # Heartbeat and reaping
 
     def _beat_once(self):
+        """Renew this node's heartbeat; a Deferred of whether this node was
+        cut off from Redis since the last renewal (for longer than two
+        ticks): then the others' heartbeats may have lapsed while they
+        live, and they get a tick to renew them before any is reaped."""
         ms = str(int(self._heartbeat * 1000))
         state = json.dumps({"pid": os.getpid(), "sessions": self.directory.count(),
                             "lag": self.lag}, separators=(",", ":"))
         self._fire("SADD", self.nodes_key, self.node)
-        return self._cmd.execute_command("SET", self.key("node", self.node), state, "PX", ms)
+        d = self._cmd.execute_command("SET", self.key("node", self.node), state, "PX", ms)
+
+        def renewed(_):
+            now, before = self._reactor.seconds(), self._beaten
+            self._beaten = now
+            return before is not None and now - before > self._heartbeat * 2 / 3
+
+        return d.addCallback(renewed)
 
     @defer.inlineCallbacks
     def _tick(self):
         """Renew the heartbeat, read the others' and reap the dead."""
         try:
-            yield self._beat_once()
+            cut_off = yield self._beat_once()
             nodes = sorted((yield self._cmd.execute_command("SMEMBERS", self.nodes_key)))
             states = (yield self._cmd.execute_command(
                 "MGET", *[self.key("node", node) for node in nodes])) if nodes else []
             view = {}
             for node, state in zip(nodes, states):
                 if state is None:
-                    yield self._reap(node)
+                    if not cut_off:
+                        yield self._reap(node)
                     continue
                 try:
                     view[node] = dict(json.loads(state))
