@@ -49,13 +49,12 @@ nobody claims gets the RFC's default:
 from twisted.logger import Logger
 
 from xmppd.core.events import BARE, FULL, HOST, MESSAGE_OFFLINE, ROUTE_REMOTE, then
-from xmppd.core.stanzas import Stanza, error_reply
+from xmppd.core.stanzas import NS_CARBONS, Stanza, error_reply
 from xmppd.jid import JID, InvalidJID
 
 log = Logger()
 
 _ANSWERABLE_MESSAGES = (None, "normal", "chat")
-NS_CARBONS = "urn:xmpp:carbons:2"
 
 
 class Router:

@@ -13,6 +13,7 @@ from twisted.words.xish import domish
 from xmppd.core.xmlstream import NS_CLIENT
 
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+NS_CARBONS = "urn:xmpp:carbons:2"  # XEP-0280 (Message Carbons)
 # (namespace, name) of the end-to-end encrypted payloads a message may carry
 # instead of a body: what archives keep and push notifies.
 ENCRYPTED_PAYLOADS = frozenset({

@@ -30,10 +30,9 @@ Advertises ``urn:xmpp:carbons:2`` (§3).
 from twisted.words.xish import domish
 
 from xmppd.core.events import BARE, FULL, HOST, message_event, pre_events
-from xmppd.core.stanzas import StanzaError, copy_element, make_stanza
+from xmppd.core.stanzas import NS_CARBONS, StanzaError, copy_element, make_stanza
 from xmppd.core.xmlstream import NS_CLIENT
 
-NS_CARBONS = "urn:xmpp:carbons:2"
 FLAG = "carbons"
 NS_FORWARD = "urn:xmpp:forward:0"
 NS_HINTS = "urn:xmpp:hints"

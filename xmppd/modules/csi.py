@@ -41,12 +41,12 @@ from twisted.words.xish import domish
 from xmppd.core.api import AUTHENTICATED
 from xmppd.core.events import SESSION_UNBOUND
 from xmppd.core.negotiation import SESSION_CARRIER_LOST
+from xmppd.core.stanzas import NS_CARBONS
 from xmppd.core.xmlstream import NS_CLIENT
 from xmppd.options import Option, Options, integer
 
 NS_CSI = "urn:xmpp:csi:0"
 NS_CHATSTATES = "http://jabber.org/protocol/chatstates"
-NS_CARBONS = "urn:xmpp:carbons:2"
 NS_FORWARD = "urn:xmpp:forward:0"
 # Namespaces of what may come with chat states in a message that says
 # nothing else, besides its thread (RFC 6121 §5.2.5): hints (XEP-0334) and
