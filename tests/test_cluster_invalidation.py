@@ -11,6 +11,8 @@ import pytest
 from twisted.internet import defer
 
 from tests.harness import Client, add_user, error_condition, make_server, online, result
+from tests.test_cluster_pep import pair
+from tests.test_mam import bodies, query
 from xmppd.jid import JID
 from xmppd.tap import MODULES
 
@@ -119,6 +121,37 @@ def test_archiving_preferences_set_on_one_node_apply_on_the_other(nodes):
     assert default(there) == "never"
 
 
+def archived_after_deletion(one, two, alice):
+    """``alice``, a client of alice's, sets archiving to never and bob, on
+    node two, writes to her (node two reads her preferences); the account
+    is deleted on node one and made again, and bob writes again: what the
+    new account's archive holds."""
+    bob = online(two, "bob@example.com")
+    iq(alice, "set", f"<prefs xmlns='{NS_MAM}' default='never'/>")
+    chat = "<message to='alice@example.com' type='chat'><body>{}</body></message>"
+    bob.send(chat.format("not kept"))
+    result(one.services["accounts"].delete(ALICE))
+    add_user(one, "alice@example.com")
+    bob.send(chat.format("kept"))
+    return bodies(query(online(two, "alice@example.com"))[0])
+
+
+def test_an_account_deleted_on_one_node_leaves_no_preferences_on_the_other(nodes):
+    one, two = nodes
+    assert archived_after_deletion(one, two, login(one, resource="a")) == ["kept"]
+
+
+def test_preferences_of_an_account_bound_on_the_other_node_go_when_it_leaves(tmp_path):
+    """With their directories, node two keeps the preferences of alice,
+    bound on node one, until she has no session left (account/offline)."""
+    one = make_server(tmp_path, modules=(*MODULES, "mam"))
+    two = make_server(tmp_path, modules=(*MODULES, "mam"), store=one.sql)
+    pair(one, two)
+    for user in ("alice@example.com", "bob@example.com"):
+        add_user(one, user)
+    assert archived_after_deletion(one, two, online(one, "alice@example.com")) == ["kept"]
+
+
 def test_a_vcard_set_on_one_node_changes_the_hash_in_presence_on_the_other(nodes):
     one, two = nodes
     here = login(one, resource="a")
@@ -193,7 +226,6 @@ def test_ending_one_resource_reaches_the_node_it_is_on(nodes):
                                        "kicked") == []
     assert closed_with(b) == "conflict"
     assert not c.closed
-
 
 
 def test_a_roster_changes_on_one_node_while_the_other_holds_its_lock_waits(nodes):

@@ -3,8 +3,10 @@ paging (XEP-0059), in memory."""
 
 import pytest
 
-from tests.harness import Client, add_user, error_condition, make_server, online, reload
+from tests.harness import (Client, add_user, error_condition, make_server, online, reload,
+                           result)
 from xmppd.archive import NS_MAM, NS_RSM, NS_SID
+from xmppd.jid import JID
 from xmppd.storage import StorageError
 from xmppd.storage.sql_archive import SQLArchive
 
@@ -14,7 +16,7 @@ NS_X = "jabber:x:data"
 
 def make(tmp_path, extra=""):
     server = make_server(tmp_path, modules=("bind", "presence", "message", "offline", "roster",
-                                            "carbons", "mam", "disco"), extra=extra)
+                                            "carbons", "mam", "disco", "accounts"), extra=extra)
     for user in ("alice@example.com", "bob@example.com", "carol@example.com"):
         add_user(server, user)
     return server
@@ -232,6 +234,18 @@ def test_preferences(server, alice, bob):
     assert prefs["default"] == "never"
     assert [str(j) for j in next(prefs.elements(NS_MAM, "always")).elements()] == [
         "carol@example.com"]
+
+
+def test_an_account_made_again_does_not_inherit_the_deleted_ones_preferences(server, alice,
+                                                                               bob):
+    alice.send(f"<iq type='set' id='p'><prefs xmlns='{NS_MAM}' default='never'/></iq>")
+    assert alice.take()[0]["type"] == "result"
+    result(server.services["accounts"].delete(JID.parse("alice@example.com")))
+    add_user(server, "alice@example.com")
+    chat(bob, "alice@example.com", "kept")  # stored offline, archived by the default
+    again = online(server, "alice@example.com")
+    again.take()
+    assert bodies(query(again)[0]) == ["kept"]
 
 
 def test_roster_default_archives_contacts_only(tmp_path):

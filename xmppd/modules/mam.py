@@ -29,7 +29,8 @@ unique and stable stanza ids (XEP-0359) and result set management
   what a client received (and acknowledged, XEP-0198) is in the archive
   even if the server is then killed; the sender's own copy is written
   without holding its stanza up.  A message is serialised once for both
-  archives, and the preferences kept in memory decide without a Deferred.
+  archives, and for an account with sessions (on any node of a cluster) the
+  preferences kept in memory decide without a Deferred.
 - Queries (§4) and metadata (§6.2), as :mod:`xmppd.archive` answers
   them: an iq-set ``<query queryid/>`` to the account's own bare JID (or
   with no ``to``), results to the querying resource; a page is at most
@@ -40,7 +41,9 @@ unique and stable stanza ids (XEP-0359) and result set management
   ``mam.default`` until the account sets them; a JID in ``never`` is
   never archived, one in ``always`` always, the others by the default.
   The other nodes of a cluster are told of a change (``mam/prefs``) and
-  read the preferences again.
+  read the preferences again.  They are kept only while the account has
+  sessions, as rosters and block lists are: a deletion ends them on every
+  node, so an account made again with its name never finds the old ones.
 - Retention: every ``mam.purge_interval`` seconds (the first time a
   minute after start), account by account, messages older than
   ``mam.max_age`` days go, and beyond ``mam.max_messages`` an account's
@@ -59,7 +62,8 @@ from twisted.words.xish import domish
 
 from xmppd import archive as queries
 from xmppd.archive import NS_EXTENDED, NS_MAM, NS_SID, ArchiveIds, by_payload
-from xmppd.core.events import BARE, FULL, message_event, pre_events
+from xmppd.core.events import (ACCOUNT_OFFLINE, BARE, FULL, SESSION_UNBOUND, message_event,
+                               pre_events)
 from xmppd.core.stanzas import ENCRYPTED_PAYLOADS, StanzaError
 from xmppd.core.xmlstream import NS_CLIENT, parse_stanza, serialize
 from xmppd.jid import JID, InvalidJID
@@ -74,7 +78,7 @@ KEPT = ENCRYPTED_PAYLOADS | {(NS_HINTS, "store")}  # archived without a body (XE
 DEFAULTS = ("always", "never", "roster")
 INCOMING_PRIORITY = 20  # before carbons' received copies (10) and delivery
 OUTGOING_PRIORITY = -50  # after the policies (closed domains, blocking)
-PREFS_CACHED = 10000  # accounts whose preferences are kept in memory
+PREFS_CACHED = 10000  # accounts with sessions whose preferences are kept in memory
 # Told to the other nodes of a cluster (api.tell_cluster), whose copies of
 # the preferences are stale; argument: the account's bare JID.
 PREFS_CHANGED = "mam/prefs"
@@ -117,7 +121,8 @@ class Archive:
         self._store = store
         self._values = api.open_store("keyval")
         self._ids = ArchiveIds(api.clock)
-        self._prefs = OrderedDict()  # bare JID -> Prefs (default None: the operator's)
+        # bare JID -> Prefs (default None: the operator's), while the account has sessions
+        self._prefs = OrderedDict()
         self._told = 0  # changes of preferences other nodes told of
         self._writes = BatchedWrites(self._store.append_many, api.log, "archived message(s)")
         # The last message serialised for its sender's archive, reused for
@@ -255,10 +260,16 @@ class Archive:
         return self._values.get(user.local, user.domain, "prefs").addCallback(parse)
 
     def _remember(self, user, prefs):
-        self._prefs[user] = prefs
-        while len(self._prefs) > PREFS_CACHED:
-            self._prefs.popitem(last=False)
+        if self._api.sessions.count(user):
+            self._prefs[user] = prefs
+            while len(self._prefs) > PREFS_CACHED:
+                self._prefs.popitem(last=False)
         return prefs
+
+    def offline(self, user):
+        """Forget the preferences of ``user`` once it has no session on any node."""
+        if not self._api.sessions.count(user):
+            self._prefs.pop(user, None)
 
     def _effective(self, prefs):
         if prefs.default is not None:
@@ -439,3 +450,5 @@ def setup(api):
     for target in (BARE, FULL):
         api.hook(message_event(target), archive.incoming, priority=INCOMING_PRIORITY)
     api.hook(PREFS_CHANGED, archive.prefs_changed_elsewhere)
+    api.hook(SESSION_UNBOUND, lambda session: archive.offline(session.jid.bare))
+    api.hook(ACCOUNT_OFFLINE, archive.offline)
