@@ -5,17 +5,20 @@ each interested resource once, wherever it is bound, and a remote contact
 from the node that received its presence last."""
 
 import pytest
+from twisted.internet import defer
 
 from tests import test_client_caps as caps
 from tests.harness import Client, add_user, keep_remote, make_server
 from tests.test_pep import answer, befriend, events, options_form, owner_iq
 from xmppd.cluster.directory import ClusterDirectory, encode
+from xmppd.core.events import ACCOUNT_OFFLINE
 from xmppd.core.stanzas import iq_result
 from xmppd.core.xmlstream import FrameParser, parse_stanza, serialize
 from xmppd.pubsub import NS_PUBSUB
 from xmppd.storage import RosterItem
 
 ALICE, BOB, CAROL = "alice@example.com", "bob@example.com", "carol@example.com"
+ERIN = "erin@example.com"  # no subscription yet
 DAVE = "dave@remote.example/laptop"
 NODE = "urn:xmpp:avatar:metadata"  # wanted by caps.FEATURES
 # Another client: another ver, which the node of the publisher never sees.
@@ -26,14 +29,18 @@ EXTRA = '[hosts."example.com"]\ncross_domain_messages = true'
 class Node:
     """A server as a node of a two-node cluster in memory: what the server
     (``server.cluster``) and its :class:`ClusterDirectory` ask of their node,
-    done on the other server (``peer``) at once."""
+    done on the other server (``peer``) at once; ``locks``, the
+    cluster's, shared with the peer.  An account whose last session on the
+    peer ended while none is bound here fires ``account/offline``, as on a
+    node of :mod:`xmppd.cluster.node`."""
 
-    def __init__(self, server, name):
-        self.server, self.node, self.peer = server, name, None
+    def __init__(self, server, name, locks):
+        self.server, self.node, self.peer, self.locks = server, name, None, locks
         self.told = []
         self._parser = FrameParser(10**6)
         server.cluster = self
-        server.sessions = server.router.sessions = ClusterDirectory(self, server.sessions)
+        server.sessions = server.router.sessions = ClusterDirectory(
+            self, server.sessions, lambda bare: server.hooks.notify(ACCOUNT_OFFLINE, bare))
 
     def tell(self, event, argument):
         self.told.append(event)
@@ -55,14 +62,24 @@ class Node:
     def parse(self, xml):
         return self._parser.parse(xml)
 
+    def lock(self, name):
+        lock = self.locks.setdefault(name, defer.DeferredLock())
+        return lock.acquire().addCallback(lambda lock: lock.release)
+
+
+def pair(a, b):
+    """Servers ``a`` and ``b`` as the nodes ``a`` and ``b`` of one cluster."""
+    locks = {}
+    node_a, node_b = Node(a, "a", locks), Node(b, "b", locks)
+    node_a.peer, node_b.peer = node_b, node_a
+
 
 @pytest.fixture
 def nodes(tmp_path):
     """Servers ``a`` and ``b``, what they route to remote domains kept."""
     a = keep_remote(make_server(tmp_path, hosts=(), extra=EXTRA))
     b = keep_remote(make_server(tmp_path, hosts=(), extra=EXTRA, store=a.sql))
-    node_a, node_b = Node(a, "a"), Node(b, "b")
-    node_a.peer, node_b.peer = node_b, node_a
+    pair(a, b)
     for user in (ALICE, BOB, CAROL):
         add_user(a, user)
     befriend(a, ALICE, BOB)
@@ -155,6 +172,37 @@ def test_a_remote_contact_is_notified_by_the_node_that_received_its_presence_las
     assert a.remote == []
     [notification] = b.remote
     assert notification["to"] == DAVE and f"<items node='{NODE}'>" in notification.toXml()
+
+
+def subscribe(client, to, approver, back):
+    """``client`` asks for the presence of ``to``, and ``approver``, a client
+    of ``to``, approves it for ``back`` (RFC 6121 §3.1)."""
+    client.send(f"<presence type='subscribe' to='{to}'/>")
+    approver.send(f"<presence type='subscribed' to='{back}'/>")
+
+
+@pytest.mark.parametrize("last", ["contact", "account"])
+def test_the_last_item_reaches_a_new_contact_on_each_node(nodes, last):
+    """Subscriptions both ways, the contact's resource on b approving last
+    (its server sends alice the presence of each of its resources, RFC 6121
+    §3.1.5) or alice on a (the contact becomes a subscriber, XEP-0163
+    §4.3.4): each resource of the contact gets alice's last item once,
+    from the node it is bound to."""
+    a, b = nodes
+    add_user(a, ERIN)
+    alice = online(a, ALICE)
+    publish(alice, "1")
+    one, two = online(a, ERIN, "one"), online(b, ERIN, "two")
+    for client in (alice, one, two):
+        client.take()
+    if last == "contact":
+        subscribe(two, ALICE, alice, ERIN)
+        subscribe(alice, ERIN, two, ALICE)
+    else:
+        subscribe(alice, ERIN, two, ALICE)
+        subscribe(two, ALICE, alice, ERIN)
+    for client in (one, two):
+        assert events(client) == [("items", NODE, ["1"])], client.stream.session.jid
 
 
 def test_one_node_alone_notifies_once(tmp_path):

@@ -336,6 +336,19 @@ def test_the_last_item_comes_when_capabilities_are_learnt(server, caps):
     assert events(bob) == []
 
 
+def test_a_new_subscriber_gets_the_last_item(server, caps):
+    alice = online(server, ALICE)
+    publish(alice)
+    caps.learn("dave@example.com/res", NODE)
+    dave = online(server, "dave@example.com")
+    alice.send("<presence type='subscribe' to='dave@example.com'/>")
+    dave.send(f"<presence type='subscribed' to='{ALICE}'/>")
+    assert events(dave) == []  # alice receives its presence, but it may not read
+    dave.send(f"<presence type='subscribe' to='{ALICE}'/>")
+    alice.send("<presence type='subscribed' to='dave@example.com'/>")
+    assert events(dave) == [("items", NODE, ["1"])]
+
+
 def test_no_notifications_without_capabilities(server, caps):
     befriend(server, ALICE, BOB)
     alice = online(server, ALICE)

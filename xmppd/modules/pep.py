@@ -29,7 +29,9 @@
   (XEP-0191).  Such an entity newly available, or with new capabilities,
   gets the last item of each node it is interested in (XEP-0163 §4.3.1,
   ``pubsub#send_last_published_item`` ``on_sub_and_presence``), stamped
-  with its publication time (XEP-0203).
+  with its publication time (XEP-0203); so does such an entity of a
+  contact that becomes a subscriber (XEP-0163 §4.3.4), when the account's
+  ``subscribed`` goes out.
 - In a cluster (docs/cluster.md) each resource is notified by the node it
   is bound to, a remote entity by the node that received its presence
   last.  The publishing node tells the others the event
@@ -41,7 +43,11 @@
   received (``client_caps`` passes on the presence of clients bound on it
   and of remote entities only).  A node receiving a remote entity's
   presence tells the others to forget it (``pep/heard``): the peer's
-  next connection may reach another node.
+  next connection may reach another node.  An account's ``subscribed``
+  is told to the others (``pep/subscribed``): each node sends the last
+  items to the entities of the new subscriber it follows, and follows the
+  account's resources bound on it, whose presence the subscriber now
+  receives (RFC 6121 §3.1.5) from the node of the approving resource.
 - The account's disco#info has the identity ``pubsub/pep`` and the
   pubsub features (XEP-0163 §6).
 
@@ -56,10 +62,11 @@ from datetime import datetime, timezone
 from twisted.internet import defer
 from twisted.words.xish import domish
 
-from xmppd.core.events import BARE, SESSION_AVAILABLE
+from xmppd.core.events import BARE, SESSION_AVAILABLE, pre_event
 from xmppd.core.sessions import Session
-from xmppd.core.stanzas import StanzaError, make_stanza, xep0082_stamp
+from xmppd.core.stanzas import StanzaError, child, make_stanza, xep0082_stamp
 from xmppd.jid import JID, InvalidJID
+from xmppd.modules.caps import NS_CAPS
 from xmppd.options import Option, Options, integer
 from xmppd.pubsub import NS_OWNER, NS_PUBSUB, error
 from xmppd.pubsub.access import refusal
@@ -84,6 +91,9 @@ SETTABLE_AFFILIATIONS = ("member", "outcast", "none")
 # configuration, "x": the event, "j": contacts' full JIDs}; and "ACCOUNT FULL-JID".
 NOTIFIED = "pep/notified"
 HEARD = "pep/heard"
+# "ACCOUNT CONTACT": ACCOUNT approved the subscription of CONTACT (bare JIDs).
+SUBSCRIBED = "pep/subscribed"
+SUBSCRIBED_PRIORITY = -100  # on the pre-event: after the policies (closed domains, blocking)
 
 OPTIONS = Options(  # [pep]
     max_nodes=Option(100, integer(1)),  # per account
@@ -557,6 +567,44 @@ class Pep:
                 if not entries:
                     del table[key]
 
+    def subscribed(self, stanza):
+        """The server's own ``subscribed`` from an account, sent once the
+        account's roster has the contact subscribed (RFC 6121 §3.1.5,
+        §3.1.3, §3.4.2): :meth:`approved` here and on the other nodes of a
+        cluster (``SUBSCRIBED``)."""
+        account = stanza.sender
+        if (stanza.type == "subscribed" and stanza.origin is None and account is not None
+                and account.local is not None and account.resource is None
+                and self._api.enabled(account.domain)):
+            contact = stanza.recipient.bare
+            self._api.tell_cluster(SUBSCRIBED, f"{account.full} {contact.full}")
+            self.approved(account, contact)
+        return False
+
+    def subscribed_elsewhere(self, argument):
+        """Another node of the cluster sent an account's ``subscribed``
+        (``SUBSCRIBED``)."""
+        try:
+            account, contact = (JID.parse(jid) for jid in argument.split(" "))
+        except (ValueError, InvalidJID):
+            return
+        self.approved(account, contact)
+
+    def approved(self, account, contact):
+        """``account`` approved the subscription of ``contact`` (bare JIDs):
+        the entities of the contact followed here, a new subscriber's, get
+        the account's last items (XEP-0163 §4.3.4); a local contact follows
+        the account's available resources bound here, with capabilities,
+        whose presence it now receives (RFC 6121 §3.1.5)."""
+        for full in tuple(self._recipients.get(account, ())):
+            if JID.parse(full).bare == contact:
+                self.send_last(account, full)
+        if self._api.enabled(contact.domain):
+            for session in self._api.sessions.resources(account):
+                if (isinstance(session, Session) and session.available
+                        and child(session.presence, NS_CAPS, "c") is not None):
+                    self.presence(contact, session.jid.full, True)
+
     def available(self, session):
         """An account's own resource became available: its own last items."""
         self.send_last(session.jid.bare, session.jid.full)
@@ -626,6 +674,8 @@ def setup(api):
     api.hook(SESSION_AVAILABLE, pep.available)
     api.hook(NOTIFIED, pep.notified)
     api.hook(HEARD, pep.heard)
+    api.hook(pre_event("presence", BARE), pep.subscribed, priority=SUBSCRIBED_PRIORITY)
+    api.hook(SUBSCRIBED, pep.subscribed_elsewhere)
     caps = api.service("client_caps")
     if caps is not None:
         caps.listen(pep.capabilities)
