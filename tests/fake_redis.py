@@ -102,7 +102,7 @@ class Connection:
         try:
             reply = self.run(tuple(parts))
         except ResponseError as e:
-            d.errback(e)
+            d.errback(nogroup(e))
             return
         if reply is not None:
             d.callback(reply)
@@ -129,7 +129,7 @@ class Connection:
         except ResponseError as e:
             call.cancel()
             self._done()
-            d.errback(e)
+            d.errback(nogroup(e))
             return
         if reply is not None:
             call.cancel()
@@ -139,6 +139,13 @@ class Connection:
     def disconnect(self):
         self.client.disconnect()
         return defer.succeed(None)
+
+
+def nogroup(error):
+    """``error`` as Redis answers an ``XREADGROUP`` on a stream that is gone."""
+    if "requires the key to exist" in str(error):
+        return ResponseError("NOGROUP No such key or consumer group")
+    return error
 
 
 class Subscriber:

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from tests.fake_redis import FakeRedis
-from tests.harness import add_user, make_server, online
+from tests.harness import MODULES, add_user, make_server, online
 from xmppd.cluster.node import ClusterNode
 from xmppd.config import ClusterConfig
 from xmppd.core.events import ACCOUNT_OFFLINE
@@ -17,7 +17,7 @@ from xmppd.jid import JID
 from xmppd.storage import RosterItem
 
 HEARTBEAT = 3.0
-ALICE, BOB = "alice@example.com", "bob@example.com"
+ALICE, BOB, CAROL = "alice@example.com", "bob@example.com", "carol@example.com"
 RECORD = '{"a":true,"p":0,"f":[],"x":"","h":false}'
 
 
@@ -36,15 +36,18 @@ def nodes(tmp_path, redis):
         for name in names:
             (tmp_path / name).mkdir()
             first = next(iter(made.values()), None)
-            server = make_server(tmp_path / name, store=first.sql if first else None)
+            server = make_server(tmp_path / name, modules=(),
+                                 store=first.sql if first else None)
             config = replace(server.config, cluster=ClusterConfig(
                 redis="redis://127.0.0.1:6379/0", node=name, heartbeat=HEARTBEAT, prefix="t"))
+            # As xmppd.tap builds a node: the cluster's directory, then the modules.
             server.cluster = ClusterNode(server, config, server.clock, connect=redis.connect)
             server.sessions = server.router.sessions = server.cluster.directory
+            server.load_modules([module for module in MODULES if module != "sasl"])
             server.cluster.startService()
             made[name] = server
             if first is None:
-                for user in (ALICE, BOB):
+                for user in (ALICE, BOB, CAROL):
                     add_user(server, user)
                 for user, contact in ((ALICE, BOB), (BOB, ALICE)):
                     server.sql.set_roster_item(*user.split("@"), RosterItem(
@@ -249,11 +252,11 @@ def test_a_stopping_node_stores_what_its_stream_still_holds(nodes, redis):
     assert redis.call("EXISTS", "t:stream:b", "t:node:b", "t:sessions:b") == 0
 
 
-def test_a_node_stops_within_its_heartbeat_when_redis_is_unreachable(nodes, redis):
+def test_a_node_stops_within_twice_its_heartbeat_when_redis_is_unreachable(nodes, redis):
     a, = nodes("a")
     redis.down = True
     stopped = a.cluster.stopService()
-    advance([a], 1.0)
+    advance([a], HEARTBEAT)
     assert not stopped.called
     advance([a], HEARTBEAT)
     assert stopped.called
@@ -271,3 +274,152 @@ def test_a_stopping_node_waits_for_its_heartbeat_under_way(nodes, redis):
     advance([a], 1.0)  # the reader's last read ends
     assert stopped.called
     assert redis.call("EXISTS", "t:service:conference.example.com", "t:node:a") == 0
+
+
+def entry(to, body):
+    return ("j", to, "x", "<message xmlns='jabber:client' from='alice@example.com/res' "
+            f"to='{to}' type='chat'><body>{body}</body></message>")
+
+
+def test_entries_of_a_read_whose_answer_was_lost_are_read_again(nodes, redis):
+    a, b = nodes("a", "b")
+    bob = online(b, BOB)
+    settle([a, b])
+    redis.call("XADD", "t:stream:b", "*", *entry(f"{BOB}/res", "lost"))
+    # Redis ran b's blocked read, then the connection broke before its answer.
+    redis.call("XREADGROUP", "GROUP", "xmppd", "b", "COUNT", "200", "STREAMS", "t:stream:b", ">")
+    reader = b.cluster._reader
+    d, _, call = reader.reading
+    call.cancel()
+    reader._done()
+    d.errback(ConnectionError("Lost connection"))
+    advance([a, b], 1.0)
+    assert bodies(bob) == ["lost"]
+    assert redis.call("XLEN", "t:stream:b") == 0
+
+
+def test_a_node_whose_start_failed_joins_when_redis_answers_again(nodes, redis):
+    a, = nodes("a")
+    failed = []
+
+    def fail_once(command):
+        if command[:2] == ("SET", "t:node:b") and not failed:
+            failed.append(command)
+            return True
+        return False
+
+    redis.fail = fail_once
+    b, = nodes("b")
+    assert "b" not in redis.call("SMEMBERS", "t:nodes")  # not listed without a heartbeat
+    bob = online(b, BOB)
+    alice = online(a, ALICE)
+    advance([a, b], 1.0)
+    assert failed and sorted(redis.call("SMEMBERS", "t:nodes")) == ["a", "b"]
+    bob.take()
+    alice.send(message(f"{BOB}/res", "late"))
+    advance([a, b], 1.0)
+    assert bodies(bob) == ["late"]
+
+
+def test_a_bad_entry_in_a_taken_stream_does_not_lose_the_others(nodes, redis):
+    a, b = nodes("a", "b")
+    online(b, BOB)
+    settle([a, b])
+    b.cluster.running = False
+    b.clock.advance(1.0)
+    for body in ("bad", "good"):
+        redis.call("XADD", "t:stream:b", "*", *entry(f"{BOB}/res", body))
+    execute = a.cluster._cmd.execute_command
+
+    def spoiled(*command):  # the first entry not UTF-8: txredisapi gives bytes
+        d = execute(*command)
+        if command[0] == "EVAL" and "XRANGE" in command[1]:
+            d.addCallback(lambda entries: entries[0][1].__setitem__(3, b"\xff<m/>") or entries)
+        return d
+
+    a.cluster._cmd.execute_command = spoiled
+    redis.call("DEL", "t:node:b")
+    advance([a], HEARTBEAT / 3)
+    assert offline_count(a, BOB) == 1
+    assert redis.call("SMEMBERS", "t:nodes") == ["a"]
+
+
+def test_a_node_reaped_while_alive_ends_its_sessions(nodes, redis):
+    a, b = nodes("a", "b")
+    alice = online(a, ALICE)
+    bob = online(b, BOB)
+    settle([a, b])
+    alice.take()
+    redis.call("DEL", "t:node:b")  # b stalled past its heartbeat
+    advance([a], HEARTBEAT / 3)  # reaped: bob's contacts are told he left
+    alice.send(message(f"{BOB}/res", "meanwhile"))
+    settle([a, b])
+    assert offline_count(a, BOB) == 1  # bob gets it when he connects again
+    advance([a, b], HEARTBEAT / 3)
+    assert bob.closed
+    assert redis.call("HKEYS", "t:sessions:b") == []
+    assert a.sessions.count(JID.parse(BOB)) == 0
+    assert "b" in redis.call("SMEMBERS", "t:nodes")  # b goes on as a node
+
+
+def test_an_inbound_subscription_is_bounced_when_the_roster_lock_fails(nodes, redis):
+    a, b = nodes("a", "b")
+    alice = online(a, ALICE)
+    carol = online(b, CAROL)
+    settle([a, b])
+    alice.take()
+    carol.take()
+    redis.fail = lambda command: command[:2] == ("SET", f"t:lock:roster:{CAROL}")
+    alice.send(f"<presence to='{CAROL}' type='subscribe'/>")
+    advance([a, b], 31.0)  # three times the lock's lifetime
+    redis.fail = None
+    settle([a, b])
+    errors = [e for e in alice.take() if e.name == "presence" and e.getAttribute("type") == "error"]
+    assert [e.error.firstChildElement().name for e in errors] == ["internal-server-error"]
+    assert not [e for e in carol.take() if e.getAttribute("type") == "subscribe"]
+
+
+def test_a_message_to_two_resources_of_a_dead_node_is_stored_once(nodes, redis):
+    a, b = nodes("a", "b")
+    alice = online(a, ALICE)
+    online(b, BOB, "one")
+    online(b, BOB, "two")
+    settle([a, b])
+    b.cluster.running = False
+    b.clock.advance(1.0)
+    alice.send(f"<message to='{BOB}' type='chat' id='m1'><body>hi</body></message>")
+    settle([a])
+    redis.call("DEL", "t:node:b")
+    advance([a], HEARTBEAT / 3)
+    assert offline_count(a, BOB) == 1
+
+
+def test_a_message_to_two_resources_whose_stream_is_gone_is_stored_once(nodes, redis):
+    a, b = nodes("a", "b")
+    alice = online(a, ALICE)
+    online(b, BOB, "one")
+    online(b, BOB, "two")
+    settle([a, b])
+    b.cluster.running = False
+    b.clock.advance(1.0)
+    redis.call("DEL", "t:stream:b")  # taken: the reaper's "gone" not heard yet
+    alice.send(f"<message to='{BOB}' type='chat' id='m1'><body>hi</body></message>")
+    settle([a])
+    assert offline_count(a, BOB) == 1
+    assert sum(command[0] == "EVAL" and "XADD" in command[1]
+               for command in redis.commands) == 1
+
+
+def test_what_waits_for_an_unreachable_redis_goes_offline_when_a_node_stops(nodes, redis):
+    a, b = nodes("a", "b")
+    alice = online(a, ALICE)
+    online(b, BOB)
+    settle([a, b])
+    redis.down = True
+    alice.send(message(f"{BOB}/res", "held"))
+    settle([a])
+    stopped = a.cluster.stopService()
+    advance([a], HEARTBEAT)
+    assert offline_count(a, BOB) == 1
+    advance([a], HEARTBEAT)
+    assert stopped.called

@@ -149,7 +149,7 @@ class ClusterDirectory:
         """Node ``node`` unbound ``full``."""
         try:
             jid = JID.normalised(full)
-        except (InvalidJID, AttributeError):
+        except (InvalidJID, AttributeError, TypeError):
             return
         self._drop(jid, node)
 
@@ -160,7 +160,7 @@ class ClusterDirectory:
         for full, text in records.items():
             try:
                 kept.add(JID.normalised(full))
-            except InvalidJID:
+            except (InvalidJID, AttributeError, TypeError):
                 continue
             self.mirror_set(node, full, text)
         for resources in list(self._remote.values()):

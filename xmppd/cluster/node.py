@@ -119,6 +119,24 @@ def default_name():
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+def within(d, seconds, clock):
+    """A Deferred of ``d``'s result, or of a :class:`defer.TimeoutError`
+    after ``seconds``.  ``d`` itself is not cancelled: txredisapi matches
+    answers to commands by their order, so a command sent keeps its place."""
+    result = defer.Deferred()
+    timer = clock.callLater(seconds, lambda: result.errback(
+        defer.TimeoutError(f"Redis did not answer in {seconds:g} s")))
+
+    def settled(outcome):
+        if timer.active():
+            timer.cancel()
+            result.callback(outcome)
+        # else: too late, given up on (a failure is consumed here)
+
+    d.addBoth(settled)
+    return result
+
+
 def connect(node, url, reactor):
     """The three connections of ``node`` to the Redis at ``url``: commands
     and reader (txredisapi handlers, reconnecting), and the subscriber
@@ -187,6 +205,7 @@ class ClusterNode(service.Service):
         self.lag = 0  # entries read in the last batch of this node's stream
         self.nodes = {}  # node name -> what its last heartbeat said (pid, sessions, lag)
         self._outgoing = {}  # node -> entries for its stream, sent at the end of the turn
+        self._in_flight = set()  # Deferreds of the batches sent and not yet settled
         self._flush = None
 
     def _metrics(self, registry):
@@ -218,12 +237,20 @@ class ClusterNode(service.Service):
 
     @defer.inlineCallbacks
     def _start(self):
-        yield self._reap(self.node)  # what a former process of this name left
-        yield self._create_group()
-        yield self._beat_once()
-        yield self._leases()
-        if not self.running:  # stopped meanwhile
-            return
+        """Join: take over what a former process of this name left, make
+        this node's stream, renew its heartbeat, take its leases; each step
+        tried again every second until it succeeds (or the node stops)."""
+        for step in (lambda: self._reap(self.node), self._create_group, self._beat_once,
+                     self._leases):
+            while True:
+                if not self.running:  # stopped meanwhile
+                    return
+                try:
+                    yield step()
+                    break
+                except Exception:
+                    log.failure("cannot join the cluster: trying again in a second")
+                    yield task.deferLater(self._reactor, 1.0, lambda: None)
         self._beat = task.LoopingCall(self._tick)
         self._beat.clock = self._reactor
         self._beating = self._beat.start(self._heartbeat / 3, now=False)
@@ -252,12 +279,12 @@ class ClusterNode(service.Service):
             self.publish_set(session)
 
     def stopService(self):
-        """Leave the cluster (at most ``heartbeat`` seconds: past that, with
-        Redis unreachable, the other nodes take over what is left as for a
-        node that died), then close the connections."""
+        """Leave the cluster (at most twice ``heartbeat`` seconds: past
+        that, with Redis unreachable, the other nodes take over what is
+        left in Redis as for a node that died), then close the connections."""
         super().stopService()
         leaving = self._leave()
-        leaving.addTimeout(self._heartbeat, self._reactor)
+        leaving.addTimeout(2 * self._heartbeat, self._reactor)
         leaving.addErrback(lambda failure: log.failure(
             "cannot leave the cluster cleanly: the other nodes take over what is left "
             "when this node's heartbeat expires", failure))
@@ -270,9 +297,12 @@ class ClusterNode(service.Service):
     @defer.inlineCallbacks
     def _leave(self):
         yield self._starting
-        if self._beat is not None:
-            if self._beat.running:
-                self._beat.stop()
+        if self._beat is not None and self._beat.running:
+            self._beat.stop()
+        # What this node routes to the others: added, or (Redis not
+        # answering) handled as undeliverable while the storage still runs.
+        yield self._flush_now()
+        if self._beating is not None:
             yield self._beating  # a tick under way ends (a lease it renews is let go below)
         # The reader first ends its last read (its entries delivered or
         # undeliverable, acknowledged); the sessions have ended (the
@@ -288,7 +318,7 @@ class ClusterNode(service.Service):
         yield self._cmd.execute_command("SREM", self.nodes_key, self.node)
         yield self._cmd.execute_command("DEL", self.key("sessions", self.node),
                                         self.key("node", self.node))
-        yield self._publish_directory("gone", self.node)
+        yield self._publish_directory("gone", self.node, by=self.node)
         for domain in self._router.placed:
             yield self._cmd.execute_command("EVAL", RELEASE, 1, self.key("service", domain),
                                             self.node)
@@ -303,10 +333,11 @@ class ClusterNode(service.Service):
         ms = str(int(self._heartbeat * 1000))
         state = json.dumps({"pid": os.getpid(), "sessions": self.directory.count(),
                             "lag": self.lag}, separators=(",", ":"))
-        self._fire("SADD", self.nodes_key, self.node)
         d = self._cmd.execute_command("SET", self.key("node", self.node), state, "PX", ms)
 
         def renewed(_):
+            # Listed once its heartbeat is there: never found listed and dead.
+            self._fire("SADD", self.nodes_key, self.node)
             now, before = self._reactor.seconds(), self._beaten
             self._beaten = now
             return before is not None and now - before > self._heartbeat * 2 / 3
@@ -400,7 +431,8 @@ class ClusterNode(service.Service):
             if owner == node:
                 yield self._cmd.execute_command("HDEL", self.key("components", "all"), domain)
         yield self._cmd.execute_command("SREM", self.nodes_key, node)
-        yield self._publish_directory("gone", node)
+        if node != self.node or fields or entries:
+            yield self._publish_directory("gone", node, by=self.node)
         yield self._cmd.execute_command("EVAL", RELEASE, 1, self.key("reap", node), self.node)
 
     # The directory
@@ -454,7 +486,10 @@ class ClusterNode(service.Service):
                 self._server.hooks.notify(event.get("e"), event.get("a"))
             return
         op = event.get("op")
-        if op == "gone":
+        if op == "gone" and node == self.node:
+            if self.running and event.get("by") != self.node:
+                self._taken_for_dead()  # reaped by another node while it ran
+        elif op == "gone":
             self.directory.mirror_forget(node)
             self._forget_components(node)
         elif node == self.node:
@@ -558,41 +593,81 @@ class ClusterNode(service.Service):
 
     def _flush_now(self):
         """Send what waits for the end of the turn; a Deferred fired once
-        every entry is added or handled as undeliverable."""
+        every entry sent is added or handled as undeliverable."""
         if self._flush is not None:
             self._flush.cancel()
-        return defer.DeferredList(self._send_batches())
+        self._send_batches()
+        return defer.DeferredList(list(self._in_flight))
 
     def _send_batch(self, node, entries):
+        """One script call adding ``entries`` to the stream of ``node``.
+        Not answered within ``heartbeat`` seconds (Redis unreachable), the
+        entries are handled as undeliverable (should Redis add them after
+        all, they come twice: never lost)."""
         arguments = []
         for fields, _, _ in entries:
             arguments.append(len(fields))
             arguments.extend(fields)
-        d = self._cmd.execute_command("EVAL", APPEND, 1, self.stream_key(node), *arguments)
+        d = within(self._cmd.execute_command("EVAL", APPEND, 1, self.stream_key(node),
+                                             *arguments), self._heartbeat, self._reactor)
 
         def added(results):
-            for (_, failed, args), added in zip(entries, results):
-                if not added and failed is not None:  # the node is gone, its stream taken
-                    failed(*args)
+            if not all(results):
+                # The node's stream is gone (taken by a reaper whose "gone"
+                # is still on its way, or lost by Redis): its sessions are
+                # unreachable, and a bare JID's other resources there too.
+                self.directory.mirror_forget(node)
+            self._failed([entry for entry, added in zip(entries, results) if not added])
 
         def not_added(failure):
             log.failure("cannot route to cluster node {node}", failure, node=node)
-            for _, failed, args in entries:
-                if failed is not None:
-                    failed(*args)
+            self._failed(entries)
 
         d.addCallbacks(added, not_added)
+        self._in_flight.add(d)
+        d.addBoth(lambda _: self._in_flight.discard(d))
         return d
+
+    @staticmethod
+    def _failed(entries):
+        """Call the ``failed`` of ``entries`` not added: once for the copies
+        of one stanza to several resources of an account (the fields
+        ``j``, the full JID, and ``x``, the stanza), which would be stored
+        offline once each."""
+        seen = set()
+        for fields, failed, args in entries:
+            if failed is None:
+                continue
+            if fields[0] == "j":
+                key = (fields[1].partition("/")[0], fields[3])
+                if key in seen:
+                    continue
+                seen.add(key)
+            failed(*args)
 
     @defer.inlineCallbacks
     def lock(self, name, ttl=10.0):
         """Take the cluster-wide lock ``name`` (``P:lock:NAME``), waiting
-        while another holder has it; a Deferred of the function that lets
-        it go.  It lapses after ``ttl`` seconds if its holder dies."""
+        while another holder has it or Redis does not answer; a Deferred of
+        the function that lets it go, or of a :class:`defer.TimeoutError`
+        once ``3 * ttl`` seconds have passed.  It lapses after ``ttl``
+        seconds if its holder dies."""
         key, token = self.key("lock", name), os.urandom(9).hex()
+        deadline = self._reactor.seconds() + 3 * ttl
         delay = 0.005
-        while not (yield self._cmd.execute_command("SET", key, token, "NX", "PX",
-                                                   str(int(ttl * 1000)))):
+        while True:
+            left = deadline - self._reactor.seconds()
+            if left <= 0:
+                raise defer.TimeoutError(f"cluster lock {name} not taken in {3 * ttl:g} s")
+            try:
+                if (yield within(self._cmd.execute_command(
+                        "SET", key, token, "NX", "PX", str(int(ttl * 1000))), left,
+                        self._reactor)):
+                    break
+            except defer.TimeoutError:
+                continue
+            except Exception as e:  # the connection lost: try again
+                log.warn("cannot take cluster lock {name}: {error}", name=name, error=e)
             yield task.deferLater(self._reactor, delay, lambda: None)
             delay = min(delay * 2, 0.2)
         return lambda: self._cmd.execute_command("EVAL", RELEASE, 1, key, token)
@@ -602,36 +677,58 @@ class ClusterNode(service.Service):
 
     @defer.inlineCallbacks
     def _read(self):
+        """Read this node's stream and deliver its entries.  After a failed
+        read, the entries this node has read and not acknowledged are read
+        again first (from id 0): a read whose answer was lost took them."""
+        start = "0"
         while self.running:
             try:
                 reply = yield self._reader.execute_command(
                     "XREADGROUP", "GROUP", GROUP, self.node, "COUNT", str(READ_COUNT),
-                    "BLOCK", str(READ_BLOCK), "STREAMS", self.stream, ">")
+                    "BLOCK", str(READ_BLOCK), "STREAMS", self.stream, start)
             except Exception as e:
                 if not self.running:
                     return
+                start = "0"
                 if "NOGROUP" in str(e):
-                    # Redis lost the stream (restarted without its data, or
-                    # this node stalled past its heartbeat and was reaped).
+                    # Redis lost the stream (restarted without its data), or
+                    # this node stalled past its heartbeat and was reaped.
                     log.warn("this node's cluster stream is gone: joining again")
+                    self._taken_for_dead()
                     yield self._rejoin()
                     continue
                 log.failure("cannot read this node's cluster stream")
                 yield task.deferLater(self._reactor, 1.0, lambda: None)
                 continue
-            if not reply:
-                self.lag = 0
+            entries = reply[0][1] if reply else []
+            if not entries:
+                self.lag, start = 0, ">"
                 continue
-            entries = reply[0][1]
+            if start != ">":
+                start = entries[-1][0]
             self.lag = len(entries)
             for _, fields in entries:
                 try:
-                    self._deliver(fields)
+                    if fields:  # None: deleted while pending
+                        self._deliver(fields)
                 except Exception:
                     log.failure("cannot deliver an entry of this node's cluster stream")
             ids = [entry_id for entry_id, _ in entries]
             self._fire("XACK", self.stream, GROUP, *ids)
             self._fire("XDEL", self.stream, *ids)
+
+    def _taken_for_dead(self):
+        """This node's stream was taken while it ran (reaped after a stall,
+        or Redis lost its data): what was sent to its sessions meanwhile
+        went offline, and their contacts may have been told they left.
+        Its sessions end, so that their clients come back, announce their
+        presence again and get what waits for them."""
+        sessions = list(self.directory.local.all())
+        if sessions:
+            log.warn("this cluster node was taken for dead: ending its {count} sessions",
+                     count=len(sessions))
+        for session in sessions:
+            session.close("reset", "this cluster node was taken for dead: connect again")
 
     def _deliver(self, fields):
         """Deliver one entry of this node's stream to its local session."""
@@ -661,7 +758,7 @@ class ClusterNode(service.Service):
     def _element(self, entry):
         try:
             return self.parse(entry["x"].encode())
-        except (KeyError, StreamError) as e:
+        except (KeyError, AttributeError, StreamError) as e:  # bytes: not UTF-8
             log.warn("dropping a malformed entry of a cluster stream: {e}", e=e)
             return None
 
@@ -673,19 +770,29 @@ class ClusterNode(service.Service):
         self._router.bounce(stanza, "service-unavailable", "the service is moving to another node")
 
     def _undeliverable(self, entries):
-        """Handle the entries of a stream taken whole: their sessions are gone."""
+        """Handle the entries of a stream taken whole: their sessions are
+        gone.  The copies of one stanza for several resources of an
+        account (a message to its bare JID) are handled once."""
+        seen = set()
         for _, fields in entries or ():
-            entry = dict(zip(fields[::2], fields[1::2]))
-            if "c" in entry:
-                continue
-            element = self._element(entry)
-            if "r" in entry:  # for a service of the node, which moves
-                if element is not None:
-                    self._bounce_routed(element)
-                continue
             try:
-                jid = JID.normalised(entry.get("j", ""))
-            except InvalidJID:
-                continue
+                self._undeliverable_entry(dict(zip(fields[::2], fields[1::2])), seen)
+            except Exception:
+                log.failure("cannot handle an entry of a taken cluster stream")
+
+    def _undeliverable_entry(self, entry, seen):
+        if "c" in entry:
+            return
+        element = self._element(entry)
+        if "r" in entry:  # for a service of the node, which moves
             if element is not None:
-                self._router.undeliverable(jid, element)
+                self._bounce_routed(element)
+            return
+        try:
+            jid = JID.normalised(entry.get("j", ""))
+        except InvalidJID:
+            return
+        if element is None or (jid.bare, entry["x"]) in seen:
+            return
+        seen.add((jid.bare, entry["x"]))
+        self._router.undeliverable(jid, element)

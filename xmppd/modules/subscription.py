@@ -254,8 +254,12 @@ def setup(api):
         user, contact = stanza.recipient.bare, stanza.sender.bare
         stanza.element["from"], stanza.element["to"] = contact.full, user.full
         d = roster.change(user, change_inbound, stanza.type, user, contact, stanza.element)
-        return d.addCallbacks(lambda _: True, lambda failure: api.log.failure(
-            "cannot process {stanza!r}", failure, stanza=stanza) or True)
+        return d.addCallbacks(lambda _: True, inbound_failed, errbackArgs=(stanza,))
+
+    def inbound_failed(failure, stanza):
+        api.log.failure("cannot process {stanza!r}", failure, stanza=stanza)
+        api.bounce(stanza, "internal-server-error")
+        return True
 
     @defer.inlineCallbacks
     def change_inbound(type_, user, contact, element):
