@@ -10,11 +10,13 @@ import pytest
 
 from tests.fake_redis import FakeRedis
 from tests.harness import MODULES, add_user, make_server, online
+from tests.paused_storage import PausableRunner
 from xmppd.cluster.node import ClusterNode
 from xmppd.config import ClusterConfig
 from xmppd.core.events import ACCOUNT_OFFLINE
 from xmppd.jid import JID
 from xmppd.storage import RosterItem
+from xmppd.storage.deferred import immediate_runner
 
 HEARTBEAT = 3.0
 ALICE, BOB, CAROL = "alice@example.com", "bob@example.com", "carol@example.com"
@@ -32,11 +34,11 @@ def nodes(tmp_path, redis):
     database (alice and bob are contacts of each other)."""
     made = {}
 
-    def make(*names):
+    def make(*names, runner=immediate_runner):
         for name in names:
             (tmp_path / name).mkdir()
             first = next(iter(made.values()), None)
-            server = make_server(tmp_path / name, modules=(),
+            server = make_server(tmp_path / name, modules=(), runner=runner,
                                  store=first.sql if first else None)
             config = replace(server.config, cluster=ClusterConfig(
                 redis="redis://127.0.0.1:6379/0", node=name, heartbeat=HEARTBEAT, prefix="t"))
@@ -423,3 +425,17 @@ def test_what_waits_for_an_unreachable_redis_goes_offline_when_a_node_stops(node
     assert offline_count(a, BOB) == 1
     advance([a], HEARTBEAT)
     assert stopped.called
+
+
+def test_an_entry_gone_offline_is_acknowledged_once_stored(nodes, redis):
+    runner = PausableRunner()
+    a, b = nodes("a", "b", runner=runner)
+    settle([a, b])
+    redis.call("XADD", "t:stream:b", "*", *entry(f"{BOB}/gone", "later"))
+    runner.pause()
+    advance([b], 1.0)  # b reads it: its resource is gone, it goes offline
+    assert redis.call("XLEN", "t:stream:b") == 1  # killed now, b leaves it to a survivor
+    runner.resume()
+    settle([a, b])
+    assert offline_count(b, BOB) == 1
+    assert redis.call("XLEN", "t:stream:b") == 0

@@ -707,15 +707,24 @@ class ClusterNode(service.Service):
             if start != ">":
                 start = entries[-1][0]
             self.lag = len(entries)
+            storing = []
             for _, fields in entries:
                 try:
                     if fields:  # None: deleted while pending
-                        self._deliver(fields)
+                        result = self._deliver(fields)
+                        if isinstance(result, defer.Deferred):
+                            storing.append(result)
                 except Exception:
                     log.failure("cannot deliver an entry of this node's cluster stream")
+            # Acknowledged once delivered, and once stored what went offline:
+            # a node killed before keeps them in its stream for the survivor.
             ids = [entry_id for entry_id, _ in entries]
-            self._fire("XACK", self.stream, GROUP, *ids)
-            self._fire("XDEL", self.stream, *ids)
+            defer.DeferredList(storing, consumeErrors=True).addCallback(
+                lambda _, ids=ids: self._acknowledge(ids))
+
+    def _acknowledge(self, ids):
+        self._fire("XACK", self.stream, GROUP, *ids)
+        self._fire("XDEL", self.stream, *ids)
 
     def _taken_for_dead(self):
         """This node's stream was taken while it ran (reaped after a stall,
@@ -731,7 +740,8 @@ class ClusterNode(service.Service):
             session.close("reset", "this cluster node was taken for dead: connect again")
 
     def _deliver(self, fields):
-        """Deliver one entry of this node's stream to its local session."""
+        """Deliver one entry of this node's stream to its local session; a
+        Deferred while what went offline instead is being stored."""
         entry = dict(zip(fields[::2], fields[1::2]))
         if "r" in entry:
             element = self._element(entry)
@@ -752,8 +762,8 @@ class ClusterNode(service.Service):
             return
         if session is not None:
             session.send(element)
-        else:
-            self._router.undeliverable(jid, element)
+            return None
+        return self._router.undeliverable(jid, element)
 
     def _element(self, entry):
         try:

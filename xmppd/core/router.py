@@ -230,7 +230,8 @@ class Router:
         (``message/offline``), else, with a body, back to their sender as
         ``service-unavailable``; presence, errors, headlines, groupchat
         messages and carbon copies are dropped (state, or copies of what
-        another resource got)."""
+        another resource got).  A Deferred while the message is being
+        stored, fired once it is (or bounced)."""
         kind, type_ = element.name, element.getAttribute("type")
         try:
             sender = JID.parse(element.getAttribute("from") or recipient.domain)
@@ -242,9 +243,10 @@ class Router:
                 self.bounce(stanza, "service-unavailable")
         elif kind == "message" and type_ in _ANSWERABLE_MESSAGES and not any(
                 child.uri == NS_CARBONS for child in element.elements()):
-            then(self.hooks.fire(MESSAGE_OFFLINE, stanza),
-                 lambda claimed: claimed or element.body is None
-                 or self.bounce(stanza, "service-unavailable"))
+            return then(self.hooks.fire(MESSAGE_OFFLINE, stanza),
+                        lambda claimed: claimed or element.body is None
+                        or self.bounce(stanza, "service-unavailable"))
+        return None
 
     def _to_component(self, stanza):
         stream = self._attached.get(stanza.recipient.domain)
