@@ -384,6 +384,15 @@ def test_a_persistent_room_outlives_its_occupants_and_a_temporary_one_does_not(s
     assert muc_rooms.get_room(SERVICE, "brief") is None
 
 
+def test_serving_the_service_again_forgets_the_rooms_held_before(server):
+    room_with(server, persistentroom="1")
+    started = server.router.placed[SERVICE]  # a cluster node's, losing it and taking it back
+    started(SERVICE)
+    carol = online(server, CAROL)
+    occupants = [e["from"] for e in enter(carol, "carol") if e.name == "presence"]
+    assert occupants == [f"{ROOM}/carol"]  # alice and bob moved with the service
+
+
 def test_occupants_sending_too_fast_are_refused(tmp_path):
     server = make(tmp_path, "[muc]\nmessage_burst = 2\nmessage_rate = 1.0\n")
     alice, bob = room_with(server)

@@ -378,6 +378,9 @@ class ClusterNode(service.Service):
             if owner == self.node and before != self.node:
                 log.info("cluster node {node} serves {domain}", node=self.node, domain=domain)
                 started(domain)
+            elif before == self.node and owner != self.node:
+                log.warn("cluster node {node} lost {domain} to node {owner} (its lease lapsed)",
+                         node=self.node, domain=domain, owner=owner)
 
     def owner(self, domain):
         """The node serving placed service ``domain``; None when it is this

@@ -1049,7 +1049,12 @@ class MUC:
 
     @defer.inlineCallbacks
     def drop_temporary(self, service):
-        """Temporary rooms left by a previous run go (no one is in them)."""
+        """This process starts serving ``service``: temporary rooms left by a
+        previous run go (no one is in them), and so do the rooms it held in
+        memory when it served it before (a cluster node that lost the
+        service to another and takes it back: their occupants have moved)."""
+        for jid in [jid for jid in self.rooms if jid.domain == service]:
+            del self.rooms[jid]
         try:
             for room in (yield self._store.rooms(service)):
                 if not flag(room.config, "persistentroom"):
