@@ -439,3 +439,19 @@ def test_an_entry_gone_offline_is_acknowledged_once_stored(nodes, redis):
     settle([a, b])
     assert offline_count(b, BOB) == 1
     assert redis.call("XLEN", "t:stream:b") == 0
+
+
+def test_what_waits_for_an_unreachable_redis_goes_offline_after_the_heartbeat(nodes, redis):
+    a, b = nodes("a", "b")
+    alice = online(a, ALICE)
+    online(b, BOB)
+    settle([a, b])
+    redis.down = True
+    alice.send(message(f"{BOB}/res", "held"))
+    advance([a], HEARTBEAT / 2)
+    assert offline_count(a, BOB) == 0
+    advance([a], 2 * HEARTBEAT)
+    assert offline_count(a, BOB) == 1
+    redis.up()  # Redis takes it after all: delivered too, never lost
+    settle([a, b])
+    assert offline_count(a, BOB) == 1

@@ -65,6 +65,7 @@ from twisted.internet import defer, task
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from xmppd.cluster.directory import ClusterDirectory, RemoteRecord, encode
 from xmppd.core.events import ACCOUNT_OFFLINE, SESSION_LOST
@@ -205,7 +206,9 @@ class ClusterNode(service.Service):
         self.lag = 0  # entries read in the last batch of this node's stream
         self.nodes = {}  # node name -> what its last heartbeat said (pid, sessions, lag)
         self._outgoing = {}  # node -> entries for its stream, sent at the end of the turn
-        self._in_flight = set()  # Deferreds of the batches sent and not yet settled
+        # Batches sent and not yet settled: (Deferred, when sent, give up)
+        self._in_flight = {}
+        self._watchdog = None  # the timer that gives up on batches not answered
         self._flush = None
 
     def _metrics(self, registry):
@@ -288,6 +291,7 @@ class ClusterNode(service.Service):
         leaving.addErrback(lambda failure: log.failure(
             "cannot leave the cluster cleanly: the other nodes take over what is left "
             "when this node's heartbeat expires", failure))
+        leaving.addBoth(lambda _: self._stop_watching())
         leaving.addBoth(lambda _: defer.DeferredList(
             [defer.maybeDeferred(connection.disconnect)
              for connection in (self._reader, self._cmd, self._subscriber)],
@@ -596,40 +600,75 @@ class ClusterNode(service.Service):
 
     def _flush_now(self):
         """Send what waits for the end of the turn; a Deferred fired once
-        every entry sent is added or handled as undeliverable."""
+        every entry sent is added or handled as undeliverable (given up on
+        after ``heartbeat`` seconds)."""
         if self._flush is not None:
             self._flush.cancel()
         self._send_batches()
-        return defer.DeferredList(list(self._in_flight))
+        waiting = [settled for settled, _, _ in self._in_flight.values()]
+        if waiting:
+            self._reactor.callLater(self._heartbeat, self._give_up, 0)
+        return defer.DeferredList(waiting)
+
+    def _stop_watching(self):
+        if self._watchdog is not None and self._watchdog.active():
+            self._watchdog.cancel()
+        self._watchdog = None
+
+    def _give_up(self, after):
+        """Batches sent more than ``after`` seconds ago and not answered
+        (Redis unreachable): their entries are handled as undeliverable
+        (should Redis add them after all, they come twice, never lost)."""
+        now = self._reactor.seconds()
+        for _, sent, give_up in list(self._in_flight.values()):
+            if now - sent >= after:
+                give_up()
+
+    def _watch(self):
+        """One timer for the batches sent, not one per batch: each is given
+        up on between ``heartbeat`` and twice that after it was sent."""
+        if self._watchdog is None and self._in_flight:
+            self._watchdog = self._reactor.callLater(self._heartbeat, self._watched)
+
+    def _watched(self):
+        self._watchdog = None
+        self._give_up(self._heartbeat)
+        self._watch()
 
     def _send_batch(self, node, entries):
-        """One script call adding ``entries`` to the stream of ``node``.
-        Not answered within ``heartbeat`` seconds (Redis unreachable), the
-        entries are handled as undeliverable (should Redis add them after
-        all, they come twice: never lost)."""
+        """One script call adding ``entries`` to the stream of ``node``."""
         arguments = []
         for fields, _, _ in entries:
             arguments.append(len(fields))
             arguments.extend(fields)
-        d = within(self._cmd.execute_command("EVAL", APPEND, 1, self.stream_key(node),
-                                             *arguments), self._heartbeat, self._reactor)
+        d = self._cmd.execute_command("EVAL", APPEND, 1, self.stream_key(node), *arguments)
+        key = object()
 
-        def added(results):
+        def answered(results):
+            if self._in_flight.pop(key, None) is None:
+                return  # given up on already
             if not all(results):
                 # The node's stream is gone (taken by a reaper whose "gone"
                 # is still on its way, or lost by Redis): its sessions are
                 # unreachable, and a bare JID's other resources there too.
                 self.directory.mirror_forget(node)
             self._failed([entry for entry, added in zip(entries, results) if not added])
+            settled.callback(None)
 
-        def not_added(failure):
-            log.failure("cannot route to cluster node {node}", failure, node=node)
+        def failed(failure):
+            if self._in_flight.pop(key, None) is None:
+                return
+            log.warn("cannot route to cluster node {node}: {error}", node=node,
+                     error=failure.getErrorMessage())
             self._failed(entries)
+            settled.callback(None)
 
-        d.addCallbacks(added, not_added)
-        self._in_flight.add(d)
-        d.addBoth(lambda _: self._in_flight.discard(d))
-        return d
+        settled = defer.Deferred()
+        self._in_flight[key] = (settled, self._reactor.seconds(), lambda: failed(
+            Failure(defer.TimeoutError(f"Redis did not answer in {self._heartbeat:g} s"))))
+        d.addCallbacks(answered, failed)
+        self._watch()
+        return settled
 
     @staticmethod
     def _failed(entries):
@@ -722,8 +761,11 @@ class ClusterNode(service.Service):
             # Acknowledged once delivered, and once stored what went offline:
             # a node killed before keeps them in its stream for the survivor.
             ids = [entry_id for entry_id, _ in entries]
-            defer.DeferredList(storing, consumeErrors=True).addCallback(
-                lambda _, ids=ids: self._acknowledge(ids))
+            if storing:
+                defer.DeferredList(storing, consumeErrors=True).addCallback(
+                    lambda _, ids=ids: self._acknowledge(ids))
+            else:
+                self._acknowledge(ids)
 
     def _acknowledge(self, ids):
         self._fire("XACK", self.stream, GROUP, *ids)
