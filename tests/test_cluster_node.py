@@ -7,6 +7,7 @@ import json
 from dataclasses import replace
 
 import pytest
+from twisted.internet import defer
 
 from tests.fake_redis import FakeRedis
 from tests.harness import MODULES, add_user, make_server, online
@@ -455,3 +456,26 @@ def test_what_waits_for_an_unreachable_redis_goes_offline_after_the_heartbeat(no
     redis.up()  # Redis takes it after all: delivered too, never lost
     settle([a, b])
     assert offline_count(a, BOB) == 1
+
+
+def test_a_session_unbound_while_the_mirror_loads_does_not_come_back(nodes, redis):
+    a, b = nodes("a", "b")
+    bob = online(b, BOB)
+    settle([a, b])
+    execute, held = a.cluster._cmd.execute_command, []
+
+    def slow(*command):  # the answer to this read comes after the channel's news
+        d = execute(*command)
+        if command[:2] == ("HGETALL", "t:sessions:b"):
+            late = defer.Deferred()
+            d.addCallback(lambda answer: held.append((late, answer)))
+            return late
+        return d
+
+    a.cluster._cmd.execute_command = slow
+    a.cluster.subscribed()  # the channels are followed again
+    bob.lose()
+    settle([a, b])  # a hears "del"
+    [(late, answer)] = held
+    late.callback(answer)  # a read from before it
+    assert a.sessions.count(JID.parse(BOB)) == 0

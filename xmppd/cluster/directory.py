@@ -153,19 +153,23 @@ class ClusterDirectory:
             return
         self._drop(jid, node)
 
-    def mirror_load(self, node, records):
+    def mirror_load(self, node, records, kept=()):
         """Node ``node``'s records are ``records`` (full JID string to
-        record text): those it no longer has are dropped."""
-        kept = set()
+        record text): those it no longer has are dropped; those of ``kept``
+        (full JID strings: heard of since ``records`` were read) stay as
+        they are."""
+        listed = set()
         for full, text in records.items():
             try:
-                kept.add(JID.normalised(full))
+                listed.add(JID.normalised(full))
             except (InvalidJID, AttributeError, TypeError):
                 continue
-            self.mirror_set(node, full, text)
+            if full not in kept:
+                self.mirror_set(node, full, text)
         for resources in list(self._remote.values()):
             for record in list(resources.values()):
-                if record.node == node and record.jid not in kept:
+                if (record.node == node and record.jid not in listed
+                        and record.jid.full not in kept):
                     self._drop(record.jid, node)
 
     def mirrored_nodes(self):

@@ -209,6 +209,7 @@ class ClusterNode(service.Service):
         # Batches sent and not yet settled: (Deferred, when sent, give up)
         self._in_flight = {}
         self._watchdog = None  # the timer that gives up on batches not answered
+        self._heard = None  # while the mirror loads: what the channel said meanwhile
         self._flush = None
 
     def _metrics(self, registry):
@@ -460,17 +461,25 @@ class ClusterNode(service.Service):
     @defer.inlineCallbacks
     def _load_mirror(self):
         """Make the mirror what Redis holds: what changed while the channels
-        were not followed (a node gone, a session unbound) was not heard."""
-        fields = yield self._cmd.execute_command("HGETALL", self.key("components", "all"))
-        self.components = {domain: node for domain, node in zip(fields[::2], fields[1::2])
-                           if node != self.node}
-        nodes = set((yield self._cmd.execute_command("SMEMBERS", self.nodes_key)))
-        nodes.discard(self.node)
-        for node in self.directory.mirrored_nodes() - nodes:
-            self.directory.mirror_forget(node)
-        for node in nodes:
-            fields = yield self._cmd.execute_command("HGETALL", self.key("sessions", node))
-            self.directory.mirror_load(node, dict(zip(fields[::2], fields[1::2])))
+        were not followed (a node gone, a session unbound) was not heard.
+        What is heard on the channel meanwhile is newer than what is read
+        (the answers come on another connection): it is kept."""
+        self._heard = set()  # full JIDs and ("gone", NODE) heard during the load
+        try:
+            fields = yield self._cmd.execute_command("HGETALL", self.key("components", "all"))
+            self.components = {domain: node for domain, node in zip(fields[::2], fields[1::2])
+                               if node != self.node}
+            nodes = set((yield self._cmd.execute_command("SMEMBERS", self.nodes_key)))
+            nodes.discard(self.node)
+            for node in self.directory.mirrored_nodes() - nodes:
+                self.directory.mirror_forget(node)
+            for node in nodes:
+                fields = yield self._cmd.execute_command("HGETALL", self.key("sessions", node))
+                if ("gone", node) not in self._heard:
+                    self.directory.mirror_load(node, dict(zip(fields[::2], fields[1::2])),
+                                               kept=self._heard)
+        finally:
+            self._heard = None
 
     def received(self, channel, message):
         """A message of channel ``channel``: a directory change or an event."""
@@ -499,6 +508,8 @@ class ClusterNode(service.Service):
         elif op == "gone":
             self.directory.mirror_forget(node)
             self._forget_components(node)
+            if self._heard is not None:
+                self._heard.add(("gone", node))
         elif node == self.node:
             return
         elif op == "component":
@@ -506,10 +517,13 @@ class ClusterNode(service.Service):
                 self.components[event.get("d")] = node
             elif self.components.get(event.get("d")) == node:
                 del self.components[event.get("d")]
-        elif op == "set":
-            self.directory.mirror_set(node, event.get("j"), event.get("r"))
-        elif op == "del":
-            self.directory.mirror_del(node, event.get("j"))
+        elif op in ("set", "del"):
+            if op == "set":
+                self.directory.mirror_set(node, event.get("j"), event.get("r"))
+            else:
+                self.directory.mirror_del(node, event.get("j"))
+            if self._heard is not None:
+                self._heard.add(event.get("j"))
 
     def publish_set(self, session):
         text = encode(session)
