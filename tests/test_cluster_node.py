@@ -80,6 +80,12 @@ def advance(servers, seconds):
     settle(servers)
 
 
+def dies(server):
+    """The node of ``server`` stops reading its stream, as a dead one."""
+    server.cluster.running = False
+    server.clock.advance(1.0)  # its last blocked read ends
+
+
 def message(to, body="hi"):
     return f"<message to='{to}' type='chat' id='m-{body}'><body>{body}</body></message>"
 
@@ -108,8 +114,7 @@ def test_a_dead_node_is_reaped_once_what_waited_for_it_handled(nodes, redis):
     online(b, BOB)
     settle([a, b])
     alice.take()
-    b.cluster.running = False  # b stops reading: it died
-    b.clock.advance(1.0)  # its last blocked read ends
+    dies(b)
     alice.send(message(f"{BOB}/res", "waiting"))
     settle([a])
     redis.call("DEL", "t:node:b")  # its heartbeat expires
@@ -128,8 +133,7 @@ def test_a_reaping_that_fails_midway_is_done_again_without_duplicates(nodes, red
     alice = online(a, ALICE)
     online(b, BOB)
     settle([a, b])
-    b.cluster.running = False
-    b.clock.advance(1.0)
+    dies(b)
     alice.send(message(f"{BOB}/res", "waiting"))
     settle([a])
     redis.call("DEL", "t:node:b")
@@ -241,8 +245,7 @@ def test_a_stopping_node_stores_what_its_stream_still_holds(nodes, redis):
     settle([a, b])
     alice.take()
     # An entry for a session of b's that has gone, not yet read.
-    b.cluster.running = False
-    b.clock.advance(1.0)
+    dies(b)
     redis.call("XADD", "t:stream:b", "*", "j", f"{BOB}/res", "x",
                "<message xmlns='jabber:client' from='alice@example.com/res' "
                "to='bob@example.com/res' type='chat'><body>late</body></message>")
@@ -328,8 +331,7 @@ def test_a_bad_entry_in_a_taken_stream_does_not_lose_the_others(nodes, redis):
     a, b = nodes("a", "b")
     online(b, BOB)
     settle([a, b])
-    b.cluster.running = False
-    b.clock.advance(1.0)
+    dies(b)
     for body in ("bad", "good"):
         redis.call("XADD", "t:stream:b", "*", *entry(f"{BOB}/res", body))
     execute = a.cluster._cmd.execute_command
@@ -382,50 +384,25 @@ def test_an_inbound_subscription_is_bounced_when_the_roster_lock_fails(nodes, re
     assert not [e for e in carol.take() if e.getAttribute("type") == "subscribe"]
 
 
-def test_a_message_to_two_resources_of_a_dead_node_is_stored_once(nodes, redis):
+@pytest.mark.parametrize("gone", ["reaped", "stream taken"])
+def test_a_message_to_two_resources_of_a_node_gone_is_stored_once(nodes, redis, gone):
     a, b = nodes("a", "b")
     alice = online(a, ALICE)
     online(b, BOB, "one")
     online(b, BOB, "two")
     settle([a, b])
-    b.cluster.running = False
-    b.clock.advance(1.0)
+    dies(b)
+    if gone == "stream taken":  # by a reaper whose "gone" is not heard yet
+        redis.call("DEL", "t:stream:b")
     alice.send(f"<message to='{BOB}' type='chat' id='m1'><body>hi</body></message>")
     settle([a])
-    redis.call("DEL", "t:node:b")
-    advance([a], HEARTBEAT / 3)
+    if gone == "reaped":
+        redis.call("DEL", "t:node:b")
+        advance([a], HEARTBEAT / 3)
+    else:  # one attempt, not one per resource
+        assert sum(command[0] == "EVAL" and "XADD" in command[1]
+                   for command in redis.commands) == 1
     assert offline_count(a, BOB) == 1
-
-
-def test_a_message_to_two_resources_whose_stream_is_gone_is_stored_once(nodes, redis):
-    a, b = nodes("a", "b")
-    alice = online(a, ALICE)
-    online(b, BOB, "one")
-    online(b, BOB, "two")
-    settle([a, b])
-    b.cluster.running = False
-    b.clock.advance(1.0)
-    redis.call("DEL", "t:stream:b")  # taken: the reaper's "gone" not heard yet
-    alice.send(f"<message to='{BOB}' type='chat' id='m1'><body>hi</body></message>")
-    settle([a])
-    assert offline_count(a, BOB) == 1
-    assert sum(command[0] == "EVAL" and "XADD" in command[1]
-               for command in redis.commands) == 1
-
-
-def test_what_waits_for_an_unreachable_redis_goes_offline_when_a_node_stops(nodes, redis):
-    a, b = nodes("a", "b")
-    alice = online(a, ALICE)
-    online(b, BOB)
-    settle([a, b])
-    redis.down = True
-    alice.send(message(f"{BOB}/res", "held"))
-    settle([a])
-    stopped = a.cluster.stopService()
-    advance([a], HEARTBEAT)
-    assert offline_count(a, BOB) == 1
-    advance([a], HEARTBEAT)
-    assert stopped.called
 
 
 def test_an_entry_gone_offline_is_acknowledged_once_stored(nodes, redis):
@@ -442,13 +419,22 @@ def test_an_entry_gone_offline_is_acknowledged_once_stored(nodes, redis):
     assert redis.call("XLEN", "t:stream:b") == 0
 
 
-def test_what_waits_for_an_unreachable_redis_goes_offline_after_the_heartbeat(nodes, redis):
+@pytest.mark.parametrize("stopping", [False, True])
+def test_what_waits_for_an_unreachable_redis_goes_offline(nodes, redis, stopping):
     a, b = nodes("a", "b")
     alice = online(a, ALICE)
     online(b, BOB)
     settle([a, b])
     redis.down = True
     alice.send(message(f"{BOB}/res", "held"))
+    settle([a])
+    if stopping:
+        stopped = a.cluster.stopService()
+        advance([a], HEARTBEAT)  # given up on, the storage still running
+        assert offline_count(a, BOB) == 1
+        advance([a], HEARTBEAT)
+        assert stopped.called
+        return
     advance([a], HEARTBEAT / 2)
     assert offline_count(a, BOB) == 0
     advance([a], 2 * HEARTBEAT)
