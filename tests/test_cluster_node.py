@@ -465,3 +465,40 @@ def test_a_session_unbound_while_the_mirror_loads_does_not_come_back(nodes, redi
     [(late, answer)] = held
     late.callback(answer)  # a read from before it
     assert a.sessions.count(JID.parse(BOB)) == 0
+
+
+def test_a_node_started_again_leaves_alone_what_it_serves_already(nodes, redis):
+    b, = nodes("b")
+    bob = online(b, BOB)
+    redis.call("SADD", "t:nodes", "a")  # a former process of node a, killed
+    redis.call("HSET", "t:sessions:a", f"{ALICE}/old", RECORD)
+    connect, held = redis.connect, []
+
+    def slowly(node, url, reactor):  # its first answer comes after a client bound
+        cmd, reader, subscriber = connect(node, url, reactor)
+        execute = cmd.execute_command
+
+        def slow(*command):
+            d = execute(*command)
+            if command[:2] == ("SET", "t:reap:a"):
+                late = defer.Deferred()
+                d.addCallback(lambda answer: held.append((late, answer)))
+                return late
+            return d
+
+        cmd.execute_command = slow
+        return cmd, reader, subscriber
+
+    redis.connect = slowly
+    a, = nodes("a")
+    online(a, ALICE, "new")
+    settle([a, b])
+    bob.take()
+    [(late, answer)] = held
+    late.callback(answer)
+    settle([a, b])
+    left = [e["from"] for e in bob.take()
+            if e.name == "presence" and e.getAttribute("type") == "unavailable"]
+    assert left == [f"{ALICE}/old"]
+    assert redis.call("HKEYS", "t:sessions:a") == [f"{ALICE}/new"]
+    assert b.sessions.get(JID.parse(f"{ALICE}/new")) is not None

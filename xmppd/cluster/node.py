@@ -406,6 +406,8 @@ class ClusterNode(service.Service):
         Its stream is taken (and deleted) first and handled at once; only
         then is the node dropped from the cluster, so that a reaping that
         fails midway is done again, by this node or another, at a later tick.
+        A node reaping a former process of its own name (at start) leaves
+        alone the sessions and components it already serves itself.
         """
         ms = str(int(self._heartbeat * 1000))
         taken = yield self._cmd.execute_command("SET", self.key("reap", node), self.node,
@@ -419,10 +421,13 @@ class ClusterNode(service.Service):
         entries = yield self._cmd.execute_command("EVAL", TAKE_STREAM, 1,
                                                   self.stream_key(node))
         lost = []
+        mine = node == self.node
         for full, text in zip(fields[::2], fields[1::2]):
             try:
-                lost.append(RemoteRecord(JID.normalised(full), node, json.loads(text), self))
-            except (InvalidJID, ValueError, KeyError, TypeError):
+                jid = JID.normalised(full)
+                if not (mine and self.directory.local.get(jid) is not None):
+                    lost.append(RemoteRecord(jid, node, json.loads(text), self))
+            except (InvalidJID, ValueError, KeyError, TypeError, AttributeError):
                 continue
         self.directory.mirror_forget(node)  # nothing is routed there any more
         self._forget_components(node)
@@ -436,11 +441,13 @@ class ClusterNode(service.Service):
         yield self._cmd.execute_command("DEL", self.key("sessions", node))
         components = yield self._cmd.execute_command("HGETALL", self.key("components", "all"))
         for domain, owner in zip(components[::2], components[1::2]):
-            if owner == node:
+            if owner == node and not (mine and self._router.attached(domain) is not None):
                 yield self._cmd.execute_command("HDEL", self.key("components", "all"), domain)
         yield self._cmd.execute_command("SREM", self.nodes_key, node)
-        if node != self.node or fields or entries:
+        if not mine or fields or entries:
             yield self._publish_directory("gone", node, by=self.node)
+        if mine:
+            self.republish()  # the records of the sessions bound here already
         yield self._cmd.execute_command("EVAL", RELEASE, 1, self.key("reap", node), self.node)
 
     # The directory
