@@ -338,7 +338,7 @@ def test_a_bad_entry_in_a_taken_stream_does_not_lose_the_others(nodes, redis):
 
     def spoiled(*command):  # the first entry not UTF-8: txredisapi gives bytes
         d = execute(*command)
-        if command[0] == "EVAL" and "XRANGE" in command[1]:
+        if command[0] == "XRANGE":
             d.addCallback(lambda entries: entries[0][1].__setitem__(3, b"\xff<m/>") or entries)
         return d
 
@@ -502,3 +502,26 @@ def test_a_node_started_again_leaves_alone_what_it_serves_already(nodes, redis):
     assert left == [f"{ALICE}/old"]
     assert redis.call("HKEYS", "t:sessions:a") == [f"{ALICE}/new"]
     assert b.sessions.get(JID.parse(f"{ALICE}/new")) is not None
+
+
+def test_what_a_survivor_took_over_is_not_lost_when_it_dies_before_storing_it(nodes, redis):
+    runner = PausableRunner()
+    a, b, c = nodes("a", "b", "c", runner=runner)
+    online(b, BOB)
+    settle([a, b, c])
+    dies(b)
+    redis.call("XADD", "t:stream:b", "*", *entry(f"{BOB}/res", "taken"))
+    redis.call("DEL", "t:node:b")
+    runner.pause()
+    advance([a], HEARTBEAT / 3)  # a takes b's stream over; its offline write waits
+    assert redis.call("EXISTS", "t:stream:b") == 0
+    dies(a)  # and a dies before the write is done
+    a.cluster._beat.stop()
+    runner.calls.clear()
+    redis.call("DEL", "t:node:a", "t:reap:b")
+    runner.resume()
+    advance([c], HEARTBEAT / 3)  # c reaps a (and what a had taken over), then b
+    advance([c], HEARTBEAT / 3)
+    assert offline_count(c, BOB) == 1
+    assert redis.call("SMEMBERS", "t:nodes") == ["c"]
+    assert redis.call("KEYS", "t:tak*") == []

@@ -42,11 +42,12 @@ is gone when its entry is read, or whose node's stream no longer exists
 dropped as for an unavailable resource).  A node whose heartbeat key has
 expired is reaped by the first survivor to take ``P:reap:NAME``: its
 session records are dropped everywhere (their contacts get unavailable
-presence, ``session/lost``) and its stream is taken whole and deleted in
-one script, each entry handled as undeliverable; a stanza sent after that
-finds no stream.  A node stopping does the same with its own stream once
-its sessions have ended, and a node starting under the name of one that
-died reaps that one first.
+presence, ``session/lost``) and its stream is taken over whole in one
+script (renamed ``P:taken:THIS:RANDOM``, listed in ``P:taking:THIS``),
+each entry handled as undeliverable, and deleted once what went offline
+is stored; a stanza sent after that finds no stream.  A node stopping
+does the same with its own stream once its sessions have ended, and a
+node starting under the name of one that died reaps that one first.
 
 Redis is reached with txredisapi (a Twisted client): three connections,
 one for commands (in order, pipelined by the reactor), one blocked in
@@ -78,9 +79,11 @@ log = Logger(namespace="xmppd.cluster")
 GROUP = "xmppd"
 READ_COUNT = 200  # entries per XREADGROUP
 READ_BLOCK = 1000  # ms an XREADGROUP waits for entries
-# Takes a stream whole: its entries, and the stream deleted, atomically.
-TAKE_STREAM = ("local entries = redis.call('XRANGE', KEYS[1], '-', '+') "
-               "redis.call('DEL', KEYS[1]) return entries")
+# Takes stream KEYS[1] over: renamed KEYS[2] and listed in set KEYS[3] (the
+# takes of this node still to finish); 1, or 0 when there is no stream.
+TAKE_STREAM = ("if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
+               "redis.call('RENAME', KEYS[1], KEYS[2]) "
+               "redis.call('SADD', KEYS[3], KEYS[2]) return 1")
 # Takes or renews the lease of a placed service for ARGV[1], ARGV[2] ms;
 # returns the node that holds it.
 LEASE = ("local owner = redis.call('GET', KEYS[1]) "
@@ -317,8 +320,7 @@ class ClusterNode(service.Service):
         if self._reading is not None:
             yield self._reading
         yield self._flush_now()
-        entries = yield self._cmd.execute_command("EVAL", TAKE_STREAM, 1, self.stream)
-        self._undeliverable(entries)
+        yield self._take_over(self.node)
         yield self._flush_now()  # what handling them routed (a bounce to another node)
         yield self._cmd.execute_command("SREM", self.nodes_key, self.node)
         yield self._cmd.execute_command("DEL", self.key("sessions", self.node),
@@ -418,8 +420,6 @@ class ClusterNode(service.Service):
                                                                   self.key("node", node))):
             return  # alive after all (it started again meanwhile)
         fields = yield self._cmd.execute_command("HGETALL", self.key("sessions", node))
-        entries = yield self._cmd.execute_command("EVAL", TAKE_STREAM, 1,
-                                                  self.stream_key(node))
         lost = []
         mine = node == self.node
         for full, text in zip(fields[::2], fields[1::2]):
@@ -433,11 +433,11 @@ class ClusterNode(service.Service):
         self._forget_components(node)
         for record in lost:
             self._server.hooks.notify(SESSION_LOST, record)
-        self._undeliverable(entries)
+        entries = yield self._take_over(node)
         if lost or entries:
             log.warn("cluster node {dead} is gone: {sessions} sessions lost, {entries} "
                      "stanzas for them handled here", dead=node, sessions=len(lost),
-                     entries=len(entries or ()))
+                     entries=entries)
         yield self._cmd.execute_command("DEL", self.key("sessions", node))
         components = yield self._cmd.execute_command("HGETALL", self.key("components", "all"))
         for domain, owner in zip(components[::2], components[1::2]):
@@ -449,6 +449,30 @@ class ClusterNode(service.Service):
         if mine:
             self.republish()  # the records of the sessions bound here already
         yield self._cmd.execute_command("EVAL", RELEASE, 1, self.key("reap", node), self.node)
+
+    @defer.inlineCallbacks
+    def _take_over(self, node):
+        """Handle what waits in the stream of ``node`` (dead, or this node
+        leaving) and in the streams ``node`` had itself taken over and not
+        finished; a Deferred of how many entries, fired once what went
+        offline is stored.  A stream is taken in one script (renamed
+        ``P:taken:THIS:RANDOM``, listed in ``P:taking:THIS``): a late
+        sender's ``XADD NOMKSTREAM`` then finds no stream and handles its
+        stanza itself.  A taken stream is deleted only once handled and
+        stored: should this node die first, its own reaper takes it up."""
+        taking = self.key("taking", self.node)
+        yield self._cmd.execute_command(
+            "EVAL", TAKE_STREAM, 3, self.stream_key(node),
+            self.key("taken", f"{self.node}:{os.urandom(6).hex()}"), taking)
+        count = 0
+        for owner in dict.fromkeys((node, self.node)):
+            for key in (yield self._cmd.execute_command("SMEMBERS", self.key("taking", owner))):
+                entries = yield self._cmd.execute_command("XRANGE", key, "-", "+")
+                count += len(entries)
+                yield defer.DeferredList(self._undeliverable(entries), consumeErrors=True)
+                yield self._cmd.execute_command("DEL", key)
+                yield self._cmd.execute_command("SREM", self.key("taking", owner), key)
+        return count
 
     # The directory
 
@@ -846,29 +870,34 @@ class ClusterNode(service.Service):
         self._router.bounce(stanza, "service-unavailable", "the service is moving to another node")
 
     def _undeliverable(self, entries):
-        """Handle the entries of a stream taken whole: their sessions are
+        """Handle the entries of a stream taken over: their sessions are
         gone.  The copies of one stanza for several resources of an
-        account (a message to its bare JID) are handled once."""
-        seen = set()
+        account (a message to its bare JID) are handled once.  The
+        Deferreds of what is being stored offline."""
+        seen, storing = set(), []
         for _, fields in entries or ():
             try:
-                self._undeliverable_entry(dict(zip(fields[::2], fields[1::2])), seen)
+                result = self._undeliverable_entry(dict(zip(fields[::2], fields[1::2])), seen)
             except Exception:
                 log.failure("cannot handle an entry of a taken cluster stream")
+                continue
+            if isinstance(result, defer.Deferred):
+                storing.append(result)
+        return storing
 
     def _undeliverable_entry(self, entry, seen):
         if "c" in entry:
-            return
+            return None
         element = self._element(entry)
         if "r" in entry:  # for a service of the node, which moves
             if element is not None:
                 self._bounce_routed(element)
-            return
+            return None
         try:
             jid = JID.normalised(entry.get("j", ""))
         except InvalidJID:
-            return
+            return None
         if element is None or (jid.bare, entry["x"]) in seen:
-            return
+            return None
         seen.add((jid.bare, entry["x"]))
-        self._router.undeliverable(jid, element)
+        return self._router.undeliverable(jid, element)
