@@ -80,6 +80,14 @@ def advance(servers, seconds):
     settle(servers)
 
 
+def alice_and_bob(nodes):
+    """Nodes a and b, alice online on a and bob on b."""
+    a, b = nodes("a", "b")
+    alice, bob = online(a, ALICE), online(b, BOB)
+    settle([a, b])
+    return a, b, alice, bob
+
+
 def dies(server):
     """The node of ``server`` stops reading its stream, as a dead one."""
     server.cluster.running = False
@@ -99,20 +107,14 @@ def offline_count(server, user):
 
 
 def test_a_message_reaches_a_session_on_another_node(nodes):
-    a, b = nodes("a", "b")
-    alice = online(a, ALICE)
-    bob = online(b, BOB)
-    settle([a, b])
+    a, b, alice, bob = alice_and_bob(nodes)
     alice.send(message(f"{BOB}/res"))
     settle([a, b])
     assert bodies(bob) == ["hi"]
 
 
 def test_a_dead_node_is_reaped_once_what_waited_for_it_handled(nodes, redis):
-    a, b = nodes("a", "b")
-    alice = online(a, ALICE)
-    online(b, BOB)
-    settle([a, b])
+    a, b, alice, _ = alice_and_bob(nodes)
     alice.take()
     dies(b)
     alice.send(message(f"{BOB}/res", "waiting"))
@@ -129,10 +131,7 @@ def test_a_dead_node_is_reaped_once_what_waited_for_it_handled(nodes, redis):
 
 
 def test_a_reaping_that_fails_midway_is_done_again_without_duplicates(nodes, redis):
-    a, b = nodes("a", "b")
-    alice = online(a, ALICE)
-    online(b, BOB)
-    settle([a, b])
+    a, b, alice, _ = alice_and_bob(nodes)
     dies(b)
     alice.send(message(f"{BOB}/res", "waiting"))
     settle([a])
@@ -350,10 +349,7 @@ def test_a_bad_entry_in_a_taken_stream_does_not_lose_the_others(nodes, redis):
 
 
 def test_a_node_reaped_while_alive_ends_its_sessions(nodes, redis):
-    a, b = nodes("a", "b")
-    alice = online(a, ALICE)
-    bob = online(b, BOB)
-    settle([a, b])
+    a, b, alice, bob = alice_and_bob(nodes)
     alice.take()
     redis.call("DEL", "t:node:b")  # b stalled past its heartbeat
     advance([a], HEARTBEAT / 3)  # reaped: bob's contacts are told he left
@@ -421,10 +417,7 @@ def test_an_entry_gone_offline_is_acknowledged_once_stored(nodes, redis):
 
 @pytest.mark.parametrize("stopping", [False, True])
 def test_what_waits_for_an_unreachable_redis_goes_offline(nodes, redis, stopping):
-    a, b = nodes("a", "b")
-    alice = online(a, ALICE)
-    online(b, BOB)
-    settle([a, b])
+    a, b, alice, _ = alice_and_bob(nodes)
     redis.down = True
     alice.send(message(f"{BOB}/res", "held"))
     settle([a])
