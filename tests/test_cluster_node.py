@@ -518,3 +518,81 @@ def test_what_a_survivor_took_over_is_not_lost_when_it_dies_before_storing_it(no
     assert offline_count(c, BOB) == 1
     assert redis.call("SMEMBERS", "t:nodes") == ["c"]
     assert redis.call("KEYS", "t:tak*") == []
+
+
+def entry_being_stored(nodes, redis):
+    """Nodes a and b, b having read an entry for a session gone whose
+    offline write waits (``runner`` paused)."""
+    runner = PausableRunner()
+    a, b = nodes("a", "b", runner=runner)
+    settle([a, b])
+    redis.call("XADD", "t:stream:b", "*", *entry(f"{BOB}/gone", "once"))
+    runner.pause()
+    advance([b], 1.0)
+    return a, b, runner
+
+
+def test_a_node_stopping_while_an_entry_is_being_stored_stores_it_once(nodes, redis):
+    a, b, runner = entry_being_stored(nodes, redis)
+    stopped = b.cluster.stopService()
+    advance([b], 1.0)  # the reader's last read ends; b takes its own stream over
+    runner.resume()
+    settle([a, b])
+    assert stopped.called
+    assert offline_count(b, BOB) == 1
+
+
+def test_an_entry_being_stored_is_not_handled_again_when_read_again(nodes, redis):
+    a, b, runner = entry_being_stored(nodes, redis)
+    reader = b.cluster._reader
+    d, _, call = reader.reading  # the next read, blocked, fails
+    call.cancel()
+    reader._done()
+    d.errback(ConnectionError("Lost connection"))
+    advance([b], 1.0)  # read again from id 0: the entry is still pending
+    runner.resume()
+    settle([a, b])
+    assert offline_count(b, BOB) == 1
+    assert redis.call("XLEN", "t:stream:b") == 0
+
+
+def test_a_node_reaping_keeps_renewing_its_heartbeat(nodes, redis):
+    runner = PausableRunner()
+    a, b, c = nodes("a", "b", "c", runner=runner)
+    alice = online(a, ALICE)
+    online(b, BOB)
+    settle([a, b, c])
+    dies(b)
+    redis.call("XADD", "t:stream:b", "*", *entry(f"{BOB}/res", "once"))
+    redis.call("DEL", "t:node:b")
+    runner.pause()
+    advance([a], HEARTBEAT / 3)  # a reaps b; the offline write waits (a slow database)
+    before = sum(command[:2] == ("SET", "t:node:a") for command in redis.commands)
+    advance([a, c], HEARTBEAT / 3)
+    advance([a, c], HEARTBEAT / 3)
+    assert sum(command[:2] == ("SET", "t:node:a") for command in redis.commands) == before + 2
+    runner.resume()
+    settle([a, b, c])
+    assert offline_count(a, BOB) == 1
+    assert not alice.closed
+
+
+def test_a_start_whose_own_reaping_failed_midway_does_it_again(nodes, redis):
+    b, = nodes("b")
+    redis.call("SADD", "t:nodes", "a")  # a former process of a, killed
+    redis.call("HSET", "t:sessions:a", f"{ALICE}/old", RECORD)
+    b.cluster.directory.mirror_set("a", f"{ALICE}/old", RECORD)
+    failed = []
+
+    def once(command):
+        if command[:2] == ("DEL", "t:sessions:a") and not failed:
+            failed.append(command)
+            return True
+        return False
+
+    redis.fail = once
+    a, = nodes("a")
+    advance([a, b], 1.0)
+    assert failed
+    assert redis.call("HKEYS", "t:sessions:a") == []
+    assert b.sessions.get(JID.parse(f"{ALICE}/old")) is None

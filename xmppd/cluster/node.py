@@ -214,6 +214,8 @@ class ClusterNode(service.Service):
         self._watchdog = None  # the timer that gives up on batches not answered
         self._heard = None  # while the mirror loads: what the channel said meanwhile
         self._flush = None
+        self._storing = {}  # entry id -> Deferred of its batch's offline storage
+        self._reaper = None  # the reaping under way, which the heartbeat does not wait for
 
     def _metrics(self, registry):
         Gauge("xmppd_cluster_nodes", "Live nodes of the cluster, this one included",
@@ -319,6 +321,9 @@ class ClusterNode(service.Service):
         # node is gone.
         if self._reading is not None:
             yield self._reading
+        yield defer.DeferredList(list(set(self._storing.values())))
+        if self._reaper is not None:
+            yield self._reaper
         yield self._flush_now()
         yield self._take_over(self.node)
         yield self._flush_now()  # what handling them routed (a bounce to another node)
@@ -362,8 +367,11 @@ class ClusterNode(service.Service):
             view = {}
             for node, state in zip(nodes, states):
                 if state is None:
-                    if not cut_off:
-                        yield self._reap(node)
+                    if not cut_off and self._reaper is None:
+                        self._reaper = self._reap(node)
+                        self._reaper.addErrback(lambda failure: log.failure(
+                            "cannot reap cluster node {dead}", failure, dead=node))
+                        self._reaper.addBoth(lambda _: setattr(self, "_reaper", None))
                     continue
                 try:
                     view[node] = dict(json.loads(state))
@@ -414,8 +422,9 @@ class ClusterNode(service.Service):
         ms = str(int(self._heartbeat * 1000))
         taken = yield self._cmd.execute_command("SET", self.key("reap", node), self.node,
                                                 "NX", "PX", ms)
-        if taken is None:
-            return
+        if taken is None and (node != self.node or (yield self._cmd.execute_command(
+                "GET", self.key("reap", node))) != self.node):
+            return  # another node does it (this one's own lock: a start that failed midway)
         if node != self.node and (yield self._cmd.execute_command("EXISTS",
                                                                   self.key("node", node))):
             return  # alive after all (it started again meanwhile)
@@ -652,7 +661,7 @@ class ClusterNode(service.Service):
         self._send_batches()
         waiting = [settled for settled, _, _ in self._in_flight.values()]
         if waiting:
-            self._reactor.callLater(self._heartbeat, self._give_up, 0)
+            self._reactor.callLater(self._heartbeat, self._give_up, self._heartbeat)
         return defer.DeferredList(waiting)
 
     def _stop_watching(self):
@@ -794,23 +803,33 @@ class ClusterNode(service.Service):
             if start != ">":
                 start = entries[-1][0]
             self.lag = len(entries)
-            storing = []
-            for _, fields in entries:
+            storing, delivered = {}, []
+            for entry_id, fields in entries:
+                if entry_id in self._storing:
+                    continue  # read again from id 0 while still being stored
+                result = None
                 try:
                     if fields:  # None: deleted while pending
                         result = self._deliver(fields)
-                        if isinstance(result, defer.Deferred):
-                            storing.append(result)
                 except Exception:
                     log.failure("cannot deliver an entry of this node's cluster stream")
+                if isinstance(result, defer.Deferred):
+                    storing[entry_id] = result
+                else:
+                    delivered.append(entry_id)
             # Acknowledged once delivered, and once stored what went offline:
             # a node killed before keeps them in its stream for the survivor.
-            ids = [entry_id for entry_id, _ in entries]
+            if delivered:
+                self._acknowledge(delivered)
             if storing:
-                defer.DeferredList(storing, consumeErrors=True).addCallback(
-                    lambda _, ids=ids: self._acknowledge(ids))
-            else:
-                self._acknowledge(ids)
+                stored = defer.DeferredList(list(storing.values()), consumeErrors=True)
+                self._storing.update(dict.fromkeys(storing, stored))
+                stored.addCallback(lambda _, ids=list(storing): self._stored(ids))
+
+    def _stored(self, ids):
+        for entry_id in ids:
+            del self._storing[entry_id]
+        self._acknowledge(ids)
 
     def _acknowledge(self, ids):
         self._fire("XACK", self.stream, GROUP, *ids)

@@ -258,7 +258,8 @@ def setup(api):
 
     def inbound_failed(failure, stanza):
         api.log.failure("cannot process {stanza!r}", failure, stanza=stanza)
-        api.bounce(stanza, "internal-server-error")
+        if failure.check(defer.TimeoutError):  # the roster lock not taken: nothing changed
+            api.bounce(stanza, "internal-server-error")
         return True
 
     @defer.inlineCallbacks
