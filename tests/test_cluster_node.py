@@ -10,7 +10,7 @@ import pytest
 from twisted.internet import defer
 
 from tests.fake_redis import FakeRedis
-from tests.harness import MODULES, add_user, make_server, online
+from tests.harness import MODULES, add_user, make_server, online, result
 from tests.paused_storage import PausableRunner
 from xmppd.cluster.node import ClusterNode
 from xmppd.config import ClusterConfig
@@ -596,3 +596,21 @@ def test_a_start_whose_own_reaping_failed_midway_does_it_again(nodes, redis):
     assert failed
     assert redis.call("HKEYS", "t:sessions:a") == []
     assert b.sessions.get(JID.parse(f"{ALICE}/old")) is None
+
+
+def test_a_lock_is_renewed_while_it_is_held(nodes, redis):
+    a, = nodes("a")
+    release = result(a.cluster.lock("roster:x", ttl=3.0))
+
+    def renewals():
+        return sum(command[0] == "EVAL" and "PEXPIRE" in command[1]
+                   and command[3] == "t:lock:roster:x" for command in redis.commands)
+
+    for _ in range(3):  # its lifetime: renewed every second
+        advance([a], 1.0)
+    assert renewals() == 3
+    assert redis.call("PTTL", "t:lock:roster:x") > 2000
+    release()
+    advance([a], 3.0)
+    assert renewals() == 3
+    assert redis.call("EXISTS", "t:lock:roster:x") == 0

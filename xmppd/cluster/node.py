@@ -105,6 +105,9 @@ CLAIM = ("local owner = redis.call('HGET', KEYS[1], ARGV[1]) "
 # Lets a lease or lock go if ARGV[1] holds it.
 RELEASE = ("if redis.call('GET', KEYS[1]) == ARGV[1] then "
            "return redis.call('DEL', KEYS[1]) end return 0")
+# Renews lock KEYS[1] for ARGV[2] ms if ARGV[1] holds it.
+RENEW = ("if redis.call('GET', KEYS[1]) == ARGV[1] then "
+         "return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0")
 # Lets field ARGV[1] of hash KEYS[1] go if ARGV[2] holds it.
 RELEASE_FIELD = ("if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then "
                  "return redis.call('HDEL', KEYS[1], ARGV[1]) end return 0")
@@ -746,9 +749,11 @@ class ClusterNode(service.Service):
         """Take the cluster-wide lock ``name`` (``P:lock:NAME``), waiting
         while another holder has it or Redis does not answer; a Deferred of
         the function that lets it go, or of a :class:`defer.TimeoutError`
-        once ``3 * ttl`` seconds have passed.  It lapses after ``ttl``
+        once ``3 * ttl`` seconds have passed.  Its holder renews it every
+        third of ``ttl`` until it lets it go; it lapses after ``ttl``
         seconds if its holder dies."""
         key, token = self.key("lock", name), os.urandom(9).hex()
+        ms = str(int(ttl * 1000))
         deadline = self._reactor.seconds() + 3 * ttl
         delay = 0.005
         while True:
@@ -756,9 +761,8 @@ class ClusterNode(service.Service):
             if left <= 0:
                 raise defer.TimeoutError(f"cluster lock {name} not taken in {3 * ttl:g} s")
             try:
-                if (yield within(self._cmd.execute_command(
-                        "SET", key, token, "NX", "PX", str(int(ttl * 1000))), left,
-                        self._reactor)):
+                if (yield within(self._cmd.execute_command("SET", key, token, "NX", "PX", ms),
+                                 left, self._reactor)):
                     break
             except defer.TimeoutError:
                 continue
@@ -766,7 +770,16 @@ class ClusterNode(service.Service):
                 log.warn("cannot take cluster lock {name}: {error}", name=name, error=e)
             yield task.deferLater(self._reactor, delay, lambda: None)
             delay = min(delay * 2, 0.2)
-        return lambda: self._cmd.execute_command("EVAL", RELEASE, 1, key, token)
+        renewal = task.LoopingCall(self._fire, "EVAL", RENEW, 1, key, token, ms)
+        renewal.clock = self._reactor
+        renewal.start(ttl / 3, now=False)
+
+        def release():
+            if renewal.running:
+                renewal.stop()
+            return self._cmd.execute_command("EVAL", RELEASE, 1, key, token)
+
+        return release
 
     def parse(self, xml):
         return self._parser.parse(xml)
