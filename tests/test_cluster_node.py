@@ -361,6 +361,12 @@ def test_a_node_reaped_while_alive_ends_its_sessions(nodes, redis):
     assert redis.call("HKEYS", "t:sessions:b") == []
     assert a.sessions.count(JID.parse(BOB)) == 0
     assert "b" in redis.call("SMEMBERS", "t:nodes")  # b goes on as a node
+    again = online(b, BOB, "again")  # bob comes back, then the reaping is heard again
+    b.cluster.received(b.cluster.directory_channel, '{"n":"b","op":"gone","by":"a"}')
+    settle([a, b])
+    assert not again.closed
+    assert redis.call("HKEYS", "t:sessions:b") == [f"{BOB}/again"]
+    assert a.sessions.count(JID.parse(BOB)) == 1
 
 
 def test_an_inbound_subscription_is_bounced_when_the_roster_lock_fails(nodes, redis):

@@ -216,6 +216,7 @@ class ClusterNode(service.Service):
         self._in_flight = {}
         self._watchdog = None  # the timer that gives up on batches not answered
         self._heard = None  # while the mirror loads: what the channel said meanwhile
+        self._reset_at = None  # when this node last ended its sessions, taken for dead
         self._flush = None
         self._storing = {}  # entry id -> Deferred of its batch's offline storage
         self._reaper = None  # the reaping under way, which the heartbeat does not wait for
@@ -853,7 +854,16 @@ class ClusterNode(service.Service):
         or Redis lost its data): what was sent to its sessions meanwhile
         went offline, and their contacts may have been told they left.
         Its sessions end, so that their clients come back, announce their
-        presence again and get what waits for them."""
+        presence again and get what waits for them.  Heard again within
+        ``heartbeat`` seconds (the reaper's "gone" and the stream found
+        gone are two signs of one reaping), the records of the sessions
+        bound since are written again instead: the reaper's deletion of
+        this node's records may have come after them."""
+        now = self._reactor.seconds()
+        if self._reset_at is not None and now - self._reset_at < self._heartbeat:
+            self.republish()
+            return
+        self._reset_at = now
         sessions = list(self.directory.local.all())
         if sessions:
             log.warn("this cluster node was taken for dead: ending its {count} sessions",
