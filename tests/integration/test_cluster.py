@@ -1,6 +1,7 @@
 """Three xmppd nodes of one cluster (docs/cluster.md): messages, presence,
-roster pushes and resource conflicts across nodes, and no message lost
-when a node is killed (bench/cluster_loss.py) or stopped.
+roster pushes and resource conflicts across nodes, no message lost when a
+node is killed (bench/cluster_loss.py) or stopped, and a node stalled past
+its heartbeat (SIGSTOP) ending its sessions when it comes back.
 
 Each test runs nodes ``a``, ``b`` and ``c`` of its own, ``twistd xmppd``
 processes whose configurations differ only in ``[cluster] node`` and their
@@ -258,5 +259,30 @@ def test_no_message_lost_when_a_node_stops(cluster, shared):
         assert (outcome.lost, outcome.duplicated) == (0, 0), outcome
         assert outcome.delivered_offline > 0, outcome
         assert cluster.nodes["b"].process.process.poll() == 0
+
+    run_on(cluster, body, timeout=60.0)
+
+
+def test_a_node_taken_for_dead_while_it_stalled_ends_its_sessions(cluster, shared):
+    alice, bob = new_accounts(shared, "alice", "bob")
+
+    async def body(clients):
+        await subscribe_both(clients["a"], alice, bob)
+        stalled = await online(clients["b"], bob, "phone")
+        a = await online(clients["a"], alice, "desk", available="presence_available",
+                         unavailable="presence_unavailable")
+        await next_from(a.available, stalled.jid)
+        os.kill(cluster.pid("b"), signal.SIGSTOP)  # past its heartbeat: reaped while alive
+        try:
+            await next_from(a.unavailable, stalled.jid)
+            a.send_message(f"{bob}@{DOMAIN}", "while node b stalled")
+            await settled(a)
+        finally:
+            os.kill(cluster.pid("b"), signal.SIGCONT)
+        await stalled.wait_disconnected()
+        assert "reset" in stalled.stream_errors
+        again = await online(clients["b"], bob, "again")
+        assert (await again.next_message())["body"] == "while node b stalled"
+        await next_from(a.available, again.jid)
 
     run_on(cluster, body, timeout=60.0)
