@@ -199,15 +199,14 @@ def test_the_mirror_is_made_whole_when_the_channels_come_back(nodes, redis):
     # Bob leaves and a node "c" goes while a does not follow the channels.
     redis.subscribers.remove(a.cluster)
     bob.lose()
-    redis.call("HSET", "t:sessions:c", f"{ALICE}/gone", RECORD)
-    a.cluster.directory.mirror_set("c", f"{ALICE}/gone", RECORD)
+    a.cluster.directory.mirror_set("c", f"{ALICE}/gone", RECORD)  # c left, its records too
     settle([a, b])
     assert a.sessions.count(JID.parse(BOB)) == 1  # not heard
     redis.subscribers.append(a.cluster)
     a.cluster.subscribed()
     settle([a, b])
     assert a.sessions.count(JID.parse(BOB)) == 0
-    assert a.sessions.count(JID.parse(ALICE)) == 0  # c is no node of the cluster
+    assert a.sessions.count(JID.parse(ALICE)) == 0  # c has no records any more
     assert sorted(str(bare) for bare in offline) == [ALICE, BOB]
 
 
@@ -620,3 +619,12 @@ def test_a_lock_is_renewed_while_it_is_held(nodes, redis):
     advance([a], 3.0)
     assert renewals() == 3
     assert redis.call("EXISTS", "t:lock:roster:x") == 0
+
+
+def test_the_records_of_a_node_joining_are_kept_when_the_mirror_loads(nodes, redis):
+    a, = nodes("a")
+    redis.call("HSET", "t:sessions:j", f"{BOB}/new", RECORD)  # j: published, not listed yet
+    a.cluster.directory.mirror_set("j", f"{BOB}/new", RECORD)
+    a.cluster.subscribed()
+    settle([a])
+    assert a.sessions.count(JID.parse(BOB)) == 1

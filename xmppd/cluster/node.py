@@ -513,11 +513,12 @@ class ClusterNode(service.Service):
             fields = yield self._cmd.execute_command("HGETALL", self.key("components", "all"))
             self.components = {domain: node for domain, node in zip(fields[::2], fields[1::2])
                                if node != self.node}
+            # The nodes listed, and those mirrored (gone, or joining and
+            # not listed yet): each is what its hash of records holds.
             nodes = set((yield self._cmd.execute_command("SMEMBERS", self.nodes_key)))
+            nodes |= self.directory.mirrored_nodes()
             nodes.discard(self.node)
-            for node in self.directory.mirrored_nodes() - nodes:
-                self.directory.mirror_forget(node)
-            for node in nodes:
+            for node in sorted(nodes):
                 fields = yield self._cmd.execute_command("HGETALL", self.key("sessions", node))
                 if ("gone", node) not in self._heard:
                     self.directory.mirror_load(node, dict(zip(fields[::2], fields[1::2])),
