@@ -26,6 +26,8 @@ class FakeRedis:
         self.held = []  # (Deferred, connection, command) sent while down
         self.fail = None  # command -> True: answered with a lost connection
         self.commands = []  # every command sent, in order
+        self.holding = None  # the start of a command whose answer comes late
+        self.late = []  # (Deferred, answer) held
 
     def connect(self, node, url, reactor):
         """``ClusterNode``'s ``connect``: commands, reader, subscriber."""
@@ -39,6 +41,29 @@ class FakeRedis:
         held, self.held = self.held, []
         for d, connection, command in held:
             connection.answer(d, command)
+
+    def fail_once(self, *start):
+        """The first command beginning with ``start`` fails (its connection
+        lost); the list of the commands failed."""
+        failed = []
+
+        def fail(command):
+            if command[:len(start)] == start and not failed:
+                failed.append(command)
+                return True
+            return False
+
+        self.fail = fail
+        return failed
+
+    def hold_answer(self, *start):
+        """Redis runs the next command beginning with ``start``, and its
+        answer waits until :meth:`release_answer`."""
+        self.holding = start
+
+    def release_answer(self):
+        d, answer = self.late.pop(0)
+        d.callback(answer)
 
     def call(self, *command):
         """Run ``command`` directly (as a test setting up or looking)."""
@@ -81,6 +106,11 @@ class Connection:
             reply = self.run(command)
         except ResponseError as e:
             d.errback(e)
+            return
+        holding = self.redis.holding
+        if holding is not None and command[:len(holding)] == holding:
+            self.redis.holding = None
+            self.redis.late.append((d, reply))
             return
         d.callback(reply)
         if command[0] in ("EVAL", "XADD", "DEL", "XGROUP"):

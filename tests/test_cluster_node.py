@@ -7,7 +7,6 @@ import json
 from dataclasses import replace
 
 import pytest
-from twisted.internet import defer
 
 from tests.fake_redis import FakeRedis
 from tests.harness import MODULES, add_user, make_server, online, result
@@ -304,15 +303,7 @@ def test_entries_of_a_read_whose_answer_was_lost_are_read_again(nodes, redis):
 
 def test_a_node_whose_start_failed_joins_when_redis_answers_again(nodes, redis):
     a, = nodes("a")
-    failed = []
-
-    def fail_once(command):
-        if command[:2] == ("SET", "t:node:b") and not failed:
-            failed.append(command)
-            return True
-        return False
-
-    redis.fail = fail_once
+    failed = redis.fail_once("SET", "t:node:b")
     b, = nodes("b")
     assert "b" not in redis.call("SMEMBERS", "t:nodes")  # not listed without a heartbeat
     bob = online(b, BOB)
@@ -446,22 +437,11 @@ def test_a_session_unbound_while_the_mirror_loads_does_not_come_back(nodes, redi
     a, b = nodes("a", "b")
     bob = online(b, BOB)
     settle([a, b])
-    execute, held = a.cluster._cmd.execute_command, []
-
-    def slow(*command):  # the answer to this read comes after the channel's news
-        d = execute(*command)
-        if command[:2] == ("HGETALL", "t:sessions:b"):
-            late = defer.Deferred()
-            d.addCallback(lambda answer: held.append((late, answer)))
-            return late
-        return d
-
-    a.cluster._cmd.execute_command = slow
+    redis.hold_answer("HGETALL", "t:sessions:b")  # it comes after the channel's news
     a.cluster.subscribed()  # the channels are followed again
     bob.lose()
     settle([a, b])  # a hears "del"
-    [(late, answer)] = held
-    late.callback(answer)  # a read from before it
+    redis.release_answer()  # a read from before it
     assert a.sessions.count(JID.parse(BOB)) == 0
 
 
@@ -470,30 +450,12 @@ def test_a_node_started_again_leaves_alone_what_it_serves_already(nodes, redis):
     bob = online(b, BOB)
     redis.call("SADD", "t:nodes", "a")  # a former process of node a, killed
     redis.call("HSET", "t:sessions:a", f"{ALICE}/old", RECORD)
-    connect, held = redis.connect, []
-
-    def slowly(node, url, reactor):  # its first answer comes after a client bound
-        cmd, reader, subscriber = connect(node, url, reactor)
-        execute = cmd.execute_command
-
-        def slow(*command):
-            d = execute(*command)
-            if command[:2] == ("SET", "t:reap:a"):
-                late = defer.Deferred()
-                d.addCallback(lambda answer: held.append((late, answer)))
-                return late
-            return d
-
-        cmd.execute_command = slow
-        return cmd, reader, subscriber
-
-    redis.connect = slowly
+    redis.hold_answer("SET", "t:reap:a")  # its first answer comes after a client bound
     a, = nodes("a")
     online(a, ALICE, "new")
     settle([a, b])
     bob.take()
-    [(late, answer)] = held
-    late.callback(answer)
+    redis.release_answer()
     settle([a, b])
     left = [e["from"] for e in bob.take()
             if e.name == "presence" and e.getAttribute("type") == "unavailable"]
@@ -502,17 +464,25 @@ def test_a_node_started_again_leaves_alone_what_it_serves_already(nodes, redis):
     assert b.sessions.get(JID.parse(f"{ALICE}/new")) is not None
 
 
-def test_what_a_survivor_took_over_is_not_lost_when_it_dies_before_storing_it(nodes, redis):
+def a_reaps_b_slowly(nodes, redis):
+    """Nodes a, b and c, alice on a; b dies with a message for bob in its
+    stream; a reaps it, its offline write waiting (a slow database)."""
     runner = PausableRunner()
     a, b, c = nodes("a", "b", "c", runner=runner)
+    alice = online(a, ALICE)
     online(b, BOB)
     settle([a, b, c])
     dies(b)
-    redis.call("XADD", "t:stream:b", "*", *entry(f"{BOB}/res", "taken"))
+    redis.call("XADD", "t:stream:b", "*", *entry(f"{BOB}/res", "once"))
     redis.call("DEL", "t:node:b")
     runner.pause()
-    advance([a], HEARTBEAT / 3)  # a takes b's stream over; its offline write waits
-    assert redis.call("EXISTS", "t:stream:b") == 0
+    advance([a], HEARTBEAT / 3)
+    return a, b, c, runner, alice
+
+
+def test_what_a_survivor_took_over_is_not_lost_when_it_dies_before_storing_it(nodes, redis):
+    a, b, c, runner, _ = a_reaps_b_slowly(nodes, redis)
+    assert redis.call("EXISTS", "t:stream:b") == 0  # taken over
     dies(a)  # and a dies before the write is done
     a.cluster._beat.stop()
     runner.calls.clear()
@@ -562,16 +532,7 @@ def test_an_entry_being_stored_is_not_handled_again_when_read_again(nodes, redis
 
 
 def test_a_node_reaping_keeps_renewing_its_heartbeat(nodes, redis):
-    runner = PausableRunner()
-    a, b, c = nodes("a", "b", "c", runner=runner)
-    alice = online(a, ALICE)
-    online(b, BOB)
-    settle([a, b, c])
-    dies(b)
-    redis.call("XADD", "t:stream:b", "*", *entry(f"{BOB}/res", "once"))
-    redis.call("DEL", "t:node:b")
-    runner.pause()
-    advance([a], HEARTBEAT / 3)  # a reaps b; the offline write waits (a slow database)
+    a, b, c, runner, alice = a_reaps_b_slowly(nodes, redis)
     before = sum(command[:2] == ("SET", "t:node:a") for command in redis.commands)
     advance([a, c], HEARTBEAT / 3)
     advance([a, c], HEARTBEAT / 3)
@@ -587,15 +548,7 @@ def test_a_start_whose_own_reaping_failed_midway_does_it_again(nodes, redis):
     redis.call("SADD", "t:nodes", "a")  # a former process of a, killed
     redis.call("HSET", "t:sessions:a", f"{ALICE}/old", RECORD)
     b.cluster.directory.mirror_set("a", f"{ALICE}/old", RECORD)
-    failed = []
-
-    def once(command):
-        if command[:2] == ("DEL", "t:sessions:a") and not failed:
-            failed.append(command)
-            return True
-        return False
-
-    redis.fail = once
+    failed = redis.fail_once("DEL", "t:sessions:a")
     a, = nodes("a")
     advance([a, b], 1.0)
     assert failed
