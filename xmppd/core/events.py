@@ -39,9 +39,9 @@ SESSION_RESUMED = "session/resumed"
 # argument: its record (xmppd.cluster.directory.RemoteRecord): its contacts
 # are told it is unavailable.
 SESSION_LOST = "session/lost"
-# In a cluster: the last session of an account on the other nodes ended and
-# none is bound here; argument: its bare JID (what a node kept of it while
-# it was connected elsewhere can go).
+# The last session of an account ended: here (after its session/unbound),
+# or in a cluster on another node while none is bound here; argument: its
+# bare JID (what was kept of the account while it was connected can go).
 ACCOUNT_OFFLINE = "account/offline"
 # A session became available / unavailable (RFC 6121 §4.2, §4.5); argument:
 # the Session.  Fired by the presence module after it updated the session.

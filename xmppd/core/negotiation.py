@@ -49,7 +49,7 @@ from twisted.logger import Logger
 
 from xmppd import logs
 from xmppd.core.api import AUTHENTICATED, ENCRYPTED
-from xmppd.core.events import SESSION_BOUND, SESSION_RESUMED, SESSION_UNBOUND
+from xmppd.core.events import ACCOUNT_OFFLINE, SESSION_BOUND, SESSION_RESUMED, SESSION_UNBOUND
 from xmppd.core.sessions import Session
 from xmppd.jid import JID
 
@@ -195,13 +195,19 @@ class Negotiation:
 
     def unbind(self, session):
         """Unbind ``session`` (an ended one once its stanzas are processed,
-        or a hibernating one): ``session/unbound`` fires once."""
+        or a hibernating one): ``session/unbound`` fires once, then
+        ``account/offline`` if the account has no session left (on any
+        node of a cluster)."""
         session.carrier = None
         if session.unbound:
             return
         session.unbound = True
-        self._server.sessions.remove(session)
+        sessions = self._server.sessions
+        sessions.remove(session)
         self._server.hooks.notify(SESSION_UNBOUND, session)
+        user = session.jid.bare
+        if not sessions.count(user):
+            self._server.hooks.notify(ACCOUNT_OFFLINE, user)
 
     def end_account(self, jid, condition, text, keep=None):
         """Close with stream error ``condition`` the client streams of

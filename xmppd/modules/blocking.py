@@ -52,7 +52,7 @@ Support is advertised as the ``urn:xmpp:blocking`` disco feature (§3.1).
 from twisted.internet import defer
 from twisted.words.xish import domish
 
-from xmppd.core.events import ACCOUNT_OFFLINE, BARE, SESSION_BOUND, SESSION_UNBOUND, pre_events
+from xmppd.core.events import ACCOUNT_OFFLINE, BARE, SESSION_BOUND, pre_events
 from xmppd.core.stanzas import StanzaError, error_reply, make_stanza
 from xmppd.jid import JID, InvalidJID
 from xmppd.storage import SUBSCRIBERS
@@ -97,13 +97,9 @@ class BlockLists:
             cached = self._online[user] = _Cached()
             self._load(user, cached)
 
-    def unbound(self, session):
-        self.offline(session.jid.bare)
-
     def offline(self, user):
-        """Forget the list of ``user`` once it has no session on any node."""
-        if not self._api.sessions.count(user):
-            self._online.pop(user, None)
+        """Forget the list of ``user``: it has no session on any node."""
+        self._online.pop(user, None)
 
     def changed_elsewhere(self, user):
         """Another node of the cluster changed the block list of ``user``
@@ -320,7 +316,6 @@ def setup(api):
     for event in pre_events():
         api.hook(event, check, priority=PRIORITY)
     api.hook(SESSION_BOUND, lists.bound)
-    api.hook(SESSION_UNBOUND, lists.unbound)
     api.hook(ACCOUNT_OFFLINE, lists.offline)
     api.hook(CHANGED, lists.changed_elsewhere)
 

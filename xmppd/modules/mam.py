@@ -62,8 +62,7 @@ from twisted.words.xish import domish
 
 from xmppd import archive as queries
 from xmppd.archive import NS_EXTENDED, NS_MAM, NS_SID, ArchiveIds, by_payload
-from xmppd.core.events import (ACCOUNT_OFFLINE, BARE, FULL, SESSION_UNBOUND, message_event,
-                               pre_events)
+from xmppd.core.events import ACCOUNT_OFFLINE, BARE, FULL, message_event, pre_events
 from xmppd.core.stanzas import ENCRYPTED_PAYLOADS, StanzaError
 from xmppd.core.xmlstream import NS_CLIENT, parse_stanza, serialize
 from xmppd.jid import JID, InvalidJID
@@ -267,9 +266,8 @@ class Archive:
         return prefs
 
     def offline(self, user):
-        """Forget the preferences of ``user`` once it has no session on any node."""
-        if not self._api.sessions.count(user):
-            self._prefs.pop(user, None)
+        """Forget the preferences of ``user``: it has no session on any node."""
+        self._prefs.pop(user, None)
 
     def _effective(self, prefs):
         if prefs.default is not None:
@@ -450,5 +448,4 @@ def setup(api):
     for target in (BARE, FULL):
         api.hook(message_event(target), archive.incoming, priority=INCOMING_PRIORITY)
     api.hook(PREFS_CHANGED, archive.prefs_changed_elsewhere)
-    api.hook(SESSION_UNBOUND, lambda session: archive.offline(session.jid.bare))
     api.hook(ACCOUNT_OFFLINE, archive.offline)
