@@ -166,16 +166,20 @@ class ClusterDirectory:
                 continue
             if full not in kept:
                 self.mirror_set(node, full, text)
-        for resources in list(self._remote.values()):
-            for record in list(resources.values()):
-                if (record.node == node and record.jid not in listed
-                        and record.jid.full not in kept):
-                    self._drop(record.jid, node)
+        for record in list(self._records(node)):
+            if record.jid not in listed and record.jid.full not in kept:
+                self._drop(record.jid, node)
 
     def mirrored_nodes(self):
         """The nodes the mirror holds records of."""
-        return {record.node for resources in self._remote.values()
-                for record in resources.values()}
+        return {record.node for record in self._records()}
+
+    def _records(self, node=None):
+        """The records of the mirror (of ``node``)."""
+        for resources in self._remote.values():
+            for record in resources.values():
+                if node is None or record.node == node:
+                    yield record
 
     def mirror_forget(self, node):
         """Node ``node`` is gone: its records, which are dropped."""
@@ -192,8 +196,7 @@ class ClusterDirectory:
 
     def remote_count(self, node=None):
         """How many records of other nodes (of ``node``) the mirror holds."""
-        return sum(1 for resources in self._remote.values() for record in resources.values()
-                   if node is None or record.node == node)
+        return sum(1 for _ in self._records(node))
 
     def _drop(self, jid, node):
         resources = self._remote.get(jid.bare)
