@@ -126,6 +126,13 @@ def default_name():
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+def _copies(full, xml):
+    """What the copies of one stanza ``xml`` to several resources of an
+    account (a message to its bare JID) share, ``full`` being the full JID
+    of one (text): handled as undeliverable once, not once each."""
+    return full.partition("/")[0], xml
+
+
 def within(d, seconds, clock):
     """A Deferred of ``d``'s result, or of a :class:`defer.TimeoutError`
     after ``seconds``.  ``d`` itself is not cancelled: txredisapi matches
@@ -372,10 +379,7 @@ class ClusterNode(service.Service):
             for node, state in zip(nodes, states):
                 if state is None:
                     if not cut_off and self._reaper is None:
-                        self._reaper = self._reap(node)
-                        self._reaper.addErrback(lambda failure: log.failure(
-                            "cannot reap cluster node {dead}", failure, dead=node))
-                        self._reaper.addBoth(lambda _: setattr(self, "_reaper", None))
+                        self._start_reaping(node)
                     continue
                 try:
                     view[node] = dict(json.loads(state))
@@ -385,6 +389,14 @@ class ClusterNode(service.Service):
             yield self._leases()
         except Exception:
             log.failure("cluster heartbeat failed")
+
+    def _start_reaping(self, node):
+        """Reap dead node ``node`` beside the heartbeat (one reaping at a
+        time): storing what it left must not hold up this node's own."""
+        self._reaper = self._reap(node)
+        self._reaper.addErrback(lambda failure: log.failure(
+            "cannot reap cluster node {dead}", failure, dead=node))
+        self._reaper.addBoth(lambda _: setattr(self, "_reaper", None))
 
     @defer.inlineCallbacks
     def _leases(self):
@@ -417,9 +429,10 @@ class ClusterNode(service.Service):
     def _reap(self, node):
         """Take over what dead node ``node`` left, unless another node does.
 
-        Its stream is taken (and deleted) first and handled at once; only
-        then is the node dropped from the cluster, so that a reaping that
-        fails midway is done again, by this node or another, at a later tick.
+        Its contacts are told its sessions are lost, its stream is taken
+        over (:meth:`_take_over`); only then is the node dropped from the
+        cluster, so that a reaping that fails midway is done again, by this
+        node or another, at a later tick.
         A node reaping a former process of its own name (at start) leaves
         alone the sessions and components it already serves itself.
         """
@@ -664,15 +677,14 @@ class ClusterNode(service.Service):
         if self._flush is not None:
             self._flush.cancel()
         self._send_batches()
-        waiting = [settled for settled, _, _ in self._in_flight.values()]
-        if waiting:
-            self._reactor.callLater(self._heartbeat, self._give_up, self._heartbeat)
-        return defer.DeferredList(waiting)
+        self._stop_watching()  # watched again from now: all given up on in ``heartbeat``
+        self._watch()
+        return defer.DeferredList([settled for settled, _, _ in self._in_flight.values()])
 
     def _stop_watching(self):
-        if self._watchdog is not None and self._watchdog.active():
+        if self._watchdog is not None:
             self._watchdog.cancel()
-        self._watchdog = None
+            self._watchdog = None
 
     def _give_up(self, after):
         """Batches sent more than ``after`` seconds ago and not answered
@@ -740,7 +752,7 @@ class ClusterNode(service.Service):
             if failed is None:
                 continue
             if fields[0] == "j":
-                key = (fields[1].partition("/")[0], fields[3])
+                key = _copies(fields[1], fields[3])
                 if key in seen:
                     continue
                 seen.add(key)
@@ -880,19 +892,19 @@ class ClusterNode(service.Service):
             element = self._element(entry)
             if element is not None:
                 self._router.routed(element)
-            return
+            return None
         try:
             jid = JID.normalised(entry["j"])
         except (KeyError, InvalidJID):
-            return
+            return None
         session = self.directory.local.get(jid)
         if "c" in entry:
             if session is not None:
                 session.close(entry["c"], entry.get("t") or None)
-            return
+            return None
         element = self._element(entry)
         if element is None:
-            return
+            return None
         if session is not None:
             session.send(element)
             return None
@@ -940,7 +952,8 @@ class ClusterNode(service.Service):
             jid = JID.normalised(entry.get("j", ""))
         except InvalidJID:
             return None
-        if element is None or (jid.bare, entry["x"]) in seen:
+        key = _copies(entry["j"], entry.get("x"))
+        if element is None or key in seen:
             return None
-        seen.add((jid.bare, entry["x"]))
+        seen.add(key)
         return self._router.undeliverable(jid, element)
