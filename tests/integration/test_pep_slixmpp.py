@@ -14,7 +14,8 @@ xep_0084, xep_0292, xep_0402, xep_0048/xep_0049, xep_0054):
 - filtered notifications (XEP-0163 §4.3) through the clients' real entity
   capabilities (XEP-0115): a contact's resource that advertises
   ``NODE+notify`` gets the event, one that does not is left out, and a
-  resource coming online later gets the last item (§4.3.1, XEP-0203);
+  resource coming online later gets the last item (§4.3.1, XEP-0203), and
+  so does a contact's resource when its subscription is approved (§4.3.4);
 - avatars and bookmarks across the older protocols (XEP-0398 between
   XEP-0084 and vCard photos; XEP-0411 between XEP-0048 private storage and
   XEP-0402).
@@ -418,6 +419,14 @@ def test_omemo_device_list_published_open_is_read_by_a_non_contact(server, run):
 # Filtered notifications
 
 
+def nick_of(message):
+    """The nickname a notification (XEP-0172) carries."""
+    items = message.xml.find(f"{{{NS_EVENT}}}event/{{{NS_EVENT}}}items")
+    assert items is not None and items.get("node") == NS_NICK, f"not a nick event: {message}"
+    [item] = items.findall(f"{{{NS_EVENT}}}item")
+    return text_of(item, f"{{{NS_NICK}}}nick")
+
+
 def test_notifications_follow_the_contacts_caps(server, run):
     """alice and bob are mutual contacts.  alice publishes her nickname
     (XEP-0172) while bob is offline; bob's phone, whose caps advertise
@@ -427,12 +436,6 @@ def test_notifications_follow_the_contacts_caps(server, run):
     last item, and publishes again: the phone and the laptop get the event;
     bob's desk, whose caps do not have +notify for the node, gets nothing."""
     alice, bob = new_accounts(server, "alice", "bob")
-
-    def nick_of(message):
-        items = message.xml.find(f"{{{NS_EVENT}}}event/{{{NS_EVENT}}}items")
-        assert items is not None and items.get("node") == NS_NICK, f"not a nick event: {message}"
-        [item] = items.findall(f"{{{NS_EVENT}}}item")
-        return text_of(item, f"{{{NS_NICK}}}nick")
 
     async def body(clients):
         await subscribe_both(clients, alice, bob)
@@ -469,6 +472,34 @@ def test_notifications_follow_the_contacts_caps(server, run):
         await settled(desk)
         assert desk_events.empty(), f"the desk got {desk_events.get_nowait()}"
         assert nicks.empty() and own.empty()
+
+    run(server, body, timeout=60)
+
+
+def test_a_new_contact_gets_the_last_item_when_its_subscription_is_approved(server, run):
+    """alice has bob's presence (his phone, interested in nicknames, is
+    available to her), bob not yet hers; when she approves his request,
+    the phone gets her last nickname (XEP-0163 §4.3.4: a new subscriber
+    gets the last item at once)."""
+    alice, bob = new_accounts(server, "alice", "bob")
+
+    async def body(clients):
+        writer = await login(clients, alice, "desk", "xep_0172")
+        writer.xmpp.auto_authorize = None  # alice approves herself
+        requests = collect(writer, "presence_subscribe")
+        writer.xmpp.send_presence()  # available: requests come to it
+        await writer.xmpp.plugin["xep_0172"].publish_nick("Alice", timeout=STEP_TIMEOUT)
+        phone = await login(clients, bob, "phone", "xep_0172")
+        nicks = collect(phone, "user_nick_publish")
+        assert f"{NS_NICK}+notify" in await available_with_caps(phone)
+        writer.xmpp.send_presence(pto=bare(bob), ptype="subscribe")  # the phone approves
+        phone.xmpp.send_presence(pto=bare(alice), ptype="subscribe")
+        await next_of(requests)
+        await settled(phone)
+        assert nicks.empty(), "a nickname before the subscription was approved"
+        writer.xmpp.send_presence(pto=bare(bob), ptype="subscribed")
+        last = await next_of(nicks)
+        assert (str(last["from"]), nick_of(last)) == (bare(alice), "Alice")
 
     run(server, body, timeout=60)
 
