@@ -5,7 +5,8 @@ be reachable and at the current schema), TLS certificates (one for every
 hosted domain), the server core with its feature modules, external components
 (XEP-0114, :mod:`xmppd.core.component`), the cluster node when
 ``[cluster]`` names a Redis (:mod:`xmppd.cluster`), and the listeners (c2s ones read
-the PROXY protocol from the balancers configured, :mod:`xmppd.core.proxy`).
+the PROXY protocol from the balancers configured, :mod:`xmppd.core.proxy`;
+TCP connections write at once, :mod:`xmppd.core.direct_write`).
 
 Anything wrong at start-up ends the process with one line per problem,
 ``xmppd: FILE: KEY: PROBLEM``, and exit status 1, never a traceback or a
@@ -37,6 +38,7 @@ from xmppd.control import Controller
 from xmppd.core.server import Server
 from xmppd.core.c2s import ClientStreamFactory
 from xmppd.core.component import Components
+from xmppd.core.direct_write import direct_writes
 from xmppd.core.proxy import ProxyProtocolFactory
 from xmppd.core.stream import ParserSweep
 from xmppd.core.tls import ServerTLS
@@ -258,6 +260,8 @@ class Listener(StreamServerEndpointService):
             raise StartupError(f"{self.where}: {_reason(e.socketError)}") from None
         except Exception as e:  # an endpoint raises what its socket calls do
             raise StartupError(f"{self.where}: {_reason(e)}") from None
+        # A TCP endpoint's port is there already: no connection came before.
+        self._waitingForPort.addCallback(direct_writes)
 
     def stopService(self):
         if self._waitingForPort is None:  # never listened
