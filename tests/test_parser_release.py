@@ -79,6 +79,13 @@ def test_limits_and_restrictions_hold_after_a_release():
         r.feed(b"<!DOCTYPE x>")
     assert error.value.condition == "restricted-xml"
     r = Recorder()
+    r.feed(HEADER + b"<presence/>")
+    assert r.parser.release()
+    r.feed(b"<")  # a declaration split over two reads after the release
+    with pytest.raises(StreamError) as error:
+        r.feed(b"!DOCTYPE x>")
+    assert error.value.condition == "restricted-xml"
+    r = Recorder()
     r.feed(HEADER)
     assert r.parser.release()
     with pytest.raises(StreamError) as error:

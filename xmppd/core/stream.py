@@ -162,7 +162,8 @@ class HeldWriters:
     """Streams that write to this one faster than its peer reads are held
     (:meth:`hold`): they stop reading until this one's output
     (``_output``, an :class:`OutputBuffer`) drains, they or it are gone, or
-    :data:`MAX_HOLD` seconds pass.  Uses ``clock``, ``_held`` (a set) and
+    :data:`MAX_HOLD` seconds pass.  Uses ``clock``, ``_held`` (a set, None
+    until a writer is held: most streams never hold one) and
     ``_hold_timer``."""
 
     def backlogged(self):
@@ -173,9 +174,12 @@ class HeldWriters:
     def hold(self, writer):
         """Stop ``writer`` (a stream writing to this one) reading until this
         stream's output drains, it is gone, or :data:`MAX_HOLD` seconds pass."""
-        if writer is self or writer in self._held:
+        held = self._held
+        if writer is self or (held is not None and writer in held):
             return
-        self._held.add(writer)
+        if held is None:
+            held = self._held = set()
+        held.add(writer)
         writer.pause()
         if self._hold_timer is None:
             self._hold_timer = self.clock.callLater(MAX_HOLD, self._release_held)
@@ -186,7 +190,7 @@ class HeldWriters:
 
     def _release_held(self):
         self._hold_timer = cancelled(self._hold_timer)
-        held, self._held = self._held, set()
+        held, self._held = self._held or (), None
         for writer in held:
             writer.resume()
 
@@ -241,7 +245,7 @@ class XmlStream(HeldWriters, ReadPauses, Protocol):
         self._tls_timer = None
         self._closing_timer = None
         self._output = None
-        self._held = set()  # streams that stopped reading because of our output
+        self._held = None  # streams that stopped reading because of our output
         self._hold_timer = None
 
     # Settings of the subclass

@@ -94,7 +94,7 @@ class WebSocketCarrier(HeldWriters, ReadPauses, UnauthenticatedCount, WebSocketS
         self._counted = self._unauthenticated = None
         self._pauses = 0
         self._output = None  # OutputBuffer, once the WebSocket is open
-        self._held, self._hold_timer = set(), None
+        self._held, self._hold_timer = None, None
         self._last_traffic = 0.0
         self._frames = FrameParser(server.config.c2s.max_stanza_size)
         self._idle_timer = self._ping_timer = None

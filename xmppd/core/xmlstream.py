@@ -32,6 +32,7 @@ them; serialisation writes them without a namespace declaration, inheriting
 the stream's default namespace (RFC 6120 §4.8.3).
 """
 
+import functools
 import pyexpat
 from xml.sax.saxutils import quoteattr
 
@@ -59,6 +60,12 @@ class StreamError(Exception):
         self.text = text
 
 
+@functools.lru_cache(maxsize=None)
+def _namespaces(namespaces):
+    """One frozenset of a stream kind's content namespaces for all its parsers."""
+    return frozenset(namespaces)
+
+
 class _Stop(Exception):
     """Raised inside expat callbacks to abandon the rest of the buffer."""
 
@@ -74,6 +81,12 @@ class StreamParser:
     RFC 6120 §5.4.3.3).
     """
 
+    __slots__ = ("_offset", "_priming", "_header", "_header_default", "_on_start",
+                 "_on_element", "_on_end", "_max", "_content_ns", "_stopped", "_started",
+                 "_fed", "_tail", "_boundary", "_stanza_start", "_elements", "_current",
+                 "_text_parts", "_default_ns", "_prefixes", "_prefixes_in_scope", "_depth",
+                 "_parser")
+
     def __init__(self, on_start, on_element, on_end, max_stanza_size,
                  content_namespaces=(NS_CLIENT,)):
         self._offset = 0  # the position in the stream of the expat parser's byte 0
@@ -84,7 +97,7 @@ class StreamParser:
         self._on_element = on_element
         self._on_end = on_end
         self._max = max_stanza_size
-        self._content_ns = frozenset(content_namespaces)
+        self._content_ns = _namespaces(tuple(content_namespaces))
         self._stopped = False
         self._started = False
         self._fed = 0
@@ -169,6 +182,7 @@ class StreamParser:
             return False
         self._parser = None
         self._boundary = self._fed
+        self._tail = b""  # no tag is half fed: a syntax error will be in later reads
         return True
 
     def between_stanzas(self):
