@@ -1,18 +1,21 @@
-"""TCP transports that write at once (xmppd.core.direct_write): on a socket
-pair, with an in-memory reactor that records what it is asked to watch."""
+"""TCP transports that send TLS records at once (xmppd.core.direct_write):
+on a socket pair, with an in-memory reactor that records what it is asked
+to watch."""
 
 import socket
 from types import SimpleNamespace
 
 import pytest
 from OpenSSL import SSL
-from twisted.internet import ssl, tcp
+from twisted.internet import defer, error, ssl, tcp, unix
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock
-from twisted.protocols.tls import TLSMemoryBIOProtocol
+from twisted.protocols import tls
 
+from tests.harness import make_config
 from xmppd.certs import make_self_signed
-from xmppd.core.direct_write import Server, direct_writes
+from xmppd.core.direct_write import Server, StartTLSServer, direct_writes
+from xmppd.tap import Listener
 
 
 class Received(Protocol):
@@ -23,7 +26,7 @@ class Received(Protocol):
         self.data += data
 
 
-def make_pair(small_buffers=False):
+def make_pair(small_buffers=False, kind=Server):
     ours, theirs = socket.socketpair()
     if small_buffers:
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
@@ -31,8 +34,8 @@ def make_pair(small_buffers=False):
     theirs.setblocking(False)
     reactor = MemoryReactorClock()
     protocol = Received()
-    server = Server(ours, protocol, ("127.0.0.1", 40000), SimpleNamespace(_realPortNumber=5222),
-                    1, reactor)
+    server = kind(ours, protocol, ("127.0.0.1", 40000), SimpleNamespace(_realPortNumber=5222),
+                  1, reactor)
     protocol.makeConnection(server)
     return server, theirs, reactor
 
@@ -65,8 +68,9 @@ def test_what_the_kernel_does_not_take_waits_and_keeps_its_order():
     big = bytes(range(256)) * 4096  # 1 MiB: more than both socket buffers hold
     server.write(big)
     assert server in reactor.writers  # the rest waits for the socket
+    got = receive(theirs)  # room in the kernel again, while the rest still waits
+    assert got
     server.write(b"tail")  # behind what waits, not sent ahead of it
-    got = b""
     for _ in range(10000):
         chunk = receive(theirs)
         if not chunk:
@@ -79,12 +83,42 @@ def test_what_the_kernel_does_not_take_waits_and_keeps_its_order():
     theirs.close()
 
 
-def test_a_send_error_is_left_to_twisted(pair):
+class ResetSocket:
+    """A socket whose peer has reset the connection."""
+
+    def __init__(self, sock):
+        self._sock = sock
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+    def send(self, data):
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+
+def test_a_failed_send_ends_the_connection_as_lost(pair):
     server, theirs, reactor = pair
-    theirs.close()
-    server.write(b"<message/>")  # EPIPE: kept for Twisted's own send
+    server.socket = ResetSocket(server.socket)
+    server.write(b"<message/>")  # the bytes wait; the reset is not forgotten
     assert server in reactor.writers
-    assert isinstance(server.doWrite(), Exception)  # which reports the lost connection
+    assert isinstance(server.doRead(), error.ConnectionLost)  # not the EOF recv would see
+    assert isinstance(server.doWrite(), error.ConnectionLost)
+
+    other, peer, reactor = make_pair()
+    peer.close()
+    other.write(b"<message/>")  # EPIPE
+    assert other in reactor.writers
+    assert isinstance(other.doWrite(), error.ConnectionLost)
+    other.socket.close()
+
+
+def test_what_twisted_refuses_is_refused(pair):
+    server, theirs, reactor = pair
+    for write in (lambda: server.write(bytearray(b"<a/>")),
+                  lambda: server.writeSequence([b"<a/>", memoryview(b"<b/>")])):
+        with pytest.raises(TypeError):
+            write()
+    assert receive(theirs) == b""
 
 
 def test_nothing_is_sent_at_once_after_an_abort_or_while_closing(pair):
@@ -126,8 +160,22 @@ def test_a_pull_producer_is_asked_for_more_once_its_bytes_are_out(pair):
     assert receive(theirs) == b"<chunk/>" and producer.asked == 2
 
 
-def test_after_starttls_the_tls_records_are_sent_at_once(pair, tmp_path):
-    server, theirs, reactor = pair
+def test_plaintext_takes_twisteds_path_on_a_starttls_connection():
+    server, theirs, reactor = make_pair(kind=StartTLSServer)
+    server.write(b"<a/>")
+    server.write(b"<b/>")  # gathered with the first into one send
+    assert receive(theirs) == b"" and server in reactor.writers
+    server.doWrite()
+    assert receive(theirs) == b"<a/><b/>"
+    server.socket.close()
+    theirs.close()
+
+
+@pytest.mark.parametrize("kind", [StartTLSServer, Server])
+def test_after_starttls_the_tls_records_are_sent_at_once(kind, tmp_path, monkeypatch):
+    server, theirs, reactor = make_pair(kind=kind)
+    # The clock Twisted's TLS layer gathers a reactor turn's writes with:
+    monkeypatch.setattr(tls, "_get_default_clock", lambda: reactor)
     cert, key = make_self_signed("example.com", str(tmp_path))
     with open(cert, "rb") as c, open(key, "rb") as k:
         options = ssl.PrivateCertificate.loadPEM(c.read() + k.read()).options()
@@ -144,15 +192,37 @@ def test_after_starttls_the_tls_records_are_sent_at_once(pair, tmp_path):
     client.do_handshake()
     theirs.sendall(client.bio_read(65536))
     server.doRead()
-    # What Twisted's TLS layer does with the writes it gathers in a reactor turn:
-    TLSMemoryBIOProtocol.write(server.protocol, b"<message/>")
-    client.bio_write(receive(theirs))
-    assert client.recv(1024) == b"<message/>"
+    server.write(b"<message/>")
+    server.writeSequence([b"<iq/>", b"<presence/>"])
+    reactor.advance(0)  # the TLS layer writes one record
+    record = receive(theirs)
+    assert record and b"message" not in record  # encrypted, sent at once
     assert server not in reactor.writers
+    client.bio_write(record)
+    assert client.recv(1024) == b"<message/><iq/><presence/>"
+    server.loseConnection()  # close_notify goes at once; the socket waits for the peer's
+    client.bio_write(receive(theirs))
+    with pytest.raises(SSL.ZeroReturnError):
+        client.recv(1024)
+    assert server.connected
 
 
-def test_listening_tcp_ports_hand_out_the_transport():
-    port = tcp.Port(0, Factory(), interface="127.0.0.1", reactor=MemoryReactor())
-    assert direct_writes(port) is port and port.transport is Server
-    other = SimpleNamespace(transport=tcp.Server)  # another kind of port: left alone
-    assert direct_writes(other).transport is tcp.Server
+class Endpoint:
+    def __init__(self, port):
+        self.port = port
+
+    def listen(self, factory):
+        return defer.succeed(self.port)
+
+
+@pytest.mark.parametrize("tls, kind", [(False, StartTLSServer), (True, Server)])
+def test_listeners_give_their_tcp_ports_the_transports(tmp_path, tls, kind):
+    config = make_config(tmp_path)
+    listener = Listener(config, "c2s.listen", "tcp:5222", Factory(), MemoryReactor(), tls=tls)
+    listener.endpoint = Endpoint(tcp.Port(0, Factory(), interface="127.0.0.1",
+                                          reactor=MemoryReactor()))
+    listener.privilegedStartService()
+    assert listener.endpoint.port.transport is kind
+    path = str(tmp_path / "socket")  # a UNIX port keeps its own transport
+    assert direct_writes(unix.Port(path, Factory(), reactor=MemoryReactor()),
+                         tls).transport is unix.Server

@@ -6,7 +6,7 @@ hosted domain), the server core with its feature modules, external components
 (XEP-0114, :mod:`xmppd.core.component`), the cluster node when
 ``[cluster]`` names a Redis (:mod:`xmppd.cluster`), and the listeners (c2s ones read
 the PROXY protocol from the balancers configured, :mod:`xmppd.core.proxy`;
-TCP connections write at once, :mod:`xmppd.core.direct_write`).
+TCP connections send TLS records at once, :mod:`xmppd.core.direct_write`).
 
 Anything wrong at start-up ends the process with one line per problem,
 ``xmppd: FILE: KEY: PROBLEM``, and exit status 1, never a traceback or a
@@ -207,13 +207,18 @@ def build(config, reactor=None):
         factory = factories[key]()
         if tls:
             factory = TLSMemoryBIOFactory(ServerTLS(certificates, default_host), False, factory)
-        Listener(config, key, description, factory, reactor).setServiceParent(top)
+        Listener(config, key, description, factory, reactor,
+                 tls=tls or key in DIRECT_TLS).setServiceParent(top)
     if config.admin.socket:
         AdminSocketService(config.admin.socket, controller, reactor).setServiceParent(top)
     # Last, so it starts after every listener and stops first.
     ReadinessService().setServiceParent(top)
     top.server = server
     return top
+
+
+# Listeners whose connections start with a TLS handshake (XEP-0368).
+DIRECT_TLS = ("c2s.direct_tls", "s2s.direct_tls")
 
 
 class MetricsSite(Site):
@@ -245,13 +250,16 @@ def open_storage(config):
 
 class Listener(StreamServerEndpointService):
     """The listener of one ``description`` of setting ``key`` (such as
-    ``c2s.listen``); failing to listen is a :class:`StartupError` naming both."""
+    ``c2s.listen``); failing to listen is a :class:`StartupError` naming both.
+    Its TCP connections send TLS records at once (:func:`direct_writes`;
+    ``tls``: all they carry is TLS)."""
 
     _raiseSynchronously = True
 
-    def __init__(self, config, key, description, factory, reactor):
+    def __init__(self, config, key, description, factory, reactor, tls=False):
         super().__init__(preflight.server_endpoint(config, key, description, reactor), factory)
         self.where = f"{config.path}: {key}: cannot listen on {description}"
+        self.tls = tls
 
     def privilegedStartService(self):
         try:
@@ -261,7 +269,7 @@ class Listener(StreamServerEndpointService):
         except Exception as e:  # an endpoint raises what its socket calls do
             raise StartupError(f"{self.where}: {_reason(e)}") from None
         # A TCP endpoint's port is there already: no connection came before.
-        self._waitingForPort.addCallback(direct_writes)
+        self._waitingForPort.addCallback(direct_writes, self.tls)
 
     def stopService(self):
         if self._waitingForPort is None:  # never listened

@@ -1,48 +1,65 @@
-"""TCP connections that write at once: bytes go to the socket when nothing
-waits before them.
+"""TCP connections that send their TLS records at once: a record goes to
+the socket when nothing waits before it.
 
 Twisted's TCP transport never sends in ``write``: it appends the bytes to a
 buffer, asks the reactor to watch the socket for writability (an
 ``epoll_ctl``), sends them when the next reactor iteration finds the socket
-writable, and stops watching (another ``epoll_ctl``).  A stream server
-writes a few hundred bytes per connection per iteration (the stanzas of the
-iteration, gathered into TLS records by Twisted's TLS layer), nearly always
-into an empty kernel buffer, so each write cost two system calls and one
-more dispatch by the reactor: about a sixth of the server's CPU per message
-in the messages benchmark (bench/RESULTS.md).
+writable, and stops watching (another ``epoll_ctl``).  On a TLS connection
+Twisted's TLS layer already gathers the writes of one reactor iteration
+into one record, nearly always written into an empty kernel buffer, so each
+record cost two system calls and one more dispatch by the reactor: about an
+eighth of the server's CPU per message in the messages benchmark
+(bench/RESULTS.md).
 
-:class:`Server` tries the socket first when its buffer is empty and the
+These transports try the socket first when the buffer is empty and the
 connection is open.  What the kernel takes is sent; the rest goes through
 Twisted's buffer as before, so the order of the bytes, the pausing of a
-producer past ``bufferSize`` and the closing after the last byte stay
-Twisted's.  A pull producer (twisted.web's file sender) is asked for more
-when Twisted has written the buffer out, so its writes take Twisted's
-path.  Errors too: on a failed send the bytes go to Twisted's buffer, and
-its own send meets the error and closes the connection.  Once STARTTLS has
-begun, the TLS layer writes its records through the same path.
+streaming producer past ``bufferSize`` and the closing after the last byte
+stay Twisted's.  A pull producer would be asked for more only by Twisted's
+own send, so while one is registered, writes take Twisted's path (a
+safeguard: twisted.web and the TLS layer register streaming producers).  A
+send that fails for any reason but a full buffer leaves the bytes in
+Twisted's buffer and ends the connection with ``ConnectionLost`` at the
+next reactor iteration, as Twisted's own send does.
 
-Twisted has no option for this, hence a subclass of its transport; STARTTLS
-needs Twisted's ``_newtls.startTLS`` (private), given :class:`_Socket` as
-the base to write through.  :func:`direct_writes` makes a listening port
-hand out :class:`Server` transports (``xmppd.tap.Listener`` applies it).
+Only TLS records go at once: plaintext writes (before STARTTLS, external
+components, plain HTTP) may come several in one iteration, which Twisted's
+buffer gathers into one send.  :class:`StartTLSServer` (a STARTTLS
+listener's connections) sends at once what its TLS layer writes once
+STARTTLS has begun: Twisted's ``_newtls.startTLS`` (private) is given
+:class:`_Socket` as the base that layer writes through.  :class:`Server`
+(a direct TLS listener's connections, where every byte written is TLS, the
+TLS layer wrapping the protocol above) sends every write at once.  Twisted
+has no option for this, hence subclasses of its transport;
+:func:`direct_writes` gives a listening port one of them
+(``xmppd.tap.Listener`` applies it).
 """
 
-from twisted.internet import abstract, tcp
+import errno
+
+from twisted.internet import abstract, main, tcp
 from twisted.internet._newtls import startTLS
+
+# What a non-blocking send may raise while the connection is fine (as
+# Twisted's tcp.Connection.writeSomeData tells them apart).
+_FULL = (errno.EWOULDBLOCK, errno.ENOBUFS, errno.EINTR)
 
 
 class _Socket(abstract.FileDescriptor):
     """Twisted's file descriptor methods, with :meth:`write` trying the
-    socket first; what STARTTLS's TLS layer writes its records through
-    (Twisted's ``_BypassTLS`` calls these with the connection)."""
+    socket first; what the TLS layer writes its records through (Twisted's
+    ``_BypassTLS`` calls these with the connection, a :class:`StartTLSServer`)."""
 
     def write(self, data):
-        if (data and not self._tempDataLen and not self.dataBuffer and self.connected
-                and not self.disconnecting and not self._writeDisconnecting
-                and not self._aborting and (self.producer is None or self.streamingProducer)):
+        if (data.__class__ is bytes and data and not self._tempDataLen and not self.dataBuffer
+                and self.connected and not self.disconnecting and not self._writeDisconnecting
+                and not self._aborting and not self._send_failed
+                and (self.producer is None or self.streamingProducer)):
             try:
                 sent = self.socket.send(data)
-            except OSError:  # EAGAIN; or an error Twisted's own send reports
+            except OSError as e:
+                if e.errno not in _FULL:
+                    self._send_failed = True  # reported at the next iteration
                 sent = 0
             if sent == len(data):
                 return
@@ -50,16 +67,39 @@ class _Socket(abstract.FileDescriptor):
         abstract.FileDescriptor.write(self, data)
 
     def writeSequence(self, iovec):
-        _Socket.write(self, b"".join(iovec))
+        if all(chunk.__class__ is bytes for chunk in iovec):
+            _Socket.write(self, b"".join(iovec))
+        else:
+            abstract.FileDescriptor.writeSequence(self, iovec)  # refuses them
 
 
-class Server(tcp.Server):
-    """Twisted's server side TCP transport, writing at once (see the module
-    docstring)."""
+class StartTLSServer(tcp.Server):
+    """Twisted's server side TCP transport whose TLS records, once STARTTLS
+    has begun, are sent at once (see the module docstring)."""
+
+    _send_failed = False  # a direct send failed: the connection is lost
+
+    def startTLS(self, ctx, normal=True):
+        startTLS(self, ctx, normal, _Socket)
+
+    def doRead(self):
+        if self._send_failed:
+            return main.CONNECTION_LOST
+        return super().doRead()
+
+    def writeSomeData(self, data):
+        if self._send_failed:
+            return main.CONNECTION_LOST
+        return super().writeSomeData(data)
+
+
+class Server(StartTLSServer):
+    """The transport of a direct TLS listener's connections: every write
+    (a TLS record) is sent at once (see the module docstring)."""
 
     def write(self, data):
         if self.TLS:
-            super().write(data)  # through the TLS layer, which writes by _Socket
+            super().write(data)  # through a TLS layer of its own, which writes by _Socket
         else:
             _Socket.write(self, data)
 
@@ -69,13 +109,12 @@ class Server(tcp.Server):
         else:
             _Socket.writeSequence(self, iovec)
 
-    def startTLS(self, ctx, normal=True):
-        startTLS(self, ctx, normal, _Socket)
 
-
-def direct_writes(port):
-    """Make ``port`` (a listening port) give its connections :class:`Server`
-    transports if it is Twisted's TCP port; return it."""
+def direct_writes(port, tls):
+    """Give the connections of ``port`` (a listening port) :class:`Server`
+    transports if ``tls`` (every byte they carry is TLS), else
+    :class:`StartTLSServer` ones, if it is Twisted's TCP port (not a UNIX
+    one); return it."""
     if type(port) is tcp.Port:
-        port.transport = Server
+        port.transport = Server if tls else StartTLSServer
     return port
