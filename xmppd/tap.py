@@ -63,6 +63,8 @@ MODULES = ("sasl", "sasl2", "bind", "bind2", "legacy_session", "roster", "presen
            "external_services", "contact_addresses", "outage_status", "fast", "anonymous",
            "spam_reporting", "domain_blocklist", "stranger_limits", "register", "invites",
            "adhoc", "admin_commands", "admin_api")
+# Listeners whose connections start with a TLS handshake (XEP-0368).
+DIRECT_TLS = ("c2s.direct_tls", "s2s.direct_tls")
 
 
 class Options(usage.Options):
@@ -215,10 +217,6 @@ def build(config, reactor=None):
     ReadinessService().setServiceParent(top)
     top.server = server
     return top
-
-
-# Listeners whose connections start with a TLS handshake (XEP-0368).
-DIRECT_TLS = ("c2s.direct_tls", "s2s.direct_tls")
 
 
 class MetricsSite(Site):
