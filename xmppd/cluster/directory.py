@@ -34,6 +34,14 @@ def encode(session):
     }, separators=(",", ":"))
 
 
+def _jid(full):
+    """The JID of a record's key ``full`` (text from Redis), or None."""
+    try:
+        return JID.normalised(full)
+    except (InvalidJID, AttributeError, TypeError):
+        return None
+
+
 class RemoteRecord:
     """A session bound on another node (a ``SessionRecord``): what its node
     last published of it; ``send`` and ``close`` go to that node."""
@@ -136,22 +144,28 @@ class ClusterDirectory:
 
     # The mirror, kept by ClusterNode
 
+    def record(self, node, full, text):
+        """The record ``text`` node ``node`` published for ``full`` (a
+        string), or None if either is malformed."""
+        jid = _jid(full)
+        if jid is None:
+            return None
+        try:
+            return RemoteRecord(jid, node, json.loads(text), self._cluster)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
+
     def mirror_set(self, node, full, text):
         """Node ``node`` published the record ``text`` of ``full`` (a string)."""
-        try:
-            jid = JID.normalised(full)
-            record = RemoteRecord(jid, node, json.loads(text), self._cluster)
-        except (InvalidJID, ValueError, KeyError, TypeError, AttributeError):
-            return
-        self._remote.setdefault(jid.bare, {})[jid.resource] = record
+        record = self.record(node, full, text)
+        if record is not None:
+            self._remote.setdefault(record.jid.bare, {})[record.jid.resource] = record
 
     def mirror_del(self, node, full):
         """Node ``node`` unbound ``full``."""
-        try:
-            jid = JID.normalised(full)
-        except (InvalidJID, AttributeError, TypeError):
-            return
-        self._drop(jid, node)
+        jid = _jid(full)
+        if jid is not None:
+            self._drop(jid, node)
 
     def mirror_load(self, node, records, kept=()):
         """Node ``node``'s records are ``records`` (full JID string to
@@ -160,10 +174,10 @@ class ClusterDirectory:
         they are."""
         listed = set()
         for full, text in records.items():
-            try:
-                listed.add(JID.normalised(full))
-            except (InvalidJID, AttributeError, TypeError):
+            jid = _jid(full)
+            if jid is None:
                 continue
+            listed.add(jid)
             if full not in kept:
                 self.mirror_set(node, full, text)
         for record in list(self._records(node)):
@@ -183,16 +197,7 @@ class ClusterDirectory:
 
     def mirror_forget(self, node):
         """Node ``node`` is gone: its records, which are dropped."""
-        gone = []
-        for bare, resources in list(self._remote.items()):
-            for resource, record in list(resources.items()):
-                if record.node == node:
-                    gone.append(record)
-                    del resources[resource]
-            if not resources:
-                del self._remote[bare]
-                self._went_offline(bare)
-        return gone
+        return [self._drop(record.jid, node) for record in list(self._records(node))]
 
     def remote_count(self, node=None):
         """How many records of other nodes (of ``node``) the mirror holds."""

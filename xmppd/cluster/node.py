@@ -68,7 +68,7 @@ from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from xmppd.cluster.directory import ClusterDirectory, RemoteRecord, encode
+from xmppd.cluster.directory import ClusterDirectory, encode
 from xmppd.core.events import ACCOUNT_OFFLINE, SESSION_LOST
 from xmppd.core.stanzas import Stanza
 from xmppd.core.xmlstream import FrameParser, StreamError, serialize
@@ -126,11 +126,16 @@ def default_name():
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def _copies(full, xml):
-    """What the copies of one stanza ``xml`` to several resources of an
-    account (a message to its bare JID) share, ``full`` being the full JID
-    of one (text): handled as undeliverable once, not once each."""
-    return full.partition("/")[0], xml
+def _first_copy(seen, full, xml):
+    """Whether stanza ``xml`` to ``full`` (a full JID, text) is the first
+    met in ``seen`` of its copies to several resources of an account (a
+    message to its bare JID): they are handled as undeliverable once, not
+    once each."""
+    key = full.partition("/")[0], xml
+    if key in seen:
+        return False
+    seen.add(key)
+    return True
 
 
 def within(d, seconds, clock):
@@ -449,12 +454,10 @@ class ClusterNode(service.Service):
         lost = []
         mine = node == self.node
         for full, text in zip(fields[::2], fields[1::2]):
-            try:
-                jid = JID.normalised(full)
-                if not (mine and self.directory.local.get(jid) is not None):
-                    lost.append(RemoteRecord(jid, node, json.loads(text), self))
-            except (InvalidJID, ValueError, KeyError, TypeError, AttributeError):
-                continue
+            record = self.directory.record(node, full, text)
+            if record is not None and not (mine and
+                                           self.directory.local.get(record.jid) is not None):
+                lost.append(record)
         self.directory.mirror_forget(node)  # nothing is routed there any more
         self._forget_components(node)
         for record in lost:
@@ -666,9 +669,9 @@ class ClusterNode(service.Service):
     def _send_batches(self):
         self._flush = None
         batches, self._outgoing = self._outgoing, {}
-        return [self._send_batch(node, entries[start:start + APPEND_BATCH])
-                for node, entries in batches.items()
-                for start in range(0, len(entries), APPEND_BATCH)]
+        for node, entries in batches.items():
+            for start in range(0, len(entries), APPEND_BATCH):
+                self._send_batch(node, entries[start:start + APPEND_BATCH])
 
     def _flush_now(self):
         """Send what waits for the end of the turn; a Deferred fired once
@@ -686,15 +689,6 @@ class ClusterNode(service.Service):
             self._watchdog.cancel()
             self._watchdog = None
 
-    def _give_up(self, after):
-        """Batches sent more than ``after`` seconds ago and not answered
-        (Redis unreachable): their entries are handled as undeliverable
-        (should Redis add them after all, they come twice, never lost)."""
-        now = self._reactor.seconds()
-        for _, sent, give_up in list(self._in_flight.values()):
-            if now - sent >= after:
-                give_up()
-
     def _watch(self):
         """One timer for the batches sent, not one per batch: each is given
         up on between ``heartbeat`` and twice that after it was sent."""
@@ -702,8 +696,14 @@ class ClusterNode(service.Service):
             self._watchdog = self._reactor.callLater(self._heartbeat, self._watched)
 
     def _watched(self):
+        """Batches sent ``heartbeat`` seconds ago or more and not answered
+        (Redis unreachable): their entries are handled as undeliverable
+        (should Redis add them after all, they come twice, never lost)."""
         self._watchdog = None
-        self._give_up(self._heartbeat)
+        now = self._reactor.seconds()
+        for _, sent, give_up in list(self._in_flight.values()):
+            if now - sent >= self._heartbeat:
+                give_up()
         self._watch()
 
     def _send_batch(self, node, entries):
@@ -723,7 +723,7 @@ class ClusterNode(service.Service):
                 # is still on its way, or lost by Redis): its sessions are
                 # unreachable, and a bare JID's other resources there too.
                 self.directory.mirror_forget(node)
-            self._failed([entry for entry, added in zip(entries, results) if not added])
+                self._failed([entry for entry, added in zip(entries, results) if not added])
             settled.callback(None)
 
         def failed(failure):
@@ -739,7 +739,6 @@ class ClusterNode(service.Service):
             Failure(defer.TimeoutError(f"Redis did not answer in {self._heartbeat:g} s"))))
         d.addCallbacks(answered, failed)
         self._watch()
-        return settled
 
     @staticmethod
     def _failed(entries):
@@ -751,11 +750,8 @@ class ClusterNode(service.Service):
         for fields, failed, args in entries:
             if failed is None:
                 continue
-            if fields[0] == "j":
-                key = _copies(fields[1], fields[3])
-                if key in seen:
-                    continue
-                seen.add(key)
+            if fields[0] == "j" and not _first_copy(seen, fields[1], fields[3]):
+                continue
             failed(*args)
 
     @defer.inlineCallbacks
@@ -952,8 +948,6 @@ class ClusterNode(service.Service):
             jid = JID.normalised(entry.get("j", ""))
         except InvalidJID:
             return None
-        key = _copies(entry["j"], entry.get("x"))
-        if element is None or key in seen:
+        if element is None or not _first_copy(seen, entry["j"], entry.get("x")):
             return None
-        seen.add(key)
         return self._router.undeliverable(jid, element)
