@@ -7,6 +7,7 @@ import json
 from dataclasses import replace
 
 import pytest
+from twisted.internet import defer
 
 from tests.fake_redis import FakeRedis
 from tests.harness import MODULES, add_user, make_server, online, result
@@ -573,6 +574,32 @@ def test_a_lock_is_renewed_while_it_is_held(nodes, redis):
     advance([a], 3.0)
     assert renewals() == 3
     assert redis.call("EXISTS", "t:lock:roster:x") == 0
+
+
+def test_a_lock_another_holds_is_given_up_after_three_lifetimes(nodes, redis):
+    a, = nodes("a")
+    redis.call("SET", "t:lock:roster:x", "another holder", "PX", "60000")
+    failures = []
+    a.cluster.lock("roster:x", ttl=1.0).addErrback(failures.append)
+    advance([a], 2.9)
+    assert failures == []
+    for _ in range(3):  # the last attempts, the backoff at most 0.2 s
+        advance([a], 0.2)
+    assert len(failures) == 1 and failures[0].check(defer.TimeoutError)
+    assert redis.call("GET", "t:lock:roster:x") == "another holder"
+
+
+def test_a_lock_whose_redis_does_not_answer_is_given_up_and_not_renewed(nodes, redis):
+    a, = nodes("a")
+    redis.hold_answer("SET", "t:lock:roster:x")
+    failures = []
+    a.cluster.lock("roster:x", ttl=1.0).addErrback(failures.append)
+    advance([a], 3.0)
+    assert len(failures) == 1 and failures[0].check(defer.TimeoutError)
+    redis.release_answer()  # the lock was taken after all: it lapses, no one renews it
+    sent = len(redis.commands)
+    advance([a], 2.0)
+    assert not any("t:lock:roster:x" in command for command in redis.commands[sent:])
 
 
 def test_the_records_of_a_node_joining_are_kept_when_the_mirror_loads(nodes, redis):

@@ -79,6 +79,7 @@ log = Logger(namespace="xmppd.cluster")
 GROUP = "xmppd"
 READ_COUNT = 200  # entries per XREADGROUP
 READ_BLOCK = 1000  # ms an XREADGROUP waits for entries
+RETRY = 1.0  # seconds before what failed for want of Redis is tried again
 # Takes stream KEYS[1] over: renamed KEYS[2] and listed in set KEYS[3] (the
 # takes of this node still to finish); 1, or 0 when there is no stream.
 TAKE_STREAM = ("if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
@@ -275,7 +276,7 @@ class ClusterNode(service.Service):
                     break
                 except Exception:
                     log.failure("cannot join the cluster: trying again in a second")
-                    yield task.deferLater(self._reactor, 1.0, lambda: None)
+                    yield self._pause(RETRY)
         self._beat = task.LoopingCall(self._tick)
         self._beat.clock = self._reactor
         self._beating = self._beat.start(self._heartbeat / 3, now=False)
@@ -291,7 +292,11 @@ class ClusterNode(service.Service):
             self.republish()
         except Exception:
             log.failure("cannot join the cluster again")
-            yield task.deferLater(self._reactor, 1.0, lambda: None)
+            yield self._pause(RETRY)
+
+    def _pause(self, seconds):
+        """A Deferred fired after ``seconds``."""
+        return task.deferLater(self._reactor, seconds, lambda: None)
 
     def _create_group(self):
         d = self._cmd.execute_command("XGROUP", "CREATE", self.stream, GROUP, "$", "MKSTREAM")
@@ -778,7 +783,7 @@ class ClusterNode(service.Service):
                 continue
             except Exception as e:  # the connection lost: try again
                 log.warn("cannot take cluster lock {name}: {error}", name=name, error=e)
-            yield task.deferLater(self._reactor, delay, lambda: None)
+            yield self._pause(delay)
             delay = min(delay * 2, 0.2)
         renewal = task.LoopingCall(self._fire, "EVAL", RENEW, 1, key, token, ms)
         renewal.clock = self._reactor
@@ -817,7 +822,7 @@ class ClusterNode(service.Service):
                     yield self._rejoin()
                     continue
                 log.failure("cannot read this node's cluster stream")
-                yield task.deferLater(self._reactor, 1.0, lambda: None)
+                yield self._pause(RETRY)
                 continue
             entries = reply[0][1] if reply else []
             if not entries:
