@@ -56,11 +56,14 @@ class TestDatabase:
         finally:
             engine.dispose()
 
-    def test_sqlite_database_in_wal_mode(self, backend, store):
+    def test_sqlite_database_in_wal_mode_durable_and_checkpointed_seldom(self, backend, store):
         if backend.name != "sqlite":
             pytest.skip("SQLite only")
         with sqlite3.connect(make_url(backend.url).database) as connection:
             assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        with store._engine.connect() as connection:  # per connection: the server's own
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+            assert connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 10_000
 
     def test_ping(self, empty_store):
         empty_store.ping()
