@@ -10,7 +10,7 @@ from tests.harness import Client, add_user, make_config, make_server
 from xmppd.config import ConfigError
 from xmppd.core import scram
 from xmppd.jid import JID
-from xmppd.modules.sasl2 import NS_SASL2
+from xmppd.modules.sasl2 import NS_SASL2, NS_SCRAM_UPGRADE, NS_UPGRADE
 from xmppd.tap import MODULES
 
 NS_BIND2 = "urn:xmpp:bind:0"
@@ -37,12 +37,13 @@ def plain(user="alice", password="secret"):
     return b64(f"\0{user}\0{password}".encode())
 
 
-def authenticate(client, inner="", mechanism="PLAIN", response=None, upgrade=None):
-    """Send <authenticate/> after STARTTLS; everything the server answered."""
-    upgrade = f" upgrade='{upgrade}'" if upgrade else ""
+def authenticate(client, inner="", mechanism="PLAIN", response=None, upgrades=()):
+    """Send <authenticate/> after STARTTLS, asking for the XEP-0480
+    ``upgrades`` (task names); everything the server answered."""
+    asked = "".join(f"<upgrade xmlns='{NS_UPGRADE}'>{task}</upgrade>" for task in upgrades)
     initial = "" if response is None else f"<initial-response>{response}</initial-response>"
-    client.send(f"<authenticate xmlns='{NS_SASL2}' mechanism='{mechanism}'{upgrade}>"
-                f"{initial}{inner}</authenticate>")
+    client.send(f"<authenticate xmlns='{NS_SASL2}' mechanism='{mechanism}'>"
+                f"{initial}{asked}{inner}</authenticate>")
     return client.take()
 
 
@@ -63,9 +64,8 @@ def test_the_feature_lists_mechanisms_upgrades_and_inline_features(server):
     mechanisms = [str(m) for m in authentication.elements(NS_SASL2, "mechanism")]
     legacy = [str(m) for m in child(features, NS_SASL, "mechanisms").elements()]
     assert mechanisms == legacy and "SCRAM-SHA-256" in mechanisms
-    upgrades = [str(u) for u in authentication.elements(NS_SASL2, "upgrade")]
-    assert upgrades and all(u.startswith("SCRAM-") and not u.endswith("-PLUS")
-                            for u in upgrades)
+    upgrades = [str(u) for u in authentication.elements(NS_UPGRADE, "upgrade")]
+    assert upgrades == ["UPGR-SCRAM-SHA-1", "UPGR-SCRAM-SHA-256", "UPGR-SCRAM-SHA-512"]
     inline = child(authentication, NS_SASL2, "inline")
     bind = child(inline, NS_BIND2, "bind")
     assert child(inline, NS_SM, "sm") is not None
@@ -160,12 +160,43 @@ def test_scram_with_challenge_response_and_additional_data(server):
     scram_run.send(base64.b64decode(str(child(success, NS_SASL2, "additional-data"))))
 
 
+def only_sha1(server):
+    """alice keeps only her SHA-1 verifier; returns it."""
+    keys = server.sql.get_credentials("alice", "example.com")["SHA-1"]
+    server.sql.set_credentials("alice", "example.com", {"SHA-1": keys})
+    return keys
+
+
+def scram_sha1(client, upgrades, inner=""):
+    """Authenticate with SCRAM-SHA-1 (a PLAIN login would add every
+    verifier itself) asking for ``upgrades``: what the last response got."""
+    scram_run = scram_client("SHA-1")
+    [challenge] = authenticate(client, inner, mechanism="SCRAM-SHA-1", upgrades=upgrades,
+                               response=b64(next(scram_run)))
+    client.send(f"<response xmlns='{NS_SASL2}'>"
+                f"{b64(scram_run.send(base64.b64decode(str(challenge))))}</response>")
+    return client.take()
+
+
+def upgrade_task(client, task, password=b"secret"):
+    """Run the offered task (XEP-0480 §3): everything the server answered."""
+    client.send(f"<next xmlns='{NS_SASL2}' task='{task}'/>")
+    [data] = client.take()
+    assert data.name == "task-data"
+    salt = child(data, NS_SCRAM_UPGRADE, "salt")
+    hash_name = task.removeprefix("UPGR-SCRAM-")
+    salted = scram.salted_password(hash_name, password, base64.b64decode(str(salt)),
+                                   int(salt["iterations"]))
+    client.send(f"<task-data xmlns='{NS_SASL2}'><hash xmlns='{NS_SCRAM_UPGRADE}'>"
+                f"{b64(salted)}</hash></task-data>")
+    return client.take()
+
+
 def test_a_scram_upgrade_task_stores_the_new_verifier(server):
-    local = server.sql.get_credentials("alice", "example.com")
-    server.sql.set_credentials("alice", "example.com", {"SHA-1": local["SHA-1"]})
+    sha1 = only_sha1(server)
     client, _ = connected(server)
     scram_run = scram_client("SHA-1")
-    [challenge] = authenticate(client, mechanism="SCRAM-SHA-1", upgrade="SCRAM-SHA-256",
+    [challenge] = authenticate(client, mechanism="SCRAM-SHA-1", upgrades=["UPGR-SCRAM-SHA-256"],
                                response=b64(next(scram_run)))
     client.send(f"<response xmlns='{NS_SASL2}'>"
                 f"{b64(scram_run.send(base64.b64decode(str(challenge))))}</response>")
@@ -174,30 +205,87 @@ def test_a_scram_upgrade_task_stores_the_new_verifier(server):
     assert [str(t) for t in child(proceed, NS_SASL2, "tasks").elements()] == [
         "UPGR-SCRAM-SHA-256"]
     scram_run.send(base64.b64decode(str(child(proceed, NS_SASL2, "additional-data"))))
-    client.send(f"<next xmlns='{NS_SASL2}' task='UPGR-SCRAM-SHA-256'/>")
-    [challenge] = client.take()
-    fields = dict(f.split("=", 1) for f in base64.b64decode(str(challenge)).decode().split(","))
-    assert set(fields) == {"s", "i"}
-    salted = scram.salted_password("SHA-256", b"secret", base64.b64decode(fields["s"]),
-                                   int(fields["i"]))
-    client.send(f"<response xmlns='{NS_SASL2}'>{b64(salted)}</response>")
-    success, _ = client.take()
+    success, _ = upgrade_task(client, "UPGR-SCRAM-SHA-256")
     assert success.name == "success"
     stored = server.sql.get_credentials("alice", "example.com")
     assert scram.check_password("secret", stored["SHA-256"])
-    assert stored["SHA-1"] == local["SHA-1"]
+    assert stored["SHA-1"] == sha1
+
+
+def test_upgrade_tasks_run_one_after_the_other_for_hashes_not_offered_too(server):
+    only_sha1(server)
+    client, _ = connected(server)
+    [first] = scram_sha1(client, ["UPGR-SCRAM-SHA-512", "UPGR-SCRAM-SHA-256"])
+    assert [str(t) for t in child(first, NS_SASL2, "tasks").elements()] == [
+        "UPGR-SCRAM-SHA-512"]
+    [second] = upgrade_task(client, "UPGR-SCRAM-SHA-512")
+    assert second.name == "continue"
+    assert [str(t) for t in child(second, NS_SASL2, "tasks").elements()] == [
+        "UPGR-SCRAM-SHA-256"]
+    success, _ = upgrade_task(client, "UPGR-SCRAM-SHA-256")
+    assert success.name == "success"
+    assert set(server.sql.get_credentials("alice", "example.com")) == {
+        "SHA-1", "SHA-256", "SHA-512"}
+
+
+def test_a_wrong_task_or_hash_fails_and_stores_nothing(server):
+    only_sha1(server)
+    client, _ = connected(server)
+    scram_sha1(client, ["UPGR-SCRAM-SHA-256"])
+    client.send(f"<next xmlns='{NS_SASL2}' task='UPGR-SCRAM-SHA-512'/>")
+    [failure] = client.take()
+    assert failure.name == "failure"
+    client, _ = connected(server)
+    scram_sha1(client, ["UPGR-SCRAM-SHA-256"])
+    client.send(f"<next xmlns='{NS_SASL2}' task='UPGR-SCRAM-SHA-256'/>")
+    client.take()
+    client.send(f"<task-data xmlns='{NS_SASL2}'><hash xmlns='{NS_SCRAM_UPGRADE}'>"
+                f"{b64(b'short')}</hash></task-data>")
+    server.clock.advance(60)  # a second failure of the account waits
+    assert client.take()[0].name == "failure"
+    assert set(server.sql.get_credentials("alice", "example.com")) == {"SHA-1"}
 
 
 def test_no_upgrade_task_when_the_account_has_the_hash(server):
     client, _ = connected(server)
-    success, _ = authenticate(client, UA, response=plain(), upgrade="SCRAM-SHA-256")
+    success, _ = authenticate(client, UA, response=plain(), upgrades=["UPGR-SCRAM-SHA-256"])
     assert success.name == "success"
 
 
-def test_an_upgrade_not_offered_fails(server):
+def test_an_upgrade_not_offered_is_not_run(server):
+    only_sha1(server)
     client, _ = connected(server)
-    [failure] = authenticate(client, response=plain(), upgrade="SCRAM-MD5")
-    assert failure.name == "failure"
+    success, _ = scram_sha1(client, ["UPGR-SCRAM-MD5"])
+    assert success.name == "success"
+
+
+def test_a_fast_token_cannot_set_a_password_verifier(server):
+    import hmac
+    only_sha1(server)
+    client, _ = connected(server)
+    success, _ = scram_sha1(client, [], UA + "<request-token xmlns='urn:xmpp:fast:0' "
+                            "mechanism='HT-SHA-256-NONE'/>")
+    token = child(success, "urn:xmpp:fast:0", "token")["token"]
+    proof = hmac.digest(token.encode(), b"Initiator", "sha256")
+    client, _ = connected(server)
+    success, _ = authenticate(client, UA + "<fast xmlns='urn:xmpp:fast:0'/>",
+                              mechanism="HT-SHA-256-NONE", response=b64(b"alice\0" + proof),
+                              upgrades=["UPGR-SCRAM-SHA-256"])
+    assert success.name == "success"  # no task: a token holder may not know the password
+    assert set(server.sql.get_credentials("alice", "example.com")) == {"SHA-1"}
+
+
+def test_another_authenticate_during_a_task_ends_the_stream(server):
+    only_sha1(server)
+    client, _ = connected(server)
+    [proceed] = scram_sha1(client, ["UPGR-SCRAM-SHA-256"])
+    assert proceed.name == "continue"
+    authenticate(client, response=plain())
+    assert client.closed
+    client, _ = connected(server)
+    scram_sha1(client, ["UPGR-SCRAM-SHA-256"])
+    client.send(f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{plain()}</auth>")
+    assert client.closed
 
 
 def test_authenticate_again_after_success_ends_the_stream(server):

@@ -112,8 +112,10 @@ class Authentication:
 
     @property
     def busy(self):
-        """Whether an exchange is under way."""
-        return self.mechanism is not None
+        """Whether an exchange is under way: its mechanism's steps, or the
+        tasks after them (SASL2's ``<continue/>``)."""
+        return self.mechanism is not None or (self.profile is not None
+                                              and self.profile.continuing)
 
     def step(self, data):
         """Feed the next client payload to the exchange under way."""
@@ -204,6 +206,7 @@ class Rfc6120:
     """The framing of RFC 6120 §6.4 for one stream's exchanges."""
 
     __slots__ = ("api", "authentication")
+    continuing = False  # RFC 6120 has no tasks after success
 
     def __init__(self, api, authentication):
         self.api = api

@@ -2,17 +2,19 @@
 
 - Discovery (§2.1): after TLS, beside RFC 6120's ``<mechanisms/>``, the
   feature ``<authentication xmlns='urn:xmpp:sasl:2'>`` lists the same
-  mechanisms, the SCRAM hashes an account may be upgraded to
-  (``<upgrade/>``, §2.8) and, in ``<inline/>``, what other modules let a
-  client negotiate inside its ``<authenticate/>`` (:meth:`Sasl2.add_inline`:
-  Bind2, stream resumption, FAST tokens).
-- Initiation (§2.3): ``<authenticate mechanism [upgrade]>`` with an
-  optional ``<initial-response/>`` (no element: no initial response; an
-  empty one: empty data, §2.2) and the client's ``<user-agent id>`` with
-  ``<software/>`` and ``<device/>``.  Mechanisms of other modules
-  (:meth:`Sasl2.add_mechanism`, such as FAST's) are accepted beside the
-  listed ones.  ``<challenge/>`` and ``<response/>`` carry the steps
-  (§2.5), ``<abort/>`` ends the attempt (§3.5).
+  mechanisms, the upgrade tasks of XEP-0480 (``<upgrade
+  xmlns='urn:xmpp:sasl:upgrade:0'>UPGR-SCRAM-…</upgrade>``, one per SCRAM
+  hash the server stores, offered or not) and, in ``<inline/>``, what
+  other modules let a client negotiate inside its ``<authenticate/>``
+  (:meth:`Sasl2.add_inline`: Bind2, stream resumption, FAST tokens).
+- Initiation (§2.3): ``<authenticate mechanism>`` with an optional
+  ``<initial-response/>`` (no element: no initial response; an empty one:
+  empty data, §2.2), the client's ``<user-agent id>`` with
+  ``<software/>`` and ``<device/>``, and the upgrades it asks for.
+  Mechanisms of other modules (:meth:`Sasl2.add_mechanism`, such as
+  FAST's) are accepted beside the listed ones.  ``<challenge/>`` and
+  ``<response/>`` carry the steps (§2.5), ``<abort/>`` ends the attempt
+  (§3.5).
 - Success (§2.6.1): the stream is authenticated, then the handlers of
   other modules run in order (:meth:`Sasl2.on_success`: resumption, then
   binding, token issue...) and add their elements to ``<success/>``,
@@ -24,14 +26,16 @@
   ``<text/>``.  Failures count as RFC 6120's do (delays, bans, locked
   accounts: the ``sasl`` module's :class:`~xmppd.modules.sasl.Authentication`
   is shared by both profiles).
-- Continue (§2.6.3, §2.8): a client that asks ``upgrade='SCRAM-SHA-…'``
-  for a hash its account has no verifier of gets ``<continue/>`` with the
-  task ``UPGR-SCRAM-SHA-…`` after a successful exchange; ``<next task/>``
-  is answered with the account's salt and iteration count for that hash
-  (§2.8.1), the client's ``<response/>`` is its SaltedPassword, from which
-  the new verifier is stored; then ``<success/>``.  An account that has
-  the verifier already needs no task.
-- After success, another ``<authenticate/>`` is a stream error (§3.8).
+- Upgrade tasks (§2.6.3, XEP-0480 §2, §3): after a successful exchange
+  with a password (PLAIN or SCRAM; not a FAST token, whose holder may not
+  set a password), each upgrade asked for whose hash the account has no
+  verifier of is a ``<continue/>`` with that one task; ``<next task/>``
+  gets ``<task-data><salt xmlns='urn:xmpp:scram-upgrade:0' iterations/>``
+  (a new salt), and the client's ``<task-data><hash/>``, its
+  SaltedPassword, gives the new verifier, stored before the next task or
+  ``<success/>``.  Upgrades the server does not offer are not run.
+- Another ``<authenticate/>`` (or RFC 6120 ``<auth/>``) once
+  ``<continue/>`` or ``<success/>`` was sent is a stream error (§3.8).
 """
 
 import base64
@@ -49,23 +53,31 @@ from xmppd.storage import ScramKeys
 
 NS_SASL2 = "urn:xmpp:sasl:2"
 NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
-ELEMENTS = ("authenticate", "response", "abort", "next")
+NS_UPGRADE = "urn:xmpp:sasl:upgrade:0"  # XEP-0480
+NS_SCRAM_UPGRADE = "urn:xmpp:scram-upgrade:0"
+ELEMENTS = ("authenticate", "response", "abort", "next", "task-data")
 # The attributes a client may give of itself (§2.3); longer values are cut.
 MAX_USER_AGENT_ID = 128
 MAX_USER_AGENT_TEXT = 256
-UPGRADE_PREFIX = "UPGR-"
+# The upgrade tasks (XEP-0480 §3): one per SCRAM hash the server stores.
+UPGRADES = {f"UPGR-SCRAM-{name}": name for name in scram.HASHES}
+PASSWORD_MECHANISMS = ("PLAIN", "SCRAM-")  # names, or their beginnings
 
 
 class Request:
     """What the other modules see of a client's ``<authenticate/>``."""
 
-    __slots__ = ("element", "mechanism", "upgrade", "user_agent", "software", "device", "after")
+    __slots__ = ("element", "mechanism", "upgrades", "user_agent", "software", "device",
+                 "after")
 
     def __init__(self, element):
         self.element = element
         self.after = []  # calls to make once <success/> and the features are sent
         self.mechanism = element.getAttribute("mechanism", "")
-        self.upgrade = element.getAttribute("upgrade")
+        # The hashes of the upgrade tasks asked for that the server offers, in order.
+        self.upgrades = list(dict.fromkeys(
+            UPGRADES[task] for child in element.elements(NS_UPGRADE, "upgrade")
+            if (task := str(child).strip()) in UPGRADES))
         self.user_agent = self.software = self.device = None
         agent = next(element.elements(NS_SASL2, "user-agent"), None)
         if agent is not None:
@@ -119,8 +131,8 @@ class Sasl2:
         element = domish.Element((NS_SASL2, "authentication"))
         for name in authentication.sasl.mechanisms:
             element.addElement("mechanism", content=name)
-        for name in _upgrades(authentication.sasl.mechanisms):
-            element.addElement("upgrade", content=name)
+        for task in UPGRADES:
+            element.addElement((NS_UPGRADE, "upgrade"), content=task)
         inline = [child for builder in self._inline if (child := builder(stream)) is not None]
         if inline:
             container = element.addElement("inline")
@@ -142,6 +154,9 @@ class Sasl2:
             stream.close("policy-violation", "an RFC 6120 authentication is in progress")
             return True
         if element.name == "authenticate":
+            if isinstance(profile, Exchange) and profile.continuing:
+                stream.close("policy-violation", "the authentication goes on with its tasks")
+                return True
             exchange = Exchange(self, stream, authentication, Request(element))
             return authentication.begin(exchange, exchange.start) or True
         if not isinstance(profile, Exchange):
@@ -149,37 +164,31 @@ class Sasl2:
         return profile.received(element) or True
 
 
-def _upgrades(mechanisms):
-    """The SCRAM mechanisms (without -PLUS) among ``mechanisms``: those an
-    account can be upgraded to (§2.1)."""
-    names = []
-    for name in mechanisms:
-        base = name.removesuffix("-PLUS")
-        if base.startswith("SCRAM-") and base not in names:
-            names.append(base)
-    return names
-
-
 class Exchange:
     """One ``<authenticate/>``: the profile of its
     :class:`~xmppd.modules.sasl.Authentication`, then its tasks and its
     success."""
 
-    __slots__ = ("service", "stream", "authentication", "request", "_task", "_success")
+    __slots__ = ("service", "stream", "authentication", "request", "_tasks", "_salt",
+                 "_success")
 
     def __init__(self, service, stream, authentication, request):
         self.service = service
         self.stream = stream
         self.authentication = authentication
         self.request = request
-        self._task = None  # the upgrade under way: (hash name, username, keys)
+        self._tasks = []  # the hashes of the upgrade tasks left, the first one offered
+        self._salt = None  # the salt sent for the first task, once the client asked
         self._success = None
+
+    @property
+    def continuing(self):
+        """Whether ``<continue/>`` was sent and its tasks are not over."""
+        return bool(self._tasks)
 
     def start(self):
         """The mechanism and initial response (for Authentication.begin)."""
         request, sasl = self.request, self.authentication.sasl
-        if request.upgrade is not None and request.upgrade not in _upgrades(sasl.mechanisms):
-            raise SaslFailure("invalid-mechanism", "cannot upgrade to " + request.upgrade)
         factory = self.service._mechanisms.get(request.mechanism)
         mechanism = (factory(self.stream, request) if factory is not None
                      else sasl.start(request.mechanism))
@@ -188,12 +197,15 @@ class Exchange:
     def received(self, element):
         authentication = self.authentication
         if element.name == "abort":
-            self._task = None
+            self._tasks = []
             return authentication.fail("aborted")
-        if element.name == "next" and self._task is not None and self._task[0] is None:
-            return self._next(element)
-        if element.name == "response" and self._task is not None and self._task[0]:
-            return self._upgraded(element)
+        if self._tasks:
+            if element.name == "next" and self._salt is None:
+                return self._next(element)
+            if element.name == "task-data" and self._salt is not None:
+                return self._upgraded(element)
+            self._tasks = []
+            return authentication.fail("malformed-request", "not the task under way")
         if element.name == "response" and authentication.busy:
             try:
                 data = _payload(element, None)
@@ -216,58 +228,76 @@ class Exchange:
         return failure
 
     def succeeded(self, success):
-        """The mechanism succeeded: an upgrade task if one is due, else the
-        success."""
-        upgrade = self.request.upgrade
-        if upgrade is None:
+        """The mechanism succeeded: the upgrade tasks due, else the success.
+        Only a password login may give a new verifier."""
+        upgrades = self.request.upgrades
+        if not upgrades or not self.request.mechanism.startswith(PASSWORD_MECHANISMS):
             return self._authenticated(success)
-        hash_name = upgrade.removeprefix("SCRAM-")
         d = self.service._accounts.get_credentials(success.username, self.stream.domain)
-        return d.addCallback(self._offer_upgrade, success, hash_name)
+        return d.addCallback(self._offer_upgrades, success, upgrades)
 
-    def _offer_upgrade(self, stored, success, hash_name):
-        if stored is not None and hash_name in stored:
+    def _offer_upgrades(self, stored, success, upgrades):
+        self._tasks = [name for name in upgrades if name not in (stored or {})]
+        if not self._tasks:
             return self._authenticated(success)
         self._success = success
-        self._task = (None, hash_name)
-        element = _data_element("continue", success.additional_data, "additional-data")
-        tasks = element.addElement("tasks")
-        tasks.addElement("task", content=UPGRADE_PREFIX + "SCRAM-" + hash_name)
-        element.addElement("text", content="SCRAM-%s upgrade requested" % hash_name)
+        self._offer(success.additional_data)
+        return None
+
+    def _offer(self, additional_data=None):
+        """``<continue/>`` with the first task left (XEP-0480 §2.2)."""
+        task = "UPGR-SCRAM-" + self._tasks[0]
+        element = _data_element("continue", additional_data, "additional-data")
+        element.addElement("tasks").addElement("task", content=task)
+        element.addElement("text", content=f"{task} as requested")
         self.stream.send(element)
 
     def _next(self, element):
-        """``<next task='UPGR-SCRAM-…'/>``: the salt and iteration count (§2.8.1)."""
-        hash_name = self._task[1]
-        if element.getAttribute("task") != UPGRADE_PREFIX + "SCRAM-" + hash_name:
-            self._task = None
+        """``<next task='UPGR-SCRAM-…'/>``: the salt and iteration count
+        (XEP-0480 §3)."""
+        if element.getAttribute("task") != "UPGR-SCRAM-" + self._tasks[0]:
+            self._tasks = []
             return self.authentication.fail("malformed-request", "not the task offered")
-        salt = secrets.token_bytes(scram.SALT_LENGTH)
-        self._task = (hash_name, salt)
-        self.challenge(b"s=%s,i=%d" % (base64.b64encode(salt), scram.MIN_ITERATIONS))
+        self._salt = secrets.token_bytes(scram.SALT_LENGTH)
+        data = domish.Element((NS_SASL2, "task-data"))
+        salt = data.addElement((NS_SCRAM_UPGRADE, "salt"),
+                               content=base64.b64encode(self._salt).decode("ascii"))
+        salt["iterations"] = str(scram.MIN_ITERATIONS)
+        self.stream.send(data)
         return None
 
     def _upgraded(self, element):
-        """The client's SaltedPassword: store the new verifier, then succeed."""
-        hash_name, salt = self._task
-        self._task = None
+        """The client's SaltedPassword: store the new verifier, then the
+        next task or the success."""
+        hash_name, salt = self._tasks[0], self._salt
+        self._salt = None
         try:
-            salted = _payload(element, None)
+            salted = _payload(element, "hash", NS_SCRAM_UPGRADE)
         except SaslFailure as e:
+            self._tasks = []
             return self.authentication.fail(e.condition, e.text)
         if salted is None or len(salted) != scram.HASHES[hash_name]().digest_size:
+            self._tasks = []
             return self.authentication.fail("malformed-request", "not a SaltedPassword")
         keys = ScramKeys(salt=salt, iterations=scram.MIN_ITERATIONS,
                          stored_key=scram.stored_key(hash_name,
                                                      scram.client_key(hash_name, salted)),
                          server_key=scram.server_key(hash_name, salted))
-        success, self._success = self._success, None
-        accounts, domain = self.service._accounts, self.stream.domain
-        d = accounts.get_credentials(success.username, domain)
+        username, accounts, domain = self._success.username, self.service._accounts, \
+            self.stream.domain
+        d = accounts.get_credentials(username, domain)
         d.addCallback(lambda stored: accounts.set_credentials(
-            success.username, domain, {**(stored or {}), hash_name: keys}))
-        d.addCallback(lambda _: self._authenticated(Success(success.username)))
+            username, domain, {**(stored or {}), hash_name: keys}))
+        d.addCallback(self._task_done)
         return d
+
+    def _task_done(self, _):
+        self._tasks.pop(0)
+        if self._tasks:
+            self._offer()
+            return None
+        success, self._success = self._success, None
+        return self._authenticated(Success(success.username))
 
     def _authenticated(self, success):
         """The stream is authenticated: the handlers, then ``<success/>``
@@ -314,11 +344,12 @@ def _data_element(name, data, child=None):
     return element
 
 
-def _payload(element, child):
-    """The decoded data of ``element`` (or of its ``child``): None when the
-    child is absent, b"" when it is empty (§2.2)."""
+def _payload(element, child, namespace=NS_SASL2):
+    """The decoded data of ``element`` (or of its ``child`` in
+    ``namespace``): None when the child is absent, b"" when it is empty
+    (§2.2)."""
     if child is not None:
-        element = next(element.elements(NS_SASL2, child), None)
+        element = next(element.elements(namespace, child), None)
         if element is None:
             return None
     text = "".join(str(element).split())
