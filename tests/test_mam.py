@@ -170,8 +170,15 @@ def test_paging_forwards_and_backwards(server, alice, bob):
     results, fin = query(alice, "<max>10</max><before/>", flip=True)
     complete, rsm = fin_set(fin)
     assert bodies(results) == ["4", "3", "2", "1", "0"] and complete
-    assert (rsm["first"], rsm["last"]) == tuple(
+    # first and last stay in the archive's order (§4.3.4: flipping changes
+    # only the order the results are sent in), so paging back goes on
+    assert (rsm["last"], rsm["first"]) == tuple(
         next(r.elements(NS_MAM, "result"))["id"] for r in (results[0], results[-1]))
+    results, fin = query(alice, "<max>2</max><before/>", flip=True)
+    assert bodies(results) == ["4", "3"]
+    results, fin = query(alice, f"<max>2</max><before>{fin_set(fin)[1]['first']}</before>",
+                         flip=True)
+    assert bodies(results) == ["2", "1"]
 
 
 def test_an_empty_page(server, alice):
@@ -188,8 +195,10 @@ def test_query_errors(server, alice, bob):
     assert error_condition(error) == "policy-violation"
     _, error = query(alice, start="yesterday")
     assert error_condition(error) == "bad-request"
-    _, error = query(alice, color="blue")
-    assert error_condition(error) == "bad-request"
+    _, error = query(alice, color="blue")  # §4.1.5
+    assert error_condition(error) == "feature-not-implemented"
+    _, error = query(alice, "<max>1</max><index>3</index>")  # XEP-0059 §2.6
+    assert error_condition(error) == "feature-not-implemented"
     bob.take()
     bob.send("<iq type='set' id='x' to='alice@example.com'>"
              f"<query xmlns='{NS_MAM}'/></iq>")

@@ -117,8 +117,8 @@ def parse_filters(query):
         raise StanzaError("bad-request", f"the form's FORM_TYPE must be {NS_MAM}")
     filters = {}
     for var, field in form.fields.items():
-        if var not in FORM_FIELDS:
-            raise StanzaError("bad-request", f"unknown field {var}")
+        if var not in FORM_FIELDS:  # §4.1.5
+            raise StanzaError("feature-not-implemented", f"unknown field {var}")
         values = [str(value) for value in field.values if str(value).strip()]
         if not values:
             continue
@@ -155,6 +155,8 @@ def paging(query, page, max_page):
                 after = text
             elif child.name == "before":
                 before = text
+            elif child.name == "index":  # XEP-0059 §2.6: paging by index is not offered
+                raise StanzaError("feature-not-implemented", "no paging by index")
     if limit > max_page:
         raise StanzaError("policy-violation", f"at most {max_page} per page")
     return limit, after, before
@@ -179,14 +181,14 @@ def query(store, owner, stanza, page, max_page, send):
 
 
 def _send_page(page, to, archive, queryid, flip, send):
-    items = list(reversed(page.items)) if flip else page.items
-    for item in items:
+    items = page.items
+    for item in reversed(items) if flip else items:
         send(result_message(to, archive, queryid, item))
     fin = domish.Element((NS_MAM, "fin"))
     if page.complete:
         fin["complete"] = "true"
     rsm = fin.addElement((NS_RSM, "set"))
-    if items:
+    if items:  # in the archive's order, flipped or not (§4.3.4: the same results)
         rsm.addElement("first", content=items[0].id)
         rsm.addElement("last", content=items[-1].id)
     if page.count is not None:
