@@ -119,13 +119,15 @@ def test_entering_creates_a_locked_room_until_the_owner_configures_it(server):
 def test_groupchat_reaches_every_occupant_with_stanza_and_occupant_ids(server):
     alice, bob = room_with(server)
     bob.send(f"<message type='groupchat' to='{ROOM}' id='m1'><body>hi</body>"
-             f"<stanza-id xmlns='{NS_SID}' by='{ROOM}' id='forged'/></message>")
+             f"<stanza-id xmlns='{NS_SID}' by='{ROOM}' id='forged'/>"
+             f"<x xmlns='{NS_USER}'><item jid='alice@example.com/res'/></x></message>")
     [to_alice], [to_bob] = alice.take(), bob.take()
     for message, to in ((to_alice, "alice@example.com/res"), (to_bob, "bob@example.com/res")):
         assert (message["from"], message["to"], message["type"]) == (
             f"{ROOM}/bob", to, "groupchat")
         [sid] = list(message.elements(NS_SID, "stanza-id"))
         assert sid["by"] == ROOM and sid["id"] != "forged"
+        assert next(message.elements(NS_USER, "x"), None) is None  # not bob's to say
         assert next(message.elements(NS_OCCUPANT_ID, "occupant-id"))["id"]
     carol = online(server, CAROL)
     say(carol, "intruder")
@@ -248,10 +250,13 @@ def test_passwords_and_full_rooms(server):
 
 def test_private_messages_and_allowpm(server):
     alice, bob = room_with(server)
-    bob.send(f"<message type='chat' to='{ROOM}/alice'><body>psst</body></message>")
+    bob.send(f"<message type='chat' to='{ROOM}/alice'><body>psst</body>"
+             f"<stanza-id xmlns='{NS_SID}' by='{ROOM}' id='forged'/>"
+             f"<x xmlns='{NS_USER}'><item jid='carol@example.com/res'/></x></message>")
     [private] = alice.take()
     assert private["from"] == f"{ROOM}/bob" and private["to"] == "alice@example.com/res"
-    assert next(private.elements(NS_USER, "x"), None) is not None
+    [x] = list(private.elements(NS_USER, "x"))
+    assert x.children == [] and next(private.elements(NS_SID, "stanza-id"), None) is None
     configure(alice, allowpm="none")
     bob.take()
     bob.send(f"<message type='chat' to='{ROOM}/alice'><body>psst</body></message>")

@@ -36,7 +36,9 @@ it is inside the host's closed domain.
   members-only with 322), destruction with an alternate venue (§10.9).
 - Stanza ids (XEP-0359, ``muc#stable_id``): each groupchat message gets
   ``<stanza-id by='room@service'/>``, the id of its row in the room's
-  archive; ids a client put there are removed.  Occupant ids (XEP-0421) on
+  archive; ids a client put there, and its ``muc#user`` ``<x/>`` (which
+  could name another's real JID, XEP-0313 §8.4), are removed, from
+  private messages too.  Occupant ids (XEP-0421) on
   presence and messages.  Moderation (XEP-0425, ``urn:xmpp:message-moderate:0``
   and ``:1``): a moderator retracts a message by its stanza id; the room
   announces it in both forms, archives the announcement and keeps a
@@ -146,6 +148,13 @@ def _gone(element):
 
 def _x(element, uri):
     return child(element, uri, "x")
+
+
+def _forged(node):
+    """Whether a child of an occupant's message is the room's to write:
+    stanza ids, occupant ids, the ``muc#user`` ``<x/>``."""
+    return ((node.uri == NS_SID and node.name == "stanza-id") or node.uri == NS_OCCUPANT_ID
+            or (node.uri == NS_USER and node.name == "x"))
 
 
 class MUC:
@@ -478,9 +487,8 @@ class MUC:
             if element.hasAttribute(name):
                 message[name] = element[name]
         for node in element.elements():
-            if (node.uri == NS_SID and node.name == "stanza-id") or node.uri == NS_OCCUPANT_ID:
-                continue
-            message.addChild(node)
+            if not _forged(node):
+                message.addChild(node)
         message.addElement((NS_OCCUPANT_ID, "occupant-id"))["id"] = occupant.occupant_id
         if subject is not None and child(element, NS_CLIENT, "body") is None:
             room.subject = message.toXml()
@@ -554,8 +562,9 @@ class MUC:
             raise StanzaError("item-not-found", "no such occupant")
         message = copy_element(stanza.element)
         message["from"] = room.occupant_jid(occupant.nick)
-        if _x(message, NS_USER) is None:
-            message.addElement((NS_USER, "x"))
+        message.children = [node for node in message.children
+                            if not (isinstance(node, domish.Element) and _forged(node))]
+        message.addElement((NS_USER, "x"))
         for jid in target.sessions:
             self._api.route(addressed_copy(message, jid))
 
