@@ -98,16 +98,31 @@ def test_both_sides_are_archived_and_the_delivered_message_has_its_id(server, al
 def test_forged_stanza_ids_are_removed(server, alice, bob):
     chat(alice, "bob@example.com", "forged",
          "<stanza-id xmlns='urn:xmpp:sid:0' by='bob@example.com' id='fake'/>"
+         "<stanza-id xmlns='urn:xmpp:sid:0' by='BOB@Example.COM' id='fake too'/>"
          "<stanza-id xmlns='urn:xmpp:sid:0' by='other.example' id='kept'/>")
     [message] = bob.take()
     ids = {e["by"]: e["id"] for e in message.elements(NS_SID, "stanza-id")}
+    assert ids.keys() == {"other.example", "bob@example.com"}
     assert ids["other.example"] == "kept" and ids["bob@example.com"] != "fake"
     [result] = query(bob)[0]
     assert {e["by"]: e["id"] for e in forwarded_message(result).elements(NS_SID, "stanza-id")
             } == {"other.example": "kept"}
     [sent] = query(alice)[0]  # the sender's copy is what she sent
     assert {e["id"] for e in forwarded_message(sent).elements(NS_SID, "stanza-id")} == {
-        "fake", "kept"}
+        "fake", "fake too", "kept"}
+
+
+def test_a_message_to_ones_own_account_is_archived_once(server, alice):
+    other = online(server, "alice@example.com", "other")
+    alice.take()
+    for to in ("alice@example.com", "alice@example.com/other"):
+        chat(alice, to, f"note to {to}")
+    [first, second] = [m for m in other.take() if m.name == "message"]
+    alice.take()
+    results, _ = query(alice)
+    assert bodies(results) == ["note to alice@example.com", "note to alice@example.com/other"]
+    archived = [next(r.elements(NS_MAM, "result"))["id"] for r in results]
+    assert [next(m.elements(NS_SID, "stanza-id"))["id"] for m in (first, second)] == archived
 
 
 def test_what_is_not_archived(server, alice, bob):

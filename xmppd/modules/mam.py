@@ -9,7 +9,8 @@ unique and stable stanza ids (XEP-0359) and result set management
   each side: a message a local client sends (on its pre-event, after the
   policies, as carbons' sent copies) in its archive, a message to a local
   account (before delivery, carbons and offline storage) in the
-  recipient's.  Groupchat messages belong to the rooms' archives.
+  recipient's; a message to the sender's own account once, as received
+  (§5.1.1).  Groupchat messages belong to the rooms' archives.
 - Stanza ids (XEP-0359 §3, §5): a message archived for its recipient gets
   ``<stanza-id by='RECIPIENT' id='ARCHIVE ID'/>`` once its row is
   committed, before it is delivered, stored offline or copied, so each
@@ -201,6 +202,8 @@ class Archive:
                 or not self._api.enabled(sender.domain)):
             return False
         user = sender.bare
+        if stanza.recipient.bare == user:  # stored once, as it arrives (§5.1.1)
+            return False
         # Serialised now: the recipient's stanza-id is added to it later.
         xml, sent_id = serialised(element), stanza_id(element)
         self._serialised = (element, len(element.children), xml, sent_id)
@@ -363,13 +366,23 @@ def archivable(element):
 
 def strip_stanza_ids(element, by):
     """XEP-0359 §5: drop ``stanza-id`` elements claiming to be by ``by``
-    (the recipient's account) or by its server; whether there were any."""
+    (the recipient's account) or by its server, however the claim writes
+    the JID; whether there were any."""
     claims = (by, by.partition("@")[2])
     forged = [child for child in element.elements(NS_SID, "stanza-id")
-              if child.getAttribute("by") in claims]
+              if _claimed(child.getAttribute("by")) in claims]
     for child in forged:
         element.children.remove(child)
     return bool(forged)
+
+
+def _claimed(by):
+    """The JID a ``by`` attribute names, normalised (RFC 7622); as written
+    if it is not one."""
+    try:
+        return str(JID.parse(by or ""))
+    except InvalidJID:
+        return by
 
 
 def serialised(element):
