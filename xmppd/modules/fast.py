@@ -16,9 +16,12 @@
 - §3.4, HT §3: the initial response is ``authcid NUL HMAC-SHA-256(token,
   "Initiator" || cb-data)``; the success carries ``HMAC-SHA-256(token,
   "Responder" || cb-data)``.  The ``<fast/>`` element must come with it.
-  A wrong, expired or revoked token, another mechanism, an unknown user
-  agent or account, and a replayed ``count`` (once a token was used with
-  a count, each use needs a higher one) all fail alike: not-authorized.
+  A wrong or revoked token, another mechanism, an unknown user agent or
+  account fail alike: not-authorized.  A right token the server no longer
+  trusts (§4.2: expired, issued before the password changed, or with a
+  replayed ``count``: once a token was used with a count, each use needs
+  a higher one) fails with credentials-expired, so the client falls back
+  to its password.
   They count as failed logins of the address and of the account named,
   as a wrong password does; a locked account refuses tokens too.
 - §3.5, §5.1: each user agent has a "new" and a "current" token; a use of
@@ -174,7 +177,7 @@ class Tokens:
         if (self._clock.seconds() >= record["expiry"]
                 or not _bound(record, credentials)
                 or (used is not None and (count is None or count <= used))):
-            raise _not_authorized()
+            raise SaslFailure("credentials-expired", "this token is no longer trusted")
         return Use(username, domain, key, slot, record, credentials, count,
                    ht(token, b"Responder" + cb_data))
 
