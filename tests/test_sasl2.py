@@ -385,6 +385,17 @@ def test_mechanisms_are_configured_per_host(tmp_path):
         assert [str(m) for m in child(features, NS_SASL, "mechanisms").elements()] == expected
 
 
+def test_bind2_lists_only_the_inline_features_the_host_serves(tmp_path):
+    server = make_server(tmp_path, extra='[hosts."example.org"]\ndisabled_modules = ["carbons"]')
+    for domain, carbons in (("example.com", True), ("example.org", False)):
+        client = Client(server, domain=domain)
+        client.starttls()
+        inline = child(child(client.open(), NS_SASL2, "authentication"), NS_SASL2, "inline")
+        listed = {f["var"] for f in child(child(inline, NS_BIND2, "bind"), NS_BIND2,
+                                          "inline").elements()}
+        assert ("urn:xmpp:carbons:2" in listed) == carbons and "urn:xmpp:csi:0" in listed
+
+
 def test_an_unknown_mechanism_in_the_config_names_its_key(tmp_path):
     with pytest.raises(ConfigError, match=r"sasl\.mechanisms.*DIGEST-MD5"):
         make_config(tmp_path, extra='[sasl]\nmechanisms = ["DIGEST-MD5"]\n')

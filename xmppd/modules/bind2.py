@@ -44,14 +44,15 @@ class Bind2:
 
     def __init__(self, api):
         self._api = api
-        self._inline = {}  # namespace -> handler(stream, session, element, bound)
+        self._inline = {}  # namespace -> (handler(stream, session, element, bound), serves)
         self._bound = []  # handler(stream, session, bound)
 
-    def add_inline(self, namespace, handler):
-        """List ``namespace`` as a feature to enable with the binding;
-        ``handler(stream, session, element, bound)`` gets each child of
-        ``<bind/>`` in it, once the session is bound."""
-        self._inline[namespace] = handler
+    def add_inline(self, namespace, handler, serves):
+        """List ``namespace`` as a feature to enable with the binding on
+        the hosts where ``serves(domain)`` (its module's); ``handler(stream,
+        session, element, bound)`` gets each child of ``<bind/>`` in it,
+        once the session is bound."""
+        self._inline[namespace] = (handler, serves)
 
     def on_bound(self, handler):
         """``handler(stream, session, bound)`` after each Bind 2 binding:
@@ -63,9 +64,11 @@ class Bind2:
         if not self._api.enabled(stream.domain):
             return None
         element = domish.Element((NS_BIND2, "bind"))
-        if self._inline:
+        served = [namespace for namespace, (_, serves) in self._inline.items()
+                  if serves(stream.domain)]
+        if served:
             inline = element.addElement("inline")
-            for namespace in self._inline:
+            for namespace in served:
                 inline.addElement("feature")["var"] = namespace
         return element
 
@@ -84,8 +87,8 @@ class Bind2:
         session = api.streams.bind(stream, resource)
         bound = success.addElement((NS_BIND2, "bound"))
         for child in bind.elements():
-            handler = self._inline.get(child.uri)
-            if handler is not None:
+            handler, serves = self._inline.get(child.uri, (None, None))
+            if handler is not None and serves(stream.domain):
                 handler(stream, session, child, bound)
         waits = [d for handler in self._bound
                  if (d := handler(stream, session, bound)) is not None]

@@ -85,7 +85,7 @@ def setup(api):
             api.sessions.set_flag(session, FLAG, True)
 
     api.depends("bind2")
-    api.service("bind2").add_inline(NS_CARBONS, bind2_enable)
+    api.service("bind2").add_inline(NS_CARBONS, bind2_enable, api.enabled)
     api.disco_feature(NS_CARBONS)
     api.handle_iq("set", (BARE, HOST), NS_CARBONS, toggle)
     for event in pre_events("message"):

@@ -151,7 +151,7 @@ def setup(api):
             session.state.setdefault("csi", Inactive())
 
     api.depends("bind2")
-    api.service("bind2").add_inline(NS_CSI, bind2_state)
+    api.service("bind2").add_inline(NS_CSI, bind2_state, api.enabled)
     api.stream_feature(offer, AUTHENTICATED)
     api.streams.on_element(NS_CSI, "inactive", inactive)
     api.streams.on_element(NS_CSI, "active", active)

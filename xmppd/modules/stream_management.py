@@ -376,7 +376,7 @@ def setup(api):
     api.stream_feature(sm.feature, AUTHENTICATED)
     api.service("sasl2").add_inline(sm.sasl2_feature)
     api.service("sasl2").on_success(sm.sasl2_resume, priority=10)
-    api.service("bind2").add_inline(NS_SM, sm.bind2_enable)
+    api.service("bind2").add_inline(NS_SM, sm.bind2_enable, api.enabled)
     for name, handler in (("enable", sm.enable), ("r", sm.request), ("a", sm.answer),
                           ("resume", sm.resume)):
         api.streams.on_element(NS_SM, name, handler)
