@@ -112,6 +112,25 @@ def test_forged_stanza_ids_are_removed(server, alice, bob):
         "fake", "fake too", "kept"}
 
 
+def test_sent_carbons_carry_the_senders_archive_id_and_the_message_does_not(server, alice, bob):
+    other = online(server, "alice@example.com", "other")
+    other.send("<iq type='set' id='c'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
+    chat(alice, "bob@example.com", "first")  # her preferences are read, then kept
+    for client in (alice, bob, other):
+        client.take()
+    chat(alice, "bob@example.com", "copied")
+    [carbon] = [m for m in other.take() if m.name == "message"]
+    sent = next(next(carbon.elements("urn:xmpp:carbons:2", "sent")).elements(
+        NS_FORWARD, "forwarded"))
+    [mark] = list(next(sent.elements("jabber:client", "message")).elements(NS_SID, "stanza-id"))
+    [message] = bob.take()
+    assert [e["by"] for e in message.elements(NS_SID, "stanza-id")] == ["bob@example.com"]
+    result = query(alice)[0][-1]
+    assert (mark["by"], mark["id"]) == (
+        "alice@example.com", next(result.elements(NS_MAM, "result"))["id"])
+    assert next(forwarded_message(result).elements(NS_SID, "stanza-id"), None) is None
+
+
 def test_a_message_to_ones_own_account_is_archived_once(server, alice):
     other = online(server, "alice@example.com", "other")
     alice.take()

@@ -15,7 +15,11 @@ unique and stable stanza ids (XEP-0359) and result set management
   ``<stanza-id by='RECIPIENT' id='ARCHIVE ID'/>`` once its row is
   committed, before it is delivered, stored offline or copied, so each
   copy has the id a later query gives (the archived copy itself goes
-  without it: a result carries the id).  A ``stanza-id`` claiming to be
+  without it: a result carries the id).  The sender's carbons (XEP-0280
+  sent copies) carry the id of the sender's copy (§3.5: by the sender's
+  account), which is taken off again before the message goes on; not
+  those of a message sent while the sender's preferences are being read
+  (the first of its sessions), whose id comes after its copies.  A ``stanza-id`` claiming to be
   by the recipient's account (or server) is removed from every message to
   a local account first: only the archive may say that.  The client's
   ``<origin-id/>`` is kept.
@@ -56,6 +60,7 @@ unique and stable stanza ids (XEP-0359) and result set management
 
 from collections import OrderedDict
 from datetime import datetime, timezone
+from weakref import WeakKeyDictionary
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -78,6 +83,7 @@ KEPT = ENCRYPTED_PAYLOADS | {(NS_HINTS, "store")}  # archived without a body (XE
 DEFAULTS = ("always", "never", "roster")
 INCOMING_PRIORITY = 20  # before carbons' received copies (10) and delivery
 OUTGOING_PRIORITY = -50  # after the policies (closed domains, blocking)
+SENT_COPIES_PRIORITY = -150  # after carbons' sent copies (-100), which carry the sender's id
 PREFS_CACHED = 10000  # accounts with sessions whose preferences are kept in memory
 # Told to the other nodes of a cluster (api.tell_cluster), whose copies of
 # the preferences are stale; argument: the account's bare JID.
@@ -129,6 +135,8 @@ class Archive:
         # its recipient's when it did not change: (element, children, xml,
         # stanza id); it was archivable.
         self._serialised = (None, 0, None, None)
+        # message -> its <stanza-id/> by its sender, there for the sent copies only
+        self._sent_marks = WeakKeyDictionary()
         self._store.last_id().addCallbacks(
             self._ids.seen, lambda failure: api.log.failure("cannot read the last archive id",
                                                             failure))
@@ -210,16 +218,30 @@ class Archive:
         archive = self._decide(user, stanza.recipient.bare)
         record = (user, str(stanza.recipient), xml, sent_id)
         if archive is True:
-            self._archive_outgoing(True, *record)
+            archive_id = self._archive_outgoing(True, *record)
+            mark = element.addElement((NS_SID, "stanza-id"))
+            mark["by"], mark["id"] = user.full, archive_id
+            self._sent_marks[element] = mark
         elif archive is not False:
             archive.addCallback(self._archive_outgoing, *record)
             archive.addErrback(self._not_archived, stanza)
         return False
 
     def _archive_outgoing(self, archive, user, with_jid, xml, sent_id):
+        """The archive id of the sender's copy, if archived."""
         if archive:
-            self._writes.add(ArchiveRecord(user.local, user.domain, self._ids.next(), with_jid,
+            archive_id = self._ids.next()
+            self._writes.add(ArchiveRecord(user.local, user.domain, archive_id, with_jid,
                                            sent_id, "out", xml), wait=False)
+            return archive_id
+        return None
+
+    def sent_copied(self, stanza):
+        """The sent copies are made: the sender's id leaves the message."""
+        mark = self._sent_marks.pop(stanza.element, None)
+        if mark is not None:
+            stanza.element.children.remove(mark)
+        return False
 
     def _decide(self, user, contact):
         """Whether a message between ``user`` and ``contact`` (bare JIDs) is
@@ -458,6 +480,7 @@ def setup(api):
         api.handle_iq(type_, BARE, NS_MAM, by_payload(requests))
     for event in pre_events("message"):
         api.hook(event, archive.outgoing, priority=OUTGOING_PRIORITY)
+        api.hook(event, archive.sent_copied, priority=SENT_COPIES_PRIORITY)
     for target in (BARE, FULL):
         api.hook(message_event(target), archive.incoming, priority=INCOMING_PRIORITY)
     api.hook(PREFS_CHANGED, archive.prefs_changed_elsewhere)
