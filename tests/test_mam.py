@@ -360,6 +360,19 @@ def test_a_refused_message_is_not_archived_and_leaks_no_id(server, alice, bob):
     assert bodies(query(bob)[0]) == []
 
 
+def test_a_message_refused_after_archiving_leaves_the_archive(tmp_path):
+    server = make(tmp_path, extra="[offline]\nmax_messages = 1\n")
+    alice = online(server, "alice@example.com")
+    chat(alice, "bob@example.com", "kept")
+    chat(alice, "bob@example.com", "refused")  # bob's offline storage is full
+    [error] = alice.take()
+    assert error["type"] == "error" and error["id"] == "refused"
+    assert list(error.elements(NS_SID, "stanza-id")) == []
+    bob = online(server, "bob@example.com")
+    assert bodies(query(bob)[0]) == ["kept"]
+    assert bodies(query(alice)[0]) == ["kept", "refused"]  # she did send it
+
+
 def test_a_reloaded_default_applies_to_accounts_without_preferences(server, alice, bob,
                                                                      tmp_path):
     chat(alice, "bob@example.com", "kept")

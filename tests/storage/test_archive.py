@@ -522,3 +522,17 @@ def test_a_room_archive_is_of_the_rooms_store_of_its_name(store):
                                ) == [False, True]
     assert [item.id for item in archive.find("lobby", service).items] == ["1", "5"]
     assert store.open("archive", "muc").find("cellar", service).items == []
+
+
+def test_remove_deletes_only_that_message_of_that_owner(store, kind, owner, archive, ids):
+    owner("bob")
+    archive.append("bob", "example.org", "carol@example.com", "s9", "in", "<message id='s9'/>",
+                   id=archive_id(9999))
+    assert not archive.remove("bob", "example.org", ids[1])  # alice's
+    assert not store.open(kind, "muc").remove("alice", "example.org", ids[1])
+    assert not archive.remove("alice", "example.org", "not-an-id")
+    assert archive.remove("alice", "example.org", ids[1])
+    assert not archive.remove("alice", "example.org", ids[1])
+    assert ids[1] not in [item.id for item in archive.find("alice", "example.org").items]
+    assert len(archive.find("alice", "example.org").items) == len(ids) - 1
+    assert archive.find("bob", "example.org").items[0].xml == "<message id='s9'/>"

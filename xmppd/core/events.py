@@ -59,6 +59,10 @@ SERVER_STOPPING = "server/stopping"
 # A message for a local account with no resource to take it (RFC 6121
 # §8.5.2.2); argument: the Stanza.  Claimed by offline storage, if enabled.
 MESSAGE_OFFLINE = "message/offline"
+# The server refuses a message with an error to its sender (offline storage
+# full, no such resource...); argument: the Stanza, before the error is
+# made of it.  A notification: the archive takes back what it kept of it.
+MESSAGE_BOUNCED = "message/bounced"
 ROUTE_REMOTE = "route/remote"  # a stanza for a domain not hosted here
 
 log = Logger()

@@ -48,7 +48,8 @@ nobody claims gets the RFC's default:
 
 from twisted.logger import Logger
 
-from xmppd.core.events import BARE, FULL, HOST, MESSAGE_OFFLINE, ROUTE_REMOTE, then
+from xmppd.core.events import (BARE, FULL, HOST, MESSAGE_BOUNCED, MESSAGE_OFFLINE, ROUTE_REMOTE,
+                               then)
 from xmppd.core.stanzas import NS_CARBONS, Stanza, error_reply
 from xmppd.jid import JID, InvalidJID
 
@@ -217,6 +218,8 @@ class Router:
         answered (an error, or an iq result: RFC 6120 §8.3.1).  True: the
         stanza is handled."""
         if not (stanza.type == "error" or (stanza.kind == "iq" and stanza.type == "result")):
+            if stanza.kind == "message":
+                self.hooks.notify(MESSAGE_BOUNCED, stanza)
             self.reply(stanza, error_reply(stanza.element, condition, text))
         return True
 

@@ -10,7 +10,9 @@ unique and stable stanza ids (XEP-0359) and result set management
   policies, as carbons' sent copies) in its archive, a message to a local
   account (before delivery, carbons and offline storage) in the
   recipient's; a message to the sender's own account once, as received
-  (§5.1.1).  Groupchat messages belong to the rooms' archives.
+  (§5.1.1).  A message the server refuses after archiving it (offline
+  storage full) goes out of the archive again (§5.1), its id out of the
+  error.  Groupchat messages belong to the rooms' archives.
 - Stanza ids (XEP-0359 §3, §5): a message archived for its recipient gets
   ``<stanza-id by='RECIPIENT' id='ARCHIVE ID'/>`` once its row is
   committed, before it is delivered, stored offline or copied, so each
@@ -68,7 +70,8 @@ from twisted.words.xish import domish
 
 from xmppd import archive as queries
 from xmppd.archive import NS_EXTENDED, NS_MAM, NS_SID, ArchiveIds, by_payload
-from xmppd.core.events import ACCOUNT_OFFLINE, BARE, FULL, message_event, pre_events
+from xmppd.core.events import (ACCOUNT_OFFLINE, BARE, FULL, MESSAGE_BOUNCED, message_event,
+                               pre_events)
 from xmppd.core.stanzas import ENCRYPTED_PAYLOADS, StanzaError
 from xmppd.core.xmlstream import NS_CLIENT, parse_stanza, serialize
 from xmppd.jid import JID, InvalidJID
@@ -197,6 +200,22 @@ class Archive:
             mark = stanza.element.addElement((NS_SID, "stanza-id"))
             mark["by"], mark["id"] = by, archive_id
         d.callback(False)
+
+    def bounced(self, stanza):
+        """The server refuses a message it archived for its recipient
+        (offline storage full...): the row goes (§5.1: the archive holds
+        what was accepted), and its id leaves the error."""
+        user = stanza.recipient.bare
+        if user.local is None or not self._api.enabled(user.domain):
+            return
+        element = stanza.element
+        for mark in [child for child in element.elements(NS_SID, "stanza-id")
+                     if child.getAttribute("by") == user.full]:
+            element.children.remove(mark)
+            d = self._store.remove(user.local, user.domain, mark["id"])
+            d.addErrback(lambda failure: self._api.log.failure(
+                "cannot take a refused message out of the archive of {user}", failure,
+                user=user))
 
     def outgoing(self, stanza):
         """A message a local client sends: archived for the sender, not
@@ -484,4 +503,5 @@ def setup(api):
     for target in (BARE, FULL):
         api.hook(message_event(target), archive.incoming, priority=INCOMING_PRIORITY)
     api.hook(PREFS_CHANGED, archive.prefs_changed_elsewhere)
+    api.hook(MESSAGE_BOUNCED, archive.bounced)
     api.hook(ACCOUNT_OFFLINE, archive.offline)

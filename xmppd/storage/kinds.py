@@ -324,6 +324,11 @@ class ArchiveStore(Protocol):
         ``xml`` (a tombstone, XEP-0425 §5); False if there is no such
         message."""
 
+    def remove(self, username: str, domain: str, archive_id: str) -> bool:
+        """Delete the user's message ``archive_id`` (one the server refused
+        after archiving it, XEP-0313 §5.1); False if there is no such
+        message."""
+
     @bulk
     def trim(self, username: str, domain: str, keep: int) -> int:
         """Delete the user's messages but the newest ``keep`` (a quota: only

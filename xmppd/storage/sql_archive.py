@@ -293,6 +293,15 @@ class SQLArchive:
             return session.execute(update(entry).where(owned, entry.id == number)
                                    .values(stanza=xml)).rowcount == 1
 
+    def remove(self, username: str, domain: str, archive_id: str) -> bool:
+        number = _number(archive_id)
+        if number is None:
+            return False
+        owned = self._of(self._owner(username, domain).scalar_subquery())
+        entry = self._entries
+        with self._db.writing() as session:
+            return session.execute(delete(entry).where(owned, entry.id == number)).rowcount == 1
+
     def trim(self, username: str, domain: str, keep: int) -> int:
         if keep < 0:
             raise ValueError(f"keep 0 messages or more, not {keep}")
