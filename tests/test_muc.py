@@ -463,6 +463,41 @@ def test_non_anonymous_rooms_show_real_jids_to_everyone(server):
     assert codes(notice) == {"104", "173"}
 
 
+def real_jids(messages):
+    """The real JID of each message's sender, as the room tells (None if not)."""
+    return [items(m).get("jid") if next(m.elements(NS_USER, "x"), None) else None
+            for m in messages]
+
+
+def archived(client):
+    """The room archive's messages, as ``client`` reads them."""
+    iq(client, "set", f"<query xmlns='{NS_MAM}' queryid='x'/>")
+    return [next(next(next(r.elements(NS_MAM, "result")).elements()).elements(
+        "jabber:client", "message")) for r in client.received if r.name == "message"]
+
+
+def test_the_archive_and_history_show_real_jids_to_whom_may_see_them(server):
+    alice, bob = room_with(server)  # semi-anonymous: only moderators see real JIDs
+    say(bob, "from bob")
+    alice.take()
+    bob.take()
+    carol = online(server, CAROL)
+    assert real_jids(archived(carol)) == [None]
+    carol.received.clear()
+    history = [m for m in enter(carol, "carol") if m.name == "message" and m.body]
+    assert real_jids(history) == [None]
+    alice.received.clear()
+    assert real_jids(archived(alice)) == ["bob@example.com"]  # the owner
+    configure(alice, whois="anyone")
+    carol.take()
+    carol.received.clear()
+    assert real_jids(archived(carol)) == ["bob@example.com"]
+    add_user(server, "dave@example.com")
+    dave = online(server, "dave@example.com")
+    history = [m for m in enter(dave, "dave") if m.name == "message" and m.body]
+    assert real_jids(history) == ["bob@example.com"]
+
+
 def test_an_occupant_blocked_sends_nothing(server):
     alice, bob = room_with(server)
     alice.send(f"<iq type='set' id='b'><block xmlns='urn:xmpp:blocking'>"

@@ -47,6 +47,10 @@ it is inside the host's closed domain.
   anyone who could enter it (members of a members-only room, never
   outcasts) while ``muc#roomconfig_enablelogging`` is on; otherwise the
   room keeps only its last ``muc.max_history`` messages, for the history.
+  Each message keeps its sender's real bare JID (``<x
+  xmlns='…muc#user'><item jid/></x>``, §5.1.2), shown in results and in
+  the history to whom may see real JIDs at the time: everyone in a
+  non-anonymous room, else owners, admins and moderators.
 - Self-ping (XEP-0410): a ping to one's own occupant JID is answered by
   the service, ``not-acceptable`` for who is not that occupant.
 - Discovery (§6): the service (``conference/text``) lists its public,
@@ -72,7 +76,8 @@ from twisted.internet import defer
 from twisted.words.xish import domish
 
 from xmppd import archive as queries
-from xmppd.archive import NS_DELAY, NS_MAM, NS_SID, ArchiveIds, by_payload, parse_time
+from xmppd.archive import (NS_DELAY, NS_FORWARD, NS_MAM, NS_SID, ArchiveIds, by_payload,
+                           parse_time)
 from xmppd.core.events import BARE, FULL, HOST, SERVER_STOPPING, message_event, presence_event
 from xmppd.core.serial import SerialJobs
 from xmppd.core.stanzas import (NS_STANZAS, StanzaError, addressed_copy, child, copy_element,
@@ -148,6 +153,31 @@ def _gone(element):
 
 def _x(element, uri):
     return child(element, uri, "x")
+
+
+def _sees_real_jids(room, bare):
+    """Whether account ``bare`` may read the real JIDs of a room's archive
+    (XEP-0313 §5.1.2): anyone in a non-anonymous room, else its owners and
+    admins, and an occupant who is a moderator now (XEP-0045 §6.4)."""
+    if room.non_anonymous() or room.affiliation(bare) in ("owner", "admin"):
+        return True
+    return any(occupant.bare == bare and occupant.role == "moderator"
+               for occupant in room.occupants.values())
+
+
+def _forwarded(result):
+    """The archived message inside a query result (XEP-0313 §4.2)."""
+    forwarded = child(child(result, NS_MAM, "result"), NS_FORWARD, "forwarded")
+    return child(forwarded, NS_CLIENT, "message")
+
+
+def _without_real_jid(message):
+    """``message`` without the ``muc#user`` ``<x/>`` that names its
+    sender's real JID."""
+    message.children = [node for node in message.children
+                        if not (isinstance(node, domish.Element) and node.uri == NS_USER
+                                and node.name == "x")]
+    return message
 
 
 def _forged(node):
@@ -333,6 +363,8 @@ class MUC:
         room.joined(occupant, sender.full, self._api.route, codes)
         for message in history:
             message["to"] = sender.full
+            if not room.sees_jids(occupant):
+                _without_real_jid(message)
             self._api.route(message)
         self._api.route(room.subject_message(sender.full))
 
@@ -494,17 +526,25 @@ class MUC:
             room.subject = message.toXml()
             self._save(self._store.set_subject(room.jid.domain, room.name, room.subject),
                        "a room's subject")
-        self._archived(room, message)
+        self._archived(room, message, occupant.bare)
         room.broadcast(self._api.route, message)
 
-    def _archived(self, room, message):
+    def _archived(self, room, message, sender=None):
         """Give ``message`` its stanza-id and write it to the room's archive
         (occupants get it at once; what reads the archive waits for the
-        write, :meth:`_after_writes`)."""
+        write, :meth:`_after_writes`), with the real bare JID of the
+        occupant who wrote it (``sender``) for the readers who may see it
+        (XEP-0313 §5.1.2)."""
         if not _archivable(message):
             return
         archive_id = self._ids.next()
-        xml = message.toXml()
+        if sender is None:
+            xml = message.toXml()
+        else:
+            x = message.addElement((NS_USER, "x"))
+            x.addElement("item")["jid"] = sender
+            xml = message.toXml()
+            message.children.remove(x)
         mark = message.addElement((NS_SID, "stanza-id"))
         mark["by"], mark["id"] = room.jid.full, archive_id
         written = self._writes.add(ArchiveRecord(room.name, room.jid.domain, archive_id,
@@ -956,8 +996,15 @@ class MUC:
         def answer(room, stanza):
             options = self._options(room.jid.domain)
             reader = self._archive_reader(room, stanza)
+            sees = _sees_real_jids(room, stanza.sender.bare.full)
+
+            def send(result):
+                if not sees:
+                    _without_real_jid(_forwarded(result))
+                self._api.route(result)
+
             return self._after_writes(room).addCallback(lambda _: queries.query(
-                self._archive, reader, stanza, options.page, options.max_page, self._api.route))
+                self._archive, reader, stanza, options.page, options.max_page, send))
         return self._in_room(stanza, answer)
 
     def mam_form(self, stanza):
