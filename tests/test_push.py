@@ -321,6 +321,21 @@ def test_a_message_for_an_account_whose_sessions_all_hibernate(world):
     assert server.sql.count_offline("alice", "example.com") == 0
 
 
+def test_what_a_resumable_session_did_not_acknowledge_is_notified_as_it_hibernates(world):
+    server, app = world
+    phone = login(server)
+    enable(phone)
+    phone.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+    phone.take()
+    bob = login(server, "bob@example.com", "laptop")
+    chat(bob, "not acknowledged")
+    assert [str(e.body) for e in phone.take() if e.name == "message"] == ["not acknowledged"]
+    assert app.published == []  # connected
+    phone.lose()  # the app was suspended before it acknowledged the message
+    assert app.nodes() == ["node-1"]
+    assert notification(app.published[0])[1]["message-count"] == "1"
+
+
 def test_one_stanza_for_several_sessions_is_notified_once(tmp_path):
     server, app = make(tmp_path, NO_THROTTLE)
     hibernation, bob = hibernating(server, ("phone", "tablet"))

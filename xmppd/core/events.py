@@ -35,6 +35,10 @@ SESSION_BOUND = "session/bound"  # a resource was bound; argument: the Session
 SESSION_UNBOUND = "session/unbound"  # a session ended; argument: the Session
 # A hibernating session has a connection again (XEP-0198); argument: the Session
 SESSION_RESUMED = "session/resumed"
+# A session lost its connection and is kept for its client to resume
+# (XEP-0198); argument: (the Session, the stanzas it sent that its client
+# did not acknowledge).  Fired by stream management; push notifies them.
+SESSION_HIBERNATING = "session/hibernating"
 # A session of another node of the cluster ended with its node (it died);
 # argument: its record (xmppd.cluster.directory.RemoteRecord): its contacts
 # are told it is unavailable.

@@ -20,8 +20,11 @@ server publishes to the push services of the account's apps.
   connection.  With no session, they are seen on ``message/offline``
   ahead of offline storage and on presence ahead of the subscription
   module; with every session hibernating (XEP-0198), by an outbound filter
-  as they are delivered.  Nothing is held or changed, and a stanza
-  delivered to several sessions, or then stored offline, counts once.
+  as they are delivered, and those a session had sent without their
+  acknowledgement when it began hibernating (``session/hibernating``: an
+  app that was suspended before it acknowledged them is woken for them).
+  Nothing is held or changed, and a stanza delivered to several sessions,
+  or then stored offline, counts once.
 - Throttle: one notification per ``push.min_interval`` seconds and
   account at most: the first at once, what comes in the rest of the
   interval summed up in one at its end (if the account still has no
@@ -48,8 +51,7 @@ import json
 from weakref import WeakSet
 
 from xmppd.core.events import (BARE, FULL, HOST, MESSAGE_OFFLINE, SESSION_BOUND,
-                               SESSION_RESUMED, iq_event,
-                               presence_event)
+                               SESSION_HIBERNATING, SESSION_RESUMED, iq_event, presence_event)
 from xmppd.core.stanzas import ENCRYPTED_PAYLOADS, StanzaError, make_stanza
 from xmppd.core.xmlstream import NS_CLIENT, parse_stanza
 from xmppd.jid import JID, InvalidJID
@@ -154,6 +156,13 @@ class Push:
         self.note(stanza.recipient.bare, stanza.element)
         return False
 
+    def hibernating(self, hibernation):
+        """A session began hibernating: what its client did not acknowledge
+        may be notified."""
+        session, unacknowledged = hibernation
+        for element in unacknowledged:
+            self.note(session.jid.bare, element)
+
     def presence(self, stanza):
         """A subscription request (cheapest test first: every presence
         broadcast passes here)."""
@@ -256,6 +265,7 @@ def setup(api):
         api.hook(presence_event(target), push.presence, priority=PRIORITY)
     api.hook(SESSION_BOUND, push.bound)
     api.hook(SESSION_RESUMED, push.bound)
+    api.hook(SESSION_HIBERNATING, push.hibernating)
     for type_ in ("result", "error"):
         api.hook(iq_event(type_, HOST), push.answered)
 

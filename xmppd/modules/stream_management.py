@@ -57,7 +57,7 @@ from collections import OrderedDict, deque
 from twisted.words.xish import domish
 
 from xmppd.core.api import AUTHENTICATED
-from xmppd.core.events import SESSION_UNBOUND
+from xmppd.core.events import SESSION_HIBERNATING, SESSION_UNBOUND
 from xmppd.core.negotiation import SESSION_CARRIER_LOST
 from xmppd.core.stanzas import NS_STANZAS
 from xmppd.core.stream import cancelled
@@ -345,6 +345,7 @@ class StreamManagement:
         state.expiry = self._api.clock.callLater(state.timeout, self._expired, session)
         self._api.log.info("{jid} hibernating for {timeout:g} s", jid=session.jid,
                            timeout=state.timeout)
+        self._api.notify(SESSION_HIBERNATING, (session, tuple(state.unacked)))
         return True
 
     def _expired(self, session):
