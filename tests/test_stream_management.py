@@ -4,6 +4,7 @@ hibernation, resumption and what happens to unacknowledged stanzas."""
 import pytest
 
 from tests.harness import Client, add_user, error_condition, make_server, reload
+from xmppd.core.xmlstream import parse_stanza
 from xmppd.control import Controller
 from xmppd.core.events import SESSION_RESUMED
 from xmppd.jid import JID
@@ -299,6 +300,21 @@ def test_an_expired_session_answers_iq_requests_and_drops_the_rest(server, bob):
     assert (error.name, error["id"], error_condition(error)) == ("iq", "v",
                                                                  "service-unavailable")
     assert server.sql.count_offline("alice", "example.com") == 0
+
+
+def test_unacknowledged_archive_results_are_dropped_not_stored(server, bob):
+    alice, _ = managed(server)
+    server.router.route(parse_stanza(
+        "<message xmlns='jabber:client' from='alice@example.com' to='alice@example.com/res'>"
+        "<result xmlns='urn:xmpp:mam:2' queryid='q' id='1'><forwarded xmlns='urn:xmpp:forward:0'>"
+        "<message xmlns='jabber:client' from='bob@example.com/bob' type='chat'><body>old</body>"
+        "</message></forwarded></result></message>"))
+    chat(bob, "new")
+    assert names(alice.take()) == ["message", "message"]  # neither acknowledged
+    alice.lose()
+    server.clock.advance(300)
+    assert server.sql.count_offline("alice", "example.com") == 1  # "new" only: the client
+    # asks the archive again for its results
 
 
 def test_unacknowledged_messages_of_a_closed_stream_go_offline(server, bob):

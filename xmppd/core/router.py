@@ -56,6 +56,9 @@ from xmppd.jid import JID, InvalidJID
 log = Logger()
 
 _ANSWERABLE_MESSAGES = (None, "normal", "chat")
+# Messages that are copies of what is kept elsewhere: carbons (XEP-0280) and
+# archive query results (XEP-0313), which the client asks for again.
+_COPIES = (NS_CARBONS, "urn:xmpp:mam:2")
 
 
 class Router:
@@ -233,7 +236,8 @@ class Router:
         (``message/offline``), else, with a body, back to their sender as
         ``service-unavailable``; presence, errors, headlines, groupchat
         messages and carbon copies are dropped (state, or copies of what
-        another resource got).  A Deferred while the message is being
+        another resource got), and so are archive query results (the
+        client asks again).  A Deferred while the message is being
         stored, fired once it is (or bounced)."""
         kind, type_ = element.name, element.getAttribute("type")
         try:
@@ -245,7 +249,7 @@ class Router:
             if type_ in ("get", "set"):
                 self.bounce(stanza, "service-unavailable")
         elif kind == "message" and type_ in _ANSWERABLE_MESSAGES and not any(
-                child.uri == NS_CARBONS for child in element.elements()):
+                child.uri in _COPIES for child in element.elements()):
             return then(self.hooks.fire(MESSAGE_OFFLINE, stanza),
                         lambda claimed: claimed or element.body is None
                         or self.bounce(stanza, "service-unavailable"))
