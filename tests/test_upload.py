@@ -8,10 +8,14 @@ from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
 import pytest
+from twisted.internet.address import IPv4Address
 
-from tests.harness import Client, add_user, error_condition, make_server, online
+from tests.harness import (Client, TLSStringTransport, add_user, error_condition, make_server,
+                           online)
 from tests.test_upload_web import Web
 from xmppd.config import parse
+from xmppd.core.websocket import WebSocketFactory
+from xmppd.http.listener import WebSite
 from xmppd.modules import upload as module
 from xmppd.storage.kinds import Upload
 from xmppd.tap import MODULES
@@ -265,6 +269,21 @@ class TestExpiry:
         server.clock.advance(400 * 86400)
         server.clock.advance(module.FIRST_SWEEP)
         assert web.request("GET", target(get)).status == 200
+
+
+    def test_a_slow_upload_begun_in_time_is_taken(self, server, alice):
+        put, get = urls(request(alice, size=11))
+        transport = TLSStringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 40000))
+        channel = WebSite(server, WebSocketFactory(server, tls=True)).buildProtocol(None)
+        channel.makeConnection(transport)
+        channel.dataReceived(f"PUT {target(put)} HTTP/1.1\r\nHost: example.com\r\n"
+                             "Content-Type: image/jpeg\r\nContent-Length: 11\r\n\r\n"
+                             "hello".encode())
+        server.clock.advance(module.OPTIONS.defaults.slot_lifetime + 60)  # the sweep ran too
+        channel.dataReceived(b" world")
+        for _ in range(20):
+            server.clock.advance(0)
+        assert transport.value().startswith(b"HTTP/1.1 201 ")
 
 
 class TestOptions:

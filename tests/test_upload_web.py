@@ -248,6 +248,16 @@ class TestPut:
         assert os.listdir(files) == []
         assert sql.open("uploads").get(slot_id).stored is None
 
+    @pytest.mark.parametrize("announced, sent", [
+        ("application/octet-stream", "image/png"),  # none announced: any
+        ("image/jpeg", ""),  # an empty header (a browser's for an unknown type) is none
+    ])
+    def test_a_type_not_announced_or_not_sent_is_not_compared(self, web, sql, announced, sent):
+        slot_id = add_slot(sql, content_type=announced)
+        answer = web.request("PUT", put_target(slot_id, content_type=announced), b"hello world",
+                             {"Content-Type": sent})
+        assert answer.status == 201
+
     def test_content_type_compared_without_case(self, web, sql):
         slot_id = add_slot(sql)
         answer = web.request("PUT", put_target(slot_id), b"hello world",

@@ -59,6 +59,8 @@ class WebRequest(Request):
     _refused = False
     _received = 0
     _limit = None
+    headers_at = None  # when its headers were read: an upload URL is checked as it began
+
 
     @property
     def _http(self):
@@ -67,6 +69,7 @@ class WebRequest(Request):
     # The body limit, before the body is read
 
     def gotLength(self, length):
+        self.headers_at = self.channel.site.server.clock.seconds()
         self._limit = self.channel.site.body_limit(getattr(self.channel, "_path", b"/"))
         if length is not None and length > self._limit:
             self._refuse()

@@ -27,7 +27,8 @@ its own, whose files are served by the HTTP listener under ``upload/``.
   next sweep.
 - Expiry (§7): every ``upload.sweep_interval`` seconds the files older
   than ``upload.max_age`` days (0: kept for ever), the slots never used
-  within their validity, and the files no slot knows (their account was
+  within their validity (and an hour after it, for an upload begun in
+  time, ``UPLOAD_GRACE``), and the files no slot knows (their account was
   deleted) are deleted, ``upload.sweep_batch`` at a time.
 
 The signing secret is made at random the first time and kept in
@@ -62,6 +63,7 @@ FEATURES = (NS_INFO, NS_ITEMS, NS_UPLOAD)
 MIB = 1024 * 1024
 FIRST_SWEEP = 60.0  # seconds after start
 PART_AGE = 3600.0  # seconds after which a leftover ``ID.part`` file is removed
+UPLOAD_GRACE = 3600.0  # seconds an unused slot is kept past its lifetime: an upload begun in time
 
 
 OPTIONS = Options(  # [upload]
@@ -214,7 +216,8 @@ class Sweep:
         now = self._api.clock.seconds()
         options = self._api.options
         batch = options.sweep_batch
-        pending = datetime.fromtimestamp(now - options.slot_lifetime - 60, timezone.utc)
+        pending = datetime.fromtimestamp(now - options.slot_lifetime - UPLOAD_GRACE,
+                                         timezone.utc)
         deleted = 0
         for host in self._hosts:
             max_age = self._api.options_for(host).max_age

@@ -3,11 +3,14 @@ served under ``upload/`` that takes the file of a slot by PUT and gives it
 back by GET and HEAD.
 
 - ``PUT /upload/ID/NAME?e=EXPIRES&s=SIGNATURE`` (see :mod:`xmppd.upload`):
-  403 unless the signature is the slot's and has not expired; 411 without
+  403 unless the signature is the slot's and had not expired when the
+  request's headers came (§7: a slow upload begun in time is taken); 411 without
   a ``Content-Length``; 413 for more bytes than announced, 400 for fewer or
-  for another ``Content-Type`` (§6: "MUST reject the file upload if the
-  Content-Length does not match", "SHOULD reject the file if the
-  Content-Type ... does not match"); 409 if the slot has its file already
+  for another ``Content-Type`` than the one announced (§6: "MUST reject the
+  file upload if the Content-Length does not match", "SHOULD reject the
+  file if the Content-Type has been specified beforehand and does not
+  match": a slot asked for without one, ``application/octet-stream``,
+  takes any, and an empty header is none); 409 if the slot has its file already
   or another upload to it is under way; 201 once the file is stored (§6).
 - ``GET``/``HEAD /upload/ID/NAME``: the stored file with its announced
   ``Content-Type``, ``X-Content-Type-Options: nosniff``, a
@@ -32,7 +35,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import http, resource, server, static
 
-from xmppd.upload import ID, inline, disposition, same_type, signed
+from xmppd.upload import DEFAULT_TYPE, ID, inline, disposition, same_type, signed
 
 log = Logger()
 CHUNK = 65536
@@ -142,7 +145,8 @@ class UploadResource(resource.Resource):
         expires, given = _argument(request, b"e"), _argument(request, b"s")
         if not (_DIGITS.fullmatch(expires) and _SIGNATURE.fullmatch(given)):
             raise Refused(http.FORBIDDEN, "not a signed upload URL")
-        if int(expires) < self._clock.seconds():
+        began = getattr(request, "headers_at", None)
+        if int(expires) < (self._clock.seconds() if began is None else began):
             raise Refused(http.FORBIDDEN, "the upload URL has expired")
         length = request.getHeader(b"content-length")
         if length is None:
@@ -162,8 +166,9 @@ class UploadResource(resource.Resource):
                           f"the slot is for {upload.size} bytes")
         if int(length) != upload.size:
             raise Refused(http.BAD_REQUEST, f"the slot is for {upload.size} bytes")
-        type_ = request.getHeader(b"content-type")
-        if type_ is not None and not same_type(upload.content_type, type_.decode("latin-1")):
+        type_ = (request.getHeader(b"content-type") or b"").decode("latin-1").strip()
+        if (type_ and upload.content_type != DEFAULT_TYPE
+                and not same_type(upload.content_type, type_)):
             raise Refused(http.BAD_REQUEST, f"the slot is for {upload.content_type}")
         yield self._offload(self._write, slot_id, request.content, upload.size)
         try:
