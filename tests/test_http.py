@@ -84,11 +84,23 @@ def test_cors_only_for_configured_origins(tmp_path):
     assert headers["vary"] == "Origin"
     status, headers, _ = get(server, "/upload/x", headers=[("Origin", "https://evil.example")])
     assert status == 200 and "access-control-allow-origin" not in headers
+    assert headers["vary"] == "Origin"  # a cache keeps the answers of origins apart
     status, headers, _ = get(server, "/upload/x", method="OPTIONS",
                              headers=[("Origin", "https://chat.example.com"),
                                       ("Access-Control-Request-Method", "PUT")])
     assert status == 204 and "PUT" in headers["access-control-allow-methods"]
     assert "Content-Type" in headers["access-control-allow-headers"]
+
+
+def test_a_resource_for_every_origin_allows_any_whatever_the_configuration(server):
+    ModuleAPI(server, "upload").http_resource("files", Echo(), cors="*")
+    for origin in ("https://chat.example.com", "https://other.example"):
+        status, headers, _ = get(server, "/files/x", headers=[("Origin", origin)])
+        assert status == 200 and headers["access-control-allow-origin"] == "*"
+    status, headers, _ = get(server, "/files/x", method="OPTIONS",
+                             headers=[("Origin", "https://other.example"),
+                                      ("Access-Control-Request-Method", "PUT")])
+    assert status == 204 and "PUT" in headers["access-control-allow-methods"]
 
 
 class Echo(Resource):

@@ -268,14 +268,18 @@ class ModuleAPI:
         default ``[http] max_request_size``) are refused with 413 before
         they are read.  With ``cors=False`` the listener adds no CORS
         headers and answers no preflight under ``path``: what no page of
-        another origin may call.  ValueError if ``path`` is taken or
-        reserved (``xmpp-websocket``, ``http-bind``, ``.well-known``)."""
+        another origin may call; with ``cors="*"`` it allows every origin
+        whatever ``[http] cors_origins`` says: what holds no credentials a
+        page could borrow (signed URLs).  ValueError if ``path`` is taken
+        or reserved (``xmpp-websocket``, ``http-bind``, ``.well-known``)."""
         segments = http.path_segments(path)
         if segments in self._server.http_resources:
             raise ValueError(f"/{path} is already served")
         self._server.http_resources[segments] = (resource, max_request_size)
         if not cors:
             self._server.http_without_cors.add(segments)
+        elif cors == "*":
+            self._server.http_any_origin.add(segments)
 
     def http_base_url(self, host):
         """The external base URL of the web for hosted domain ``host``,

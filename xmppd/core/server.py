@@ -46,6 +46,7 @@ class Server:
         self.services = {}
         self.http_resources = {}  # path segments -> (resource, body limit): api.http_resource
         self.http_without_cors = set()  # path segments of those no browser may use
+        self.http_any_origin = set()  # path segments of those every origin may use
         self.loaded = set()  # names of the feature modules set up
         self.everywhere = set()  # modules enabled for every host (modules_enabled)
         self.needed_by = {}  # module name -> the modules that depend on it

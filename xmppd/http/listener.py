@@ -104,11 +104,13 @@ class WebRequest(Request):
 
     def process(self):
         origin = self._header(b"origin")
-        allowed = self._http.cors_origins
-        if origin is not None and ("*" in allowed or origin in allowed) \
-                and self.channel.site.cors(self.path):
+        site = self.channel.site
+        allowed = ("*",) if site.any_origin(self.path) else self._http.cors_origins
+        cors = site.cors(self.path)
+        if cors and allowed and "*" not in allowed:
+            self.setHeader(b"Vary", b"Origin")  # the answer depends on it, allowed or not
+        if origin is not None and ("*" in allowed or origin in allowed) and cors:
             self.setHeader(b"Access-Control-Allow-Origin", "*" if "*" in allowed else origin)
-            self.setHeader(b"Vary", b"Origin")
             if self.method == b"OPTIONS" and self.getHeader(b"access-control-request-method"):
                 self.setHeader(b"Access-Control-Allow-Methods", CORS_METHODS)
                 self.setHeader(b"Access-Control-Allow-Headers", CORS_HEADERS)
@@ -176,6 +178,11 @@ class WebSite(Site):
         ``api.http_resource``)."""
         segments = _segments(raw_path)
         return not any(_matches(prefix, segments) for prefix in self.server.http_without_cors)
+
+    def any_origin(self, raw_path):
+        """Whether every origin may use ``raw_path`` (``cors="*"``)."""
+        segments = _segments(raw_path)
+        return any(_matches(prefix, segments) for prefix in self.server.http_any_origin)
 
     def log(self, request):
         if not self.server.config.http.access_log:

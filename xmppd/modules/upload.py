@@ -33,7 +33,10 @@ its own, whose files are served by the HTTP listener under ``upload/``.
 
 The signing secret is made at random the first time and kept in
 ``DIRECTORY/secret`` (0600): only the server reads it; replacing it
-invalidates the PUT URLs handed out, not the files.  The ``max-file-size``
+invalidates the PUT URLs handed out, not the files.  Every origin may PUT
+and GET under ``upload/`` (CORS, whatever ``[http] cors_origins`` says):
+a web client of another origin uploads, and fetches encrypted files; the
+signed URLs are the only credentials.  The ``max-file-size``
 limit is also the HTTP listener's request size limit for ``upload/``, so
 a larger body is refused before it is read.
 """
@@ -279,5 +282,6 @@ def setup(api):
     api.http_resource(slots.PREFIX, UploadResource(store, files, secret, api.clock,
                                                    api.streams.offload),
                       max_request_size=lambda: max(
-                          (api.options_for(host).max_file_size for host in hosts), default=0))
+                          (api.options_for(host).max_file_size for host in hosts), default=0),
+                      cors="*")
     Sweep(api, store, files, hosts)
