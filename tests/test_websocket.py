@@ -241,6 +241,25 @@ def test_pings_and_the_idle_timeout(server):
     assert frames[-1] == 1000
 
 
+def test_the_servers_own_output_does_not_keep_a_silent_client(tmp_path):
+    server = make_server(tmp_path, extra='[ping]\nidle_timeout = 0\n'  # no XMPP pings
+                         '[http]\nlisten = ["ssl:5281"]')
+    add_user(server, "alice@example.com")
+    client = WebSocketClient(server)
+    login(client)
+    jid = "alice@example.com/web"
+    http = server.config.http
+    for _ in range(int(http.websocket_idle_timeout // http.websocket_ping_interval) + 1):
+        server.router.route(parse_stanza(
+            f"<message xmlns='jabber:client' from='example.com' to='{jid}'><body>news</body>"
+            "</message>"))
+        server.clock.advance(http.websocket_ping_interval)
+        client._read()
+        client.ws.data_to_send()  # neither pongs nor anything else come from the client
+    texts = [parse_stanza(f) for f in client.frames() if isinstance(f, str)]
+    assert "connection-timeout" in [error_condition(e) for e in texts if e.name == "error"]
+
+
 @pytest.mark.parametrize("payload,condition", [
     (b"<presence/><presence/>", "not-well-formed"),
     (b"<presence>", "not-well-formed"),

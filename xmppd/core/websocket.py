@@ -247,7 +247,6 @@ class WebSocketCarrier(HeldWriters, ReadPauses, UnauthenticatedCount, WebSocketS
         return self.backlogged()
 
     def _send(self, element):
-        self._traffic()
         self.sendMessage(serialize(element, default="", declared=False))
 
     def close(self, condition=None, text=None):
