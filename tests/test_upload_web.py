@@ -263,6 +263,11 @@ class TestPut:
         answer = web.request("PUT", put_target(slot_id), b"hello world",
                              {"Content-Type": "Image/JPEG"})
         assert answer.status == 201
+        text = "text/plain; charset=utf-8"
+        slot_id = add_slot(sql, content_type=text)
+        answer = web.request("PUT", put_target(slot_id, content_type=text), b"hello world",
+                             {"Content-Type": "text/plain;charset=UTF-8"})
+        assert answer.status == 201
 
     def test_chunked_put_needs_a_length(self, web, sql):
         slot_id = add_slot(sql)

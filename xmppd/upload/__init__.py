@@ -99,9 +99,13 @@ def content_type(value):
 
 
 def same_type(announced, given):
-    """Whether the ``Content-Type`` of a PUT is the announced one (§6)."""
+    """Whether the ``Content-Type`` of a PUT is the announced one (§6),
+    compared without spaces or case (RFC 9110 §8.3.1: the type, the
+    subtype and a charset's value are case-insensitive; other parameters
+    are compared alike)."""
     given = content_type(given)
-    return given is not None and given.replace(" ", "") == announced.replace(" ", "")
+    return given is not None and given.replace(" ", "").lower() == \
+        announced.replace(" ", "").lower()
 
 
 def inline(type_):
