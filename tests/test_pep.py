@@ -401,13 +401,51 @@ def test_create_with_configuration_and_conflict(server):
     assert "<value>open</value>" in owner_iq(alice, "get", "<configure node='n'/>").toXml()
 
 
-def test_explicit_subscriptions_are_not_offered(server):
-    bob = online(server, BOB)
-    bob.send(f"<iq type='set' id='s' to='{ALICE}'><pubsub xmlns='{NS_PUBSUB}'>"
-             f"<subscribe node='{NODE}' jid='{BOB}'/></pubsub></iq>")
-    refused = answer(bob, "s")
-    assert error_condition(refused) == "feature-not-implemented"
-    assert pubsub_condition(refused) == "unsupported"
+def subscribe(client, owner, node=NODE, jid=None, verb="subscribe"):
+    client.send(f"<iq type='set' id='s' to='{owner}'><pubsub xmlns='{NS_PUBSUB}'>"
+                f"<{verb} node='{node}' jid='{jid or client.stream.session.jid}'/></pubsub></iq>")
+    return answer(client, "s")
+
+
+def test_explicit_subscriptions_to_an_open_node(server):
+    alice, carol = online(server, ALICE), online(server, CAROL)  # not contacts
+    publish(alice, node=DEVICES, item_id="d1", access_model="open")
+    result = subscribe(carol, ALICE, DEVICES, jid=CAROL)
+    subscription = next(next(result.elements(NS_PUBSUB, "pubsub")).elements())
+    assert (subscription["jid"], subscription["subscription"]) == (CAROL, "subscribed")
+    server.clock.advance(0)
+    assert events(carol) == [("items", DEVICES, ["d1"])]  # the last item, after (§6.1.7)
+    publish(alice, node=DEVICES, item_id="d2")
+    assert events(carol) == [("items", DEVICES, ["d2"])]
+    carol.send(f"<iq type='get' id='l' to='{ALICE}'><pubsub xmlns='{NS_PUBSUB}'>"
+               "<subscriptions/></pubsub></iq>")
+    listed = next(next(answer(carol, "l").elements(NS_PUBSUB, "pubsub")).elements())
+    assert [(s["node"], s["jid"]) for s in listed.elements()] == [(DEVICES, CAROL)]
+    assert subscribe(carol, ALICE, DEVICES, jid=CAROL, verb="unsubscribe")["type"] == "result"
+    publish(alice, node=DEVICES, item_id="d3")
+    assert events(carol) == []
+    refused = subscribe(carol, ALICE, DEVICES, jid=CAROL, verb="unsubscribe")
+    assert pubsub_condition(refused) == "not-subscribed"
+
+
+def test_explicit_subscriptions_follow_the_access_model_and_the_requester(server):
+    alice, carol = online(server, ALICE), online(server, CAROL)
+    publish(alice)  # presence access
+    refused = subscribe(carol, ALICE)
+    assert (error_condition(refused), pubsub_condition(refused)) == (
+        "not-authorized", "presence-subscription-required")
+    refused = subscribe(carol, ALICE, jid=BOB)
+    assert (error_condition(refused), pubsub_condition(refused)) == ("bad-request", "invalid-jid")
+    assert error_condition(subscribe(carol, ALICE, node="none")) == "item-not-found"
+    publish(alice, node=DEVICES, access_model="open")
+    assert subscribe(carol, ALICE, DEVICES)["type"] == "result"  # the full JID
+    owner_iq(alice, "set", f"<configure node='{DEVICES}'><x xmlns='jabber:x:data' type='submit'>"
+             "<field var='FORM_TYPE' type='hidden'>"
+             "<value>http://jabber.org/protocol/pubsub#node_config</value></field>"
+             "<field var='pubsub#access_model'><value>presence</value></field></x></configure>")
+    carol.take()
+    publish(alice, node=DEVICES, item_id="2")
+    assert events(carol) == []  # it may no longer read the node
 
 
 def test_the_account_says_it_has_pep(server):
@@ -417,3 +455,5 @@ def test_the_account_says_it_has_pep(server):
     info = answer(alice, "d").toXml().replace('"', "'")
     assert "category='pubsub'" in info and "type='pep'" in info
     assert f"{NS_PUBSUB}#publish-options" in info
+    for feature in ("subscribe", "config-node-max", "auto-create", "filtered-notifications"):
+        assert f"{NS_PUBSUB}#{feature}'" in info

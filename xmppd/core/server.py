@@ -11,7 +11,7 @@ from twisted.internet import defer
 
 from xmppd.core.api import ModuleAPI
 from xmppd.core.events import CONFIG_RELOADED, Hooks
-from xmppd.core.limits import AuthThrottle, ConnectionCounter
+from xmppd.core.limits import AddressCounter, AuthThrottle, ConnectionCounter
 from xmppd.core.metrics import Metrics
 from xmppd.core.negotiation import Negotiation
 from xmppd.core.router import Router
@@ -33,6 +33,7 @@ class Server:
         self.sessions = LocalSessionDirectory()
         self.cluster = None  # the ClusterNode when this process is one (xmppd.cluster)
         self.connections = ConnectionCounter()
+        self.http_connections = AddressCounter()  # HTTP connections, apart (xmppd.http.listener)
         self.streams = set()  # open client and server streams (their carriers)
         self.metrics = Metrics(self)
         # Runs CPU-heavy work, ``offload(fn, *args) -> Deferred``: at once in

@@ -14,7 +14,14 @@ Limits: a request body larger than ``[http] max_request_size`` (or the
 limit the path's module gives) is refused with 413 before it is read
 (RFC 9110 §15.5.14), at most :data:`MAX_HEADERS` header lines and
 twisted.web's 16 KiB of request line and headers (431/400), an idle
-connection is closed after ``[http] timeout`` seconds.  CORS (the Fetch
+connection is closed after ``[http] timeout`` seconds, and so is one
+whose request line and headers have not all come within that time (a
+client sending them a byte at a time).  The connections of an address
+count against ``[limits] max_connections_per_ip`` (``max_connections`` in
+all), apart from the client streams, except those of trusted proxies
+(whose clients count as their streams begin): one past either is closed
+at once.  A connection a WebSocket takes over leaves the count, and
+counts as its stream.  CORS (the Fetch
 standard's protocol): a request whose ``Origin`` is in ``[http]
 cors_origins`` (or any, with ``"*"``) gets ``Access-Control-Allow-Origin``,
 and preflight ``OPTIONS`` requests are answered here.  ``X-Forwarded-For``
@@ -39,6 +46,7 @@ from twisted.web.server import Request, Site
 
 from xmppd import domains
 from xmppd.core.bosh import BoshResource
+from xmppd.core.stream import cancelled
 from xmppd.http import base_url
 from xmppd.http.forwarding import client_address, forwarded_secure
 
@@ -141,10 +149,57 @@ class WebRequest(Request):
 
 
 class WebChannel(HTTPChannel):
-    """HTTP/1.1 with fewer header lines allowed."""
+    """HTTP/1.1 with fewer header lines allowed, a deadline for each
+    request's headers, and the count of its address's connections."""
 
     maxHeaders = MAX_HEADERS
     _host = None
+    _counted = None  # the address this connection counts against
+    _deadline = None  # the call closing a connection whose request headers are late
+    _left = False  # lost, or taken over by a WebSocket
+
+    def connectionMade(self):
+        super().connectionMade()
+        server = self.site.server
+        address = getattr(self.transport.getPeer(), "host", None)  # None: a UNIX socket
+        if address is not None and address not in server.config.http.trusted_proxies:
+            limits = server.config.limits
+            if server.http_connections.admit(address, limits.max_connections,
+                                             limits.max_connections_per_ip):
+                self.transport.abortConnection()
+                return
+            self._counted = address
+        self._expect_headers()
+
+    def _expect_headers(self):
+        server = self.site.server
+        self._deadline = server.clock.callLater(server.config.http.timeout, self._headers_late)
+
+    def _headers_late(self):
+        self._deadline = None
+        self.transport.abortConnection()
+
+    def allHeadersReceived(self):
+        self._deadline = cancelled(self._deadline)
+        super().allHeadersReceived()
+
+    def requestDone(self, request):
+        super().requestDone(request)
+        if not self._left and self._deadline is None:
+            self._expect_headers()  # the next request's
+
+    def leave(self):
+        """The connection is no longer this channel's (a WebSocket takes it
+        over, or it is lost): out of the count, no deadline."""
+        self._left = True
+        self._deadline = cancelled(self._deadline)
+        if self._counted is not None:
+            self.site.server.http_connections.release(self._counted)
+            self._counted = None
+
+    def connectionLost(self, reason):
+        self.leave()
+        super().connectionLost(reason)
 
     def getHost(self):
         """The connection's local address, read once: twisted.web asks for
@@ -205,13 +260,22 @@ def _matches(prefix, segments):
     return tuple(s.decode("utf-8", "replace") for s in segments[:len(prefix)]) == prefix
 
 
+class WebSocketUpgrade(WebSocketResource):
+    """autobahn's resource, which takes the connection over from its HTTP
+    channel (whose ``connectionLost`` is then never called)."""
+
+    def render(self, request):
+        request.channel.leave()
+        return super().render(request)
+
+
 class Root(Resource):
     """``/``: the listener's own paths, then the modules' resources."""
 
     def __init__(self, server, websocket_factory):
         super().__init__()
         self._server = server
-        self.putChild(b"xmpp-websocket", WebSocketResource(websocket_factory))
+        self.putChild(b"xmpp-websocket", WebSocketUpgrade(websocket_factory))
         self.putChild(b"http-bind", BoshResource(server, websocket_factory.tls))
         well_known = Resource()
         well_known.putChild(b"host-meta", HostMeta(server, json_format=False))

@@ -51,8 +51,15 @@
 - The account's disco#info has the identity ``pubsub/pep`` and the
   pubsub features (XEP-0163 §6).
 
-Explicit subscriptions to PEP nodes (XEP-0060 §6.1) are not offered:
-``feature-not-implemented`` with ``<unsupported feature='subscribe'/>``.
+- Explicit subscriptions (XEP-0060 §6.1, §6.2, §5.6; XEP-0163 §6 requires
+  them of a PEP service): anyone the node's access model lets read it
+  subscribes its own JID, bare or full (at most ``pep.max_subscriptions``
+  per node), and gets the last item (§6.1.7); every event then goes to it
+  as well, while the access model still lets it read the node and the
+  account does not block it, unless it is one of the account's own.  A
+  contact's client may so get an event twice (by its ``+notify`` and its
+  subscription): the item ids tell them apart.  Subscription options
+  (§6.3) are not offered.
 """
 
 import json
@@ -72,20 +79,22 @@ from xmppd.pubsub import NS_OWNER, NS_PUBSUB, error
 from xmppd.pubsub.access import refusal
 from xmppd.pubsub.elements import (form_in, items_event, node_event,
                                    node_name, owner_payload, publish_result, published_item,
-                                   retract_event, retrieve)
+                                   pubsub, retract_event, retrieve, subscriber,
+                                   subscription_element)
 from xmppd.pubsub.config import (PEP_DEFAULTS, check_preconditions, config_form, enabled,
                                  max_items, read_form, read_publish_options, reconfigure)
 from xmppd.storage import SUBSCRIBED_TO, NodeExists, TooManyNodes
-from xmppd.storage.kinds import PubSubItem
+from xmppd.storage.kinds import PubSubItem, PubSubSubscription
 
 NS_DELAY = "urn:xmpp:delay"
 IDENTITY = ("pubsub", "pep", None)
 FEATURES = ("access-open", "access-presence", "access-roster", "access-whitelist",
-            "auto-create", "config-node", "create-and-configure", "create-nodes",
-            "delete-items", "delete-nodes", "filtered-notifications", "item-ids",
-            "last-published", "modify-affiliations", "multi-items", "persistent-items",
-            "presence-notifications", "publish", "publish-options", "purge-nodes",
-            "retract-items", "retrieve-affiliations", "retrieve-default", "retrieve-items")
+            "auto-create", "auto-subscribe", "config-node", "config-node-max",
+            "create-and-configure", "create-nodes", "delete-items", "delete-nodes",
+            "filtered-notifications", "item-ids", "last-published", "modify-affiliations",
+            "multi-items", "persistent-items", "presence-notifications", "publish",
+            "publish-options", "purge-nodes", "retract-items", "retrieve-affiliations",
+            "retrieve-default", "retrieve-items", "retrieve-subscriptions", "subscribe")
 SETTABLE_AFFILIATIONS = ("member", "outcast", "none")
 # From another cluster node: JSON {"a": account, "n": node, "c": its
 # configuration, "x": the event, "j": contacts' full JIDs}; and "ACCOUNT FULL-JID".
@@ -98,6 +107,7 @@ SUBSCRIBED_PRIORITY = -100  # on the pre-event: after the policies (closed domai
 OPTIONS = Options(  # [pep]
     max_nodes=Option(100, integer(1)),  # per account
     max_items=Option(256, integer(1)),  # per node: what "max" means
+    max_subscriptions=Option(1000, integer(1)),  # explicit ones, per node
     max_item_size=Option(131072, integer(1)),  # bytes of one item's payload
 )
 
@@ -149,8 +159,14 @@ class Pep:
         elif verb.name == "create":
             configure = next((child for child in verbs[1:] if child.name == "configure"), None)
             return self.create(stanza, account, verb, configure)
-        if verb.name in ("subscribe", "unsubscribe", "options", "subscriptions"):
-            raise error("feature-not-implemented", feature="subscribe")
+        if verb.name == "subscribe":
+            return self.subscribe(stanza, account, verb)
+        if verb.name == "unsubscribe":
+            return self.unsubscribe(stanza, account, verb)
+        if verb.name == "subscriptions":
+            return self.own_subscriptions(stanza, account, verb)
+        if verb.name == "options":
+            raise error("feature-not-implemented", feature="subscription-options")
         raise error("feature-not-implemented", text=f"{verb.name} is not offered by PEP")
 
     def owner_request(self, stanza):
@@ -311,6 +327,53 @@ class Pep:
                 raise refused
         return (yield retrieve(self._store, _service(account), name, request))
 
+    # Explicit subscriptions (XEP-0060 §6.1, §6.2, §5.6)
+
+    @defer.inlineCallbacks
+    def subscribe(self, stanza, account, request):
+        name = node_name(request)
+        jid = subscriber(stanza, request)
+        node = yield self._node(account, name)
+        if jid.bare != account:
+            refused = (yield self._access(account, name, node.config))(jid.bare.full)
+            if refused is not None:
+                raise refused
+        service = _service(account)
+        subscriptions = yield self._store.subscriptions(service, name)
+        subscription = next((s for s in subscriptions if s.jid == jid.full), None)
+        if subscription is None:
+            if len(subscriptions) >= self._api.options.max_subscriptions:
+                raise StanzaError("resource-constraint", "the node has too many subscriptions")
+            subscription = PubSubSubscription(jid.full, secrets.token_hex(8), "subscribed", {})
+            yield self._store.subscribe(service, name, subscription)
+        # The last item after the result (§6.1.7).
+        self._api.clock.callLater(0, lambda: self._send_last(
+            account, jid.full, {name}, ("on_sub", "on_sub_and_presence")).addErrback(
+                self._failed, account))
+        return pubsub(subscription_element(name, subscription))
+
+    @defer.inlineCallbacks
+    def unsubscribe(self, stanza, account, request):
+        name = node_name(request)
+        jid = subscriber(stanza, request)
+        yield self._node(account, name)
+        if not (yield self._store.unsubscribe(_service(account), name, jid.full,
+                                              request.getAttribute("subid"))):
+            raise error("unexpected-request", "not-subscribed")
+        return None
+
+    @defer.inlineCallbacks
+    def own_subscriptions(self, stanza, account, request):
+        only = request.getAttribute("node")
+        answer = domish.Element((NS_PUBSUB, "pubsub"))
+        listed = answer.addElement("subscriptions")
+        for jid in {stanza.sender.bare.full, stanza.sender.full}:
+            for name, subscription in (yield self._store.subscriptions_of(_service(account),
+                                                                         jid)):
+                if only is None or name == only:
+                    listed.addChild(subscription_element(name, subscription))
+        return answer
+
     def own_affiliations(self, stanza, account):
         """The requester's affiliations (§5.7): the owner's nodes."""
         answer = domish.Element((NS_PUBSUB, "pubsub"))
@@ -433,6 +496,7 @@ class Pep:
         cluster, those this node serves, and the other nodes theirs)."""
         if not enabled(config, "pubsub#deliver_notifications"):
             return
+        self._to_subscribers(account, name, config, event).addErrback(self._failed, account)
         if self._api.node is None:
             self._send(account, name, config, lambda: event().toXml(),
                        self._api.sessions.resources(account), self._recipients.get(account, ()))
@@ -498,6 +562,20 @@ class Pep:
         if others:
             self._to_contacts(account, config, name, others, xml).addErrback(
                 self._failed, account)
+
+    @defer.inlineCallbacks
+    def _to_subscribers(self, account, name, config, event):
+        """The event to the node's explicit subscriptions that may still
+        read it, but the account's own (notified by their ``+notify``)."""
+        subscriptions = [s.jid for s in (yield self._store.subscriptions(_service(account), name))
+                         if JID.normalised(s.jid).bare != account]
+        if not subscriptions:
+            return
+        may_read = yield self._readers(account, name, config)
+        xml = event().toXml()
+        for jid in subscriptions:
+            if may_read(jid):
+                self._api.route(self._message(account, jid, config, xml))
 
     @defer.inlineCallbacks
     def _to_contacts(self, account, config, name, recipients, xml):
@@ -634,10 +712,13 @@ class Pep:
             self._send_last(account, full, wanted).addErrback(self._failed, account)
 
     @defer.inlineCallbacks
-    def _send_last(self, account, full, wanted):
+    def _send_last(self, account, full, wanted, when=("on_sub_and_presence",)):
+        """The last items of the account's nodes named in ``wanted`` whose
+        ``pubsub#send_last_published_item`` is in ``when``, to ``full``
+        if it may have them."""
         nodes = [node for node in (yield self._store.nodes(_service(account)))
                  if node.name in wanted and node.config.get(
-                     "pubsub#send_last_published_item") == "on_sub_and_presence"
+                     "pubsub#send_last_published_item") in when
                  and enabled(node.config, "pubsub#deliver_notifications")]
         if not nodes:
             return

@@ -51,8 +51,8 @@ from xmppd.pubsub.access import refusal
 from xmppd.pubsub.config import (PEP_DEFAULTS, check_preconditions, config_form, enabled,
                                  max_items, read_form, read_publish_options, reconfigure)
 from xmppd.pubsub.elements import (form_in, items_event, node_event, node_name,
-                                   owner_payload, publish_result, published_item,
-                                   retract_event, retrieve)
+                                   owner_payload, publish_result, published_item, pubsub,
+                                   retract_event, retrieve, subscriber, subscription_element)
 from xmppd.storage import NodeExists, TooManyNodes
 from xmppd.storage.kinds import AFFILIATIONS, PubSubItem, PubSubSubscription
 from xmppd.wokkel_compat import data_form
@@ -93,13 +93,6 @@ def _jid(text, condition="jid-malformed"):
         return JID.parse(text or "")
     except InvalidJID as e:
         raise StanzaError(condition, str(e))
-
-
-def _subscription_element(node, subscription):
-    element = domish.Element((NS_PUBSUB, "subscription"))
-    element["node"], element["jid"] = node, subscription.jid
-    element["subid"], element["subscription"] = subscription.subid, subscription.state
-    return element
 
 
 def _subscribe_options_form(options):
@@ -215,18 +208,10 @@ class PubSubService:
 
     # Subscribers (§6)
 
-    def _subscriber(self, stanza, element):
-        """The JID a subscription request is for: the requester's own
-        (bare or full), else ``invalid-jid`` (§6.1.3.1)."""
-        jid = _jid(element.getAttribute("jid"), "bad-request")
-        if jid.bare != stanza.sender.bare:
-            raise error("bad-request", "invalid-jid")
-        return jid
-
     @defer.inlineCallbacks
     def subscribe(self, stanza, subscribe, rest):
         service, name = stanza.recipient.domain, node_name(subscribe)
-        jid = self._subscriber(stanza, subscribe)
+        jid = subscriber(stanza, subscribe)
         node = yield self._node(service, name)
         refused = yield self._refusal(service, node, jid)
         if refused is not None:
@@ -235,7 +220,7 @@ class PubSubService:
         existing = next((s for s in subscriptions if s.jid == jid.full), None)
         x = form_in(rest.get("options"))
         if existing is not None and x is None:
-            return _pubsub(_subscription_element(name, existing))
+            return pubsub(subscription_element(name, existing))
         if existing is None and len(subscriptions) >= self._options(service).max_subscriptions:
             raise StanzaError("resource-constraint", "the node has too many subscriptions")
         options = {"pubsub#deliver": "true", **({} if x is None else _read_subscribe_options(x))}
@@ -247,12 +232,12 @@ class PubSubService:
                                                                   "on_sub_and_presence"):
             # After the result (§6.1.7).
             self._api.clock.callLater(0, self._send_last, service, node, jid.full)
-        return _pubsub(_subscription_element(name, subscription))
+        return pubsub(subscription_element(name, subscription))
 
     @defer.inlineCallbacks
     def unsubscribe(self, stanza, unsubscribe, rest):
         service, name = stanza.recipient.domain, node_name(unsubscribe)
-        jid = self._subscriber(stanza, unsubscribe)
+        jid = subscriber(stanza, unsubscribe)
         yield self._node(service, name)
         if not (yield self._store.unsubscribe(service, name, jid.full,
                                               unsubscribe.getAttribute("subid"))):
@@ -262,7 +247,7 @@ class PubSubService:
     @defer.inlineCallbacks
     def _subscription(self, stanza, element):
         service, name = stanza.recipient.domain, node_name(element)
-        jid = self._subscriber(stanza, element)
+        jid = subscriber(stanza, element)
         yield self._node(service, name)
         for subscription in (yield self._store.subscriptions(service, name)):
             if subscription.jid == jid.full:
@@ -298,7 +283,7 @@ class PubSubService:
         for jid in {stanza.sender.bare.full, stanza.sender.full}:
             for name, subscription in (yield self._store.subscriptions_of(service, jid)):
                 if only is None or name == only:
-                    listed.addChild(_subscription_element(name, subscription))
+                    listed.addChild(subscription_element(name, subscription))
         return answer
 
     @defer.inlineCallbacks
@@ -581,12 +566,6 @@ class PubSubService:
             raise refused
         return items_element([(service, item.id) for item in
                               reversed((yield self._store.get_items(service, name)))], name)
-
-
-def _pubsub(child):
-    answer = domish.Element((NS_PUBSUB, "pubsub"))
-    answer.addChild(child)
-    return answer
 
 
 def setup(api):

@@ -1,11 +1,13 @@
 """The elements of XEP-0060 both pubsub services build and read: request
-parts (§7.1 publish, the node attribute), the answer to an item retrieval
-(§6.5) and event notifications (§7.1.2.1 items, §7.2.2.1 retractions,
-§8.4.2 deletion, §8.5.2 purge)."""
+parts (§7.1 publish, the node attribute, §6.1 the subscriber), the answer
+to an item retrieval (§6.5), subscriptions (§6.1.2, §5.6) and event
+notifications (§7.1.2.1 items, §7.2.2.1 retractions, §8.4.2 deletion,
+§8.5.2 purge)."""
 
 from twisted.words.xish import domish
 
 from xmppd.core.stanzas import StanzaError
+from xmppd.jid import JID, InvalidJID
 
 from . import NS_EVENT, NS_OWNER, NS_PUBSUB, error
 
@@ -19,6 +21,33 @@ def node_name(element):
     if not name:
         raise error("bad-request", "nodeid-required")
     return name
+
+
+def subscriber(stanza, element):
+    """The JID a subscription request (``element``) is for: the
+    requester's own, bare or full, else ``invalid-jid`` (§6.1.3.1)."""
+    try:
+        jid = JID.parse(element.getAttribute("jid") or "")
+    except InvalidJID:
+        raise error("bad-request", "invalid-jid") from None
+    if jid.bare != stanza.sender.bare:
+        raise error("bad-request", "invalid-jid")
+    return jid
+
+
+def subscription_element(node, subscription):
+    """``<subscription node jid subid subscription/>`` (§6.1.2)."""
+    element = domish.Element((NS_PUBSUB, "subscription"))
+    element["node"], element["jid"] = node, subscription.jid
+    element["subid"], element["subscription"] = subscription.subid, subscription.state
+    return element
+
+
+def pubsub(child):
+    """``<pubsub xmlns='…pubsub'>`` with ``child``."""
+    answer = domish.Element((NS_PUBSUB, "pubsub"))
+    answer.addChild(child)
+    return answer
 
 
 def published_item(publish):
