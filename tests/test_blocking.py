@@ -373,6 +373,25 @@ def test_block_and_unblock_send_presence_to_contacts_who_see_it(tmp_path):
         ("carol@other.example", "dnd")]
 
 
+def test_what_was_stored_before_a_block_is_not_delivered_after_it(tmp_path):
+    server = make_server(tmp_path, modules=("bind", "roster", "presence", "subscription",
+                                            "message", "offline", "blocking"))
+    for user in ("alice@example.com", "bob@example.com", "carol@example.com"):
+        add_user(server, user)
+    for sender in ("bob@example.com", "carol@example.com"):  # alice is offline
+        client = login(server, sender, "x")
+        client.send("<presence type='subscribe' to='alice@example.com'/>")
+        chat(client, "alice@example.com", body=f"from {sender}")
+    alice = login(server, "alice@example.com", "a")
+    block(alice, "bob@example.com")
+    alice.send("<presence/>")
+    received = alice.take()
+    requests = [e["from"] for e in received
+                if e.name == "presence" and e.getAttribute("type") == "subscribe"]
+    bodies = [str(e.body) for e in received if e.name == "message"]
+    assert requests == ["carol@example.com"] and bodies == ["from carol@example.com"]
+
+
 # Other modules told of blocks (the reports of XEP-0377)
 
 

@@ -22,7 +22,8 @@ sent as fast as the client reads them, so a long backlog never overflows
 its bounded output (``c2s.max_output_buffer``).  They come in
 the order the server received them, by their delay stamps (to the
 microsecond): messages stored back, when the session went away before they
-reached it, may follow newer ones in the database.
+reached it, may follow newer ones in the database.  Those from a sender
+the account blocked since they were stored are dropped (XEP-0191 §3.3).
 Advertises ``msgoffline`` (XEP-0160 §5).
 """
 
@@ -90,11 +91,22 @@ def setup(api):
             "delivering offline messages to {jid} failed", failure, jid=session.jid))
 
     def hand_over(taken, session):
-        """Send the taken messages to ``session`` in the order they came."""
+        """Send the taken messages to ``session`` in the order they came,
+        but those from whom the account blocks now (XEP-0191 §3.3)."""
         domain = session.jid.domain
         messages = sorted(((parse_stanza(xml), xml) for xml in taken),
                           key=lambda message: arrival(message[0], domain))
-        send_as_read(session, messages, 0)
+        blocking = api.service("blocking")
+        if blocking is None:
+            return send_as_read(session, messages, 0)
+        xml_of = {id(element): xml for element, xml in messages}
+
+        def without_blocked(kept):
+            queued.dec(len(messages) - len(kept))  # dropped: taken, not delivered
+            return send_as_read(session, [(element, xml_of[id(element)]) for element in kept], 0)
+
+        d = blocking.unblocked(session.jid.bare, [element for element, _ in messages])
+        return d.addCallback(without_blocked)
 
     def send_as_read(session, messages, start):
         """Send ``messages[start:]`` (element, stored XML) no faster than

@@ -283,12 +283,18 @@ def setup(api):
             presence.send_unavailable(user, contact)
 
     def deliver_requests(session):
+        """The requests stored for the account, but from whom it blocks
+        now (XEP-0191 §3.3)."""
         user = session.jid.bare
         d = requests.get_all(user.local, user.domain)
+        d.addCallback(lambda stored: [parse_stanza(text) for text in stored.values()])
+        blocking = api.service("blocking")
+        if blocking is not None:
+            d.addCallback(lambda elements: blocking.unblocked(user, elements))
 
-        def deliver(requests):
-            for text in requests.values():
-                session.send(parse_stanza(text))
+        def deliver(elements):
+            for element in elements:
+                session.send(element)
 
         d.addCallback(deliver)
         d.addErrback(lambda failure: api.log.failure(
