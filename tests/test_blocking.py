@@ -369,8 +369,11 @@ def test_block_and_unblock_send_presence_to_contacts_who_see_it(tmp_path):
 
     seen.clear()
     unblock(alice)
-    assert [(p.recipient.full, str(p.element.show)) for p in seen] == [
+    assert [(p.recipient.full, str(p.element.show)) for p in seen if p.type is None] == [
         ("carol@other.example", "dnd")]
+    # What the contacts whose presence alice receives sent meanwhile was dropped: asked again
+    assert sorted(p.recipient.full for p in seen if p.type == "probe") == [
+        "carol@other.example", "dave@example.com"]
 
 
 def test_what_was_stored_before_a_block_is_not_delivered_after_it(tmp_path):

@@ -13,8 +13,10 @@ Every change is stored, then pushed as an iq set to each of the user's
 resources that requested the block list.  The user's contacts allowed to see
 its presence (subscription ``from`` or ``both``, RFC 6121 §4) that a block
 covers are sent unavailable presence from each available resource (§3.3);
-those an unblock covers, each resource's current presence (§3.4); both
-through the ``presence`` service, when the presence module is loaded.  A
+those an unblock covers, each resource's current presence (§3.4), and
+those whose presence the user receives a probe (RFC 6121 §4.3: the
+presence they sent during the block was dropped); all through the
+``presence`` service, when the presence module is loaded.  A
 blocked full JID gets neither (the contact's other resources still see the
 user), nor does a contact that only received directed presence.
 
@@ -58,7 +60,7 @@ from twisted.words.xish import domish
 from xmppd.core.events import ACCOUNT_OFFLINE, BARE, SESSION_BOUND, pre_events
 from xmppd.core.stanzas import StanzaError, error_reply, make_stanza
 from xmppd.jid import JID, InvalidJID
-from xmppd.storage import SUBSCRIBERS
+from xmppd.storage import SUBSCRIBED_TO, SUBSCRIBERS
 
 NS_BLOCKING = "urn:xmpp:blocking"
 NS_BLOCKING_ERRORS = "urn:xmpp:blocking:errors"
@@ -318,8 +320,12 @@ def setup(api):
         def send_to_contacts(roster):
             _, items = roster
             for item in items:
-                if item.subscription in SUBSCRIBERS and _matches(changed, JID.parse(item.jid)):
+                if not _matches(changed, JID.parse(item.jid)):
+                    continue
+                if item.subscription in SUBSCRIBERS:
                     send(user, item.jid)
+                if action == "send_current" and item.subscription in SUBSCRIBED_TO:
+                    presence.probe(user, item.jid)  # what the block kept from the user
 
         d = api.service("roster").roster(user)
         d.addCallback(send_to_contacts).addErrback(lambda failure: api.log.failure(

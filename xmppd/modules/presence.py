@@ -101,6 +101,13 @@ class PresenceService:
         for session in self.available(user):
             self._api.route(readdressed(session.presence, str(to), session.jid.full))
 
+    def probe(self, user, contact):
+        """Ask ``contact`` (a bare JID, text) for its presence on behalf of
+        ``user``, which has a subscription to it (RFC 6121 §4.3)."""
+        if self.available(user):
+            self._api.route(make_stanza("presence", to=contact, from_=user.full,
+                                        type_="probe"))
+
     def send_unavailable(self, user, to):
         """Send ``to`` unavailable presence from each available resource of
         ``user`` (RFC 6121 §3.2.2, §3.3.3)."""
