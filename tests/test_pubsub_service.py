@@ -184,6 +184,24 @@ def test_whitelist_and_presence_access(server):
         "presence-subscription-required"
 
 
+def test_a_subscriber_who_may_no_longer_read_gets_no_notifications(server):
+    admin, alice, bob = (online(server, user) for user in (ADMIN, ALICE, BOB))
+    create(admin)
+    subscribe(alice, ALICE)
+    subscribe(bob, BOB)
+    outcast = iq(admin, "set", f"<affiliations node='news'><affiliation jid='{BOB}' "
+                               "affiliation='outcast'/></affiliations>", ns=NS_OWNER)
+    assert outcast["type"] == "result"
+    publish(admin, item_id="1")
+    assert notifications(alice) == [("items", "news", ["1"])]
+    assert notifications(bob) == []
+    configure = iq(admin, "set", f"<configure node='news'>{form(CONFIG, access_model='whitelist')}"
+                                 "</configure>", ns=NS_OWNER)
+    assert configure["type"] == "result"
+    publish(admin, item_id="2")
+    assert notifications(alice) == []  # not on the whitelist
+
+
 def test_owner_management_and_notified_deletion(server):
     admin, alice = online(server, ADMIN), online(server, ALICE)
     create(admin, max_items="2")

@@ -515,13 +515,29 @@ class PubSubService:
     @defer.inlineCallbacks
     def notify(self, service, name, config, event):
         """``event`` to every subscription of the node that takes
-        deliveries (§7.1.2.1, §8.4.2, §8.5.2), serialised once for all."""
+        deliveries (§7.1.2.1, §8.4.2, §8.5.2) and whose subscriber may
+        still read the node: an outcast, or one the access model no longer
+        lets in (§4.1, §4.5), gets nothing; serialised once for all."""
         if not enabled(config, "pubsub#deliver_notifications"):
             return
+        subscriptions = [s for s in (yield self._store.subscriptions(service, name))
+                         if s.state == "subscribed"
+                         and s.options.get("pubsub#deliver", "true") == "true"]
+        if not subscriptions:
+            return
+        affiliations = yield self._store.affiliations(service, name)
+        roster = {}
+        if config.get("pubsub#access_model") in ("presence", "roster"):
+            owners = sorted(jid for jid, value in affiliations.items() if value == "owner")
+            if owners:
+                roster = {item.jid: item for item in
+                          (yield self._api.service("roster").roster(JID.parse(owners[0])))[1]}
         xml = event.toXml()
-        for subscription in (yield self._store.subscriptions(service, name)):
-            if (subscription.state == "subscribed"
-                    and subscription.options.get("pubsub#deliver", "true") == "true"):
+        for subscription in subscriptions:
+            bare = JID.parse(subscription.jid).bare.full
+            affiliation = affiliations.get(bare)
+            if affiliation in OWNERS or refusal(config, bare, roster.get(bare),
+                                                affiliation) is None:
                 self._send(service, subscription.jid, config, xml)
 
     def _send(self, service, to, config, xml):
