@@ -315,3 +315,15 @@ def test_followers_get_presence_with_caps_and_unavailable(server):
     alice.send(presence(to=BOB))
     alice.send(f"<presence to='{BOB}' type='unavailable'/>")
     assert followed == [(BOB, f"{ALICE}/res", True), (BOB, f"{ALICE}/res", False)]
+
+
+def test_an_occupants_presence_from_its_room_is_not_followed(server):
+    followed = []
+    tracker(server).follow(lambda account, jid, available: followed.append(jid))
+    connect(server, BOB)
+    # A room's reflection of an occupant's presence, with the occupant's caps
+    reflected = presence(to=f"{BOB}/res").replace(
+        "<presence ", "<presence xmlns='jabber:client' from='room@conference.example.com/nick' "
+    ).replace("</presence>", "<x xmlns='http://jabber.org/protocol/muc#user'/></presence>")
+    server.router.route(parse_stanza(reflected))
+    assert followed == []

@@ -11,6 +11,10 @@ server (XEP-0115), for personal eventing's filtered notifications
   sent on behalf of a client bound on another node (an answer to a probe)
   is left to that node: it follows the client's presence, and the
   client's answers to queries reach it, not this one.
+- Followed (:meth:`ClientCaps.follow`): who sent its presence to an
+  account, for personal eventing's notifications; not a room's occupant
+  (its presence carries ``muc#user``): an occupant is not the account's
+  contact, and the room would bounce what is sent to it (XEP-0045 §7.5).
 - Resolved (§6.2): the features of a ``(hash, ver)`` seen before come
   from a cache of the ``CACHE_SIZE`` most recently used (§8.2); otherwise
   the server (the domain of the local account involved) asks the entity,
@@ -52,6 +56,7 @@ MAX_QUERIES = 300  # in flight, in all
 QUERY_TIMEOUT = 30.0  # seconds
 MAX_LENGTH = 256  # characters of a hash name, node or ver
 MAX_FEATURES = 500  # in one answer
+NS_MUC_USER = "http://jabber.org/protocol/muc#user"  # an occupant's presence, from its room
 
 
 class _Entity:
@@ -144,7 +149,7 @@ class ClientCaps:
             available = self._presence(stanza, stanza.recipient.domain)
             if available is not None and self._followers:
                 account = stanza.recipient.bare
-                if sender.bare != account:
+                if sender.bare != account and child(stanza.element, NS_MUC_USER, "x") is None:
                     for callback in self._followers:
                         callback(account, sender.full, available)
         return False
