@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 import pytest
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
 from hypothesis import HealthCheck, given, settings, strategies as st
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
@@ -66,11 +68,14 @@ class Web:
         channel = self.site.buildProtocol(None)
         channel.makeConnection(transport)
         channel.dataReceived(("\r\n".join(lines) + "\r\n\r\n").encode() + data)
+        transport.channel = channel
         return transport
 
     def __call__(self, method, path, body=None, token=None, **options):
         transport = self.send(method, path, body, token, **options)
         assert transport.value(), f"no answer yet to {method} {path}"
+        if transport.disconnecting:  # Connection: close, as a real transport reports it
+            transport.channel.connectionLost(Failure(ConnectionDone()))
         return parse(transport.value())
 
 

@@ -5,6 +5,8 @@ import json
 
 import pytest
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
 from tests.harness import TLSStringTransport, make_server
@@ -101,6 +103,44 @@ def test_a_resource_for_every_origin_allows_any_whatever_the_configuration(serve
                              headers=[("Origin", "https://other.example"),
                                       ("Access-Control-Request-Method", "PUT")])
     assert status == 204 and "PUT" in headers["access-control-allow-methods"]
+
+
+def connection(server, address="192.0.2.7"):
+    """A new connection to the listener: (channel, transport)."""
+    transport = TLSStringTransport(peerAddress=IPv4Address("TCP", address, 40000))
+    channel = WebSite(server, WebSocketFactory(server, tls=True)).buildProtocol(None)
+    channel.makeConnection(transport)
+    return channel, transport
+
+
+def test_the_connections_of_an_address_are_limited(tmp_path):
+    server = make_server(tmp_path, modules=(), extra=(
+        '[limits]\nmax_connections_per_ip = 2\n' + LISTEN + 'trusted_proxies = ["127.0.0.1"]'))
+    first, second, third = (connection(server) for _ in range(3))
+    assert not first[1].disconnecting and not second[1].disconnecting
+    assert third[1].disconnecting  # closed at once
+    first[0].connectionLost(Failure(ConnectionDone()))
+    assert not connection(server)[1].disconnecting
+    assert not connection(server, "192.0.2.8")[1].disconnecting  # another address
+    proxied = [connection(server, "127.0.0.1") for _ in range(3)]  # its clients count apart
+    assert not any(transport.disconnecting for _, transport in proxied)
+
+
+def test_a_request_whose_headers_trickle_in_is_cut_off(server):
+    channel, transport = connection(server)
+    for _ in range(5):
+        channel.dataReceived(b"G")
+        server.clock.advance(server.config.http.timeout / 5 - 1)
+    assert not transport.disconnecting
+    server.clock.advance(5)  # the headers' time is up, though bytes kept coming
+    assert transport.disconnecting
+    channel, transport = connection(server)
+    channel.dataReceived(b"GET /.well-known/host-meta HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    assert transport.value().startswith(b"HTTP/1.1 200")
+    server.clock.advance(server.config.http.timeout - 1)  # waiting for the next request
+    assert not transport.disconnecting
+    server.clock.advance(1)
+    assert transport.disconnecting
 
 
 class Echo(Resource):

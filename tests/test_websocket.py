@@ -140,6 +140,15 @@ def login(client, resource="web"):
     assert result["type"] == "result"
 
 
+def test_a_websocket_counts_as_a_stream_not_as_an_http_connection(server):
+    client = WebSocketClient(server)
+    assert client.response
+    assert server.http_connections.count("192.0.2.7") == 0
+    assert server.connections.count("192.0.2.7") == 1
+    server.clock.advance(server.config.http.timeout * 2)  # no HTTP deadline left behind
+    assert not client.transport.disconnecting
+
+
 def test_sasl_bind_and_a_session_as_on_tcp(server):
     add_user(server, "bob@example.com")
     bob = online(server, "bob@example.com")
