@@ -115,6 +115,14 @@ def test_received_to_a_full_jid(server, alice):
     assert carbon_of(high.take()[0], "received")["to"] == "bob@example.com/low"
 
 
+def test_no_copy_of_a_message_no_resource_receives(server, alice):
+    hidden = connect(server, "bob@example.com", "hidden", priority=-5)  # takes no bare JID's
+    chat(alice, "bob@example.com")  # kept offline (refused here: no offline storage)
+    chat(alice, "bob@example.com/gone", type_="normal")  # refused
+    assert [e.getAttribute("type") for e in alice.take()] == ["error", "error"]
+    assert hidden.take() == []
+
+
 def test_no_copy_for_resources_that_got_the_original(server, alice):
     one = connect(server, "bob@example.com", "one", priority=2)
     two = connect(server, "bob@example.com", "two", priority=2)

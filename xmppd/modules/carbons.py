@@ -11,7 +11,8 @@
 - Received (§7): when an eligible message is delivered to a local account,
   each of its carbons-enabled, available resources that did not receive the
   original (the ``message`` service says which did) gets a
-  ``<received/>`` copy.
+  ``<received/>`` copy; a message no resource receives (kept offline, or
+  refused) is copied to none.
 - Sent (§8): when a local client sends an eligible message, to whomever,
   remote domains included, each other carbons-enabled, available resource
   of the sender gets a ``<sent/>`` copy.  A message to the sender's own
@@ -70,7 +71,8 @@ def setup(api):
             return False
         if wants_copies(user) and eligible(stanza.element, received=True):
             delivered = set(api.service("message").recipients(stanza))
-            send_copies(user, "received", stanza.element, delivered | {stanza.origin})
+            if delivered:  # one kept offline or refused has reached no one yet
+                send_copies(user, "received", stanza.element, delivered | {stanza.origin})
         remove_private(stanza.element)
         return False
 
