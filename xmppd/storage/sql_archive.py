@@ -284,23 +284,23 @@ class SQLArchive:
             return (first and _message(first), last and _message(last))
 
     def replace(self, username: str, domain: str, archive_id: str, xml: str) -> bool:
-        number = _number(archive_id)
-        if number is None:
-            return False
-        owned = self._of(self._owner(username, domain).scalar_subquery())
-        entry = self._entries
-        with self._db.writing() as session:
-            return session.execute(update(entry).where(owned, entry.id == number)
-                                   .values(stanza=xml)).rowcount == 1
+        return self._one(username, domain, archive_id,
+                         lambda entry: update(entry).values(stanza=xml))
 
     def remove(self, username: str, domain: str, archive_id: str) -> bool:
+        return self._one(username, domain, archive_id, delete)
+
+    def _one(self, username: str, domain: str, archive_id: str, statement) -> bool:
+        """Run ``statement(entries)`` (an UPDATE or a DELETE) on the
+        user's message ``archive_id``; whether there was one."""
         number = _number(archive_id)
         if number is None:
             return False
         owned = self._of(self._owner(username, domain).scalar_subquery())
         entry = self._entries
         with self._db.writing() as session:
-            return session.execute(delete(entry).where(owned, entry.id == number)).rowcount == 1
+            return session.execute(statement(entry).where(owned, entry.id == number)
+                                   ).rowcount == 1
 
     def trim(self, username: str, domain: str, keep: int) -> int:
         if keep < 0:
