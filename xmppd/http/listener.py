@@ -48,7 +48,8 @@ from xmppd import domains
 from xmppd.core.bosh import BoshResource
 from xmppd.core.stream import cancelled
 from xmppd.http import base_url
-from xmppd.http.forwarding import client_address, forwarded_secure
+from xmppd.core.limits import address_of
+from xmppd.http.forwarding import client_address, forwarded_secure, trusted
 
 log = Logger(namespace="xmppd.http")
 
@@ -161,8 +162,9 @@ class WebChannel(HTTPChannel):
     def connectionMade(self):
         super().connectionMade()
         server = self.site.server
-        address = getattr(self.transport.getPeer(), "host", None)  # None: a UNIX socket
-        if address is not None and address not in server.config.http.trusted_proxies:
+        peer = self.transport.getPeer()
+        if not trusted(peer, server.config.http.trusted_proxies):  # so is a UNIX socket's peer
+            address = address_of(peer)
             limits = server.config.limits
             if server.http_connections.admit(address, limits.max_connections,
                                              limits.max_connections_per_ip):
