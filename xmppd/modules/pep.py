@@ -77,9 +77,9 @@ from xmppd.modules.caps import NS_CAPS
 from xmppd.options import Option, Options, integer
 from xmppd.pubsub import NS_OWNER, NS_PUBSUB, error
 from xmppd.pubsub.access import refusal
-from xmppd.pubsub.elements import (form_in, items_event, node_event,
-                                   node_name, owner_payload, publish_result, published_item,
-                                   pubsub, retract_event, retrieve, subscriber,
+from xmppd.pubsub.elements import (end_subscription, form_in, items_event, node_event,
+                                   node_name, own_subscriptions, owner_payload, publish_result,
+                                   published_item, pubsub, retract_event, retrieve, subscriber,
                                    subscription_element)
 from xmppd.pubsub.config import (PEP_DEFAULTS, check_preconditions, config_form, enabled,
                                  max_items, read_form, read_publish_options, reconfigure)
@@ -164,7 +164,7 @@ class Pep:
         if verb.name == "unsubscribe":
             return self.unsubscribe(stanza, account, verb)
         if verb.name == "subscriptions":
-            return self.own_subscriptions(stanza, account, verb)
+            return own_subscriptions(self._store, _service(account), stanza, verb)
         if verb.name == "options":
             raise error("feature-not-implemented", feature="subscription-options")
         raise error("feature-not-implemented", text=f"{verb.name} is not offered by PEP")
@@ -357,22 +357,9 @@ class Pep:
         name = node_name(request)
         jid = subscriber(stanza, request)
         yield self._node(account, name)
-        if not (yield self._store.unsubscribe(_service(account), name, jid.full,
-                                              request.getAttribute("subid"))):
-            raise error("unexpected-request", "not-subscribed")
+        yield end_subscription(self._store, _service(account), name, jid,
+                               request.getAttribute("subid"))
         return None
-
-    @defer.inlineCallbacks
-    def own_subscriptions(self, stanza, account, request):
-        only = request.getAttribute("node")
-        answer = domish.Element((NS_PUBSUB, "pubsub"))
-        listed = answer.addElement("subscriptions")
-        for jid in {stanza.sender.bare.full, stanza.sender.full}:
-            for name, subscription in (yield self._store.subscriptions_of(_service(account),
-                                                                         jid)):
-                if only is None or name == only:
-                    listed.addChild(subscription_element(name, subscription))
-        return answer
 
     def own_affiliations(self, stanza, account):
         """The requester's affiliations (§5.7): the owner's nodes."""

@@ -50,9 +50,10 @@ from xmppd.pubsub import NS_OWNER, NS_PUBSUB, error
 from xmppd.pubsub.access import refusal
 from xmppd.pubsub.config import (PEP_DEFAULTS, check_preconditions, config_form, enabled,
                                  max_items, read_form, read_publish_options, reconfigure)
-from xmppd.pubsub.elements import (form_in, items_event, node_event, node_name,
-                                   owner_payload, publish_result, published_item, pubsub,
-                                   retract_event, retrieve, subscriber, subscription_element)
+from xmppd.pubsub.elements import (end_subscription, form_in, items_event, node_event,
+                                   node_name, own_subscriptions, owner_payload, publish_result,
+                                   published_item, pubsub, retract_event, retrieve, subscriber,
+                                   subscription_element)
 from xmppd.storage import NodeExists, TooManyNodes
 from xmppd.storage.kinds import AFFILIATIONS, PubSubItem, PubSubSubscription
 from xmppd.wokkel_compat import data_form
@@ -239,9 +240,7 @@ class PubSubService:
         service, name = stanza.recipient.domain, node_name(unsubscribe)
         jid = subscriber(stanza, unsubscribe)
         yield self._node(service, name)
-        if not (yield self._store.unsubscribe(service, name, jid.full,
-                                              unsubscribe.getAttribute("subid"))):
-            raise error("unexpected-request", "not-subscribed")
+        yield end_subscription(self._store, service, name, jid, unsubscribe.getAttribute("subid"))
         return None
 
     @defer.inlineCallbacks
@@ -275,16 +274,8 @@ class PubSubService:
             {**subscription.options, **_read_subscribe_options(x)}))
         return None
 
-    @defer.inlineCallbacks
     def own_subscriptions(self, stanza, request, rest):
-        service, only = stanza.recipient.domain, request.getAttribute("node")
-        answer = domish.Element((NS_PUBSUB, "pubsub"))
-        listed = answer.addElement("subscriptions")
-        for jid in {stanza.sender.bare.full, stanza.sender.full}:
-            for name, subscription in (yield self._store.subscriptions_of(service, jid)):
-                if only is None or name == only:
-                    listed.addChild(subscription_element(name, subscription))
-        return answer
+        return own_subscriptions(self._store, stanza.recipient.domain, stanza, request)
 
     @defer.inlineCallbacks
     def own_affiliations(self, stanza, request, rest):

@@ -1,6 +1,6 @@
 """The elements of XEP-0060 both pubsub services build and read: request
 parts (§7.1 publish, the node attribute, §6.1 the subscriber), the answer
-to an item retrieval (§6.5), subscriptions (§6.1.2, §5.6) and event
+to an item retrieval (§6.5), subscriptions (§6.1.2, §6.2, §5.6) and event
 notifications (§7.1.2.1 items, §7.2.2.1 retractions, §8.4.2 deletion,
 §8.5.2 purge)."""
 
@@ -115,6 +115,34 @@ def retrieve(store, service, name, request):
         return result
     return store.get_items(service, name, ids=[i for i in ids if i] or None,
                            limit=None if limit is None else int(limit)).addCallback(answer)
+
+
+def end_subscription(store, service, name, jid, subid):
+    """Deferred: the end of ``jid``'s subscription to the node (§6.2);
+    ``unexpected-request`` with ``not-subscribed`` if it has none."""
+    def ended(found):
+        if not found:
+            raise error("unexpected-request", "not-subscribed")
+    return store.unsubscribe(service, name, jid.full, subid).addCallback(ended)
+
+
+def own_subscriptions(store, service, stanza, request):
+    """Deferred: the answer to ``<subscriptions/>`` (§5.6): those of the
+    requester's bare and full JID, of the ``node`` asked for or all."""
+    only = request.getAttribute("node")
+    answer = domish.Element((NS_PUBSUB, "pubsub"))
+    listed = answer.addElement("subscriptions")
+
+    def add(found):
+        for name, subscription in found:
+            if only is None or name == only:
+                listed.addChild(subscription_element(name, subscription))
+
+    d = store.subscriptions_of(service, stanza.sender.bare.full).addCallback(add)
+    if stanza.sender.resource is not None:
+        d.addCallback(lambda _: store.subscriptions_of(service, stanza.sender.full))
+        d.addCallback(add)
+    return d.addCallback(lambda _: answer)
 
 
 def items_event(name, items, payloads):
