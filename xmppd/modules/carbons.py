@@ -83,7 +83,7 @@ def setup(api):
 
     def bind2_enable(stream, session, element, bound):
         """XEP-0386 §3.2: carbons enabled with the binding."""
-        if element.name == "enable" and api.enabled(stream.domain):
+        if element.name == "enable":
             api.sessions.set_flag(session, FLAG, True)
 
     api.depends("bind2")

@@ -147,7 +147,7 @@ def setup(api):
 
     def bind2_state(stream, session, element, bound):
         """XEP-0386 §3.2: the session begins in the state the client asks."""
-        if element.name == "inactive" and api.enabled(stream.domain):
+        if element.name == "inactive":
             session.state.setdefault("csi", Inactive())
 
     api.depends("bind2")
