@@ -45,9 +45,9 @@ returns a Deferred: the stanza, and the sender's later ones, wait for it.
 Stored in the per-user ``blocking`` store: one key per blocked JID, value "".
 Publishes the ``blocking`` service (:class:`BlockLists`), whose
 ``blocks(user, jid)`` other modules ask before sending on a user's behalf
-(and ``unblocked(user, stanzas)`` before delivering what they stored for
-the user: offline messages, subscription requests, so a sender blocked
-after they were stored does not reach the user through them),
+(and ``admits(user)`` before delivering what they stored for the user:
+offline messages, subscription requests, so a sender blocked after they
+were stored does not reach the user through them),
 and whose ``on_block(handler)`` tells them of each stored block with its
 ``<item/>`` elements, for what other specifications put in an item (the
 reports of XEP-0377, ``spam_reporting``).
@@ -154,17 +154,14 @@ class BlockLists:
             return _matches(jids, jid)
         return jids.addCallback(_matches, jid)
 
-    def unblocked(self, user, stanzas):
-        """A Deferred of those of ``stanzas`` (elements stored for ``user``:
-        offline messages, subscription requests) whose sender ``user``
-        does not block now: what was stored before a block is not
-        delivered after it (§3.3)."""
-        def kept(blocked):
-            if not blocked:
-                return list(stanzas)
-            return [element for element in stanzas
-                    if not _matches(blocked, _sender(element))]
-        return defer.maybeDeferred(self.get, user).addCallback(kept)
+    def admits(self, user):
+        """A Deferred of ``admitted(element)``: whether a stanza stored for
+        ``user`` (an offline message, a subscription request) comes from
+        someone ``user`` does not block now; what was stored before a block
+        is not delivered after it (§3.3)."""
+        def admitted(blocked):
+            return lambda element: not blocked or not _matches(blocked, _sender(element))
+        return defer.maybeDeferred(self.get, user).addCallback(admitted)
 
     def on_block(self, handler):
         """Call ``handler(user, items)`` after each stored block command of

@@ -99,14 +99,13 @@ def setup(api):
         blocking = api.service("blocking")
         if blocking is None:
             return send_as_read(session, messages, 0)
-        xml_of = {id(element): xml for element, xml in messages}
 
-        def without_blocked(kept):
+        def admitted_only(admitted):
+            kept = [message for message in messages if admitted(message[0])]
             queued.dec(len(messages) - len(kept))  # dropped: taken, not delivered
-            return send_as_read(session, [(element, xml_of[id(element)]) for element in kept], 0)
+            return send_as_read(session, kept, 0)
 
-        d = blocking.unblocked(session.jid.bare, [element for element, _ in messages])
-        return d.addCallback(without_blocked)
+        return blocking.admits(session.jid.bare).addCallback(admitted_only)
 
     def send_as_read(session, messages, start):
         """Send ``messages[start:]`` (element, stored XML) no faster than

@@ -286,18 +286,17 @@ def setup(api):
         """The requests stored for the account, but from whom it blocks
         now (XEP-0191 §3.3)."""
         user = session.jid.bare
-        d = requests.get_all(user.local, user.domain)
-        d.addCallback(lambda stored: [parse_stanza(text) for text in stored.values()])
-        blocking = api.service("blocking")
-        if blocking is not None:
-            d.addCallback(lambda elements: blocking.unblocked(user, elements))
 
-        def deliver(elements):
-            for element in elements:
-                session.send(element)
+        @defer.inlineCallbacks
+        def deliver():
+            stored = yield requests.get_all(user.local, user.domain)
+            blocking = api.service("blocking")
+            admitted = None if blocking is None else (yield blocking.admits(user))
+            for element in map(parse_stanza, stored.values()):
+                if admitted is None or admitted(element):
+                    session.send(element)
 
-        d.addCallback(deliver)
-        d.addErrback(lambda failure: api.log.failure(
+        deliver().addErrback(lambda failure: api.log.failure(
             "cannot deliver the subscription requests of {user}", failure, user=user))
 
     api.stream_feature(offer)
