@@ -21,10 +21,10 @@ unique and stable stanza ids (XEP-0359) and result set management
   sent copies) carry the id of the sender's copy (§3.5: by the sender's
   account), which is taken off again before the message goes on; not
   those of a message sent while the sender's preferences are being read
-  (the first of its sessions), whose id comes after its copies.  A ``stanza-id`` claiming to be
-  by the recipient's account (or server) is removed from every message to
-  a local account first: only the archive may say that.  The client's
-  ``<origin-id/>`` is kept.
+  (the first of its sessions), whose id comes after its copies.  A
+  ``stanza-id`` claiming to be by the recipient's account (or server) is
+  removed from every message to a local account first: only the archive
+  may say that.  The client's ``<origin-id/>`` is kept.
 - Archive ids are made by the server from its clock (microseconds shifted
   by 12 bits plus random bits, always above the last one given, or found
   in the store at start), so a message is not held up waiting for the

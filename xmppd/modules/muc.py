@@ -155,36 +155,30 @@ def _x(element, uri):
     return child(element, uri, "x")
 
 
-def _sees_real_jids(room, bare):
-    """Whether account ``bare`` may read the real JIDs of a room's archive
-    (XEP-0313 §5.1.2): anyone in a non-anonymous room, else its owners and
-    admins, and an occupant who is a moderator now (XEP-0045 §6.4)."""
-    if room.non_anonymous() or room.affiliation(bare) in ("owner", "admin"):
-        return True
-    return any(occupant.bare == bare and occupant.role == "moderator"
-               for occupant in room.occupants.values())
-
-
 def _forwarded(result):
     """The archived message inside a query result (XEP-0313 §4.2)."""
     forwarded = child(child(result, NS_MAM, "result"), NS_FORWARD, "forwarded")
     return child(forwarded, NS_CLIENT, "message")
 
 
-def _without_real_jid(message):
-    """``message`` without the ``muc#user`` ``<x/>`` that names its
-    sender's real JID."""
-    message.children = [node for node in message.children
-                        if not (isinstance(node, domish.Element) and node.uri == NS_USER
-                                and node.name == "x")]
-    return message
+def _user_x(node):
+    """Whether ``node`` is a ``muc#user`` ``<x/>`` (the room's to write:
+    it may name a sender's real JID)."""
+    return node.uri == NS_USER and node.name == "x"
 
 
 def _forged(node):
     """Whether a child of an occupant's message is the room's to write:
     stanza ids, occupant ids, the ``muc#user`` ``<x/>``."""
-    return ((node.uri == NS_SID and node.name == "stanza-id") or node.uri == NS_OCCUPANT_ID
-            or (node.uri == NS_USER and node.name == "x"))
+    return (node.uri == NS_SID and node.name == "stanza-id") or node.uri == NS_OCCUPANT_ID \
+        or _user_x(node)
+
+
+def _without(message, test):
+    """``message`` without its child elements for which ``test`` holds."""
+    message.children = [node for node in message.children
+                        if not (isinstance(node, domish.Element) and test(node))]
+    return message
 
 
 class MUC:
@@ -364,7 +358,7 @@ class MUC:
         for message in history:
             message["to"] = sender.full
             if not room.sees_jids(occupant):
-                _without_real_jid(message)
+                _without(message, _user_x)
             self._api.route(message)
         self._api.route(room.subject_message(sender.full))
 
@@ -602,9 +596,7 @@ class MUC:
             raise StanzaError("item-not-found", "no such occupant")
         message = copy_element(stanza.element)
         message["from"] = room.occupant_jid(occupant.nick)
-        message.children = [node for node in message.children
-                            if not (isinstance(node, domish.Element) and _forged(node))]
-        message.addElement((NS_USER, "x"))
+        _without(message, _forged).addElement((NS_USER, "x"))
         for jid in target.sessions:
             self._api.route(addressed_copy(message, jid))
 
@@ -996,11 +988,11 @@ class MUC:
         def answer(room, stanza):
             options = self._options(room.jid.domain)
             reader = self._archive_reader(room, stanza)
-            sees = _sees_real_jids(room, stanza.sender.bare.full)
+            sees = room.reader_sees_jids(stanza.sender.bare.full)
 
             def send(result):
                 if not sees:
-                    _without_real_jid(_forwarded(result))
+                    _without(_forwarded(result), _user_x)
                 self._api.route(result)
 
             return self._after_writes(room).addCallback(lambda _: queries.query(

@@ -85,6 +85,14 @@ class Room:
     def sees_jids(self, occupant):
         return occupant.role == "moderator" or self.non_anonymous()
 
+    def reader_sees_jids(self, bare):
+        """Whether account ``bare`` may read the real JIDs in the room's
+        archive (XEP-0313 §5.1.2): as an occupant would (:meth:`sees_jids`),
+        and its owners and admins, who are moderators when they are in."""
+        return self.affiliation(bare) in ("owner", "admin") or self.non_anonymous() or any(
+            occupant.bare == bare and self.sees_jids(occupant)
+            for occupant in self.occupants.values())
+
     def recipients(self):
         """(occupant, full JID) of every session in the room."""
         for occupant in self.occupants.values():
