@@ -416,6 +416,43 @@ def test_omemo_device_list_published_open_is_read_by_a_non_contact(server, run):
     run(server, body)
 
 
+def test_a_stranger_subscribes_to_an_open_device_list(server, run):
+    """As Monal does for a new contact's OMEMO device list (XEP-0060 §6.1,
+    which XEP-0163 §6 requires): an account that is no contact subscribes
+    through slixmpp's xep_0060 (its bare JID, while available), gets the
+    last item, then each new one,
+    lists its subscription, and after unsubscribing gets nothing more."""
+    owner, stranger = new_accounts(server, "owner", "stranger")
+
+    async def body(clients):
+        phone = await login(clients, owner, "phone")
+        options = publish_options(phone, pubsub__access_model="open")
+        await publish(phone, NODE_DEVICELIST, "current", payload(f"{{{NS_AXOLOTL}}}list"),
+                      options)
+        outsider = await login(clients, stranger, "laptop")
+        events = collect(outsider, "pubsub_publish")
+        outsider.xmpp.send_presence()  # events to its bare JID go to available resources
+        await settled(outsider)
+        pubsub = outsider.xmpp.plugin["xep_0060"]
+        await pubsub.subscribe(JID(bare(owner)), NODE_DEVICELIST, timeout=STEP_TIMEOUT)
+        last = await next_of(events)
+        assert (str(last["from"]), last["pubsub_event"]["items"]["node"]) == (
+            bare(owner), NODE_DEVICELIST)
+        await publish(phone, NODE_DEVICELIST, "current", payload(f"{{{NS_AXOLOTL}}}list"),
+                      publish_options(phone, pubsub__access_model="open"))
+        assert str((await next_of(events))["from"]) == bare(owner)
+        listed = await pubsub.get_subscriptions(JID(bare(owner)), timeout=STEP_TIMEOUT)
+        assert [(s["node"], str(s["jid"])) for s in listed["pubsub"]["subscriptions"]] == [
+            (NODE_DEVICELIST, bare(stranger))]
+        await pubsub.unsubscribe(JID(bare(owner)), NODE_DEVICELIST, timeout=STEP_TIMEOUT)
+        await publish(phone, NODE_DEVICELIST, "current", payload(f"{{{NS_AXOLOTL}}}list"),
+                      publish_options(phone, pubsub__access_model="open"))
+        await settled(outsider)
+        assert events.empty(), f"after unsubscribing: {events.get_nowait()}"
+
+    run(server, body)
+
+
 # Filtered notifications
 
 
