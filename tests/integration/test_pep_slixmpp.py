@@ -420,8 +420,8 @@ def test_a_stranger_subscribes_to_an_open_device_list(server, run):
     """As Monal does for a new contact's OMEMO device list (XEP-0060 §6.1,
     which XEP-0163 §6 requires): an account that is no contact subscribes
     through slixmpp's xep_0060 (its bare JID, while available), gets the
-    last item, then each new one,
-    lists its subscription, and after unsubscribing gets nothing more."""
+    last item, then each new one, lists its subscription, and after
+    unsubscribing gets nothing more."""
     owner, stranger = new_accounts(server, "owner", "stranger")
 
     async def body(clients):
