@@ -601,11 +601,37 @@ class ProsodyArchiving(Prosody):
     modules = ' "mam";'
 
 
+class Floor(Server):
+    """bench/login_floor.py: canned answers over xmppd's transport and TLS,
+    the floor under a login (logins only)."""
+
+    name = "floor"
+    unsupported = ("messages", "ws_messages", "bosh_messages", "presence", "pep", "muc",
+                   "memory")
+
+    def configure(self, certificate):
+        self.certificates = self.dir / "certs"
+        self.certificates.mkdir()
+        for suffix in (".crt", ".key"):
+            shutil.copy(certificate.with_suffix(suffix), self.certificates / f"{DOMAIN}{suffix}")
+
+    def create_accounts(self, localparts, password, roster_users, roster_size, rosters=None):
+        self.password = password
+
+    def command(self):
+        return [sys.executable, str(REPO / "bench" / "login_floor.py"), "--port", str(self.port),
+                "--certificates", str(self.certificates), "--domain", DOMAIN,
+                "--password", self.password]
+
+    def version(self):
+        return "-"
+
+
 KINDS = {"xmppd": Xmppd, "xmppd-mam": XmppdArchiving, "xmppd-nomam": XmppdWithoutArchive,
          "xmppd-mam-pg": XmppdArchivingPostgres, "xmppd-pg": XmppdPostgres,
          "xmppd-cluster1": XmppdCluster, "xmppd-cluster2": XmppdTwoNodes,
          "prosody": Prosody, "prosody-gengc": ProsodyGenerationalGC,
-         "prosody-mam": ProsodyArchiving, "ejabberd": Ejabberd}
+         "prosody-mam": ProsodyArchiving, "ejabberd": Ejabberd, "floor": Floor}
 
 
 # Results
@@ -664,7 +690,8 @@ def parser():
                    "one and two cluster nodes, Redis at $XMPPD_BENCH_REDIS_URL, default "
                    "redis://127.0.0.1:6379/0), "
                    "prosody, prosody-gengc (Prosody with generational garbage collection), "
-                   "prosody-mam (Prosody archiving messages), ejabberd")
+                   "prosody-mam (Prosody archiving messages), ejabberd, "
+                   "floor (bench/login_floor.py: logins only)")
     p.add_argument("--quick", action="store_true", help="a ~1 minute smoke run")
     p.add_argument("--runs", type=int, help="runs per server (default 3, quick 1)")
     p.add_argument("--memory-runs", type=int, default=1, help="memory phase runs per server")
@@ -727,7 +754,7 @@ def main(argv=None):
             print(f"# run {number}/{len(plan)}: {server.name} {','.join(phases)}",
                   file=sys.stderr)
             profile = None
-            if args.profile and isinstance(server, Xmppd):
+            if args.profile and isinstance(server, (Xmppd, Floor)):
                 profile = Path(args.profile) / f"{server.name}-{number}-{'-'.join(phases)}.txt"
             for record in _run(server, generator, phases, profile, args.py_spy):
                 records.append(record)
