@@ -448,6 +448,30 @@ def test_explicit_subscriptions_follow_the_access_model_and_the_requester(server
     assert events(carol) == []  # it may no longer read the node
 
 
+def test_a_deleted_node_notifies_its_explicit_subscribers(server):
+    alice, carol = online(server, ALICE), online(server, CAROL)  # not contacts
+    publish(alice, node=DEVICES, access_model="open")
+    assert subscribe(carol, ALICE, DEVICES, jid=CAROL)["type"] == "result"
+    server.clock.advance(0)
+    carol.take()
+    assert owner_iq(alice, "set", f"<delete node='{DEVICES}'/>")["type"] == "result"
+    server.clock.advance(0)
+    assert events(carol) == [("delete", DEVICES, [])]  # XEP-0060 §8.4.2
+
+
+def test_a_deleted_whitelist_node_notifies_its_members(server, caps):
+    befriend(server, ALICE, BOB)
+    alice = online(server, ALICE)
+    caps.learn(f"{BOB}/res", NODE)
+    bob = online(server, BOB)
+    publish(alice, access_model="whitelist")
+    owner_iq(alice, "set", f"<affiliations node='{NODE}'>"
+             f"<affiliation jid='{BOB}' affiliation='member'/></affiliations>")
+    bob.take()
+    assert owner_iq(alice, "set", f"<delete node='{NODE}'/>")["type"] == "result"
+    server.clock.advance(0)
+    assert events(bob) == [("delete", NODE, [])]
+
 def test_the_account_says_it_has_pep(server):
     alice = online(server, ALICE)
     alice.send(f"<iq type='get' id='d' to='{ALICE}'>"

@@ -396,9 +396,11 @@ class Pep:
         name = node_name(delete)
         node = yield self._node(account, name)
         items = yield self._store.get_items(_service(account), name)
-        yield self._store.delete_node(_service(account), name)
         if enabled(node.config, "pubsub#notify_delete"):
-            self.notify(account, name, node.config, lambda: node_event("delete", name))
+            # Before the node goes with its subscriptions and affiliations,
+            # which say who gets the notice (XEP-0060 §8.4.2).
+            yield self.notify(account, name, node.config, lambda: node_event("delete", name))
+        yield self._store.delete_node(_service(account), name)
         for item in items:
             self._tell(None, account, name, None, item.id)
         return None
@@ -480,16 +482,18 @@ class Pep:
     def notify(self, account, name, config, event):
         """Send the event ``event()`` about node ``name`` to the account's
         resources and its contacts that want it and may have it (in a
-        cluster, those this node serves, and the other nodes theirs)."""
+        cluster, those this node serves, and the other nodes theirs).
+        Deferred: the notices are routed (this node's), failures logged."""
         if not enabled(config, "pubsub#deliver_notifications"):
-            return
-        self._to_subscribers(account, name, config, event).addErrback(self._failed, account)
+            return defer.succeed(None)
+        sent = [self._to_subscribers(account, name, config, event)]
         if self._api.node is None:
-            self._send(account, name, config, lambda: event().toXml(),
-                       self._api.sessions.resources(account), self._recipients.get(account, ()))
+            sent.append(self._send(account, name, config, lambda: event().toXml(),
+                                   self._api.sessions.resources(account),
+                                   self._recipients.get(account, ())))
         else:
-            self._notify_cluster(account, name, config, event().toXml()).addErrback(
-                self._failed, account)
+            sent.append(self._notify_cluster(account, name, config, event().toXml()))
+        return defer.gatherResults([d.addErrback(self._failed, account) for d in sent])
 
     @defer.inlineCallbacks
     def _notify_cluster(self, account, name, config, xml):
@@ -506,7 +510,7 @@ class Pep:
         self._api.tell_cluster(NOTIFIED, json.dumps(
             {"a": account.full, "n": name, "c": config, "x": xml, "j": contacts},
             separators=(",", ":")))
-        self._served(account, name, config, xml, contacts)
+        yield self._served(account, name, config, xml, contacts)
 
     def notified(self, argument):
         """Another node of the cluster notified (``NOTIFIED``): the
@@ -517,38 +521,38 @@ class Pep:
             name, config, xml, contacts = fields["n"], fields["c"], fields["x"], fields["j"]
         except (ValueError, KeyError, TypeError, InvalidJID):
             return
-        self._served(account, name, config, xml, contacts)
+        self._served(account, name, config, xml, contacts).addErrback(self._failed, account)
 
     def _served(self, account, name, config, xml, contacts):
         """Notify (in a cluster) the account's resources bound here, those of
         ``contacts`` (full JIDs) bound here, and the entities whose presence
-        to the account this node received."""
+        to the account this node received; Deferred: they are notified."""
         sessions = self._api.sessions
         here = set(self._recipients.get(account, ()))
         for full in contacts:
             session = sessions.get(JID.parse(full))
             if isinstance(session, Session) and session.available:
                 here.add(full)
-        self._send(account, name, config, lambda: xml,
-                   [session for session in sessions.resources(account)
-                    if isinstance(session, Session)], here)
+        return self._send(account, name, config, lambda: xml,
+                          [session for session in sessions.resources(account)
+                           if isinstance(session, Session)], here)
 
     def _send(self, account, name, config, event, resources, contacts):
         """Send the event (serialised, ``event()``) to the sessions among
         ``resources`` (the account's) and the full JIDs among ``contacts``
-        that want it, the contacts if they may have it."""
+        that want it, the contacts if they may have it; Deferred: sent."""
         own = [session.jid.full for session in resources
                if session.available and self._interested(session.jid.full, name)]
         others = [full for full in contacts if self._interested(full, name)]
         if not own and not others:
-            return
+            return defer.succeed(None)
         # Serialised once for every recipient.
         xml = event()
         for full in own:
             self._api.route(self._message(account, full, config, xml))
-        if others:
-            self._to_contacts(account, config, name, others, xml).addErrback(
-                self._failed, account)
+        if not others:
+            return defer.succeed(None)
+        return self._to_contacts(account, config, name, others, xml)
 
     @defer.inlineCallbacks
     def _to_subscribers(self, account, name, config, event):
