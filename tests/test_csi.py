@@ -327,6 +327,29 @@ def test_stream_management_counts_what_goes_out_and_resumes_an_active_stream(ser
     assert seen(resumed) == [("presence", "bob", "back")]
 
 
+
+def test_a_stream_that_takes_over_an_inactive_session_begins_active(server):
+    """Resumed while the old stream is still there (XEP-0198 §5, the old one
+    closed with conflict): the new stream begins active (XEP-0352 §4.2), and
+    what was held goes after <resumed/>, counted by stream management."""
+    bob, alice = online(server, BOB), online(server, ALICE)
+    bob.take()
+    alice.send(f"<enable xmlns='{NS_SM}' resume='true'/>" + INACTIVE)
+    [enabled] = alice.take()
+    status(bob, "away")
+    assert alice.take() == []
+    resumed = Client(server)
+    resumed.starttls()
+    resumed.open()
+    resumed.auth_plain(ALICE)
+    resumed.open()
+    resumed.send(f"<resume xmlns='{NS_SM}' previd='{enabled['id']}' h='0'/>")
+    assert seen(resumed) == [("resumed", "", None), ("presence", "bob", "away"),
+                             ("r", "", None)]
+    assert session_of(server, resumed).state[SM].sent == 1
+    status(bob, "back")
+    assert seen(resumed) == [("presence", "bob", "back")]
+
 def test_an_unbound_session_drops_its_state(server, clients):
     alice, bob, _ = clients
     old = session_of(server, alice)

@@ -26,7 +26,11 @@
   session, so that stream management, whose outbound filter runs after this
   one, counts and keeps it for the resumed stream, and the session is
   active again.  A client that wants to stay inactive says so after
-  resuming.  Nothing is held for a session without a carrier.
+  resuming.  Nothing is held for a session without a carrier.  A stream
+  that resumes the session while the old one is still there (the old one
+  closed with ``conflict``) begins active too: what is held goes to stream
+  management's queue as if the old carrier had been lost, and out after
+  ``<resumed/>`` with the stanzas it resends.
 
 The outbound filter runs before stream management's (priority
 :data:`FILTER_PRIORITY`) and costs one dict lookup for an active session.
@@ -39,7 +43,7 @@ from prometheus_client import Counter
 from twisted.words.xish import domish
 
 from xmppd.core.api import AUTHENTICATED
-from xmppd.core.events import SESSION_UNBOUND
+from xmppd.core.events import SESSION_RESUMED, SESSION_UNBOUND
 from xmppd.core.negotiation import SESSION_CARRIER_LOST
 from xmppd.core.stanzas import NS_CARBONS
 from xmppd.core.xmlstream import NS_CLIENT
@@ -142,6 +146,17 @@ def setup(api):
         become_active(session, "carrier-lost")
         return False  # never keeps the session: stream management may
 
+    def taken_over(session):
+        """Resumed on a new stream: through stream management's queue, with
+        no carrier, so it goes out after ``<resumed/>``."""
+        state = session.state.pop("csi", None)
+        if state is not None:
+            carrier, session.carrier = session.carrier, None
+            try:
+                flush(session, state, "carrier-lost")
+            finally:
+                session.carrier = carrier
+
     def unbound(session):
         session.state.pop("csi", None)
 
@@ -157,6 +172,7 @@ def setup(api):
     api.streams.on_element(NS_CSI, "active", active)
     api.streams.add_outbound_filter(hold, priority=FILTER_PRIORITY)
     api.hook(SESSION_CARRIER_LOST, carrier_lost, priority=CARRIER_LOST_PRIORITY)
+    api.hook(SESSION_RESUMED, taken_over)
     api.hook(SESSION_UNBOUND, unbound)
 
 
