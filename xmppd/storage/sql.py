@@ -25,6 +25,7 @@ themselves are in :mod:`xmppd.storage.sql_stores`,
 """
 
 import os
+from collections import namedtuple
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -73,6 +74,23 @@ def _database_errors() -> Iterator[None]:
         yield
     except (SQLAlchemyError, CommandError) as exc:
         raise StorageError(str(getattr(exc, "orig", None) or exc)) from exc
+
+
+class _Read:
+    """A read statement compiled for one dialect: its SQL, its parameters
+    in the driver's style, a named tuple of its columns."""
+
+    __slots__ = ("sql", "_compiled", "_order", "row")
+
+    def __init__(self, statement, dialect) -> None:
+        self._compiled = statement.compile(dialect=dialect)
+        self.sql = self._compiled.string
+        self._order = self._compiled.positiontup if self._compiled.positional else None
+        self.row = namedtuple("Row", [column.key for column in statement.selected_columns])
+
+    def parameters(self, params: dict):
+        values = self._compiled.construct_params(params)
+        return values if self._order is None else [values[name] for name in self._order]
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -146,6 +164,8 @@ class SQLStore:
         else:
             self._reads = self._engine.execution_options(isolation_level="REPEATABLE READ")
             self._writes = self._engine
+        self._compiled = {}  # statement -> _Read, for rows()
+        self._driver_error = self._engine.dialect.loaded_dbapi.Error
         self._shared = {"accounts": SQLAccounts(self), "roster": SQLRosters(self),
                         "offline": SQLOffline(self), "uploads": SQLUploads(self)}
 
@@ -161,13 +181,31 @@ class SQLStore:
             yield session
 
     def rows(self, statement, **params) -> list:
-        """The rows of one read ``statement`` with its bound ``params``,
-        without an ORM session: for the reads of every login, whose
-        statements are built once with ``bindparam`` so that SQLAlchemy
-        finds them compiled in its cache (building a statement per call and
-        the ORM cost ten times as much).  One statement sees one snapshot."""
-        with _database_errors(), self._reads.connect() as connection:
-            return connection.execute(statement, params).all()
+        """The rows of one read ``statement`` with its bound ``params``, as
+        named tuples: for the reads of every login, built once with
+        ``bindparam``.  They run on a pooled DBAPI connection, compiled
+        once for its dialect (:class:`_Read`), outside a transaction of
+        SQLAlchemy's: one statement sees one snapshot anyway, and
+        SQLAlchemy's own execution costs four times the query
+        (bench/RESULTS.md).  The values are the driver's (bytes, integers,
+        text): no SQLAlchemy type processing."""
+        read = self._compiled.get(statement)
+        if read is None:
+            read = self._compiled[statement] = _Read(statement, self._engine.dialect)
+        with _database_errors():
+            try:
+                connection = self._engine.raw_connection()
+                try:
+                    cursor = connection.cursor()
+                    try:
+                        cursor.execute(read.sql, read.parameters(params))
+                        return [read.row._make(row) for row in cursor.fetchall()]
+                    finally:
+                        cursor.close()
+                finally:
+                    connection.close()  # back to the pool
+            except self._driver_error as exc:
+                raise StorageError(str(exc)) from exc
 
     @contextmanager
     def writing(self) -> Iterator[Session]:
