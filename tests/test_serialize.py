@@ -49,12 +49,30 @@ def built():
     attributes[("urn:other", "attr")] = "v"
     raw = domish.Element((NS_CLIENT, "message"))
     raw.addRawXml("<raw/>")
-    return [plain, version, error, attributes, raw]
+    features = domish.Element((NS_STREAMS, "features"))
+    features.addElement(("urn:ietf:params:xml:ns:xmpp-sasl", "mechanisms")).addElement(
+        "mechanism", content="SCRAM-SHA-1")
+    features.addElement(("urn:xmpp:csi:0", "csi"))
+    features.addElement((NS_STREAMS, "other"))["a"] = "'&"
+    features.addElement("inherited").addContent("<")  # in the stream namespace too
+    return [plain, version, error, attributes, raw, features]
 
 
 @pytest.mark.parametrize("element", built(), ids=lambda e: e.name)
 def test_built_stanzas(element):
     assert serialize(element) == domish_bytes(element)
+
+
+def test_stream_elements_are_written_natively():
+    features = built()[-1]
+    assert serialize(features) == domish_bytes(features) == (
+        b"<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
+        b"<mechanism>SCRAM-SHA-1</mechanism></mechanisms><csi xmlns='urn:xmpp:csi:0'/>"
+        b"<stream:other a='&apos;&amp;'/><stream:inherited>&lt;</stream:inherited>"
+        b"</stream:features>")
+    odd = domish.Element((NS_STREAMS, "features"), defaultUri="urn:other")
+    odd.addElement("x")
+    assert serialize(odd) == domish_bytes(odd)  # left to domish
 
 
 def test_other_stream_prefixes():
