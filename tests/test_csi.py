@@ -315,17 +315,22 @@ def test_stream_management_counts_what_goes_out_and_resumes_an_active_stream(ser
     chat_state(bob, "composing")
     assert alice.take() == [] and session_of(server, alice).state[SM].sent == 0
     alice.lose()
-    resumed = Client(server)
-    resumed.starttls()
-    resumed.open()
-    resumed.auth_plain(ALICE)
-    resumed.open()
-    resumed.send(f"<resume xmlns='{NS_SM}' previd='{enabled['id']}' h='0'/>")
+    resumed = resume(server, enabled['id'])
     assert seen(resumed) == [("resumed", "", None), ("presence", "bob", "away"),
                              ("message", "bob", "composing"), ("r", "", None)]
     status(bob, "back")
     assert seen(resumed) == [("presence", "bob", "back")]
 
+
+def resume(server, previd):
+    """A new stream of Alice's that resumes session ``previd`` with h=0."""
+    resumed = Client(server)
+    resumed.starttls()
+    resumed.open()
+    resumed.auth_plain(ALICE)
+    resumed.open()
+    resumed.send(f"<resume xmlns='{NS_SM}' previd='{previd}' h='0'/>")
+    return resumed
 
 
 def test_a_stream_that_takes_over_an_inactive_session_begins_active(server):
@@ -338,12 +343,7 @@ def test_a_stream_that_takes_over_an_inactive_session_begins_active(server):
     [enabled] = alice.take()
     status(bob, "away")
     assert alice.take() == []
-    resumed = Client(server)
-    resumed.starttls()
-    resumed.open()
-    resumed.auth_plain(ALICE)
-    resumed.open()
-    resumed.send(f"<resume xmlns='{NS_SM}' previd='{enabled['id']}' h='0'/>")
+    resumed = resume(server, enabled['id'])
     assert seen(resumed) == [("resumed", "", None), ("presence", "bob", "away"),
                              ("r", "", None)]
     assert session_of(server, resumed).state[SM].sent == 1
