@@ -363,8 +363,6 @@ class FrameParser:
 STREAM_PREFIXES = {NS_STREAMS: "stream"}
 
 
-
-
 def _prefixed(prefixes):
     """The namespaces domish writes with a prefix, each with the prefix
     :func:`_write` writes itself (those the stream header declared), or

@@ -147,15 +147,14 @@ def setup(api):
         return False  # never keeps the session: stream management may
 
     def taken_over(session):
-        """Resumed on a new stream: through stream management's queue, with
-        no carrier, so it goes out after ``<resumed/>``."""
-        state = session.state.pop("csi", None)
-        if state is not None:
-            carrier, session.carrier = session.carrier, None
-            try:
-                flush(session, state, "carrier-lost")
-            finally:
-                session.carrier = carrier
+        """Resumed on a new stream: active, what is held through stream
+        management's queue with no carrier, so it goes out after
+        ``<resumed/>``."""
+        carrier, session.carrier = session.carrier, None
+        try:
+            become_active(session, "carrier-lost")
+        finally:
+            session.carrier = carrier
 
     def unbound(session):
         session.state.pop("csi", None)

@@ -550,9 +550,9 @@ class Pep:
         xml = event()
         for full in own:
             self._api.route(self._message(account, full, config, xml))
-        if not others:
-            return defer.succeed(None)
-        return self._to_contacts(account, config, name, others, xml)
+        if others:
+            return self._to_contacts(account, config, name, others, xml)
+        return defer.succeed(None)
 
     @defer.inlineCallbacks
     def _to_subscribers(self, account, name, config, event):

@@ -27,7 +27,7 @@ themselves are in :mod:`xmppd.storage.sql_stores`,
 import os
 from collections import namedtuple
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -69,10 +69,12 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 @contextmanager
-def _database_errors() -> Iterator[None]:
+def _database_errors(*driver_errors) -> Iterator[None]:
+    """SQLAlchemy's and Alembic's errors, and ``driver_errors`` (of a DBAPI
+    connection used directly), as StorageError."""
     try:
         yield
-    except (SQLAlchemyError, CommandError) as exc:
+    except (SQLAlchemyError, CommandError, *driver_errors) as exc:
         raise StorageError(str(getattr(exc, "orig", None) or exc)) from exc
 
 
@@ -192,20 +194,11 @@ class SQLStore:
         read = self._compiled.get(statement)
         if read is None:
             read = self._compiled[statement] = _Read(statement, self._engine.dialect)
-        with _database_errors():
-            try:
-                connection = self._engine.raw_connection()
-                try:
-                    cursor = connection.cursor()
-                    try:
-                        cursor.execute(read.sql, read.parameters(params))
-                        return [read.row._make(row) for row in cursor.fetchall()]
-                    finally:
-                        cursor.close()
-                finally:
-                    connection.close()  # back to the pool
-            except self._driver_error as exc:
-                raise StorageError(str(exc)) from exc
+        with (_database_errors(self._driver_error),
+              closing(self._engine.raw_connection()) as connection,  # back to the pool
+              closing(connection.cursor()) as cursor):
+            cursor.execute(read.sql, read.parameters(params))
+            return [read.row._make(row) for row in cursor.fetchall()]
 
     @contextmanager
     def writing(self) -> Iterator[Session]:
