@@ -48,13 +48,10 @@ SASL2 = "urn:xmpp:sasl:2"
 ITERATIONS = 4096
 TOKEN = "floor-token"  # the one FAST token every client gets
 MECHANISMS = ("SCRAM-SHA-1", "SCRAM-SHA-256", "PLAIN")
+_OFFERED = "".join(f"<mechanism>{m}</mechanism>" for m in MECHANISMS)
 _MECHANISM = re.compile(rb"mechanism='([^']+)'")
 _CONTENT = re.compile(rb">([^<]*)</")
 _ID = re.compile(rb"id='([^']+)'")
-
-
-def _mechanisms(tag):
-    return "".join(f"<{tag}>{m}</{tag}>" for m in MECHANISMS)
 
 
 class Canned:
@@ -69,8 +66,8 @@ class Canned:
                                "<required/></starttls></stream:features>").encode()
         self.proceed = b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"
         self.sasl_features = (
-            header + f"<mechanisms xmlns='{SASL}'>{_mechanisms('mechanism')}</mechanisms>"
-            f"<authentication xmlns='{SASL2}'>{_mechanisms('mechanism')}<inline>"
+            header + f"<mechanisms xmlns='{SASL}'>{_OFFERED}</mechanisms>"
+            f"<authentication xmlns='{SASL2}'>{_OFFERED}<inline>"
             "<bind xmlns='urn:xmpp:bind:0'/><fast xmlns='urn:xmpp:fast:0'>"
             "<mechanism>HT-SHA-256-NONE</mechanism></fast></inline></authentication>"
             "</stream:features>").encode()

@@ -213,6 +213,15 @@ def pinned(cpu):
     return prepare
 
 
+def copy_certificate(certificate, directory):
+    """The benchmark's certificate and key into ``directory`` (made if
+    needed), named after the domain; the directory."""
+    directory.mkdir(exist_ok=True)
+    for suffix in (".crt", ".key"):
+        shutil.copy(certificate.with_suffix(suffix), directory / f"{DOMAIN}{suffix}")
+    return directory
+
+
 def wait_listening(process, port, log):
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -287,10 +296,7 @@ class Xmppd(Server):
 
     def configure(self, certificate):
         """A configuration per node (``xmppd.toml`` for one), then the schema."""
-        certificates = self.dir / "certs"
-        certificates.mkdir()
-        for suffix in (".crt", ".key"):
-            shutil.copy(certificate.with_suffix(suffix), certificates / f"{DOMAIN}{suffix}")
+        certificates = copy_certificate(certificate, self.dir / "certs")
         self.configs = [self.dir / ("xmppd.toml" if self.nodes == 1 else f"xmppd-{n + 1}.toml")
                         for n in range(self.nodes)]
         for node, config in enumerate(self.configs):
@@ -346,8 +352,7 @@ class Prosody(Server):
         raise SystemExit(f"run.py: 'prosodyctl about' failed: {about.stdout}{about.stderr}")
 
     def configure(self, certificate):
-        for suffix in (".crt", ".key"):
-            shutil.copy(certificate.with_suffix(suffix), self.dir / f"{DOMAIN}{suffix}")
+        copy_certificate(certificate, self.dir)
         (self.dir / "data").mkdir()
         level = {"warn": "warn", "error": "error", "debug": "debug"}.get(self.log_level, "info")
         self.config = self.dir / "prosody.cfg.lua"
@@ -606,14 +611,10 @@ class Floor(Server):
     the floor under a login (logins only)."""
 
     name = "floor"
-    unsupported = ("messages", "ws_messages", "bosh_messages", "presence", "pep", "muc",
-                   "memory")
+    unsupported = tuple(phase for phase in loadgen.PHASES if phase not in ("login", "fast_login"))
 
     def configure(self, certificate):
-        self.certificates = self.dir / "certs"
-        self.certificates.mkdir()
-        for suffix in (".crt", ".key"):
-            shutil.copy(certificate.with_suffix(suffix), self.certificates / f"{DOMAIN}{suffix}")
+        self.certificates = copy_certificate(certificate, self.dir / "certs")
 
     def create_accounts(self, localparts, password, roster_users, roster_size, rosters=None):
         self.password = password
